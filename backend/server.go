@@ -1,0 +1,123 @@
+// Package backend owns pools of servers: their state, their counters and the
+// algorithms that pick one for a new connection or request.
+//
+// Hot paths never lock: a Backend's server list is an immutable snapshot
+// behind an atomic.Pointer, replaced whole when something structural changes
+// (weights, servers added or removed); per-server state and counters are
+// atomics read in place.
+package backend
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"sync/atomic"
+	"time"
+)
+
+// Admin states set by an operator.
+const (
+	AdminReady int32 = iota
+	AdminDrain
+	AdminMaint
+)
+
+// Server is one backend server. It must not be copied: it holds atomics.
+type Server struct {
+	_ noCopy
+
+	Name    string
+	Backend string
+	Addr    string
+	ID      string // opaque id for cookies: never the address
+	Backup  bool
+	MaxConn int64 // 0: no per-server limit
+
+	ConfWeight int32 // weight from the config file
+
+	weight atomic.Int32 // current weight (runtime changes)
+	up     atomic.Bool  // health: true when up
+	admin  atomic.Int32 // AdminReady / AdminDrain / AdminMaint
+	active atomic.Int64 // connections open to this server now
+
+	lastChange atomic.Int64 // unix nanos of the last up/down change
+
+	Counters Counters
+}
+
+// Counters are a server's running totals, read by stats at scrape time.
+type Counters struct {
+	Sessions   atomic.Uint64 // connections established (or requests sent, http)
+	MaxActive  atomic.Int64
+	BytesIn    atomic.Uint64 // bytes from client to server
+	BytesOut   atomic.Uint64 // bytes from server to client
+	ConnErrors atomic.Uint64 // failed connects
+	Retries    atomic.Uint64 // connects retried elsewhere after failing here
+}
+
+// NewServer builds a server that starts up, ready, with weight w.
+func NewServer(backendName, name, addr string, w int, backup bool, maxconn int) *Server {
+	s := &Server{Name: name, Backend: backendName, Addr: addr, Backup: backup, MaxConn: int64(maxconn), ConfWeight: int32(w)}
+	sum := sha256.Sum256([]byte(backendName + "/" + name))
+	s.ID = hex.EncodeToString(sum[:8])
+	s.weight.Store(int32(w))
+	s.up.Store(true)
+	s.lastChange.Store(time.Now().UnixNano())
+	return s
+}
+
+// Available reports whether the server may take a new connection: up, ready,
+// weighted above zero and under its own maxconn.
+func (s *Server) Available() bool {
+	if !s.up.Load() || s.admin.Load() != AdminReady || s.weight.Load() <= 0 {
+		return false
+	}
+	return s.MaxConn == 0 || s.active.Load() < s.MaxConn
+}
+
+// Up reports the health state.
+func (s *Server) Up() bool { return s.up.Load() }
+
+// SetUp records a health state change; it reports whether it changed.
+func (s *Server) SetUp(up bool) bool {
+	if s.up.Swap(up) == up {
+		return false
+	}
+	s.lastChange.Store(time.Now().UnixNano())
+	return true
+}
+
+// LastChange is when the health state last changed.
+func (s *Server) LastChange() time.Time { return time.Unix(0, s.lastChange.Load()) }
+
+// Admin returns the admin state.
+func (s *Server) Admin() int32 { return s.admin.Load() }
+
+// SetAdmin sets the admin state.
+func (s *Server) SetAdmin(a int32) { s.admin.Store(a) }
+
+// Weight is the current weight.
+func (s *Server) Weight() int32 { return s.weight.Load() }
+
+// Active is the number of connections open to the server now.
+func (s *Server) Active() int64 { return s.active.Load() }
+
+// Acquire counts a new connection to the server; call Release when it ends.
+func (s *Server) Acquire() {
+	n := s.active.Add(1)
+	s.Counters.Sessions.Add(1)
+	for {
+		m := s.Counters.MaxActive.Load()
+		if n <= m || s.Counters.MaxActive.CompareAndSwap(m, n) {
+			break
+		}
+	}
+}
+
+// Release ends a connection counted by Acquire.
+func (s *Server) Release() { s.active.Add(-1) }
+
+// noCopy makes `go vet` flag copies of structs that hold atomics.
+type noCopy struct{}
+
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}

@@ -1,0 +1,58 @@
+// Command sluice is an HAProxy-style layer-4/layer-7 load balancer.
+//
+//	sluice check -f sluice.toml   validate a configuration, bind nothing
+//	sluice run -f sluice.toml     run in the foreground
+//	sluice demo                   sluice in front of three demo backends
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+)
+
+// Version is set at build time with -ldflags "-X main.Version=...".
+var Version = "dev"
+
+const usage = `usage: sluice <command> [flags]
+
+commands:
+  run -f FILE      run the load balancer with the configuration in FILE
+  check -f FILE    validate FILE without binding anything (exit 1 on errors)
+  demo             run sluice in front of three demo backends and show how to try it
+  version          print the version
+`
+
+func main() {
+	os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Main runs a sub-command and returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "demo":
+		return cmdDemo(args[1:], stdout, stderr)
+	case "version", "-v", "--version":
+		fmt.Fprintln(stdout, "sluice", Version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}

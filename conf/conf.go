@@ -1,0 +1,215 @@
+// Package conf decodes, defaults and validates sluice's TOML configuration.
+//
+// Loading happens in three steps, as in Caddy's Provision/Validate: decode
+// the file into raw structs (strings for durations so that one bad value does
+// not hide the others), fill defaults, then validate everything and report
+// every problem at once with its file, line and key. The result is a *Config
+// that nobody mutates after Load returns.
+package conf
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Modes of frontends and backends.
+const (
+	ModeTCP  = "tcp"
+	ModeUDP  = "udp"
+	ModeHTTP = "http"
+)
+
+// Config is a validated configuration. Treat it as read-only.
+type Config struct {
+	File      string
+	Global    Global
+	Stats     Stats
+	Frontends []*Frontend // sorted by name
+	Backends  []*Backend  // sorted by name
+}
+
+// Global holds process-wide settings.
+type Global struct {
+	MaxConn        int
+	HardStopAfter  time.Duration
+	ControlSocket  string
+	PIDFile        string
+	VitalFrontends []string
+}
+
+// Stats is the stats listener.
+type Stats struct {
+	Bind           string
+	AdminTokenFile string
+}
+
+// Frontend is a named set of listeners.
+type Frontend struct {
+	Name               string
+	Mode               string
+	Bind               []string // expanded host:port addresses
+	AcceptProxy        bool
+	ProxyTrusted       []netip.Prefix
+	Freebind           bool
+	MaxConn            int
+	DefaultBackend     string
+	TimeoutClient      time.Duration
+	TimeoutHTTPRequest time.Duration
+	TimeoutProxyHeader time.Duration
+	TLS                []TLS
+	Routes             []Route
+}
+
+// TLS is one certificate of a frontend.
+type TLS struct {
+	Cert, Key string
+}
+
+// Route sends matching HTTP requests to Backend.
+type Route struct {
+	Host       string
+	PathPrefix string
+	Header     map[string]string
+	Backend    string
+}
+
+// Backend is a pool of servers.
+type Backend struct {
+	Name           string
+	Mode           string
+	Balance        string
+	Sticky         string
+	StickyCookie   string
+	StickyTTL      time.Duration
+	SendProxy      string
+	TimeoutConnect time.Duration
+	TimeoutServer  time.Duration
+	Retries        int
+	Health         Health
+	Servers        []Server
+	DNS            *DNS
+}
+
+// Health describes the active check of a backend's servers.
+type Health struct {
+	Check    string
+	Path     string
+	Expect   string
+	Interval time.Duration
+	Timeout  time.Duration
+	Rise     int
+	Fall     int
+}
+
+// Server is one backend server.
+type Server struct {
+	Name    string
+	Address string
+	Weight  int
+	Backup  bool
+	MaxConn int
+}
+
+// DNS discovers a backend's servers.
+type DNS struct {
+	Name      string
+	Resolvers []string
+	Interval  time.Duration
+	Port      int
+}
+
+// Frontend returns the frontend called name, or nil.
+func (c *Config) Frontend(name string) *Frontend {
+	for _, f := range c.Frontends {
+		if f.Name == name {
+			return f
+		}
+	}
+	return nil
+}
+
+// Backend returns the backend called name, or nil.
+func (c *Config) Backend(name string) *Backend {
+	for _, b := range c.Backends {
+		if b.Name == name {
+			return b
+		}
+	}
+	return nil
+}
+
+// Problem is one configuration error, located in the file.
+type Problem struct {
+	File string
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (p Problem) Error() string {
+	loc := p.File
+	if p.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", p.File, p.Line)
+	}
+	if p.Key != "" {
+		return fmt.Sprintf("%s: %s: %s", loc, p.Key, p.Msg)
+	}
+	return fmt.Sprintf("%s: %s", loc, p.Msg)
+}
+
+// Errors is every problem found in one file.
+type Errors []Problem
+
+func (e Errors) Error() string {
+	var b strings.Builder
+	for i, p := range e {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(p.Error())
+	}
+	return b.String()
+}
+
+// Load reads, defaults and validates the file at path. A returned error is
+// an Errors listing every problem, or an I/O error.
+func Load(path string) (*Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, src)
+}
+
+// Parse is Load on bytes already read; name is used in error messages.
+func Parse(name string, src []byte) (*Config, error) {
+	var raw rawFile
+	md, err := toml.NewDecoder(strings.NewReader(string(src))).Decode(&raw)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, Errors{{File: name, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}}
+		}
+		return nil, Errors{{File: name, Msg: err.Error()}}
+	}
+	v := &validator{file: name, loc: newLocator(src)}
+	for _, k := range md.Undecoded() {
+		key := k.String()
+		v.problems = append(v.problems, Problem{File: name, Line: v.loc.plainLine(key), Key: key,
+			Msg: "unknown key; check its spelling against the configuration reference in README.md"})
+	}
+	cfg := v.build(&raw)
+	if len(v.problems) > 0 {
+		sort.SliceStable(v.problems, func(i, j int) bool { return v.problems[i].Line < v.problems[j].Line })
+		return nil, Errors(v.problems)
+	}
+	cfg.File = name
+	return cfg, nil
+}

@@ -1,0 +1,490 @@
+package conf
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	sockaddr "github.com/hashicorp/go-sockaddr/template"
+)
+
+// Raw decoding targets: durations stay strings here so that validation can
+// report each bad one with its key instead of stopping at the first.
+type rawFile struct {
+	Global   rawGlobal              `toml:"global"`
+	Defaults rawDefaults            `toml:"defaults"`
+	Stats    rawStats               `toml:"stats"`
+	Frontend map[string]rawFrontend `toml:"frontend"`
+	Backend  map[string]rawBackend  `toml:"backend"`
+}
+
+type rawGlobal struct {
+	MaxConn        *int     `toml:"maxconn"`
+	HardStopAfter  string   `toml:"hard_stop_after"`
+	ControlSocket  string   `toml:"control_socket"`
+	PIDFile        string   `toml:"pid_file"`
+	VitalFrontends []string `toml:"vital_frontends"`
+}
+
+type rawDefaults struct {
+	TimeoutConnect     string `toml:"timeout_connect"`
+	TimeoutClient      string `toml:"timeout_client"`
+	TimeoutServer      string `toml:"timeout_server"`
+	TimeoutHTTPRequest string `toml:"timeout_http_request"`
+	TimeoutProxyHeader string `toml:"timeout_proxy_header"`
+	Retries            *int   `toml:"retries"`
+	MaxConn            *int   `toml:"maxconn"`
+}
+
+type rawStats struct {
+	Bind           string `toml:"bind"`
+	AdminTokenFile string `toml:"admin_token_file"`
+}
+
+type rawFrontend struct {
+	Mode               string     `toml:"mode"`
+	Bind               []string   `toml:"bind"`
+	AcceptProxy        bool       `toml:"accept_proxy"`
+	ProxyTrusted       []string   `toml:"proxy_trusted"`
+	Freebind           bool       `toml:"freebind"`
+	MaxConn            *int       `toml:"maxconn"`
+	DefaultBackend     string     `toml:"default_backend"`
+	TimeoutClient      string     `toml:"timeout_client"`
+	TimeoutHTTPRequest string     `toml:"timeout_http_request"`
+	TimeoutProxyHeader string     `toml:"timeout_proxy_header"`
+	TLS                []rawTLS   `toml:"tls"`
+	Route              []rawRoute `toml:"route"`
+}
+
+type rawTLS struct {
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
+}
+
+type rawRoute struct {
+	Host       string            `toml:"host"`
+	PathPrefix string            `toml:"path_prefix"`
+	Header     map[string]string `toml:"header"`
+	Backend    string            `toml:"backend"`
+}
+
+type rawBackend struct {
+	Mode           string      `toml:"mode"`
+	Balance        string      `toml:"balance"`
+	Sticky         string      `toml:"sticky"`
+	StickyCookie   string      `toml:"sticky_cookie"`
+	StickyTTL      string      `toml:"sticky_ttl"`
+	SendProxy      string      `toml:"send_proxy"`
+	TimeoutConnect string      `toml:"timeout_connect"`
+	TimeoutServer  string      `toml:"timeout_server"`
+	Retries        *int        `toml:"retries"`
+	Health         rawHealth   `toml:"health"`
+	Server         []rawServer `toml:"server"`
+	DNS            *rawDNS     `toml:"dns"`
+}
+
+type rawHealth struct {
+	Check    string `toml:"check"`
+	Path     string `toml:"path"`
+	Expect   string `toml:"expect"`
+	Interval string `toml:"interval"`
+	Timeout  string `toml:"timeout"`
+	Rise     *int   `toml:"rise"`
+	Fall     *int   `toml:"fall"`
+}
+
+type rawServer struct {
+	Name    string `toml:"name"`
+	Address string `toml:"address"`
+	Weight  *int   `toml:"weight"`
+	Backup  bool   `toml:"backup"`
+	MaxConn int    `toml:"maxconn"`
+}
+
+type rawDNS struct {
+	Name      string   `toml:"name"`
+	Resolvers []string `toml:"resolvers"`
+	Interval  string   `toml:"interval"`
+	Port      int      `toml:"port"`
+}
+
+type validator struct {
+	file     string
+	loc      *locator
+	problems []Problem
+}
+
+func (v *validator) errf(key, format string, args ...any) {
+	v.problems = append(v.problems, Problem{File: v.file, Line: v.loc.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// dur parses a duration value at key; empty means def.
+func (v *validator) dur(key, s string, def time.Duration) time.Duration {
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		v.errf(key, "%q is not a duration; write it like \"1.5s\", \"200ms\" or \"2m\"", s)
+		return def
+	}
+	return d
+}
+
+func (v *validator) oneOf(key, val string, allowed ...string) {
+	for _, a := range allowed {
+		if val == a {
+			return
+		}
+	}
+	v.errf(key, "%q is not one of %s", val, strings.Join(quoteAll(allowed), ", "))
+}
+
+func quoteAll(s []string) []string {
+	out := make([]string, len(s))
+	for i, x := range s {
+		out[i] = strconv.Quote(x)
+	}
+	return out
+}
+
+func intOr(p *int, def int) int {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// Defaults used when neither [defaults] nor the section sets a value.
+const (
+	DefaultMaxConn            = 50000
+	DefaultHardStopAfter      = 30 * time.Second
+	DefaultTimeoutConnect     = 5 * time.Second
+	DefaultTimeoutClient      = 50 * time.Second
+	DefaultTimeoutServer      = 50 * time.Second
+	DefaultTimeoutHTTPRequest = 10 * time.Second
+	DefaultTimeoutProxyHeader = 3 * time.Second
+	DefaultRetries            = 2
+	MaxWeight                 = 256
+)
+
+func (v *validator) build(raw *rawFile) *Config {
+	cfg := &Config{}
+	g := raw.Global
+	cfg.Global = Global{
+		MaxConn:        intOr(g.MaxConn, DefaultMaxConn),
+		HardStopAfter:  v.dur("global.hard_stop_after", g.HardStopAfter, DefaultHardStopAfter),
+		ControlSocket:  g.ControlSocket,
+		PIDFile:        g.PIDFile,
+		VitalFrontends: g.VitalFrontends,
+	}
+	if cfg.Global.MaxConn < 1 {
+		v.errf("global.maxconn", "must be at least 1, got %d", cfg.Global.MaxConn)
+	}
+
+	d := raw.Defaults
+	defConnect := v.dur("defaults.timeout_connect", d.TimeoutConnect, DefaultTimeoutConnect)
+	defClient := v.dur("defaults.timeout_client", d.TimeoutClient, DefaultTimeoutClient)
+	defServer := v.dur("defaults.timeout_server", d.TimeoutServer, DefaultTimeoutServer)
+	defHTTPReq := v.dur("defaults.timeout_http_request", d.TimeoutHTTPRequest, DefaultTimeoutHTTPRequest)
+	defProxyHdr := v.dur("defaults.timeout_proxy_header", d.TimeoutProxyHeader, DefaultTimeoutProxyHeader)
+	defRetries := intOr(d.Retries, DefaultRetries)
+	if defRetries < 0 {
+		v.errf("defaults.retries", "must not be negative, got %d", defRetries)
+	}
+	defMaxConn := intOr(d.MaxConn, 0)
+
+	cfg.Stats = Stats{AdminTokenFile: raw.Stats.AdminTokenFile}
+	if raw.Stats.Bind != "" {
+		addrs := v.bindAddrs("stats.bind", raw.Stats.Bind)
+		if len(addrs) > 0 {
+			cfg.Stats.Bind = addrs[0]
+		}
+	}
+
+	// Backends first, so frontends can check what they reference.
+	for _, name := range sortedKeys(raw.Backend) {
+		cfg.Backends = append(cfg.Backends, v.backend(name, raw.Backend[name], defConnect, defServer, defRetries))
+	}
+
+	binds := map[string]string{} // "net addr" -> key that bound it first
+	if cfg.Stats.Bind != "" {
+		binds["tcp "+cfg.Stats.Bind] = "stats.bind"
+	}
+	usedBy := map[string]*Frontend{}
+	for _, name := range sortedKeys(raw.Frontend) {
+		rf := raw.Frontend[name]
+		p := "frontend." + name
+		f := &Frontend{
+			Name:               name,
+			Mode:               rf.Mode,
+			AcceptProxy:        rf.AcceptProxy,
+			Freebind:           rf.Freebind,
+			MaxConn:            intOr(rf.MaxConn, defMaxConn),
+			DefaultBackend:     rf.DefaultBackend,
+			TimeoutClient:      v.dur(p+".timeout_client", rf.TimeoutClient, defClient),
+			TimeoutHTTPRequest: v.dur(p+".timeout_http_request", rf.TimeoutHTTPRequest, defHTTPReq),
+			TimeoutProxyHeader: v.dur(p+".timeout_proxy_header", rf.TimeoutProxyHeader, defProxyHdr),
+		}
+		if f.Mode == "" {
+			f.Mode = ModeTCP
+		}
+		v.oneOf(p+".mode", f.Mode, ModeTCP, ModeUDP, ModeHTTP)
+		if f.MaxConn < 0 {
+			v.errf(p+".maxconn", "must not be negative (0 means only the global cap), got %d", f.MaxConn)
+		}
+		if len(rf.Bind) == 0 {
+			v.errf(p+".bind", "a frontend needs at least one bind address, like bind = [\"0.0.0.0:80\"]")
+		}
+		network := "tcp"
+		if f.Mode == ModeUDP {
+			network = "udp"
+		}
+		for i, b := range rf.Bind {
+			key := p + ".bind"
+			for _, a := range v.bindAddrs(key, b) {
+				if prev, dup := binds[network+" "+a]; dup {
+					v.errf(key, "address %s (entry %d) is already bound by %s; each address may be bound once", a, i+1, prev)
+					continue
+				}
+				binds[network+" "+a] = key
+				f.Bind = append(f.Bind, a)
+			}
+		}
+		for _, t := range rf.ProxyTrusted {
+			pfx, err := parsePrefix(t)
+			if err != nil {
+				v.errf(p+".proxy_trusted", "%q is not an address or CIDR prefix like \"10.0.0.0/8\"", t)
+				continue
+			}
+			f.ProxyTrusted = append(f.ProxyTrusted, pfx)
+		}
+		for i, t := range rf.TLS {
+			key := fmt.Sprintf("%s.tls.%d", p, i)
+			if t.Cert == "" || t.Key == "" {
+				v.errf(key, "a tls entry needs both cert and key files")
+			}
+			f.TLS = append(f.TLS, TLS{Cert: t.Cert, Key: t.Key})
+		}
+		if len(rf.TLS) > 0 && f.Mode != ModeHTTP {
+			v.errf(p+".tls", "TLS termination needs mode = \"http\"")
+		}
+		if len(rf.Route) > 0 && f.Mode != ModeHTTP {
+			v.errf(p+".route", "routes need mode = \"http\"; a %s frontend only has default_backend", f.Mode)
+		}
+		for i, r := range rf.Route {
+			key := fmt.Sprintf("%s.route.%d", p, i)
+			v.useBackend(cfg, key+".backend", r.Backend, f, usedBy)
+			f.Routes = append(f.Routes, Route{Host: r.Host, PathPrefix: r.PathPrefix, Header: r.Header, Backend: r.Backend})
+		}
+		if f.DefaultBackend != "" {
+			v.useBackend(cfg, p+".default_backend", f.DefaultBackend, f, usedBy)
+		} else if len(f.Routes) == 0 {
+			v.errf(p+".default_backend", "a frontend needs a default_backend (or, in http mode, routes)")
+		}
+		cfg.Frontends = append(cfg.Frontends, f)
+	}
+	for _, b := range cfg.Backends {
+		if b.Mode == "" {
+			b.Mode = ModeTCP // unused backend: any mode is fine
+		}
+		if b.Sticky == "cookie" && b.Mode != ModeHTTP {
+			v.errf("backend."+b.Name+".sticky", "sticky = \"cookie\" needs an http backend; use \"source\" for %s", b.Mode)
+		}
+	}
+	for _, name := range cfg.Global.VitalFrontends {
+		if cfg.Frontend(name) == nil {
+			v.errf("global.vital_frontends", "frontend %q does not exist", name)
+		}
+	}
+	return cfg
+}
+
+// useBackend checks a reference from frontend f to backend name and settles
+// the backend's mode from the frontends that use it.
+func (v *validator) useBackend(cfg *Config, key, name string, f *Frontend, usedBy map[string]*Frontend) {
+	b := cfg.Backend(name)
+	if b == nil {
+		var names []string
+		for _, b := range cfg.Backends {
+			names = append(names, b.Name)
+		}
+		v.errf(key, "backend %q does not exist (defined: %s)", name, strings.Join(names, ", "))
+		return
+	}
+	if b.Mode == "" {
+		b.Mode = f.Mode
+		usedBy[name] = f
+		return
+	}
+	if b.Mode != f.Mode {
+		by := "its mode key"
+		if u := usedBy[name]; u != nil {
+			by = "frontend " + u.Name
+		}
+		v.errf(key, "frontend %s is mode %q but backend %s is mode %q (set by %s); modes must match", f.Name, f.Mode, name, b.Mode, by)
+	}
+}
+
+func (v *validator) backend(name string, rb rawBackend, defConnect, defServer time.Duration, defRetries int) *Backend {
+	p := "backend." + name
+	b := &Backend{
+		Name:           name,
+		Mode:           rb.Mode,
+		Balance:        rb.Balance,
+		Sticky:         rb.Sticky,
+		StickyCookie:   rb.StickyCookie,
+		StickyTTL:      v.dur(p+".sticky_ttl", rb.StickyTTL, 30*time.Minute),
+		SendProxy:      rb.SendProxy,
+		TimeoutConnect: v.dur(p+".timeout_connect", rb.TimeoutConnect, defConnect),
+		TimeoutServer:  v.dur(p+".timeout_server", rb.TimeoutServer, defServer),
+		Retries:        intOr(rb.Retries, defRetries),
+	}
+	if b.Mode != "" {
+		v.oneOf(p+".mode", b.Mode, ModeTCP, ModeUDP, ModeHTTP)
+	}
+	if b.Balance == "" {
+		b.Balance = "roundrobin"
+	}
+	v.oneOf(p+".balance", b.Balance, "roundrobin", "leastconn", "iphash", "random")
+	v.oneOf(p+".sticky", b.Sticky, "", "cookie", "source")
+	if b.StickyCookie == "" {
+		b.StickyCookie = "SLUICE"
+	}
+	v.oneOf(p+".send_proxy", b.SendProxy, "", "v1", "v2")
+	if b.Retries < 0 {
+		v.errf(p+".retries", "must not be negative, got %d", b.Retries)
+	}
+
+	h := rb.Health
+	hp := p + ".health"
+	b.Health = Health{
+		Check:    h.Check,
+		Path:     h.Path,
+		Expect:   h.Expect,
+		Interval: v.dur(hp+".interval", h.Interval, 2*time.Second),
+		Timeout:  v.dur(hp+".timeout", h.Timeout, time.Second),
+		Rise:     intOr(h.Rise, 2),
+		Fall:     intOr(h.Fall, 3),
+	}
+	if b.Health.Check == "" {
+		b.Health.Check = "none"
+	}
+	v.oneOf(hp+".check", b.Health.Check, "tcp", "http", "dns", "agent", "none")
+	if b.Health.Path == "" {
+		b.Health.Path = "/"
+	}
+	if b.Health.Expect == "" {
+		b.Health.Expect = "200-399"
+	}
+	if b.Health.Rise < 1 {
+		v.errf(hp+".rise", "must be at least 1, got %d", b.Health.Rise)
+	}
+	if b.Health.Fall < 1 {
+		v.errf(hp+".fall", "must be at least 1, got %d", b.Health.Fall)
+	}
+
+	names := map[string]bool{}
+	for i, rs := range rb.Server {
+		key := fmt.Sprintf("%s.server.%d", p, i)
+		s := Server{Name: rs.Name, Address: rs.Address, Weight: intOr(rs.Weight, 1), Backup: rs.Backup, MaxConn: rs.MaxConn}
+		if s.Name == "" {
+			s.Name = fmt.Sprintf("s%d", i+1)
+		}
+		if names[s.Name] {
+			v.errf(key+".name", "server name %q is used twice in backend %s", s.Name, name)
+		}
+		names[s.Name] = true
+		if s.Weight < 0 || s.Weight > MaxWeight {
+			v.errf(key+".weight", "weight %d is outside 0..%d", s.Weight, MaxWeight)
+		}
+		if s.MaxConn < 0 {
+			v.errf(key+".maxconn", "must not be negative, got %d", s.MaxConn)
+		}
+		if s.Address == "" {
+			v.errf(key+".address", "a server needs an address like \"10.0.0.11:8080\"")
+		} else if _, port, err := net.SplitHostPort(s.Address); err != nil || port == "" {
+			v.errf(key+".address", "%q is not host:port", s.Address)
+		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			v.errf(key+".address", "%q has a bad port", s.Address)
+		}
+		b.Servers = append(b.Servers, s)
+	}
+	if rb.DNS != nil {
+		dp := p + ".dns"
+		b.DNS = &DNS{Name: rb.DNS.Name, Resolvers: rb.DNS.Resolvers, Interval: v.dur(dp+".interval", rb.DNS.Interval, 10*time.Second), Port: rb.DNS.Port}
+		if b.DNS.Name == "" {
+			v.errf(dp+".name", "dns discovery needs a name to resolve")
+		}
+	}
+	if len(b.Servers) == 0 && b.DNS == nil {
+		v.errf(p, "backend %s has no servers; add [[%s.server]] entries (or a [%s.dns] section)", name, p, p)
+	}
+	return b
+}
+
+// bindAddrs expands a bind value (possibly a go-sockaddr template) into one
+// or more host:port addresses.
+func (v *validator) bindAddrs(key, val string) []string {
+	s := val
+	if strings.Contains(val, "{{") {
+		out, err := sockaddr.Parse(val)
+		if err != nil {
+			v.errf(key, "template %q: %v", val, err)
+			return nil
+		}
+		s = out
+	}
+	var addrs []string
+	for _, a := range strings.Fields(s) {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			v.errf(key, "%q is not an address like \"0.0.0.0:80\" (from %q)", a, val)
+			continue
+		}
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			v.errf(key, "%q has a bad port", a)
+			continue
+		}
+		if host != "" {
+			if _, err := netip.ParseAddr(host); err != nil {
+				v.errf(key, "%q: host %q is not an IP address", a, host)
+				continue
+			}
+		} else if strings.Contains(val, "{{") {
+			// A template that produced ":80" found no address.
+			v.errf(key, "template %q yields no address on this host", val)
+			continue
+		}
+		addrs = append(addrs, a)
+	}
+	if len(addrs) == 0 && s != val && strings.TrimSpace(s) == "" {
+		v.errf(key, "template %q yields no address on this host", val)
+	}
+	return addrs
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,324 @@
+// Package frontend runs listeners: it accepts connections (on sockets it
+// bound or inherited), applies connection limits, and hands each connection
+// to the right backend.
+package frontend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"sluice/backend"
+	"sluice/conf"
+	"sluice/internal/sockets"
+	"sluice/l4"
+)
+
+// Counters are a frontend's running totals. Must not be copied.
+type Counters struct {
+	Sessions  atomic.Uint64 // connections accepted
+	Current   atomic.Int64  // connections open now
+	MaxActive atomic.Int64
+	BytesIn   atomic.Uint64 // from clients
+	BytesOut  atomic.Uint64 // to clients
+	Denied    atomic.Uint64 // refused before reaching a server (no server up, bad PROXY header...)
+	Errors    atomic.Uint64 // connection errors (server unreachable after retries)
+}
+
+// Frontend is one configured frontend at run time.
+type Frontend struct {
+	Name    string
+	Mode    string
+	cfg     *conf.Frontend
+	backend *backend.Backend
+	sem     chan struct{} // per-frontend maxconn; nil when unlimited
+	socks   []*sockets.Socket
+
+	Counters Counters
+}
+
+// Config returns the frontend's configuration.
+func (f *Frontend) Config() *conf.Frontend { return f.cfg }
+
+// Backend returns the default backend.
+func (f *Frontend) Backend() *backend.Backend { return f.backend }
+
+// Server runs every frontend of one configuration.
+type Server struct {
+	Frontends []*Frontend
+	log       *slog.Logger
+	global    chan struct{} // global.maxconn
+	done      chan struct{} // closed when shutting down
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup // accept loops and connections
+	connW sync.WaitGroup // connections only
+}
+
+// Bind returns a socket for every listener of cfg, taking it from have when
+// a socket with the same key exists there (inherited from a parent), binding
+// it otherwise. Sockets of have that cfg does not use are left alone.
+func Bind(cfg *conf.Config, have sockets.Set) (sockets.Set, error) {
+	out := sockets.Set{}
+	for _, f := range cfg.Frontends {
+		network := "tcp"
+		if f.Mode == conf.ModeUDP {
+			network = "udp"
+		}
+		for _, a := range f.Bind {
+			k := sockets.Key{Network: network, Addr: a}
+			if s, ok := have[k]; ok {
+				out[k] = s
+				continue
+			}
+			s, err := sockets.Listen(k, sockets.Options{Freebind: f.Freebind})
+			if err != nil {
+				for k2, s2 := range out {
+					if _, inherited := have[k2]; !inherited {
+						s2.Close()
+					}
+				}
+				return nil, fmt.Errorf("frontend %s: bind %s: %w", f.Name, a, err)
+			}
+			out[k] = s
+		}
+	}
+	return out, nil
+}
+
+// New builds the frontends of cfg over the given backends and sockets.
+func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.Set, log *slog.Logger) (*Server, error) {
+	s := &Server{
+		log:    log,
+		global: make(chan struct{}, cfg.Global.MaxConn),
+		done:   make(chan struct{}),
+		conns:  map[net.Conn]struct{}{},
+	}
+	for _, fc := range cfg.Frontends {
+		if fc.Mode != conf.ModeTCP {
+			return nil, fmt.Errorf("frontend %s: mode %q is not supported by this build yet", fc.Name, fc.Mode)
+		}
+		f := &Frontend{Name: fc.Name, Mode: fc.Mode, cfg: fc, backend: backends[fc.DefaultBackend]}
+		if fc.MaxConn > 0 {
+			f.sem = make(chan struct{}, fc.MaxConn)
+		}
+		for _, a := range fc.Bind {
+			k := sockets.Key{Network: "tcp", Addr: a}
+			sock, ok := socks[k]
+			if !ok {
+				return nil, fmt.Errorf("frontend %s: no socket for %s", fc.Name, k)
+			}
+			f.socks = append(f.socks, sock)
+		}
+		s.Frontends = append(s.Frontends, f)
+	}
+	return s, nil
+}
+
+// Serve starts accepting on every frontend and returns.
+func (s *Server) Serve() {
+	for _, f := range s.Frontends {
+		for _, sock := range f.socks {
+			s.wg.Add(1)
+			go s.acceptLoop(f, sock.Listener)
+		}
+	}
+}
+
+// Current is the number of connections open on all frontends.
+func (s *Server) Current() int { return len(s.global) }
+
+// acquire takes a connection slot of the frontend and of the process,
+// waiting while either is full. It returns false when shutting down.
+func (s *Server) acquire(f *Frontend) bool {
+	if f.sem != nil {
+		select {
+		case f.sem <- struct{}{}:
+		case <-s.done:
+			return false
+		}
+	}
+	select {
+	case s.global <- struct{}{}:
+		return true
+	case <-s.done:
+		if f.sem != nil {
+			<-f.sem
+		}
+		return false
+	}
+}
+
+func (s *Server) release(f *Frontend) {
+	<-s.global
+	if f.sem != nil {
+		<-f.sem
+	}
+}
+
+func (s *Server) acceptLoop(f *Frontend, ln net.Listener) {
+	defer s.wg.Done()
+	var backoff time.Duration
+	for {
+		// At the cap we stop calling Accept: new connections wait in the
+		// kernel's queue until a slot frees, as HAProxy does.
+		if !s.acquire(f) {
+			return
+		}
+		conn, err := ln.Accept()
+		if err != nil {
+			s.release(f)
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE and friends: back off instead of spinning.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", "frontend", f.Name, "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-s.done:
+				return
+			}
+			continue
+		}
+		backoff = 0
+		s.track(conn, true)
+		s.wg.Add(1)
+		s.connW.Add(1)
+		go func() {
+			defer func() {
+				s.track(conn, false)
+				s.release(f)
+				s.connW.Done()
+				s.wg.Done()
+			}()
+			s.handle(f, conn)
+		}()
+	}
+}
+
+func (s *Server) track(c net.Conn, add bool) {
+	s.mu.Lock()
+	if add {
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) handle(f *Frontend, conn net.Conn) {
+	f.Counters.Sessions.Add(1)
+	n := f.Counters.Current.Add(1)
+	defer f.Counters.Current.Add(-1)
+	for {
+		m := f.Counters.MaxActive.Load()
+		if n <= m || f.Counters.MaxActive.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	s.serveTCP(f, conn)
+}
+
+func clientAddr(c net.Conn) netip.Addr {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		a, _ := netip.AddrFromSlice(ta.IP)
+		return a.Unmap()
+	}
+	return netip.Addr{}
+}
+
+// serveTCP connects the client to a server of the default backend, retrying
+// the connect on another server, then relays bytes until both sides end.
+func (s *Server) serveTCP(f *Frontend, conn net.Conn) {
+	be := f.backend
+	client := backend.Client{Addr: clientAddr(conn)}
+	var srv, skip *backend.Server
+	var server net.Conn
+	for attempt := 0; attempt <= be.Retries; attempt++ {
+		srv = be.Pick(&client, skip)
+		if srv == nil {
+			break
+		}
+		srv.Acquire()
+		c, err := net.DialTimeout("tcp", srv.Addr, be.TimeoutConnect)
+		if err == nil {
+			server = c
+			break
+		}
+		srv.Counters.ConnErrors.Add(1)
+		if attempt < be.Retries {
+			srv.Counters.Retries.Add(1)
+		}
+		s.log.Debug("connect failed", "frontend", f.Name, "backend", be.Name, "server", srv.Name, "err", err)
+		srv.Release()
+		skip, srv = srv, nil
+	}
+	if server == nil {
+		if skip == nil {
+			be.Counters.NoServer.Add(1)
+			f.Counters.Denied.Add(1)
+		} else {
+			f.Counters.Errors.Add(1)
+		}
+		conn.Close()
+		return
+	}
+	defer srv.Release()
+	err := l4.Relay(conn, server, l4.RelayOptions{
+		ClientIdle: f.cfg.TimeoutClient,
+		ServerIdle: be.TimeoutServer,
+		In:         []*atomic.Uint64{&f.Counters.BytesIn, &srv.Counters.BytesIn},
+		Out:        []*atomic.Uint64{&f.Counters.BytesOut, &srv.Counters.BytesOut},
+	})
+	if err != nil && !errors.Is(err, l4.ErrIdle) {
+		s.log.Debug("relay ended", "frontend", f.Name, "server", srv.Name, "err", err)
+	}
+}
+
+// StopAccepting closes this server's listeners: new connections stay in the
+// kernel queue for whoever else holds the socket. Connections already
+// accepted go on.
+func (s *Server) StopAccepting() {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	close(s.done)
+	for _, f := range s.Frontends {
+		for _, sock := range f.socks {
+			sock.Close()
+		}
+	}
+}
+
+// Shutdown stops accepting, waits for open connections to finish, and when
+// ctx ends first closes whatever is left. It returns how many connections it
+// had to cut.
+func (s *Server) Shutdown(ctx context.Context) int {
+	s.StopAccepting()
+	finished := make(chan struct{})
+	go func() { s.connW.Wait(); close(finished) }()
+	cut := 0
+	select {
+	case <-finished:
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+			cut++
+		}
+		s.mu.Unlock()
+		<-finished
+	}
+	s.wg.Wait()
+	return cut
+}

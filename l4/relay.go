@@ -1,0 +1,183 @@
+// Package l4 moves bytes between a client and a server connection.
+package l4
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// BufSize is the size of each direction's copy buffer.
+const BufSize = 16 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, BufSize); return &b }}
+
+// ErrIdle ends a relay on which nothing moved for the idle timeout.
+var ErrIdle = errors.New("idle timeout")
+
+// RelayOptions configure a Relay.
+type RelayOptions struct {
+	ClientIdle time.Duration // timeout_client: inactivity allowed on the client side
+	ServerIdle time.Duration // timeout_server: inactivity allowed on the server side
+	// Counters, each may be nil: bytes from client to server, and back.
+	In, Out []*atomic.Uint64
+}
+
+// Relay copies both ways between client and server until both directions
+// have ended, then closes both connections. A side that shuts its write half
+// (EOF) has it passed on with CloseWrite, so a client that half-closes still
+// gets the whole reply. The connection is idle only when no byte moved in
+// either direction for the timeout of the side being waited on. A reset is a
+// normal end. It returns the first error other than EOF, reset or close.
+func Relay(client, server net.Conn, o RelayOptions) error {
+	now := time.Now()
+	act := &activity{start: now}
+	if o.ClientIdle > 0 {
+		client.SetDeadline(now.Add(o.ClientIdle))
+	}
+	if o.ServerIdle > 0 {
+		server.SetDeadline(now.Add(o.ServerIdle))
+	}
+	up := &copier{name: "client->server", src: client, dst: server, srcIdle: o.ClientIdle, dstIdle: o.ServerIdle, act: act, counters: o.In}
+	down := &copier{name: "server->client", src: server, dst: client, srcIdle: o.ServerIdle, dstIdle: o.ClientIdle, act: act, counters: o.Out}
+
+	errc := make(chan error, 1)
+	go func() {
+		err := up.run()
+		if err != nil {
+			abort(client, server)
+		}
+		errc <- err
+	}()
+	err := down.run()
+	if err != nil {
+		abort(client, server)
+	}
+	err2 := <-errc
+	if err2 != nil && err == nil {
+		err = err2
+	}
+	client.Close()
+	server.Close()
+	if ignorable(err) {
+		return nil
+	}
+	return err
+}
+
+// activity is the last time any byte moved, shared by both directions.
+type activity struct {
+	start time.Time
+	last  atomic.Int64 // nanoseconds since start
+}
+
+func (a *activity) touch() { a.last.Store(int64(time.Since(a.start))) }
+
+// idleFor reports how long nothing has moved.
+func (a *activity) idleFor() time.Duration {
+	return time.Since(a.start) - time.Duration(a.last.Load())
+}
+
+// copier copies one direction; the name makes goroutine dumps readable.
+type copier struct {
+	name             string
+	src, dst         net.Conn
+	srcIdle, dstIdle time.Duration
+	act              *activity
+	counters         []*atomic.Uint64
+}
+
+func (c *copier) run() error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := c.src.Read(buf)
+		if n > 0 {
+			c.act.touch()
+			for _, ctr := range c.counters {
+				if ctr != nil {
+					ctr.Add(uint64(n))
+				}
+			}
+			if werr := c.write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if c.rearm(c.src.SetReadDeadline, c.srcIdle) {
+					continue
+				}
+				return ErrIdle
+			}
+			if err == io.EOF {
+				closeWrite(c.dst)
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func (c *copier) write(b []byte) error {
+	for len(b) > 0 {
+		n, err := c.dst.Write(b)
+		b = b[n:]
+		if n > 0 {
+			c.act.touch()
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && c.rearm(c.dst.SetWriteDeadline, c.dstIdle) {
+				continue
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return ErrIdle
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// rearm moves a deadline that fired while the other direction (or this one)
+// was still active. Deadlines are set once and only moved when they fire, so
+// the steady state costs no timer updates per read.
+func (c *copier) rearm(set func(time.Time) error, idle time.Duration) bool {
+	if idle <= 0 {
+		set(time.Time{})
+		return true
+	}
+	left := idle - c.act.idleFor()
+	if left <= 0 {
+		return false
+	}
+	set(time.Now().Add(left))
+	return true
+}
+
+// abort ends both directions at once: a failed direction must not leave the
+// other blocked until its own timeout.
+func abort(client, server net.Conn) {
+	client.Close()
+	server.Close()
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		return
+	}
+	c.Close()
+}
+
+// ignorable errors are normal ways for a connection to end.
+func ignorable(err error) bool {
+	return err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF)
+}
