@@ -133,7 +133,13 @@ func (s *Server) Serve() {
 }
 
 // Current is the number of connections open on all frontends.
-func (s *Server) Current() int { return len(s.global) }
+func (s *Server) Current() int {
+	n := 0
+	for _, f := range s.Frontends {
+		n += int(f.Counters.Current.Load())
+	}
+	return n
+}
 
 // acquire takes a connection slot of the frontend and of the process,
 // waiting while either is full. It returns false when shutting down.

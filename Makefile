@@ -1,0 +1,31 @@
+# sluice — the two commands a newcomer needs are `make demo` and `make test`.
+GO      ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.Version=$(VERSION)
+
+.PHONY: build test demo bench lint fmt clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
+
+# Lint first: a test run is only green when gofmt and go vet are clean too.
+test: lint
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+demo: build
+	./bin/sluice demo
+
+# Side-by-side benchmark against HAProxy (and nginx where installed).
+bench:
+	$(GO) run ./bench $(BENCHFLAGS)
+
+lint:
+	@out="$$(gofmt -l .)"; \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w .
+
+clean:
+	rm -rf bin

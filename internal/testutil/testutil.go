@@ -1,0 +1,136 @@
+// Package testutil has small real servers for tests: they listen on
+// 127.0.0.1 only and stop when the test ends.
+package testutil
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"sluice/conf"
+	"sluice/internal/engine"
+)
+
+// Backend is a TCP server run by a test.
+type Backend struct {
+	Name     string
+	Addr     string
+	Accepted atomic.Int64
+	ln       net.Listener
+	wg       sync.WaitGroup
+}
+
+// Serve starts a backend on 127.0.0.1 that runs handle for each connection.
+func Serve(t testing.TB, name string, handle func(c net.Conn)) *Backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &Backend{Name: name, Addr: ln.Addr().String(), ln: ln}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.Accepted.Add(1)
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(b.Close)
+	return b
+}
+
+// Close stops accepting (open connections are left to their handlers).
+func (b *Backend) Close() { b.ln.Close() }
+
+// Echo copies everything back.
+func Echo(c net.Conn) { io.Copy(c, c) }
+
+// Namer answers each line it reads with its name, so a client can tell
+// which server it reached.
+func Namer(name string) func(c net.Conn) {
+	return func(c net.Conn) {
+		fmt.Fprintf(c, "%s\n", name)
+		io.Copy(io.Discard, c)
+	}
+}
+
+// ClosedAddr returns a loopback address where nothing listens.
+func ClosedAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ln.Addr().String()
+	ln.Close()
+	return a
+}
+
+// FreeAddr returns a loopback address free at the time of the call.
+func FreeAddr(t testing.TB) string { return ClosedAddr(t) }
+
+// Start parses src (a TOML config; "{{FRONT}}" is replaced by a free
+// loopback address) and runs it in-process until the test ends. It returns
+// the engine and the frontend address.
+func Start(t testing.TB, src string) (*engine.Engine, string) {
+	t.Helper()
+	front := FreeAddr(t)
+	src = strings.ReplaceAll(src, "{{FRONT}}", front)
+	cfg, err := conf.Parse(t.Name()+".toml", []byte(src))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, src)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	eng, err := engine.Start(cfg, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		eng.Shutdown(ctx)
+	})
+	return eng, front
+}
+
+// Dial connects to addr, failing the test on error. The connection is
+// closed when the test ends and has a deadline so a test cannot hang.
+func Dial(t testing.TB, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// ReadLine reads one line from c.
+func ReadLine(t testing.TB, r *bufio.Reader) string {
+	t.Helper()
+	s, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("read: %v (got %q)", err, s)
+	}
+	return strings.TrimSpace(s)
+}
