@@ -52,6 +52,8 @@ type Counters struct {
 	BytesOut   atomic.Uint64 // bytes from server to client
 	ConnErrors atomic.Uint64 // failed connects
 	Retries    atomic.Uint64 // connects retried elsewhere after failing here
+	// HTTP responses by status class: [1] 1xx … [5] 5xx, [0] other.
+	Resp [6]atomic.Uint64
 }
 
 // NewServer builds a server that starts up, ready, with weight w.

@@ -63,8 +63,17 @@ type Frontend struct {
 	TimeoutClient      time.Duration
 	TimeoutHTTPRequest time.Duration
 	TimeoutProxyHeader time.Duration
+	TimeoutTunnel      time.Duration
 	TLS                []TLS
 	Routes             []Route
+
+	// HTTP mode.
+	H2C             bool           // accept HTTP/2 with prior knowledge on a plain listener
+	MaxHeaderBytes  int            // largest request head; larger gets 431
+	AccessLog       bool           // one line per request
+	AccessLogFormat string         // "text" or "json"
+	AccessLogFile   string         // "" = stdout
+	ErrorPages      map[int]string // status -> file with the body to send
 }
 
 // TLS is one certificate of a frontend.
@@ -82,19 +91,22 @@ type Route struct {
 
 // Backend is a pool of servers.
 type Backend struct {
-	Name           string
-	Mode           string
-	Balance        string
-	Sticky         string
-	StickyCookie   string
-	StickyTTL      time.Duration
-	SendProxy      string
-	TimeoutConnect time.Duration
-	TimeoutServer  time.Duration
-	Retries        int
-	Health         Health
-	Servers        []Server
-	DNS            *DNS
+	Name            string
+	Mode            string
+	Balance         string
+	Sticky          string
+	StickyCookie    string
+	StickyTTL       time.Duration
+	SendProxy       string
+	TimeoutConnect  time.Duration
+	TimeoutServer   time.Duration
+	Retries         int
+	Proto           string // "" (HTTP/1.1) or "h2c" towards servers
+	PoolMaxIdle     int
+	PoolIdleTimeout time.Duration
+	Health          Health
+	Servers         []Server
+	DNS             *DNS
 }
 
 // Health describes the active check of a backend's servers.

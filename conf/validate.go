@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +37,7 @@ type rawDefaults struct {
 	TimeoutServer      string `toml:"timeout_server"`
 	TimeoutHTTPRequest string `toml:"timeout_http_request"`
 	TimeoutProxyHeader string `toml:"timeout_proxy_header"`
+	TimeoutTunnel      string `toml:"timeout_tunnel"`
 	Retries            *int   `toml:"retries"`
 	MaxConn            *int   `toml:"maxconn"`
 }
@@ -56,8 +58,23 @@ type rawFrontend struct {
 	TimeoutClient      string     `toml:"timeout_client"`
 	TimeoutHTTPRequest string     `toml:"timeout_http_request"`
 	TimeoutProxyHeader string     `toml:"timeout_proxy_header"`
+	TimeoutTunnel      string     `toml:"timeout_tunnel"`
 	TLS                []rawTLS   `toml:"tls"`
 	Route              []rawRoute `toml:"route"`
+	H2C                bool       `toml:"h2c"`
+	MaxHeaderBytes     *int       `toml:"max_header_bytes"`
+	AccessLog          bool       `toml:"access_log"`
+	AccessLogFormat    string     `toml:"access_log_format"`
+	AccessLogFile      string     `toml:"access_log_file"`
+	ErrorPage400       string     `toml:"error_page_400"`
+	ErrorPage403       string     `toml:"error_page_403"`
+	ErrorPage404       string     `toml:"error_page_404"`
+	ErrorPage408       string     `toml:"error_page_408"`
+	ErrorPage431       string     `toml:"error_page_431"`
+	ErrorPage500       string     `toml:"error_page_500"`
+	ErrorPage502       string     `toml:"error_page_502"`
+	ErrorPage503       string     `toml:"error_page_503"`
+	ErrorPage504       string     `toml:"error_page_504"`
 }
 
 type rawTLS struct {
@@ -73,18 +90,21 @@ type rawRoute struct {
 }
 
 type rawBackend struct {
-	Mode           string      `toml:"mode"`
-	Balance        string      `toml:"balance"`
-	Sticky         string      `toml:"sticky"`
-	StickyCookie   string      `toml:"sticky_cookie"`
-	StickyTTL      string      `toml:"sticky_ttl"`
-	SendProxy      string      `toml:"send_proxy"`
-	TimeoutConnect string      `toml:"timeout_connect"`
-	TimeoutServer  string      `toml:"timeout_server"`
-	Retries        *int        `toml:"retries"`
-	Health         rawHealth   `toml:"health"`
-	Server         []rawServer `toml:"server"`
-	DNS            *rawDNS     `toml:"dns"`
+	Mode            string      `toml:"mode"`
+	Balance         string      `toml:"balance"`
+	Sticky          string      `toml:"sticky"`
+	StickyCookie    string      `toml:"sticky_cookie"`
+	StickyTTL       string      `toml:"sticky_ttl"`
+	SendProxy       string      `toml:"send_proxy"`
+	TimeoutConnect  string      `toml:"timeout_connect"`
+	TimeoutServer   string      `toml:"timeout_server"`
+	Retries         *int        `toml:"retries"`
+	Proto           string      `toml:"proto"`
+	PoolMaxIdle     *int        `toml:"pool_max_idle"`
+	PoolIdleTimeout string      `toml:"pool_idle_timeout"`
+	Health          rawHealth   `toml:"health"`
+	Server          []rawServer `toml:"server"`
+	DNS             *rawDNS     `toml:"dns"`
 }
 
 type rawHealth struct {
@@ -169,6 +189,10 @@ const (
 	DefaultTimeoutHTTPRequest = 10 * time.Second
 	DefaultTimeoutProxyHeader = 3 * time.Second
 	DefaultRetries            = 2
+	DefaultTimeoutTunnel      = time.Hour
+	DefaultMaxHeaderBytes     = 64 << 10
+	DefaultPoolMaxIdle        = 64
+	DefaultPoolIdleTimeout    = 15 * time.Second
 	MaxWeight                 = 256
 )
 
@@ -192,6 +216,7 @@ func (v *validator) build(raw *rawFile) *Config {
 	defServer := v.dur("defaults.timeout_server", d.TimeoutServer, DefaultTimeoutServer)
 	defHTTPReq := v.dur("defaults.timeout_http_request", d.TimeoutHTTPRequest, DefaultTimeoutHTTPRequest)
 	defProxyHdr := v.dur("defaults.timeout_proxy_header", d.TimeoutProxyHeader, DefaultTimeoutProxyHeader)
+	defTunnel := v.dur("defaults.timeout_tunnel", d.TimeoutTunnel, DefaultTimeoutTunnel)
 	defRetries := intOr(d.Retries, DefaultRetries)
 	if defRetries < 0 {
 		v.errf("defaults.retries", "must not be negative, got %d", defRetries)
@@ -229,7 +254,14 @@ func (v *validator) build(raw *rawFile) *Config {
 			TimeoutClient:      v.dur(p+".timeout_client", rf.TimeoutClient, defClient),
 			TimeoutHTTPRequest: v.dur(p+".timeout_http_request", rf.TimeoutHTTPRequest, defHTTPReq),
 			TimeoutProxyHeader: v.dur(p+".timeout_proxy_header", rf.TimeoutProxyHeader, defProxyHdr),
+			TimeoutTunnel:      v.dur(p+".timeout_tunnel", rf.TimeoutTunnel, defTunnel),
+			H2C:                rf.H2C,
+			MaxHeaderBytes:     intOr(rf.MaxHeaderBytes, DefaultMaxHeaderBytes),
+			AccessLog:          rf.AccessLog,
+			AccessLogFormat:    rf.AccessLogFormat,
+			AccessLogFile:      rf.AccessLogFile,
 		}
+		v.httpOptions(p, &rf, f)
 		if f.Mode == "" {
 			f.Mode = ModeTCP
 		}
@@ -304,6 +336,41 @@ func (v *validator) build(raw *rawFile) *Config {
 	return cfg
 }
 
+// httpOptions checks and fills the keys that only mean something in http mode.
+func (v *validator) httpOptions(p string, rf *rawFrontend, f *Frontend) {
+	if f.MaxHeaderBytes < 1024 || f.MaxHeaderBytes > 1<<20 {
+		v.errf(p+".max_header_bytes", "must be between 1024 and 1048576 bytes, got %d", f.MaxHeaderBytes)
+	}
+	if f.AccessLogFormat == "" {
+		f.AccessLogFormat = "text"
+	}
+	v.oneOf(p+".access_log_format", f.AccessLogFormat, "text", "json")
+	pages := map[int]string{400: rf.ErrorPage400, 403: rf.ErrorPage403, 404: rf.ErrorPage404, 408: rf.ErrorPage408,
+		431: rf.ErrorPage431, 500: rf.ErrorPage500, 502: rf.ErrorPage502, 503: rf.ErrorPage503, 504: rf.ErrorPage504}
+	for code, path := range pages {
+		if path == "" {
+			continue
+		}
+		if f.ErrorPages == nil {
+			f.ErrorPages = map[int]string{}
+		}
+		key := fmt.Sprintf("%s.error_page_%d", p, code)
+		if _, err := os.Stat(path); err != nil {
+			v.errf(key, "cannot read %s: %v", path, err)
+			continue
+		}
+		f.ErrorPages[code] = path
+	}
+	if f.Mode != ModeHTTP {
+		if f.H2C {
+			v.errf(p+".h2c", "h2c needs mode = \"http\"")
+		}
+		if f.AccessLog {
+			v.errf(p+".access_log", "the access log is per HTTP request and needs mode = \"http\"")
+		}
+	}
+}
+
 // useBackend checks a reference from frontend f to backend name and settles
 // the backend's mode from the frontends that use it.
 func (v *validator) useBackend(cfg *Config, key, name string, f *Frontend, usedBy map[string]*Frontend) {
@@ -347,6 +414,13 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer ti
 	if b.Mode != "" {
 		v.oneOf(p+".mode", b.Mode, ModeTCP, ModeUDP, ModeHTTP)
 	}
+	b.Proto = rb.Proto
+	v.oneOf(p+".proto", b.Proto, "", "http1", "h2c")
+	b.PoolMaxIdle = intOr(rb.PoolMaxIdle, DefaultPoolMaxIdle)
+	if b.PoolMaxIdle < 0 {
+		v.errf(p+".pool_max_idle", "must not be negative (0 disables pooling), got %d", b.PoolMaxIdle)
+	}
+	b.PoolIdleTimeout = v.dur(p+".pool_idle_timeout", rb.PoolIdleTimeout, DefaultPoolIdleTimeout)
 	if b.Balance == "" {
 		b.Balance = "roundrobin"
 	}

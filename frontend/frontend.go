@@ -18,6 +18,7 @@ import (
 	"sluice/conf"
 	"sluice/internal/sockets"
 	"sluice/l4"
+	"sluice/l7"
 )
 
 // Counters are a frontend's running totals. Must not be copied.
@@ -39,6 +40,7 @@ type Frontend struct {
 	backend *backend.Backend
 	sem     chan struct{} // per-frontend maxconn; nil when unlimited
 	socks   []*sockets.Socket
+	http    *l7.Proxy // http mode
 
 	Counters Counters
 }
@@ -48,6 +50,9 @@ func (f *Frontend) Config() *conf.Frontend { return f.cfg }
 
 // Backend returns the default backend.
 func (f *Frontend) Backend() *backend.Backend { return f.backend }
+
+// HTTP returns the HTTP proxy of an http frontend, else nil.
+func (f *Frontend) HTTP() *l7.Proxy { return f.http }
 
 // Server runs every frontend of one configuration.
 type Server struct {
@@ -102,10 +107,17 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 		conns:  map[net.Conn]struct{}{},
 	}
 	for _, fc := range cfg.Frontends {
-		if fc.Mode != conf.ModeTCP {
+		if fc.Mode == conf.ModeUDP {
 			return nil, fmt.Errorf("frontend %s: mode %q is not supported by this build yet", fc.Name, fc.Mode)
 		}
 		f := &Frontend{Name: fc.Name, Mode: fc.Mode, cfg: fc, backend: backends[fc.DefaultBackend]}
+		if fc.Mode == conf.ModeHTTP {
+			p, err := newHTTPProxy(fc, cfg.Backends, backends, log)
+			if err != nil {
+				return nil, fmt.Errorf("frontend %s: %w", fc.Name, err)
+			}
+			f.http = p
+		}
 		if fc.MaxConn > 0 {
 			f.sem = make(chan struct{}, fc.MaxConn)
 		}
@@ -230,6 +242,10 @@ func (s *Server) handle(f *Frontend, conn net.Conn) {
 			break
 		}
 	}
+	if f.http != nil {
+		s.serveHTTP(f, conn)
+		return
+	}
 	s.serveTCP(f, conn)
 }
 
@@ -300,6 +316,9 @@ func (s *Server) StopAccepting() {
 	}
 	close(s.done)
 	for _, f := range s.Frontends {
+		if f.http != nil {
+			f.http.Drain()
+		}
 		for _, sock := range f.socks {
 			sock.Close()
 		}
@@ -326,5 +345,10 @@ func (s *Server) Shutdown(ctx context.Context) int {
 		<-finished
 	}
 	s.wg.Wait()
+	for _, f := range s.Frontends {
+		if f.http != nil {
+			f.http.CloseIdle()
+		}
+	}
 	return cut
 }

@@ -1,0 +1,80 @@
+package frontend
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"sluice/backend"
+	"sluice/conf"
+	"sluice/l7"
+)
+
+// newHTTPProxy builds the l7 proxy of an http frontend.
+func newHTTPProxy(fc *conf.Frontend, cfgBackends []*conf.Backend, backends map[string]*backend.Backend, log *slog.Logger) (*l7.Proxy, error) {
+	p := &l7.Proxy{
+		Frontend:           fc.Name,
+		Default:            backends[fc.DefaultBackend],
+		TimeoutClient:      fc.TimeoutClient,
+		TimeoutHTTPRequest: fc.TimeoutHTTPRequest,
+		TimeoutTunnel:      fc.TimeoutTunnel,
+		MaxHeaderBytes:     fc.MaxHeaderBytes,
+		Log:                log,
+		Backends:           map[*backend.Backend]l7.BackendOptions{},
+	}
+	for _, bc := range cfgBackends {
+		if b := backends[bc.Name]; b != nil {
+			p.Backends[b] = l7.BackendOptions{PoolMaxIdle: bc.PoolMaxIdle, PoolIdleTimeout: bc.PoolIdleTimeout, Proto: bc.Proto}
+		}
+	}
+	if len(fc.Bind) > 0 {
+		if _, port, err := net.SplitHostPort(fc.Bind[0]); err == nil {
+			p.Port = port
+		}
+	}
+	for _, r := range fc.Routes {
+		lr := l7.Route{Host: r.Host, PathPrefix: r.PathPrefix, Backend: backends[r.Backend]}
+		for k, v := range r.Header {
+			lr.Header = append(lr.Header, [2]string{k, v})
+		}
+		p.Routes = append(p.Routes, lr)
+	}
+	for code, path := range fc.ErrorPages {
+		body, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("error_page_%d: %w", code, err)
+		}
+		if p.ErrorPages == nil {
+			p.ErrorPages = map[int][]byte{}
+		}
+		p.ErrorPages[code] = body
+	}
+	if fc.AccessLog {
+		var w io.Writer = os.Stdout
+		if fc.AccessLogFile != "" {
+			f, err := os.OpenFile(fc.AccessLogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				return nil, fmt.Errorf("access_log_file: %w", err)
+			}
+			w = f
+		}
+		p.Access = l7.NewAccessLog(w, fc.AccessLogFormat)
+	}
+	return p, nil
+}
+
+func (s *Server) serveHTTP(f *Frontend, conn net.Conn) {
+	info := l7.ConnInfo{Accepted: time.Now()}
+	if ta, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		info.Client = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	f.http.ServeConn(conn, info)
+}

@@ -1,0 +1,69 @@
+package l7
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"time"
+)
+
+// AccessLog writes one line per request, as text (logfmt) or JSON.
+type AccessLog struct {
+	log *slog.Logger
+}
+
+// NewAccessLog logs to w in format "text" or "json".
+func NewAccessLog(w io.Writer, format string) *AccessLog {
+	opts := &slog.HandlerOptions{
+		// The record's own time and level add nothing per request line
+		// beyond "time"; keep time, drop level and msg noise.
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && (a.Key == slog.LevelKey) {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}
+	var h slog.Handler
+	if format == "json" {
+		h = slog.NewJSONHandler(w, opts)
+	} else {
+		h = slog.NewTextHandler(w, opts)
+	}
+	return &AccessLog{log: slog.New(h)}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func since(a, b time.Time) time.Duration {
+	if a.IsZero() || b.IsZero() {
+		return -1
+	}
+	return b.Sub(a)
+}
+
+// log writes the access log line of the current request, if enabled.
+func (c *clientConn) log(x *exchange) {
+	al := c.p.Access
+	if al == nil {
+		return
+	}
+	end := time.Now()
+	al.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
+		slog.String("frontend", c.p.Frontend),
+		slog.String("backend", x.backend),
+		slog.String("server", x.server),
+		slog.String("client", c.info.Client.String()),
+		slog.String("conn_id", c.info.ConnID),
+		slog.String("method", string(c.req.method)),
+		slog.String("path", string(c.req.target)),
+		slog.Int("status", x.status),
+		slog.Int64("bytes", x.bytesOut),
+		slog.Int("retries", x.retries),
+		slog.Float64("t_head_ms", ms(since(x.start, x.headDone))),
+		slog.Float64("t_connect_ms", ms(since(x.headDone, x.connected))),
+		slog.Float64("t_response_ms", ms(since(x.connected, x.respHead))),
+		slog.Float64("t_total_ms", ms(end.Sub(x.start))),
+		slog.String("termination", x.terminated),
+	)
+}

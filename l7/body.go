@@ -1,0 +1,217 @@
+package l7
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+var chunkWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+
+// errBadChunk reports broken chunked encoding.
+var errBadChunk = errors.New("bad chunked encoding")
+
+// errSideWrite marks a failure writing to the destination, so callers can
+// tell which side broke.
+type writeError struct{ err error }
+
+func (e writeError) Error() string { return "write: " + e.err.Error() }
+func (e writeError) Unwrap() error { return e.err }
+
+// deadliner refreshes a read deadline lazily: set once, moved only when at
+// least a second of it has been used, so a busy body costs few timer updates.
+type deadliner struct {
+	conn    net.Conn
+	timeout time.Duration
+	set     time.Time
+}
+
+func (d *deadliner) touch() {
+	if d.timeout <= 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(d.set) > time.Second || d.set.IsZero() {
+		d.conn.SetReadDeadline(now.Add(d.timeout))
+		d.set = now
+	}
+}
+
+// copyFixed copies exactly n body bytes from src to dst.
+func copyFixed(dst io.Writer, src *headReader, n int64, idle time.Duration) (int64, error) {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	dl := deadliner{conn: src.conn, timeout: idle}
+	var done int64
+	for done < n {
+		dl.touch()
+		want := min(int64(len(buf)), n-done)
+		r, err := src.Read(buf[:want])
+		if r > 0 {
+			if _, werr := dst.Write(buf[:r]); werr != nil {
+				return done, writeError{werr}
+			}
+			done += int64(r)
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// copyUntilEOF copies until src ends (a response framed by connection close).
+func copyUntilEOF(dst io.Writer, src *headReader, idle time.Duration) (int64, error) {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	dl := deadliner{conn: src.conn, timeout: idle}
+	var done int64
+	for {
+		dl.touch()
+		r, err := src.Read(buf)
+		if r > 0 {
+			if _, werr := dst.Write(buf[:r]); werr != nil {
+				return done, writeError{werr}
+			}
+			done += int64(r)
+		}
+		if err == io.EOF {
+			return done, nil
+		}
+		if err != nil {
+			return done, err
+		}
+	}
+}
+
+// copyChunked passes a chunked body (and its trailers) from src to dst
+// verbatim while checking its framing, so a malformed body is caught here
+// instead of confusing the next hop. Writes are batched and flushed before
+// each read that may block.
+func copyChunked(dst io.Writer, src *headReader, idle time.Duration) (int64, error) {
+	w := chunkWriterPool.Get().(*bufio.Writer)
+	w.Reset(dst)
+	defer func() { w.Reset(nil); chunkWriterPool.Put(w) }()
+	dl := deadliner{conn: src.conn, timeout: idle}
+	var done int64
+	flush := func() error {
+		if src.buffered() == 0 && w.Buffered() > 0 {
+			if err := w.Flush(); err != nil {
+				return writeError{err}
+			}
+		}
+		return nil
+	}
+	for {
+		if err := flush(); err != nil {
+			return done, err
+		}
+		dl.touch()
+		line, err := src.readLine()
+		if err != nil {
+			return done, chunkErr(err)
+		}
+		size, ok := parseChunkSize(line)
+		if !ok {
+			return done, errBadChunk
+		}
+		w.Write(line)
+		w.WriteString("\r\n")
+		if size == 0 {
+			// Trailers, then the empty line that ends the body.
+			for {
+				if err := flush(); err != nil {
+					return done, err
+				}
+				dl.touch()
+				t, err := src.readLine()
+				if err != nil {
+					return done, chunkErr(err)
+				}
+				w.Write(t)
+				w.WriteString("\r\n")
+				if len(t) == 0 {
+					if err := w.Flush(); err != nil {
+						return done, writeError{err}
+					}
+					return done, nil
+				}
+			}
+		}
+		for size > 0 {
+			if src.buffered() == 0 {
+				if err := flush(); err != nil {
+					return done, err
+				}
+				dl.touch()
+				if err := src.fill(); err != nil {
+					return done, chunkErr(err)
+				}
+			}
+			n := min(int64(src.buffered()), size)
+			w.Write(src.buf[src.r : src.r+int(n)])
+			src.r += int(n)
+			size -= n
+			done += n
+		}
+		if err := flush(); err != nil {
+			return done, err
+		}
+		crlf, err := src.readLine()
+		if err != nil {
+			return done, chunkErr(err)
+		}
+		if len(crlf) != 0 {
+			return done, errBadChunk
+		}
+		w.WriteString("\r\n")
+	}
+}
+
+func chunkErr(err error) error {
+	if err == errBadMessage || err == io.EOF {
+		return errBadChunk
+	}
+	return err
+}
+
+// parseChunkSize reads the hex size before any chunk extension.
+func parseChunkSize(line []byte) (int64, bool) {
+	end := len(line)
+	for i, c := range line {
+		if c == ';' || c == ' ' || c == '\t' {
+			end = i
+			break
+		}
+	}
+	if end == 0 || end > 15 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range line[:end] {
+		switch {
+		case c >= '0' && c <= '9':
+			n = n<<4 | int64(c-'0')
+		case c >= 'a' && c <= 'f':
+			n = n<<4 | int64(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			n = n<<4 | int64(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return n, true
+}
+
+func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

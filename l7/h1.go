@@ -1,0 +1,517 @@
+package l7
+
+import (
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"sluice/backend"
+)
+
+// clientConn is the state of one client connection, reused for each of its
+// requests.
+type clientConn struct {
+	p    *Proxy
+	conn net.Conn
+	info ConnInfo
+	hr   *headReader
+	req  message
+	resp message
+	out  []byte // outgoing head being built
+	addr string // client IP as text, computed once
+}
+
+var clientConnPool = sync.Pool{New: func() any { return &clientConn{out: make([]byte, 0, 4096)} }}
+
+// ServeConn serves HTTP/1.x requests on conn until it closes. It closes conn.
+func (p *Proxy) ServeConn(conn net.Conn, info ConnInfo) {
+	c := clientConnPool.Get().(*clientConn)
+	c.p, c.conn, c.info = p, conn, info
+	c.hr = newHeadReader(conn, p.MaxHeaderBytes)
+	c.addr = info.Client.Addr().String()
+	defer func() {
+		conn.Close()
+		c.hr.release()
+		c.p, c.conn, c.hr = nil, nil, nil
+		c.out = c.out[:0]
+		clientConnPool.Put(c)
+	}()
+	first := true
+	for {
+		if !c.serveOne(first) {
+			return
+		}
+		first = false
+	}
+}
+
+// exchange is the timing and outcome of one request, for the access log.
+type exchange struct {
+	start      time.Time
+	headDone   time.Time
+	connected  time.Time
+	respHead   time.Time
+	status     int
+	bytesOut   int64
+	backend    string
+	server     string
+	retries    int
+	terminated string
+}
+
+// serveOne reads one request and forwards it. It returns false when the
+// connection must close.
+func (c *clientConn) serveOne(first bool) bool {
+	p := c.p
+	// Between requests the client may stay quiet for timeout_client; once a
+	// request starts, its whole head must arrive within timeout_http_request.
+	if !first && c.hr.buffered() == 0 {
+		if p.TimeoutClient > 0 {
+			c.conn.SetReadDeadline(time.Now().Add(p.TimeoutClient))
+		}
+		if err := c.hr.fill(); err != nil {
+			return false // idle timeout or client gone: nothing to answer
+		}
+	}
+	var x exchange
+	x.start = time.Now()
+	if first {
+		x.start = c.info.Accepted
+	}
+	if p.TimeoutHTTPRequest > 0 {
+		c.conn.SetReadDeadline(x.start.Add(p.TimeoutHTTPRequest))
+	}
+	head, err := c.hr.readHead()
+	if err != nil {
+		switch {
+		case err == errHeadTooLarge:
+			p.Counters.TooLarge431.Add(1)
+			c.refuse(431, &x)
+		case isTimeout(err):
+			if first || c.hr.buffered() > 0 || err != nil {
+				p.Counters.Timeout408.Add(1)
+				c.refuse(408, &x)
+			}
+		case err == io.ErrUnexpectedEOF:
+			p.Counters.BadRequest.Add(1)
+			c.refuse(400, &x)
+		}
+		return false
+	}
+	x.headDone = time.Now()
+	if err := c.req.parseRequest(head); err != nil {
+		p.Counters.BadRequest.Add(1)
+		c.refuse(400, &x)
+		return false
+	}
+	p.Counters.Requests.Add(1)
+	// The head is in the read buffer; body reads may overwrite it, so
+	// everything needed from it is used (or copied) before the body moves.
+	be := p.route(&c.req)
+	if be == nil {
+		p.Counters.NoRoute404.Add(1)
+		return c.reply(404, &x) && c.discardBody()
+	}
+	x.backend = be.Name
+	return c.forward(be, &x)
+}
+
+// discardBody reads and drops a request body so the connection can serve
+// the next request; bodies too large to be worth it close the connection.
+func (c *clientConn) discardBody() bool {
+	switch {
+	case c.req.chunked:
+		_, err := copyChunked(io.Discard, c.hr, c.p.TimeoutClient)
+		return err == nil
+	case c.req.contentLength > 0:
+		if c.req.contentLength > 1<<20 {
+			return false
+		}
+		_, err := copyFixed(io.Discard, c.hr, c.req.contentLength, c.p.TimeoutClient)
+		return err == nil
+	}
+	return true
+}
+
+// replayable reports whether a request that failed before any response can
+// be sent again: its body was not consumed (none) or it is idempotent with
+// no body.
+func (c *clientConn) hasBody() bool { return c.req.chunked || c.req.contentLength > 0 }
+
+// forward sends the request to a server of be and relays the response.
+func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
+	p := c.p
+	cl := backend.Client{Addr: c.info.Client.Addr()}
+	var skip *backend.Server
+	for attempt := 0; ; attempt++ {
+		srv := be.Pick(&cl, skip)
+		if srv == nil {
+			if skip == nil {
+				be.Counters.NoServer.Add(1)
+				p.Counters.NoServer503.Add(1)
+				return c.reply(503, x) && c.discardBody()
+			}
+			p.Counters.BadGateway502.Add(1)
+			return c.reply(502, x) && false
+		}
+		x.server = srv.Name
+		srv.Acquire()
+		sc, err := c.serverConn(srv, be)
+		if err != nil {
+			srv.Release()
+			srv.Counters.ConnErrors.Add(1)
+			if attempt < be.Retries {
+				srv.Counters.Retries.Add(1)
+				x.retries++
+				skip = srv
+				continue
+			}
+			p.Counters.BadGateway502.Add(1)
+			x.terminated = "connect"
+			// The request was never sent: the connection can go on.
+			return c.reply(502, x) && c.discardBody()
+		}
+		x.connected = time.Now()
+		keep, retry := c.exchange(sc, be, x)
+		srv.Release()
+		if retry && attempt < be.Retries {
+			x.retries++
+			srv.Counters.Retries.Add(1)
+			skip = nil // a stale pooled connection is no reason to avoid the server
+			continue
+		}
+		return keep
+	}
+}
+
+// serverConn returns an idle pooled connection to srv or dials a new one.
+func (c *clientConn) serverConn(srv *backend.Server, be *backend.Backend) (*serverConn, error) {
+	if sc := c.p.getIdle(srv, be); sc != nil {
+		return sc, nil
+	}
+	conn, err := net.DialTimeout("tcp", srv.Addr, be.TimeoutConnect)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	return &serverConn{conn: conn, hr: newHeadReader(conn, c.p.MaxHeaderBytes), srv: srv}, nil
+}
+
+// exchange writes the request on sc and relays the response. keep says
+// whether the client connection may serve another request; retry that the
+// request never reached the server (a stale pooled connection) and may be
+// sent again.
+func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) (keep, retry bool) {
+	p := c.p
+	req := &c.req
+	c.out = c.buildRequestHead(c.out[:0])
+	// A small body already read with the head goes out in the same write.
+	bodyInHead := false
+	if req.contentLength > 0 && !req.chunked && int64(c.hr.buffered()) >= req.contentLength {
+		n := int(req.contentLength)
+		c.out = append(c.out, c.hr.buf[c.hr.r:c.hr.r+n]...)
+		c.hr.r += n
+		bodyInHead = true
+		p.Counters.BytesIn.Add(uint64(n))
+		sc.srv.Counters.BytesIn.Add(uint64(n))
+	}
+	if be.TimeoutServer > 0 {
+		sc.conn.SetWriteDeadline(time.Now().Add(be.TimeoutServer))
+	}
+	if _, err := sc.conn.Write(c.out); err != nil {
+		sc.close()
+		if sc.reused && (!c.hasBody() || bodyInHead) {
+			return true, true
+		}
+		p.Counters.BadGateway502.Add(1)
+		return c.reply(502, x) && false, false
+	}
+
+	// Stream the request body alongside reading the response, so that a
+	// server that answers 100 Continue (or early) is heard.
+	var bodyDone chan error
+	if c.hasBody() && !bodyInHead {
+		bodyDone = make(chan error, 1)
+		go func() {
+			var n int64
+			var err error
+			if req.chunked {
+				n, err = copyChunked(sc.conn, c.hr, p.TimeoutClient)
+			} else {
+				n, err = copyFixed(sc.conn, c.hr, req.contentLength, p.TimeoutClient)
+			}
+			p.Counters.BytesIn.Add(uint64(n))
+			sc.srv.Counters.BytesIn.Add(uint64(n))
+			bodyDone <- err
+		}()
+	}
+	bodyErr := func() error {
+		if bodyDone == nil {
+			return nil
+		}
+		err := <-bodyDone
+		bodyDone = nil
+		return err
+	}
+
+	isHead := equalFold(req.method, "HEAD")
+	clientClose := req.connClose || p.draining.Load()
+	resp := &c.resp
+	gotAny := false
+	for {
+		if be.TimeoutServer > 0 {
+			sc.conn.SetReadDeadline(time.Now().Add(be.TimeoutServer))
+		}
+		head, err := sc.hr.readHead()
+		if err != nil {
+			sc.close()
+			berr := bodyErr()
+			switch {
+			case isTimeout(err):
+				p.Counters.GatewayTime504.Add(1)
+				x.terminated = "server-timeout"
+				c.reply(504, x)
+				return false, false
+			case errors.Is(berr, errBadChunk):
+				p.Counters.BadRequest.Add(1)
+				c.refuse(400, x)
+				return false, false
+			case !gotAny && sc.reused && !c.hasBody() && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)):
+				return true, true
+			default:
+				p.Counters.BadGateway502.Add(1)
+				x.terminated = "server-error"
+				c.reply(502, x)
+				return false, false
+			}
+		}
+		gotAny = true
+		if err := resp.parseResponse(head); err != nil {
+			sc.close()
+			bodyErr()
+			p.Counters.BadGateway502.Add(1)
+			c.reply(502, x)
+			return false, false
+		}
+		if resp.status >= 100 && resp.status < 200 && resp.status != 101 {
+			// 100 Continue and other interim responses pass through.
+			c.out = c.buildResponseHead(c.out[:0], false)
+			if _, err := c.conn.Write(c.out); err != nil {
+				sc.close()
+				bodyErr()
+				return false, false
+			}
+			continue
+		}
+		break
+	}
+	x.respHead = time.Now()
+	x.status = resp.status
+
+	if resp.status == 101 && req.upgrade {
+		// Hand the server's head to the client, then become a tunnel.
+		c.out = c.buildResponseHead(c.out[:0], false)
+		_, err := c.conn.Write(c.out)
+		c.count(sc.srv, 101, int64(len(c.out)))
+		if err == nil {
+			c.tunnel(sc, x)
+		}
+		sc.close()
+		return false, false
+	}
+
+	// Framing of the response body towards the client.
+	noBody := isHead || resp.status == 204 || resp.status == 304
+	untilClose := !noBody && !resp.chunked && resp.contentLength < 0
+	if untilClose || req.http10 {
+		clientClose = true
+	}
+	c.out = c.buildResponseHead(c.out[:0], clientClose)
+	if c.p.TimeoutClient > 0 {
+		c.conn.SetWriteDeadline(time.Now().Add(c.p.TimeoutClient))
+	}
+	// Body bytes already buffered with the head go out in the same write.
+	var sent int64
+	if !noBody && !resp.chunked && resp.contentLength > 0 && int64(sc.hr.buffered()) >= resp.contentLength {
+		n := int(resp.contentLength)
+		c.out = append(c.out, sc.hr.buf[sc.hr.r:sc.hr.r+n]...)
+		sc.hr.r += n
+		sent = int64(n)
+	}
+	if _, err := c.conn.Write(c.out); err != nil {
+		sc.close()
+		bodyErr()
+		return false, false
+	}
+	var n int64
+	var err error
+	switch {
+	case noBody || sent > 0 || resp.contentLength == 0:
+	case resp.chunked:
+		n, err = copyChunked(c.conn, sc.hr, be.TimeoutServer)
+	case resp.contentLength > 0:
+		n, err = copyFixed(c.conn, sc.hr, resp.contentLength, be.TimeoutServer)
+	default:
+		n, err = copyUntilEOF(c.conn, sc.hr, be.TimeoutServer)
+	}
+	n += sent
+	c.count(sc.srv, resp.status, int64(len(c.out))-sent+n)
+	x.bytesOut = int64(len(c.out)) - sent + n
+	if err != nil {
+		sc.close()
+		bodyErr()
+		x.terminated = "body"
+		c.log(x)
+		return false, false
+	}
+	if berr := bodyErr(); berr != nil {
+		// The server answered before the body was fully read (or the body
+		// was broken): neither connection is in a known state any more.
+		sc.close()
+		if errors.Is(berr, errBadChunk) {
+			p.Counters.BadRequest.Add(1)
+		}
+		c.log(x)
+		return false, false
+	}
+	if untilClose || resp.connClose || req.http10 {
+		sc.close()
+	} else {
+		p.putIdle(sc, be)
+	}
+	c.log(x)
+	return !clientClose, false
+}
+
+func (c *clientConn) count(srv *backend.Server, status int, bytesOut int64) {
+	class := status / 100
+	if class < 1 || class > 5 {
+		class = 0
+	}
+	c.p.Counters.Resp[class].Add(1)
+	c.p.Counters.BytesOut.Add(uint64(bytesOut))
+	if srv != nil {
+		srv.Counters.Resp[class].Add(1)
+		srv.Counters.BytesOut.Add(uint64(bytesOut))
+	}
+}
+
+// buildRequestHead writes the request line and headers for the server:
+// hop-by-hop headers dropped, forwarding headers added.
+func (c *clientConn) buildRequestHead(b []byte) []byte {
+	req := &c.req
+	b = append(b, req.method...)
+	b = append(b, ' ')
+	b = append(b, req.target...)
+	if req.http10 {
+		b = append(b, " HTTP/1.0\r\n"...)
+	} else {
+		b = append(b, " HTTP/1.1\r\n"...)
+	}
+	var xff, fwd []byte
+	for _, f := range req.fields {
+		if req.hopByHop(f.name) {
+			continue
+		}
+		switch {
+		case equalFold(f.name, "x-forwarded-for"):
+			xff = f.value
+			continue
+		case equalFold(f.name, "forwarded"):
+			fwd = f.value
+			continue
+		case equalFold(f.name, "x-forwarded-proto"), equalFold(f.name, "x-forwarded-port"):
+			continue // set by us: the client must not choose them
+		}
+		b = append(b, f.name...)
+		b = append(b, ": "...)
+		b = append(b, f.value...)
+		b = append(b, "\r\n"...)
+	}
+	proto := "http"
+	if c.info.TLS {
+		proto = "https"
+	}
+	b = append(b, "X-Forwarded-For: "...)
+	if len(xff) > 0 {
+		b = append(b, xff...)
+		b = append(b, ", "...)
+	}
+	b = append(b, c.addr...)
+	b = append(b, "\r\nX-Forwarded-Proto: "...)
+	b = append(b, proto...)
+	b = append(b, "\r\nX-Forwarded-Port: "...)
+	b = append(b, c.p.Port...)
+	b = append(b, "\r\nForwarded: "...)
+	if len(fwd) > 0 {
+		b = append(b, fwd...)
+		b = append(b, ", "...)
+	}
+	b = append(b, "for="...)
+	if c.info.Client.Addr().Is6() && !c.info.Client.Addr().Is4In6() {
+		b = append(b, "\"["...)
+		b = append(b, c.addr...)
+		b = append(b, "]\""...)
+	} else {
+		b = append(b, c.addr...)
+	}
+	b = append(b, ";proto="...)
+	b = append(b, proto...)
+	if len(req.host) > 0 && isToken(req.host) || isHostChars(req.host) {
+		b = append(b, ";host=\""...)
+		b = append(b, req.host...)
+		b = append(b, '"')
+	}
+	if req.upgrade {
+		b = append(b, "\r\nConnection: upgrade"...)
+	} else if req.http10 {
+		b = append(b, "\r\nConnection: close"...)
+	}
+	b = append(b, "\r\n\r\n"...)
+	return b
+}
+
+func isHostChars(h []byte) bool {
+	for _, c := range h {
+		if c <= ' ' || c == '"' || c == '\\' || c >= 0x7f {
+			return false
+		}
+	}
+	return len(h) > 0
+}
+
+// buildResponseHead writes the status line and headers for the client.
+func (c *clientConn) buildResponseHead(b []byte, close bool) []byte {
+	resp := &c.resp
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(resp.status), 10)
+	b = append(b, ' ')
+	b = append(b, resp.reason...)
+	b = append(b, "\r\n"...)
+	for _, f := range resp.fields {
+		if resp.hopByHop(f.name) {
+			continue
+		}
+		b = append(b, f.name...)
+		b = append(b, ": "...)
+		b = append(b, f.value...)
+		b = append(b, "\r\n"...)
+	}
+	switch {
+	case resp.status == 101:
+		b = append(b, "Connection: upgrade\r\n"...)
+	case resp.status < 200:
+	case close:
+		b = append(b, "Connection: close\r\n"...)
+	case c.req.http10:
+		b = append(b, "Connection: keep-alive\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	return b
+}

@@ -1,0 +1,162 @@
+package l7
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// headReader buffers one connection's input. It reads a message head
+// (request or response line plus headers) into a buffer it reuses across
+// messages, growing it up to max, and keeps whatever follows the head (body
+// bytes, pipelined requests) for the next reads. It is the only reader of
+// its connection, so leftover bytes are never lost between messages.
+type headReader struct {
+	conn net.Conn
+	buf  []byte
+	r, w int // unread bytes are buf[r:w]
+	max  int
+	// scanned is how far (from r) the end-of-head search has already looked.
+	scanned int
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
+
+func newHeadReader(c net.Conn, max int) *headReader {
+	bp := bufPool.Get().(*[]byte)
+	return &headReader{conn: c, buf: *bp, max: max}
+}
+
+// release returns the buffer to the pool; the reader must not be used after.
+func (h *headReader) release() {
+	if h.buf != nil && cap(h.buf) == 8<<10 {
+		b := h.buf[:cap(h.buf)]
+		bufPool.Put(&b)
+	}
+	h.buf = nil
+}
+
+// Errors of readHead.
+var (
+	errHeadTooLarge = errors.New("message head too large")
+	errBadMessage   = errors.New("malformed message")
+)
+
+// buffered reports how many unread bytes are buffered.
+func (h *headReader) buffered() int { return h.w - h.r }
+
+// fill reads more from the connection into the buffer, growing it when full.
+func (h *headReader) fill() error {
+	if h.r > 0 && h.r == h.w {
+		h.r, h.w, h.scanned = 0, 0, 0
+	}
+	if h.w == len(h.buf) {
+		if h.r > 0 {
+			n := copy(h.buf, h.buf[h.r:h.w])
+			h.r, h.w = 0, n
+		} else {
+			if len(h.buf) >= h.max {
+				return errHeadTooLarge
+			}
+			nb := make([]byte, min(2*len(h.buf), h.max))
+			copy(nb, h.buf[:h.w])
+			h.release()
+			h.buf = nb
+		}
+	}
+	n, err := h.conn.Read(h.buf[h.w:])
+	h.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// readHead returns the next head, without its final empty line, as a slice
+// into the buffer valid until the next call. A head is ended by an empty line
+// (CRLF CRLF, or bare LF LF which RFC 9112 lets recipients accept).
+func (h *headReader) readHead() ([]byte, error) {
+	// Skip empty lines before a request line (RFC 9112 §2.2).
+	for {
+		for h.r < h.w && (h.buf[h.r] == '\r' || h.buf[h.r] == '\n') {
+			h.r++
+		}
+		if h.r < h.w {
+			break
+		}
+		if err := h.fill(); err != nil {
+			return nil, err
+		}
+	}
+	for {
+		data := h.buf[h.r:h.w]
+		start := max(h.scanned-3, 0)
+		if i := bytes.Index(data[start:], []byte("\n\r\n")); i >= 0 {
+			end := start + i + 3
+			head := data[:start+i+1]
+			h.r += end
+			h.scanned = 0
+			return head, nil
+		}
+		if i := bytes.Index(data[start:], []byte("\n\n")); i >= 0 {
+			end := start + i + 2
+			head := data[:start+i+1]
+			h.r += end
+			h.scanned = 0
+			return head, nil
+		}
+		h.scanned = len(data)
+		if len(data) >= h.max {
+			return nil, errHeadTooLarge
+		}
+		if err := h.fill(); err != nil {
+			if err == errHeadTooLarge {
+				return nil, err
+			}
+			if err == io.EOF && len(data) > 0 {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}
+
+// Read reads body bytes: buffered ones first, then from the connection.
+func (h *headReader) Read(p []byte) (int, error) {
+	if h.r < h.w {
+		n := copy(p, h.buf[h.r:h.w])
+		h.r += n
+		return n, nil
+	}
+	return h.conn.Read(p)
+}
+
+// readLine reads one CRLF- or LF-terminated line (for chunk sizes and
+// trailers), without its terminator. Lines longer than 4 KiB are malformed.
+func (h *headReader) readLine() ([]byte, error) {
+	for {
+		data := h.buf[h.r:h.w]
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line := data[:i]
+			h.r += i + 1
+			if n := len(line); n > 0 && line[n-1] == '\r' {
+				line = line[:n-1]
+			}
+			return line, nil
+		}
+		if len(data) > 4096 {
+			return nil, errBadMessage
+		}
+		if err := h.fill(); err != nil {
+			if err == io.EOF {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}

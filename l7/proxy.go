@@ -1,0 +1,214 @@
+// Package l7 proxies HTTP: HTTP/1.1 on its own lean path (heads parsed into
+// reused buffers, rewritten in place, bodies streamed, server connections
+// pooled), HTTP/2 and TLS with the standard library and x/net.
+package l7
+
+import (
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"sluice/backend"
+)
+
+// Route sends matching requests to Backend. Empty fields match anything.
+type Route struct {
+	Host       string // exact, or "*.example.com" for any subdomain
+	PathPrefix string
+	Header     [][2]string // name, value: all must match
+	Backend    *backend.Backend
+}
+
+// Counters are HTTP totals of a frontend. Must not be copied.
+type Counters struct {
+	Requests atomic.Uint64
+	Resp     [6]atomic.Uint64 // by status class: [1] 1xx … [5] 5xx, [0] other
+	// Requests refused by sluice itself, by reason.
+	BadRequest     atomic.Uint64 // 400: malformed or ambiguous (smuggling)
+	Timeout408     atomic.Uint64
+	TooLarge431    atomic.Uint64
+	NoRoute404     atomic.Uint64
+	BadGateway502  atomic.Uint64
+	NoServer503    atomic.Uint64
+	GatewayTime504 atomic.Uint64
+	BytesIn        atomic.Uint64
+	BytesOut       atomic.Uint64
+}
+
+// ConnInfo is what the frontend knows about a client connection.
+type ConnInfo struct {
+	Client   netip.AddrPort // from the PROXY header when there is one
+	Accepted time.Time
+	TLS      bool
+	ConnID   string // unique id, also sent in PROXY v2 TLVs
+}
+
+// Proxy serves HTTP for one frontend.
+type Proxy struct {
+	Frontend           string
+	Routes             []Route
+	Default            *backend.Backend // nil: unmatched requests get 404
+	Port               string           // the frontend's port, for X-Forwarded-Port
+	TimeoutClient      time.Duration    // keep-alive idle and body inactivity
+	TimeoutHTTPRequest time.Duration    // a whole request head must arrive within this
+	TimeoutTunnel      time.Duration    // idle upgraded connections
+	MaxHeaderBytes     int
+	Backends           map[*backend.Backend]BackendOptions
+	ErrorPages         map[int][]byte
+	Log                *slog.Logger
+	Access             *AccessLog // nil: no access log
+
+	Counters Counters
+
+	draining atomic.Bool
+	pools    sync.Map // *backend.Server -> *connPool
+}
+
+// BackendOptions are the HTTP settings of a backend.
+type BackendOptions struct {
+	PoolMaxIdle     int           // idle connections kept per server; 0 disables reuse
+	PoolIdleTimeout time.Duration // how long an idle server connection is kept
+	Proto           string        // "" or "http1": HTTP/1.1; "h2c": HTTP/2 cleartext
+}
+
+// Drain makes every connection answer its next request with
+// "Connection: close" and close after the response.
+func (p *Proxy) Drain() { p.draining.Store(true) }
+
+// route finds the backend for a request.
+func (p *Proxy) route(m *message) *backend.Backend {
+	for i := range p.Routes {
+		r := &p.Routes[i]
+		if r.Host != "" && !hostMatches(r.Host, m.host) {
+			continue
+		}
+		if r.PathPrefix != "" && !strings.HasPrefix(string(pathOf(m.target)), r.PathPrefix) {
+			continue
+		}
+		ok := true
+		for _, h := range r.Header {
+			if v := m.get(h[0]); v == nil || string(v) != h[1] {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return r.Backend
+		}
+	}
+	return p.Default
+}
+
+// pathOf returns the path of a request target (origin or absolute form).
+func pathOf(target []byte) []byte {
+	if len(target) > 0 && target[0] != '/' {
+		if i := strings.Index(string(target), "://"); i >= 0 {
+			rest := target[i+3:]
+			if j := strings.IndexByte(string(rest), '/'); j >= 0 {
+				return rest[j:]
+			}
+			return []byte("/")
+		}
+	}
+	return target
+}
+
+// hostMatches compares a Host header (port ignored, case-insensitive) with a
+// route's host, which may be "*.example.com".
+func hostMatches(pattern string, host []byte) bool {
+	h := string(host)
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
+		h = h[:i]
+	}
+	if strings.HasPrefix(pattern, "*.") {
+		suffix := pattern[1:] // ".example.com"
+		return len(h) > len(suffix) && strings.EqualFold(h[len(h)-len(suffix):], suffix)
+	}
+	return strings.EqualFold(h, pattern)
+}
+
+// connPool keeps idle keep-alive connections to one server. Its lock is per
+// server and held only to push or pop.
+type connPool struct {
+	mu   sync.Mutex
+	idle []*serverConn
+	opts BackendOptions
+}
+
+type serverConn struct {
+	conn      net.Conn
+	hr        *headReader
+	srv       *backend.Server
+	idleSince time.Time
+	reused    bool
+}
+
+func (p *Proxy) pool(s *backend.Server, be *backend.Backend) *connPool {
+	if v, ok := p.pools.Load(s); ok {
+		return v.(*connPool)
+	}
+	v, _ := p.pools.LoadOrStore(s, &connPool{opts: p.Backends[be]})
+	return v.(*connPool)
+}
+
+// getIdle pops the most recently used idle connection that is not too old.
+func (p *Proxy) getIdle(s *backend.Server, be *backend.Backend) *serverConn {
+	cp := p.pool(s, be)
+	now := time.Now()
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	for n := len(cp.idle); n > 0; n = len(cp.idle) {
+		sc := cp.idle[n-1]
+		cp.idle = cp.idle[:n-1]
+		if now.Sub(sc.idleSince) < cp.opts.PoolIdleTimeout {
+			sc.reused = true
+			return sc
+		}
+		sc.close()
+	}
+	return nil
+}
+
+// putIdle keeps sc for reuse, or closes it when the pool is full.
+func (p *Proxy) putIdle(sc *serverConn, be *backend.Backend) {
+	cp := p.pool(sc.srv, be)
+	if cp.opts.PoolMaxIdle <= 0 || p.draining.Load() {
+		sc.close()
+		return
+	}
+	sc.idleSince = time.Now()
+	cp.mu.Lock()
+	if len(cp.idle) >= cp.opts.PoolMaxIdle {
+		cp.mu.Unlock()
+		sc.close()
+		return
+	}
+	cp.idle = append(cp.idle, sc)
+	cp.mu.Unlock()
+}
+
+// CloseIdle closes every pooled server connection.
+func (p *Proxy) CloseIdle() {
+	p.pools.Range(func(_, v any) bool {
+		cp := v.(*connPool)
+		cp.mu.Lock()
+		for _, sc := range cp.idle {
+			sc.close()
+		}
+		cp.idle = nil
+		cp.mu.Unlock()
+		return true
+	})
+}
+
+func (sc *serverConn) close() {
+	sc.conn.Close()
+	if sc.hr != nil {
+		sc.hr.release()
+		sc.hr = nil
+	}
+}
