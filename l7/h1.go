@@ -61,6 +61,8 @@ type exchange struct {
 	server     string
 	retries    int
 	terminated string
+	method     string // copied for the access log only
+	path       string
 }
 
 // serveOne reads one request and forwards it. It returns false when the
@@ -109,6 +111,9 @@ func (c *clientConn) serveOne(first bool) bool {
 		return false
 	}
 	p.Counters.Requests.Add(1)
+	if p.Access != nil {
+		x.method, x.path = string(c.req.method), string(c.req.target)
+	}
 	// The head is in the read buffer; body reads may overwrite it, so
 	// everything needed from it is used (or copied) before the body moves.
 	be := p.route(&c.req)
@@ -210,6 +215,9 @@ func (c *clientConn) serverConn(srv *backend.Server, be *backend.Backend) (*serv
 func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) (keep, retry bool) {
 	p := c.p
 	req := &c.req
+	// Read all we need from the head now: once the body streams, the
+	// buffer under req's slices is reused.
+	isHead := equalFold(req.method, "HEAD")
 	c.out = c.buildRequestHead(c.out[:0])
 	// A small body already read with the head goes out in the same write.
 	bodyInHead := false
@@ -248,6 +256,11 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 			}
 			p.Counters.BytesIn.Add(uint64(n))
 			sc.srv.Counters.BytesIn.Add(uint64(n))
+			if err != nil {
+				// A broken or abandoned body: the server waits for bytes that
+				// will not come. Closing its connection ends the exchange.
+				sc.conn.Close()
+			}
 			bodyDone <- err
 		}()
 	}
@@ -260,7 +273,6 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		return err
 	}
 
-	isHead := equalFold(req.method, "HEAD")
 	clientClose := req.connClose || p.draining.Load()
 	resp := &c.resp
 	gotAny := false

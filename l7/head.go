@@ -96,16 +96,11 @@ func (h *headReader) readHead() ([]byte, error) {
 	for {
 		data := h.buf[h.r:h.w]
 		start := max(h.scanned-3, 0)
-		if i := bytes.Index(data[start:], []byte("\n\r\n")); i >= 0 {
-			end := start + i + 3
-			head := data[:start+i+1]
-			h.r += end
-			h.scanned = 0
-			return head, nil
-		}
-		if i := bytes.Index(data[start:], []byte("\n\n")); i >= 0 {
-			end := start + i + 2
-			head := data[:start+i+1]
+		if i, end := headEnd(data, start); i >= 0 {
+			if end > h.max {
+				return nil, errHeadTooLarge
+			}
+			head := data[:i+1]
 			h.r += end
 			h.scanned = 0
 			return head, nil
@@ -158,5 +153,25 @@ func (h *headReader) readLine() ([]byte, error) {
 			}
 			return nil, err
 		}
+	}
+}
+
+// headEnd finds the empty line that ends a head in data, searching from
+// start: the first LF followed by LF or by CR LF. It returns the index of
+// that first LF and the offset just past the empty line, or -1.
+func headEnd(data []byte, start int) (int, int) {
+	for {
+		i := bytes.IndexByte(data[start:], '\n')
+		if i < 0 {
+			return -1, 0
+		}
+		i += start
+		switch {
+		case i+1 < len(data) && data[i+1] == '\n':
+			return i, i + 2
+		case i+2 < len(data) && data[i+1] == '\r' && data[i+2] == '\n':
+			return i, i + 3
+		}
+		start = i + 1
 	}
 }
