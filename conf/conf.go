@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -97,6 +99,8 @@ type Backend struct {
 	Sticky          string
 	StickyCookie    string
 	StickyTTL       time.Duration
+	StickySize      int // most entries of the sticky = "source" table
+	QueueTimeout    time.Duration
 	SendProxy       string
 	TimeoutConnect  time.Duration
 	TimeoutServer   time.Duration
@@ -205,18 +209,10 @@ func Parse(name string, src []byte) (*Config, error) {
 	var raw rawFile
 	md, err := toml.NewDecoder(strings.NewReader(string(src))).Decode(&raw)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, Errors{{File: name, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}}
-		}
-		return nil, Errors{{File: name, Msg: err.Error()}}
+		return nil, Errors{decodeProblem(name, src, err)}
 	}
 	v := &validator{file: name, loc: newLocator(src)}
-	for _, k := range md.Undecoded() {
-		key := k.String()
-		v.problems = append(v.problems, Problem{File: name, Line: v.loc.plainLine(key), Key: key,
-			Msg: "unknown key; check its spelling against the configuration reference in README.md"})
-	}
+	v.unknownKeys(md.Undecoded())
 	cfg := v.build(&raw)
 	if len(v.problems) > 0 {
 		sort.SliceStable(v.problems, func(i, j int) bool { return v.problems[i].Line < v.problems[j].Line })
@@ -224,4 +220,86 @@ func Parse(name string, src []byte) (*Config, error) {
 	}
 	cfg.File = name
 	return cfg, nil
+}
+
+// unknownKeys reports every key the decoder did not use. A key inside an
+// unknown table is not reported again; a key repeated in several elements of
+// an array of tables is reported at each of them.
+func (v *validator) unknownKeys(keys []toml.Key) {
+	unknown := map[string]bool{}
+	seen := map[string]int{}
+	for _, k := range keys {
+		key := strings.Join(k, ".")
+		unknown[key] = true
+		parent := false
+		for i := 1; i < len(k); i++ {
+			if unknown[strings.Join(k[:i], ".")] {
+				parent = true
+				break
+			}
+		}
+		if parent {
+			continue
+		}
+		occ := v.loc.nth(key, seen[key])
+		seen[key]++
+		v.problems = append(v.problems, Problem{File: v.file, Line: occ.line, Key: occ.key,
+			Msg: "unknown key; check its spelling and section against the configuration reference in README.md"})
+	}
+}
+
+// typeErr matches BurntSushi/toml's type mismatch errors, which carry the
+// position only in their text.
+var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key ("(?:[^"\\]|\\.)*")\): (.*)$`)
+
+var mismatch = regexp.MustCompile(`^incompatible types: TOML value has type (.*); destination has type (.*)$`)
+
+// decodeProblem turns a decoder error into a located Problem.
+func decodeProblem(name string, src []byte, err error) Problem {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		return Problem{File: name, Line: pe.Position.Line, Key: pe.LastKey, Msg: "TOML syntax: " + pe.Message}
+	}
+	m := typeErr.FindStringSubmatch(err.Error())
+	if m == nil {
+		return Problem{File: name, Msg: err.Error()}
+	}
+	line, _ := strconv.Atoi(m[1])
+	key, uerr := strconv.Unquote(m[2])
+	if uerr != nil {
+		key = m[2]
+	}
+	if k, ok := newLocator(src).atLine(key, line); ok {
+		key = k // with the array index, like other problems
+	}
+	msg := m[3]
+	if mm := mismatch.FindStringSubmatch(msg); mm != nil {
+		msg = fmt.Sprintf("must be %s, not %s", tomlKind(mm[2]), tomlKind(mm[1]))
+		if mm[2] == "string" {
+			msg += ` (durations and addresses are quoted: write "5s", not 5)`
+		}
+	}
+	return Problem{File: name, Line: line, Key: key, Msg: msg}
+}
+
+// tomlKind names a type from a decoder message the way a config author
+// thinks of it.
+func tomlKind(t string) string {
+	switch {
+	case t == "string":
+		return "a string"
+	case t == "integer" || strings.HasPrefix(t, "int"):
+		return "an integer"
+	case t == "float" || strings.HasPrefix(t, "float"):
+		return "a number"
+	case t == "boolean" || t == "bool":
+		return "true or false"
+	case t == "slice" || strings.HasPrefix(t, "[]"):
+		return "an array"
+	case t == "map" || strings.HasPrefix(t, "map["):
+		return "a table"
+	case strings.Contains(t, "time.") || strings.Contains(t, "Local"):
+		return "a date/time"
+	}
+	return t
 }

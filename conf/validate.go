@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	sockaddr "github.com/hashicorp/go-sockaddr/template"
 )
 
 // Raw decoding targets: durations stay strings here so that validation can
@@ -40,6 +38,7 @@ type rawDefaults struct {
 	TimeoutTunnel      string `toml:"timeout_tunnel"`
 	Retries            *int   `toml:"retries"`
 	MaxConn            *int   `toml:"maxconn"`
+	QueueTimeout       string `toml:"queue_timeout"`
 }
 
 type rawStats struct {
@@ -95,6 +94,8 @@ type rawBackend struct {
 	Sticky          string      `toml:"sticky"`
 	StickyCookie    string      `toml:"sticky_cookie"`
 	StickyTTL       string      `toml:"sticky_ttl"`
+	StickySize      *int        `toml:"sticky_size"`
+	QueueTimeout    string      `toml:"queue_timeout"`
 	SendProxy       string      `toml:"send_proxy"`
 	TimeoutConnect  string      `toml:"timeout_connect"`
 	TimeoutServer   string      `toml:"timeout_server"`
@@ -148,8 +149,12 @@ func (v *validator) dur(key, s string, def time.Duration) time.Duration {
 		return def
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
+	if err != nil {
 		v.errf(key, "%q is not a duration; write it like \"1.5s\", \"200ms\" or \"2m\"", s)
+		return def
+	}
+	if d < 0 {
+		v.errf(key, "%q is negative; a duration must be 0 or more, like \"5s\"", s)
 		return def
 	}
 	return d
@@ -194,6 +199,8 @@ const (
 	DefaultPoolMaxIdle        = 64
 	DefaultPoolIdleTimeout    = 15 * time.Second
 	MaxWeight                 = 256
+	DefaultQueueTimeout       = 5 * time.Second
+	DefaultStickySize         = 100000
 )
 
 func (v *validator) build(raw *rawFile) *Config {
@@ -222,6 +229,7 @@ func (v *validator) build(raw *rawFile) *Config {
 		v.errf("defaults.retries", "must not be negative, got %d", defRetries)
 	}
 	defMaxConn := intOr(d.MaxConn, 0)
+	defQueue := v.dur("defaults.queue_timeout", d.QueueTimeout, DefaultQueueTimeout)
 
 	cfg.Stats = Stats{AdminTokenFile: raw.Stats.AdminTokenFile}
 	if raw.Stats.Bind != "" {
@@ -233,15 +241,21 @@ func (v *validator) build(raw *rawFile) *Config {
 
 	// Backends first, so frontends can check what they reference.
 	for _, name := range sortedKeys(raw.Backend) {
-		cfg.Backends = append(cfg.Backends, v.backend(name, raw.Backend[name], defConnect, defServer, defRetries))
+		cfg.Backends = append(cfg.Backends, v.backend(name, raw.Backend[name], defConnect, defServer, defQueue, defRetries))
 	}
 
 	binds := map[string]string{} // "net addr" -> key that bound it first
 	if cfg.Stats.Bind != "" {
 		binds["tcp "+cfg.Stats.Bind] = "stats.bind"
 	}
-	usedBy := map[string]*Frontend{}
-	for _, name := range sortedKeys(raw.Frontend) {
+	usedBy := map[string]string{} // backend -> key of the reference that settled its mode
+	// Frontends in file order, so that the second of two conflicting ones
+	// is the one reported; cfg.Frontends is sorted by name afterwards.
+	frontNames := sortedKeys(raw.Frontend)
+	sort.SliceStable(frontNames, func(i, j int) bool {
+		return v.loc.line("frontend."+frontNames[i]) < v.loc.line("frontend."+frontNames[j])
+	})
+	for _, name := range frontNames {
 		rf := raw.Frontend[name]
 		p := "frontend." + name
 		f := &Frontend{
@@ -280,7 +294,7 @@ func (v *validator) build(raw *rawFile) *Config {
 			key := p + ".bind"
 			for _, a := range v.bindAddrs(key, b) {
 				if prev, dup := binds[network+" "+a]; dup {
-					v.errf(key, "address %s (entry %d) is already bound by %s; each address may be bound once", a, i+1, prev)
+					v.errf(key, "address %s (entry %d) is already bound by %s (line %d); bind each address once, or remove one of the two", a, i+1, prev, v.loc.line(prev))
 					continue
 				}
 				binds[network+" "+a] = key
@@ -333,6 +347,7 @@ func (v *validator) build(raw *rawFile) *Config {
 			v.errf("global.vital_frontends", "frontend %q does not exist", name)
 		}
 	}
+	sort.Slice(cfg.Frontends, func(i, j int) bool { return cfg.Frontends[i].Name < cfg.Frontends[j].Name })
 	return cfg
 }
 
@@ -373,31 +388,35 @@ func (v *validator) httpOptions(p string, rf *rawFrontend, f *Frontend) {
 
 // useBackend checks a reference from frontend f to backend name and settles
 // the backend's mode from the frontends that use it.
-func (v *validator) useBackend(cfg *Config, key, name string, f *Frontend, usedBy map[string]*Frontend) {
+func (v *validator) useBackend(cfg *Config, key, name string, f *Frontend, usedBy map[string]string) {
 	b := cfg.Backend(name)
 	if b == nil {
 		var names []string
 		for _, b := range cfg.Backends {
 			names = append(names, b.Name)
 		}
-		v.errf(key, "backend %q does not exist (defined: %s)", name, strings.Join(names, ", "))
+		defined := strings.Join(names, ", ")
+		if defined == "" {
+			defined = "none yet; add a [backend.NAME] section with [[backend.NAME.server]] entries"
+		}
+		v.errf(key, "backend %q does not exist (defined: %s)", name, defined)
 		return
 	}
 	if b.Mode == "" {
 		b.Mode = f.Mode
-		usedBy[name] = f
+		usedBy[name] = key
 		return
 	}
 	if b.Mode != f.Mode {
-		by := "its mode key"
-		if u := usedBy[name]; u != nil {
-			by = "frontend " + u.Name
+		by := fmt.Sprintf("backend.%s.mode, line %d", name, v.loc.line("backend."+name+".mode"))
+		if u, ok := usedBy[name]; ok {
+			by = fmt.Sprintf("%s, line %d", u, v.loc.line(u))
 		}
-		v.errf(key, "frontend %s is mode %q but backend %s is mode %q (set by %s); modes must match", f.Name, f.Mode, name, b.Mode, by)
+		v.errf(key, "frontend %s is mode %q but backend %s is mode %q (set by %s); a backend serves one mode: make them match or give this frontend its own backend", f.Name, f.Mode, name, b.Mode, by)
 	}
 }
 
-func (v *validator) backend(name string, rb rawBackend, defConnect, defServer time.Duration, defRetries int) *Backend {
+func (v *validator) backend(name string, rb rawBackend, defConnect, defServer, defQueue time.Duration, defRetries int) *Backend {
 	p := "backend." + name
 	b := &Backend{
 		Name:           name,
@@ -406,6 +425,8 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer ti
 		Sticky:         rb.Sticky,
 		StickyCookie:   rb.StickyCookie,
 		StickyTTL:      v.dur(p+".sticky_ttl", rb.StickyTTL, 30*time.Minute),
+		StickySize:     intOr(rb.StickySize, DefaultStickySize),
+		QueueTimeout:   v.dur(p+".queue_timeout", rb.QueueTimeout, defQueue),
 		SendProxy:      rb.SendProxy,
 		TimeoutConnect: v.dur(p+".timeout_connect", rb.TimeoutConnect, defConnect),
 		TimeoutServer:  v.dur(p+".timeout_server", rb.TimeoutServer, defServer),
@@ -428,6 +449,9 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer ti
 	v.oneOf(p+".sticky", b.Sticky, "", "cookie", "source")
 	if b.StickyCookie == "" {
 		b.StickyCookie = "SLUICE"
+	}
+	if b.StickySize < 1 {
+		v.errf(p+".sticky_size", "must be at least 1, got %d", b.StickySize)
 	}
 	v.oneOf(p+".send_proxy", b.SendProxy, "", "v1", "v2")
 	if b.Retries < 0 {
@@ -470,11 +494,11 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer ti
 			s.Name = fmt.Sprintf("s%d", i+1)
 		}
 		if names[s.Name] {
-			v.errf(key+".name", "server name %q is used twice in backend %s", s.Name, name)
+			v.errf(key+".name", "server name %q is used twice in backend %s; give each server its own name", s.Name, name)
 		}
 		names[s.Name] = true
 		if s.Weight < 0 || s.Weight > MaxWeight {
-			v.errf(key+".weight", "weight %d is outside 0..%d", s.Weight, MaxWeight)
+			v.errf(key+".weight", "weight %d is outside 0..%d (0 takes the server out of rotation)", s.Weight, MaxWeight)
 		}
 		if s.MaxConn < 0 {
 			v.errf(key+".maxconn", "must not be negative, got %d", s.MaxConn)
@@ -505,10 +529,11 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer ti
 // or more host:port addresses.
 func (v *validator) bindAddrs(key, val string) []string {
 	s := val
-	if strings.Contains(val, "{{") {
-		out, err := sockaddr.Parse(val)
+	tmpl := strings.Contains(val, "{{")
+	if tmpl {
+		out, err := expandTemplate(val)
 		if err != nil {
-			v.errf(key, "template %q: %v", val, err)
+			v.errf(key, "template %q does not work: %v; see https://pkg.go.dev/github.com/hashicorp/go-sockaddr/template for the syntax", val, err)
 			return nil
 		}
 		s = out
@@ -517,27 +542,35 @@ func (v *validator) bindAddrs(key, val string) []string {
 	for _, a := range strings.Fields(s) {
 		host, port, err := net.SplitHostPort(a)
 		if err != nil {
-			v.errf(key, "%q is not an address like \"0.0.0.0:80\" (from %q)", a, val)
+			hint := ""
+			if strings.Count(a, ":") > 1 && !strings.HasPrefix(a, "[") {
+				hint = "; put an IPv6 address in brackets, like \"[::1]:80\" or \"[{{ GetPublicIPv6 }}]:80\""
+			}
+			if tmpl {
+				v.errf(key, "template %q gives %q, which is not an address like \"10.0.0.1:80\"%s", val, a, hint)
+			} else {
+				v.errf(key, "%q is not an address like \"0.0.0.0:80\"%s", a, hint)
+			}
 			continue
 		}
 		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-			v.errf(key, "%q has a bad port", a)
+			v.errf(key, "%q has a bad port %q; use a number from 0 to 65535", a, port)
 			continue
 		}
 		if host != "" {
 			if _, err := netip.ParseAddr(host); err != nil {
-				v.errf(key, "%q: host %q is not an IP address", a, host)
+				v.errf(key, "%q: host %q is not an IP address; bind to an IP (or a go-sockaddr template), not a name", a, host)
 				continue
 			}
-		} else if strings.Contains(val, "{{") {
+		} else if tmpl {
 			// A template that produced ":80" found no address.
-			v.errf(key, "template %q yields no address on this host", val)
+			v.errf(key, "template %q yields no address on this host (it gave %q); check the interface name or the filters", val, s)
 			continue
 		}
 		addrs = append(addrs, a)
 	}
-	if len(addrs) == 0 && s != val && strings.TrimSpace(s) == "" {
-		v.errf(key, "template %q yields no address on this host", val)
+	if len(addrs) == 0 && tmpl && strings.TrimSpace(s) == "" {
+		v.errf(key, "template %q yields no address on this host; check the interface name or the filters", val)
 	}
 	return addrs
 }
