@@ -14,9 +14,12 @@ type Client struct {
 	Addr netip.Addr // the client address (from the PROXY header when there is one)
 }
 
-// Balancer picks a server from a pool snapshot. It returns nil when no server
-// is available; the caller turns that into a refusal (closed connection, 503).
-// skip, when not nil, is a server to avoid (the one a retry just failed on).
+// Balancer is one balancing algorithm over a fixed list of servers (built
+// anew with each pool snapshot). Pick returns an available server (see
+// Server.Available), or nil when none is; the caller turns nil into a
+// refusal (closed connection, 503). skip, when not nil, is a server to avoid
+// (the one a retry just failed on). Pick must be safe for concurrent use,
+// take no lock and allocate nothing.
 type Balancer interface {
 	Pick(c *Client, skip *Server) *Server
 }
@@ -25,27 +28,39 @@ type Balancer interface {
 // built over them. It is replaced whole, never modified.
 type pool struct {
 	all     []*Server
+	byID    map[string]*Server
 	primary Balancer
 	backup  Balancer
 }
 
-// Backend is a named pool of servers.
+// Backend is a named pool of servers. It must not be copied.
 type Backend struct {
 	Name           string
 	Mode           string
 	TimeoutConnect time.Duration
 	TimeoutServer  time.Duration
 	Retries        int
-	algo           string
+	// QueueTimeout is the longest a connection waits in PickWait when every
+	// server is at its maxconn; 0 refuses it at once.
+	QueueTimeout time.Duration
+	Sticky       string // "", "cookie" (the HTTP layer, with ServerByID) or "source"
+	StickyCookie string // the cookie's name, sticky = "cookie"
+	algo         string
 
-	pool atomic.Pointer[pool]
+	sticky *StickyTable // sticky = "source"
+	pool   atomic.Pointer[pool]
+	queue  waitQueue
 
 	Counters BackendCounters
 }
 
 // BackendCounters are totals for the whole backend.
 type BackendCounters struct {
-	NoServer atomic.Uint64 // connections refused because no server was available
+	NoServer      atomic.Uint64 // connections refused because no server was available
+	Queue         atomic.Int64  // connections waiting in the queue now
+	MaxQueue      atomic.Int64  // the longest the queue has been
+	Queued        atomic.Uint64 // connections that had to wait in the queue
+	QueueTimeouts atomic.Uint64 // connections refused after queue_timeout
 }
 
 // New builds a backend from its configuration.
@@ -56,7 +71,17 @@ func New(c *conf.Backend) (*Backend, error) {
 		TimeoutConnect: c.TimeoutConnect,
 		TimeoutServer:  c.TimeoutServer,
 		Retries:        c.Retries,
+		QueueTimeout:   c.QueueTimeout,
+		Sticky:         c.Sticky,
+		StickyCookie:   c.StickyCookie,
 		algo:           c.Balance,
+	}
+	if c.Sticky == "source" {
+		size := c.StickySize
+		if size <= 0 {
+			size = conf.DefaultStickySize
+		}
+		b.sticky = NewStickyTable(size, c.StickyTTL)
 	}
 	servers := make([]*Server, 0, len(c.Servers))
 	for _, s := range c.Servers {
@@ -78,7 +103,10 @@ func (b *Backend) SetServers(servers []*Server) error {
 			prim = append(prim, s)
 		}
 	}
-	p := &pool{all: servers}
+	p := &pool{all: servers, byID: make(map[string]*Server, len(servers))}
+	for _, s := range servers {
+		p.byID[s.ID] = s
+	}
 	var err error
 	if p.primary, err = newBalancer(b.algo, prim); err != nil {
 		return err
@@ -86,7 +114,11 @@ func (b *Backend) SetServers(servers []*Server) error {
 	if p.backup, err = newBalancer(b.algo, back); err != nil {
 		return err
 	}
+	for _, s := range servers {
+		s.queue.Store(&b.queue)
+	}
 	b.pool.Store(p)
+	b.queue.wakeIfWaiting() // new servers or weights may have room
 	return nil
 }
 
@@ -115,10 +147,61 @@ func (b *Backend) Server(name string) *Server {
 	return nil
 }
 
+// ServerByID finds a server by its opaque ID (a sticky cookie's value), or
+// nil.
+func (b *Backend) ServerByID(id string) *Server { return b.pool.Load().byID[id] }
+
+// StickyTable is the source-address table of a sticky = "source" backend,
+// else nil.
+func (b *Backend) StickyTable() *StickyTable { return b.sticky }
+
+// StickyEntries lists the source-address table with server names filled in
+// (nil without one).
+func (b *Backend) StickyEntries() []StickyEntry {
+	if b.sticky == nil {
+		return nil
+	}
+	p := b.pool.Load()
+	es := b.sticky.Entries()
+	for i := range es {
+		if s := p.byID[es[i].ServerID]; s != nil {
+			es[i].Server = s.Name
+		}
+	}
+	return es
+}
+
 // Pick chooses a server for client c, avoiding skip where another exists.
-// Backup servers are chosen only when no primary is available.
+// With sticky = "source", a client goes back to its recorded server while
+// that one is available (and, for a backup, while no primary is); otherwise
+// the algorithm picks and the choice is recorded. Backup servers are chosen
+// only when no primary is available. Pick does not count the connection:
+// see PickWait.
 func (b *Backend) Pick(c *Client, skip *Server) *Server {
 	p := b.pool.Load()
+	if b.sticky == nil || c == nil || !c.Addr.IsValid() {
+		return p.pick(c, skip)
+	}
+	if id, ok := b.sticky.Get(c.Addr); ok {
+		if s := p.byID[id]; s != nil && s != skip && s.Available() {
+			if !s.Backup {
+				return s
+			}
+			if prim := p.primary.Pick(c, skip); prim != nil {
+				b.sticky.Set(c.Addr, prim.ID) // primaries are back
+				return prim
+			}
+			return s
+		}
+	}
+	s := p.pick(c, skip)
+	if s != nil {
+		b.sticky.Set(c.Addr, s.ID)
+	}
+	return s
+}
+
+func (p *pool) pick(c *Client, skip *Server) *Server {
 	if s := p.primary.Pick(c, skip); s != nil {
 		return s
 	}
@@ -129,6 +212,27 @@ func (b *Backend) Pick(c *Client, skip *Server) *Server {
 		return skip // the only one left; a retry on it beats a refusal
 	}
 	return nil
+}
+
+// available reports whether some server is Available now.
+func (p *pool) available() bool {
+	for _, s := range p.all {
+		if s.Available() {
+			return true
+		}
+	}
+	return false
+}
+
+// usable reports whether some server could take traffic if it had a free
+// slot: up, ready and weighted above zero, at its maxconn or not.
+func (p *pool) usable() bool {
+	for _, s := range p.all {
+		if s.inService() {
+			return true
+		}
+	}
+	return false
 }
 
 // UpCount returns how many servers are up and how many there are.
@@ -146,9 +250,13 @@ func newBalancer(algo string, servers []*Server) (Balancer, error) {
 	switch algo {
 	case "", "roundrobin":
 		return newRoundRobin(servers), nil
+	case "leastconn":
+		return newLeastConn(servers), nil
+	case "iphash":
+		return newIPHash(servers), nil
+	case "random":
+		return newP2C(servers), nil
 	default:
-		// Other algorithms arrive with the balancing issue; until then the
-		// config still validates their names, so fall back loudly here.
-		return nil, fmt.Errorf("balance %q is not implemented yet; use \"roundrobin\"", algo)
+		return nil, fmt.Errorf("balance %q is not one of \"roundrobin\", \"leastconn\", \"iphash\", \"random\"", algo)
 	}
 }

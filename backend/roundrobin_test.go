@@ -72,21 +72,3 @@ func TestBackupOnlyWhenNoPrimary(t *testing.T) {
 		t.Fatalf("picked %v, want the backup", s)
 	}
 }
-
-func BenchmarkRoundRobinPick(b *testing.B) {
-	for _, n := range []int{2, 16, 256} {
-		b.Run(fmt.Sprintf("servers=%d", n), func(b *testing.B) {
-			w := make([]int, n)
-			for i := range w {
-				w[i] = 1 + i%4
-			}
-			rr := newRoundRobin(servers(w...))
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					rr.Pick(nil, nil)
-				}
-			})
-		})
-	}
-}

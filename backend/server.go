@@ -41,6 +41,8 @@ type Server struct {
 
 	lastChange atomic.Int64 // unix nanos of the last up/down change
 
+	queue atomic.Pointer[waitQueue] // the backend's queue, woken when a slot frees
+
 	Counters Counters
 }
 
@@ -70,10 +72,13 @@ func NewServer(backendName, name, addr string, w int, backup bool, maxconn int) 
 // Available reports whether the server may take a new connection: up, ready,
 // weighted above zero and under its own maxconn.
 func (s *Server) Available() bool {
-	if !s.up.Load() || s.admin.Load() != AdminReady || s.weight.Load() <= 0 {
-		return false
-	}
-	return s.MaxConn == 0 || s.active.Load() < s.MaxConn
+	return s.inService() && (s.MaxConn == 0 || s.active.Load() < s.MaxConn)
+}
+
+// inService is Available without the maxconn test: the server takes traffic
+// when it has a free slot.
+func (s *Server) inService() bool {
+	return s.up.Load() && s.admin.Load() == AdminReady && s.weight.Load() > 0
 }
 
 // Up reports the health state.
@@ -85,6 +90,7 @@ func (s *Server) SetUp(up bool) bool {
 		return false
 	}
 	s.lastChange.Store(time.Now().UnixNano())
+	s.wakeQueue() // a server coming up frees slots; one going down may leave none
 	return true
 }
 
@@ -95,7 +101,11 @@ func (s *Server) LastChange() time.Time { return time.Unix(0, s.lastChange.Load(
 func (s *Server) Admin() int32 { return s.admin.Load() }
 
 // SetAdmin sets the admin state.
-func (s *Server) SetAdmin(a int32) { s.admin.Store(a) }
+func (s *Server) SetAdmin(a int32) {
+	if s.admin.Swap(a) != a {
+		s.wakeQueue()
+	}
+}
 
 // Weight is the current weight.
 func (s *Server) Weight() int32 { return s.weight.Load() }
@@ -103,9 +113,33 @@ func (s *Server) Weight() int32 { return s.weight.Load() }
 // Active is the number of connections open to the server now.
 func (s *Server) Active() int64 { return s.active.Load() }
 
-// Acquire counts a new connection to the server; call Release when it ends.
-func (s *Server) Acquire() {
-	n := s.active.Add(1)
+// Acquire counts a new connection to the server even past its maxconn; call
+// Release when it ends. Prefer TryAcquire (or Backend.PickWait), which keeps
+// to maxconn.
+func (s *Server) Acquire() { s.acquired(s.active.Add(1)) }
+
+// TryAcquire counts a new connection unless the server is at its maxconn,
+// and reports whether it did. The check and the count are one atomic step,
+// so two racing picks cannot both take the last slot. Call Release when the
+// connection ends.
+func (s *Server) TryAcquire() bool {
+	if s.MaxConn == 0 {
+		s.acquired(s.active.Add(1))
+		return true
+	}
+	for {
+		n := s.active.Load()
+		if n >= s.MaxConn {
+			return false
+		}
+		if s.active.CompareAndSwap(n, n+1) {
+			s.acquired(n + 1)
+			return true
+		}
+	}
+}
+
+func (s *Server) acquired(n int64) {
 	s.Counters.Sessions.Add(1)
 	for {
 		m := s.Counters.MaxActive.Load()
@@ -115,8 +149,20 @@ func (s *Server) Acquire() {
 	}
 }
 
-// Release ends a connection counted by Acquire.
-func (s *Server) Release() { s.active.Add(-1) }
+// Release ends a connection counted by Acquire or TryAcquire, and hands the
+// freed slot to a connection waiting in the backend's queue, if any.
+func (s *Server) Release() {
+	s.active.Add(-1)
+	s.wakeQueue()
+}
+
+// wakeQueue wakes one waiter of the backend's queue after a change that may
+// let it through. It costs two atomic loads when nobody waits.
+func (s *Server) wakeQueue() {
+	if q := s.queue.Load(); q != nil && q.waiting.Load() > 0 {
+		q.wake()
+	}
+}
 
 // noCopy makes `go vet` flag copies of structs that hold atomics.
 type noCopy struct{}

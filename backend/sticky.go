@@ -1,0 +1,237 @@
+package backend
+
+import (
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+)
+
+// StickyTable remembers which server each client address was sent to
+// (sticky = "source"). An entry lasts TTL after its last use and the table
+// holds at most its size in entries, evicting the least recently used.
+//
+// It is safe for concurrent use: the table is split into shards by address
+// hash, each with its own mutex, map and recency list, so lookups from many
+// cores rarely meet. Entries live in a per-shard slab linked by index and
+// are reused on eviction, so a full table stops allocating.
+type StickyTable struct {
+	TTL time.Duration    // 0: entries never expire (the size bound still holds)
+	Now func() time.Time // the clock; tests replace it
+
+	shards []stickyShard
+	shift  uint // address hash >> shift is the shard index
+}
+
+// StickyEntry is one client → server entry, for the stats page, the admin
+// API and peer synchronisation.
+type StickyEntry struct {
+	Client   netip.Addr
+	ServerID string    // Server.ID
+	Server   string    // server name, filled by Backend.StickyEntries
+	LastUsed time.Time // the entry expires TTL after this
+}
+
+type stickyShard struct {
+	mu     sync.Mutex
+	index  map[netip.Addr]int32
+	slab   []stickySlot
+	free   int32 // first free slot, or -1
+	newest int32 // recency list, or -1 when empty
+	oldest int32
+	n, max int
+	_      [64]byte // keeps neighbouring shards' locks off one cache line
+}
+
+type stickySlot struct {
+	addr       netip.Addr
+	id         string
+	used       int64 // unix nanos of the last use
+	prev, next int32 // towards newer, towards older; -1 ends
+}
+
+// stickyShardMin is the smallest shard worth splitting the table for: below
+// 2 × this size the table is one shard and evicts in exact LRU order.
+const stickyShardMin = 1024
+
+// NewStickyTable returns a table of at most size entries (at least 1).
+func NewStickyTable(size int, ttl time.Duration) *StickyTable {
+	size = max(size, 1)
+	shards := 1
+	for shards < 64 && size/(2*shards) >= stickyShardMin {
+		shards *= 2
+	}
+	t := &StickyTable{TTL: ttl, Now: time.Now, shards: make([]stickyShard, shards), shift: 64}
+	for s := shards; s > 1; s >>= 1 {
+		t.shift--
+	}
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.max = size / shards
+		if i < size%shards {
+			sh.max++
+		}
+		sh.index = make(map[netip.Addr]int32)
+		sh.free, sh.newest, sh.oldest = -1, -1, -1
+	}
+	return t
+}
+
+func (t *StickyTable) shard(a netip.Addr) *stickyShard {
+	if len(t.shards) == 1 {
+		return &t.shards[0]
+	}
+	return &t.shards[addrHash(a)>>t.shift]
+}
+
+func (t *StickyTable) expired(used, now int64) bool {
+	return t.TTL > 0 && now-used >= int64(t.TTL)
+}
+
+// Get returns the server ID recorded for a and refreshes the entry, or
+// false when there is none or it has expired.
+func (t *StickyTable) Get(a netip.Addr) (string, bool) {
+	now := t.Now().UnixNano()
+	sh := t.shard(a)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	i, ok := sh.index[a]
+	if !ok {
+		return "", false
+	}
+	e := &sh.slab[i]
+	if t.expired(e.used, now) {
+		sh.drop(i)
+		return "", false
+	}
+	e.used = now
+	sh.toFront(i)
+	return e.id, true
+}
+
+// Set records that a goes to the server with ID id.
+func (t *StickyTable) Set(a netip.Addr, id string) { t.set(a, id, t.Now().UnixNano()) }
+
+// SetEntry records e as it is, keeping its last use (peer synchronisation).
+// An entry already expired is ignored.
+func (t *StickyTable) SetEntry(e StickyEntry) {
+	if !t.expired(e.LastUsed.UnixNano(), t.Now().UnixNano()) {
+		t.set(e.Client, e.ServerID, e.LastUsed.UnixNano())
+	}
+}
+
+func (t *StickyTable) set(a netip.Addr, id string, used int64) {
+	now := t.Now().UnixNano()
+	sh := t.shard(a)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if i, ok := sh.index[a]; ok {
+		e := &sh.slab[i]
+		e.id, e.used = id, used
+		sh.toFront(i)
+		return
+	}
+	// Expired entries are the oldest ones: clear them from the end first.
+	for sh.oldest >= 0 && t.expired(sh.slab[sh.oldest].used, now) {
+		sh.drop(sh.oldest)
+	}
+	if sh.n >= sh.max {
+		sh.drop(sh.oldest)
+	}
+	var i int32
+	if sh.free >= 0 {
+		i = sh.free
+		sh.free = sh.slab[i].next
+	} else {
+		sh.slab = append(sh.slab, stickySlot{})
+		i = int32(len(sh.slab) - 1)
+	}
+	sh.slab[i] = stickySlot{addr: a, id: id, used: used, prev: -1, next: -1}
+	sh.index[a] = i
+	sh.n++
+	sh.link(i)
+}
+
+// Delete forgets a.
+func (t *StickyTable) Delete(a netip.Addr) {
+	sh := t.shard(a)
+	sh.mu.Lock()
+	if i, ok := sh.index[a]; ok {
+		sh.drop(i)
+	}
+	sh.mu.Unlock()
+}
+
+// Len is the number of entries, counting expired ones not yet cleared.
+func (t *StickyTable) Len() int {
+	n := 0
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		n += sh.n
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Entries returns the live entries, most recently used first.
+func (t *StickyTable) Entries() []StickyEntry {
+	now := t.Now().UnixNano()
+	var out []StickyEntry
+	for k := range t.shards {
+		sh := &t.shards[k]
+		sh.mu.Lock()
+		for i := sh.newest; i >= 0; i = sh.slab[i].next {
+			e := &sh.slab[i]
+			if !t.expired(e.used, now) {
+				out = append(out, StickyEntry{Client: e.addr, ServerID: e.id, LastUsed: time.Unix(0, e.used)})
+			}
+		}
+		sh.mu.Unlock()
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].LastUsed.After(out[j].LastUsed) })
+	return out
+}
+
+// link puts slot i at the newest end of the recency list.
+func (sh *stickyShard) link(i int32) {
+	e := &sh.slab[i]
+	e.prev, e.next = -1, sh.newest
+	if sh.newest >= 0 {
+		sh.slab[sh.newest].prev = i
+	}
+	sh.newest = i
+	if sh.oldest < 0 {
+		sh.oldest = i
+	}
+}
+
+func (sh *stickyShard) unlink(i int32) {
+	e := &sh.slab[i]
+	if e.prev >= 0 {
+		sh.slab[e.prev].next = e.next
+	} else {
+		sh.newest = e.next
+	}
+	if e.next >= 0 {
+		sh.slab[e.next].prev = e.prev
+	} else {
+		sh.oldest = e.prev
+	}
+}
+
+func (sh *stickyShard) toFront(i int32) {
+	if sh.newest != i {
+		sh.unlink(i)
+		sh.link(i)
+	}
+}
+
+// drop removes slot i and puts it on the free list.
+func (sh *stickyShard) drop(i int32) {
+	sh.unlink(i)
+	delete(sh.index, sh.slab[i].addr)
+	sh.slab[i] = stickySlot{next: sh.free}
+	sh.free = i
+	sh.n--
+}
