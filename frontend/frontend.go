@@ -264,12 +264,14 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn) {
 	client := backend.Client{Addr: clientAddr(conn)}
 	var srv, skip *backend.Server
 	var server net.Conn
+	var pickErr error
 	for attempt := 0; attempt <= be.Retries; attempt++ {
-		srv = be.Pick(&client, skip)
+		// Waits in the backend's queue while every server is at its
+		// maxconn; srv comes back acquired.
+		srv, pickErr = be.PickWait(context.Background(), &client, skip)
 		if srv == nil {
 			break
 		}
-		srv.Acquire()
 		c, err := net.DialTimeout("tcp", srv.Addr, be.TimeoutConnect)
 		if err == nil {
 			server = c
@@ -285,7 +287,9 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn) {
 	}
 	if server == nil {
 		if skip == nil {
-			be.Counters.NoServer.Add(1)
+			if errors.Is(pickErr, backend.ErrNoServer) {
+				be.Counters.NoServer.Add(1) // queue timeouts have their own counter
+			}
 			f.Counters.Denied.Add(1)
 		} else {
 			f.Counters.Errors.Add(1)

@@ -25,6 +25,18 @@ func newHTTPProxy(fc *conf.Frontend, cfgBackends []*conf.Backend, backends map[s
 		MaxHeaderBytes:     fc.MaxHeaderBytes,
 		Log:                log,
 		Backends:           map[*backend.Backend]l7.BackendOptions{},
+		H2C:                fc.H2C,
+	}
+	if len(fc.TLS) > 0 {
+		files := make([]l7.CertFile, len(fc.TLS))
+		for i, t := range fc.TLS {
+			files[i] = l7.CertFile{Cert: t.Cert, Key: t.Key}
+		}
+		tc, err := l7.LoadTLS(files)
+		if err != nil {
+			return nil, err
+		}
+		p.TLS = tc
 	}
 	for _, bc := range cfgBackends {
 		if b := backends[bc.Name]; b != nil {
@@ -76,5 +88,5 @@ func (s *Server) serveHTTP(f *Frontend, conn net.Conn) {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	f.http.ServeConn(conn, info)
+	f.http.ServeClient(conn, info)
 }

@@ -122,6 +122,9 @@ func (c *clientConn) serveOne(first bool) bool {
 		return c.reply(404, &x) && c.discardBody()
 	}
 	x.backend = be.Name
+	if p.Backends[be].Proto == "h2c" {
+		return c.forwardStd(be, &x)
+	}
 	return c.forward(be, &x)
 }
 

@@ -4,6 +4,7 @@
 package l7
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -60,12 +61,15 @@ type Proxy struct {
 	Backends           map[*backend.Backend]BackendOptions
 	ErrorPages         map[int][]byte
 	Log                *slog.Logger
-	Access             *AccessLog // nil: no access log
+	Access             *AccessLog  // nil: no access log
+	TLS                *tls.Config // nil: plain; else TLS termination (LoadTLS)
+	H2C                bool        // a plain frontend also takes HTTP/2 with prior knowledge
 
 	Counters Counters
 
 	draining atomic.Bool
 	pools    sync.Map // *backend.Server -> *connPool
+	stdp     stdProxy // HTTP/2 and h2c backends (h2.go)
 }
 
 // BackendOptions are the HTTP settings of a backend.
@@ -76,8 +80,12 @@ type BackendOptions struct {
 }
 
 // Drain makes every connection answer its next request with
-// "Connection: close" and close after the response.
-func (p *Proxy) Drain() { p.draining.Store(true) }
+// "Connection: close" and close after the response; HTTP/2 connections get
+// GOAWAY and close once their streams in flight are done.
+func (p *Proxy) Drain() {
+	p.draining.Store(true)
+	p.drainStd()
+}
 
 // route finds the backend for a request.
 func (p *Proxy) route(m *message) *backend.Backend {
@@ -193,6 +201,7 @@ func (p *Proxy) putIdle(sc *serverConn, be *backend.Backend) {
 
 // CloseIdle closes every pooled server connection.
 func (p *Proxy) CloseIdle() {
+	p.closeIdleStd()
 	p.pools.Range(func(_, v any) bool {
 		cp := v.(*connPool)
 		cp.mu.Lock()

@@ -1,0 +1,616 @@
+package l7
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"sluice/backend"
+)
+
+// The net/http side of a Proxy. HTTP/2 from clients (TLS with ALPN "h2",
+// or h2c with prior knowledge), and every request to a backend with
+// proto = "h2c", go through httputil.ReverseProxy here; plain HTTP/1.1
+// stays on the lean path of h1.go. Routing, forwarding headers, retries,
+// error pages and counters follow the same rules on both sides.
+
+// stdProxy is built on first use (see Proxy.std) and lives as long as the
+// Proxy.
+type stdProxy struct {
+	once  sync.Once
+	ready atomic.Bool
+	rp    *httputil.ReverseProxy
+	hs    *http.Server // base of HTTP/2 client connections: Shutdown sends GOAWAY
+	h2s   *http2.Server
+	// transports holds one RoundTripper per backend: *http.Transport
+	// (HTTP/1.1, keep-alive pool) or *http2.Transport (h2c).
+	transports sync.Map
+}
+
+// std returns the net/http side of p, building it on first use.
+func (p *Proxy) std() *stdProxy {
+	s := &p.stdp
+	s.once.Do(func() {
+		errLog := log.New(io.Discard, "", 0)
+		if p.Log != nil {
+			errLog = slog.NewLogLogger(p.Log.With("frontend", p.Frontend).Handler(), slog.LevelDebug)
+		}
+		s.rp = &httputil.ReverseProxy{
+			Rewrite:       p.rewrite,
+			Transport:     roundTripFunc(p.roundTrip),
+			FlushInterval: -1, // stream: gRPC and server-sent events must not wait
+			ErrorHandler:  p.stdError,
+			ErrorLog:      errLog,
+			BufferPool:    copyBuffers{},
+		}
+		s.hs = &http.Server{
+			MaxHeaderBytes: p.MaxHeaderBytes,
+			IdleTimeout:    p.TimeoutClient,
+			ErrorLog:       errLog,
+		}
+		s.h2s = &http2.Server{
+			IdleTimeout:      p.TimeoutClient,
+			WriteByteTimeout: p.TimeoutClient,
+		}
+		// Registers the HTTP/2 connections with s.hs, so that
+		// s.hs.Shutdown sends each of them GOAWAY.
+		if err := http2.ConfigureServer(s.hs, s.h2s); err != nil {
+			panic(err) // only for a TLSConfig with bad cipher suites; s.hs has none
+		}
+		s.ready.Store(true)
+	})
+	return s
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// copyBuffers lends ReverseProxy the body copy buffers of h1.go.
+type copyBuffers struct{}
+
+func (copyBuffers) Get() []byte  { return *copyBufPool.Get().(*[]byte) }
+func (copyBuffers) Put(b []byte) { copyBufPool.Put(&b) }
+
+// drainStd sends GOAWAY to every HTTP/2 client connection: streams in
+// flight finish, then the connection closes.
+func (p *Proxy) drainStd() {
+	if s := &p.stdp; s.ready.Load() {
+		// Returns at once: s.hs tracks no connections of its own.
+		s.hs.Shutdown(context.Background())
+	}
+}
+
+// closeIdleStd closes the idle server connections of the net/http side.
+func (p *Proxy) closeIdleStd() {
+	p.stdp.transports.Range(func(_, v any) bool {
+		v.(interface{ CloseIdleConnections() }).CloseIdleConnections()
+		return true
+	})
+}
+
+// serveH2 serves HTTP/2 on conn until the client or a drain ends it.
+func (p *Proxy) serveH2(conn net.Conn, info ConnInfo) {
+	defer conn.Close()
+	s := p.std()
+	s.h2s.ServeConn(conn, &http2.ServeConnOpts{
+		BaseConfig: s.hs,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			p.serveH2Req(w, r, &info)
+		}),
+	})
+}
+
+// preface is what an HTTP/2 client sends first (RFC 9113 §3.4).
+const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// peekPreface reads the first bytes of conn until they either are the
+// HTTP/2 preface or cannot be. It returns conn wrapped so that those bytes
+// are read again, whether the client speaks HTTP/2, and false when the
+// client went away without a byte.
+func (p *Proxy) peekPreface(conn net.Conn, info ConnInfo) (net.Conn, bool, bool) {
+	start := info.Accepted
+	if start.IsZero() {
+		start = time.Now()
+	}
+	conn.SetReadDeadline(start.Add(p.handshakeTimeout()))
+	buf := make([]byte, 0, len(preface))
+	for len(buf) < len(preface) {
+		n, err := conn.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if !strings.HasPrefix(preface, string(buf)) {
+			break // HTTP/1.x
+		}
+		if err != nil {
+			if len(buf) == 0 && !isTimeout(err) {
+				return nil, false, false
+			}
+			break // let the HTTP/1 path answer (408, 400) or close
+		}
+	}
+	conn.SetReadDeadline(time.Time{})
+	pc := &prefixConn{Conn: conn, pre: buf}
+	return pc, string(buf) == preface, true
+}
+
+// prefixConn replays bytes already read from its connection.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(b, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+// CloseWrite half-closes the connection when the underlying one can.
+func (c *prefixConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// stdReq is one request on the net/http side, carried in its context.
+type stdReq struct {
+	be         *backend.Backend
+	info       *ConnInfo
+	srv        atomic.Pointer[backend.Server] // the server of the last attempt
+	start      time.Time
+	connected  time.Time // when the request went to a server
+	respHead   time.Time
+	status     int
+	retries    int
+	terminated string
+	bytesOut   atomic.Int64
+}
+
+type stdReqKey struct{}
+
+func reqState(r *http.Request) *stdReq { return r.Context().Value(stdReqKey{}).(*stdReq) }
+
+// serveH2Req handles one HTTP/2 request from a client.
+func (p *Proxy) serveH2Req(w http.ResponseWriter, r *http.Request, info *ConnInfo) {
+	p.Counters.Requests.Add(1)
+	sr := &stdReq{info: info, start: time.Now()}
+	defer p.logStd(r, sr)
+	if p.draining.Load() {
+		// The HTTP/2 server turns this into GOAWAY after the response.
+		w.Header().Set("Connection", "close")
+	}
+	be := p.routeStd(r)
+	if be == nil {
+		p.Counters.NoRoute404.Add(1)
+		sr.status = 404
+		p.writeStdError(w, 404)
+		return
+	}
+	sr.be = be
+	p.proxyStd(w, r, sr)
+}
+
+// proxyStd forwards r to a server of sr.be through the ReverseProxy.
+func (p *Proxy) proxyStd(w http.ResponseWriter, r *http.Request, sr *stdReq) {
+	ctx := context.WithValue(r.Context(), stdReqKey{}, sr)
+	p.std().rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// routeStd finds the backend of a net/http request with the rules of
+// Proxy.route.
+func (p *Proxy) routeStd(r *http.Request) *backend.Backend {
+	var uri string
+	for i := range p.Routes {
+		rt := &p.Routes[i]
+		if rt.Host != "" && !hostMatches(rt.Host, []byte(r.Host)) {
+			continue
+		}
+		if rt.PathPrefix != "" {
+			if uri == "" {
+				uri = r.URL.RequestURI()
+			}
+			if !strings.HasPrefix(uri, rt.PathPrefix) {
+				continue
+			}
+		}
+		ok := true
+		for _, h := range rt.Header {
+			var v string
+			var have bool
+			if strings.EqualFold(h[0], "host") {
+				v, have = r.Host, r.Host != ""
+			} else if vs := r.Header.Values(h[0]); len(vs) > 0 {
+				v, have = vs[0], true
+			}
+			if !have || v != h[1] {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return rt.Backend
+		}
+	}
+	return p.Default
+}
+
+// rewrite makes the request for the server: forwarding headers as the
+// HTTP/1 path writes them. The server's address is filled in by roundTrip.
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	sr := reqState(pr.In)
+	out := pr.Out
+	out.URL.Scheme = "http"
+	out.URL.Host = sr.be.Name
+	out.URL.RawQuery = pr.In.URL.RawQuery // verbatim, as the HTTP/1 path passes it
+	out.Host = pr.In.Host
+
+	client := sr.info.Client.Addr()
+	ip := client.String()
+	proto := "http"
+	if sr.info.TLS {
+		proto = "https"
+	}
+	h := out.Header
+	xff := ip
+	if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+		xff = strings.Join(prior, ", ") + ", " + ip
+	}
+	h["X-Forwarded-For"] = []string{xff}
+	h["X-Forwarded-Proto"] = []string{proto}
+	h["X-Forwarded-Port"] = []string{p.Port}
+	if v := pr.In.Header["X-Forwarded-Host"]; len(v) > 0 {
+		h["X-Forwarded-Host"] = v // not ours to drop: the HTTP/1 path passes it
+	}
+	var fwd strings.Builder
+	if prior := pr.In.Header["Forwarded"]; len(prior) > 0 {
+		fwd.WriteString(strings.Join(prior, ", "))
+		fwd.WriteString(", ")
+	}
+	fwd.WriteString("for=")
+	if client.Is6() && !client.Is4In6() {
+		fwd.WriteString("\"[" + ip + "]\"")
+	} else {
+		fwd.WriteString(ip)
+	}
+	fwd.WriteString(";proto=" + proto)
+	if isHostChars([]byte(pr.In.Host)) {
+		fwd.WriteString(";host=\"" + pr.In.Host + "\"")
+	}
+	h["Forwarded"] = []string{fwd.String()}
+}
+
+// Errors of roundTrip that pick the status of the answer.
+var errNoServer = errors.New("no server available")
+
+// connectError is a failed connect to a server: the request was not sent.
+type connectError struct{ err error }
+
+func (e *connectError) Error() string { return "connect: " + e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+// serverTimeout is a server that did not answer within timeout_server.
+type serverTimeout struct{}
+
+func (serverTimeout) Error() string   { return "server response timeout" }
+func (serverTimeout) Timeout() bool   { return true }
+func (serverTimeout) Temporary() bool { return true }
+
+// transport returns the RoundTripper of be, creating it on first use.
+func (p *Proxy) transport(be *backend.Backend) http.RoundTripper {
+	s := &p.stdp
+	if v, ok := s.transports.Load(be); ok {
+		return v.(http.RoundTripper)
+	}
+	opts := p.Backends[be]
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: be.TimeoutConnect}
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, &connectError{err}
+		}
+		return c, nil
+	}
+	var rt http.RoundTripper
+	if opts.Proto == "h2c" {
+		rt = &http2.Transport{
+			AllowHTTP: true,
+			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				return dial(ctx, network, addr)
+			},
+			DisableCompression: true,
+			IdleConnTimeout:    opts.PoolIdleTimeout,
+			MaxHeaderListSize:  uint32(max(p.MaxHeaderBytes, 0)),
+		}
+	} else {
+		rt = &http.Transport{
+			DialContext:            dial,
+			DisableCompression:     true,
+			DisableKeepAlives:      opts.PoolMaxIdle <= 0,
+			MaxIdleConnsPerHost:    opts.PoolMaxIdle,
+			IdleConnTimeout:        opts.PoolIdleTimeout,
+			ResponseHeaderTimeout:  be.TimeoutServer,
+			MaxResponseHeaderBytes: int64(p.MaxHeaderBytes),
+		}
+	}
+	v, _ := s.transports.LoadOrStore(be, rt)
+	return v.(http.RoundTripper)
+}
+
+// roundTrip sends the request to a server of its backend: picked by the
+// backend's algorithm, retried on another server while the connect fails
+// (the request was not sent), as the HTTP/1 path does.
+func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
+	sr := reqState(req)
+	be := sr.be
+	rt := p.transport(be)
+	h2c := p.Backends[be].Proto == "h2c"
+	cl := backend.Client{Addr: sr.info.Client.Addr()}
+	var body *reqBody
+	if req.Body != nil && req.Body != http.NoBody {
+		// Transports close the body on failure; it stays open for a retry
+		// (ReverseProxy closes it in the end).
+		body = &reqBody{rc: req.Body, p: p}
+	}
+	var skip *backend.Server
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		srv := be.Pick(&cl, skip)
+		if srv == nil {
+			if skip == nil {
+				return nil, errNoServer
+			}
+			return nil, lastErr
+		}
+		sr.srv.Store(srv)
+		srv.Acquire()
+		u := *req.URL
+		u.Host = srv.Addr
+		ctx, cancel := context.WithCancel(req.Context())
+		out := req.WithContext(ctx)
+		out.URL = &u
+		if body != nil {
+			body.srv.Store(srv)
+			out.Body = body
+		}
+		// http.Transport bounds the wait for the response head with
+		// ResponseHeaderTimeout; http2.Transport has none.
+		var timer *time.Timer
+		var timedOut atomic.Bool
+		if h2c && be.TimeoutServer > 0 {
+			timer = time.AfterFunc(be.TimeoutServer, func() { timedOut.Store(true); cancel() })
+		}
+		sr.connected = time.Now()
+		resp, err := rt.RoundTrip(out)
+		if timer != nil {
+			timer.Stop()
+		}
+		if err == nil && timedOut.Load() {
+			resp.Body.Close()
+			err = serverTimeout{}
+		}
+		if err == nil {
+			sr.respHead = time.Now()
+			sr.status = resp.StatusCode
+			grpcTrailersOnly(resp)
+			p.countStd(srv, resp.StatusCode)
+			resp.Body = &respBody{rc: resp.Body, p: p, srv: srv, sr: sr, cancel: cancel}
+			return resp, nil
+		}
+		cancel()
+		srv.Release()
+		if timedOut.Load() {
+			err = serverTimeout{}
+		}
+		var ce *connectError
+		if !errors.As(err, &ce) || (body != nil && body.n.Load() > 0) {
+			return nil, err
+		}
+		srv.Counters.ConnErrors.Add(1)
+		if p.Log != nil {
+			p.Log.Debug("connect failed", "frontend", p.Frontend, "backend", be.Name, "server", srv.Name, "err", err)
+		}
+		lastErr = err
+		if attempt >= be.Retries {
+			return nil, err
+		}
+		srv.Counters.Retries.Add(1)
+		sr.retries++
+		skip = srv
+	}
+}
+
+// grpcTrailersOnly turns a gRPC "Trailers-Only" response (one HEADERS
+// frame ending the stream, carrying grpc-status) into headers and trailers.
+// Forwarded as it is, ReverseProxy may flush those headers before it sees
+// the body end, and the client then finds a stream that ended without
+// trailers (gRPC status Internal). Everything but Content-Type is a trailer
+// in that form.
+func grpcTrailersOnly(resp *http.Response) {
+	if resp.ProtoMajor != 2 || resp.ContentLength != 0 || len(resp.Trailer) > 0 ||
+		resp.Header["Grpc-Status"] == nil || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc") {
+		return
+	}
+	resp.Trailer = make(http.Header, len(resp.Header))
+	for k, v := range resp.Header {
+		if k != "Content-Type" {
+			resp.Trailer[k] = v
+			delete(resp.Header, k)
+		}
+	}
+}
+
+func (p *Proxy) countStd(srv *backend.Server, status int) {
+	class := status / 100
+	if class < 1 || class > 5 {
+		class = 0
+	}
+	p.Counters.Resp[class].Add(1)
+	if srv != nil {
+		srv.Counters.Resp[class].Add(1)
+	}
+}
+
+// reqBody is a request body that counts what it passes and that the
+// transports cannot close (ReverseProxy closes it), so that a request whose
+// connect failed can be sent again.
+type reqBody struct {
+	rc  io.ReadCloser
+	p   *Proxy
+	srv atomic.Pointer[backend.Server]
+	n   atomic.Int64
+}
+
+func (b *reqBody) Read(q []byte) (int, error) {
+	n, err := b.rc.Read(q)
+	if n > 0 {
+		b.n.Add(int64(n))
+		b.p.Counters.BytesIn.Add(uint64(n))
+		if s := b.srv.Load(); s != nil {
+			s.Counters.BytesIn.Add(uint64(n))
+		}
+	}
+	return n, err
+}
+
+func (b *reqBody) Close() error { return nil }
+
+// respBody counts a response body and releases its server when closed.
+type respBody struct {
+	rc     io.ReadCloser
+	p      *Proxy
+	srv    *backend.Server
+	sr     *stdReq
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+func (b *respBody) Read(q []byte) (int, error) {
+	n, err := b.rc.Read(q)
+	if n > 0 {
+		b.p.Counters.BytesOut.Add(uint64(n))
+		b.srv.Counters.BytesOut.Add(uint64(n))
+		b.sr.bytesOut.Add(int64(n))
+	}
+	return n, err
+}
+
+func (b *respBody) Close() error {
+	err := b.rc.Close()
+	b.once.Do(func() {
+		b.cancel()
+		b.srv.Release()
+	})
+	return err
+}
+
+// stdError answers a request that could not be forwarded: 503 without a
+// server, 504 when the server did not answer in time, 502 otherwise.
+func (p *Proxy) stdError(w http.ResponseWriter, r *http.Request, err error) {
+	sr := reqState(r)
+	var ce *connectError
+	var ne net.Error
+	status := http.StatusBadGateway
+	switch {
+	case errors.Is(err, errNoServer):
+		sr.be.Counters.NoServer.Add(1)
+		p.Counters.NoServer503.Add(1)
+		status = http.StatusServiceUnavailable
+	case r.Context().Err() != nil:
+		// The client went away (or reset its stream): nobody to answer.
+		sr.terminated = "client"
+		return
+	case errors.As(err, &ce):
+		p.Counters.BadGateway502.Add(1)
+		sr.terminated = "connect"
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		p.Counters.GatewayTime504.Add(1)
+		sr.terminated = "server-timeout"
+		status = http.StatusGatewayTimeout
+	default:
+		p.Counters.BadGateway502.Add(1)
+		sr.terminated = "server-error"
+	}
+	if p.Log != nil {
+		p.Log.Debug("request failed", "frontend", p.Frontend, "backend", sr.be.Name, "status", status, "err", err)
+	}
+	sr.status = status
+	p.writeStdError(w, status)
+}
+
+// writeStdError writes an error response of sluice's own.
+func (p *Proxy) writeStdError(w http.ResponseWriter, status int) {
+	body, ok := p.ErrorPages[status]
+	if !ok {
+		body = defaultPage(status)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Content-Length", itoa(len(body)))
+	w.WriteHeader(status)
+	w.Write(body)
+	p.countStd(nil, status)
+	p.Counters.BytesOut.Add(uint64(len(body)))
+}
+
+func itoa(n int) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			break
+		}
+	}
+	return string(b[i:])
+}
+
+// logStd writes the access log line of a net/http request, if enabled.
+func (p *Proxy) logStd(r *http.Request, sr *stdReq) {
+	al := p.Access
+	if al == nil {
+		return
+	}
+	var server, be string
+	if s := sr.srv.Load(); s != nil {
+		server = s.Name
+	}
+	if sr.be != nil {
+		be = sr.be.Name
+	}
+	al.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
+		slog.String("frontend", p.Frontend),
+		slog.String("backend", be),
+		slog.String("server", server),
+		slog.String("client", sr.info.Client.String()),
+		slog.String("conn_id", sr.info.ConnID),
+		slog.String("proto", r.Proto),
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.RequestURI()),
+		slog.Int("status", sr.status),
+		slog.Int64("bytes", sr.bytesOut.Load()),
+		slog.Int("retries", sr.retries),
+		slog.Float64("t_connect_ms", ms(since(sr.start, sr.connected))),
+		slog.Float64("t_response_ms", ms(since(sr.connected, sr.respHead))),
+		slog.Float64("t_total_ms", ms(time.Since(sr.start))),
+		slog.String("termination", sr.terminated),
+	)
+}

@@ -1,0 +1,157 @@
+package l7
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+)
+
+// CertFile names a PEM certificate chain and its private key.
+type CertFile struct {
+	Cert, Key string
+}
+
+// certSet chooses among a frontend's certificates by SNI.
+type certSet struct {
+	all   []*tls.Certificate
+	exact map[string][]*tls.Certificate // "www.example.com"
+	wild  map[string][]*tls.Certificate // "*.example.com" stored as ".example.com"
+}
+
+// LoadTLS reads the certificates of a TLS frontend and returns the server
+// configuration that terminates it: the certificate is chosen by SNI (exact
+// DNS name, then wildcard), the first one when nothing matches; ALPN offers
+// h2 and http/1.1; TLS 1.2 at least. Files are read now, so a reload, which
+// builds a new proxy, picks up renewed certificates.
+func LoadTLS(files []CertFile) (*tls.Config, error) {
+	if len(files) == 0 {
+		return nil, errors.New("no certificates")
+	}
+	cs := &certSet{exact: map[string][]*tls.Certificate{}, wild: map[string][]*tls.Certificate{}}
+	for _, f := range files {
+		certPEM, err := os.ReadFile(f.Cert)
+		if err != nil {
+			return nil, fmt.Errorf("tls cert: %w", err)
+		}
+		keyPEM, err := os.ReadFile(f.Key)
+		if err != nil {
+			return nil, fmt.Errorf("tls key: %w", err)
+		}
+		c, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("tls cert %s with key %s: %w", f.Cert, f.Key, err)
+		}
+		if c.Leaf == nil {
+			return nil, fmt.Errorf("tls cert %s: no parsed leaf certificate", f.Cert)
+		}
+		cs.all = append(cs.all, &c)
+		for _, name := range c.Leaf.DNSNames {
+			name = strings.ToLower(strings.TrimSuffix(name, "."))
+			if rest, ok := strings.CutPrefix(name, "*"); ok && strings.HasPrefix(rest, ".") {
+				cs.wild[rest] = append(cs.wild[rest], &c)
+			} else {
+				cs.exact[name] = append(cs.exact[name], &c)
+			}
+		}
+	}
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     []string{"h2", "http/1.1"},
+		GetCertificate: cs.get,
+	}, nil
+}
+
+// get picks the certificate for a ClientHello: among those whose names
+// match the SNI (exact before wildcard), the first the client supports
+// (ECDSA or RSA, say), else the first that matches, else the default.
+func (cs *certSet) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
+	if name != "" {
+		if c := supported(hello, cs.exact[name]); c != nil {
+			return c, nil
+		}
+		if i := strings.IndexByte(name, '.'); i > 0 {
+			if c := supported(hello, cs.wild[name[i:]]); c != nil {
+				return c, nil
+			}
+		}
+	}
+	if c := supported(hello, cs.all); c != nil {
+		return c, nil
+	}
+	return cs.all[0], nil
+}
+
+func supported(hello *tls.ClientHelloInfo, certs []*tls.Certificate) *tls.Certificate {
+	for _, c := range certs {
+		if hello.SupportsCertificate(c) == nil {
+			return c
+		}
+	}
+	if len(certs) > 0 {
+		return certs[0]
+	}
+	return nil
+}
+
+// handshakeTimeout bounds a TLS handshake: it is part of receiving the
+// first request.
+func (p *Proxy) handshakeTimeout() time.Duration {
+	switch {
+	case p.TimeoutHTTPRequest > 0:
+		return p.TimeoutHTTPRequest
+	case p.TimeoutClient > 0:
+		return p.TimeoutClient
+	}
+	return 10 * time.Second
+}
+
+// ServeClient serves one client connection of an http frontend until it
+// closes, and closes it: TLS is terminated first when the proxy has a TLS
+// config; then HTTP/2 (ALPN "h2", or the h2c preface on a plain frontend
+// with H2C) goes to the net/http side, everything else to ServeConn.
+func (p *Proxy) ServeClient(conn net.Conn, info ConnInfo) {
+	if p.TLS != nil {
+		tc := tls.Server(conn, p.TLS)
+		start := info.Accepted
+		if start.IsZero() {
+			start = time.Now()
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), start.Add(p.handshakeTimeout()))
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			if p.Log != nil {
+				p.Log.Debug("tls handshake failed", "frontend", p.Frontend, "client", info.Client, "err", err)
+			}
+			conn.Close()
+			return
+		}
+		info.TLS = true
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			p.serveH2(tc, info)
+			return
+		}
+		p.ServeConn(tc, info)
+		return
+	}
+	if p.H2C {
+		c, h2, ok := p.peekPreface(conn, info)
+		if !ok {
+			conn.Close()
+			return
+		}
+		if h2 {
+			p.serveH2(c, info)
+			return
+		}
+		p.ServeConn(c, info)
+		return
+	}
+	p.ServeConn(conn, info)
+}
