@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+)
+
+// The backends answer every request head with the same tiny 200 response.
+// They parse nothing beyond finding the end of each head, so they stay far
+// cheaper than the balancers in front of them. Request bodies are not
+// supported: wrk sends bare GETs.
+var (
+	respKeep  = []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+	respClose = []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+	headEnd   = []byte("\r\n\r\n")
+)
+
+// backendFlag re-executes this binary as the backend process, so that the
+// backends' CPU time is neither the driver's nor the balancer's.
+const backendFlag = "serve-backends"
+
+// serveBackends runs in the child: it listens on n loopback ports, prints
+// "LISTEN addr..." on stdout, and serves until stdin closes (the parent died
+// or is done with it).
+func serveBackends(n int) int {
+	var addrs []string
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "backend:", err)
+			return 1
+		}
+		addrs = append(addrs, ln.Addr().String())
+		go acceptLoop(ln)
+	}
+	fmt.Println("LISTEN", strings.Join(addrs, " "))
+	io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+func acceptLoop(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go serveConn(c)
+	}
+}
+
+// serveConn answers every complete head in what has arrived with one write,
+// so pipelined requests cost one syscall per batch.
+func serveConn(c net.Conn) {
+	defer c.Close()
+	buf := make([]byte, 8<<10)
+	out := make([]byte, 0, 4<<10)
+	n := 0
+	for {
+		m, err := c.Read(buf[n:])
+		n += m
+		start, closing := 0, false
+		out = out[:0]
+		for !closing {
+			i := bytes.Index(buf[start:n], headEnd)
+			if i < 0 {
+				break
+			}
+			if wantsClose(buf[start : start+i]) {
+				out = append(out, respClose...)
+				closing = true
+			} else {
+				out = append(out, respKeep...)
+			}
+			start += i + len(headEnd)
+		}
+		if len(out) > 0 {
+			if _, werr := c.Write(out); werr != nil {
+				return
+			}
+		}
+		if closing || err != nil {
+			return
+		}
+		n = copy(buf, buf[start:n])
+		if n == len(buf) {
+			return // a head larger than the buffer: not something wrk sends
+		}
+	}
+}
+
+// wantsClose reports whether a request head carries "Connection: close".
+func wantsClose(head []byte) bool {
+	const name = "connection:"
+	for len(head) > 0 {
+		var line []byte
+		line, head, _ = bytes.Cut(head, []byte("\r\n"))
+		if len(line) > len(name) && bytes.EqualFold(line[:len(name)], []byte(name)) {
+			return bytes.EqualFold(bytes.TrimSpace(line[len(name):]), []byte("close"))
+		}
+	}
+	return false
+}
+
+// startBackends starts the backend subprocess with n listeners and returns
+// their addresses.
+func startBackends(reg *registry, n int, logPath string) ([]string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, fmt.Sprintf("-%s=%d", backendFlag, n))
+	stdin, err := cmd.StdinPipe() // held open for the child's whole life
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = logf
+	p, err := reg.start("backends", cmd)
+	logf.Close()
+	if err != nil {
+		return nil, err
+	}
+	p.closers = append(p.closers, stdin)
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		return nil, fmt.Errorf("backend process did not start: %v (log: %s)", err, logPath)
+	}
+	addrs := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "LISTEN"))
+	if len(addrs) != n {
+		return nil, fmt.Errorf("backend process said %q", line)
+	}
+	return addrs, nil
+}

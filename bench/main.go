@@ -1,0 +1,276 @@
+// Command bench compares sluice with HAProxy on this machine: both sit in
+// front of the same two loopback backends with the same settings, and wrk
+// drives them in turn (A B A B) so that their ratio is measured side by side.
+//
+//	go run ./bench [-duration 10s] [-rounds 2] [-conns 50] [-out FILE]
+//
+// For each run it records wrk's req/s and p50/p99 latency, and, from /proc,
+// the balancer's CPU seconds per 100k requests and its peak RSS.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	duration, warmup, pause time.Duration
+	rounds, conns, threads  int
+	out, sluiceBin, modes   string
+	keep                    bool
+}
+
+func main() {
+	var o options
+	nBackends := flag.Int(backendFlag, 0, "internal: serve this many backends and print their addresses")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured wrk run (whole seconds)")
+	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured run per target and scenario before the first round (0: none)")
+	flag.DurationVar(&o.pause, "pause", 500*time.Millisecond, "idle time between runs")
+	flag.IntVar(&o.rounds, "rounds", 2, "how many times each target is measured per scenario")
+	flag.IntVar(&o.conns, "conns", 50, "wrk connections (-c)")
+	flag.IntVar(&o.threads, "threads", 2, "wrk threads (-t)")
+	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
+	flag.StringVar(&o.sluiceBin, "sluice", "", "sluice binary to use instead of building ./cmd/sluice")
+	flag.StringVar(&o.modes, "modes", "tcp", "comma-separated balancer modes to measure: tcp, http")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, logs)")
+	flag.Parse()
+	if *nBackends > 0 {
+		os.Exit(serveBackends(*nBackends))
+	}
+	os.Exit(run(o))
+}
+
+func run(o options) int {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		fmt.Println("wrk not installed: nothing to drive the load with, no benchmark run; apt-get install -y wrk")
+		return 0
+	}
+	if o.rounds < 1 || o.conns < 1 || o.threads < 1 || o.threads > o.conns || o.duration < time.Second {
+		fmt.Fprintln(os.Stderr, "bench: need -rounds >= 1, -duration >= 1s, 1 <= -threads <= -conns")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	reg := &registry{}
+
+	dir, err := os.MkdirTemp("", "sluice-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	if o.keep {
+		fmt.Fprintln(os.Stderr, "bench: configs and logs in", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	// Deferred after RemoveAll, so it runs first: children stop before their
+	// configs and logs go.
+	defer reg.stopAll()
+
+	report, err := bench(ctx, o, reg, dir)
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(os.Stderr, "bench: interrupted; stopping what was started")
+			return 130
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	fmt.Print(report)
+	if o.out != "" {
+		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+func bench(ctx context.Context, o options, reg *registry, dir string) (string, error) {
+	bin := o.sluiceBin
+	if bin == "" {
+		var err error
+		if bin, err = buildSluice(ctx, dir); err != nil {
+			return "", err
+		}
+	}
+	backends, err := startBackends(reg, 2, filepath.Join(dir, "backends.log"))
+	if err != nil {
+		return "", err
+	}
+	logf("backends on %s", strings.Join(backends, ", "))
+
+	var modes []string
+	for _, m := range strings.Split(o.modes, ",") {
+		if m = strings.TrimSpace(m); m != "tcp" && m != "http" {
+			return "", fmt.Errorf("-modes: %q is not tcp or http", m)
+		}
+		modes = append(modes, m)
+	}
+	var notes []string
+	type live struct {
+		Target
+		*Running
+	}
+	var lives []live
+	skipped := map[string]bool{}
+	for _, t := range targets(modes, bin) {
+		if t.Need != "" {
+			if _, err := exec.LookPath(t.Need); err != nil {
+				if !skipped[t.Balancer] {
+					msg := fmt.Sprintf("%s not installed: skipping its rows; %s", t.Need, t.Install)
+					fmt.Fprintln(os.Stderr, msg)
+					notes = append(notes, msg)
+					skipped[t.Balancer] = true
+				}
+				continue
+			}
+		}
+		env := Env{Dir: dir, Backends: backends, reg: reg, Settings: Settings{
+			Mode: t.Mode, MaxConn: 9000, Threads: runtime.NumCPU(),
+			TimeoutConnect: 5 * time.Second, TimeoutClient: 50 * time.Second, TimeoutServer: 50 * time.Second,
+			TimeoutHTTPReq: 10 * time.Second, Retries: 2,
+		}}
+		r, err := t.Start(ctx, env)
+		if err != nil {
+			return "", err
+		}
+		defer r.Stop()
+		logf("%s on %s (pid %d)", t.Name(), r.Addr, r.PID)
+		lives = append(lives, live{t, r})
+	}
+
+	wo := wrkOpts{Threads: o.threads, Conns: o.conns, Duration: o.duration}
+	if o.warmup > 0 {
+		ww := wo
+		ww.Duration = o.warmup
+		for _, sc := range scenarios {
+			for _, l := range lives {
+				if _, out, err := runWrk(ctx, reg, ww, sc, l.Addr); err != nil {
+					return "", fmt.Errorf("warm-up of %s: %v\n%s", l.Name(), err, out)
+				}
+			}
+		}
+	}
+
+	var res results
+	for round := 1; round <= o.rounds; round++ {
+		for _, sc := range scenarios {
+			for _, l := range lives {
+				if err := sleep(ctx, o.pause); err != nil {
+					return "", err
+				}
+				s, err := measure(ctx, reg, wo, sc, l.Running)
+				if err != nil {
+					return "", fmt.Errorf("%s, %s: %v", sc.Name, l.Name(), err)
+				}
+				logf("round %d/%d %-12s %-12s %8.0f req/s  p50 %s  p99 %s  %.2f CPU s/100k  %.1f MiB  %d errors",
+					round, o.rounds, sc.Name, l.Name(), s.ReqPerSec, ms(s.P50), ms(s.P99), s.CPUPer100k, s.PeakRSSMiB, s.Errors)
+				res.add(rowKey{sc.Name, l.Mode, l.Balancer}, s)
+			}
+		}
+	}
+	return res.table(header(o, notes)), nil
+}
+
+// measure drives one balancer with one scenario and reads its CPU time and
+// peak RSS around the run.
+func measure(ctx context.Context, reg *registry, wo wrkOpts, sc Scenario, r *Running) (sample, error) {
+	resetPeakRSS(r.PID)
+	before := readUsage(r.PID)
+	w, out, err := runWrk(ctx, reg, wo, sc, r.Addr)
+	after := readUsage(r.PID)
+	if err != nil {
+		return sample{}, fmt.Errorf("%v\n%s", err, out)
+	}
+	if w.Requests == 0 {
+		return sample{}, fmt.Errorf("no request completed:\n%s", out)
+	}
+	cpu := float64(after.cpuTicks-before.cpuTicks) / clkTck
+	return sample{
+		wrkResult:  w,
+		CPUPer100k: cpu / float64(w.Requests) * 1e5,
+		PeakRSSMiB: float64(after.hwmKiB) / 1024,
+	}, nil
+}
+
+func buildSluice(ctx context.Context, dir string) (string, error) {
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	root := filepath.Dir(strings.TrimSpace(string(gomod)))
+	if err != nil || root == "." || root == "" {
+		return "", fmt.Errorf("cannot find the module root (run from inside the repository): %v", err)
+	}
+	bin := filepath.Join(dir, "sluice")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/sluice")
+	cmd.Dir = root
+	t0 := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building sluice: %v\n%s", err, out)
+	}
+	logf("built sluice in %s", time.Since(t0).Round(100*time.Millisecond))
+	return bin, nil
+}
+
+// header describes the machine and the load, so a saved table can be read
+// on its own.
+func header(o options, notes []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## sluice vs HAProxy, %s\n\n", time.Now().Format("2006-01-02 15:04"))
+	fmt.Fprintf(&b, "- machine: %d CPUs (%s), shared by wrk, the balancer and the backends\n", runtime.NumCPU(), cpuModel())
+	fmt.Fprintf(&b, "- load: `wrk -t%d -c%d -d%s --latency`; rounds: %d, interleaved A B A B; warm-up: %s per target and scenario\n",
+		o.threads, o.conns, o.duration, o.rounds, o.warmup)
+	fmt.Fprintf(&b, "- peers: %s; %s\n", firstLine("haproxy", "-v"), firstLine("wrk", "-v"))
+	b.WriteString("- req/s, latencies and CPU are means over rounds; CPU is the balancer's user+system time; peak RSS is the largest per-run VmHWM\n")
+	for _, n := range notes {
+		fmt.Fprintf(&b, "- %s\n", n)
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+func firstLine(name string, args ...string) string {
+	out, _ := exec.Command(name, args...).CombinedOutput() // wrk -v exits 1
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	if line == "" {
+		return name + " (not installed)"
+	}
+	if i := strings.Index(line, " - "); i > 0 {
+		line = line[:i]
+	}
+	if i := strings.Index(line, " Copyright"); i > 0 {
+		line = line[:i]
+	}
+	return line
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown model"
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}

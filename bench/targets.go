@@ -1,0 +1,191 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Settings are what every balancer is configured with, so that each config
+// generator renders the same numbers.
+type Settings struct {
+	Mode           string // "tcp" or "http"
+	MaxConn        int
+	Threads        int // HAProxy nbthread; sluice uses GOMAXPROCS, which defaults to the CPU count too
+	TimeoutConnect time.Duration
+	TimeoutClient  time.Duration
+	TimeoutServer  time.Duration
+	TimeoutHTTPReq time.Duration
+	Retries        int
+}
+
+// Env is what a Target needs to start: a scratch dir, the backends, the settings.
+type Env struct {
+	Dir      string
+	Backends []string
+	Settings
+	reg *registry
+}
+
+// Running is a started balancer.
+type Running struct {
+	PID  int    // the process whose tree's CPU and RSS are measured
+	Addr string // host:port that wrk drives
+	Stop func()
+}
+
+// Target is one balancer in one mode: a row group of the table. Adding nginx
+// or an HTTP-mode row is adding a Target.
+type Target struct {
+	Balancer string // "sluice", "haproxy", ...; ratios are taken against "haproxy"
+	Mode     string // "tcp" | "http"
+	// Need is the program that must be on PATH ("" when none), and Install
+	// says how to get it.
+	Need, Install string
+	Start         func(ctx context.Context, env Env) (*Running, error)
+}
+
+func (t Target) Name() string { return t.Balancer + " " + t.Mode }
+
+// targets lists every target for the requested modes, A B order.
+func targets(modes []string, sluiceBin string) []Target {
+	var out []Target
+	for _, m := range modes {
+		out = append(out,
+			Target{Balancer: "sluice", Mode: m, Start: func(ctx context.Context, env Env) (*Running, error) {
+				return startSluice(ctx, env, sluiceBin)
+			}},
+			Target{Balancer: "haproxy", Mode: m, Need: "haproxy", Install: "apt-get install -y haproxy", Start: startHAProxy},
+		)
+	}
+	return out
+}
+
+func startSluice(ctx context.Context, env Env, bin string) (*Running, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "[global]\nmaxconn = %d\nhard_stop_after = \"1s\"\n\n", env.MaxConn)
+	fmt.Fprintf(&b, "[defaults]\ntimeout_connect = %q\ntimeout_client = %q\ntimeout_server = %q\ntimeout_http_request = %q\nretries = %d\n\n",
+		env.TimeoutConnect, env.TimeoutClient, env.TimeoutServer, env.TimeoutHTTPReq, env.Retries)
+	fmt.Fprintf(&b, "[frontend.bench]\nmode = %q\nbind = [%q]\ndefault_backend = \"app\"\n\n", env.Mode, addr)
+	fmt.Fprintf(&b, "[backend.app]\nbalance = \"roundrobin\"\n\n[backend.app.health]\ncheck = \"none\"\n")
+	for i, s := range env.Backends {
+		fmt.Fprintf(&b, "\n[[backend.app.server]]\nname = \"b%d\"\naddress = %q\n", i+1, s)
+	}
+	cfg := filepath.Join(env.Dir, "sluice-"+env.Mode+".toml")
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
+		return nil, err
+	}
+	return launch(ctx, env, "sluice "+env.Mode, addr, exec.Command(bin, "run", "-f", cfg))
+}
+
+func startHAProxy(ctx context.Context, env Env) (*Running, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	ms := func(d time.Duration) string { return fmt.Sprintf("%dms", d.Milliseconds()) }
+	var b strings.Builder
+	fmt.Fprintf(&b, "global\n    maxconn %d\n    nbthread %d\n\n", env.MaxConn, env.Threads)
+	fmt.Fprintf(&b, "defaults\n    mode %s\n    timeout connect %s\n    timeout client %s\n    timeout server %s\n    retries %d\n",
+		env.Mode, ms(env.TimeoutConnect), ms(env.TimeoutClient), ms(env.TimeoutServer), env.Retries)
+	if env.Mode == "http" {
+		// Keep-alive on both sides, as sluice's pooled server connections do.
+		fmt.Fprintf(&b, "    timeout http-request %s\n    option http-keep-alive\n", ms(env.TimeoutHTTPReq))
+	}
+	fmt.Fprintf(&b, "\nfrontend bench\n    bind %s\n    default_backend app\n\nbackend app\n    balance roundrobin\n", addr)
+	for i, s := range env.Backends {
+		fmt.Fprintf(&b, "    server b%d %s\n", i+1, s)
+	}
+	cfg := filepath.Join(env.Dir, "haproxy-"+env.Mode+".cfg")
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
+		return nil, err
+	}
+	// -db: stay in the foreground, one process, so its PID is the one measured.
+	return launch(ctx, env, "haproxy "+env.Mode, addr, exec.Command("haproxy", "-db", "-f", cfg))
+}
+
+// launch starts a balancer with its output in a log file and waits until a
+// request goes through it to a backend and back.
+func launch(ctx context.Context, env Env, name, addr string, cmd *exec.Cmd) (*Running, error) {
+	logPath := filepath.Join(env.Dir, strings.ReplaceAll(name, " ", "-")+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	p, err := env.reg.start(name, cmd)
+	logf.Close()
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if p.exited() {
+			return nil, fmt.Errorf("%s exited at start-up: %s\n%s", name, cmd.ProcessState, tail(logPath))
+		}
+		if err := probe(addr); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			p.stop(time.Second)
+			return nil, fmt.Errorf("%s not answering on %s after 10s: %v\n%s", name, addr, err, tail(logPath))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return &Running{PID: p.pid(), Addr: addr, Stop: func() { p.stop(2 * time.Second) }}, nil
+}
+
+// probe sends one request through addr and expects the backends' 200.
+func probe(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "HTTP/1.1 200 ") {
+		return fmt.Errorf("probe got %q", strings.TrimSpace(line))
+	}
+	return nil
+}
+
+// freeAddr picks a loopback port that is free now. Another process could
+// take it before the balancer binds it; on a bench box that does not happen.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// tail returns the last lines of a log file, for error messages.
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return "  " + strings.Join(lines, "\n  ")
+}

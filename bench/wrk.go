@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Scenario is one load shape; every target is driven with each.
+type Scenario struct {
+	Name    string
+	WrkArgs []string // added to the common -t -c -d --latency
+}
+
+var scenarios = []Scenario{
+	{Name: "keep-alive"},
+	// wrk reconnects after a response that says Connection: close, and the
+	// backends say it when asked, so every request pays a new connection
+	// from wrk to the balancer and from the balancer to a backend.
+	{Name: "conn-per-req", WrkArgs: []string{"-H", "Connection: close"}},
+}
+
+// wrkResult is what one wrk run reports.
+type wrkResult struct {
+	Requests  int64
+	ReqPerSec float64
+	P50, P99  time.Duration
+	Errors    int64 // socket errors plus non-2xx/3xx responses
+}
+
+type wrkOpts struct {
+	Threads, Conns int
+	Duration       time.Duration
+}
+
+func runWrk(ctx context.Context, reg *registry, o wrkOpts, sc Scenario, addr string) (wrkResult, string, error) {
+	args := []string{"-t", strconv.Itoa(o.Threads), "-c", strconv.Itoa(o.Conns),
+		"-d", fmt.Sprintf("%ds", max(1, int(o.Duration.Round(time.Second)/time.Second))), "--latency"}
+	args = append(args, sc.WrkArgs...)
+	args = append(args, "http://"+addr+"/")
+	var out strings.Builder
+	cmd := exec.Command("wrk", args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	p, err := reg.start("wrk", cmd)
+	if err != nil {
+		return wrkResult{}, "", err
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		p.stop(time.Second)
+		return wrkResult{}, "", ctx.Err()
+	}
+	if !p.cmd.ProcessState.Success() {
+		return wrkResult{}, out.String(), fmt.Errorf("wrk %s: %s", strings.Join(args, " "), p.cmd.ProcessState)
+	}
+	r, err := parseWrk(out.String())
+	return r, out.String(), err
+}
+
+var (
+	reRequests = regexp.MustCompile(`(\d+) requests in `)
+	reRPS      = regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
+	rePct      = regexp.MustCompile(`(?m)^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$`)
+	reSockErr  = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+	reNon2xx   = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+)
+
+// parseWrk reads the summary of `wrk --latency`.
+func parseWrk(s string) (wrkResult, error) {
+	var r wrkResult
+	m := reRequests.FindStringSubmatch(s)
+	m2 := reRPS.FindStringSubmatch(s)
+	if m == nil || m2 == nil {
+		return r, fmt.Errorf("cannot read wrk's output:\n%s", s)
+	}
+	r.Requests, _ = strconv.ParseInt(m[1], 10, 64)
+	r.ReqPerSec, _ = strconv.ParseFloat(m2[1], 64)
+	unit := map[string]float64{"us": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}
+	for _, p := range rePct.FindAllStringSubmatch(s, -1) {
+		v, _ := strconv.ParseFloat(p[2], 64)
+		d := time.Duration(v * unit[p[3]])
+		if p[1] == "50" {
+			r.P50 = d
+		} else {
+			r.P99 = d
+		}
+	}
+	if m := reSockErr.FindStringSubmatch(s); m != nil {
+		for _, x := range m[1:] {
+			n, _ := strconv.ParseInt(x, 10, 64)
+			r.Errors += n
+		}
+	}
+	if m := reNon2xx.FindStringSubmatch(s); m != nil {
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		r.Errors += n
+	}
+	return r, nil
+}
