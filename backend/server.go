@@ -40,6 +40,7 @@ type Server struct {
 	active atomic.Int64 // connections open to this server now
 
 	lastChange atomic.Int64 // unix nanos of the last up/down change
+	check      checkState
 
 	queue atomic.Pointer[waitQueue] // the backend's queue, woken when a slot frees
 
@@ -54,6 +55,7 @@ type Counters struct {
 	BytesOut   atomic.Uint64 // bytes from server to client
 	ConnErrors atomic.Uint64 // failed connects
 	Retries    atomic.Uint64 // connects retried elsewhere after failing here
+	Downs      atomic.Uint64 // up -> down transitions
 	// HTTP responses by status class: [1] 1xx … [5] 5xx, [0] other.
 	Resp [6]atomic.Uint64
 }
@@ -89,7 +91,13 @@ func (s *Server) SetUp(up bool) bool {
 	if s.up.Swap(up) == up {
 		return false
 	}
-	s.lastChange.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	if prev := s.lastChange.Swap(now); up {
+		s.check.downNs.Add(now - prev) // the down spell that just ended
+	}
+	if !up {
+		s.Counters.Downs.Add(1)
+	}
 	s.wakeQueue() // a server coming up frees slots; one going down may leave none
 	return true
 }
