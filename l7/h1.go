@@ -23,6 +23,10 @@ type clientConn struct {
 	resp message
 	out  []byte // outgoing head being built
 	addr string // client IP as text, computed once
+
+	// A response to insert the sticky cookie into (sticky = "cookie").
+	stickyName string
+	stickySrv  *backend.Server
 }
 
 var clientConnPool = sync.Pool{New: func() any { return &clientConn{out: make([]byte, 0, 4096)} }}
@@ -81,6 +85,7 @@ func (c *clientConn) serveOne(first bool) bool {
 	}
 	var x exchange
 	x.start = time.Now()
+	c.stickyName, c.stickySrv = "", nil
 	if first {
 		x.start = c.info.Accepted
 	}
@@ -154,10 +159,14 @@ func (c *clientConn) hasBody() bool { return c.req.chunked || c.req.contentLengt
 func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 	p := c.p
 	cl := backend.Client{Addr: c.info.Client.Addr()}
+	var cookie []byte
+	if be.Sticky == "cookie" {
+		cookie = c.req.cookieValue(be.StickyCookie)
+	}
 	var skip *backend.Server
 	for attempt := 0; ; attempt++ {
-		srv := be.Pick(&cl, skip)
-		if srv == nil {
+		srv, setCookie, err := pickServer(be, &cl, cookie, skip)
+		if err != nil {
 			if skip == nil {
 				be.Counters.NoServer.Add(1)
 				p.Counters.NoServer503.Add(1)
@@ -166,8 +175,11 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 			p.Counters.BadGateway502.Add(1)
 			return c.reply(502, x) && false
 		}
+		c.stickyName, c.stickySrv = "", nil
+		if setCookie {
+			c.stickyName, c.stickySrv = be.StickyCookie, srv
+		}
 		x.server = srv.Name
-		srv.Acquire()
 		sc, err := c.serverConn(srv, be)
 		if err != nil {
 			srv.Release()
@@ -526,6 +538,9 @@ func (c *clientConn) buildResponseHead(b []byte, close bool) []byte {
 		b = append(b, "Connection: close\r\n"...)
 	case c.req.http10:
 		b = append(b, "Connection: keep-alive\r\n"...)
+	}
+	if c.stickySrv != nil && resp.status >= 200 {
+		b = appendStickyCookie(b, c.stickyName, c.stickySrv)
 	}
 	b = append(b, "\r\n"...)
 	return b

@@ -367,18 +367,23 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 		// (ReverseProxy closes it in the end).
 		body = &reqBody{rc: req.Body, p: p}
 	}
+	var cookie []byte
+	if be.Sticky == "cookie" {
+		if c, err := req.Cookie(be.StickyCookie); err == nil {
+			cookie = []byte(c.Value)
+		}
+	}
 	var skip *backend.Server
 	var lastErr error
 	for attempt := 0; ; attempt++ {
-		srv := be.Pick(&cl, skip)
-		if srv == nil {
+		srv, setCookie, perr := pickServer(be, &cl, cookie, skip)
+		if perr != nil {
 			if skip == nil {
 				return nil, errNoServer
 			}
 			return nil, lastErr
 		}
 		sr.srv.Store(srv)
-		srv.Acquire()
 		u := *req.URL
 		u.Host = srv.Addr
 		ctx, cancel := context.WithCancel(req.Context())
@@ -408,6 +413,9 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 			sr.respHead = time.Now()
 			sr.status = resp.StatusCode
 			grpcTrailersOnly(resp)
+			if setCookie {
+				resp.Header.Add("Set-Cookie", be.StickyCookie+"="+srv.ID+"; Path=/; HttpOnly")
+			}
 			p.countStd(srv, resp.StatusCode)
 			resp.Body = &respBody{rc: resp.Body, p: p, srv: srv, sr: sr, cancel: cancel}
 			return resp, nil
