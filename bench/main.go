@@ -40,7 +40,7 @@ func main() {
 	flag.IntVar(&o.threads, "threads", 2, "wrk threads (-t)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.StringVar(&o.sluiceBin, "sluice", "", "sluice binary to use instead of building ./cmd/sluice")
-	flag.StringVar(&o.modes, "modes", "tcp", "comma-separated balancer modes to measure: tcp, http")
+	flag.StringVar(&o.modes, "modes", "tcp,http,h2", "comma-separated balancer modes to measure: tcp, http, h2 (h2c driven by h2load)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, logs)")
 	flag.Parse()
 	if *nBackends > 0 {
@@ -111,8 +111,8 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 
 	var modes []string
 	for _, m := range strings.Split(o.modes, ",") {
-		if m = strings.TrimSpace(m); m != "tcp" && m != "http" {
-			return "", fmt.Errorf("-modes: %q is not tcp or http", m)
+		if m = strings.TrimSpace(m); m != "tcp" && m != "http" && m != "h2" {
+			return "", fmt.Errorf("-modes: %q is not tcp, http or h2", m)
 		}
 		modes = append(modes, m)
 	}
@@ -153,9 +153,9 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 	if o.warmup > 0 {
 		ww := wo
 		ww.Duration = o.warmup
-		for _, sc := range scenarios {
-			for _, l := range lives {
-				if _, out, err := runWrk(ctx, reg, ww, sc, l.Addr); err != nil {
+		for _, l := range lives {
+			for _, sc := range scenariosFor(l.Mode) {
+				if _, out, err := runLoad(ctx, reg, ww, sc, l.Addr); err != nil {
 					return "", fmt.Errorf("warm-up of %s: %v\n%s", l.Name(), err, out)
 				}
 			}
@@ -164,8 +164,11 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 
 	var res results
 	for round := 1; round <= o.rounds; round++ {
-		for _, sc := range scenarios {
+		for _, sc := range allScenarios {
 			for _, l := range lives {
+				if !sc.fits(l.Mode) {
+					continue
+				}
 				if err := sleep(ctx, o.pause); err != nil {
 					return "", err
 				}
@@ -187,7 +190,7 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 func measure(ctx context.Context, reg *registry, wo wrkOpts, sc Scenario, r *Running) (sample, error) {
 	resetPeakRSS(r.PID)
 	before := readUsage(r.PID)
-	w, out, err := runWrk(ctx, reg, wo, sc, r.Addr)
+	w, out, err := runLoad(ctx, reg, wo, sc, r.Addr)
 	after := readUsage(r.PID)
 	if err != nil {
 		return sample{}, fmt.Errorf("%v\n%s", err, out)

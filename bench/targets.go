@@ -62,6 +62,7 @@ func targets(modes []string, sluiceBin string) []Target {
 				return startSluice(ctx, env, sluiceBin)
 			}},
 			Target{Balancer: "haproxy", Mode: m, Need: "haproxy", Install: "apt-get install -y haproxy", Start: startHAProxy},
+			Target{Balancer: "nginx", Mode: m, Need: "nginx", Install: "apt-get install -y nginx", Start: startNginx},
 		)
 	}
 	return out
@@ -76,7 +77,11 @@ func startSluice(ctx context.Context, env Env, bin string) (*Running, error) {
 	fmt.Fprintf(&b, "[global]\nmaxconn = %d\nhard_stop_after = \"1s\"\n\n", env.MaxConn)
 	fmt.Fprintf(&b, "[defaults]\ntimeout_connect = %q\ntimeout_client = %q\ntimeout_server = %q\ntimeout_http_request = %q\nretries = %d\n\n",
 		env.TimeoutConnect, env.TimeoutClient, env.TimeoutServer, env.TimeoutHTTPReq, env.Retries)
-	fmt.Fprintf(&b, "[frontend.bench]\nmode = %q\nbind = [%q]\ndefault_backend = \"app\"\n\n", env.Mode, addr)
+	mode, h2c := env.Mode, ""
+	if mode == "h2" {
+		mode, h2c = "http", "h2c = true\n"
+	}
+	fmt.Fprintf(&b, "[frontend.bench]\nmode = %q\n%sbind = [%q]\ndefault_backend = \"app\"\n\n", mode, h2c, addr)
 	fmt.Fprintf(&b, "[backend.app]\nbalance = \"roundrobin\"\n\n[backend.app.health]\ncheck = \"none\"\n")
 	for i, s := range env.Backends {
 		fmt.Fprintf(&b, "\n[[backend.app.server]]\nname = \"b%d\"\naddress = %q\n", i+1, s)
@@ -96,13 +101,18 @@ func startHAProxy(ctx context.Context, env Env) (*Running, error) {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%dms", d.Milliseconds()) }
 	var b strings.Builder
 	fmt.Fprintf(&b, "global\n    maxconn %d\n    nbthread %d\n\n", env.MaxConn, env.Threads)
-	fmt.Fprintf(&b, "defaults\n    mode %s\n    timeout connect %s\n    timeout client %s\n    timeout server %s\n    retries %d\n",
-		env.Mode, ms(env.TimeoutConnect), ms(env.TimeoutClient), ms(env.TimeoutServer), env.Retries)
-	if env.Mode == "http" {
-		// Keep-alive on both sides, as sluice's pooled server connections do.
-		fmt.Fprintf(&b, "    timeout http-request %s\n    option http-keep-alive\n", ms(env.TimeoutHTTPReq))
+	mode, proto := env.Mode, ""
+	if mode == "h2" {
+		mode, proto = "http", " proto h2"
 	}
-	fmt.Fprintf(&b, "\nfrontend bench\n    bind %s\n    default_backend app\n\nbackend app\n    balance roundrobin\n", addr)
+	fmt.Fprintf(&b, "defaults\n    mode %s\n    timeout connect %s\n    timeout client %s\n    timeout server %s\n    retries %d\n",
+		mode, ms(env.TimeoutConnect), ms(env.TimeoutClient), ms(env.TimeoutServer), env.Retries)
+	if mode == "http" {
+		// Keep-alive on both sides with idle server connections shared
+		// between clients, as sluice's pools do.
+		fmt.Fprintf(&b, "    timeout http-request %s\n    option http-keep-alive\n    http-reuse always\n", ms(env.TimeoutHTTPReq))
+	}
+	fmt.Fprintf(&b, "\nfrontend bench\n    bind %s%s\n    default_backend app\n\nbackend app\n    balance roundrobin\n", addr, proto)
 	for i, s := range env.Backends {
 		fmt.Fprintf(&b, "    server b%d %s\n", i+1, s)
 	}
@@ -133,7 +143,7 @@ func launch(ctx context.Context, env Env, name, addr string, cmd *exec.Cmd) (*Ru
 		if p.exited() {
 			return nil, fmt.Errorf("%s exited at start-up: %s\n%s", name, cmd.ProcessState, tail(logPath))
 		}
-		if err := probe(addr); err == nil {
+		if err := probe(env.Mode, addr); err == nil {
 			break
 		} else if time.Now().After(deadline) {
 			p.stop(time.Second)
@@ -149,7 +159,14 @@ func launch(ctx context.Context, env Env, name, addr string, cmd *exec.Cmd) (*Ru
 }
 
 // probe sends one request through addr and expects the backends' 200.
-func probe(addr string) error {
+func probe(mode, addr string) error {
+	if mode == "h2" {
+		out, err := exec.Command("h2load", "-n", "1", "-c", "1", "http://"+addr+"/").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "1 succeeded") {
+			return fmt.Errorf("h2load probe: %v: %s", err, out)
+		}
+		return nil
+	}
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err
@@ -188,4 +205,51 @@ func tail(path string) string {
 		lines = lines[len(lines)-15:]
 	}
 	return "  " + strings.Join(lines, "\n  ")
+}
+
+// startNginx runs nginx in the foreground with its own prefix: `stream`
+// proxy_pass for tcp, `proxy_pass` to an upstream with keepalive for http
+// (the configuration nginx's docs give for keep-alive to servers), and an
+// http2 listener for h2.
+func startNginx(ctx context.Context, env Env) (*Running, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	prefix := filepath.Join(env.Dir, "nginx-"+env.Mode)
+	if err := os.MkdirAll(filepath.Join(prefix, "logs"), 0o755); err != nil {
+		return nil, err
+	}
+	var up strings.Builder
+	for _, s := range env.Backends {
+		fmt.Fprintf(&up, "        server %s;\n", s)
+	}
+	sec := func(d time.Duration) string { return fmt.Sprintf("%dms", d.Milliseconds()) }
+	var b strings.Builder
+	if env.Mode == "tcp" {
+		// Debian ships stream as a dynamic module (libnginx-mod-stream).
+		b.WriteString("load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n")
+	}
+	fmt.Fprintf(&b, "worker_processes %d;\npid %s/nginx.pid;\nerror_log %s/logs/error.log warn;\n", env.Threads, prefix, prefix)
+	fmt.Fprintf(&b, "events { worker_connections %d; }\n", env.MaxConn)
+	if env.Mode == "tcp" {
+		fmt.Fprintf(&b, "stream {\n    upstream app {\n%s    }\n    server {\n        listen %s;\n        proxy_pass app;\n        proxy_connect_timeout %s;\n        proxy_timeout %s;\n    }\n}\n",
+			up.String(), addr, sec(env.TimeoutConnect), sec(env.TimeoutServer))
+	} else {
+		listen := addr
+		if env.Mode == "h2" {
+			listen += " http2"
+		}
+		fmt.Fprintf(&b, "http {\n    access_log off;\n    keepalive_requests 1000000;\n    keepalive_timeout %s;\n    client_header_timeout %s;\n", sec(env.TimeoutClient), sec(env.TimeoutHTTPReq))
+		fmt.Fprintf(&b, "    upstream app {\n%s        keepalive 64;\n    }\n", up.String())
+		fmt.Fprintf(&b, "    server {\n        listen %s;\n        location / {\n            proxy_pass http://app;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n            proxy_connect_timeout %s;\n            proxy_read_timeout %s;\n        }\n    }\n}\n",
+			listen, sec(env.TimeoutConnect), sec(env.TimeoutServer))
+	}
+	cfg := filepath.Join(prefix, "nginx.conf")
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
+		return nil, err
+	}
+	// The master stays in the foreground; its workers are its children, so
+	// the tree's CPU and RSS are measured.
+	return launch(ctx, env, "nginx "+env.Mode, addr, exec.Command("nginx", "-p", prefix, "-c", cfg, "-g", "daemon off;"))
 }

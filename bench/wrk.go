@@ -10,18 +10,42 @@ import (
 	"time"
 )
 
-// Scenario is one load shape; every target is driven with each.
+// Scenario is one load shape; every target of a fitting mode is driven with
+// each.
 type Scenario struct {
 	Name    string
 	WrkArgs []string // added to the common -t -c -d --latency
+	H2      bool     // driven by h2load, for mode h2 only
 }
 
-var scenarios = []Scenario{
+var allScenarios = []Scenario{
 	{Name: "keep-alive"},
 	// wrk reconnects after a response that says Connection: close, and the
 	// backends say it when asked, so every request pays a new connection
 	// from wrk to the balancer and from the balancer to a backend.
 	{Name: "conn-per-req", WrkArgs: []string{"-H", "Connection: close"}},
+	// HTTP/2 with prior knowledge, one stream at a time per connection.
+	{Name: "h2 keep-alive", H2: true},
+}
+
+func (sc Scenario) fits(mode string) bool { return sc.H2 == (mode == "h2") }
+
+func scenariosFor(mode string) []Scenario {
+	var out []Scenario
+	for _, sc := range allScenarios {
+		if sc.fits(mode) {
+			out = append(out, sc)
+		}
+	}
+	return out
+}
+
+// runLoad drives addr with the scenario's load generator.
+func runLoad(ctx context.Context, reg *registry, o wrkOpts, sc Scenario, addr string) (wrkResult, string, error) {
+	if sc.H2 {
+		return runH2load(ctx, reg, o, addr)
+	}
+	return runWrk(ctx, reg, o, sc, addr)
 }
 
 // wrkResult is what one wrk run reports.

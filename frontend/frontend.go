@@ -272,7 +272,7 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn) {
 		if srv == nil {
 			break
 		}
-		c, err := net.DialTimeout("tcp", srv.Addr, be.TimeoutConnect)
+		c, err := l4.Dial(srv.Addr, be.TimeoutConnect)
 		if err == nil {
 			server = c
 			break

@@ -76,7 +76,12 @@ type activity struct {
 	last  atomic.Int64 // nanoseconds since start
 }
 
-func (a *activity) touch() { a.last.Store(int64(time.Since(a.start))) }
+// touch records activity now and returns the time since start.
+func (a *activity) touch() int64 {
+	t := int64(time.Since(a.start))
+	a.last.Store(t)
+	return t
+}
 
 // idleFor reports how long nothing has moved.
 func (a *activity) idleFor() time.Duration {
@@ -90,20 +95,44 @@ type copier struct {
 	srcIdle, dstIdle time.Duration
 	act              *activity
 	counters         []*atomic.Uint64
+
+	// Bytes not yet added to counters. Shared counters (a frontend's) are
+	// written by every connection on every core, so each copier adds its
+	// bytes in batches: at 64 KiB, after a second, and at the end.
+	pending   uint64
+	flushedAt int64 // activity time of the last flush
+}
+
+const (
+	flushBytes = 64 << 10
+	flushEvery = int64(time.Second)
+)
+
+func (c *copier) flush() {
+	if c.pending == 0 {
+		return
+	}
+	for _, ctr := range c.counters {
+		if ctr != nil {
+			ctr.Add(c.pending)
+		}
+	}
+	c.pending = 0
 }
 
 func (c *copier) run() error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
+	defer c.flush()
 	buf := *bp
 	for {
 		n, err := c.src.Read(buf)
 		if n > 0 {
-			c.act.touch()
-			for _, ctr := range c.counters {
-				if ctr != nil {
-					ctr.Add(uint64(n))
-				}
+			now := c.act.touch()
+			c.pending += uint64(n)
+			if c.pending >= flushBytes || now-c.flushedAt >= flushEvery {
+				c.flush()
+				c.flushedAt = now
 			}
 			if werr := c.write(buf[:n]); werr != nil {
 				return werr

@@ -36,6 +36,7 @@ func (p *Proxy) errorResponse(b []byte, status int, close bool) []byte {
 func (c *clientConn) reply(status int, x *exchange) bool {
 	close := c.req.connClose || c.p.draining.Load() || c.req.http10
 	c.out = c.p.errorResponse(c.out[:0], status, close)
+	c.dl.forget()
 	c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_, err := c.conn.Write(c.out)
 	c.count(nil, status, int64(len(c.out)))
@@ -49,6 +50,7 @@ func (c *clientConn) reply(status int, x *exchange) bool {
 // when the request stream can no longer be trusted (400, 408, 431).
 func (c *clientConn) refuse(status int, x *exchange) {
 	c.out = c.p.errorResponse(c.out[:0], status, true)
+	c.dl.forget()
 	c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	c.conn.Write(c.out)
 	c.count(nil, status, int64(len(c.out)))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"sluice/backend"
+	"sluice/l4"
 )
 
 // clientConn is the state of one client connection, reused for each of its
@@ -27,6 +28,8 @@ type clientConn struct {
 	// A response to insert the sticky cookie into (sticky = "cookie").
 	stickyName string
 	stickySrv  *backend.Server
+
+	dl deadlines // the client connection's write deadline
 }
 
 var clientConnPool = sync.Pool{New: func() any { return &clientConn{out: make([]byte, 0, 4096)} }}
@@ -213,7 +216,7 @@ func (c *clientConn) serverConn(srv *backend.Server, be *backend.Backend) (*serv
 	if sc := c.p.getIdle(srv, be); sc != nil {
 		return sc, nil
 	}
-	conn, err := net.DialTimeout("tcp", srv.Addr, be.TimeoutConnect)
+	conn, err := l4.Dial(srv.Addr, be.TimeoutConnect)
 	if err != nil {
 		return nil, err
 	}
@@ -244,9 +247,8 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		p.Counters.BytesIn.Add(uint64(n))
 		sc.srv.Counters.BytesIn.Add(uint64(n))
 	}
-	if be.TimeoutServer > 0 {
-		sc.conn.SetWriteDeadline(time.Now().Add(be.TimeoutServer))
-	}
+	now := time.Now()
+	sc.dl.write(sc.conn, now, be.TimeoutServer)
 	if _, err := sc.conn.Write(c.out); err != nil {
 		sc.close()
 		if sc.reused && (!c.hasBody() || bodyInHead) {
@@ -292,9 +294,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	resp := &c.resp
 	gotAny := false
 	for {
-		if be.TimeoutServer > 0 {
-			sc.conn.SetReadDeadline(time.Now().Add(be.TimeoutServer))
-		}
+		sc.dl.read(sc.conn, now, be.TimeoutServer)
 		head, err := sc.hr.readHead()
 		if err != nil {
 			sc.close()
@@ -360,9 +360,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		clientClose = true
 	}
 	c.out = c.buildResponseHead(c.out[:0], clientClose)
-	if c.p.TimeoutClient > 0 {
-		c.conn.SetWriteDeadline(time.Now().Add(c.p.TimeoutClient))
-	}
+	c.dl.write(c.conn, now, c.p.TimeoutClient)
 	// Body bytes already buffered with the head go out in the same write.
 	var sent int64
 	if !noBody && !resp.chunked && resp.contentLength > 0 && int64(sc.hr.buffered()) >= resp.contentLength {
@@ -386,6 +384,9 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		n, err = copyFixed(c.conn, sc.hr, resp.contentLength, be.TimeoutServer)
 	default:
 		n, err = copyUntilEOF(c.conn, sc.hr, be.TimeoutServer)
+	}
+	if n > 0 {
+		sc.dl.forget() // the body copy moved the read deadline
 	}
 	n += sent
 	c.count(sc.srv, resp.status, int64(len(c.out))-sent+n)

@@ -50,7 +50,10 @@ func (p *Proxy) std() *stdProxy {
 		s.rp = &httputil.ReverseProxy{
 			Rewrite:       p.rewrite,
 			Transport:     roundTripFunc(p.roundTrip),
-			FlushInterval: -1, // stream: gRPC and server-sent events must not wait
+			// 0: ReverseProxy flushes at once for streaming responses (no
+			// Content-Length, as gRPC and server-sent events send) and
+			// otherwise when the body is done: one DATA frame, not two.
+			FlushInterval: 0,
 			ErrorHandler:  p.stdError,
 			ErrorLog:      errLog,
 			BufferPool:    copyBuffers{},

@@ -153,6 +153,7 @@ type serverConn struct {
 	srv       *backend.Server
 	idleSince time.Time
 	reused    bool
+	dl        deadlines
 }
 
 func (p *Proxy) pool(s *backend.Server, be *backend.Backend) *connPool {

@@ -64,7 +64,9 @@ func (s *Socket) File() (*os.File, error) {
 
 // Listen binds k with SO_REUSEADDR (and IP_FREEBIND when asked).
 func Listen(k Key, o Options) (*Socket, error) {
-	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+	// KeepAlive -1: no TCP keep-alive probes on accepted connections (HAProxy's
+	// default too); the idle timeouts bound dead clients.
+	lc := net.ListenConfig{KeepAlive: -1, Control: func(network, address string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
 			if o.Freebind {

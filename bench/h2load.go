@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// runH2load drives addr with HTTP/2 over cleartext (prior knowledge), one
+// stream in flight per connection, for the same duration as wrk runs.
+func runH2load(ctx context.Context, reg *registry, o wrkOpts, addr string) (wrkResult, string, error) {
+	secs := max(1, int(o.Duration.Round(time.Second)/time.Second))
+	args := []string{"-t", strconv.Itoa(o.Threads), "-c", strconv.Itoa(o.Conns), "-m", "1",
+		"-D", strconv.Itoa(secs), "http://" + addr + "/"}
+	var out strings.Builder
+	cmd := exec.Command("h2load", args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	p, err := reg.start("h2load", cmd)
+	if err != nil {
+		return wrkResult{}, "", err
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		p.stop(time.Second)
+		return wrkResult{}, "", ctx.Err()
+	}
+	if !p.cmd.ProcessState.Success() {
+		return wrkResult{}, out.String(), fmt.Errorf("h2load %s: %s", strings.Join(args, " "), p.cmd.ProcessState)
+	}
+	r, err := parseH2load(out.String())
+	return r, out.String(), err
+}
+
+var (
+	reH2Done = regexp.MustCompile(`finished in ([\d.]+)(us|ms|s), ([\d.]+) req/s`)
+	reH2Reqs = regexp.MustCompile(`requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored`)
+	reH2Time = regexp.MustCompile(`time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)`)
+)
+
+// parseH2load reads h2load's summary. It gives no percentiles: the p50
+// column gets the mean time per request, and p99 the maximum.
+func parseH2load(s string) (wrkResult, error) {
+	var r wrkResult
+	d := reH2Done.FindStringSubmatch(s)
+	q := reH2Reqs.FindStringSubmatch(s)
+	if d == nil || q == nil {
+		return r, fmt.Errorf("cannot read h2load's output:\n%s", s)
+	}
+	r.ReqPerSec, _ = strconv.ParseFloat(d[3], 64)
+	r.Requests, _ = strconv.ParseInt(q[1], 10, 64)
+	failed, _ := strconv.ParseInt(q[2], 10, 64)
+	errored, _ := strconv.ParseInt(q[3], 10, 64)
+	r.Errors = failed + errored
+	unit := map[string]float64{"us": 1e3, "ms": 1e6, "s": 1e9}
+	if t := reH2Time.FindStringSubmatch(s); t != nil {
+		maxv, _ := strconv.ParseFloat(t[3], 64)
+		meanv, _ := strconv.ParseFloat(t[5], 64)
+		r.P99 = time.Duration(maxv * unit[t[4]])
+		r.P50 = time.Duration(meanv * unit[t[6]])
+	}
+	return r, nil
+}
