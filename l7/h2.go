@@ -48,8 +48,8 @@ func (p *Proxy) std() *stdProxy {
 			errLog = slog.NewLogLogger(p.Log.With("frontend", p.Frontend).Handler(), slog.LevelDebug)
 		}
 		s.rp = &httputil.ReverseProxy{
-			Rewrite:       p.rewrite,
-			Transport:     roundTripFunc(p.roundTrip),
+			Rewrite:   p.rewrite,
+			Transport: roundTripFunc(p.roundTrip),
 			// 0: ReverseProxy flushes at once for streaming responses (no
 			// Content-Length, as gRPC and server-sent events send) and
 			// otherwise when the body is done: one DATA frame, not two.
