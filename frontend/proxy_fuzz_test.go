@@ -18,11 +18,13 @@ type bytesConn struct {
 	r *bytes.Reader
 }
 
-func (c *bytesConn) Read(b []byte) (int, error)       { return c.r.Read(b) }
-func (c *bytesConn) Write(b []byte) (int, error)      { return len(b), nil }
-func (c *bytesConn) Close() error                     { return nil }
-func (c *bytesConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80} }
-func (c *bytesConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000} }
+func (c *bytesConn) Read(b []byte) (int, error)  { return c.r.Read(b) }
+func (c *bytesConn) Write(b []byte) (int, error) { return len(b), nil }
+func (c *bytesConn) Close() error                { return nil }
+func (c *bytesConn) LocalAddr() net.Addr         { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80} }
+func (c *bytesConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
+}
 func (c *bytesConn) SetDeadline(time.Time) error      { return nil }
 func (c *bytesConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *bytesConn) SetWriteDeadline(time.Time) error { return nil }
