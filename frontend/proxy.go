@@ -3,6 +3,7 @@ package frontend
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -76,7 +77,8 @@ func (f *Frontend) trusted(peer netip.Addr) bool {
 }
 
 // acceptProxy reads the PROXY header that must open conn (accept_proxy),
-// in the connection's own goroutine, by m.accepted + timeout_proxy_header.
+// in the connection's own goroutine, by m.accepted + timeout_proxy_header
+// (timeout_client when that is 0).
 // On success it returns the connection to use from now on (bytes that came
 // after the header are read again from it) and m updated with the header's
 // addresses; a LOCAL header keeps the peer's own. Any error means the
@@ -85,7 +87,9 @@ func (f *Frontend) acceptProxy(conn net.Conn, m *connMeta) (net.Conn, error) {
 	if !f.trusted(m.client.Addr()) {
 		return nil, errUntrusted
 	}
-	if t := f.cfg.TimeoutProxyHeader; t > 0 {
+	// 0 means no timeout of its own: timeout_client still bounds it, so a
+	// silent peer never holds a connection slot for ever.
+	if t := cmp.Or(f.cfg.TimeoutProxyHeader, f.cfg.TimeoutClient); t > 0 {
 		conn.SetReadDeadline(m.accepted.Add(t))
 	}
 	br := bufio.NewReaderSize(conn, proxyHeaderBuf)
