@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.Version=$(VERSION)
 
-.PHONY: build test demo bench lint fmt clean
+.PHONY: build test demo bench lint fmt clean fuzz
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
@@ -11,6 +11,11 @@ build:
 # Lint first: a test run is only green when gofmt and go vet are clean too.
 test: lint
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Bounded fuzzing for CI: the PROXY-protocol accepting path.
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzAcceptProxy$$' -fuzztime $(FUZZTIME) ./frontend
 
 demo: build
 	./bin/sluice demo

@@ -280,6 +280,9 @@ func (v *validator) build(raw *rawFile) *Config {
 			f.Mode = ModeTCP
 		}
 		v.oneOf(p+".mode", f.Mode, ModeTCP, ModeUDP, ModeHTTP)
+		if f.AcceptProxy && f.Mode == ModeUDP {
+			v.errf(p+".accept_proxy", "PROXY headers are accepted on tcp and http frontends only")
+		}
 		if f.MaxConn < 0 {
 			v.errf(p+".maxconn", "must not be negative (0 means only the global cap), got %d", f.MaxConn)
 		}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +29,13 @@ type Counters struct {
 	BytesOut  atomic.Uint64 // to clients
 	Denied    atomic.Uint64 // refused before reaching a server (no server up, bad PROXY header...)
 	Errors    atomic.Uint64 // connection errors (server unreachable after retries)
+	// ProxyErrors counts connections closed for their PROXY header
+	// (accept_proxy): missing, malformed, truncated, too slow, or sent by a
+	// peer outside proxy_trusted. Each is also counted in Denied.
+	ProxyErrors atomic.Uint64
+	// ProxyUnexpected counts connections that opened with a PROXY header on
+	// a frontend without accept_proxy (logged once per peer and minute).
+	ProxyUnexpected atomic.Uint64
 }
 
 // Frontend is one configured frontend at run time.
@@ -41,6 +47,10 @@ type Frontend struct {
 	sem     chan struct{} // per-frontend maxconn; nil when unlimited
 	socks   []*sockets.Socket
 	http    *l7.Proxy // http mode
+	// sendProxy is the PROXY header version sent to the default backend's
+	// servers in tcp mode (send_proxy), 0 for none.
+	sendProxy int
+	peerLog   peerLog // rate-limits the log of unexpected PROXY headers
 
 	Counters Counters
 }
@@ -111,6 +121,12 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 			return nil, fmt.Errorf("frontend %s: mode %q is not supported by this build yet", fc.Name, fc.Mode)
 		}
 		f := &Frontend{Name: fc.Name, Mode: fc.Mode, cfg: fc, backend: backends[fc.DefaultBackend]}
+		f.peerLog = peerLog{interval: time.Minute, max: 1024}
+		for _, bc := range cfg.Backends {
+			if bc.Name == fc.DefaultBackend {
+				f.sendProxy = l4.ParseSendProxy(bc.SendProxy)
+			}
+		}
 		if fc.Mode == conf.ModeHTTP {
 			p, err := newHTTPProxy(fc, cfg.Backends, backends, log)
 			if err != nil {
@@ -191,6 +207,7 @@ func (s *Server) acceptLoop(f *Frontend, ln net.Listener) {
 			return
 		}
 		conn, err := ln.Accept()
+		accepted := time.Now()
 		if err != nil {
 			s.release(f)
 			if errors.Is(err, net.ErrClosed) {
@@ -217,7 +234,7 @@ func (s *Server) acceptLoop(f *Frontend, ln net.Listener) {
 				s.connW.Done()
 				s.wg.Done()
 			}()
-			s.handle(f, conn)
+			s.handle(f, conn, accepted)
 		}()
 	}
 }
@@ -232,7 +249,7 @@ func (s *Server) track(c net.Conn, add bool) {
 	s.mu.Unlock()
 }
 
-func (s *Server) handle(f *Frontend, conn net.Conn) {
+func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time) {
 	f.Counters.Sessions.Add(1)
 	n := f.Counters.Current.Add(1)
 	defer f.Counters.Current.Add(-1)
@@ -242,26 +259,44 @@ func (s *Server) handle(f *Frontend, conn net.Conn) {
 			break
 		}
 	}
+	m := connMeta{accepted: accepted, client: addrPort(conn.RemoteAddr()), local: addrPort(conn.LocalAddr())}
+	if tc, ok := conn.(*net.TCPConn); ok && f.http != nil {
+		tc.SetNoDelay(true)
+	}
+	if f.cfg.AcceptProxy {
+		// Read here, in the connection's own goroutine: a slow header
+		// holds this connection only, never the accept loop.
+		pc, err := f.acceptProxy(conn, &m)
+		if err != nil {
+			f.Counters.ProxyErrors.Add(1)
+			f.Counters.Denied.Add(1)
+			s.log.Debug("PROXY header refused", "frontend", f.Name, "peer", m.client, "err", err)
+			conn.Close()
+			return
+		}
+		conn = pc
+	} else {
+		conn = &sniffConn{Conn: conn, f: f, s: s, peer: m.client.Addr()}
+	}
+	if m.id == "" {
+		m.id = newConnID()
+	}
 	if f.http != nil {
-		s.serveHTTP(f, conn)
+		s.serveHTTP(f, conn, &m)
 		return
 	}
-	s.serveTCP(f, conn)
-}
-
-func clientAddr(c net.Conn) netip.Addr {
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		a, _ := netip.AddrFromSlice(ta.IP)
-		return a.Unmap()
-	}
-	return netip.Addr{}
+	s.serveTCP(f, conn, &m)
 }
 
 // serveTCP connects the client to a server of the default backend, retrying
 // the connect on another server, then relays bytes until both sides end.
-func (s *Server) serveTCP(f *Frontend, conn net.Conn) {
+func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) {
 	be := f.backend
-	client := backend.Client{Addr: clientAddr(conn)}
+	client := backend.Client{Addr: m.client.Addr()}
+	var hdr *l4.ProxyHeader
+	if f.sendProxy != 0 {
+		hdr = &l4.ProxyHeader{Version: f.sendProxy, Src: m.client, Dst: m.local, UniqueID: m.id}
+	}
 	var srv, skip *backend.Server
 	var server net.Conn
 	var pickErr error
@@ -272,7 +307,7 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn) {
 		if srv == nil {
 			break
 		}
-		c, err := l4.Dial(srv.Addr, be.TimeoutConnect)
+		c, err := l4.Dial(context.Background(), srv.Addr, be.TimeoutConnect, hdr)
 		if err == nil {
 			server = c
 			break
@@ -305,7 +340,7 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn) {
 		Out:        []*atomic.Uint64{&f.Counters.BytesOut, &srv.Counters.BytesOut},
 	})
 	if err != nil && !errors.Is(err, l4.ErrIdle) {
-		s.log.Debug("relay ended", "frontend", f.Name, "server", srv.Name, "err", err)
+		s.log.Debug("relay ended", "frontend", f.Name, "server", srv.Name, "id", m.id, "err", err)
 	}
 }
 

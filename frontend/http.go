@@ -5,12 +5,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
-	"time"
 
 	"sluice/backend"
 	"sluice/conf"
+	"sluice/l4"
 	"sluice/l7"
 )
 
@@ -40,7 +39,12 @@ func newHTTPProxy(fc *conf.Frontend, cfgBackends []*conf.Backend, backends map[s
 	}
 	for _, bc := range cfgBackends {
 		if b := backends[bc.Name]; b != nil {
-			p.Backends[b] = l7.BackendOptions{PoolMaxIdle: bc.PoolMaxIdle, PoolIdleTimeout: bc.PoolIdleTimeout, Proto: bc.Proto}
+			p.Backends[b] = l7.BackendOptions{
+				PoolMaxIdle:     bc.PoolMaxIdle,
+				PoolIdleTimeout: bc.PoolIdleTimeout,
+				Proto:           bc.Proto,
+				SendProxy:       l4.ParseSendProxy(bc.SendProxy),
+			}
 		}
 	}
 	if len(fc.Bind) > 0 {
@@ -79,14 +83,11 @@ func newHTTPProxy(fc *conf.Frontend, cfgBackends []*conf.Backend, backends map[s
 	return p, nil
 }
 
-func (s *Server) serveHTTP(f *Frontend, conn net.Conn) {
-	info := l7.ConnInfo{Accepted: time.Now()}
-	if ta, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
-		ap := ta.AddrPort()
-		info.Client = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
-	f.http.ServeClient(conn, info)
+func (s *Server) serveHTTP(f *Frontend, conn net.Conn, m *connMeta) {
+	f.http.ServeClient(conn, l7.ConnInfo{
+		Accepted: m.accepted,
+		Client:   m.client,
+		Local:    m.local,
+		ConnID:   m.id,
+	})
 }

@@ -54,7 +54,7 @@ func (c *clientConn) log(x *exchange) {
 		slog.String("backend", x.backend),
 		slog.String("server", x.server),
 		slog.String("client", c.info.Client.String()),
-		slog.String("conn_id", c.info.ConnID),
+		slog.String("id", c.info.ConnID),
 		slog.String("method", x.method),
 		slog.String("path", x.path),
 		slog.Int("status", x.status),

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -30,6 +31,10 @@ type clientConn struct {
 	stickySrv  *backend.Server
 
 	dl deadlines // the client connection's write deadline
+	// own is the idle server connection of this client connection alone,
+	// for a backend with send_proxy: its PROXY header names this client,
+	// so it never goes to the shared pool.
+	own *serverConn
 }
 
 var clientConnPool = sync.Pool{New: func() any { return &clientConn{out: make([]byte, 0, 4096)} }}
@@ -40,7 +45,15 @@ func (p *Proxy) ServeConn(conn net.Conn, info ConnInfo) {
 	c.p, c.conn, c.info = p, conn, info
 	c.hr = newHeadReader(conn, p.MaxHeaderBytes)
 	c.addr = info.Client.Addr().String()
+	if c.info.priv == nil && p.sendsProxy() {
+		c.info.priv = &privTransports{}
+	}
 	defer func() {
+		if c.own != nil {
+			c.own.close()
+			c.own = nil
+		}
+		c.info.priv.close()
 		conn.Close()
 		c.hr.release()
 		c.p, c.conn, c.hr = nil, nil, nil
@@ -212,11 +225,25 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 }
 
 // serverConn returns an idle pooled connection to srv or dials a new one.
+// With send_proxy, the only connection that may be reused is this client
+// connection's own, and a new one opens with the PROXY header.
 func (c *clientConn) serverConn(srv *backend.Server, be *backend.Backend) (*serverConn, error) {
-	if sc := c.p.getIdle(srv, be); sc != nil {
+	version := c.p.Backends[be].SendProxy
+	var hdr *l4.ProxyHeader
+	if version != 0 {
+		if sc := c.own; sc != nil {
+			c.own = nil
+			if sc.srv == srv {
+				sc.reused = true
+				return sc, nil
+			}
+			sc.close()
+		}
+		hdr = proxyHeader(version, &c.info)
+	} else if sc := c.p.getIdle(srv, be); sc != nil {
 		return sc, nil
 	}
-	conn, err := l4.Dial(srv.Addr, be.TimeoutConnect)
+	conn, err := l4.Dial(context.Background(), srv.Addr, be.TimeoutConnect, hdr)
 	if err != nil {
 		return nil, err
 	}
@@ -224,6 +251,37 @@ func (c *clientConn) serverConn(srv *backend.Server, be *backend.Backend) (*serv
 		tc.SetNoDelay(true)
 	}
 	return &serverConn{conn: conn, hr: newHeadReader(conn, c.p.MaxHeaderBytes), srv: srv}, nil
+}
+
+// keepServerConn keeps sc for another request: in the shared pool, or as
+// this client connection's own when it carries a PROXY header.
+func (c *clientConn) keepServerConn(sc *serverConn, be *backend.Backend) {
+	opts := c.p.Backends[be]
+	if opts.SendProxy == 0 {
+		c.p.putIdle(sc, be)
+		return
+	}
+	if opts.PoolMaxIdle <= 0 || c.p.draining.Load() {
+		sc.close()
+		return
+	}
+	if c.own != nil {
+		c.own.close()
+	}
+	c.own = sc
+}
+
+// proxyHeader is the PROXY header of a server connection made for the
+// client connection of info.
+func proxyHeader(version int, info *ConnInfo) *l4.ProxyHeader {
+	return &l4.ProxyHeader{
+		Version:   version,
+		Src:       info.Client,
+		Dst:       info.Local,
+		ALPN:      info.ALPN,
+		Authority: info.SNI,
+		UniqueID:  info.ConnID,
+	}
 }
 
 // exchange writes the request on sc and relays the response. keep says
@@ -411,7 +469,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	if untilClose || resp.connClose || req.http10 {
 		sc.close()
 	} else {
-		p.putIdle(sc, be)
+		c.keepServerConn(sc, be)
 	}
 	c.log(x)
 	return !clientClose, false

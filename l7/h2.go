@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"sluice/backend"
+	"sluice/l4"
 )
 
 // The net/http side of a Proxy. HTTP/2 from clients (TLS with ALPN "h2",
@@ -107,6 +108,10 @@ func (p *Proxy) closeIdleStd() {
 // serveH2 serves HTTP/2 on conn until the client or a drain ends it.
 func (p *Proxy) serveH2(conn net.Conn, info ConnInfo) {
 	defer conn.Close()
+	if info.priv == nil && p.sendsProxy() {
+		info.priv = &privTransports{}
+	}
+	defer info.priv.close()
 	s := p.std()
 	s.h2s.ServeConn(conn, &http2.ServeConnOpts{
 		BaseConfig: s.hs,
@@ -314,24 +319,35 @@ func (serverTimeout) Error() string   { return "server response timeout" }
 func (serverTimeout) Timeout() bool   { return true }
 func (serverTimeout) Temporary() bool { return true }
 
-// transport returns the RoundTripper of be, creating it on first use.
-func (p *Proxy) transport(be *backend.Backend) http.RoundTripper {
+// transport returns the RoundTripper of be for the client connection of
+// info: shared by all clients and created on first use, or, when be sends
+// PROXY headers, the client connection's own, whose connections open with
+// a header naming that client.
+func (p *Proxy) transport(be *backend.Backend, info *ConnInfo) http.RoundTripper {
+	if v := p.Backends[be].SendProxy; v != 0 && info.priv != nil {
+		return info.priv.get(be, func() http.RoundTripper { return p.newTransport(be, proxyHeader(v, info)) })
+	}
 	s := &p.stdp
 	if v, ok := s.transports.Load(be); ok {
 		return v.(http.RoundTripper)
 	}
+	v, _ := s.transports.LoadOrStore(be, p.newTransport(be, nil))
+	return v.(http.RoundTripper)
+}
+
+// newTransport makes a RoundTripper to the servers of be whose connections
+// open with hdr when it is not nil.
+func (p *Proxy) newTransport(be *backend.Backend, hdr *l4.ProxyHeader) http.RoundTripper {
 	opts := p.Backends[be]
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		d := net.Dialer{Timeout: be.TimeoutConnect}
-		c, err := d.DialContext(ctx, network, addr)
+		c, err := l4.Dial(ctx, addr, be.TimeoutConnect, hdr)
 		if err != nil {
 			return nil, &connectError{err}
 		}
 		return c, nil
 	}
-	var rt http.RoundTripper
 	if opts.Proto == "h2c" {
-		rt = &http2.Transport{
+		return &http2.Transport{
 			AllowHTTP: true,
 			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
 				return dial(ctx, network, addr)
@@ -340,19 +356,63 @@ func (p *Proxy) transport(be *backend.Backend) http.RoundTripper {
 			IdleConnTimeout:    opts.PoolIdleTimeout,
 			MaxHeaderListSize:  uint32(max(p.MaxHeaderBytes, 0)),
 		}
-	} else {
-		rt = &http.Transport{
-			DialContext:            dial,
-			DisableCompression:     true,
-			DisableKeepAlives:      opts.PoolMaxIdle <= 0,
-			MaxIdleConnsPerHost:    opts.PoolMaxIdle,
-			IdleConnTimeout:        opts.PoolIdleTimeout,
-			ResponseHeaderTimeout:  be.TimeoutServer,
-			MaxResponseHeaderBytes: int64(p.MaxHeaderBytes),
-		}
 	}
-	v, _ := s.transports.LoadOrStore(be, rt)
-	return v.(http.RoundTripper)
+	return &http.Transport{
+		DialContext:            dial,
+		DisableCompression:     true,
+		DisableKeepAlives:      opts.PoolMaxIdle <= 0,
+		MaxIdleConnsPerHost:    opts.PoolMaxIdle,
+		IdleConnTimeout:        opts.PoolIdleTimeout,
+		ResponseHeaderTimeout:  be.TimeoutServer,
+		MaxResponseHeaderBytes: int64(p.MaxHeaderBytes),
+	}
+}
+
+// privTransports are the RoundTrippers of one client connection, for the
+// backends with send_proxy. Closed with the connection.
+type privTransports struct {
+	mu  sync.Mutex
+	rts map[*backend.Backend]http.RoundTripper
+}
+
+func (t *privTransports) get(be *backend.Backend, mk func() http.RoundTripper) http.RoundTripper {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if rt, ok := t.rts[be]; ok {
+		return rt
+	}
+	if t.rts == nil {
+		t.rts = map[*backend.Backend]http.RoundTripper{}
+	}
+	rt := mk()
+	t.rts[be] = rt
+	return rt
+}
+
+// close closes the idle connections of every transport; t may be nil.
+func (t *privTransports) close() {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, rt := range t.rts {
+		rt.(interface{ CloseIdleConnections() }).CloseIdleConnections()
+	}
+	t.rts = nil
+}
+
+// sendsProxy reports whether any backend of p has send_proxy, so client
+// connections need room for server connections of their own.
+func (p *Proxy) sendsProxy() bool {
+	p.sendsProxyOnce.Do(func() {
+		for _, o := range p.Backends {
+			if o.SendProxy != 0 {
+				p.anySendProxy = true
+			}
+		}
+	})
+	return p.anySendProxy
 }
 
 // roundTrip sends the request to a server of its backend: picked by the
@@ -361,7 +421,7 @@ func (p *Proxy) transport(be *backend.Backend) http.RoundTripper {
 func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 	sr := reqState(req)
 	be := sr.be
-	rt := p.transport(be)
+	rt := p.transport(be, sr.info)
 	h2c := p.Backends[be].Proto == "h2c"
 	cl := backend.Client{Addr: sr.info.Client.Addr()}
 	var body *reqBody
@@ -612,7 +672,7 @@ func (p *Proxy) logStd(r *http.Request, sr *stdReq) {
 		slog.String("backend", be),
 		slog.String("server", server),
 		slog.String("client", sr.info.Client.String()),
-		slog.String("conn_id", sr.info.ConnID),
+		slog.String("id", sr.info.ConnID),
 		slog.String("proto", r.Proto),
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.RequestURI()),

@@ -43,9 +43,16 @@ type Counters struct {
 // ConnInfo is what the frontend knows about a client connection.
 type ConnInfo struct {
 	Client   netip.AddrPort // from the PROXY header when there is one
+	Local    netip.AddrPort // the address the client reached (PROXY header's destination when there is one)
 	Accepted time.Time
 	TLS      bool
-	ConnID   string // unique id, also sent in PROXY v2 TLVs
+	ALPN     string // protocol negotiated with the client when TLS was terminated here
+	SNI      string // server name the client asked for when TLS was terminated here
+	ConnID   string // unique id, in the access log ("id") and sent in PROXY v2 TLVs
+
+	// priv holds the server connections of this client connection alone,
+	// for backends with send_proxy (std side; h1.go keeps its own).
+	priv *privTransports
 }
 
 // Proxy serves HTTP for one frontend.
@@ -69,7 +76,10 @@ type Proxy struct {
 
 	draining atomic.Bool
 	pools    sync.Map // *backend.Server -> *connPool
-	stdp     stdProxy // HTTP/2 and h2c backends (h2.go)
+	// anySendProxy: some backend has send_proxy (see sendsProxy).
+	sendsProxyOnce sync.Once
+	anySendProxy   bool
+	stdp           stdProxy // HTTP/2 and h2c backends (h2.go)
 }
 
 // BackendOptions are the HTTP settings of a backend.
@@ -77,6 +87,10 @@ type BackendOptions struct {
 	PoolMaxIdle     int           // idle connections kept per server; 0 disables reuse
 	PoolIdleTimeout time.Duration // how long an idle server connection is kept
 	Proto           string        // "" or "http1": HTTP/1.1; "h2c": HTTP/2 cleartext
+	// SendProxy is the PROXY protocol version (1, 2) each server connection
+	// opens with, 0 for none. Such a connection carries one client's
+	// address, so it serves that client connection only, never the pool.
+	SendProxy int
 }
 
 // Drain makes every connection answer its next request with

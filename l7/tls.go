@@ -133,7 +133,9 @@ func (p *Proxy) ServeClient(conn net.Conn, info ConnInfo) {
 			return
 		}
 		info.TLS = true
-		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		cs := tc.ConnectionState()
+		info.ALPN, info.SNI = cs.NegotiatedProtocol, cs.ServerName
+		if cs.NegotiatedProtocol == "h2" {
 			p.serveH2(tc, info)
 			return
 		}

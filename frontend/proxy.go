@@ -1,0 +1,267 @@
+package frontend
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+)
+
+// connMeta is what the frontend knows about a client connection once any
+// PROXY header has been read: from then on these addresses are the
+// client's everywhere (balancing, stickiness, forwarding headers, logs).
+type connMeta struct {
+	accepted time.Time
+	client   netip.AddrPort // the client: the peer, or the header's source
+	local    netip.AddrPort // the address the client reached
+	id       string         // unique connection id
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+// Unique connection ids: a random per-process prefix and a counter, so ids
+// differ across workers and restarts without a random read per connection.
+var (
+	idPrefix = func() string {
+		var b [6]byte
+		rand.Read(b[:])
+		return hex.EncodeToString(b[:])
+	}()
+	idSeq atomic.Uint64
+)
+
+func newConnID() string {
+	var b [32]byte
+	out := append(b[:0], idPrefix...)
+	out = append(out, '-')
+	out = strconv.AppendUint(out, idSeq.Add(1), 16)
+	return string(out)
+}
+
+// errUntrusted refuses a PROXY header from a peer outside proxy_trusted.
+var errUntrusted = errors.New("peer is not in proxy_trusted")
+
+// proxyHeaderBuf is the read buffer for the header: it must hold a whole v1
+// line (107 bytes); v2 refills it.
+const proxyHeaderBuf = 256
+
+// trusted reports whether peer may send PROXY headers to f.
+func (f *Frontend) trusted(peer netip.Addr) bool {
+	if len(f.cfg.ProxyTrusted) == 0 {
+		return true
+	}
+	for _, p := range f.cfg.ProxyTrusted {
+		if p.Contains(peer) {
+			return true
+		}
+	}
+	return false
+}
+
+// acceptProxy reads the PROXY header that must open conn (accept_proxy),
+// in the connection's own goroutine, by m.accepted + timeout_proxy_header
+// (timeout_client when that is 0).
+// On success it returns the connection to use from now on (bytes that came
+// after the header are read again from it) and m updated with the header's
+// addresses; a LOCAL header keeps the peer's own. Any error means the
+// connection must be closed.
+func (f *Frontend) acceptProxy(conn net.Conn, m *connMeta) (net.Conn, error) {
+	if !f.trusted(m.client.Addr()) {
+		return nil, errUntrusted
+	}
+	// 0 means no timeout of its own: timeout_client still bounds it, so a
+	// silent peer never holds a connection slot for ever.
+	if t := cmp.Or(f.cfg.TimeoutProxyHeader, f.cfg.TimeoutClient); t > 0 {
+		conn.SetReadDeadline(m.accepted.Add(t))
+	}
+	br := bufio.NewReaderSize(conn, proxyHeaderBuf)
+	h, err := proxyproto.Read(br)
+	if err != nil {
+		return nil, err
+	}
+	conn.SetReadDeadline(time.Time{})
+	pc := &proxiedConn{Conn: conn}
+	if n := br.Buffered(); n > 0 {
+		pc.pre, _ = br.Peek(n)
+	}
+	if h.Command.IsProxy() {
+		switch h.TransportProtocol {
+		case proxyproto.TCPv4, proxyproto.TCPv6:
+			src, dst, ok := h.TCPAddrs()
+			if !ok {
+				return nil, proxyproto.ErrInvalidAddress
+			}
+			m.client, m.local = addrPort(src), addrPort(dst)
+			pc.remote, pc.local = src, dst
+		case proxyproto.UDPv4, proxyproto.UDPv6:
+			return nil, fmt.Errorf("datagram addresses on a stream connection: %w", proxyproto.ErrUnsupportedAddressFamilyAndProtocol)
+		}
+		// Unix addresses: the peer's own address is all there is to use.
+	}
+	if tlvs, err := h.TLVs(); err == nil {
+		for _, t := range tlvs {
+			if t.Type == proxyproto.PP2_TYPE_UNIQUE_ID && printable(t.Value) {
+				// The tier in front named this connection: keep its id, so
+				// one connection can be followed across tiers.
+				m.id = string(t.Value)
+			}
+		}
+	}
+	return pc, nil
+}
+
+func printable(b []byte) bool {
+	if len(b) == 0 || len(b) > 128 {
+		return false
+	}
+	for _, c := range b {
+		if c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// proxiedConn is a client connection whose PROXY header has been read: it
+// reads again what came after the header, and reports the header's
+// addresses.
+type proxiedConn struct {
+	net.Conn
+	pre           []byte
+	remote, local net.Addr // nil: the socket's own
+}
+
+func (c *proxiedConn) Read(b []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(b, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *proxiedConn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.Conn.RemoteAddr()
+}
+
+func (c *proxiedConn) LocalAddr() net.Addr {
+	if c.local != nil {
+		return c.local
+	}
+	return c.Conn.LocalAddr()
+}
+
+// CloseWrite half-closes the connection, as l4.Relay expects.
+func (c *proxiedConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// sniffConn watches the first bytes of a connection on a frontend without
+// accept_proxy: a PROXY header there is a misconfiguration on one side or
+// the other, worth telling the operator about. It only looks at what the
+// first read returns and never waits for more.
+type sniffConn struct {
+	net.Conn
+	done bool
+	f    *Frontend
+	s    *Server
+	peer netip.Addr
+}
+
+func (c *sniffConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if !c.done && n > 0 {
+		c.done = true
+		if saw := unexpectedProxy(b[:n]); saw != "" {
+			c.f.Counters.ProxyUnexpected.Add(1)
+			if c.f.peerLog.allow(c.peer, time.Now()) {
+				c.s.log.Warn("PROXY protocol header on a frontend without accept_proxy; set accept_proxy = true here, or stop sending it upstream",
+					"frontend", c.f.Name, "peer", c.peer, "saw", saw)
+			}
+		}
+	}
+	return n, err
+}
+
+func (c *sniffConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// unexpectedProxy describes b when it starts like a PROXY header, else "".
+func unexpectedProxy(b []byte) string {
+	switch {
+	case bytes.HasPrefix(b, []byte("PROXY ")):
+		line := b
+		if i := bytes.IndexByte(line, '\n'); i >= 0 {
+			line = line[:i+1]
+		}
+		if len(line) > 107 {
+			line = line[:107]
+		}
+		return fmt.Sprintf("v1 %q", line)
+	case len(b) >= len(proxyproto.SIGV2) && bytes.HasPrefix(b, proxyproto.SIGV2):
+		rest := b[len(proxyproto.SIGV2):]
+		s := "v2 signature"
+		if len(rest) >= 4 {
+			s += fmt.Sprintf(" ver/cmd=%#02x fam=%#02x len=%d", rest[0], rest[1], binary.BigEndian.Uint16(rest[2:4]))
+		}
+		return s
+	}
+	return ""
+}
+
+// peerLog lets one log line per peer through per interval, remembering at
+// most max peers, so that a flood cannot fill the log or the memory.
+type peerLog struct {
+	mu       sync.Mutex
+	last     map[netip.Addr]time.Time
+	interval time.Duration
+	max      int
+}
+
+func (l *peerLog) allow(peer netip.Addr, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == nil {
+		l.last = map[netip.Addr]time.Time{}
+	}
+	if t, ok := l.last[peer]; ok && now.Sub(t) < l.interval {
+		return false
+	}
+	if len(l.last) >= l.max {
+		for p, t := range l.last {
+			if now.Sub(t) >= l.interval {
+				delete(l.last, p)
+			}
+		}
+		if len(l.last) >= l.max {
+			return false
+		}
+	}
+	l.last[peer] = now
+	return true
+}

@@ -1,0 +1,117 @@
+package l4
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+)
+
+// ProxyHeader is the PROXY protocol header a server connection opens with
+// (send_proxy): who the client is and which address it reached, plus, for
+// v2, what is known of the client connection.
+type ProxyHeader struct {
+	Version int            // 1 or 2; 0 sends nothing
+	Src     netip.AddrPort // the client; invalid sends "UNKNOWN" (v1) or LOCAL (v2)
+	Dst     netip.AddrPort // the address the client connected to
+	// v2 TLVs, each sent when not empty.
+	ALPN      string // protocol negotiated with the client (TLS terminated here)
+	Authority string // SNI the client sent (TLS terminated here)
+	UniqueID  string // PP2_TYPE_UNIQUE_ID: the connection's id, at most 128 bytes
+}
+
+// ParseSendProxy turns the send_proxy key ("", "v1", "v2") into a version.
+func ParseSendProxy(s string) int {
+	switch s {
+	case "v1":
+		return 1
+	case "v2":
+		return 2
+	}
+	return 0
+}
+
+// Format encodes the header as it goes on the wire.
+func (h *ProxyHeader) Format() ([]byte, error) {
+	if h.Version != 1 && h.Version != 2 {
+		return nil, fmt.Errorf("proxy header: unknown version %d", h.Version)
+	}
+	ph := &proxyproto.Header{Version: byte(h.Version), Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
+	src, dst := h.Src.Addr().Unmap(), h.Dst.Addr().Unmap()
+	if src.IsValid() && dst.IsValid() {
+		ph.Command = proxyproto.PROXY
+		if src.Is4() && dst.Is4() {
+			ph.TransportProtocol = proxyproto.TCPv4
+		} else {
+			// One side IPv6: both go as IPv6, the IPv4 one mapped.
+			ph.TransportProtocol = proxyproto.TCPv6
+			src, dst = netip.AddrFrom16(src.As16()), netip.AddrFrom16(dst.As16())
+		}
+		ph.SourceAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, h.Src.Port()))
+		ph.DestinationAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(dst, h.Dst.Port()))
+	}
+	if h.Version == 2 {
+		var tlvs []proxyproto.TLV
+		if h.ALPN != "" {
+			tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_ALPN, Value: []byte(h.ALPN)})
+		}
+		if h.Authority != "" {
+			tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte(h.Authority)})
+		}
+		if id := h.UniqueID; id != "" {
+			if len(id) > 128 {
+				id = id[:128] // the spec's limit
+			}
+			tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_UNIQUE_ID, Value: []byte(id)})
+		}
+		if len(tlvs) > 0 {
+			if err := ph.SetTLVs(tlvs); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return ph.Format()
+}
+
+// Dial connects to addr within timeout and, when hdr is not nil and has a
+// version, writes the PROXY header before returning the connection, so
+// every server connection made for a client carries it. A header that
+// cannot be written is a failed connect.
+func Dial(ctx context.Context, addr string, timeout time.Duration, hdr *ProxyHeader) (net.Conn, error) {
+	// No TCP keep-alive probes, as in HAProxy without "option srvtcpka":
+	// the idle timeouts already bound dead peers, and enabling them costs
+	// four setsockopt calls per connection.
+	d := net.Dialer{Timeout: timeout, KeepAlive: -1}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if hdr == nil || hdr.Version == 0 {
+		return c, nil
+	}
+	if err := WriteProxyHeader(c, hdr, timeout); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// WriteProxyHeader writes hdr on a fresh server connection in one write, as
+// the spec asks, bounded by timeout when it is positive.
+func WriteProxyHeader(c net.Conn, hdr *ProxyHeader, timeout time.Duration) error {
+	b, err := hdr.Format()
+	if err != nil {
+		return err
+	}
+	if timeout > 0 {
+		c.SetWriteDeadline(time.Now().Add(timeout))
+		defer c.SetWriteDeadline(time.Time{})
+	}
+	if _, err := c.Write(b); err != nil {
+		return fmt.Errorf("send proxy header: %w", err)
+	}
+	return nil
+}
