@@ -427,6 +427,19 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		sc.hr.r += n
 		sent = int64(n)
 	}
+	srv := sc.srv
+	reusable := !untilClose && !resp.connClose && !req.http10
+	if bodyDone == nil && reusable && (noBody || sent > 0 || resp.contentLength == 0) {
+		// The whole response is in c.out: the server connection is free
+		// before the client sees the answer, so the client's next request,
+		// even on another connection, finds it in the pool.
+		c.keepServerConn(sc, be)
+		_, err := c.conn.Write(c.out)
+		c.count(srv, resp.status, int64(len(c.out)))
+		x.bytesOut = int64(len(c.out))
+		c.log(x)
+		return err == nil && !clientClose, false
+	}
 	if _, err := c.conn.Write(c.out); err != nil {
 		sc.close()
 		bodyErr()
@@ -447,7 +460,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		sc.dl.forget() // the body copy moved the read deadline
 	}
 	n += sent
-	c.count(sc.srv, resp.status, int64(len(c.out))-sent+n)
+	c.count(srv, resp.status, int64(len(c.out))-sent+n)
 	x.bytesOut = int64(len(c.out)) - sent + n
 	if err != nil {
 		sc.close()
@@ -466,10 +479,10 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		c.log(x)
 		return false, false
 	}
-	if untilClose || resp.connClose || req.http10 {
-		sc.close()
-	} else {
+	if reusable {
 		c.keepServerConn(sc, be)
+	} else {
+		sc.close()
 	}
 	c.log(x)
 	return !clientClose, false
