@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -97,7 +98,28 @@ func controlPathOf(file string) (string, error) {
 		} `toml:"global"`
 	}
 	if _, err := toml.DecodeFile(file, &raw); err != nil {
-		return "", fmt.Errorf("cannot find the control socket in %s (use -S): %w", file, err)
+		// A file that does not even decode: look for the two keys line by
+		// line, so the master still gets to report the problem.
+		src, rerr := os.ReadFile(file)
+		if rerr != nil {
+			return "", fmt.Errorf("cannot find the control socket in %s (use -S): %w", file, err)
+		}
+		for _, line := range strings.Split(string(src), "\n") {
+			k, v, ok := strings.Cut(line, "=")
+			if !ok {
+				continue
+			}
+			v, uerr := strconv.Unquote(strings.TrimSpace(v))
+			if uerr != nil {
+				continue
+			}
+			switch strings.TrimSpace(k) {
+			case "control_socket":
+				raw.Global.ControlSocket = v
+			case "pid_file":
+				raw.Global.PIDFile = v
+			}
+		}
 	}
 	p := controlPath(raw.Global.ControlSocket, raw.Global.PIDFile)
 	if p == "" {
