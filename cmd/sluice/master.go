@@ -410,6 +410,7 @@ func (m *master) reload() error {
 	}
 	old := m.cur
 	m.cur, m.cfg, m.src = w, cfg, src
+	m.restart = nil
 	if old != nil {
 		m.drain(old, cfg.Global.HardStopAfter)
 	}
@@ -467,6 +468,9 @@ func (m *master) reaped(w *worker) {
 }
 
 func (m *master) restartWorker() {
+	if m.cur != nil {
+		return // a reload started one meanwhile
+	}
 	w, err := m.startWorker(m.workerStart(m.cfg, m.src, nil))
 	if err == nil {
 		if err = w.waitReady(workerReadyTimeout); err != nil {

@@ -51,7 +51,7 @@ func cmdWorker(stderr io.Writer) int {
 		level = slog.LevelDebug
 	}
 	log := newLogger(stderr, level).With("worker", start.Gen, "pid", os.Getpid())
-	w := &workerProc{conn: conn, log: log}
+	w := &workerProc{conn: conn, log: log, sigs: sigs}
 
 	eng, err := startEngine(start, log)
 	if err != nil {
@@ -158,6 +158,7 @@ type workerProc struct {
 	conn *net.UnixConn
 	log  *slog.Logger
 	eng  *engine.Engine
+	sigs chan os.Signal
 }
 
 func (w *workerProc) send(m workerMsg) {
@@ -175,6 +176,14 @@ func (w *workerProc) stop(d time.Duration) int {
 	w.log.Info("worker draining", "hard_stop_after", d, "open", w.eng.Front.Current())
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
+	go func() {
+		// A signal during the drain (SIGQUIT, or SIGTERM again) cuts it short.
+		select {
+		case <-w.sigs:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if cut := w.eng.Shutdown(ctx); cut > 0 {
 		w.log.Warn("hard stop: connections cut", "count", cut)
 	}
