@@ -107,9 +107,18 @@ func shortDir(t *testing.T) string {
 // status with a ready worker.
 func startLB(t *testing.T, bin, file, ctl string, args ...string) *lb {
 	t.Helper()
+	return startLBEnv(t, nil, bin, file, ctl, args...)
+}
+
+// startLBEnv is startLB with extra environment variables.
+func startLBEnv(t *testing.T, env []string, bin, file, ctl string, args ...string) *lb {
+	t.Helper()
 	l := &lb{t: t, ctl: ctl, file: file, logs: &syncBuffer{}, done: make(chan struct{})}
 	l.cmd = exec.Command(bin, append([]string{"run", "-f", file}, args...)...)
 	l.cmd.Stderr = l.logs
+	if env != nil {
+		l.cmd.Env = append(os.Environ(), env...)
+	}
 	if err := l.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -696,5 +705,44 @@ func TestWorkerRestartedAfterCrash(t *testing.T) {
 	freshReachesSet(t, web, raw, "a")
 	if !strings.Contains(l.logs.String(), "worker died") {
 		t.Errorf("the crash was not logged:\n%s", l.logs.String())
+	}
+}
+
+func TestSystemdNotify(t *testing.T) {
+	dir := shortDir(t)
+	notify := filepath.Join(dir, "notify")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	web, raw := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	file := filepath.Join(dir, "sluice.toml")
+	src := lbConfig(dir, web, raw, []*pair{startPair(t, "a1")})
+	os.WriteFile(file, []byte(src), 0o644)
+	l := startLBEnv(t, []string{"NOTIFY_SOCKET=" + notify}, binary, file, filepath.Join(dir, "ctl.sock"))
+	next := func() string {
+		ln.SetReadDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, 4096)
+		n, err := ln.Read(buf)
+		if err != nil {
+			t.Fatalf("no notification: %v", err)
+		}
+		return string(buf[:n])
+	}
+	mainpid := fmt.Sprintf("MAINPID=%d\n", l.cmd.Process.Pid)
+	if got := next(); !strings.Contains(got, "READY=1\n") || !strings.Contains(got, mainpid) {
+		t.Fatalf("first notification %q, want READY=1 and %s", got, mainpid)
+	}
+	l.cmd.Process.Signal(syscall.SIGHUP)
+	if got := next(); !strings.Contains(got, "RELOADING=1\n") || !strings.Contains(got, "MONOTONIC_USEC=") {
+		t.Fatalf("notification on SIGHUP %q, want RELOADING=1", got)
+	}
+	if got := next(); !strings.Contains(got, "READY=1\n") || !strings.Contains(got, mainpid) {
+		t.Fatalf("notification after reload %q, want READY=1 and %s", got, mainpid)
+	}
+	l.cmd.Process.Signal(syscall.SIGTERM)
+	if got := next(); !strings.Contains(got, "STOPPING=1\n") {
+		t.Fatalf("notification on SIGTERM %q, want STOPPING=1", got)
 	}
 }
