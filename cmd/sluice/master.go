@@ -90,6 +90,7 @@ func controlPath(controlSocket, pidFile string) string {
 func runMaster(m *master, cfg *conf.Config, src []byte, takeover string, sigs chan os.Signal) int {
 	m.cfg, m.src = cfg, src
 	have := sockets.Set{}
+	var state engine.State
 	if takeover != "" {
 		var oldPID int
 		var err error
@@ -99,6 +100,13 @@ func runMaster(m *master, cfg *conf.Config, src []byte, takeover string, sigs ch
 			return 1
 		}
 		m.log.Info("took listening sockets over", "from", takeover, "master_pid", oldPID, "count", len(have))
+		// Server state comes along too, so the first worker does not send
+		// traffic to servers the old master knows to be down or drained.
+		if r, _, err := control(takeover, ctlRequest{Cmd: "show-servers"}, workerCallTimeout); err == nil && r.OK {
+			state = r.Servers
+		} else {
+			m.log.Warn("cannot read server state from the old master; starting without it", "err", err, "reply", r.Error)
+		}
 	}
 	specs := engine.Listeners(cfg)
 	socks, err := sockets.Bind(specs, have)
@@ -126,7 +134,7 @@ func runMaster(m *master, cfg *conf.Config, src []byte, takeover string, sigs ch
 	for _, k := range sortedKeys(m.socks) {
 		m.log.Info("listening", "socket", k.String(), "role", m.roles[k])
 	}
-	w, err := m.startWorker(m.workerStart(cfg, src, nil))
+	w, err := m.startWorker(m.workerStart(cfg, src, state))
 	if err == nil {
 		err = w.waitReady(workerReadyTimeout)
 	}

@@ -607,6 +607,17 @@ func TestTakeoverUnderLoad(t *testing.T) {
 	os.WriteFile(fileA, []byte(lbConfig(dirA, web, raw, setA)), 0o644)
 	os.WriteFile(fileB, []byte(lbConfig(dirB, web, raw, setB)), 0o644)
 	a := startLB(t, binary, fileA, filepath.Join(dirA, "ctl.sock"))
+	// Server state travels with the sockets: the new master's worker starts
+	// with the server the old one had in maintenance.
+	drained := startPair(t, "b-maint")
+	os.WriteFile(fileB, []byte(lbConfig(dirB, web, raw, append(setB, drained))), 0o644)
+	os.WriteFile(fileA, []byte(lbConfig(dirA, web, raw, append(setA, drained))), 0o644)
+	a.reload(lbConfig(dirA, web, raw, append(setA, drained)))
+	for _, be := range []string{"app", "rawb"} {
+		if r, _, err := control(a.ctl, ctlRequest{Cmd: "set-server-state", Backend: be, Server: "b-maint", Admin: "maint"}, 10*time.Second); err != nil || !r.OK {
+			t.Fatalf("set-server-state: %v %s", err, r.Error)
+		}
+	}
 	ld := startLoad(t, web, raw)
 	ld.reachesSet(t, "a")
 
@@ -626,6 +637,9 @@ func TestTakeoverUnderLoad(t *testing.T) {
 	freshReachesSet(t, web, raw, "b")
 	ld.reachesSet(t, "b")
 	ld.check(t)
+	if n, c := drained.requests.Load(), drained.tcpB.Accepted.Load(); n+c > 0 {
+		t.Errorf("the server in maintenance got %d http requests and %d tcp connections", n, c)
+	}
 }
 
 func TestReloadKeepsServerState(t *testing.T) {
