@@ -1,7 +1,8 @@
 // Command sluice is an HAProxy-style layer-4/layer-7 load balancer.
 //
 //	sluice check -f sluice.toml   validate a configuration, bind nothing
-//	sluice run -f sluice.toml     run in the foreground
+//	sluice run -f sluice.toml     run in the foreground (master and worker)
+//	sluice reload -f sluice.toml  reload a running master, show the outcome
 //	sluice demo                   sluice in front of three demo backends
 package main
 
@@ -18,7 +19,17 @@ var Version = "dev"
 const usage = `usage: sluice <command> [flags]
 
 commands:
-  run -f FILE      run the load balancer with the configuration in FILE
+  run -f FILE [-x SOCKET]
+                   run the load balancer (a master and its worker) with the
+                   configuration in FILE; -x takes the listening sockets over
+                   from the master on control socket SOCKET
+  reload           reload the running master's configuration; prints errors
+  upgrade          re-execute the master's binary (same PID), then reload
+  stop [-drain]    stop the master (-drain: let connections finish first)
+  ctl CMD [k=v..]  send a control-socket command (status, show-servers,
+                   set-server-state backend=B server=S admin=drain|maint|ready
+                   up=true|false weight=N) and print the JSON reply
+                   (reload, upgrade, stop, ctl take -f FILE or -S SOCKET)
   check -f FILE    validate FILE without binding anything (exit 1 on errors)
   demo             run sluice in front of three demo backends and show how to try it
   version          print the version
@@ -37,6 +48,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return cmdRun(args[1:], stderr)
+	case "reload", "upgrade", "stop", "ctl":
+		return cmdControl(args[0], args[1:], stdout, stderr)
+	case workerCommand:
+		return cmdWorker(stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
 	case "demo":

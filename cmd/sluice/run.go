@@ -1,25 +1,25 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 
 	"sluice/conf"
-	"sluice/internal/engine"
 )
 
+// cmdRun starts the master (see master.go), or resumes one after a binary
+// upgrade.
 func cmdRun(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("f", "/etc/sluice/sluice.toml", "configuration file")
 	debug := fs.Bool("debug", false, "log at debug level")
+	takeover := fs.String("x", "", "take the listening sockets over from the master on this control socket")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -27,47 +27,33 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if *debug {
 		level = slog.LevelDebug
 	}
-	log := newLogger(stderr, level)
-	cfg, err := conf.Load(*file)
+	// Signals are caught before anything else so that a stop or reload that
+	// arrives during start-up is not lost.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR2)
+	m := &master{
+		log:    newLogger(stderr, level).With("process", "master"),
+		file:   *file,
+		debug:  *debug,
+		old:    map[*worker]bool{},
+		events: make(chan any, 64),
+	}
+	if exe, err := os.Executable(); err == nil {
+		m.exe = exe
+	} else {
+		m.exe = os.Args[0]
+	}
+	if fd := os.Getenv(envUpgradeFD); fd != "" {
+		return resumeMaster(m, fd, sigs)
+	}
+	src, err := os.ReadFile(*file)
+	var cfg *conf.Config
+	if err == nil {
+		cfg, err = conf.Parse(*file, src)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice: configuration refused:\n%v\n", err)
 		return 1
 	}
-	// Signals are caught before binding so that a stop that arrives during
-	// start-up is not lost.
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
-	eng, err := engine.Start(cfg, nil, log)
-	if err != nil {
-		log.Error("start failed", "err", err)
-		return 1
-	}
-	if cfg.Global.PIDFile != "" {
-		if err := os.WriteFile(cfg.Global.PIDFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-			log.Warn("cannot write pid file", "path", cfg.Global.PIDFile, "err", err)
-		}
-		defer os.Remove(cfg.Global.PIDFile)
-	}
-	for k := range eng.Sockets {
-		log.Info("listening", "socket", k.String())
-	}
-	log.Info("sluice started", "version", Version, "config", *file, "pid", os.Getpid())
-
-	sig := <-sigs
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Global.HardStopAfter)
-	if sig == syscall.SIGQUIT {
-		cancel() // stop at once
-	}
-	defer cancel()
-	log.Info("stopping: no new connections, draining open ones", "signal", sig.String(), "hard_stop_after", cfg.Global.HardStopAfter)
-	go func() {
-		// A second signal cuts the drain short.
-		<-sigs
-		cancel()
-	}()
-	if cut := eng.Shutdown(ctx); cut > 0 {
-		log.Warn("hard stop: connections cut", "count", cut)
-	}
-	log.Info("sluice stopped")
-	return 0
+	return runMaster(m, cfg, src, *takeover, sigs)
 }

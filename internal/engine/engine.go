@@ -18,12 +18,61 @@ type Engine struct {
 	Config   *conf.Config
 	Backends map[string]*backend.Backend
 	Front    *frontend.Server
-	Sockets  sockets.Set
+	// Sockets holds every listener of Config (see Listeners), frontends'
+	// and the stats listener's alike.
+	Sockets sockets.Set
+}
+
+// Options are the optional parts of starting an engine.
+type Options struct {
+	// State is server state carried over from a previous worker; it is
+	// applied before the first connection is accepted.
+	State State
+}
+
+// Listeners lists every socket cfg needs: each frontend bind address (tcp,
+// or udp for mode "udp") and the stats listener. This is the manifest the
+// master binds and hands to workers; sockets are keyed by network and
+// address only, so one whose address is unchanged survives a reload.
+func Listeners(cfg *conf.Config) []sockets.Spec {
+	var out []sockets.Spec
+	for _, f := range cfg.Frontends {
+		network := "tcp"
+		if f.Mode == conf.ModeUDP {
+			network = "udp"
+		}
+		for _, a := range f.Bind {
+			out = append(out, sockets.Spec{
+				Key:     sockets.Key{Network: network, Addr: a},
+				Role:    sockets.RoleFrontend,
+				Options: sockets.Options{Freebind: f.Freebind},
+			})
+		}
+	}
+	if k, ok := StatsKey(cfg); ok {
+		out = append(out, sockets.Spec{Key: k, Role: sockets.RoleStats})
+	}
+	return out
+}
+
+// StatsKey is the key of the stats listener in an engine's Sockets (and in
+// a worker's inherited set), and false when cfg has no [stats] bind. The
+// stats server takes its listener with e.Sockets[key].Listener.
+func StatsKey(cfg *conf.Config) (sockets.Key, bool) {
+	if cfg.Stats.Bind == "" {
+		return sockets.Key{}, false
+	}
+	return sockets.Key{Network: "tcp", Addr: cfg.Stats.Bind}, true
 }
 
 // Start builds backends and frontends for cfg, binds (or takes from have)
 // their sockets, and starts accepting.
 func Start(cfg *conf.Config, have sockets.Set, log *slog.Logger) (*Engine, error) {
+	return StartWith(cfg, have, log, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Options) (*Engine, error) {
 	e := &Engine{Config: cfg, Backends: map[string]*backend.Backend{}}
 	for _, bc := range cfg.Backends {
 		b, err := backend.New(bc)
@@ -32,19 +81,43 @@ func Start(cfg *conf.Config, have sockets.Set, log *slog.Logger) (*Engine, error
 		}
 		e.Backends[bc.Name] = b
 	}
-	socks, err := frontend.Bind(cfg, have)
+	if n := e.Restore(opts.State); n > 0 {
+		log.Info("server state carried over", "servers", n)
+	}
+	all, err := sockets.Bind(Listeners(cfg), have)
 	if err != nil {
 		return nil, err
+	}
+	socks, err := frontend.Bind(cfg, all)
+	if err != nil {
+		closeOwn(all, have)
+		return nil, err
+	}
+	for k, s := range all {
+		socks[k] = s // the stats listener
 	}
 	e.Sockets = socks
 	e.Front, err = frontend.New(cfg, e.Backends, socks, log)
 	if err != nil {
-		socks.Close()
+		closeOwn(socks, have)
 		return nil, err
 	}
 	e.Front.Serve()
 	return e, nil
 }
+
+// closeOwn closes the sockets of s that did not come from have.
+func closeOwn(s, have sockets.Set) {
+	for k, sock := range s {
+		if _, inherited := have[k]; !inherited {
+			sock.Close()
+		}
+	}
+}
+
+// StopAccepting stops taking new connections; open ones go on, and HTTP
+// keep-alive clients are told to close after their next response.
+func (e *Engine) StopAccepting() { e.Front.StopAccepting() }
 
 // Shutdown stops accepting and drains open connections until ctx ends, then
 // cuts the rest. It returns how many it cut.

@@ -128,3 +128,92 @@ func (s Set) Close() {
 		sock.Close()
 	}
 }
+
+// Roles say what a handed-over socket is for. A manifest carries the role
+// with each socket so that a process can tell them apart; the role is not
+// part of the Key (a socket is reused across reloads by network and address
+// alone).
+const (
+	RoleFrontend = "frontend" // a tcp/http/udp frontend's listener
+	RoleStats    = "stats"    // the stats/admin HTTP listener ([stats] bind)
+	RoleControl  = "control"  // the master's control socket (binary upgrade only)
+)
+
+// Spec is one socket a configuration needs.
+type Spec struct {
+	Key     Key
+	Role    string
+	Options Options
+}
+
+// Bind returns a set holding a socket for every spec: taken from have when a
+// socket with the same key is there, bound otherwise. On error the sockets it
+// bound are closed again and have is left alone. Sockets of have that specs
+// do not name are not in the result (and not closed).
+func Bind(specs []Spec, have Set) (Set, error) {
+	out := Set{}
+	for _, sp := range specs {
+		if _, dup := out[sp.Key]; dup {
+			continue
+		}
+		if s, ok := have[sp.Key]; ok {
+			out[sp.Key] = s
+			continue
+		}
+		s, err := Listen(sp.Key, sp.Options)
+		if err != nil {
+			for k, s2 := range out {
+				if _, inherited := have[k]; !inherited {
+					s2.Close()
+				}
+			}
+			return nil, fmt.Errorf("%s %s: %w", sp.Role, sp.Key, err)
+		}
+		out[sp.Key] = s
+	}
+	return out, nil
+}
+
+// Entry is one line of a manifest: which descriptor of the receiving process
+// holds which socket.
+type Entry struct {
+	Network string `json:"network"`
+	Addr    string `json:"addr"`
+	Role    string `json:"role,omitempty"`
+	FD      int    `json:"fd"`
+}
+
+// Key returns the entry's socket key.
+func (e Entry) Key() Key { return Key{Network: e.Network, Addr: e.Addr} }
+
+// Adopt rebuilds the sockets an entry list names from descriptors this
+// process inherited (fd numbers as listed). Every listed descriptor is
+// consumed, also on error.
+func Adopt(entries []Entry) (Set, error) {
+	out := Set{}
+	var firstErr error
+	for _, e := range entries {
+		f := os.NewFile(uintptr(e.FD), e.Network+":"+e.Addr)
+		if f == nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("inherit %s: bad descriptor %d", e.Key(), e.FD)
+			}
+			continue
+		}
+		if firstErr != nil {
+			f.Close()
+			continue
+		}
+		s, err := FromFile(e.Key(), f)
+		if err != nil {
+			firstErr = err
+			continue
+		}
+		out[e.Key()] = s
+	}
+	if firstErr != nil {
+		out.Close()
+		return nil, firstErr
+	}
+	return out, nil
+}

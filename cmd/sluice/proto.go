@@ -1,0 +1,92 @@
+package main
+
+import (
+	"encoding/json"
+
+	"sluice/internal/engine"
+	"sluice/internal/sockets"
+)
+
+// The control socket speaks JSON lines: one request, one reply, then the
+// master closes the connection.
+//
+//	{"cmd":"reload"}                     re-read the file, start a new worker
+//	{"cmd":"upgrade"}                    re-execute the binary, then reload
+//	{"cmd":"stop","drain":true}          drain (false: stop at once) and exit
+//	{"cmd":"status"}                     pid, worker pid, generation, config
+//	{"cmd":"show-servers"}               the current worker's server state
+//	{"cmd":"set-server-state","backend":"b","server":"s",
+//	 "admin":"drain","up":false,"weight":3}   (each of the last three optional)
+//	{"cmd":"get-sockets"}                the listeners, as SCM_RIGHTS (sluice run -x)
+//
+// Every reply has "ok" and, when ok is false, "error".
+type ctlRequest struct {
+	Cmd     string `json:"cmd"`
+	Drain   bool   `json:"drain,omitempty"`
+	Backend string `json:"backend,omitempty"`
+	Server  string `json:"server,omitempty"`
+	Admin   string `json:"admin,omitempty"`
+	Up      *bool  `json:"up,omitempty"`
+	Weight  *int   `json:"weight,omitempty"`
+}
+
+type ctlReply struct {
+	OK         bool            `json:"ok"`
+	Error      string          `json:"error,omitempty"`
+	PID        int             `json:"pid,omitempty"`
+	WorkerPID  int             `json:"worker_pid,omitempty"`
+	Generation int             `json:"generation,omitempty"`
+	Config     string          `json:"config,omitempty"`
+	Version    string          `json:"version,omitempty"`
+	Servers    engine.State    `json:"servers,omitempty"`
+	Sockets    []sockets.Entry `json:"sockets,omitempty"` // get-sockets: fd is the index of the attached descriptor
+}
+
+// Between master and worker: a socketpair on the worker's fd 3, JSON lines.
+// The master first sends workerStart; the worker answers workerMsg{Ready}
+// (or Error) once it serves. Then the master sends workerMsg requests with
+// an ID and the worker answers each with the same ID.
+type workerStart struct {
+	File    string          `json:"file"`
+	Config  []byte          `json:"config"` // the bytes the master validated
+	Sockets []sockets.Entry `json:"sockets"`
+	State   engine.State    `json:"state,omitempty"`
+	Gen     int             `json:"gen"`
+	Debug   bool            `json:"debug,omitempty"`
+}
+
+type workerMsg struct {
+	ID    int    `json:"id,omitempty"`
+	Op    string `json:"op,omitempty"` // "state" | "set-server" | "drain" | "stop"
+	Ready bool   `json:"ready,omitempty"`
+	OK    bool   `json:"ok,omitempty"`
+	Error string `json:"error,omitempty"`
+
+	HardStopAfter string          `json:"hard_stop_after,omitempty"` // drain
+	Set           *ctlRequest     `json:"set,omitempty"`             // set-server
+	State         json.RawMessage `json:"state,omitempty"`           // reply to state
+}
+
+// upgradeState is what a master hands to its own re-executed image (binary
+// upgrade) in a memfd named by $SLUICE_UPGRADE_FD.
+type upgradeState struct {
+	File    string          `json:"file"`
+	Config  []byte          `json:"config"` // the configuration the workers run
+	Debug   bool            `json:"debug,omitempty"`
+	Gen     int             `json:"gen"`
+	Sockets []sockets.Entry `json:"sockets"` // listeners and the control socket
+	Workers []adoptWorker   `json:"workers"`
+	Reply   int             `json:"reply"` // the upgrade request's connection, or -1
+}
+
+type adoptWorker struct {
+	PID     int  `json:"pid"`
+	FD      int  `json:"fd"`
+	Gen     int  `json:"gen"`
+	Current bool `json:"current,omitempty"`
+}
+
+const (
+	envUpgradeFD  = "SLUICE_UPGRADE_FD"
+	workerCommand = "__worker" // hidden sub-command a master starts its workers with
+)

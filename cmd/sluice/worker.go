@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"sluice/conf"
+	"sluice/internal/engine"
+	"sluice/internal/sockets"
+)
+
+// cmdWorker is the process a master starts: it reads its configuration and
+// socket manifest from the master on fd 3, serves, and answers the master
+// until told to drain (or until the master goes away).
+func cmdWorker(stderr io.Writer) int {
+	f := os.NewFile(3, "master")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice worker: no master on fd 3:", err)
+		return 2
+	}
+	conn := c.(*net.UnixConn)
+	defer conn.Close()
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGUSR2)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGQUIT)
+
+	r := bufio.NewReaderSize(conn, 64<<10)
+	var start workerStart
+	line, err := r.ReadBytes('\n')
+	if err == nil {
+		err = json.Unmarshal(line, &start)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice worker: no start message:", err)
+		return 2
+	}
+	level := slog.LevelInfo
+	if start.Debug {
+		level = slog.LevelDebug
+	}
+	log := newLogger(stderr, level).With("worker", start.Gen, "pid", os.Getpid())
+	w := &workerProc{conn: conn, log: log, sigs: sigs}
+
+	eng, err := startEngine(start, log)
+	if err != nil {
+		w.send(workerMsg{Error: err.Error()})
+		log.Error("worker start failed", "err", err)
+		return 1
+	}
+	w.eng = eng
+	w.send(workerMsg{Ready: true})
+	log.Info("worker serving", "config", start.File)
+
+	type req struct {
+		m   workerMsg
+		err error
+	}
+	reqs := make(chan req)
+	go func() {
+		for {
+			line, err := r.ReadBytes('\n')
+			var m workerMsg
+			if err == nil {
+				err = json.Unmarshal(line, &m)
+			}
+			reqs <- req{m, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	hard := eng.Config.Global.HardStopAfter
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGQUIT {
+				return w.stop(0)
+			}
+			return w.stop(hard)
+		case q := <-reqs:
+			if q.err != nil {
+				log.Warn("master gone; draining", "err", q.err)
+				return w.stop(hard)
+			}
+			switch q.m.Op {
+			case "state":
+				st, _ := json.Marshal(eng.State())
+				w.send(workerMsg{ID: q.m.ID, OK: true, State: st})
+			case "set-server":
+				s := q.m.Set
+				if s == nil {
+					w.send(workerMsg{ID: q.m.ID, Error: "set-server without arguments"})
+					continue
+				}
+				if err := eng.SetServer(s.Backend, s.Server, s.Admin, s.Up, s.Weight); err != nil {
+					w.send(workerMsg{ID: q.m.ID, Error: err.Error()})
+					continue
+				}
+				log.Info("server state set", "backend", s.Backend, "server", s.Server, "admin", s.Admin)
+				w.send(workerMsg{ID: q.m.ID, OK: true})
+			case "drain", "stop":
+				d := time.Duration(0)
+				if q.m.Op == "drain" {
+					d = hard
+					if v, err := time.ParseDuration(q.m.HardStopAfter); err == nil {
+						d = v
+					}
+				}
+				// Stop accepting before answering: once the master hears
+				// back, every new connection goes to the new worker.
+				eng.StopAccepting()
+				w.send(workerMsg{ID: q.m.ID, OK: true})
+				return w.stop(d)
+			default:
+				w.send(workerMsg{ID: q.m.ID, Error: fmt.Sprintf("unknown op %q", q.m.Op)})
+			}
+		}
+	}
+}
+
+func startEngine(start workerStart, log *slog.Logger) (*engine.Engine, error) {
+	have, err := sockets.Adopt(start.Sockets)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := conf.Parse(start.File, start.Config)
+	if err != nil {
+		have.Close()
+		return nil, err
+	}
+	eng, err := engine.StartWith(cfg, have, log, engine.Options{State: start.State})
+	if err != nil {
+		have.Close()
+		return nil, err
+	}
+	for k, s := range have {
+		if _, used := eng.Sockets[k]; !used {
+			s.Close()
+		}
+	}
+	return eng, nil
+}
+
+type workerProc struct {
+	mu   sync.Mutex
+	conn *net.UnixConn
+	log  *slog.Logger
+	eng  *engine.Engine
+	sigs chan os.Signal
+}
+
+func (w *workerProc) send(m workerMsg) {
+	b, _ := json.Marshal(m)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := w.conn.Write(append(b, '\n')); err != nil {
+		w.log.Debug("cannot answer master", "err", err)
+	}
+}
+
+// stop drains for at most d (0: at once) and returns the exit code.
+func (w *workerProc) stop(d time.Duration) int {
+	w.log.Info("worker draining", "hard_stop_after", d, "open", w.eng.Front.Current())
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	go func() {
+		// A signal during the drain (SIGQUIT, or SIGTERM again) cuts it short.
+		select {
+		case <-w.sigs:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if cut := w.eng.Shutdown(ctx); cut > 0 {
+		w.log.Warn("hard stop: connections cut", "count", cut)
+	}
+	w.log.Info("worker exiting")
+	return 0
+}

@@ -1,0 +1,119 @@
+package engine
+
+import (
+	"fmt"
+
+	"sluice/backend"
+)
+
+// ServerState is what a reload carries from the old worker to the new one
+// for one server: its health result, its admin state and its runtime
+// weight. ConfWeight and Addr are what the old worker's configuration said,
+// so the new one can tell whether the operator changed them (then the new
+// configuration wins).
+type ServerState struct {
+	Backend    string `json:"backend"`
+	Server     string `json:"server"`
+	Addr       string `json:"addr"`
+	Up         bool   `json:"up"`
+	Admin      string `json:"admin"` // "ready" | "drain" | "maint"
+	Weight     int    `json:"weight"`
+	ConfWeight int    `json:"conf_weight"`
+}
+
+// State is the state of every server of an engine.
+type State []ServerState
+
+var adminNames = map[int32]string{backend.AdminReady: "ready", backend.AdminDrain: "drain", backend.AdminMaint: "maint"}
+
+// ParseAdmin turns "ready", "drain" or "maint" into an admin state.
+func ParseAdmin(s string) (int32, error) {
+	for v, name := range adminNames {
+		if name == s {
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("admin state %q is not one of \"ready\", \"drain\", \"maint\"", s)
+}
+
+// State snapshots every server's state, in configuration order.
+func (e *Engine) State() State {
+	var out State
+	for _, bc := range e.Config.Backends {
+		b := e.Backends[bc.Name]
+		if b == nil {
+			continue
+		}
+		for _, s := range b.Servers() {
+			out = append(out, ServerState{
+				Backend:    b.Name,
+				Server:     s.Name,
+				Addr:       s.Addr,
+				Up:         s.Up(),
+				Admin:      adminNames[s.Admin()],
+				Weight:     int(s.Weight()),
+				ConfWeight: int(s.ConfWeight),
+			})
+		}
+	}
+	return out
+}
+
+// Restore applies st to the servers that still exist and returns how many
+// it touched. Admin state always carries over; health only when the
+// server's address is unchanged; the runtime weight only when the
+// configured weight is unchanged.
+func (e *Engine) Restore(st State) int {
+	n := 0
+	for _, ss := range st {
+		b := e.Backends[ss.Backend]
+		if b == nil {
+			continue
+		}
+		s := b.Server(ss.Server)
+		if s == nil {
+			continue
+		}
+		n++
+		if a, err := ParseAdmin(ss.Admin); err == nil {
+			s.SetAdmin(a)
+		}
+		if ss.Addr == s.Addr {
+			s.SetUp(ss.Up)
+		}
+		if ss.ConfWeight == int(s.ConfWeight) && ss.Weight != int(s.Weight()) {
+			// Bounds were checked when the weight was set.
+			_ = b.SetWeight(s, ss.Weight)
+		}
+	}
+	return n
+}
+
+// SetServer changes one server's state at run time: admin ("" leaves it),
+// health (nil leaves it) and weight (nil leaves it).
+func (e *Engine) SetServer(backendName, server, admin string, up *bool, weight *int) error {
+	b := e.Backends[backendName]
+	if b == nil {
+		return fmt.Errorf("no backend %q", backendName)
+	}
+	s := b.Server(server)
+	if s == nil {
+		return fmt.Errorf("backend %s has no server %q", backendName, server)
+	}
+	if admin != "" {
+		a, err := ParseAdmin(admin)
+		if err != nil {
+			return err
+		}
+		s.SetAdmin(a)
+	}
+	if up != nil {
+		s.SetUp(*up)
+	}
+	if weight != nil {
+		if err := b.SetWeight(s, *weight); err != nil {
+			return err
+		}
+	}
+	return nil
+}

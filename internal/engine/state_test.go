@@ -1,0 +1,83 @@
+package engine
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+
+	"sluice/conf"
+)
+
+func build(t *testing.T, src string) *Engine {
+	t.Helper()
+	cfg, err := conf.Parse("t.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := StartWith(cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Sockets.Close() })
+	return e
+}
+
+const stateConf = `
+[frontend.f]
+bind = ["127.0.0.1:0"]
+default_backend = "b"
+[[backend.b.server]]
+name = "s1"
+address = "127.0.0.1:1"
+weight = %d
+[[backend.b.server]]
+name = "s2"
+address = %q
+`
+
+func TestRestore(t *testing.T) {
+	old := build(t, sprintf(stateConf, 2, "127.0.0.1:2"))
+	down := false
+	w := 7
+	if err := old.SetServer("b", "s1", "drain", &down, &w); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.SetServer("b", "s2", "maint", &down, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.SetServer("b", "nope", "drain", nil, nil); err == nil {
+		t.Error("unknown server accepted")
+	}
+	st := old.State()
+
+	for _, tc := range []struct {
+		desc       string
+		confWeight int
+		s2Addr     string
+		want       map[string]string // server -> admin/up/weight
+	}{
+		{"same config: everything carried", 2, "127.0.0.1:2", map[string]string{"s1": "drain false 7", "s2": "maint false 1"}},
+		{"weight edited: the file wins", 3, "127.0.0.1:2", map[string]string{"s1": "drain false 3", "s2": "maint false 1"}},
+		{"address changed: health starts afresh", 2, "127.0.0.1:3", map[string]string{"s1": "drain false 7", "s2": "maint true 1"}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			cfg, err := conf.Parse("t.toml", []byte(sprintf(stateConf, tc.confWeight, tc.s2Addr)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, err := StartWith(cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{State: st})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Sockets.Close()
+			for _, s := range e.State() {
+				if got := sprintf("%s %v %d", s.Admin, s.Up, s.Weight); got != tc.want[s.Server] {
+					t.Errorf("%s: %s, want %s", s.Server, got, tc.want[s.Server])
+				}
+			}
+		})
+	}
+}
+
+func sprintf(format string, a ...any) string { return fmt.Sprintf(format, a...) }
