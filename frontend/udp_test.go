@@ -411,3 +411,57 @@ func TestUDPLargeDatagrams(t *testing.T) {
 		}
 	}
 }
+
+// srvZone answers SRV questions with one record per target server (all on
+// 127.0.0.1, told apart by port) and A questions with 127.0.0.1.
+func srvZone(t *testing.T, targets ...*dnsServer) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	srv := &dns.Server{PacketConn: pc, NotifyStartedFunc: func() { close(started) },
+		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+			m := new(dns.Msg)
+			m.SetReply(r)
+			q := r.Question[0]
+			switch q.Qtype {
+			case dns.TypeSRV:
+				for _, d := range targets {
+					port := netip.MustParseAddrPort(d.addr).Port()
+					m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 30},
+						Priority: 1, Weight: 1, Port: port, Target: fmt.Sprintf("s%d.test.", d.id)})
+				}
+			case dns.TypeA:
+				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: net.IPv4(127, 0, 0, 1)})
+			}
+			w.WriteMsg(m)
+		})}
+	go srv.ActivateAndServe()
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("dns server did not start")
+	}
+	t.Cleanup(func() { srv.Shutdown() })
+	return pc.LocalAddr().String()
+}
+
+func TestUDPBackendFromDNSDiscovery(t *testing.T) {
+	s1, s2 := startDNS(t, 1), startDNS(t, 2)
+	zone := srvZone(t, s1, s2)
+	src := fmt.Sprintf("[frontend.dns]\nmode = \"udp\"\nbind = [\"{{FRONT}}\"]\ndefault_backend = \"dns\"\n\n"+
+		"[backend.dns]\nresponses = 1\n\n[backend.dns.dns]\nname = \"_dns._udp.test.\"\nresolvers = [%q]\ninterval = \"1m\"\n", zone)
+	eng, front := startUDP(t, src)
+	be := eng.Backends["dns"]
+	waitFor(t, "discovery to fill the pool", 5*time.Second, func() bool { return len(be.Servers()) == 2 })
+	c := newClient(t, "127.0.0.1", front)
+	seen := map[int]bool{}
+	for i := range 4 {
+		seen[c.ask(fmt.Sprintf("d%d.example.", i))] = true
+	}
+	if !seen[1] || !seen[2] {
+		t.Errorf("queries reached %v, want both discovered servers", seen)
+	}
+}

@@ -19,18 +19,28 @@ type Engine struct {
 	Backends map[string]*backend.Backend
 	Front    *frontend.Server
 	Sockets  sockets.Set
+	// Discovery holds the DNS discovery of every backend with a [dns]
+	// section, by backend name.
+	Discovery map[string]*backend.Discovery
 }
 
 // Start builds backends and frontends for cfg, binds (or takes from have)
 // their sockets, and starts accepting.
 func Start(cfg *conf.Config, have sockets.Set, log *slog.Logger) (*Engine, error) {
-	e := &Engine{Config: cfg, Backends: map[string]*backend.Backend{}}
+	e := &Engine{Config: cfg, Backends: map[string]*backend.Backend{}, Discovery: map[string]*backend.Discovery{}}
 	for _, bc := range cfg.Backends {
 		b, err := backend.New(bc)
 		if err != nil {
 			return nil, err
 		}
 		e.Backends[bc.Name] = b
+		if bc.DNS != nil {
+			d, err := backend.NewDiscovery(b, bc.DNS, log)
+			if err != nil {
+				return nil, err
+			}
+			e.Discovery[bc.Name] = d
+		}
 	}
 	socks, err := frontend.Bind(cfg, have)
 	if err != nil {
@@ -42,6 +52,9 @@ func Start(cfg *conf.Config, have sockets.Set, log *slog.Logger) (*Engine, error
 		socks.Close()
 		return nil, err
 	}
+	for _, d := range e.Discovery {
+		d.Start()
+	}
 	e.Front.Serve()
 	return e, nil
 }
@@ -49,5 +62,8 @@ func Start(cfg *conf.Config, have sockets.Set, log *slog.Logger) (*Engine, error
 // Shutdown stops accepting and drains open connections until ctx ends, then
 // cuts the rest. It returns how many it cut.
 func (e *Engine) Shutdown(ctx context.Context) int {
+	for _, d := range e.Discovery {
+		d.Stop()
+	}
 	return e.Front.Shutdown(ctx)
 }
