@@ -14,7 +14,13 @@ import (
 type Scenario struct {
 	Name    string
 	WrkArgs []string // added to the common -t -c -d --latency
+	UDP     bool     // driven by udpLoad instead of wrk, for udp targets only
 }
+
+// fits reports whether the scenario applies to targets of mode.
+func (sc Scenario) fits(mode string) bool { return sc.UDP == (mode == "udp") }
+
+var allScenarios = append(scenarios, Scenario{Name: "udp-echo", UDP: true})
 
 var scenarios = []Scenario{
 	{Name: "keep-alive"},
@@ -35,6 +41,15 @@ type wrkResult struct {
 type wrkOpts struct {
 	Threads, Conns int
 	Duration       time.Duration
+}
+
+// drive runs one scenario against addr with wrk, or with udpLoad.
+func drive(ctx context.Context, reg *registry, o wrkOpts, sc Scenario, addr string) (wrkResult, string, error) {
+	if sc.UDP {
+		r, err := udpLoad(ctx, addr, o.Conns, o.Duration)
+		return r, "", err
+	}
+	return runWrk(ctx, reg, o, sc, addr)
 }
 
 func runWrk(ctx context.Context, reg *registry, o wrkOpts, sc Scenario, addr string) (wrkResult, string, error) {
