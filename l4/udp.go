@@ -56,10 +56,13 @@ type UDPOptions struct {
 	MaxFlows  int           // 0: no limit
 	Responses int           // replies that end a flow; 0: none does
 	Retries   int           // other servers tried when opening a flow's socket fails
-	Readers   int           // goroutines reading each listening socket; 0: min(GOMAXPROCS, 4)
-	Counters  *UDPCounters
-	Totals    UDPTotals
-	Log       *slog.Logger
+	// Readers is the number of goroutines reading each listening socket
+	// (0: min(GOMAXPROCS, 4)). With more than one, two datagrams of a flow
+	// that arrive together may leave in either order, as UDP allows.
+	Readers  int
+	Counters *UDPCounters
+	Totals   UDPTotals
+	Log      *slog.Logger
 }
 
 // UDPProxy balances datagrams arriving on one or more listening sockets
