@@ -83,3 +83,15 @@ func (v *validator) dns(dp string, r *rawDNS) *DNS {
 	}
 	return d
 }
+
+// udpModeChecks runs once a backend's mode is settled by the frontends
+// that use it.
+func (v *validator) udpModeChecks(b *Backend) {
+	p := "backend." + b.Name
+	if b.Mode == ModeUDP && b.SendProxy == "v1" {
+		v.errf(p+".send_proxy", "PROXY v1 is text for TCP only; a udp backend can send \"v2\", put before each datagram")
+	}
+	if b.Mode != ModeUDP && b.Responses > 0 {
+		v.errf(p+".responses", "responses counts UDP replies and needs a udp backend, not %s", b.Mode)
+	}
+}

@@ -96,3 +96,26 @@ address = "127.0.0.1:53"
 		t.Errorf("bind = %v", got)
 	}
 }
+
+func TestUDPModeProblems(t *testing.T) {
+	errs := parseErrors(t, `[frontend.u]
+mode = "udp"
+bind = ["127.0.0.1:53"]
+default_backend = "u"
+[frontend.t]
+bind = ["127.0.0.1:80"]
+default_backend = "t"
+[backend.u]
+send_proxy = "v1"
+[[backend.u.server]]
+address = "127.0.0.1:5300"
+[backend.t]
+responses = 1
+[[backend.t.server]]
+address = "127.0.0.1:8000"
+`)
+	checkProblems(t, errs, []want{
+		{9, "backend.u.send_proxy", "TCP only"},
+		{13, "backend.t.responses", "needs a udp backend"},
+	})
+}

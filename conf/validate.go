@@ -350,6 +350,7 @@ func (v *validator) build(raw *rawFile) *Config {
 		if b.Sticky == "cookie" && b.Mode != ModeHTTP {
 			v.errf("backend."+b.Name+".sticky", "sticky = \"cookie\" needs an http backend; use \"source\" for %s", b.Mode)
 		}
+		v.udpModeChecks(b)
 	}
 	for _, name := range cfg.Global.VitalFrontends {
 		if cfg.Frontend(name) == nil {

@@ -39,6 +39,7 @@ func (s *Server) newUDP(f *Frontend, bc *conf.Backend) error {
 	}
 	if bc != nil {
 		o.Responses = bc.Responses
+		o.SendProxy = bc.SendProxy
 	}
 	p, err := l4.NewUDPProxy(conns, o)
 	if err != nil {

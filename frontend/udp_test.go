@@ -1,6 +1,7 @@
 package frontend_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/pires/go-proxyproto"
 
 	"sluice/conf"
 	"sluice/internal/engine"
@@ -463,5 +465,55 @@ func TestUDPBackendFromDNSDiscovery(t *testing.T) {
 	}
 	if !seen[1] || !seen[2] {
 		t.Errorf("queries reached %v, want both discovered servers", seen)
+	}
+}
+
+func TestUDPSendProxyV2(t *testing.T) {
+	// The server reads the PROXY v2 header in front of each datagram and
+	// answers with the addresses it carried and the payload after it.
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	go func() {
+		buf := make([]byte, 1<<16)
+		for {
+			n, from, err := srv.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			reply := "no header"
+			h, err := proxyproto.Read(bufio.NewReader(bytes.NewReader(buf[:n])))
+			if err == nil {
+				src, dst, _ := h.UDPAddrs()
+				reply = fmt.Sprintf("%#x %s %s %s", h.TransportProtocol, src, dst, buf[n-5:n])
+			}
+			srv.WriteToUDPAddrPort([]byte(reply), from)
+		}
+	}()
+	src := fmt.Sprintf("[frontend.p]\nmode = \"udp\"\nbind = [\"{{FRONT}}\"]\ndefault_backend = \"p\"\n\n"+
+		"[backend.p]\nsend_proxy = \"v2\"\n[[backend.p.server]]\naddress = %q\n", srv.LocalAddr())
+	_, front := startUDP(t, src)
+	ra, _ := net.ResolveUDPAddr("udp4", front)
+	c, err := net.DialUDP("udp4", nil, ra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	for _, payload := range []string{"hello", "again"} { // every datagram carries it
+		if _, err := c.Write([]byte(payload)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 512)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("%#x %s %s %s", proxyproto.UDPv4, c.LocalAddr(), front, payload)
+		if got := string(buf[:n]); got != want {
+			t.Errorf("server saw %q, want %q", got, want)
+		}
 	}
 }

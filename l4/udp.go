@@ -3,6 +3,7 @@ package l4
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/pires/go-proxyproto"
 	"golang.org/x/sys/unix"
 
 	"sluice/backend"
@@ -22,6 +24,11 @@ import (
 // MaxDatagram is the largest UDP payload relayed (64 KiB buffers hold any
 // IPv4 or IPv6 datagram without jumbograms).
 const MaxDatagram = 64 << 10
+
+// udpHeadroom is room left in front of each client datagram read, so that
+// a PROXY v2 header (16 bytes + 36 for IPv6 addresses) can be put before it
+// without a copy of the payload or an allocation.
+const udpHeadroom = 64
 
 // udpBufs holds the buffers replies are read into. A flow takes one only
 // while a reply is ready to be read, so an idle flow holds no buffer.
@@ -56,6 +63,10 @@ type UDPOptions struct {
 	MaxFlows  int           // 0: no limit
 	Responses int           // replies that end a flow; 0: none does
 	Retries   int           // other servers tried when opening a flow's socket fails
+	// SendProxy "v2" puts a PROXY v2 header (DGRAM, client and local
+	// address) in front of every datagram sent to a server, as dnsdist,
+	// Unbound and Envoy expect for UDP; "" sends none.
+	SendProxy string
 	// Readers is the number of goroutines reading each listening socket
 	// (0: min(GOMAXPROCS, 4)). With more than one, two datagrams of a flow
 	// that arrive together may leave in either order, as UDP allows.
@@ -115,6 +126,7 @@ type flow struct {
 	conn    *net.UDPConn // connected to srv
 	raw     syscall.RawConn
 	oob     []byte // control message that sets the reply's source address
+	proxy   []byte // PROXY v2 header put before each datagram to the server, or nil
 	last    atomic.Int64
 	replies int
 	closed  atomic.Bool
@@ -259,11 +271,13 @@ func (p *UDPProxy) Close() int {
 
 func (p *UDPProxy) readLoop(ln *udpListener) {
 	defer p.readers.Done()
-	buf := make([]byte, MaxDatagram) // this reader's own: a datagram is sent on before the next is read
+	// This reader's own buffer: a datagram is sent on before the next is
+	// read. The payload lands after udpHeadroom bytes.
+	buf := make([]byte, udpHeadroom+MaxDatagram)
 	oob := make([]byte, 128)
 	var backoff time.Duration
 	for {
-		n, oobn, _, from, err := ln.conn.ReadMsgUDPAddrPort(buf, oob)
+		n, oobn, _, from, err := ln.conn.ReadMsgUDPAddrPort(buf[udpHeadroom:], oob)
 		if err != nil {
 			if p.stopping.Load() || errors.Is(err, net.ErrClosed) {
 				return
@@ -279,13 +293,14 @@ func (p *UDPProxy) readLoop(ln *udpListener) {
 		if ln.pktinfo {
 			local = parsePktinfo(oob[:oobn])
 		}
-		p.forward(ln, flowKey{client: from, local: local, ln: ln.idx}, buf[:n])
+		p.forward(ln, flowKey{client: from, local: local, ln: ln.idx}, buf[:udpHeadroom+n])
 	}
 }
 
-// forward sends one client datagram to its flow's server, opening the flow
-// when it is the first (or its server went down).
-func (p *UDPProxy) forward(ln *udpListener, key flowKey, b []byte) {
+// forward sends one client datagram (buf[udpHeadroom:]) to its flow's
+// server, opening the flow when it is the first (or its server went down).
+func (p *UDPProxy) forward(ln *udpListener, key flowKey, buf []byte) {
+	b := buf[udpHeadroom:]
 	now := time.Now().UnixNano()
 	s := &p.shards[key.shard()]
 	var moved *backend.Server
@@ -310,7 +325,13 @@ func (p *UDPProxy) forward(ln *udpListener, key flowKey, b []byte) {
 			}
 		}
 		f.last.Store(now)
-		if _, err := f.conn.Write(b); err != nil {
+		out := b
+		if f.proxy != nil {
+			start := udpHeadroom - len(f.proxy)
+			copy(buf[start:], f.proxy)
+			out = buf[start:]
+		}
+		if _, err := f.conn.Write(out); err != nil {
 			if f.closed.Load() {
 				continue // ended under us (expired, evicted): open a new one
 			}
@@ -381,6 +402,20 @@ func (p *UDPProxy) open(ln *udpListener, key flowKey, s *flowShard, skip *backen
 	f.last.Store(time.Now().UnixNano())
 	if key.local.IsValid() {
 		f.oob = pktinfoFor(key.local, key.client.Addr())
+	}
+	if p.o.SendProxy == "v2" {
+		local := key.local
+		if !local.IsValid() {
+			local = ln.conn.LocalAddr().(*net.UDPAddr).AddrPort().Addr()
+		}
+		port := ln.conn.LocalAddr().(*net.UDPAddr).Port
+		if f.proxy, err = proxyV2(key.client, netip.AddrPortFrom(local, uint16(port))); err != nil {
+			p.o.Log.Error("udp: cannot build the PROXY header", "client", key.client, "err", err)
+			p.o.Totals.Errors.Add(1)
+			conn.Close()
+			srv.Release()
+			return nil
+		}
 	}
 	s.mu.Lock()
 	if other := s.flows[key]; other != nil {
@@ -595,4 +630,16 @@ func pktinfoFor(local, client netip.Addr) []byte {
 	}
 	info := unix.Inet4Pktinfo{Spec_dst: local.Unmap().As4()}
 	return unix.PktInfo4(&info)
+}
+
+// proxyV2 formats the PROXY v2 header of a flow from client to local: UDP
+// over IPv4 when both are IPv4 (v4-mapped ones included), else over IPv6.
+func proxyV2(client, local netip.AddrPort) ([]byte, error) {
+	src := net.UDPAddrFromAddrPort(netip.AddrPortFrom(client.Addr().Unmap(), client.Port()))
+	dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr().Unmap(), local.Port()))
+	b, err := proxyproto.HeaderProxyFromAddrs(2, src, dst).Format()
+	if err == nil && len(b) > udpHeadroom {
+		err = fmt.Errorf("PROXY v2 header of %d bytes", len(b))
+	}
+	return b, err
 }
