@@ -107,14 +107,14 @@ func wantsClose(head []byte) bool {
 	return false
 }
 
-// startBackends starts the backend subprocess with n listeners and returns
-// their addresses.
-func startBackends(reg *registry, n int, logPath string) ([]string, error) {
+// startBackends starts the backend subprocess (flag: backendFlag or
+// udpBackendFlag) with n listeners and returns their addresses.
+func startBackends(reg *registry, flag string, n int, logPath string) ([]string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, fmt.Sprintf("-%s=%d", backendFlag, n))
+	cmd := exec.Command(self, fmt.Sprintf("-%s=%d", flag, n))
 	stdin, err := cmd.StdinPipe() // held open for the child's whole life
 	if err != nil {
 		return nil, err

@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -32,6 +33,7 @@ type options struct {
 func main() {
 	var o options
 	nBackends := flag.Int(backendFlag, 0, "internal: serve this many backends and print their addresses")
+	nUDPBackends := flag.Int(udpBackendFlag, 0, "internal: serve this many UDP echo backends and print their addresses")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured wrk run (whole seconds)")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured run per target and scenario before the first round (0: none)")
 	flag.DurationVar(&o.pause, "pause", 500*time.Millisecond, "idle time between runs")
@@ -40,17 +42,20 @@ func main() {
 	flag.IntVar(&o.threads, "threads", 2, "wrk threads (-t)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.StringVar(&o.sluiceBin, "sluice", "", "sluice binary to use instead of building ./cmd/sluice")
-	flag.StringVar(&o.modes, "modes", "tcp,http,h2", "comma-separated balancer modes to measure: tcp, http, h2 (h2c driven by h2load)")
+	flag.StringVar(&o.modes, "modes", "tcp,http,h2", "comma-separated balancer modes to measure: tcp, http, h2 (h2c driven by h2load), udp")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, logs)")
 	flag.Parse()
 	if *nBackends > 0 {
 		os.Exit(serveBackends(*nBackends))
 	}
+	if *nUDPBackends > 0 {
+		os.Exit(serveUDPBackends(*nUDPBackends))
+	}
 	os.Exit(run(o))
 }
 
 func run(o options) int {
-	if _, err := exec.LookPath("wrk"); err != nil {
+	if _, err := exec.LookPath("wrk"); err != nil && o.modes != "udp" {
 		fmt.Println("wrk not installed: nothing to drive the load with, no benchmark run; apt-get install -y wrk")
 		return 0
 	}
@@ -103,18 +108,26 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 			return "", err
 		}
 	}
-	backends, err := startBackends(reg, 2, filepath.Join(dir, "backends.log"))
-	if err != nil {
-		return "", err
-	}
-	logf("backends on %s", strings.Join(backends, ", "))
-
 	var modes []string
 	for _, m := range strings.Split(o.modes, ",") {
-		if m = strings.TrimSpace(m); m != "tcp" && m != "http" && m != "h2" {
-			return "", fmt.Errorf("-modes: %q is not tcp, http or h2", m)
+		if m = strings.TrimSpace(m); m != "tcp" && m != "http" && m != "h2" && m != "udp" {
+			return "", fmt.Errorf("-modes: %q is not tcp, http, h2 or udp", m)
 		}
 		modes = append(modes, m)
+	}
+	var backends, udpBackends []string
+	var err error
+	if slices.ContainsFunc(modes, func(m string) bool { return m != "udp" }) {
+		if backends, err = startBackends(reg, backendFlag, 2, filepath.Join(dir, "backends.log")); err != nil {
+			return "", err
+		}
+		logf("backends on %s", strings.Join(backends, ", "))
+	}
+	if slices.Contains(modes, "udp") {
+		if udpBackends, err = startBackends(reg, udpBackendFlag, 2, filepath.Join(dir, "udp-backends.log")); err != nil {
+			return "", err
+		}
+		logf("udp backends on %s", strings.Join(udpBackends, ", "))
 	}
 	var notes []string
 	type live struct {
@@ -135,7 +148,11 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 				continue
 			}
 		}
-		env := Env{Dir: dir, Backends: backends, reg: reg, Settings: Settings{
+		bs := backends
+		if t.Mode == "udp" {
+			bs = udpBackends
+		}
+		env := Env{Dir: dir, Backends: bs, reg: reg, Settings: Settings{
 			Mode: t.Mode, MaxConn: 9000, Threads: runtime.NumCPU(),
 			TimeoutConnect: 5 * time.Second, TimeoutClient: 50 * time.Second, TimeoutServer: 50 * time.Second,
 			TimeoutHTTPReq: 10 * time.Second, Retries: 2,
@@ -155,7 +172,7 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 		ww.Duration = o.warmup
 		for _, l := range lives {
 			for _, sc := range scenariosFor(l.Mode) {
-				if _, out, err := runLoad(ctx, reg, ww, sc, l.Addr); err != nil {
+				if _, out, err := drive(ctx, reg, ww, sc, l.Addr); err != nil {
 					return "", fmt.Errorf("warm-up of %s: %v\n%s", l.Name(), err, out)
 				}
 			}
@@ -190,7 +207,7 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 func measure(ctx context.Context, reg *registry, wo wrkOpts, sc Scenario, r *Running) (sample, error) {
 	resetPeakRSS(r.PID)
 	before := readUsage(r.PID)
-	w, out, err := runLoad(ctx, reg, wo, sc, r.Addr)
+	w, out, err := drive(ctx, reg, wo, sc, r.Addr)
 	after := readUsage(r.PID)
 	if err != nil {
 		return sample{}, fmt.Errorf("%v\n%s", err, out)
@@ -227,11 +244,14 @@ func buildSluice(ctx context.Context, dir string) (string, error) {
 // on its own.
 func header(o options, notes []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "## sluice vs HAProxy, %s\n\n", time.Now().Format("2006-01-02 15:04"))
+	fmt.Fprintf(&b, "## sluice vs HAProxy (and nginx for udp), %s\n\n", time.Now().Format("2006-01-02 15:04"))
 	fmt.Fprintf(&b, "- machine: %d CPUs (%s), shared by wrk, the balancer and the backends\n", runtime.NumCPU(), cpuModel())
 	fmt.Fprintf(&b, "- load: `wrk -t%d -c%d -d%s --latency`; rounds: %d, interleaved A B A B; warm-up: %s per target and scenario\n",
 		o.threads, o.conns, o.duration, o.rounds, o.warmup)
-	fmt.Fprintf(&b, "- peers: %s; %s\n", firstLine("haproxy", "-v"), firstLine("wrk", "-v"))
+	fmt.Fprintf(&b, "- peers: %s; %s; %s\n", firstLine("haproxy", "-v"), firstLine("nginx", "-v"), firstLine("wrk", "-v"))
+	if strings.Contains(o.modes, "udp") {
+		fmt.Fprintf(&b, "- udp: bench's own driver, %d clients each sending a %d-byte datagram and waiting for its echo (lost after 500 ms, counted as an error); one flow per datagram on both balancers (sluice `responses = 1`, nginx `proxy_responses 1`); \"req/s\" is replies/s\n", o.conns, udpPayload)
+	}
 	b.WriteString("- req/s, latencies and CPU are means over rounds; CPU is the balancer's user+system time; peak RSS is the largest per-run VmHWM\n")
 	for _, n := range notes {
 		fmt.Fprintf(&b, "- %s\n", n)

@@ -68,10 +68,15 @@ func (r *results) table(header string) string {
 	}
 	b.WriteString("\n")
 	for _, k := range r.order {
-		if k.Balancer == "haproxy" {
+		// The reference is HAProxy, or nginx where HAProxy has no row (udp).
+		refName := "haproxy"
+		if len(r.samples[rowKey{k.Scenario, k.Mode, refName}]) == 0 {
+			refName = "nginx"
+		}
+		if k.Balancer == refName {
 			continue
 		}
-		ref := r.samples[rowKey{k.Scenario, k.Mode, "haproxy"}]
+		ref := r.samples[rowKey{k.Scenario, k.Mode, refName}]
 		if len(ref) == 0 {
 			continue
 		}
@@ -81,8 +86,9 @@ func (r *results) table(header string) string {
 			per = append(per, fmt.Sprintf("%.2f", own[i].ReqPerSec/ref[i].ReqPerSec))
 		}
 		a, h := mean(own), mean(ref)
-		fmt.Fprintf(&b, "- %s, %s: %s/HAProxy req/s = **%.2f** (per round: %s); CPU per request = %.2f× HAProxy's\n",
-			k.Scenario, k.Mode, k.Balancer, a.ReqPerSec/h.ReqPerSec, strings.Join(per, ", "), a.CPUPer100k/h.CPUPer100k)
+		shown := map[string]string{"haproxy": "HAProxy", "nginx": "nginx"}[refName]
+		fmt.Fprintf(&b, "- %s, %s: %s/%s req/s = **%.2f** (per round: %s); CPU per request = %.2f× %s's\n",
+			k.Scenario, k.Mode, k.Balancer, shown, a.ReqPerSec/h.ReqPerSec, strings.Join(per, ", "), a.CPUPer100k/h.CPUPer100k, shown)
 	}
 	return b.String()
 }

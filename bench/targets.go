@@ -57,12 +57,22 @@ func (t Target) Name() string { return t.Balancer + " " + t.Mode }
 func targets(modes []string, sluiceBin string) []Target {
 	var out []Target
 	for _, m := range modes {
+		if m == "udp" {
+			// HAProxy does not balance UDP; nginx's stream module does.
+			out = append(out,
+				Target{Balancer: "sluice", Mode: m, Start: func(ctx context.Context, env Env) (*Running, error) {
+					return startSluice(ctx, env, sluiceBin)
+				}},
+				Target{Balancer: "nginx", Mode: m, Need: "nginx", Install: "apt-get install -y nginx libnginx-mod-stream", Start: startNginxUDP},
+			)
+			continue
+		}
 		out = append(out,
 			Target{Balancer: "sluice", Mode: m, Start: func(ctx context.Context, env Env) (*Running, error) {
 				return startSluice(ctx, env, sluiceBin)
 			}},
 			Target{Balancer: "haproxy", Mode: m, Need: "haproxy", Install: "apt-get install -y haproxy", Start: startHAProxy},
-			Target{Balancer: "nginx", Mode: m, Need: "nginx", Install: "apt-get install -y nginx", Start: startNginx},
+			Target{Balancer: "nginx", Mode: m, Need: "nginx", Install: "apt-get install -y nginx libnginx-mod-stream", Start: startNginx},
 		)
 	}
 	return out
@@ -70,6 +80,9 @@ func targets(modes []string, sluiceBin string) []Target {
 
 func startSluice(ctx context.Context, env Env, bin string) (*Running, error) {
 	addr, err := freeAddr()
+	if env.Mode == "udp" {
+		addr, err = freeUDPAddr()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +95,11 @@ func startSluice(ctx context.Context, env Env, bin string) (*Running, error) {
 		mode, h2c = "http", "h2c = true\n"
 	}
 	fmt.Fprintf(&b, "[frontend.bench]\nmode = %q\n%sbind = [%q]\ndefault_backend = \"app\"\n\n", mode, h2c, addr)
-	fmt.Fprintf(&b, "[backend.app]\nbalance = \"roundrobin\"\n\n[backend.app.health]\ncheck = \"none\"\n")
+	fmt.Fprintf(&b, "[backend.app]\nbalance = \"roundrobin\"\n")
+	if env.Mode == "udp" {
+		b.WriteString("responses = 1\n") // as nginx's proxy_responses 1
+	}
+	fmt.Fprintf(&b, "\n[backend.app.health]\ncheck = \"none\"\n")
 	for i, s := range env.Backends {
 		fmt.Fprintf(&b, "\n[[backend.app.server]]\nname = \"b%d\"\naddress = %q\n", i+1, s)
 	}
@@ -143,7 +160,11 @@ func launch(ctx context.Context, env Env, name, addr string, cmd *exec.Cmd) (*Ru
 		if p.exited() {
 			return nil, fmt.Errorf("%s exited at start-up: %s\n%s", name, cmd.ProcessState, tail(logPath))
 		}
-		if err := probe(env.Mode, addr); err == nil {
+		pr := func(addr string) error { return probe(env.Mode, addr) }
+		if env.Mode == "udp" {
+			pr = probeUDP
+		}
+		if err := pr(addr); err == nil {
 			break
 		} else if time.Now().After(deadline) {
 			p.stop(time.Second)

@@ -16,7 +16,11 @@ type Scenario struct {
 	Name    string
 	WrkArgs []string // added to the common -t -c -d --latency
 	H2      bool     // driven by h2load, for mode h2 only
+	UDP     bool     // driven by udpLoad instead of wrk, for udp targets only
 }
+
+// fits reports whether the scenario applies to targets of mode.
+func (sc Scenario) fits(mode string) bool { return sc.UDP == (mode == "udp") && sc.H2 == (mode == "h2") }
 
 var allScenarios = []Scenario{
 	{Name: "keep-alive"},
@@ -26,9 +30,9 @@ var allScenarios = []Scenario{
 	{Name: "conn-per-req", WrkArgs: []string{"-H", "Connection: close"}},
 	// HTTP/2 with prior knowledge, one stream at a time per connection.
 	{Name: "h2 keep-alive", H2: true},
+	{Name: "udp-echo", UDP: true},
 }
 
-func (sc Scenario) fits(mode string) bool { return sc.H2 == (mode == "h2") }
 
 func scenariosFor(mode string) []Scenario {
 	var out []Scenario
@@ -40,13 +44,6 @@ func scenariosFor(mode string) []Scenario {
 	return out
 }
 
-// runLoad drives addr with the scenario's load generator.
-func runLoad(ctx context.Context, reg *registry, o wrkOpts, sc Scenario, addr string) (wrkResult, string, error) {
-	if sc.H2 {
-		return runH2load(ctx, reg, o, addr)
-	}
-	return runWrk(ctx, reg, o, sc, addr)
-}
 
 // wrkResult is what one wrk run reports.
 type wrkResult struct {
@@ -59,6 +56,18 @@ type wrkResult struct {
 type wrkOpts struct {
 	Threads, Conns int
 	Duration       time.Duration
+}
+
+// drive runs one scenario against addr with wrk, or with udpLoad.
+func drive(ctx context.Context, reg *registry, o wrkOpts, sc Scenario, addr string) (wrkResult, string, error) {
+	if sc.UDP {
+		r, err := udpLoad(ctx, addr, o.Conns, o.Duration)
+		return r, "", err
+	}
+	if sc.H2 {
+		return runH2load(ctx, reg, o, addr)
+	}
+	return runWrk(ctx, reg, o, sc, addr)
 }
 
 func runWrk(ctx context.Context, reg *registry, o wrkOpts, sc Scenario, addr string) (wrkResult, string, error) {

@@ -76,6 +76,10 @@ type Frontend struct {
 	AccessLogFormat string         // "text" or "json"
 	AccessLogFile   string         // "" = stdout
 	ErrorPages      map[int]string // status -> file with the body to send
+
+	// UDP mode.
+	TimeoutUDP time.Duration // a flow idle this long ends (timeout_udp)
+	MaxFlows   int           // most flows at once; 0: unlimited
 }
 
 // TLS is one certificate of a frontend.
@@ -111,6 +115,10 @@ type Backend struct {
 	Health          Health
 	Servers         []Server
 	DNS             *DNS
+
+	// UDP mode.
+	TimeoutUDP time.Duration // overrides the frontend's timeout_udp when set
+	Responses  int           // replies that end a flow (nginx proxy_responses); 0: no limit
 }
 
 // Health describes the active check of a backend's servers.
@@ -137,8 +145,11 @@ type Server struct {
 type DNS struct {
 	Name      string
 	Resolvers []string
-	Interval  time.Duration
-	Port      int
+	Interval  time.Duration // longest time between two resolutions (shorter when the TTL asks)
+	Port      int           // A/AAAA: the servers' port; 0: the name is an SRV record
+	// Timeout bounds one query to one resolver.
+	Timeout    time.Duration
+	MaxServers int // most discovered servers kept
 }
 
 // Frontend returns the frontend called name, or nil.

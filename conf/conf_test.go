@@ -774,7 +774,7 @@ func TestDesignExample(t *testing.T) {
 	if api.Balance != "leastconn" || len(api.Servers) != 0 || api.DNS == nil {
 		t.Fatalf("api = %+v", api)
 	}
-	if want := (conf.DNS{Name: "_http._tcp.api.service.consul.", Resolvers: []string{"127.0.0.1:8600"}, Interval: 10 * time.Second}); !reflect.DeepEqual(*api.DNS, want) {
+	if want := (conf.DNS{Name: "_http._tcp.api.service.consul.", Resolvers: []string{"127.0.0.1:8600"}, Interval: 10 * time.Second, Timeout: conf.DefaultDNSTimeout, MaxServers: conf.DefaultDNSMaxServers}); !reflect.DeepEqual(*api.DNS, want) {
 		t.Errorf("api dns = %+v, want %+v", *api.DNS, want)
 	}
 }

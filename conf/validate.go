@@ -39,6 +39,7 @@ type rawDefaults struct {
 	Retries            *int   `toml:"retries"`
 	MaxConn            *int   `toml:"maxconn"`
 	QueueTimeout       string `toml:"queue_timeout"`
+	TimeoutUDP         string `toml:"timeout_udp"`
 }
 
 type rawStats struct {
@@ -74,6 +75,8 @@ type rawFrontend struct {
 	ErrorPage502       string     `toml:"error_page_502"`
 	ErrorPage503       string     `toml:"error_page_503"`
 	ErrorPage504       string     `toml:"error_page_504"`
+	TimeoutUDP         string     `toml:"timeout_udp"`
+	MaxFlows           *int       `toml:"max_flows"`
 }
 
 type rawTLS struct {
@@ -106,6 +109,8 @@ type rawBackend struct {
 	Health          rawHealth   `toml:"health"`
 	Server          []rawServer `toml:"server"`
 	DNS             *rawDNS     `toml:"dns"`
+	TimeoutUDP      string      `toml:"timeout_udp"`
+	Responses       *int        `toml:"responses"`
 }
 
 type rawHealth struct {
@@ -127,10 +132,12 @@ type rawServer struct {
 }
 
 type rawDNS struct {
-	Name      string   `toml:"name"`
-	Resolvers []string `toml:"resolvers"`
-	Interval  string   `toml:"interval"`
-	Port      int      `toml:"port"`
+	Name       string   `toml:"name"`
+	Resolvers  []string `toml:"resolvers"`
+	Interval   string   `toml:"interval"`
+	Port       int      `toml:"port"`
+	Timeout    string   `toml:"timeout"`
+	MaxServers *int     `toml:"max_servers"`
 }
 
 type validator struct {
@@ -230,6 +237,7 @@ func (v *validator) build(raw *rawFile) *Config {
 	}
 	defMaxConn := intOr(d.MaxConn, 0)
 	defQueue := v.dur("defaults.queue_timeout", d.QueueTimeout, DefaultQueueTimeout)
+	defUDP := v.dur("defaults.timeout_udp", d.TimeoutUDP, DefaultTimeoutUDP)
 
 	cfg.Stats = Stats{AdminTokenFile: raw.Stats.AdminTokenFile}
 	if raw.Stats.Bind != "" {
@@ -276,12 +284,13 @@ func (v *validator) build(raw *rawFile) *Config {
 			AccessLogFile:      rf.AccessLogFile,
 		}
 		v.httpOptions(p, &rf, f)
+		v.udpFrontend(p, &rf, f, defUDP)
 		if f.Mode == "" {
 			f.Mode = ModeTCP
 		}
 		v.oneOf(p+".mode", f.Mode, ModeTCP, ModeUDP, ModeHTTP)
 		if f.AcceptProxy && f.Mode == ModeUDP {
-			v.errf(p+".accept_proxy", "PROXY headers are accepted on tcp and http frontends only")
+			v.errf(p+".accept_proxy", "PROXY headers are accepted on tcp and http frontends only, not udp; remove it")
 		}
 		if f.MaxConn < 0 {
 			v.errf(p+".maxconn", "must not be negative (0 means only the global cap), got %d", f.MaxConn)
@@ -344,6 +353,7 @@ func (v *validator) build(raw *rawFile) *Config {
 		if b.Sticky == "cookie" && b.Mode != ModeHTTP {
 			v.errf("backend."+b.Name+".sticky", "sticky = \"cookie\" needs an http backend; use \"source\" for %s", b.Mode)
 		}
+		v.udpModeChecks(b)
 	}
 	for _, name := range cfg.Global.VitalFrontends {
 		if cfg.Frontend(name) == nil {
@@ -515,12 +525,9 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer, d
 		}
 		b.Servers = append(b.Servers, s)
 	}
+	v.udpBackend(p, &rb, b)
 	if rb.DNS != nil {
-		dp := p + ".dns"
-		b.DNS = &DNS{Name: rb.DNS.Name, Resolvers: rb.DNS.Resolvers, Interval: v.dur(dp+".interval", rb.DNS.Interval, 10*time.Second), Port: rb.DNS.Port}
-		if b.DNS.Name == "" {
-			v.errf(dp+".name", "dns discovery needs a name to resolve")
-		}
+		b.DNS = v.dns(p+".dns", rb.DNS)
 	}
 	if len(b.Servers) == 0 && b.DNS == nil {
 		v.errf(p, "backend %s has no servers; add [[%s.server]] entries (or a [%s.dns] section)", name, p, p)

@@ -46,13 +46,17 @@ type Frontend struct {
 	backend *backend.Backend
 	sem     chan struct{} // per-frontend maxconn; nil when unlimited
 	socks   []*sockets.Socket
-	http    *l7.Proxy // http mode
+	http    *l7.Proxy    // http mode
+	udp     *l4.UDPProxy // udp mode
 	// sendProxy is the PROXY header version sent to the default backend's
 	// servers in tcp mode (send_proxy), 0 for none.
 	sendProxy int
 	peerLog   peerLog // rate-limits the log of unexpected PROXY headers
 
 	Counters Counters
+	// UDP holds the counters only udp frontends have (evicted and expired
+	// flows, datagrams); Counters.Sessions and Current count flows there.
+	UDP l4.UDPCounters
 }
 
 // Config returns the frontend's configuration.
@@ -117,9 +121,6 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 		conns:  map[net.Conn]struct{}{},
 	}
 	for _, fc := range cfg.Frontends {
-		if fc.Mode == conf.ModeUDP {
-			return nil, fmt.Errorf("frontend %s: mode %q is not supported by this build yet", fc.Name, fc.Mode)
-		}
 		f := &Frontend{Name: fc.Name, Mode: fc.Mode, cfg: fc, backend: backends[fc.DefaultBackend]}
 		f.peerLog = peerLog{interval: time.Minute, max: 1024}
 		for _, bc := range cfg.Backends {
@@ -137,13 +138,22 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 		if fc.MaxConn > 0 {
 			f.sem = make(chan struct{}, fc.MaxConn)
 		}
+		network := "tcp"
+		if fc.Mode == conf.ModeUDP {
+			network = "udp"
+		}
 		for _, a := range fc.Bind {
-			k := sockets.Key{Network: "tcp", Addr: a}
+			k := sockets.Key{Network: network, Addr: a}
 			sock, ok := socks[k]
 			if !ok {
 				return nil, fmt.Errorf("frontend %s: no socket for %s", fc.Name, k)
 			}
 			f.socks = append(f.socks, sock)
+		}
+		if fc.Mode == conf.ModeUDP {
+			if err := s.newUDP(f, cfg.Backend(fc.DefaultBackend)); err != nil {
+				return nil, fmt.Errorf("frontend %s: %w", fc.Name, err)
+			}
 		}
 		s.Frontends = append(s.Frontends, f)
 	}
@@ -153,6 +163,10 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 // Serve starts accepting on every frontend and returns.
 func (s *Server) Serve() {
 	for _, f := range s.Frontends {
+		if f.udp != nil {
+			f.udp.Serve()
+			continue
+		}
 		for _, sock := range f.socks {
 			s.wg.Add(1)
 			go s.acceptLoop(f, sock.Listener)
@@ -358,6 +372,12 @@ func (s *Server) StopAccepting() {
 		if f.http != nil {
 			f.http.Drain()
 		}
+		if f.udp != nil {
+			// Stop reading but keep the sockets: open flows still send
+			// their replies from them.
+			f.udp.StopReading()
+			continue
+		}
 		for _, sock := range f.socks {
 			sock.Close()
 		}
@@ -383,6 +403,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 		s.mu.Unlock()
 		<-finished
 	}
+	cut += s.shutdownUDP(ctx)
 	s.wg.Wait()
 	for _, f := range s.Frontends {
 		if f.http != nil {

@@ -268,13 +268,7 @@ func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, what, 5*time.Second, cond)
 }
 
 func TestAcceptProxyUntrustedPeer(t *testing.T) {

@@ -21,6 +21,9 @@ type Engine struct {
 	// Sockets holds every listener of Config (see Listeners), frontends'
 	// and the stats listener's alike.
 	Sockets sockets.Set
+	// Discovery holds the DNS discovery of every backend with a [dns]
+	// section, by backend name.
+	Discovery map[string]*backend.Discovery
 }
 
 // Options are the optional parts of starting an engine.
@@ -73,13 +76,20 @@ func Start(cfg *conf.Config, have sockets.Set, log *slog.Logger) (*Engine, error
 
 // StartWith is Start with options.
 func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Options) (*Engine, error) {
-	e := &Engine{Config: cfg, Backends: map[string]*backend.Backend{}}
+	e := &Engine{Config: cfg, Backends: map[string]*backend.Backend{}, Discovery: map[string]*backend.Discovery{}}
 	for _, bc := range cfg.Backends {
 		b, err := backend.New(bc)
 		if err != nil {
 			return nil, err
 		}
 		e.Backends[bc.Name] = b
+		if bc.DNS != nil {
+			d, err := backend.NewDiscovery(b, bc.DNS, log)
+			if err != nil {
+				return nil, err
+			}
+			e.Discovery[bc.Name] = d
+		}
 	}
 	if n := e.Restore(opts.State); n > 0 {
 		log.Info("server state carried over", "servers", n)
@@ -102,6 +112,9 @@ func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Option
 		closeOwn(socks, have)
 		return nil, err
 	}
+	for _, d := range e.Discovery {
+		d.Start()
+	}
 	e.Front.Serve()
 	return e, nil
 }
@@ -122,5 +135,8 @@ func (e *Engine) StopAccepting() { e.Front.StopAccepting() }
 // Shutdown stops accepting and drains open connections until ctx ends, then
 // cuts the rest. It returns how many it cut.
 func (e *Engine) Shutdown(ctx context.Context) int {
+	for _, d := range e.Discovery {
+		d.Stop()
+	}
 	return e.Front.Shutdown(ctx)
 }

@@ -134,3 +134,16 @@ func ReadLine(t testing.TB, r *bufio.Reader) string {
 	}
 	return strings.TrimSpace(s)
 }
+
+// WaitFor polls cond until it holds, failing the test after timeout. It is
+// for state that changes asynchronously (counters, health), never a sleep.
+func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

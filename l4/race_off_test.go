@@ -1,0 +1,5 @@
+//go:build !race
+
+package l4_test
+
+const raceEnabled = false
