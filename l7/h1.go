@@ -289,6 +289,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 			berr := bodyErr()
 			switch {
 			case isTimeout(err):
+				sc.srv.Counters.RespErrors.Add(1)
 				p.Counters.GatewayTime504.Add(1)
 				x.terminated = "server-timeout"
 				c.reply(504, x)
@@ -300,6 +301,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 			case !gotAny && sc.reused && !c.hasBody() && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)):
 				return true, true
 			default:
+				sc.srv.Counters.RespErrors.Add(1)
 				p.Counters.BadGateway502.Add(1)
 				x.terminated = "server-error"
 				c.reply(502, x)
@@ -310,6 +312,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		if err := resp.parseResponse(head); err != nil {
 			sc.close()
 			bodyErr()
+			sc.srv.Counters.RespErrors.Add(1)
 			p.Counters.BadGateway502.Add(1)
 			c.reply(502, x)
 			return false, false
