@@ -105,6 +105,7 @@ func (c *clientConn) serveOne(first bool) bool {
 		return false
 	}
 	x.headDone = time.Now()
+	p.Counters.BytesIn.Add(uint64(len(head)))
 	if err := c.req.parseRequest(head); err != nil {
 		p.Counters.BadRequest.Add(1)
 		c.refuse(400, &x)
@@ -222,6 +223,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	// buffer under req's slices is reused.
 	isHead := equalFold(req.method, "HEAD")
 	c.out = c.buildRequestHead(c.out[:0])
+	headLen := len(c.out)
 	// A small body already read with the head goes out in the same write.
 	bodyInHead := false
 	if req.contentLength > 0 && !req.chunked && int64(c.hr.buffered()) >= req.contentLength {
@@ -243,6 +245,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		p.Counters.BadGateway502.Add(1)
 		return c.reply(502, x) && false, false
 	}
+	sc.srv.Counters.BytesIn.Add(uint64(headLen))
 
 	// Stream the request body alongside reading the response, so that a
 	// server that answers 100 Continue (or early) is heard.

@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+
+	"sluice/internal/engine"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=...".
@@ -21,6 +23,10 @@ commands:
   run -f FILE      run the load balancer with the configuration in FILE
   check -f FILE    validate FILE without binding anything (exit 1 on errors)
   demo             run sluice in front of three demo backends and show how to try it
+  ctl -f FILE CMD  talk to a running sluice through its stats listener:
+                     show stat | show servers | show sticky BACKEND
+                     set state BACKEND/SERVER ready|drain|maint
+                     set weight BACKEND/SERVER N
   version          print the version
 `
 
@@ -30,6 +36,7 @@ func main() {
 
 // Main runs a sub-command and returns the process exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
+	engine.Version = Version
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -41,6 +48,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
+	case "ctl":
+		return cmdCtl(args[1:], stdout, stderr)
 	case "version", "-v", "--version":
 		fmt.Fprintln(stdout, "sluice", Version)
 		return 0
