@@ -2,11 +2,15 @@ package stats
 
 import (
 	"net/http"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 
 	"sluice/backend"
 )
@@ -40,6 +44,9 @@ func (l slogErrorLog) Println(v ...any) { l.s.log.Warn("metrics", "err", v) }
 type collector struct {
 	s *Server
 
+	mu     sync.Mutex
+	labels map[any]*labelSet // label pairs by *backend.Server
+
 	build, procCur, procMax, procReloads, procWorkers *prometheus.Desc
 
 	feCur, feMax, feLim, feTot, feRate, feIn, feOut, feDenied, feReqErr, feConnErr, feReq, feResp *prometheus.Desc
@@ -47,15 +54,16 @@ type collector struct {
 	beUp, beCur, beTot, beRate, beIn, beOut, beConnErr, beRespErr, beRetry, beResp *prometheus.Desc
 	beQCur, beQMax, beQueued, beQTimeout, beNoServer, beWeight, beActive, beBackup *prometheus.Desc
 
-	svUp, svStatus, svWeight, svConfWeight, svCur, svMax, svLim, svTot, svIn, svOut       *prometheus.Desc
+	svUp, svAdmin, svWeight, svConfWeight, svCur, svMax, svLim, svTot, svIn, svOut        *prometheus.Desc
 	svConnErr, svRespErr, svRetry, svResp, svChkDur, svChkFail, svChkUpDown, svLastChange *prometheus.Desc
 	svDowntime                                                                            *prometheus.Desc
 }
 
+// codeClasses name the code label of Resp[i]; the loops go 1xx … 5xx then
+// "other", the order the registry sorts them in, so its sort has no work.
 var codeClasses = [6]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
 
-// serverStates are the values of sluice_server_status's state label.
-var serverStates = [4]string{"UP", "DOWN", "DRAIN", "MAINT"}
+var classOrder = [6]int{1, 2, 3, 4, 5, 0}
 
 func newCollector(s *Server) *collector {
 	fe := []string{"frontend"}
@@ -66,6 +74,7 @@ func newCollector(s *Server) *collector {
 	}
 	return &collector{
 		s:           s,
+		labels:      map[any]*labelSet{},
 		build:       d("build_info", "Version of the running sluice (value 1).", nil, "version"),
 		procCur:     d("process_current_connections", "Connections open on all frontends.", nil),
 		procMax:     d("process_max_connections", "global.maxconn: the process-wide connection cap.", nil),
@@ -105,7 +114,7 @@ func newCollector(s *Server) *collector {
 		beBackup:   d("backend_backup_servers", "Backup servers in service.", be),
 
 		svUp:         d("server_up", "1 when health checks report the server up.", sv),
-		svStatus:     d("server_status", "Current state of the server: 1 for the state it is in (UP, DOWN, DRAIN, MAINT).", sv, "state"),
+		svAdmin:      d("server_admin_state", "Admin state set by an operator: 0 ready, 1 drain, 2 maint.", sv),
 		svWeight:     d("server_weight", "Effective weight.", sv),
 		svConfWeight: d("server_configured_weight", "Weight from the configuration file.", sv),
 		svCur:        d("server_current_sessions", "Connections open now.", sv),
@@ -130,13 +139,79 @@ func newCollector(s *Server) *collector {
 // (DNS discovery), so the collector is unchecked.
 func (c *collector) Describe(chan<- *prometheus.Desc) {}
 
+// sample is a metric whose label pairs are built once per server and
+// shared by all its series (MustNewConstMetric would build and sort them
+// for every series, most of a scrape's cost with a thousand servers).
+type sample struct {
+	desc    *prometheus.Desc
+	labels  []*dto.LabelPair // sorted by name; never modified once built
+	value   float64
+	counter bool
+}
+
+func (m *sample) Desc() *prometheus.Desc { return m.desc }
+
+func (m *sample) Write(out *dto.Metric) error {
+	out.Label = m.labels
+	v := m.value
+	if m.counter {
+		out.Counter = &dto.Counter{Value: &v}
+	} else {
+		out.Gauge = &dto.Gauge{Value: &v}
+	}
+	return nil
+}
+
+// labelSet is the label pairs of one frontend, backend or server, and the
+// same with each code class added.
+type labelSet struct {
+	base []*dto.LabelPair
+	code [6][]*dto.LabelPair
+}
+
+// labelsFor returns the label pairs for the names and values (names in
+// sorted order), cached under key.
+func (c *collector) labelsFor(key any, pairs ...string) *labelSet {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ls, ok := c.labels[key]; ok {
+		return ls
+	}
+	mk := func(extra ...string) []*dto.LabelPair {
+		all := append(append([]string{}, pairs...), extra...)
+		out := make([]*dto.LabelPair, 0, len(all)/2)
+		for i := 0; i < len(all); i += 2 {
+			out = append(out, &dto.LabelPair{Name: proto.String(all[i]), Value: proto.String(all[i+1])})
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].GetName() < out[j].GetName() })
+		return out
+	}
+	ls := &labelSet{base: mk()}
+	for i, cl := range codeClasses {
+		ls.code[i] = mk("code", cl)
+	}
+	c.labels[key] = ls
+	return ls
+}
+
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
+	c.mu.Lock()
+	if len(c.labels) > 4*(len(s.opt.Frontends)+len(s.opt.Backends)+1024) {
+		c.labels = map[any]*labelSet{} // servers come and go with DNS: start afresh now and then
+	}
+	c.mu.Unlock()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	g := func(d *prometheus.Desc, ls []*dto.LabelPair, v float64) {
+		ch <- &sample{desc: d, labels: ls, value: v}
+	}
+	cnt := func(d *prometheus.Desc, ls []*dto.LabelPair, v uint64) {
+		ch <- &sample{desc: d, labels: ls, value: float64(v), counter: true}
 	}
 	p := s.opt.Process
 	gauge(c.build, 1, p.Version)
@@ -160,8 +235,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		if r.HTTP {
 			counter(c.feReqErr, r.EReq, n)
 			counter(c.feReq, r.ReqTot, n)
-			for i, cl := range codeClasses {
-				counter(c.feResp, r.Resp[i], n, cl)
+			for _, i := range classOrder {
+				counter(c.feResp, r.Resp[i], n, codeClasses[i])
 			}
 		}
 	}
@@ -178,7 +253,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for _, sv := range b.Servers() {
 			sc := &sv.Counters
 			sn := sv.Name
-			status, _ := serverStatus(sv)
 			up := sv.Up()
 			svCur := sv.Active()
 			svTot := sc.Sessions.Load()
@@ -199,35 +273,35 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 					act++
 				}
 			}
-			gauge(c.svUp, b2f(up), n, sn)
-			for _, st := range serverStates {
-				gauge(c.svStatus, b2f(len(status) >= len(st) && status[:len(st)] == st), n, sn, st)
-			}
-			gauge(c.svWeight, float64(sv.Weight()), n, sn)
-			gauge(c.svConfWeight, float64(sv.ConfWeight), n, sn)
-			gauge(c.svCur, float64(svCur), n, sn)
-			gauge(c.svMax, float64(sc.MaxActive.Load()), n, sn)
-			gauge(c.svLim, float64(sv.MaxConn), n, sn)
-			counter(c.svTot, svTot, n, sn)
-			counter(c.svIn, svIn, n, sn)
-			counter(c.svOut, svOut, n, sn)
-			counter(c.svConnErr, svCErr, n, sn)
-			counter(c.svRespErr, svRErr, n, sn)
-			counter(c.svRetry, svRetr, n, sn)
+			ls := c.labelsFor(sv, "backend", n, "server", sn)
+			l := ls.base
+			g(c.svUp, l, b2f(up))
+			g(c.svAdmin, l, float64(sv.Admin()))
+			g(c.svWeight, l, float64(sv.Weight()))
+			g(c.svConfWeight, l, float64(sv.ConfWeight))
+			g(c.svCur, l, float64(svCur))
+			g(c.svMax, l, float64(sc.MaxActive.Load()))
+			g(c.svLim, l, float64(sv.MaxConn))
+			cnt(c.svTot, l, svTot)
+			cnt(c.svIn, l, svIn)
+			cnt(c.svOut, l, svOut)
+			cnt(c.svConnErr, l, svCErr)
+			cnt(c.svRespErr, l, svRErr)
+			cnt(c.svRetry, l, svRetr)
 			if isHTTP {
-				for i, cl := range codeClasses {
+				for _, i := range classOrder {
 					v := sc.Resp[i].Load()
 					resp[i] += v
-					counter(c.svResp, v, n, sn, cl)
+					cnt(c.svResp, ls.code[i], v)
 				}
 			}
 			if cr, ok := sv.LastCheck(); ok {
-				gauge(c.svChkDur, cr.Duration.Seconds(), n, sn)
+				g(c.svChkDur, l, cr.Duration.Seconds())
 			}
-			counter(c.svChkFail, sv.ChecksFailed(), n, sn)
-			counter(c.svChkUpDown, sc.Downs.Load(), n, sn)
-			gauge(c.svLastChange, now.Sub(sv.LastChange()).Seconds(), n, sn)
-			ch <- prometheus.MustNewConstMetric(c.svDowntime, prometheus.CounterValue, sv.Downtime().Seconds(), n, sn)
+			cnt(c.svChkFail, l, sv.ChecksFailed())
+			cnt(c.svChkUpDown, l, sc.Downs.Load())
+			g(c.svLastChange, l, now.Sub(sv.LastChange()).Seconds())
+			ch <- &sample{desc: c.svDowntime, labels: l, value: sv.Downtime().Seconds(), counter: true}
 		}
 		rate, _ := s.rates.get(b)
 		gauge(c.beUp, b2f(act+bck > 0), n)
@@ -240,8 +314,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.beRespErr, rerr, n)
 		counter(c.beRetry, retr, n)
 		if isHTTP {
-			for i, cl := range codeClasses {
-				counter(c.beResp, resp[i], n, cl)
+			for _, i := range classOrder {
+				counter(c.beResp, resp[i], n, codeClasses[i])
 			}
 		}
 		gauge(c.beQCur, float64(bc.Queue.Load()), n)

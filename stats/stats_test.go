@@ -221,8 +221,7 @@ func TestCountersMatchTraffic(t *testing.T) {
 			{"sluice_server_up", []string{"backend", "app", "server", "a"}, 1},
 			{"sluice_server_weight", []string{"backend", "app", "server", "a"}, 1},
 			{"sluice_server_limit_sessions", []string{"backend", "app", "server", "b"}, 50},
-			{"sluice_server_status", []string{"backend", "app", "server", "a", "state", "UP"}, 1},
-			{"sluice_server_status", []string{"backend", "app", "server", "a", "state", "DOWN"}, 0},
+			{"sluice_server_admin_state", []string{"backend", "app", "server", "a"}, 0},
 			{"sluice_server_sessions_total", []string{"backend", "echo", "server", "e1"}, 3},
 			{"sluice_server_bytes_out_total", []string{"backend", "echo", "server", "e1"}, 30000},
 			{"sluice_process_max_connections", nil, 500},
@@ -278,8 +277,11 @@ func TestStatesChangeOnPage(t *testing.T) {
 
 	// Drained, in maintenance and reweighted through the API.
 	auth := "Bearer " + e.token
-	for _, st := range []struct{ state, status, class string }{
-		{"drain", "DRAIN", "drain"}, {"maint", "MAINT", "maint"}, {"ready", "UP", "up"},
+	for _, st := range []struct {
+		state, status, class string
+		admin                float64
+	}{
+		{"drain", "DRAIN", "drain", 1}, {"maint", "MAINT", "maint", 2}, {"ready", "UP", "up", 0},
 	} {
 		code, body := e.post(t, "POST", "/api/servers/app/b/state", auth, url.Values{"state": {st.state}})
 		if code != 200 {
@@ -287,8 +289,8 @@ func TestStatesChangeOnPage(t *testing.T) {
 		}
 		check("row:sv:app/b", st.status, st.class)
 		mf := e.metrics(t)
-		if got := metric(t, mf, "sluice_server_status", "backend", "app", "server", "b", "state", st.status); got != 1 {
-			t.Errorf("after %s: sluice_server_status{state=%s} = %v", st.state, st.status, got)
+		if got := metric(t, mf, "sluice_server_admin_state", "backend", "app", "server", "b"); got != st.admin {
+			t.Errorf("after %s: sluice_server_admin_state = %v, want %v", st.state, got, st.admin)
 		}
 	}
 	code, body := e.post(t, "POST", "/api/servers/app/b/weight", auth, url.Values{"weight": {"7"}})
