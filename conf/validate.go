@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -597,7 +598,8 @@ func sortedKeys[V any](m map[string]V) []string {
 // stats checks the [stats] table. A [stats] table without bind listens on
 // DefaultStatsBind (loopback); no [stats] table at all means no listener.
 // The admin API is enabled only by a token: admin_token_file must name a
-// readable file holding it. The read-only pages may be served on any
+// readable file holding it (a relative path is taken from the config
+// file's directory). The read-only pages may be served on any
 // address, but a non-loopback bind that enables the admin API needs a token
 // of at least MinRemoteTokenLen characters.
 func (v *validator) stats(rs rawStats) Stats {
@@ -619,7 +621,11 @@ func (v *validator) stats(rs rawStats) Stats {
 		return st
 	}
 	key := "stats.admin_token_file"
-	b, err := os.ReadFile(rs.AdminTokenFile)
+	path := rs.AdminTokenFile
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(filepath.Dir(v.file), path) // beside the config file
+	}
+	b, err := os.ReadFile(path)
 	if err != nil {
 		v.errf(key, "cannot read the admin token: %v", err)
 		return st

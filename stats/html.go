@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -23,8 +24,13 @@ var (
 		"dur":   fmtDur,
 		"bytes": fmtBytes,
 		"num":   fmtNum,
-		"row":   func(r Row) cellData { return cellData{R: r} },
-		"head":  func(name string, admin bool) cellData { return cellData{Name: name, Admin: admin} },
+		// showCode: the check's code is worth showing unless its text
+		// already says it ("HTTP 500").
+		"showCode": func(c *CheckResult) bool {
+			return c.Code != 0 && !strings.Contains(c.Desc, strconv.Itoa(c.Code))
+		},
+		"row":  func(r Row) cellData { return cellData{R: r} },
+		"head": func(name string, admin bool) cellData { return cellData{Name: name, Admin: admin} },
 	}).ParseFS(webFS, "web/page.html"))
 )
 
