@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -270,13 +269,4 @@ func (r *rates) get(k any) (cur, mx uint64) {
 		return rt.cur, rt.max
 	}
 	return 0, 0
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
