@@ -21,10 +21,20 @@ type checkState struct {
 	last     atomic.Pointer[CheckResult]
 	progress atomic.Int64 // rising/falling: count<<32 | needed; 0 when settled
 	downNs   atomic.Int64 // total nanoseconds spent down before the current spell
+	failed   atomic.Uint64
 }
 
-// SetLastCheck records the result of the latest check.
-func (s *Server) SetLastCheck(r CheckResult) { s.check.last.Store(&r) }
+// SetLastCheck records the result of the latest check and counts it when it
+// failed.
+func (s *Server) SetLastCheck(r CheckResult) {
+	if !r.OK {
+		s.check.failed.Add(1)
+	}
+	s.check.last.Store(&r)
+}
+
+// ChecksFailed is the number of failed checks recorded by SetLastCheck.
+func (s *Server) ChecksFailed() uint64 { return s.check.failed.Load() }
 
 // LastCheck returns the latest check result, and false when none ran yet.
 func (s *Server) LastCheck() (CheckResult, bool) {

@@ -55,6 +55,7 @@ type Counters struct {
 	BytesOut   atomic.Uint64 // bytes from server to client
 	ConnErrors atomic.Uint64 // failed connects
 	Retries    atomic.Uint64 // connects retried elsewhere after failing here
+	RespErrors atomic.Uint64 // responses that failed after the request was sent (server closed, timed out, broken body)
 	Downs      atomic.Uint64 // up -> down transitions
 	// HTTP responses by status class: [1] 1xx … [5] 5xx, [0] other.
 	Resp [6]atomic.Uint64

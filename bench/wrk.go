@@ -20,7 +20,9 @@ type Scenario struct {
 }
 
 // fits reports whether the scenario applies to targets of mode.
-func (sc Scenario) fits(mode string) bool { return sc.UDP == (mode == "udp") && sc.H2 == (mode == "h2") }
+func (sc Scenario) fits(mode string) bool {
+	return sc.UDP == (mode == "udp") && sc.H2 == (mode == "h2")
+}
 
 var allScenarios = []Scenario{
 	{Name: "keep-alive"},
@@ -33,7 +35,6 @@ var allScenarios = []Scenario{
 	{Name: "udp-echo", UDP: true},
 }
 
-
 func scenariosFor(mode string) []Scenario {
 	var out []Scenario
 	for _, sc := range allScenarios {
@@ -43,7 +44,6 @@ func scenariosFor(mode string) []Scenario {
 	}
 	return out
 }
-
 
 // wrkResult is what one wrk run reports.
 type wrkResult struct {

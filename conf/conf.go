@@ -48,8 +48,9 @@ type Global struct {
 
 // Stats is the stats listener.
 type Stats struct {
-	Bind           string
+	Bind           string // "" when the file has no [stats] table: no stats listener
 	AdminTokenFile string
+	AdminToken     string // read from AdminTokenFile at load; "" disables the admin API
 }
 
 // Frontend is a named set of listeners.
@@ -222,7 +223,7 @@ func Parse(name string, src []byte) (*Config, error) {
 	if err != nil {
 		return nil, Errors{decodeProblem(name, src, err)}
 	}
-	v := &validator{file: name, loc: newLocator(src)}
+	v := &validator{file: name, loc: newLocator(src), statsTable: md.IsDefined("stats")}
 	v.unknownKeys(md.Undecoded())
 	cfg := v.build(&raw)
 	if len(v.problems) > 0 {

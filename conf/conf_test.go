@@ -406,6 +406,7 @@ key = 'x.key'
 address = "127.0.0.1:1"
 weight = 300
 `, []want{
+			{2, "stats.admin_token_file", "cannot read the admin token"},
 			{11, "frontend.f.tls", "needs mode = \"http\""},
 			{16, "backend.b.server.0.weight", "outside"},
 		}},

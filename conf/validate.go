@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -144,6 +145,8 @@ type validator struct {
 	file     string
 	loc      *locator
 	problems []Problem
+
+	statsTable bool // the file has a [stats] table
 }
 
 func (v *validator) errf(key, format string, args ...any) {
@@ -208,6 +211,8 @@ const (
 	MaxWeight                 = 256
 	DefaultQueueTimeout       = 5 * time.Second
 	DefaultStickySize         = 100000
+	DefaultStatsBind          = "127.0.0.1:8404" // a [stats] table without bind
+	MinRemoteTokenLen         = 16               // admin token length on a non-loopback stats bind
 )
 
 func (v *validator) build(raw *rawFile) *Config {
@@ -239,13 +244,7 @@ func (v *validator) build(raw *rawFile) *Config {
 	defQueue := v.dur("defaults.queue_timeout", d.QueueTimeout, DefaultQueueTimeout)
 	defUDP := v.dur("defaults.timeout_udp", d.TimeoutUDP, DefaultTimeoutUDP)
 
-	cfg.Stats = Stats{AdminTokenFile: raw.Stats.AdminTokenFile}
-	if raw.Stats.Bind != "" {
-		addrs := v.bindAddrs("stats.bind", raw.Stats.Bind)
-		if len(addrs) > 0 {
-			cfg.Stats.Bind = addrs[0]
-		}
-	}
+	cfg.Stats = v.stats(raw.Stats)
 
 	// Backends first, so frontends can check what they reference.
 	for _, name := range sortedKeys(raw.Backend) {
@@ -604,4 +603,62 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// stats checks the [stats] table. A [stats] table without bind listens on
+// DefaultStatsBind (loopback); no [stats] table at all means no listener.
+// The admin API is enabled only by a token: admin_token_file must name a
+// readable file holding it (a relative path is taken from the config
+// file's directory). The read-only pages may be served on any
+// address, but a non-loopback bind that enables the admin API needs a token
+// of at least MinRemoteTokenLen characters.
+func (v *validator) stats(rs rawStats) Stats {
+	st := Stats{AdminTokenFile: rs.AdminTokenFile}
+	bind := rs.Bind
+	if bind == "" && (v.statsTable || rs.AdminTokenFile != "") {
+		bind = DefaultStatsBind
+	}
+	if bind != "" {
+		addrs := v.bindAddrs("stats.bind", bind)
+		if len(addrs) > 1 {
+			v.errf("stats.bind", "%q gives %d addresses (%s); the stats listener takes one", bind, len(addrs), strings.Join(addrs, " "))
+		}
+		if len(addrs) > 0 {
+			st.Bind = addrs[0]
+		}
+	}
+	if rs.AdminTokenFile == "" {
+		return st
+	}
+	key := "stats.admin_token_file"
+	path := rs.AdminTokenFile
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(filepath.Dir(v.file), path) // beside the config file
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		v.errf(key, "cannot read the admin token: %v", err)
+		return st
+	}
+	st.AdminToken = strings.TrimSpace(string(b))
+	switch {
+	case st.AdminToken == "":
+		v.errf(key, "%s is empty; put a long random token in it (for example: head -c 24 /dev/urandom | base64 > %s)", rs.AdminTokenFile, rs.AdminTokenFile)
+	case strings.ContainsAny(st.AdminToken, " \t\r\n"):
+		v.errf(key, "%s holds more than one word; the token is one line without spaces", rs.AdminTokenFile)
+	case st.Bind != "" && !IsLoopback(st.Bind) && len(st.AdminToken) < MinRemoteTokenLen:
+		v.errf(key, "stats.bind %s is reachable from other hosts, so the admin token must be at least %d characters (it has %d); or bind the stats listener to 127.0.0.1", st.Bind, MinRemoteTokenLen, len(st.AdminToken))
+	}
+	return st
+}
+
+// IsLoopback reports whether the host:port addr listens on loopback only
+// (an empty host listens everywhere).
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }

@@ -126,6 +126,7 @@ func (c *clientConn) serveOne(first bool) bool {
 		return false
 	}
 	x.headDone = time.Now()
+	p.Counters.BytesIn.Add(uint64(len(head)))
 	if err := c.req.parseRequest(head); err != nil {
 		p.Counters.BadRequest.Add(1)
 		c.refuse(400, &x)
@@ -295,6 +296,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	// buffer under req's slices is reused.
 	isHead := equalFold(req.method, "HEAD")
 	c.out = c.buildRequestHead(c.out[:0])
+	headLen := len(c.out)
 	// A small body already read with the head goes out in the same write.
 	bodyInHead := false
 	if req.contentLength > 0 && !req.chunked && int64(c.hr.buffered()) >= req.contentLength {
@@ -315,6 +317,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		p.Counters.BadGateway502.Add(1)
 		return c.reply(502, x) && false, false
 	}
+	sc.srv.Counters.BytesIn.Add(uint64(headLen))
 
 	// Stream the request body alongside reading the response, so that a
 	// server that answers 100 Continue (or early) is heard.
@@ -359,6 +362,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 			berr := bodyErr()
 			switch {
 			case isTimeout(err):
+				sc.srv.Counters.RespErrors.Add(1)
 				p.Counters.GatewayTime504.Add(1)
 				x.terminated = "server-timeout"
 				c.reply(504, x)
@@ -370,6 +374,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 			case !gotAny && sc.reused && !c.hasBody() && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)):
 				return true, true
 			default:
+				sc.srv.Counters.RespErrors.Add(1)
 				p.Counters.BadGateway502.Add(1)
 				x.terminated = "server-error"
 				c.reply(502, x)
@@ -380,6 +385,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		if err := resp.parseResponse(head); err != nil {
 			sc.close()
 			bodyErr()
+			sc.srv.Counters.RespErrors.Add(1)
 			p.Counters.BadGateway502.Add(1)
 			c.reply(502, x)
 			return false, false

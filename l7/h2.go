@@ -490,6 +490,7 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 		}
 		var ce *connectError
 		if !errors.As(err, &ce) || (body != nil && body.n.Load() > 0) {
+			srv.Counters.RespErrors.Add(1)
 			return nil, err
 		}
 		srv.Counters.ConnErrors.Add(1)

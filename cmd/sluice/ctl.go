@@ -1,155 +1,245 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"strconv"
+	"net/http"
+	"net/url"
 	"strings"
+	"text/tabwriter"
 	"time"
 
-	"github.com/BurntSushi/toml"
+	"sluice/conf"
+	"sluice/stats"
 )
 
-// cmdControl runs the client commands that talk to a running master over
-// its control socket: reload, upgrade, stop and ctl.
-func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+const ctlUsage = `usage: sluice ctl [-f FILE] [-addr HOST:PORT] COMMAND
+  show stat                              frontends, backends and servers
+  show servers                           one line per server
+  show sticky BACKEND                    the backend's sticky table (needs the admin token)
+  set state BACKEND/SERVER ready|drain|maint
+  set weight BACKEND/SERVER N
+The stats address and the admin token come from [stats] in FILE.
+`
+
+// cmdCtl is the command-line client of the stats listener's API.
+func cmdCtl(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	file := fs.String("f", "/etc/sluice/sluice.toml", "configuration file (to find the control socket)")
-	sock := fs.String("S", "", "control socket (default: global.control_socket of -f)")
-	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the outcome")
-	drain := fs.Bool("drain", false, "stop: let open connections finish (up to hard_stop_after)")
+	fs.Usage = func() { fmt.Fprint(stderr, ctlUsage) }
+	file := fs.String("f", "/etc/sluice/sluice.toml", "configuration file (for the stats address and admin token)")
+	addr := fs.String("addr", "", "stats address, overriding stats.bind")
+	timeout := fs.Duration("timeout", 5*time.Second, "request timeout")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	path := *sock
-	if path == "" {
-		p, err := controlPathOf(*file)
-		if err != nil {
-			fmt.Fprintf(stderr, "sluice %s: %v\n", name, err)
+	cfg, err := conf.Load(*file)
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice ctl: %v\n", err)
+		return 1
+	}
+	c := &ctlClient{base: *addr, token: cfg.Stats.AdminToken, http: &http.Client{Timeout: *timeout}}
+	if c.base == "" {
+		if cfg.Stats.Bind == "" {
+			fmt.Fprintf(stderr, "sluice ctl: %s has no [stats] table, so sluice serves no stats listener to talk to\n", *file)
 			return 1
 		}
-		path = p
+		c.base = dialable(cfg.Stats.Bind)
 	}
-	req := map[string]any{"cmd": name}
-	switch name {
-	case "stop":
-		req["drain"] = *drain
-	case "ctl":
-		if fs.NArg() == 0 {
-			fmt.Fprintln(stderr, "usage: sluice ctl [-S SOCKET | -f FILE] COMMAND [key=value ...]")
+	c.base = "http://" + c.base
+	if err := c.run(fs.Args(), stdout); err != nil {
+		fmt.Fprintf(stderr, "sluice ctl: %v\n", err)
+		var u usageError
+		if errors.As(err, &u) {
+			fmt.Fprint(stderr, ctlUsage)
 			return 2
 		}
-		req["cmd"] = fs.Arg(0)
-		for _, kv := range fs.Args()[1:] {
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok {
-				fmt.Fprintf(stderr, "sluice ctl: %q is not key=value\n", kv)
-				return 2
-			}
-			req[k] = ctlValue(v)
-		}
-	}
-	reply, raw, err := control(path, req, *timeout)
-	if err != nil {
-		fmt.Fprintf(stderr, "sluice %s: %v\n", name, err)
 		return 1
-	}
-	if !reply.OK {
-		fmt.Fprintf(stderr, "sluice %s failed:\n%s\n", name, reply.Error)
-		return 1
-	}
-	switch name {
-	case "reload", "upgrade":
-		fmt.Fprintf(stdout, "%s done: master %d, worker %d (generation %d), version %s\n", name, reply.PID, reply.WorkerPID, reply.Generation, reply.Version)
-	case "stop":
-		fmt.Fprintf(stdout, "master %d stopped\n", reply.PID)
-	default:
-		stdout.Write(raw)
 	}
 	return 0
 }
 
-// ctlValue turns "true", "false" and integers into JSON values.
-func ctlValue(v string) any {
-	if b, err := strconv.ParseBool(v); err == nil {
-		return b
+type usageError string
+
+func (u usageError) Error() string { return string(u) }
+
+// dialable turns a listening address into one to connect to: a wildcard
+// host becomes loopback.
+func dialable(bind string) string {
+	host, port, err := net.SplitHostPort(bind)
+	if err != nil {
+		return bind
 	}
-	if n, err := strconv.Atoi(v); err == nil {
-		return n
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
 	}
-	return v
+	return net.JoinHostPort(host, port)
 }
 
-// controlPathOf finds the control socket in a configuration file. It reads
-// only [global], leniently, so that `sluice reload` reaches the master (and
-// shows its errors) even when the file has problems elsewhere.
-func controlPathOf(file string) (string, error) {
-	var raw struct {
-		Global struct {
-			ControlSocket string `toml:"control_socket"`
-			PIDFile       string `toml:"pid_file"`
-		} `toml:"global"`
-	}
-	if _, err := toml.DecodeFile(file, &raw); err != nil {
-		// A file that does not even decode: look for the two keys line by
-		// line, so the master still gets to report the problem.
-		src, rerr := os.ReadFile(file)
-		if rerr != nil {
-			return "", fmt.Errorf("cannot find the control socket in %s (use -S): %w", file, err)
-		}
-		for _, line := range strings.Split(string(src), "\n") {
-			k, v, ok := strings.Cut(line, "=")
-			if !ok {
-				continue
-			}
-			v, uerr := strconv.Unquote(strings.TrimSpace(v))
-			if uerr != nil {
-				continue
-			}
-			switch strings.TrimSpace(k) {
-			case "control_socket":
-				raw.Global.ControlSocket = v
-			case "pid_file":
-				raw.Global.PIDFile = v
-			}
-		}
-	}
-	p := controlPath(raw.Global.ControlSocket, raw.Global.PIDFile)
-	if p == "" {
-		return "", fmt.Errorf("%s sets neither global.control_socket nor global.pid_file; use -S or signals", file)
-	}
-	return p, nil
+type ctlClient struct {
+	base  string
+	token string
+	http  *http.Client
 }
 
-// control sends one request to the master and reads its reply.
-func control(path string, req any, timeout time.Duration) (ctlReply, []byte, error) {
-	c, err := net.DialTimeout("unix", path, 5*time.Second)
-	if err != nil {
-		return ctlReply{}, nil, fmt.Errorf("cannot reach the master: %w", err)
+func (c *ctlClient) run(args []string, out io.Writer) error {
+	cmd := strings.Join(args[:min(2, len(args))], " ")
+	rest := args[min(2, len(args)):]
+	switch {
+	case cmd == "show stat" && len(rest) == 0:
+		return c.showStat(out)
+	case cmd == "show servers" && len(rest) == 0:
+		return c.showServers(out)
+	case cmd == "show sticky" && len(rest) == 1:
+		return c.showSticky(out, rest[0])
+	case cmd == "set state" && len(rest) == 2:
+		return c.set(out, rest[0], "state", url.Values{"state": {rest[1]}})
+	case cmd == "set weight" && len(rest) == 2:
+		return c.set(out, rest[0], "weight", url.Values{"weight": {rest[1]}})
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
-	b, _ := json.Marshal(req)
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		return ctlReply{}, nil, err
+	if len(args) == 0 {
+		return usageError("no command")
 	}
-	line, err := bufio.NewReader(c).ReadBytes('\n')
+	return usageError(fmt.Sprintf("unknown command %q", strings.Join(args, " ")))
+}
+
+func (c *ctlClient) do(req *http.Request) ([]byte, error) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
 	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return ctlReply{}, nil, errors.New("the master closed the connection without an answer")
+		return nil, fmt.Errorf("%w (is sluice running with this configuration?)", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("%s %s: %s: %s", req.Method, req.URL.Path, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return body, nil
+}
+
+func (c *ctlClient) get(path string, v any) error {
+	req, err := http.NewRequest(http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return err
+	}
+	body, err := c.do(req)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(body, v)
+}
+
+func (c *ctlClient) set(out io.Writer, target, what string, form url.Values) error {
+	be, sv, ok := strings.Cut(target, "/")
+	if !ok || be == "" || sv == "" {
+		return usageError(fmt.Sprintf("%q is not BACKEND/SERVER", target))
+	}
+	u := fmt.Sprintf("%s/api/servers/%s/%s/%s", c.base, url.PathEscape(be), url.PathEscape(sv), what)
+	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	body, err := c.do(req)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(out, string(body))
+	return nil
+}
+
+func (c *ctlClient) showStat(out io.Writer) error {
+	var snap stats.Snapshot
+	if err := c.get("/api/stats", &snap); err != nil {
+		return err
+	}
+	p := snap.Process
+	fmt.Fprintf(out, "sluice %s  pid %d  uptime %s  workers %d  reloads %d  conns %d/%d\n\n",
+		p.Version, p.PID, time.Duration(p.Uptime)*time.Second, p.Workers, p.Reloads, p.Current, p.MaxConn)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "NAME\tSTATUS\tWEIGHT\tQUEUE\tCUR\tMAX\tLIM\tTOTAL\tRATE\tBYTES IN\tBYTES OUT\tDENIED\tE.CONN\tE.RESP\tRETRIES\t2xx\t4xx\t5xx\tCHECK\t")
+	line := func(name string, r *stats.Row) {
+		lim := "-"
+		if r.SLim > 0 {
+			lim = fmt.Sprint(r.SLim)
 		}
-		return ctlReply{}, nil, err
+		weight, r2, r4, r5, check := "", "", "", "", ""
+		if r.Type != "frontend" {
+			weight = fmt.Sprintf("%d/%d", r.Weight, r.ConfWeight)
+		}
+		if r.HTTP {
+			r2, r4, r5 = fmt.Sprint(r.Resp[2]), fmt.Sprint(r.Resp[4]), fmt.Sprint(r.Resp[5])
+		}
+		if r.Check != nil {
+			check = fmt.Sprintf("%s %.0fms", r.Check.Desc, r.Check.Duration)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n",
+			name, r.Status, weight, r.QCur, r.SCur, r.SMax, lim, r.STot, r.Rate, r.BytesIn, r.BytesOut,
+			r.DReq, r.ECon, r.EResp, r.Retries, r2, r4, r5, check)
 	}
-	var r ctlReply
-	if err := json.Unmarshal(line, &r); err != nil {
-		return ctlReply{}, nil, err
+	for i := range snap.Frontends {
+		f := &snap.Frontends[i]
+		line("frontend "+f.Proxy, f)
 	}
-	return r, line, nil
+	for i := range snap.Backends {
+		b := &snap.Backends[i]
+		line("backend "+b.Proxy, b)
+		for j := range b.Servers {
+			line("  "+b.Servers[j].Name, &b.Servers[j])
+		}
+	}
+	return tw.Flush()
+}
+
+func (c *ctlClient) showServers(out io.Writer) error {
+	var snap stats.Snapshot
+	if err := c.get("/api/stats", &snap); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVER\tADDRESS\tSTATUS\tSINCE\tWEIGHT\tCUR\tTOTAL\tCHECK")
+	for _, b := range snap.Backends {
+		for _, s := range b.Servers {
+			check := "-"
+			if s.Check != nil {
+				check = fmt.Sprintf("%s %.0fms", s.Check.Desc, s.Check.Duration)
+			}
+			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%d/%d\t%d\t%d\t%s\n", b.Proxy, s.Name, s.Addr, s.Status,
+				time.Duration(s.LastChange)*time.Second, s.Weight, s.ConfWeight, s.SCur, s.STot, check)
+		}
+	}
+	return tw.Flush()
+}
+
+func (c *ctlClient) showSticky(out io.Writer, be string) error {
+	var st struct {
+		Backend string              `json:"backend"`
+		Sticky  string              `json:"sticky"`
+		Entries []stats.StickyEntry `json:"entries"`
+	}
+	if err := c.get("/api/backends/"+url.PathEscape(be)+"/sticky", &st); err != nil {
+		return err
+	}
+	if st.Sticky != "source" {
+		fmt.Fprintf(out, "backend %s keeps no sticky table (sticky = %q)\n", st.Backend, st.Sticky)
+		return nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLIENT\tSERVER\tEXPIRES IN")
+	for _, e := range st.Entries {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Client, e.Server, time.Duration(e.Expires)*time.Second)
+	}
+	return tw.Flush()
 }

@@ -11,6 +11,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+
+	"sluice/internal/engine"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=...".
@@ -26,12 +28,18 @@ commands:
   reload           reload the running master's configuration; prints errors
   upgrade          re-execute the master's binary (same PID), then reload
   stop [-drain]    stop the master (-drain: let connections finish first)
-  ctl CMD [k=v..]  send a control-socket command (status, show-servers,
-                   set-server-state backend=B server=S admin=drain|maint|ready
-                   up=true|false weight=N) and print the JSON reply
-                   (reload, upgrade, stop, ctl take -f FILE or -S SOCKET)
+  control CMD [k=v..]
+                   send a raw control-socket command to the master (status,
+                   show-servers, set-server-state backend=B server=S
+                   admin=drain|maint|ready up=true|false weight=N) and print
+                   the JSON reply (reload, upgrade, stop, control take -f FILE
+                   or -S SOCKET)
   check -f FILE    validate FILE without binding anything (exit 1 on errors)
   demo             run sluice in front of three demo backends and show how to try it
+  ctl -f FILE CMD  talk to a running sluice through its stats listener:
+                     show stat | show servers | show sticky BACKEND
+                     set state BACKEND/SERVER ready|drain|maint
+                     set weight BACKEND/SERVER N
   version          print the version
 `
 
@@ -41,6 +49,7 @@ func main() {
 
 // Main runs a sub-command and returns the process exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
+	engine.Version = Version
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -48,7 +57,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return cmdRun(args[1:], stderr)
-	case "reload", "upgrade", "stop", "ctl":
+	case "reload", "upgrade", "stop", "control":
 		return cmdControl(args[0], args[1:], stdout, stderr)
 	case workerCommand:
 		return cmdWorker(stderr)
@@ -56,6 +65,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
+	case "ctl":
+		return cmdCtl(args[1:], stdout, stderr)
 	case "version", "-v", "--version":
 		fmt.Fprintln(stdout, "sluice", Version)
 		return 0

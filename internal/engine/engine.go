@@ -5,13 +5,20 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"sort"
 
 	"sluice/backend"
 	"sluice/conf"
 	"sluice/frontend"
 	"sluice/internal/sockets"
+	"sluice/stats"
 )
+
+// Version is the version shown on the stats page and in /metrics; the
+// command sets it before starting an engine.
+var Version = "dev"
 
 // Engine is a configuration brought to life.
 type Engine struct {
@@ -24,6 +31,10 @@ type Engine struct {
 	// Discovery holds the DNS discovery of every backend with a [dns]
 	// section, by backend name.
 	Discovery map[string]*backend.Discovery
+	Stats     *stats.Server // nil without a [stats] table
+	// Process is what the stats page shows about this process; a master
+	// updates its Workers and Reloads.
+	Process *stats.Process
 }
 
 // Options are the optional parts of starting an engine.
@@ -115,6 +126,10 @@ func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Option
 	for _, d := range e.Discovery {
 		d.Start()
 	}
+	if err := e.startStats(cfg, log); err != nil {
+		closeOwn(socks, have)
+		return nil, err
+	}
 	e.Front.Serve()
 	return e, nil
 }
@@ -130,13 +145,56 @@ func closeOwn(s, have sockets.Set) {
 
 // StopAccepting stops taking new connections; open ones go on, and HTTP
 // keep-alive clients are told to close after their next response.
-func (e *Engine) StopAccepting() { e.Front.StopAccepting() }
+// The stats listener stops first: on a reload the new worker, sharing the
+// socket, then answers every scrape with its own figures.
+func (e *Engine) StopAccepting() {
+	e.closeStats(context.Background())
+	e.Front.StopAccepting()
+}
 
 // Shutdown stops accepting and drains open connections until ctx ends, then
 // cuts the rest. It returns how many it cut.
 func (e *Engine) Shutdown(ctx context.Context) int {
+	e.closeStats(ctx)
 	for _, d := range e.Discovery {
 		d.Stop()
 	}
 	return e.Front.Shutdown(ctx)
+}
+
+func (e *Engine) closeStats(ctx context.Context) {
+	if e.Stats != nil {
+		e.Stats.Close(ctx)
+	}
+}
+
+// startStats serves the stats page, metrics and admin API on the stats
+// listener, which Listeners put in e.Sockets.
+func (e *Engine) startStats(cfg *conf.Config, log *slog.Logger) error {
+	e.Process = stats.NewProcess(Version)
+	k, ok := StatsKey(cfg)
+	if !ok {
+		return nil
+	}
+	sock := e.Sockets[k]
+	if sock == nil || sock.Listener == nil {
+		return fmt.Errorf("stats: no listener for %s", cfg.Stats.Bind)
+	}
+	bes := make([]*backend.Backend, 0, len(e.Backends))
+	for _, b := range e.Backends {
+		bes = append(bes, b)
+	}
+	sort.Slice(bes, func(i, j int) bool { return bes[i].Name < bes[j].Name })
+	e.Stats = stats.New(stats.Options{
+		Frontends:      e.Front.Frontends,
+		Backends:       bes,
+		Process:        e.Process,
+		Current:        e.Front.Current,
+		MaxConn:        cfg.Global.MaxConn,
+		VitalFrontends: cfg.Global.VitalFrontends,
+		AdminToken:     cfg.Stats.AdminToken,
+		Log:            log,
+	})
+	e.Stats.Serve(sock.Listener)
+	return nil
 }

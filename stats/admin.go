@@ -1,0 +1,294 @@
+package stats
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"sluice/backend"
+)
+
+func (s *Server) routes() *http.ServeMux {
+	m := http.NewServeMux()
+	m.HandleFunc("/", s.serveRoot) // "/", "/;csv", "/;norefresh"…
+	m.HandleFunc("GET /api/stats", s.serveJSON)
+	m.Handle("GET /metrics", s.metricsHandler())
+	m.HandleFunc("GET /healthz", s.serveHealthz)
+	// Admin paths take every method so that a wrong one gets 405 here
+	// rather than the page's 404 from "GET /".
+	m.HandleFunc("/api/servers/{backend}/{server}/state", s.admin(http.MethodPost, "set state", s.setState))
+	m.HandleFunc("/api/servers/{backend}/{server}/weight", s.admin(http.MethodPost, "set weight", s.setWeight))
+	m.HandleFunc("/api/backends/{backend}/sticky", s.admin(http.MethodGet, "show sticky", s.showSticky))
+	return m
+}
+
+// serveRoot answers "/;opt;opt…": csv for CSV, norefresh for the page
+// without auto-refresh.
+func (s *Server) serveRoot(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "the stats pages are read with GET", http.StatusMethodNotAllowed)
+		return
+	}
+	path := r.URL.Path
+	if path == "/" {
+		s.renderPage(w, pageOptions{refresh: true})
+		return
+	}
+	if !strings.HasPrefix(path, "/;") {
+		http.NotFound(w, r)
+		return
+	}
+	opts := pageOptions{refresh: true}
+	for _, o := range strings.Split(path[2:], ";") {
+		switch o {
+		case "csv":
+			opts.csv = true
+		case "norefresh":
+			opts.refresh = false
+		case "":
+		default:
+			http.Error(w, fmt.Sprintf("unknown option %q; use /;csv or /;norefresh", o), http.StatusNotFound)
+			return
+		}
+	}
+	if opts.csv {
+		s.serveCSV(w, r)
+		return
+	}
+	s.renderPage(w, opts)
+}
+
+func (s *Server) serveJSON(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", " ")
+	enc.Encode(s.snapshot())
+}
+
+// serveHealthz answers 200 while every vital frontend has a server that can
+// take traffic, else 503 with the first reason.
+func (s *Server) serveHealthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if reason := s.unhealthy(); reason != "" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, reason)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// unhealthy returns why /healthz fails, or "". A vital frontend is healthy
+// when its default backend (or, with none, one of its route backends) has a
+// server up, ready and weighted above zero.
+func (s *Server) unhealthy() string {
+	for _, name := range s.opt.VitalFrontends {
+		f := s.fronts[name]
+		if f == nil {
+			return fmt.Sprintf("vital frontend %s does not exist", name)
+		}
+		var bes []*backend.Backend
+		if b := f.Backend(); b != nil {
+			bes = append(bes, b)
+		} else if cfg := f.Config(); cfg != nil {
+			for _, rt := range cfg.Routes {
+				if b := s.backends[rt.Backend]; b != nil {
+					bes = append(bes, b)
+				}
+			}
+		}
+		if !anyUp(bes) {
+			names := make([]string, len(bes))
+			for i, b := range bes {
+				names[i] = b.Name
+			}
+			return fmt.Sprintf("vital frontend %s has no server up (backend %s)", name, strings.Join(names, ", "))
+		}
+	}
+	return ""
+}
+
+func anyUp(bes []*backend.Backend) bool {
+	for _, b := range bes {
+		for _, sv := range b.Servers() {
+			if serverUp(sv) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func hashToken(t string) []byte {
+	h := sha256.Sum256([]byte(t))
+	return h[:]
+}
+
+// authorized reports whether r carries the admin token: in an
+// "Authorization: Bearer" header, or (the page's forms without JavaScript)
+// in a "token" form field of a POST. Hashing first makes the comparison
+// constant-time whatever the lengths.
+func (s *Server) authorized(r *http.Request) bool {
+	var got string
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return false
+		}
+		got = strings.TrimSpace(tok)
+	} else if r.Method == http.MethodPost {
+		got = r.PostFormValue("token")
+	}
+	if got == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare(hashToken(got), s.token) == 1
+}
+
+// adminAction is an admin call once authorized; it returns the status and
+// the message to send and log.
+type adminAction func(r *http.Request) (int, string, any)
+
+// admin wraps an admin call: 403 when the admin API is off, 401 without the
+// right token, and one log line per call with who asked for what.
+func (s *Server) admin(method, what string, act adminAction) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+			w.Header().Set("Allow", method)
+			http.Error(w, fmt.Sprintf("%s needs %s", r.URL.Path, method), http.StatusMethodNotAllowed)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+		target := r.PathValue("backend")
+		if sv := r.PathValue("server"); sv != "" {
+			target += "/" + sv
+		}
+		log := s.log.With("remote", r.RemoteAddr, "action", what, "target", target)
+		if s.token == nil {
+			log.Warn("admin call refused: the admin API is disabled")
+			http.Error(w, "the admin API is disabled: set stats.admin_token_file", http.StatusForbidden)
+			return
+		}
+		if !s.authorized(r) {
+			log.Warn("admin call refused: missing or wrong token")
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice admin"`)
+			http.Error(w, "admin token missing or wrong: send Authorization: Bearer TOKEN", http.StatusUnauthorized)
+			return
+		}
+		code, msg, body := act(r)
+		if code >= 400 {
+			log.Warn("admin call failed", "status", code, "msg", msg)
+			http.Error(w, msg, code)
+			return
+		}
+		if body == nil {
+			log.Info("admin call", "done", msg)
+		}
+		if r.PostFormValue("from") == "page" {
+			// A form of the stats page, sent without JavaScript: back to it.
+			http.Redirect(w, r, "/", http.StatusSeeOther)
+			return
+		}
+		if body != nil {
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", " ")
+			enc.Encode(body)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, msg)
+	}
+}
+
+func (s *Server) lookup(r *http.Request) (*backend.Backend, *backend.Server, string) {
+	b := s.backends[r.PathValue("backend")]
+	if b == nil {
+		return nil, nil, fmt.Sprintf("no backend %q", r.PathValue("backend"))
+	}
+	sv := b.Server(r.PathValue("server"))
+	if sv == nil {
+		return b, nil, fmt.Sprintf("backend %s has no server %q", b.Name, r.PathValue("server"))
+	}
+	return b, sv, ""
+}
+
+var adminStates = map[string]int32{"ready": backend.AdminReady, "drain": backend.AdminDrain, "maint": backend.AdminMaint}
+
+// AdminStateName names an admin state as the API spells it.
+func AdminStateName(a int32) string {
+	for k, v := range adminStates {
+		if v == a {
+			return k
+		}
+	}
+	return strconv.Itoa(int(a))
+}
+
+func (s *Server) setState(r *http.Request) (int, string, any) {
+	_, sv, miss := s.lookup(r)
+	if sv == nil {
+		return http.StatusNotFound, miss, nil
+	}
+	name := r.PostFormValue("state")
+	st, ok := adminStates[name]
+	if !ok {
+		return http.StatusBadRequest, fmt.Sprintf("state %q is not one of ready, drain, maint", name), nil
+	}
+	prev := sv.Admin()
+	sv.SetAdmin(st)
+	return http.StatusOK, fmt.Sprintf("%s/%s: state %s -> %s", sv.Backend, sv.Name, AdminStateName(prev), name), nil
+}
+
+func (s *Server) setWeight(r *http.Request) (int, string, any) {
+	b, sv, miss := s.lookup(r)
+	if sv == nil {
+		return http.StatusNotFound, miss, nil
+	}
+	v := r.PostFormValue("weight")
+	w, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil {
+		return http.StatusBadRequest, fmt.Sprintf("weight %q is not a number", v), nil
+	}
+	prev := sv.Weight()
+	if err := b.SetWeight(sv, w); err != nil {
+		return http.StatusBadRequest, err.Error(), nil
+	}
+	return http.StatusOK, fmt.Sprintf("%s/%s: weight %d -> %d", sv.Backend, sv.Name, prev, w), nil
+}
+
+// StickyEntry is one entry of a backend's sticky table in the API.
+type StickyEntry struct {
+	Client  string `json:"client"`
+	Server  string `json:"server"`
+	Expires int64  `json:"expires_in"` // seconds; 0 when entries never expire
+}
+
+func (s *Server) showSticky(r *http.Request) (int, string, any) {
+	b := s.backends[r.PathValue("backend")]
+	if b == nil {
+		return http.StatusNotFound, fmt.Sprintf("no backend %q", r.PathValue("backend")), nil
+	}
+	out := []StickyEntry{}
+	var ttl time.Duration
+	if t := b.StickyTable(); t != nil {
+		ttl = t.TTL
+	}
+	now := time.Now()
+	for _, e := range b.StickyEntries() {
+		se := StickyEntry{Client: e.Client.String(), Server: e.Server}
+		if ttl > 0 {
+			se.Expires = max(0, int64(e.LastUsed.Add(ttl).Sub(now).Seconds()))
+		}
+		out = append(out, se)
+	}
+	s.log.Info("admin call", "remote", r.RemoteAddr, "action", "show sticky", "target", b.Name, "entries", len(out))
+	return http.StatusOK, "", map[string]any{"backend": b.Name, "sticky": b.Sticky, "entries": out}
+}

@@ -1,0 +1,239 @@
+package stats
+
+import (
+	"fmt"
+	"time"
+
+	"sluice/backend"
+	"sluice/conf"
+	"sluice/frontend"
+)
+
+// Row is one line of the stats: a frontend, a backend (its totals) or a
+// server. JSON names follow HAProxy's CSV columns where one exists.
+type Row struct {
+	Type   string `json:"type"`   // "frontend", "backend" or "server"
+	Proxy  string `json:"pxname"` // frontend or backend name
+	Name   string `json:"svname"` // "FRONTEND", "BACKEND" or the server name
+	Mode   string `json:"mode"`
+	Addr   string `json:"addr,omitempty"`
+	Status string `json:"status"` // OPEN; UP, DOWN; UP, DOWN, DRAIN, MAINT, "UP 1/3"…
+	// State is the colour class of the status: open, up, down, drain,
+	// maint, going-down (up, failing checks), going-up (down, passing).
+	State      string `json:"state"`
+	LastChange int64  `json:"lastchg"`  // seconds since the last up/down change (servers)
+	Downtime   int64  `json:"downtime"` // seconds spent down in total (servers)
+
+	Weight     int64 `json:"weight"`      // effective (backends: sum over servers in service)
+	ConfWeight int64 `json:"conf_weight"` // from the config file (backends: sum)
+	Active     int64 `json:"act"`         // servers: 1 for a primary; backends: primaries up
+	Backup     int64 `json:"bck"`         // servers: 1 for a backup; backends: backups up
+
+	QCur     int64  `json:"qcur"`
+	QMax     int64  `json:"qmax"`
+	QTotal   uint64 `json:"qtot"`      // connections that waited in the queue
+	QTimeout uint64 `json:"qtimeouts"` // refused after queue_timeout
+
+	SCur    int64  `json:"scur"`
+	SMax    int64  `json:"smax"`
+	SLim    int64  `json:"slim"` // 0: no limit
+	STot    uint64 `json:"stot"`
+	Rate    uint64 `json:"rate"` // sessions in the last second
+	RateMax uint64 `json:"rate_max"`
+
+	BytesIn  uint64 `json:"bin"`
+	BytesOut uint64 `json:"bout"`
+	DReq     uint64 `json:"dreq"` // frontends: refused before a server; backends: no server / queue timeout
+	EReq     uint64 `json:"ereq"` // malformed, slow or too large requests (http)
+	ECon     uint64 `json:"econ"`
+	EResp    uint64 `json:"eresp"`
+	Retries  uint64 `json:"wretr"`
+
+	ChkFail uint64       `json:"chkfail"`
+	ChkDown uint64       `json:"chkdown"`
+	Check   *CheckResult `json:"check,omitempty"`
+
+	HTTP   bool      `json:"http"`
+	ReqTot uint64    `json:"req_tot,omitempty"`
+	Resp   [6]uint64 `json:"hrsp"` // [0] other, [1] 1xx … [5] 5xx
+
+	Servers []Row `json:"servers,omitempty"` // backends only
+}
+
+// CheckResult is a server's last health check.
+type CheckResult struct {
+	OK       bool    `json:"ok"`
+	Desc     string  `json:"desc"`
+	Code     int     `json:"code,omitempty"`
+	Duration float64 `json:"duration_ms"`
+	Age      int64   `json:"age"` // seconds since
+}
+
+// Snapshot is the whole of the stats at one moment.
+type Snapshot struct {
+	Process   ProcessInfo `json:"process"`
+	Frontends []Row       `json:"frontends"`
+	Backends  []Row       `json:"backends"`
+}
+
+// ProcessInfo is the process line of a snapshot.
+type ProcessInfo struct {
+	Version string    `json:"version"`
+	PID     int       `json:"pid"`
+	Started time.Time `json:"started"`
+	Uptime  int64     `json:"uptime"` // seconds
+	Workers int64     `json:"workers"`
+	Reloads int64     `json:"reloads"`
+	Current int       `json:"current_conns"`
+	MaxConn int       `json:"maxconn"`
+	Admin   bool      `json:"admin"` // the admin API is enabled
+}
+
+func (s *Server) snapshot() Snapshot {
+	now := time.Now()
+	p := s.opt.Process
+	snap := Snapshot{Process: ProcessInfo{
+		Version: p.Version, PID: p.PID, Started: p.Started, Uptime: int64(now.Sub(p.Started).Seconds()),
+		Workers: p.Workers.Load(), Reloads: p.Reloads.Load(),
+		Current: s.current(), MaxConn: s.opt.MaxConn, Admin: s.token != nil,
+	}}
+	for _, f := range s.opt.Frontends {
+		snap.Frontends = append(snap.Frontends, s.frontendRow(f))
+	}
+	for _, b := range s.opt.Backends {
+		snap.Backends = append(snap.Backends, s.backendRow(b, now))
+	}
+	return snap
+}
+
+func (s *Server) frontendRow(f *frontend.Frontend) Row {
+	c := &f.Counters
+	r := Row{
+		Type: "frontend", Proxy: f.Name, Name: "FRONTEND", Mode: f.Mode, Status: "OPEN", State: "open",
+		SCur: c.Current.Load(), SMax: c.MaxActive.Load(), STot: c.Sessions.Load(),
+		BytesIn: c.BytesIn.Load(), BytesOut: c.BytesOut.Load(),
+		DReq: c.Denied.Load(), ECon: c.Errors.Load(),
+	}
+	if cfg := f.Config(); cfg != nil {
+		r.SLim = int64(cfg.MaxConn)
+	}
+	r.Rate, r.RateMax = s.rates.get(f)
+	if p := f.HTTP(); p != nil {
+		h := &p.Counters
+		r.HTTP = true
+		r.BytesIn += h.BytesIn.Load()
+		r.BytesOut += h.BytesOut.Load()
+		r.EReq = h.BadRequest.Load() + h.Timeout408.Load() + h.TooLarge431.Load()
+		r.ReqTot = h.Requests.Load()
+		for i := range r.Resp {
+			r.Resp[i] = h.Resp[i].Load()
+		}
+	}
+	return r
+}
+
+func (s *Server) backendRow(b *backend.Backend, now time.Time) Row {
+	bc := &b.Counters
+	r := Row{
+		Type: "backend", Proxy: b.Name, Name: "BACKEND", Mode: b.Mode, HTTP: b.Mode == conf.ModeHTTP,
+		QCur: bc.Queue.Load(), QMax: bc.MaxQueue.Load(), QTotal: bc.Queued.Load(), QTimeout: bc.QueueTimeouts.Load(),
+		DReq: bc.NoServer.Load() + bc.QueueTimeouts.Load(),
+	}
+	r.Rate, r.RateMax = s.rates.get(b)
+	inService := false
+	for _, sv := range b.Servers() {
+		sr := s.serverRow(b, sv, now)
+		r.Servers = append(r.Servers, sr)
+		r.ConfWeight += sr.ConfWeight
+		if sr.State == "up" || sr.State == "going-down" {
+			inService = true
+			r.Weight += sr.Weight
+			if sv.Backup {
+				r.Backup++
+			} else {
+				r.Active++
+			}
+		}
+		r.SCur += sr.SCur
+		r.STot += sr.STot
+		r.BytesIn += sr.BytesIn
+		r.BytesOut += sr.BytesOut
+		r.ECon += sr.ECon
+		r.EResp += sr.EResp
+		r.Retries += sr.Retries
+		r.ChkFail += sr.ChkFail
+		r.ChkDown += sr.ChkDown
+		for i := range r.Resp {
+			r.Resp[i] += sr.Resp[i]
+		}
+	}
+	if r.HTTP {
+		r.ReqTot = r.STot
+	}
+	r.Status, r.State = "DOWN", "down"
+	if inService {
+		r.Status, r.State = "UP", "up"
+	}
+	return r
+}
+
+func (s *Server) serverRow(b *backend.Backend, sv *backend.Server, now time.Time) Row {
+	c := &sv.Counters
+	r := Row{
+		Type: "server", Proxy: b.Name, Name: sv.Name, Mode: b.Mode, Addr: sv.Addr, HTTP: b.Mode == conf.ModeHTTP,
+		LastChange: int64(now.Sub(sv.LastChange()).Seconds()),
+		Downtime:   int64(sv.Downtime().Seconds()),
+		Weight:     int64(sv.Weight()), ConfWeight: int64(sv.ConfWeight),
+		SCur: sv.Active(), SMax: c.MaxActive.Load(), SLim: sv.MaxConn, STot: c.Sessions.Load(),
+		BytesIn: c.BytesIn.Load(), BytesOut: c.BytesOut.Load(),
+		ECon: c.ConnErrors.Load(), EResp: c.RespErrors.Load(), Retries: c.Retries.Load(),
+		ChkFail: sv.ChecksFailed(), ChkDown: c.Downs.Load(),
+	}
+	if sv.Backup {
+		r.Backup = 1
+	} else {
+		r.Active = 1
+	}
+	r.Status, r.State = serverStatus(sv)
+	r.Rate, r.RateMax = s.rates.get(sv)
+	for i := range r.Resp {
+		r.Resp[i] = c.Resp[i].Load()
+	}
+	if r.HTTP {
+		r.ReqTot = r.STot
+	}
+	if cr, ok := sv.LastCheck(); ok {
+		r.Check = &CheckResult{OK: cr.OK, Desc: cr.Desc, Code: cr.Code,
+			Duration: float64(cr.Duration.Microseconds()) / 1000, Age: int64(now.Sub(cr.At).Seconds())}
+	}
+	return r
+}
+
+// serverStatus is the status text of a server and its colour class.
+// Maintenance wins over health (the server gets nothing either way); a
+// draining server shows DRAIN while up. "UP 1/3" is a server that is up
+// with 1 of the 3 failed checks that take it down; "DOWN 1/2" one that is
+// down with 1 of the 2 good checks that bring it up.
+func serverStatus(sv *backend.Server) (status, state string) {
+	up := sv.Up()
+	n, need := sv.Progress()
+	switch {
+	case sv.Admin() == backend.AdminMaint:
+		return "MAINT", "maint"
+	case !up && need > 0 && n > 0:
+		return fmt.Sprintf("DOWN %d/%d", n, need), "going-up"
+	case !up:
+		return "DOWN", "down"
+	case sv.Admin() == backend.AdminDrain:
+		return "DRAIN", "drain"
+	case need > 0 && n > 0:
+		return fmt.Sprintf("UP %d/%d", n, need), "going-down"
+	}
+	return "UP", "up"
+}
+
+// serverUp reports whether a server can take new traffic: up, ready and
+// weighted above zero (it may be at its maxconn).
+func serverUp(sv *backend.Server) bool {
+	return sv.Up() && sv.Admin() == backend.AdminReady && sv.Weight() > 0
+}
