@@ -16,6 +16,7 @@ import (
 
 	"sluice/internal/sdnotify"
 	"sluice/internal/sockets"
+	"sluice/stats"
 )
 
 // worker is the master's handle on one worker process.
@@ -84,6 +85,8 @@ func (m *master) startWorker(start workerStart) (*worker, error) {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	// The stats page shows how many reloads came before this worker.
+	cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", stats.ReloadsEnv, max(0, start.Gen-1)))
 	if err := cmd.Start(); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("start worker: %w", err)
