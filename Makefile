@@ -8,9 +8,11 @@ LDFLAGS := -X main.Version=$(VERSION)
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
 
-# Lint first: a test run is only green when gofmt and go vet are clean too.
+# Lint first: a test run is only green when gofmt and go vet are clean too;
+# then every test, then a bounded fuzz run of the PROXY-protocol parser.
 test: lint
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) fuzz
 
 # Bounded fuzzing for CI: the PROXY-protocol accepting path.
 FUZZTIME ?= 20s
