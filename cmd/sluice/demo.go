@@ -24,6 +24,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:8080", "address of the demo frontend")
+	statsAt := fs.String("stats", "127.0.0.1:8404", "address of the stats page")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -48,6 +49,9 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	src := fmt.Sprintf(`[global]
 hard_stop_after = "5s"
 
+[stats]
+bind = %q
+
 [frontend.web]
 mode = "tcp"
 bind = [%q]
@@ -55,7 +59,7 @@ default_backend = "demo"
 
 [backend.demo]
 balance = "roundrobin"
-%s`, *listen, servers.String())
+%s`, *statsAt, *listen, servers.String())
 	cfg, err := conf.Parse("demo.toml", []byte(src))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -63,7 +67,7 @@ balance = "roundrobin"
 	}
 	eng, err := engine.Start(cfg, nil, log)
 	if err != nil {
-		fmt.Fprintf(stderr, "demo: %v\n(is something else using %s? try: sluice demo -listen 127.0.0.1:9080)\n", err, *listen)
+		fmt.Fprintf(stderr, "demo: %v\n(is something else using %s or %s? try: sluice demo -listen 127.0.0.1:9080 -stats 127.0.0.1:9404)\n", err, *listen, *statsAt)
 		return 1
 	}
 	fmt.Fprintf(stdout, `
@@ -74,9 +78,12 @@ Try it (each curl is a new TCP connection, balanced by weight 2:1:1):
 
     for i in 1 2 3 4 5 6 7 8; do curl -s http://%s/; done
 
-You will see demo-1 twice as often as demo-2 and demo-3, interleaved:
-demo-1, demo-2, demo-3, demo-1, demo-1, demo-2, ... Press Ctrl-C to stop.
-`, src, *listen)
+You will see demo-1 twice as often as demo-2 and demo-3, interleaved
+(smooth weighted round-robin): demo-1, demo-2, demo-3, demo-1, and again.
+
+The stats page (sessions, bytes, server states) is at http://%s/
+and Prometheus metrics at http://%s/metrics. Press Ctrl-C to stop.
+`, src, *listen, *statsAt, *statsAt)
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
