@@ -13,6 +13,8 @@ require (
 
 require (
 	github.com/hashicorp/errwrap v1.1.0 // indirect
+	github.com/miekg/dns v1.1.73 // indirect
+	github.com/pires/go-proxyproto v0.15.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
 )

@@ -113,17 +113,6 @@ type Backend struct {
 	DNS             *DNS
 }
 
-// Health describes the active check of a backend's servers.
-type Health struct {
-	Check    string
-	Path     string
-	Expect   string
-	Interval time.Duration
-	Timeout  time.Duration
-	Rise     int
-	Fall     int
-}
-
 // Server is one backend server.
 type Server struct {
 	Name    string
