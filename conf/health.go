@@ -143,7 +143,13 @@ func (v *validator) health(hp string, h rawHealth) Health {
 		ObserveErrors: intOr(h.ObserveErrors, DefaultObserveErrors),
 		InitState:     h.InitState,
 	}
-	out.IntervalDown = v.dur(hp+".interval_down", h.IntervalDown, out.Interval)
+	out.IntervalDown = out.Interval
+	if d := v.dur(hp+".interval_down", h.IntervalDown, -1); d >= 0 {
+		out.IntervalDown = d
+		if d < minCheckInterval {
+			v.errf(hp+".interval_down", "must be at least %v, got %v", minCheckInterval, d)
+		}
+	}
 	if out.Check == "" {
 		out.Check = CheckNone
 	}
@@ -217,9 +223,6 @@ func (v *validator) health(hp string, h rawHealth) Health {
 	}
 	if out.Interval < minCheckInterval {
 		v.errf(hp+".interval", "must be at least %v, got %v", minCheckInterval, out.Interval)
-	}
-	if h.IntervalDown != "" && out.IntervalDown < minCheckInterval {
-		v.errf(hp+".interval_down", "must be at least %v, got %v", minCheckInterval, out.IntervalDown)
 	}
 	if out.Timeout <= 0 {
 		v.errf(hp+".timeout", "must be more than 0, like \"1s\"")
