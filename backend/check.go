@@ -21,10 +21,23 @@ type checkState struct {
 	last     atomic.Pointer[CheckResult]
 	progress atomic.Int64 // rising/falling: count<<32 | needed; 0 when settled
 	downNs   atomic.Int64 // total nanoseconds spent down before the current spell
+	checks   atomic.Uint64 // checks run
+	failed   atomic.Uint64 // checks that failed
+}
+
+// CheckCounts returns how many checks ran and how many of them failed.
+func (s *Server) CheckCounts() (checks, failed uint64) {
+	return s.check.checks.Load(), s.check.failed.Load()
 }
 
 // SetLastCheck records the result of the latest check.
-func (s *Server) SetLastCheck(r CheckResult) { s.check.last.Store(&r) }
+func (s *Server) SetLastCheck(r CheckResult) {
+	s.check.last.Store(&r)
+	s.check.checks.Add(1)
+	if !r.OK {
+		s.check.failed.Add(1)
+	}
+}
 
 // LastCheck returns the latest check result, and false when none ran yet.
 func (s *Server) LastCheck() (CheckResult, bool) {

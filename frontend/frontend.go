@@ -274,10 +274,12 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn) {
 		}
 		c, err := net.DialTimeout("tcp", srv.Addr, be.TimeoutConnect)
 		if err == nil {
+			srv.ObserveOK()
 			server = c
 			break
 		}
 		srv.Counters.ConnErrors.Add(1)
+		srv.ObserveError()
 		if attempt < be.Retries {
 			srv.Counters.Retries.Add(1)
 		}

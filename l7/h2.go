@@ -407,6 +407,11 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			sr.respHead = time.Now()
 			sr.status = resp.StatusCode
+			if resp.StatusCode >= 500 {
+				srv.ObserveError()
+			} else {
+				srv.ObserveOK()
+			}
 			grpcTrailersOnly(resp)
 			p.countStd(srv, resp.StatusCode)
 			resp.Body = &respBody{rc: resp.Body, p: p, srv: srv, sr: sr, cancel: cancel}
@@ -419,9 +424,13 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 		}
 		var ce *connectError
 		if !errors.As(err, &ce) || (body != nil && body.n.Load() > 0) {
+			if _, ok := err.(serverTimeout); ok || errors.As(err, &ce) {
+				srv.ObserveError()
+			}
 			return nil, err
 		}
 		srv.Counters.ConnErrors.Add(1)
+		srv.ObserveError()
 		if p.Log != nil {
 			p.Log.Debug("connect failed", "frontend", p.Frontend, "backend", be.Name, "server", srv.Name, "err", err)
 		}

@@ -17,6 +17,7 @@ import (
 type Engine struct {
 	Config   *conf.Config
 	Backends map[string]*backend.Backend
+	Health   map[string]*backend.HealthChecks // by backend name
 	Front    *frontend.Server
 	Sockets  sockets.Set
 }
@@ -24,13 +25,14 @@ type Engine struct {
 // Start builds backends and frontends for cfg, binds (or takes from have)
 // their sockets, and starts accepting.
 func Start(cfg *conf.Config, have sockets.Set, log *slog.Logger) (*Engine, error) {
-	e := &Engine{Config: cfg, Backends: map[string]*backend.Backend{}}
+	e := &Engine{Config: cfg, Backends: map[string]*backend.Backend{}, Health: map[string]*backend.HealthChecks{}}
 	for _, bc := range cfg.Backends {
 		b, err := backend.New(bc)
 		if err != nil {
 			return nil, err
 		}
 		e.Backends[bc.Name] = b
+		e.Health[bc.Name] = backend.NewHealthChecks(b, bc, log)
 	}
 	socks, err := frontend.Bind(cfg, have)
 	if err != nil {
@@ -42,6 +44,11 @@ func Start(cfg *conf.Config, have sockets.Set, log *slog.Logger) (*Engine, error
 		socks.Close()
 		return nil, err
 	}
+	// Checks start before traffic, so that init_state = "down" holds from
+	// the first connection on.
+	for _, h := range e.Health {
+		h.Start()
+	}
 	e.Front.Serve()
 	return e, nil
 }
@@ -49,5 +56,9 @@ func Start(cfg *conf.Config, have sockets.Set, log *slog.Logger) (*Engine, error
 // Shutdown stops accepting and drains open connections until ctx ends, then
 // cuts the rest. It returns how many it cut.
 func (e *Engine) Shutdown(ctx context.Context) int {
-	return e.Front.Shutdown(ctx)
+	cut := e.Front.Shutdown(ctx)
+	for _, h := range e.Health {
+		h.Stop()
+	}
+	return cut
 }
