@@ -19,8 +19,8 @@ type CheckResult struct {
 // path; it lives behind atomics like the rest.
 type checkState struct {
 	last     atomic.Pointer[CheckResult]
-	progress atomic.Int64 // rising/falling: count<<32 | needed; 0 when settled
-	downNs   atomic.Int64 // total nanoseconds spent down before the current spell
+	progress atomic.Int64  // rising/falling: count<<32 | needed; 0 when settled
+	downNs   atomic.Int64  // total nanoseconds spent down before the current spell
 	checks   atomic.Uint64 // checks run
 	failed   atomic.Uint64 // checks that failed
 }
