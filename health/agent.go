@@ -71,7 +71,7 @@ func probeAgent(ctx context.Context, spec *Spec, deadline time.Time) Result {
 	if err != nil {
 		return fail(err)
 	}
-	defer abort(c)
+	defer c.abort()
 	line, err := bufio.NewReaderSize(io.LimitReader(c, maxAgentLine), maxAgentLine).ReadString('\n')
 	if err != nil && (err != io.EOF || line == "") {
 		return Result{Desc: "agent: " + describe(err)}

@@ -57,13 +57,13 @@ func Probe(ctx context.Context, spec *Spec) Result {
 // otherwise. Health checks are the proxy's own connections, so v2 sends the
 // LOCAL command (no client address); v1, which has no such command, carries
 // the check connection's own addresses.
-func dial(ctx context.Context, addr string, deadline time.Time, sendProxy string) (net.Conn, error) {
+func dial(ctx context.Context, addr string, deadline time.Time, sendProxy string) (*checkConn, error) {
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	c.SetDeadline(deadline)
+	c := watch(ctx, nc, deadline)
 	var h *proxyproto.Header
 	switch sendProxy {
 	case "v1":
@@ -73,18 +73,32 @@ func dial(ctx context.Context, addr string, deadline time.Time, sendProxy string
 	}
 	if h != nil {
 		if _, err := h.WriteTo(c); err != nil {
-			abort(c)
+			c.abort()
 			return nil, err
 		}
 	}
 	return c, nil
 }
 
+// checkConn is a check's connection, cut short when the checker stops.
+type checkConn struct {
+	net.Conn
+	unwatch func() bool
+}
+
+// watch sets the check's deadline on c and makes Stop (the end of ctx)
+// interrupt whatever c is waiting for.
+func watch(ctx context.Context, c net.Conn, deadline time.Time) *checkConn {
+	c.SetDeadline(deadline)
+	return &checkConn{Conn: c, unwatch: context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })}
+}
+
 // abort closes a check connection with a reset instead of a FIN, as HAProxy
 // does: the checker then keeps no TIME_WAIT socket per check, which at
 // thousands of checks a second would use up local ports.
-func abort(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
+func (c *checkConn) abort() {
+	c.unwatch()
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
 		tc.SetLinger(0)
 	}
 	c.Close()
@@ -95,7 +109,7 @@ func probeTCP(ctx context.Context, spec *Spec, deadline time.Time) Result {
 	if err != nil {
 		return fail(err)
 	}
-	abort(c)
+	c.abort()
 	return Result{OK: true, Desc: "L4OK"}
 }
 
@@ -104,7 +118,7 @@ func probeHTTP(ctx context.Context, spec *Spec, deadline time.Time) Result {
 	if err != nil {
 		return fail(err)
 	}
-	defer abort(c)
+	defer c.abort()
 	host := spec.Host
 	if host == "" {
 		host = spec.Addr
@@ -161,12 +175,12 @@ func probeDNS(ctx context.Context, spec *Spec) Result {
 
 func probeUDP(ctx context.Context, spec *Spec, deadline time.Time) Result {
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "udp", spec.checkAddr())
+	nc, err := d.DialContext(ctx, "udp", spec.checkAddr())
 	if err != nil {
 		return fail(err)
 	}
-	defer c.Close()
-	c.SetDeadline(deadline)
+	c := watch(ctx, nc, deadline)
+	defer c.abort()
 	if _, err := c.Write([]byte(spec.Send)); err != nil {
 		return fail(err)
 	}
