@@ -2,12 +2,10 @@ package health
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // AgentReply is what an agent said, HAProxy's agent-check: one line of
@@ -66,8 +64,8 @@ func ParseAgent(line string) (AgentReply, error) {
 	return a, nil
 }
 
-func probeAgent(ctx context.Context, spec *Spec, deadline time.Time) Result {
-	c, err := dial(ctx, spec.agentAddr(), deadline, "")
+func probeAgent(e *env, spec *Spec) Result {
+	c, err := dial(e, "tcp", spec.agentAddr(), "")
 	if err != nil {
 		return fail(err)
 	}

@@ -90,6 +90,11 @@ type Checker struct {
 	count int // consecutive checks against up
 
 	forced atomic.Bool // ForceDown was called
+
+	mu       sync.Mutex
+	conn     net.Conn // of the check in flight
+	stopping bool
+
 	stop   chan struct{}
 	done   chan struct{}
 	once   sync.Once
@@ -117,6 +122,12 @@ func (c *Checker) Stop() {
 	c.once.Do(func() {
 		close(c.stop)
 		c.cancel()
+		c.mu.Lock()
+		c.stopping = true
+		if c.conn != nil {
+			c.conn.SetDeadline(time.Unix(1, 0))
+		}
+		c.mu.Unlock()
 	})
 	<-c.done
 }
@@ -136,7 +147,7 @@ func (c *Checker) run(first time.Duration) {
 		case <-t.C:
 		}
 		start := time.Now()
-		r := Probe(c.ctx, &c.spec)
+		r := probe(c.ctx, &c.spec, c.track)
 		select {
 		case <-c.stop:
 			return // a check cut short by Stop says nothing about the server
@@ -145,6 +156,14 @@ func (c *Checker) run(first time.Duration) {
 		c.target.Report(c.step(r))
 		t.Reset(max(0, c.next()-time.Since(start)))
 	}
+}
+
+// track keeps the connection of the check in flight, for Stop to cut.
+func (c *Checker) track(conn net.Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.conn = conn
+	return !c.stopping
 }
 
 // next is the time from the start of one check to the start of the next:

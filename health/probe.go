@@ -26,24 +26,30 @@ import (
 const maxBody = 64 << 10
 
 // Probe runs one check of spec's server and returns its result. It takes
-// at most spec.Timeout.
+// at most spec.Timeout, less when ctx ends first.
 func Probe(ctx context.Context, spec *Spec) Result {
+	return probe(ctx, spec, nil)
+}
+
+// probe is Probe for a Checker, which passes track instead of a context
+// that ends on Stop: track(conn) hands it the check's connection (and
+// reports false when stopping), track(nil) takes it back. This spares the
+// per-check context plumbing, a good part of a check's cost.
+func probe(ctx context.Context, spec *Spec, track func(net.Conn) bool) Result {
 	start := time.Now()
-	deadline := start.Add(spec.Timeout)
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
+	e := env{ctx: ctx, deadline: start.Add(spec.Timeout), track: track}
 	var r Result
 	switch spec.Check {
 	case conf.CheckTCP:
-		r = probeTCP(ctx, spec, deadline)
+		r = probeTCP(&e, spec)
 	case conf.CheckHTTP:
-		r = probeHTTP(ctx, spec, deadline)
+		r = probeHTTP(&e, spec)
 	case conf.CheckDNS:
-		r = probeDNS(ctx, spec)
+		r = probeDNS(&e, spec)
 	case conf.CheckAgent:
-		r = probeAgent(ctx, spec, deadline)
+		r = probeAgent(&e, spec)
 	case conf.CheckUDP:
-		r = probeUDP(ctx, spec, deadline)
+		r = probeUDP(&e, spec)
 	default:
 		r = Result{OK: true, Desc: "no check"}
 	}
@@ -52,18 +58,34 @@ func Probe(ctx context.Context, spec *Spec) Result {
 	return r
 }
 
+// env is what one check runs under.
+type env struct {
+	ctx      context.Context
+	deadline time.Time
+	track    func(net.Conn) bool
+}
+
 // dial connects for a check and, when the backend sends PROXY headers,
 // sends one first: servers that require it would refuse the check
 // otherwise. Health checks are the proxy's own connections, so v2 sends the
 // LOCAL command (no client address); v1, which has no such command, carries
 // the check connection's own addresses.
-func dial(ctx context.Context, addr string, deadline time.Time, sendProxy string) (*checkConn, error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", addr)
+func dial(e *env, network, addr, sendProxy string) (*checkConn, error) {
+	d := net.Dialer{Deadline: e.deadline}
+	ctx := e.ctx
+	if e.track != nil {
+		// A checker cuts the connection itself on Stop; a context that
+		// can end would cost a watcher per connect.
+		ctx = context.Background()
+	}
+	nc, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
-	c := watch(ctx, nc, deadline)
+	c, err := e.watch(nc)
+	if err != nil {
+		return nil, err
+	}
 	var h *proxyproto.Header
 	switch sendProxy {
 	case "v1":
@@ -86,11 +108,27 @@ type checkConn struct {
 	unwatch func() bool
 }
 
-// watch sets the check's deadline on c and makes Stop (the end of ctx)
-// interrupt whatever c is waiting for.
-func watch(ctx context.Context, c net.Conn, deadline time.Time) *checkConn {
-	c.SetDeadline(deadline)
-	return &checkConn{Conn: c, unwatch: context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })}
+// errStopped is a check cut short by Stop.
+var errStopped = errors.New("stopped")
+
+// watch sets the check's deadline on c and makes Stop (or the end of ctx)
+// interrupt whatever c waits for.
+func (e *env) watch(c net.Conn) (*checkConn, error) {
+	c.SetDeadline(e.deadline)
+	cc := &checkConn{Conn: c}
+	switch {
+	case e.track != nil:
+		if !e.track(c) {
+			c.Close()
+			return nil, errStopped
+		}
+		cc.unwatch = func() bool { return e.track(nil) }
+	case e.ctx.Done() != nil:
+		cc.unwatch = context.AfterFunc(e.ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	default:
+		cc.unwatch = func() bool { return true }
+	}
+	return cc, nil
 }
 
 // abort closes a check connection with a reset instead of a FIN, as HAProxy
@@ -104,8 +142,8 @@ func (c *checkConn) abort() {
 	c.Close()
 }
 
-func probeTCP(ctx context.Context, spec *Spec, deadline time.Time) Result {
-	c, err := dial(ctx, spec.checkAddr(), deadline, spec.SendProxy)
+func probeTCP(e *env, spec *Spec) Result {
+	c, err := dial(e, "tcp", spec.checkAddr(), spec.SendProxy)
 	if err != nil {
 		return fail(err)
 	}
@@ -113,8 +151,8 @@ func probeTCP(ctx context.Context, spec *Spec, deadline time.Time) Result {
 	return Result{OK: true, Desc: "L4OK"}
 }
 
-func probeHTTP(ctx context.Context, spec *Spec, deadline time.Time) Result {
-	c, err := dial(ctx, spec.checkAddr(), deadline, spec.SendProxy)
+func probeHTTP(e *env, spec *Spec) Result {
+	c, err := dial(e, "tcp", spec.checkAddr(), spec.SendProxy)
 	if err != nil {
 		return fail(err)
 	}
@@ -160,7 +198,9 @@ func probeHTTP(ctx context.Context, spec *Spec, deadline time.Time) Result {
 	return r
 }
 
-func probeDNS(ctx context.Context, spec *Spec) Result {
+func probeDNS(e *env, spec *Spec) Result {
+	ctx, cancel := context.WithDeadline(e.ctx, e.deadline)
+	defer cancel()
 	m := new(dns.Msg)
 	m.SetQuestion(spec.QueryName, spec.QueryType)
 	cl := dns.Client{Net: "udp", Timeout: spec.Timeout}
@@ -173,13 +213,11 @@ func probeDNS(ctx context.Context, spec *Spec) Result {
 	return r
 }
 
-func probeUDP(ctx context.Context, spec *Spec, deadline time.Time) Result {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "udp", spec.checkAddr())
+func probeUDP(e *env, spec *Spec) Result {
+	c, err := dial(e, "udp", spec.checkAddr(), "")
 	if err != nil {
 		return fail(err)
 	}
-	c := watch(ctx, nc, deadline)
 	defer c.abort()
 	if _, err := c.Write([]byte(spec.Send)); err != nil {
 		return fail(err)
@@ -215,7 +253,7 @@ func describe(err error) string {
 		return "unreachable"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "connection closed"
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled), errors.Is(err, errStopped):
 		return "stopped"
 	}
 	var se *os.SyscallError
