@@ -342,4 +342,3 @@ observe_errors = 3
 	}
 	waitFor(t, "w1 back through its passing check", srv.Up)
 }
-
