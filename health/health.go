@@ -113,7 +113,11 @@ func New(spec Spec, up bool, t Target) *Checker {
 // a random part of the interval, so that the checks of many servers started
 // together spread over it.
 func (c *Checker) Start() {
-	go c.run(time.Duration(rand.Int64N(int64(c.spec.Interval) + 1)))
+	first := time.Duration(rand.Int64N(int64(c.spec.Interval) + 1))
+	if startLoop(c, first) {
+		return // plain tcp checks share one event loop (tcploop_linux.go)
+	}
+	go c.run(first)
 }
 
 // Stop ends the checks and waits for a check in flight (at most its
@@ -148,14 +152,29 @@ func (c *Checker) run(first time.Duration) {
 		}
 		start := time.Now()
 		r := probe(c.ctx, &c.spec, c.track)
-		select {
-		case <-c.stop:
+		if !c.report(r) {
 			return // a check cut short by Stop says nothing about the server
-		default:
 		}
-		c.target.Report(c.step(r))
 		t.Reset(max(0, c.next()-time.Since(start)))
 	}
+}
+
+// report runs the state machine over r and reports, unless the checker
+// is stopping; Stop waits for a report under way.
+func (c *Checker) report(r Result) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopping {
+		return false
+	}
+	c.target.Report(c.step(r))
+	return true
+}
+
+func (c *Checker) stopped() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopping
 }
 
 // track keeps the connection of the check in flight, for Stop to cut.

@@ -3,6 +3,7 @@ package health_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -552,4 +553,74 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// The shared tcp loop: a server whose listen queue is full never answers a
+// SYN, so its checks time out; a refused one fails at once; Stop ends the
+// reports.
+func TestTCPLoopTimeoutRefusedAndStop(t *testing.T) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := syscall.Getsockname(fd)
+	full := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the queue: connections that are never accepted.
+	for i := 0; i < 8; i++ {
+		c, err := net.DialTimeout("tcp", full, 100*time.Millisecond)
+		if err != nil {
+			break // the queue is full
+		}
+		defer c.Close()
+	}
+	_, r := start(t, spec("tcp", full, func(s *health.Spec) { s.Timeout = 50 * time.Millisecond; s.Interval = 30 * time.Millisecond }), true)
+	rep := r.next(t)
+	if rep.Result.OK || rep.Result.Desc != "timeout" || rep.Result.Duration < 50*time.Millisecond || rep.Result.Duration > time.Second {
+		t.Errorf("check of a server that never answers: %+v", rep.Result)
+	}
+
+	c2, r2 := start(t, spec("tcp", closedAddr(t, "tcp"), nil), true)
+	if rep := r2.next(t); rep.Result.OK || rep.Result.Desc != "connection refused" {
+		t.Errorf("refused: %+v", rep.Result)
+	}
+	c2.Stop()
+	for len(r2.ch) > 0 {
+		<-r2.ch
+	}
+	// No report after Stop returned: one more interval and a half.
+	select {
+	case rep := <-r2.ch:
+		t.Errorf("report after Stop: %+v", rep)
+	case <-time.After(30 * time.Millisecond):
+	}
+}
+
+// Many servers on the shared loop, each checked at its own pace, each
+// seen by its own target.
+func TestTCPLoopManyServers(t *testing.T) {
+	web := newHTTPPeer(t)
+	dead := closedAddr(t, "tcp")
+	var rs []*reports
+	for i := range 40 {
+		addr := web.addr()
+		if i%2 == 1 {
+			addr = dead
+		}
+		_, r := start(t, spec("tcp", addr, func(s *health.Spec) { s.Interval = 20 * time.Millisecond }), true)
+		rs = append(rs, r)
+	}
+	for i, r := range rs {
+		for range 3 {
+			if rep := r.next(t); rep.Result.OK != (i%2 == 0) {
+				t.Fatalf("server %d: %+v", i, rep.Result)
+			}
+		}
+	}
 }
