@@ -202,6 +202,18 @@ func (b *Backend) Pick(c *Client, skip *Server) *Server {
 }
 
 func (p *pool) pick(c *Client, skip *Server) *Server {
+	s := p.pick1(c, skip)
+	if s != nil && s.slowStart.start.Load() != 0 && !s.rampAdmits() {
+		// A server in slow start turns this one away: pick again without
+		// it, but keep it rather than go back to the server a retry avoids.
+		if o := p.pick1(c, s); o != nil && o != skip {
+			return o
+		}
+	}
+	return s
+}
+
+func (p *pool) pick1(c *Client, skip *Server) *Server {
 	if s := p.primary.Pick(c, skip); s != nil {
 		return s
 	}

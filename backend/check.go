@@ -19,18 +19,25 @@ type CheckResult struct {
 // path; it lives behind atomics like the rest.
 type checkState struct {
 	last     atomic.Pointer[CheckResult]
-	progress atomic.Int64 // rising/falling: count<<32 | needed; 0 when settled
-	downNs   atomic.Int64 // total nanoseconds spent down before the current spell
-	failed   atomic.Uint64
+	progress atomic.Int64  // rising/falling: count<<32 | needed; 0 when settled
+	downNs   atomic.Int64  // total nanoseconds spent down before the current spell
+	checks   atomic.Uint64 // checks run
+	failed   atomic.Uint64 // checks that failed
+	restored atomic.Bool   // health state carried over from a previous worker
 }
 
-// SetLastCheck records the result of the latest check and counts it when it
-// failed.
+// CheckCounts returns how many checks ran and how many of them failed.
+func (s *Server) CheckCounts() (checks, failed uint64) {
+	return s.check.checks.Load(), s.check.failed.Load()
+}
+
+// SetLastCheck records the result of the latest check.
 func (s *Server) SetLastCheck(r CheckResult) {
+	s.check.last.Store(&r)
+	s.check.checks.Add(1)
 	if !r.OK {
 		s.check.failed.Add(1)
 	}
-	s.check.last.Store(&r)
 }
 
 // ChecksFailed is the number of failed checks recorded by SetLastCheck.
@@ -66,3 +73,11 @@ func (s *Server) Downtime() time.Duration {
 	}
 	return d
 }
+
+// MarkRestored records that the server's health state was carried over
+// from a previous worker, so its checks start from that state rather than
+// from init_state.
+func (s *Server) MarkRestored() { s.check.restored.Store(true) }
+
+// Restored reports whether MarkRestored was called.
+func (s *Server) Restored() bool { return s.check.restored.Load() }

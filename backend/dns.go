@@ -52,6 +52,10 @@ type Discovery struct {
 	start  sync.Once
 	stop   sync.Once
 
+	// OnChange, when set before Start, runs after each change of the pool
+	// (the engine resyncs health checks with it).
+	OnChange func()
+
 	Counters DiscoveryCounters
 }
 
@@ -370,6 +374,9 @@ func (d *Discovery) apply(fs []found) error {
 	}
 	if err := d.b.SetServers(servers); err != nil {
 		return err
+	}
+	if d.OnChange != nil {
+		d.OnChange()
 	}
 	added, removed := 0, 0
 	for name := range next {

@@ -44,6 +44,9 @@ type Server struct {
 
 	queue atomic.Pointer[waitQueue] // the backend's queue, woken when a slot frees
 
+	passive   passive   // passive observation (observe.go)
+	slowStart slowStart // the ramp after coming back up (observe.go)
+
 	Counters Counters
 }
 

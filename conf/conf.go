@@ -122,17 +122,6 @@ type Backend struct {
 	Responses  int           // replies that end a flow (nginx proxy_responses); 0: no limit
 }
 
-// Health describes the active check of a backend's servers.
-type Health struct {
-	Check    string
-	Path     string
-	Expect   string
-	Interval time.Duration
-	Timeout  time.Duration
-	Rise     int
-	Fall     int
-}
-
 // Server is one backend server.
 type Server struct {
 	Name    string

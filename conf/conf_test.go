@@ -765,9 +765,10 @@ func TestDesignExample(t *testing.T) {
 		app.TimeoutConnect != 5*time.Second || app.TimeoutServer != 50*time.Second || app.Retries != 2 {
 		t.Errorf("app = %+v", app)
 	}
-	if want := (conf.Health{Check: "http", Path: "/healthz", Expect: "200-399", Interval: 2 * time.Second,
-		Timeout: time.Second, Rise: 2, Fall: 3}); app.Health != want {
-		t.Errorf("app health = %+v, want %+v", app.Health, want)
+	if h := app.Health; h.Check != "http" || h.Path != "/healthz" || h.Expect != "200-399" || h.Interval != 2*time.Second ||
+		h.Timeout != time.Second || h.Rise != 2 || h.Fall != 3 || h.Method != "GET" || h.IntervalDown != 2*time.Second ||
+		h.InitState != "up" || !h.ExpectStatus.Has(200) || !h.ExpectStatus.Has(399) || h.ExpectStatus.Has(400) {
+		t.Errorf("app health = %+v", app.Health)
 	}
 	if want := []conf.Server{{Name: "app1", Address: "10.0.0.11:8080", Weight: 1}}; !reflect.DeepEqual(app.Servers, want) {
 		t.Errorf("app servers = %+v", app.Servers)

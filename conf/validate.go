@@ -114,16 +114,6 @@ type rawBackend struct {
 	Responses       *int        `toml:"responses"`
 }
 
-type rawHealth struct {
-	Check    string `toml:"check"`
-	Path     string `toml:"path"`
-	Expect   string `toml:"expect"`
-	Interval string `toml:"interval"`
-	Timeout  string `toml:"timeout"`
-	Rise     *int   `toml:"rise"`
-	Fall     *int   `toml:"fall"`
-}
-
 type rawServer struct {
 	Name    string `toml:"name"`
 	Address string `toml:"address"`
@@ -470,33 +460,7 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer, d
 		v.errf(p+".retries", "must not be negative, got %d", b.Retries)
 	}
 
-	h := rb.Health
-	hp := p + ".health"
-	b.Health = Health{
-		Check:    h.Check,
-		Path:     h.Path,
-		Expect:   h.Expect,
-		Interval: v.dur(hp+".interval", h.Interval, 2*time.Second),
-		Timeout:  v.dur(hp+".timeout", h.Timeout, time.Second),
-		Rise:     intOr(h.Rise, 2),
-		Fall:     intOr(h.Fall, 3),
-	}
-	if b.Health.Check == "" {
-		b.Health.Check = "none"
-	}
-	v.oneOf(hp+".check", b.Health.Check, "tcp", "http", "dns", "agent", "none")
-	if b.Health.Path == "" {
-		b.Health.Path = "/"
-	}
-	if b.Health.Expect == "" {
-		b.Health.Expect = "200-399"
-	}
-	if b.Health.Rise < 1 {
-		v.errf(hp+".rise", "must be at least 1, got %d", b.Health.Rise)
-	}
-	if b.Health.Fall < 1 {
-		v.errf(hp+".fall", "must be at least 1, got %d", b.Health.Fall)
-	}
+	b.Health = v.health(p+".health", rb.Health)
 
 	names := map[string]bool{}
 	for i, rs := range rb.Server {

@@ -323,10 +323,12 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) {
 		}
 		c, err := l4.Dial(context.Background(), srv.Addr, be.TimeoutConnect, hdr)
 		if err == nil {
+			srv.ObserveOK()
 			server = c
 			break
 		}
 		srv.Counters.ConnErrors.Add(1)
+		srv.ObserveError()
 		if attempt < be.Retries {
 			srv.Counters.Retries.Add(1)
 		}

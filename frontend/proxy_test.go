@@ -248,7 +248,7 @@ func TestAcceptProxyBadInput(t *testing.T) {
 			if tc.desc == "slow header" && time.Since(start) < 250*time.Millisecond {
 				t.Fatalf("closed after %v, before timeout_proxy_header", time.Since(start))
 			}
-			waitFor(t, func() bool { return f.Counters.ProxyErrors.Load() == before+1 }, "ProxyErrors to count the connection")
+			waitUntil(t, func() bool { return f.Counters.ProxyErrors.Load() == before+1 }, "ProxyErrors to count the connection")
 
 			healthy.Write([]byte("ping2\n"))
 			if got := testutil.ReadLine(t, hr); got != "ping2" {
@@ -266,7 +266,7 @@ func TestAcceptProxyBadInput(t *testing.T) {
 
 func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 
-func waitFor(t *testing.T, cond func() bool, what string) {
+func waitUntil(t *testing.T, cond func() bool, what string) {
 	t.Helper()
 	testutil.WaitFor(t, what, 5*time.Second, cond)
 }
@@ -298,7 +298,7 @@ address = "`+be.Addr+`"
 	if len(got) > 0 {
 		t.Fatalf("untrusted peer got %q", got)
 	}
-	waitFor(t, func() bool { return f.Counters.ProxyErrors.Load() == 1 }, "ProxyErrors == 1")
+	waitUntil(t, func() bool { return f.Counters.ProxyErrors.Load() == 1 }, "ProxyErrors == 1")
 	if n := be.Accepted.Load(); n != 1 {
 		t.Fatalf("server accepted %d, want 1", n)
 	}
@@ -415,7 +415,7 @@ address = %q
 		t.Errorf("server's PROXY header %q", s.hdr)
 	}
 	id := strings.Fields(strings.SplitN(s.hdr, " id=", 2)[1])[0]
-	waitFor(t, func() bool { b, _ := os.ReadFile(logFile); return strings.Contains(string(b), "id="+id) }, "access log line with id="+id)
+	waitUntil(t, func() bool { b, _ := os.ReadFile(logFile); return strings.Contains(string(b), "id="+id) }, "access log line with id="+id)
 	line, _ := os.ReadFile(logFile)
 	if !strings.Contains(string(line), "client=[2001:db8::77]:5555") {
 		t.Errorf("access log %q, want client=[2001:db8::77]:5555", line)
@@ -456,7 +456,7 @@ func TestUnexpectedProxyHeaderIsLogged(t *testing.T) {
 	plain.Write([]byte("hello\n"))
 	testutil.ReadLine(t, bufio.NewReader(plain))
 
-	waitFor(t, func() bool { return f.Counters.ProxyUnexpected.Load() == 4 }, "ProxyUnexpected == 4")
+	waitUntil(t, func() bool { return f.Counters.ProxyUnexpected.Load() == 4 }, "ProxyUnexpected == 4")
 	out := log.String()
 	if n := strings.Count(out, "without accept_proxy"); n != 2 {
 		t.Fatalf("%d log lines, want 2 (one per peer):\n%s", n, out)

@@ -201,6 +201,7 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 		if err != nil {
 			srv.Release()
 			srv.Counters.ConnErrors.Add(1)
+			srv.ObserveError()
 			if attempt < be.Retries {
 				srv.Counters.Retries.Add(1)
 				x.retries++
@@ -215,6 +216,7 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 		x.connected = time.Now()
 		keep, retry := c.exchange(sc, be, x)
 		srv.Release()
+		observe(srv, x, retry)
 		if retry && attempt < be.Retries {
 			x.retries++
 			srv.Counters.Retries.Add(1)
@@ -222,6 +224,20 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 			continue
 		}
 		return keep
+	}
+}
+
+// observe tells passive observation how an exchange with srv went: a 5xx
+// response (the server's or sluice's 502/504 for it) or a server timeout is
+// a failure, any other response a success. A stale pooled connection that
+// is retried says nothing about the server.
+func observe(srv *backend.Server, x *exchange, retry bool) {
+	switch {
+	case retry:
+	case x.status >= 500 || x.terminated == "server-timeout" || x.terminated == "server-error":
+		srv.ObserveError()
+	case x.status > 0:
+		srv.ObserveOK()
 	}
 }
 

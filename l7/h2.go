@@ -475,6 +475,11 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			sr.respHead = time.Now()
 			sr.status = resp.StatusCode
+			if resp.StatusCode >= 500 {
+				srv.ObserveError()
+			} else {
+				srv.ObserveOK()
+			}
 			grpcTrailersOnly(resp)
 			if setCookie {
 				resp.Header.Add("Set-Cookie", be.StickyCookie+"="+srv.ID+"; Path=/; HttpOnly")
@@ -491,9 +496,13 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 		var ce *connectError
 		if !errors.As(err, &ce) || (body != nil && body.n.Load() > 0) {
 			srv.Counters.RespErrors.Add(1)
+			if _, ok := err.(serverTimeout); ok || errors.As(err, &ce) {
+				srv.ObserveError()
+			}
 			return nil, err
 		}
 		srv.Counters.ConnErrors.Add(1)
+		srv.ObserveError()
 		if p.Log != nil {
 			p.Log.Debug("connect failed", "frontend", p.Frontend, "backend", be.Name, "server", srv.Name, "err", err)
 		}

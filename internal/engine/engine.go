@@ -24,6 +24,7 @@ var Version = "dev"
 type Engine struct {
 	Config   *conf.Config
 	Backends map[string]*backend.Backend
+	Health   map[string]*backend.HealthChecks // by backend name
 	Front    *frontend.Server
 	// Sockets holds every listener of Config (see Listeners), frontends'
 	// and the stats listener's alike.
@@ -87,13 +88,15 @@ func Start(cfg *conf.Config, have sockets.Set, log *slog.Logger) (*Engine, error
 
 // StartWith is Start with options.
 func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Options) (*Engine, error) {
-	e := &Engine{Config: cfg, Backends: map[string]*backend.Backend{}, Discovery: map[string]*backend.Discovery{}}
+	e := &Engine{Config: cfg, Backends: map[string]*backend.Backend{}, Discovery: map[string]*backend.Discovery{},
+		Health: map[string]*backend.HealthChecks{}}
 	for _, bc := range cfg.Backends {
 		b, err := backend.New(bc)
 		if err != nil {
 			return nil, err
 		}
 		e.Backends[bc.Name] = b
+		e.Health[bc.Name] = backend.NewHealthChecks(b, bc, log)
 		if bc.DNS != nil {
 			d, err := backend.NewDiscovery(b, bc.DNS, log)
 			if err != nil {
@@ -123,12 +126,20 @@ func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Option
 		closeOwn(socks, have)
 		return nil, err
 	}
-	for _, d := range e.Discovery {
+	for name, d := range e.Discovery {
+		// Discovered servers are checked like listed ones; removed ones
+		// stop being checked.
+		d.OnChange = e.Health[name].Sync
 		d.Start()
 	}
 	if err := e.startStats(cfg, log); err != nil {
 		closeOwn(socks, have)
 		return nil, err
+	}
+	// Checks start before traffic, so that init_state = "down" holds from
+	// the first connection on.
+	for _, h := range e.Health {
+		h.Start()
 	}
 	e.Front.Serve()
 	return e, nil
@@ -159,7 +170,11 @@ func (e *Engine) Shutdown(ctx context.Context) int {
 	for _, d := range e.Discovery {
 		d.Stop()
 	}
-	return e.Front.Shutdown(ctx)
+	cut := e.Front.Shutdown(ctx)
+	for _, h := range e.Health {
+		h.Stop()
+	}
+	return cut
 }
 
 func (e *Engine) closeStats(ctx context.Context) {

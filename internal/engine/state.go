@@ -80,6 +80,7 @@ func (e *Engine) Restore(st State) int {
 		}
 		if ss.Addr == s.Addr {
 			s.SetUp(ss.Up)
+			s.MarkRestored()
 		}
 		if ss.ConfWeight == int(s.ConfWeight) && ss.Weight != int(s.Weight()) {
 			// Bounds were checked when the weight was set.

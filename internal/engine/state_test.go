@@ -1,10 +1,13 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"testing"
+	"time"
 
 	"sluice/conf"
 )
@@ -81,3 +84,67 @@ func TestRestore(t *testing.T) {
 }
 
 func sprintf(format string, a ...any) string { return fmt.Sprintf(format, a...) }
+
+// TestRestoredHealthMeetsChecks: a server carried over as down stays down
+// when the new worker starts, although its checks will pass, until rise
+// checks have passed; one carried over as up stays up although init_state
+// is "down".
+func TestRestoredHealthMeetsChecks(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	src := sprintf(`
+[frontend.f]
+bind = ["127.0.0.1:0"]
+default_backend = "b"
+[backend.b.health]
+check = "tcp"
+interval = "50ms"
+rise = 2
+init_state = "down"
+[[backend.b.server]]
+name = "was_down"
+address = %q
+[[backend.b.server]]
+name = "was_up"
+address = %q
+`, ln.Addr().String(), ln.Addr().String())
+	cfg, err := conf.Parse("t.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := State{
+		{Backend: "b", Server: "was_down", Addr: ln.Addr().String(), Up: false, Admin: "ready", Weight: 1, ConfWeight: 1},
+		{Backend: "b", Server: "was_up", Addr: ln.Addr().String(), Up: true, Admin: "ready", Weight: 1, ConfWeight: 1},
+	}
+	e, err := StartWith(cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{State: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown(context.Background())
+	b := e.Backends["b"]
+	if b.Server("was_down").Up() {
+		t.Fatal("a server carried over as down is up before any check passed")
+	}
+	if !b.Server("was_up").Up() {
+		t.Fatal("a server carried over as up went down for init_state")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !b.Server("was_down").Up() {
+		if time.Now().After(deadline) {
+			t.Fatal("the server carried over as down never came up although its checks pass")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
