@@ -20,6 +20,9 @@ const usage = `usage: sluice <command> [flags]
 commands:
   run -f FILE      run the load balancer with the configuration in FILE
   check -f FILE    validate FILE without binding anything (exit 1 on errors)
+  check --live -f FILE
+                   exit 0 when the sluice running FILE serves, else 1 with the reason
+                   (for keepalived's vrrp_script)
   demo             run sluice in front of three demo backends and show how to try it
   version          print the version
 `
