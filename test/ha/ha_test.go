@@ -5,11 +5,11 @@
 // Topology (every namespace and link is created here and deleted at the
 // end; nothing is added to the host's own namespace):
 //
-//	       slcXXXX-br: bridge br0
-//	   ┌──────────┬───────┴──┬──────────┐
-//	 cli .10,.9   lb1 .11    lb2 .12    be .21 (s1 :8081, s2 :8082)
-//	              sluice +   sluice +
-//	              keepalived keepalived      VIP .100 on the master
+//	      slcXXXX-br: bridge br0
+//	  ┌──────────┬───────┴──┬──────────┐
+//	cli .10,.9   lb1 .11    lb2 .12    be .21 (s1 :8081, s2 :8082)
+//	             sluice +   sluice +
+//	             keepalived keepalived      VIP .100 on the master
 //
 // The client, and the two HTTP servers, are this test binary run again in
 // a helper mode (SLUICE_HA_HELPER), so no other program is needed.
