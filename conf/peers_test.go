@@ -1,10 +1,13 @@
 package conf_test
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"sluice/conf"
 )
 
 func TestPeersSection(t *testing.T) {
@@ -81,5 +84,35 @@ secret_file = "` + good + `"
 		t.Run(tc.desc, func(t *testing.T) {
 			checkProblems(t, parseErrors(t, tc.src+rest), tc.want)
 		})
+	}
+}
+
+// TestKeepalivedExamples: both nodes' sluice.toml in examples/keepalived
+// validate (with the secret file they name replaced by one that exists) and
+// point their peers at each other.
+func TestKeepalivedExamples(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "peers.secret")
+	os.WriteFile(secret, []byte("an example secret of 32 bytes...\n"), 0o600)
+	cfgs := map[string]*conf.Config{}
+	for _, n := range []string{"node1", "node2"} {
+		p := filepath.Join("..", "examples", "keepalived", n, "sluice.toml")
+		src, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = bytes.ReplaceAll(src, []byte("/etc/sluice/peers.secret"), []byte(secret))
+		cfg, err := conf.Parse(p, src)
+		if err != nil {
+			t.Fatalf("%s:\n%v", p, err)
+		}
+		f := cfg.Frontend("www")
+		if f == nil || !f.Freebind || cfg.Backend("app").Sticky != "source" {
+			t.Errorf("%s: want frontend www with freebind and a sticky = \"source\" backend", p)
+		}
+		cfgs[n] = cfg
+	}
+	p1, p2 := cfgs["node1"].Peers, cfgs["node2"].Peers
+	if len(p1.Peers) != 1 || p1.Peers[0] != p2.Bind || len(p2.Peers) != 1 || p2.Peers[0] != p1.Bind {
+		t.Errorf("peers do not point at each other: node1 %+v, node2 %+v", p1, p2)
 	}
 }

@@ -586,3 +586,17 @@ func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) {
 		t.Errorf("requests failed again after traffic resumed (last at +%v)", lastFail.Sub(killed))
 	}
 }
+
+// TestExampleKeepalivedConf: keepalived accepts both example configurations.
+func TestExampleKeepalivedConf(t *testing.T) {
+	if _, err := exec.LookPath("keepalived"); err != nil {
+		t.Skip("keepalived is not installed (apt-get install keepalived)")
+	}
+	for _, n := range []string{"node1", "node2"} {
+		p := filepath.Join("..", "..", "examples", "keepalived", n, "keepalived.conf")
+		out, err := exec.Command("keepalived", "-t", "-f", p).CombinedOutput()
+		if err != nil {
+			t.Errorf("keepalived -t -f %s: %v\n%s", p, err, out)
+		}
+	}
+}
