@@ -587,13 +587,24 @@ func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) {
 	}
 }
 
-// TestExampleKeepalivedConf: keepalived accepts both example configurations.
+// TestExampleKeepalivedConf: keepalived accepts both example configurations
+// (with the sluice binary, not installed here, replaced by /bin/true:
+// keepalived refuses a configuration whose script does not exist).
 func TestExampleKeepalivedConf(t *testing.T) {
 	if _, err := exec.LookPath("keepalived"); err != nil {
 		t.Skip("keepalived is not installed (apt-get install keepalived)")
 	}
 	for _, n := range []string{"node1", "node2"} {
-		p := filepath.Join("..", "..", "examples", "keepalived", n, "keepalived.conf")
+		src, err := os.ReadFile(filepath.Join("..", "..", "examples", "keepalived", n, "keepalived.conf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		script := "/usr/local/bin/sluice check --live -f /etc/sluice/sluice.toml"
+		if !strings.Contains(string(src), script) {
+			t.Fatalf("%s: the vrrp_script does not run %q", n, script)
+		}
+		p := filepath.Join(t.TempDir(), "keepalived.conf")
+		os.WriteFile(p, []byte(strings.ReplaceAll(string(src), script, "/bin/true")), 0o644)
 		out, err := exec.Command("keepalived", "-t", "-f", p).CombinedOutput()
 		if err != nil {
 			t.Errorf("keepalived -t -f %s: %v\n%s", p, err, out)
