@@ -135,20 +135,27 @@ func (t *StickyTable) SetNotify(fn func(StickyEntry)) {
 }
 
 // SetEntry records e as it is, keeping its last use (peer synchronisation).
-// An entry already expired is ignored.
+// An entry already expired is ignored, and so is one older than the entry
+// the table has for the same client: the most recent use wins, so a peer
+// resending its tables after a reconnect does not undo newer choices.
 func (t *StickyTable) SetEntry(e StickyEntry) {
 	if !t.expired(e.LastUsed.UnixNano(), t.Now().UnixNano()) {
-		t.set(e.Client, e.ServerID, e.LastUsed.UnixNano())
+		t.setIfNewer(e.Client, e.ServerID, e.LastUsed.UnixNano(), true)
 	}
 }
 
-func (t *StickyTable) set(a netip.Addr, id string, used int64) {
+func (t *StickyTable) set(a netip.Addr, id string, used int64) { t.setIfNewer(a, id, used, false) }
+
+func (t *StickyTable) setIfNewer(a netip.Addr, id string, used int64, onlyNewer bool) {
 	now := t.Now().UnixNano()
 	sh := t.shard(a)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if i, ok := sh.index[a]; ok {
 		e := &sh.slab[i]
+		if onlyNewer && e.used > used && !t.expired(e.used, now) {
+			return
+		}
 		e.id, e.used = id, used
 		sh.toFront(i)
 		return

@@ -324,3 +324,23 @@ func TestStickyPickNotifyNoAlloc(t *testing.T) {
 		t.Fatalf("%v allocations per pick with a notifier", allocs)
 	}
 }
+
+// TestStickySetEntryNewerWins: a peer's entry older than the local one for
+// the same client (a full resend after a reconnect) does not replace it; a
+// newer one does.
+func TestStickySetEntryNewerWins(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tb := NewStickyTable(16, time.Minute)
+	tb.Now = func() time.Time { return now }
+	a := netip.MustParseAddr("10.0.0.1")
+	tb.Set(a, "local")
+	tb.SetEntry(StickyEntry{Client: a, ServerID: "stale", LastUsed: now.Add(-time.Second)})
+	if id, _ := tb.Get(a); id != "local" {
+		t.Fatalf("an older peer entry replaced the local one: %q", id)
+	}
+	now = now.Add(time.Second)
+	tb.SetEntry(StickyEntry{Client: a, ServerID: "newer", LastUsed: now})
+	if id, _ := tb.Get(a); id != "newer" {
+		t.Fatalf("a newer peer entry was ignored: %q", id)
+	}
+}
