@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,6 +22,7 @@ type StickyTable struct {
 
 	shards []stickyShard
 	shift  uint // address hash >> shift is the shard index
+	notify atomic.Pointer[func(StickyEntry)]
 }
 
 // StickyEntry is one client → server entry, for the stats page, the admin
@@ -109,24 +111,51 @@ func (t *StickyTable) Get(a netip.Addr) (string, bool) {
 	return e.id, true
 }
 
-// Set records that a goes to the server with ID id.
-func (t *StickyTable) Set(a netip.Addr, id string) { t.set(a, id, t.Now().UnixNano()) }
-
-// SetEntry records e as it is, keeping its last use (peer synchronisation).
-// An entry already expired is ignored.
-func (t *StickyTable) SetEntry(e StickyEntry) {
-	if !t.expired(e.LastUsed.UnixNano(), t.Now().UnixNano()) {
-		t.set(e.Client, e.ServerID, e.LastUsed.UnixNano())
+// Set records that a goes to the server with ID id, and tells the
+// function installed with SetNotify.
+func (t *StickyTable) Set(a netip.Addr, id string) {
+	now := t.Now().UnixNano()
+	t.set(a, id, now)
+	if fn := t.notify.Load(); fn != nil {
+		(*fn)(StickyEntry{Client: a, ServerID: id, LastUsed: time.Unix(0, now)})
 	}
 }
 
-func (t *StickyTable) set(a netip.Addr, id string, used int64) {
+// SetNotify installs fn, called after each Set (a new or changed choice) with
+// the entry, outside the table's locks; nil removes it. SetEntry does not
+// call it, so entries received from a peer are not echoed back. fn runs on
+// the connection's path: it must not block or allocate (peer
+// synchronisation sends on a buffered channel and drops when it is full).
+func (t *StickyTable) SetNotify(fn func(StickyEntry)) {
+	if fn == nil {
+		t.notify.Store(nil)
+		return
+	}
+	t.notify.Store(&fn)
+}
+
+// SetEntry records e as it is, keeping its last use (peer synchronisation).
+// An entry already expired is ignored, and so is one older than the entry
+// the table has for the same client: the most recent use wins, so a peer
+// resending its tables after a reconnect does not undo newer choices.
+func (t *StickyTable) SetEntry(e StickyEntry) {
+	if !t.expired(e.LastUsed.UnixNano(), t.Now().UnixNano()) {
+		t.setIfNewer(e.Client, e.ServerID, e.LastUsed.UnixNano(), true)
+	}
+}
+
+func (t *StickyTable) set(a netip.Addr, id string, used int64) { t.setIfNewer(a, id, used, false) }
+
+func (t *StickyTable) setIfNewer(a netip.Addr, id string, used int64, onlyNewer bool) {
 	now := t.Now().UnixNano()
 	sh := t.shard(a)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if i, ok := sh.index[a]; ok {
 		e := &sh.slab[i]
+		if onlyNewer && e.used > used && !t.expired(e.used, now) {
+			return
+		}
 		e.id, e.used = id, used
 		sh.toFront(i)
 		return
@@ -190,6 +219,32 @@ func (t *StickyTable) Entries() []StickyEntry {
 		sh.mu.Unlock()
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].LastUsed.After(out[j].LastUsed) })
+	return out
+}
+
+// UsedSince returns the live entries used after since (all of them for the
+// zero time), in no particular order. It walks the whole table: entries
+// received from a peer keep their older last use, so the recency lists are
+// not ordered by it.
+func (t *StickyTable) UsedSince(since time.Time) []StickyEntry {
+	now := t.Now().UnixNano()
+	after := since.UnixNano()
+	if since.IsZero() {
+		after = 0
+	}
+	var out []StickyEntry
+	for k := range t.shards {
+		sh := &t.shards[k]
+		sh.mu.Lock()
+		for i := sh.newest; i >= 0; i = sh.slab[i].next {
+			e := &sh.slab[i]
+			if e.used <= after || t.expired(e.used, now) {
+				continue
+			}
+			out = append(out, StickyEntry{Client: e.addr, ServerID: e.id, LastUsed: time.Unix(0, e.used)})
+		}
+		sh.mu.Unlock()
+	}
 	return out
 }
 

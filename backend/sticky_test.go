@@ -258,3 +258,89 @@ func BenchmarkStickySourcePick(b *testing.B) {
 		}
 	})
 }
+
+func TestStickyNotifyAndUsedSince(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tb := NewStickyTable(16, time.Minute)
+	tb.Now = func() time.Time { return now }
+	var got []StickyEntry
+	tb.SetNotify(func(e StickyEntry) { got = append(got, e) })
+	a := netip.MustParseAddr("10.0.0.1")
+	b := netip.MustParseAddr("10.0.0.2")
+	tb.Set(a, "s1")
+	if len(got) != 1 || got[0].Client != a || got[0].ServerID != "s1" || !got[0].LastUsed.Equal(now) {
+		t.Fatalf("notified %+v", got)
+	}
+	// A peer's entry is applied without notifying (no echo back to it).
+	tb.SetEntry(StickyEntry{Client: b, ServerID: "s2", LastUsed: now.Add(-10 * time.Second)})
+	if len(got) != 1 {
+		t.Fatalf("SetEntry notified: %+v", got)
+	}
+	if id, ok := tb.Get(b); !ok || id != "s2" {
+		t.Fatalf("peer entry: %q %v", id, ok)
+	}
+	since := now
+	now = now.Add(time.Second)
+	tb.Get(a) // refreshes a only
+	if es := tb.UsedSince(since); len(es) != 1 || es[0].Client != a || !es[0].LastUsed.Equal(now) {
+		t.Fatalf("UsedSince after one refresh = %+v", es)
+	}
+	if es := tb.UsedSince(time.Time{}); len(es) != 2 {
+		t.Fatalf("UsedSince(zero) = %+v", es)
+	}
+	tb.SetNotify(nil)
+	tb.Set(a, "s3")
+	if len(got) != 1 {
+		t.Fatal("notified after SetNotify(nil)")
+	}
+}
+
+// TestStickyPickNotifyNoAlloc: a pick that records a new choice with a
+// notifier installed (a non-blocking channel send, as peers does) allocates
+// nothing beyond the table's own growth.
+func TestStickyPickNotifyNoAlloc(t *testing.T) {
+	be := &Backend{Name: "b", algo: "roundrobin", sticky: NewStickyTable(4096, time.Hour)}
+	if err := be.SetServers(servers(1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan StickyEntry, 1)
+	be.sticky.SetNotify(func(e StickyEntry) {
+		select {
+		case ch <- e:
+		default:
+		}
+	})
+	cs := clients(1024)
+	for i := range cs {
+		be.Pick(&cs[i], nil) // fill the table once
+	}
+	i := 0
+	allocs := testing.AllocsPerRun(1000, func() {
+		be.sticky.Delete(cs[i&1023].Addr) // force a new choice, so Set runs
+		be.Pick(&cs[i&1023], nil)
+		i++
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per pick with a notifier", allocs)
+	}
+}
+
+// TestStickySetEntryNewerWins: a peer's entry older than the local one for
+// the same client (a full resend after a reconnect) does not replace it; a
+// newer one does.
+func TestStickySetEntryNewerWins(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tb := NewStickyTable(16, time.Minute)
+	tb.Now = func() time.Time { return now }
+	a := netip.MustParseAddr("10.0.0.1")
+	tb.Set(a, "local")
+	tb.SetEntry(StickyEntry{Client: a, ServerID: "stale", LastUsed: now.Add(-time.Second)})
+	if id, _ := tb.Get(a); id != "local" {
+		t.Fatalf("an older peer entry replaced the local one: %q", id)
+	}
+	now = now.Add(time.Second)
+	tb.SetEntry(StickyEntry{Client: a, ServerID: "newer", LastUsed: now})
+	if id, _ := tb.Get(a); id != "newer" {
+		t.Fatalf("a newer peer entry was ignored: %q", id)
+	}
+}

@@ -35,6 +35,7 @@ type Config struct {
 	Stats     Stats
 	Frontends []*Frontend // sorted by name
 	Backends  []*Backend  // sorted by name
+	Peers     Peers       // stick-table sync, see peers.go
 }
 
 // Global holds process-wide settings.

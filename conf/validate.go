@@ -20,6 +20,7 @@ type rawFile struct {
 	Stats    rawStats               `toml:"stats"`
 	Frontend map[string]rawFrontend `toml:"frontend"`
 	Backend  map[string]rawBackend  `toml:"backend"`
+	Peers    rawPeers               `toml:"peers"`
 }
 
 type rawGlobal struct {
@@ -245,6 +246,7 @@ func (v *validator) build(raw *rawFile) *Config {
 	if cfg.Stats.Bind != "" {
 		binds["tcp "+cfg.Stats.Bind] = "stats.bind"
 	}
+	cfg.Peers = v.peers(raw.Peers, binds)
 	usedBy := map[string]string{} // backend -> key of the reference that settled its mode
 	// Frontends in file order, so that the second of two conflicting ones
 	// is the one reported; cfg.Frontends is sorted by name afterwards.

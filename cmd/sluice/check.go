@@ -13,6 +13,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("f", "/etc/sluice/sluice.toml", "configuration file")
+	live := fs.Bool("live", false, "also check that the running sluice serves (for keepalived's vrrp_script): exit 1 with the reason when not")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -28,6 +29,14 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 		}
 		return 1
+	}
+	if *live {
+		if err := liveCheck(cfg); err != nil {
+			fmt.Fprintf(stderr, "%s: not live: %v\n", *file, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s: live\n", *file)
+		return 0
 	}
 	fmt.Fprintf(stdout, "%s: valid (%d frontends, %d backends)\n", *file, len(cfg.Frontends), len(cfg.Backends))
 	return 0

@@ -35,6 +35,9 @@ commands:
                    the JSON reply (reload, upgrade, stop, control take -f FILE
                    or -S SOCKET)
   check -f FILE    validate FILE without binding anything (exit 1 on errors)
+  check --live -f FILE
+                   exit 0 when the sluice running FILE serves, else 1 with the reason
+                   (for keepalived's vrrp_script)
   demo             run sluice in front of three demo backends and show how to try it
   ctl -f FILE CMD  talk to a running sluice through its stats listener:
                      show stat | show servers | show sticky BACKEND

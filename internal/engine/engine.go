@@ -7,11 +7,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"sort"
 
 	"sluice/backend"
 	"sluice/conf"
 	"sluice/frontend"
+	"sluice/internal/peers"
 	"sluice/internal/sockets"
 	"sluice/stats"
 )
@@ -36,6 +38,7 @@ type Engine struct {
 	// Process is what the stats page shows about this process; a master
 	// updates its Workers and Reloads.
 	Process *stats.Process
+	Peers   *peers.Syncer // stick-table sync; nil without [peers]
 }
 
 // Options are the optional parts of starting an engine.
@@ -67,7 +70,19 @@ func Listeners(cfg *conf.Config) []sockets.Spec {
 	if k, ok := StatsKey(cfg); ok {
 		out = append(out, sockets.Spec{Key: k, Role: sockets.RoleStats})
 	}
+	if k, ok := PeersKey(cfg); ok {
+		out = append(out, sockets.Spec{Key: k, Role: sockets.RolePeers})
+	}
 	return out
+}
+
+// PeersKey is the key of the stick-table sync listener, and false when
+// cfg has no [peers] bind.
+func PeersKey(cfg *conf.Config) (sockets.Key, bool) {
+	if !cfg.Peers.Enabled() || cfg.Peers.Bind == "" {
+		return sockets.Key{}, false
+	}
+	return sockets.Key{Network: "tcp", Addr: cfg.Peers.Bind}, true
 }
 
 // StatsKey is the key of the stats listener in an engine's Sockets (and in
@@ -141,6 +156,10 @@ func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Option
 	for _, h := range e.Health {
 		h.Start()
 	}
+	if err := e.startPeers(log); err != nil {
+		closeOwn(socks, have)
+		return nil, err
+	}
 	e.Front.Serve()
 	return e, nil
 }
@@ -163,6 +182,30 @@ func (e *Engine) StopAccepting() {
 	e.Front.StopAccepting()
 }
 
+// startPeers starts stick-table sync when [peers] is set, on the peers
+// listener that Listeners put in e.Sockets (the master binds it and hands
+// it over like the others, so two workers never fight over the port).
+func (e *Engine) startPeers(log *slog.Logger) error {
+	pc := e.Config.Peers
+	if !pc.Enabled() {
+		return nil
+	}
+	var ln net.Listener
+	if k, ok := PeersKey(e.Config); ok {
+		sock := e.Sockets[k]
+		if sock == nil || sock.Listener == nil {
+			return fmt.Errorf("peers: no listener for %s", pc.Bind)
+		}
+		ln = sock.Listener
+	}
+	p, err := peers.Start(pc, ln, e.Backends, log)
+	if err != nil {
+		return fmt.Errorf("peers: %w", err)
+	}
+	e.Peers = p
+	return nil
+}
+
 // Shutdown stops accepting and drains open connections until ctx ends, then
 // cuts the rest. It returns how many it cut.
 func (e *Engine) Shutdown(ctx context.Context) int {
@@ -173,6 +216,9 @@ func (e *Engine) Shutdown(ctx context.Context) int {
 	cut := e.Front.Shutdown(ctx)
 	for _, h := range e.Health {
 		h.Stop()
+	}
+	if e.Peers != nil {
+		e.Peers.Close() // after the drain: its last picks still reach the peer
 	}
 	return cut
 }

@@ -136,6 +136,7 @@ func (s Set) Close() {
 const (
 	RoleFrontend = "frontend" // a tcp/http/udp frontend's listener
 	RoleStats    = "stats"    // the stats/admin HTTP listener ([stats] bind)
+	RolePeers    = "peers"    // the stick-table sync listener ([peers] bind)
 	RoleControl  = "control"  // the master's control socket (binary upgrade only)
 )
 

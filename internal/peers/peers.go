@@ -1,0 +1,409 @@
+// Package peers synchronises sticky = "source" tables between the two boxes
+// of a keepalived pair, like HAProxy's peers section: each node pushes the
+// entries its picks record to every configured peer, and applies what its
+// peers push to it, so a client keeps its server when the floating address
+// moves.
+//
+// Each node dials each peer and only writes on that connection; it only
+// reads on the connections it accepts. A connection starts with a mutual
+// HMAC-SHA256 challenge/response over the shared secret (which never goes on
+// the wire), then carries length-prefixed batches of entries, each batch
+// authenticated with a key derived from the secret and both challenges. On
+// (re)connect the dialer first sends its whole tables, then new choices as
+// they happen (batched for up to flush_interval) and, periodically, entries
+// whose last use moved, so the peer's copies do not expire while a client is
+// active.
+package peers
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"sluice/backend"
+	"sluice/conf"
+)
+
+// Counters are the syncer's running totals. Must not be copied.
+type Counters struct {
+	Sent         atomic.Uint64 // entries written to peers
+	Received     atomic.Uint64 // entries applied from peers
+	AuthFailures atomic.Uint64 // handshakes that failed authentication, either side
+	Dropped      atomic.Uint64 // entries not sent because a queue was full (the next reconnect resends all)
+	Connects     atomic.Uint64 // successful outgoing connections
+}
+
+// Syncer runs the peers protocol for one engine.
+type Syncer struct {
+	cfg     conf.Peers
+	secret  []byte
+	tables  map[string]*backend.StickyTable // backend name -> its sticky = "source" table
+	names   []string                        // sorted keys of tables
+	log     *slog.Logger
+	ln      net.Listener
+	changes chan change
+	peers   []*peer
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{} // accepted connections, closed by Close
+
+	// Refresh is how often entries whose last use moved are pushed again;
+	// set before Start returns to take effect (tests). Defaults from the
+	// tables' TTLs.
+	refresh time.Duration
+
+	Counters Counters
+}
+
+// change is one entry of one backend's table.
+type change struct {
+	backend string
+	e       backend.StickyEntry
+}
+
+type peer struct {
+	addr  string
+	queue chan []change
+}
+
+// Tuning.
+const (
+	changeQueue  = 8192 // picks' notifications waiting for the sync goroutine
+	peerQueue    = 64   // batches waiting for one peer's connection
+	maxBatch     = 1024 // entries per frame
+	heartbeat    = 2 * time.Second
+	readIdle     = 3 * heartbeat // a receiver drops a connection silent this long
+	dialTimeout  = 2 * time.Second
+	handshakeMax = 5 * time.Second
+	backoffMin   = 100 * time.Millisecond
+	backoffMax   = 5 * time.Second
+)
+
+// Start reads the secret, binds cfg.Bind (or uses ln when not nil: a socket
+// inherited from the master), hooks every sticky = "source" table of
+// backends, and starts syncing. It returns nil, nil when [peers] is not
+// configured.
+func Start(cfg conf.Peers, ln net.Listener, backends map[string]*backend.Backend, log *slog.Logger) (*Syncer, error) {
+	if !cfg.Enabled() {
+		return nil, nil
+	}
+	secret, err := conf.ReadPeerSecret(cfg.SecretFile)
+	if err != nil {
+		return nil, err
+	}
+	s := &Syncer{cfg: cfg, secret: secret, tables: map[string]*backend.StickyTable{}, log: log.With("component", "peers"),
+		changes: make(chan change, changeQueue), conns: map[net.Conn]struct{}{}}
+	s.refresh = time.Minute
+	for name, b := range backends {
+		if t := b.StickyTable(); t != nil {
+			s.tables[name] = t
+			s.names = append(s.names, name)
+			if t.TTL > 0 {
+				s.refresh = min(s.refresh, max(t.TTL/4, time.Second))
+			}
+		}
+	}
+	sort.Strings(s.names)
+	if cfg.Bind != "" && ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Bind); err != nil {
+			return nil, err
+		}
+	}
+	s.ln = ln
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	for _, a := range cfg.Peers {
+		s.peers = append(s.peers, &peer{addr: a, queue: make(chan []change, peerQueue)})
+	}
+	for _, name := range s.names {
+		s.tables[name].SetNotify(s.notifier(name))
+	}
+	if s.ln != nil {
+		s.wg.Add(1)
+		go s.accept()
+	}
+	if len(s.peers) > 0 {
+		s.wg.Add(1)
+		go s.collect()
+		for _, p := range s.peers {
+			s.wg.Add(1)
+			go s.push(p)
+		}
+	}
+	s.log.Info("stick-table sync started", "bind", cfg.Bind, "peers", cfg.Peers, "tables", s.names)
+	return s, nil
+}
+
+// notifier returns the function a table calls after each Set: a non-blocking
+// send, dropping (and counting) when the sync goroutine is behind.
+func (s *Syncer) notifier(name string) func(backend.StickyEntry) {
+	if len(s.peers) == 0 {
+		return nil
+	}
+	return func(e backend.StickyEntry) {
+		select {
+		case s.changes <- change{backend: name, e: e}:
+		default:
+			s.Counters.Dropped.Add(1)
+		}
+	}
+}
+
+// Addr is the address peers' entries are received on, or nil.
+func (s *Syncer) Addr() net.Addr {
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Close stops syncing, closes the listener and every connection, and unhooks
+// the tables.
+func (s *Syncer) Close() {
+	for _, name := range s.names {
+		s.tables[name].SetNotify(nil)
+	}
+	s.cancel()
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// collect batches the tables' changes and the periodic refreshes and hands
+// each batch to every peer's queue.
+func (s *Syncer) collect() {
+	defer s.wg.Done()
+	flush := time.NewTicker(s.cfg.FlushInterval)
+	defer flush.Stop()
+	refresh := time.NewTicker(s.refresh)
+	defer refresh.Stop()
+	lastSweep := time.Now()
+	var pending []change
+	send := func() {
+		if len(pending) == 0 {
+			return
+		}
+		for _, p := range s.peers {
+			select {
+			case p.queue <- pending:
+			default:
+				s.Counters.Dropped.Add(uint64(len(pending)))
+			}
+		}
+		pending = nil // the queued slice is shared read-only: start a new one
+	}
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case c := <-s.changes:
+			pending = append(pending, c)
+			if len(pending) >= maxBatch {
+				send()
+			}
+		case <-flush.C:
+			send()
+		case now := <-refresh.C:
+			for _, name := range s.names {
+				for _, e := range s.tables[name].UsedSince(lastSweep) {
+					pending = append(pending, change{backend: name, e: e})
+					if len(pending) >= maxBatch {
+						send()
+					}
+				}
+			}
+			lastSweep = now
+			send()
+		}
+	}
+}
+
+// push keeps a connection to one peer and writes to it, reconnecting with
+// backoff (reset once a connection got through the handshake).
+func (s *Syncer) push(p *peer) {
+	defer s.wg.Done()
+	backoff := backoffMin
+	failing := false
+	for s.ctx.Err() == nil {
+		connected, err := s.session(p)
+		if s.ctx.Err() != nil {
+			return
+		}
+		if connected {
+			backoff, failing = backoffMin, false
+		}
+		switch {
+		case errors.Is(err, errAuth):
+			s.Counters.AuthFailures.Add(1)
+			s.log.Error("peer failed authentication; check that both nodes have the same secret_file", "peer", p.addr, "err", err)
+		case connected:
+			s.log.Warn("peer connection lost; reconnecting", "peer", p.addr, "err", err)
+		case !failing:
+			s.log.Warn("peer unreachable; retrying with backoff", "peer", p.addr, "err", err)
+		default:
+			s.log.Debug("peer still unreachable", "peer", p.addr, "err", err)
+		}
+		failing = true
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, backoffMax)
+	}
+}
+
+// session runs one connection to p until it fails; connected reports
+// whether it got through the handshake.
+func (s *Syncer) session(p *peer) (connected bool, err error) {
+	d := net.Dialer{Timeout: dialTimeout, KeepAlive: -1}
+	c, err := d.DialContext(s.ctx, "tcp", p.addr)
+	if err != nil {
+		return false, err
+	}
+	stop := context.AfterFunc(s.ctx, func() { c.Close() })
+	defer stop()
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(handshakeMax))
+	w, err := clientHandshake(c, s.secret)
+	if err != nil {
+		return false, err
+	}
+	c.SetDeadline(time.Time{})
+	s.Counters.Connects.Add(1)
+	s.log.Info("peer connected; sending the whole tables", "peer", p.addr)
+	// What is queued now is older than the full dump that follows.
+	for drained := false; !drained; {
+		select {
+		case <-p.queue:
+		default:
+			drained = true
+		}
+	}
+	var all []change
+	for _, name := range s.names {
+		for _, e := range s.tables[name].UsedSince(time.Time{}) {
+			all = append(all, change{backend: name, e: e})
+		}
+	}
+	for len(all) > 0 {
+		n := min(len(all), maxBatch)
+		if err := s.write(c, w, all[:n]); err != nil {
+			return true, err
+		}
+		all = all[n:]
+	}
+	beat := time.NewTicker(heartbeat)
+	defer beat.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return true, nil
+		case batch := <-p.queue:
+			if err := s.write(c, w, batch); err != nil {
+				return true, err
+			}
+		case <-beat.C:
+			if err := s.write(c, w, nil); err != nil {
+				return true, err
+			}
+		}
+	}
+}
+
+func (s *Syncer) write(c net.Conn, w *frameWriter, batch []change) error {
+	c.SetWriteDeadline(time.Now().Add(readIdle))
+	if err := w.write(c, batch, time.Now()); err != nil {
+		return err
+	}
+	s.Counters.Sent.Add(uint64(len(batch)))
+	return nil
+}
+
+func (s *Syncer) accept() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("accept", "err", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		s.mu.Lock()
+		if s.ctx.Err() != nil {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.receive(c)
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+			c.Close()
+		}()
+	}
+}
+
+// receive authenticates an accepted connection and applies its batches.
+func (s *Syncer) receive(c net.Conn) {
+	from := c.RemoteAddr().String()
+	c.SetDeadline(time.Now().Add(handshakeMax))
+	r, err := serverHandshake(c, s.secret)
+	if err != nil {
+		if errors.Is(err, errAuth) {
+			s.Counters.AuthFailures.Add(1)
+			s.log.Error("peer failed authentication; connection dropped", "from", from, "err", err)
+		} else if s.ctx.Err() == nil {
+			s.log.Warn("peer handshake failed; connection dropped", "from", from, "err", err)
+		}
+		return
+	}
+	s.log.Info("peer authenticated", "from", from)
+	for {
+		c.SetReadDeadline(time.Now().Add(readIdle))
+		n, err := r.read(c, time.Now(), s.apply)
+		s.Counters.Received.Add(uint64(n))
+		if err != nil {
+			if errors.Is(err, errAuth) {
+				s.Counters.AuthFailures.Add(1)
+				s.log.Error("peer sent a batch that fails authentication; connection dropped", "from", from, "err", err)
+			} else if s.ctx.Err() == nil {
+				s.log.Info("peer connection closed", "from", from, "err", err)
+			}
+			return
+		}
+	}
+}
+
+// apply stores one received entry; entries of backends this node does not
+// have, or has without a source table, are skipped.
+func (s *Syncer) apply(name string, client netip.Addr, serverID string, used time.Time) bool {
+	t := s.tables[name]
+	if t == nil {
+		return false
+	}
+	t.SetEntry(backend.StickyEntry{Client: client, ServerID: serverID, LastUsed: used})
+	return true
+}

@@ -1,0 +1,613 @@
+// Package ha proves a keepalived pair of sluice boxes in network
+// namespaces: the VIP moves when the active node's sluice or keepalived
+// dies, traffic resumes within 5 s, and a sticky client keeps its server.
+//
+// Topology (every namespace and link is created here and deleted at the
+// end; nothing is added to the host's own namespace):
+//
+//	      slcXXXX-br: bridge br0
+//	  ┌──────────┬───────┴──┬──────────┐
+//	cli .10,.9   lb1 .11    lb2 .12    be .21 (s1 :8081, s2 :8082)
+//	             sluice +   sluice +
+//	             keepalived keepalived      VIP .100 on the master
+//
+// The client, and the two HTTP servers, are this test binary run again in
+// a helper mode (SLUICE_HA_HELPER), so no other program is needed.
+package ha
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	subnet   = "10.99.0."
+	vip      = subnet + "100"
+	cliIP    = subnet + "10"
+	otherCli = subnet + "9"
+	lb1IP    = subnet + "11"
+	lb2IP    = subnet + "12"
+	beIP     = subnet + "21"
+	resume   = 5 * time.Second // the longest traffic may stop on failover
+)
+
+func TestMain(m *testing.M) {
+	switch os.Getenv("SLUICE_HA_HELPER") {
+	case "server":
+		helperServer(os.Args[1], os.Args[2])
+	case "client":
+		helperClient(os.Args[1], os.Args[2])
+	default:
+		os.Exit(m.Run())
+	}
+}
+
+// helperServer answers every request with its name.
+func helperServer(name, addr string) {
+	err := http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, name)
+	}))
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(1)
+}
+
+// helperClient sends a request from local every 50 ms (a new connection
+// each) and prints "UNIXNANO ok SERVER" or "UNIXNANO err REASON"; with
+// SLUICE_HA_ONCE it sends one and exits with its status.
+func helperClient(url, local string) {
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: (&net.Dialer{
+		Timeout: 300 * time.Millisecond, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)},
+	}).DialContext}
+	c := &http.Client{Transport: tr, Timeout: 400 * time.Millisecond}
+	once := os.Getenv("SLUICE_HA_ONCE") != ""
+	for {
+		start := time.Now()
+		resp, err := c.Get(url)
+		line := ""
+		if err == nil {
+			body, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case rerr != nil:
+				err = rerr
+			case resp.StatusCode != 200:
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			default:
+				line = fmt.Sprintf("%d ok %s", start.UnixNano(), strings.TrimSpace(string(body)))
+			}
+		}
+		if err != nil {
+			line = fmt.Sprintf("%d err %s", start.UnixNano(), strings.ReplaceAll(err.Error(), "\n", " "))
+		}
+		fmt.Println(line)
+		if once {
+			if err != nil {
+				os.Exit(1)
+			}
+			os.Exit(0)
+		}
+		time.Sleep(time.Until(start.Add(50 * time.Millisecond)))
+	}
+}
+
+// lab is the namespaces of one test run.
+type lab struct {
+	t      *testing.T
+	prefix string
+	dir    string
+	sluice string // the built binary
+	ns     map[string]string
+	mu     sync.Mutex
+	procs  []*proc
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+func requirements(t *testing.T) {
+	if testing.Short() {
+		t.Skip("HA namespace test skipped in -short mode")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("HA namespace test needs root (ip netns, veth, keepalived)")
+	}
+	for _, p := range []string{"ip", "keepalived"} {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skipf("HA namespace test needs %s in PATH (apt-get install iproute2 keepalived)", p)
+		}
+	}
+}
+
+func newLab(t *testing.T) *lab {
+	requirements(t)
+	var rb [3]byte
+	rand.Read(rb[:])
+	l := &lab{t: t, prefix: "slc" + hex.EncodeToString(rb[:]), dir: t.TempDir(), ns: map[string]string{}}
+	// Cleanup runs even when the test fails or a t.Fatal stops it half-built.
+	t.Cleanup(l.teardown)
+	probe := l.prefix + "-probe"
+	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
+		t.Skipf("cannot create network namespaces here (%v: %s)", err, strings.TrimSpace(string(out)))
+	}
+	exec.Command("ip", "netns", "del", probe).Run()
+
+	l.sluice = filepath.Join(l.dir, "sluice")
+	build := exec.Command("go", "build", "-o", l.sluice, "sluice/cmd/sluice")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build sluice: %v\n%s", err, out)
+	}
+	for _, n := range []string{"br", "cli", "lb1", "lb2", "be"} {
+		l.ns[n] = l.prefix + "-" + n
+		l.ip("netns", "add", l.ns[n])
+		l.ip("-n", l.ns[n], "link", "set", "lo", "up")
+	}
+	l.ip("-n", l.ns["br"], "link", "add", "br0", "type", "bridge")
+	l.ip("-n", l.ns["br"], "link", "set", "br0", "up")
+	addrs := map[string][]string{"cli": {cliIP, otherCli}, "lb1": {lb1IP}, "lb2": {lb2IP}, "be": {beIP}}
+	for _, n := range []string{"cli", "lb1", "lb2", "be"} {
+		port := "p-" + n
+		l.ip("-n", l.ns["br"], "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", l.ns[n])
+		l.ip("-n", l.ns["br"], "link", "set", port, "master", "br0")
+		l.ip("-n", l.ns["br"], "link", "set", port, "up")
+		for _, a := range addrs[n] {
+			l.ip("-n", l.ns[n], "addr", "add", a+"/24", "dev", "eth0")
+		}
+		l.ip("-n", l.ns[n], "link", "set", "eth0", "up")
+	}
+	l.start("s1", "be", os.Args[0], []string{"SLUICE_HA_HELPER=server"}, "s1", beIP+":8081")
+	l.start("s2", "be", os.Args[0], []string{"SLUICE_HA_HELPER=server"}, "s2", beIP+":8082")
+	return l
+}
+
+func (l *lab) ip(args ...string) string {
+	l.t.Helper()
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		l.t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// start runs name in namespace ns, logging to a file in the lab directory.
+func (l *lab) start(name, ns, bin string, env []string, args ...string) *proc {
+	l.t.Helper()
+	p := &proc{name: name, log: filepath.Join(l.dir, name+".log"), done: make(chan struct{})}
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	p.cmd = exec.Command("ip", append([]string{"netns", "exec", l.ns[ns], bin}, args...)...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	if err := p.cmd.Start(); err != nil {
+		l.t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.cmd.Wait(); f.Close(); close(p.done) }()
+	l.mu.Lock()
+	l.procs = append(l.procs, p)
+	l.mu.Unlock()
+	return p
+}
+
+func (p *proc) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// teardown kills every process started in the lab's namespaces (the ones
+// started here and their children, such as keepalived's VRRP process and
+// scripts), then deletes the namespaces, which takes their links along.
+func (l *lab) teardown() {
+	l.mu.Lock()
+	procs := l.procs
+	l.mu.Unlock()
+	if l.t.Failed() {
+		for _, p := range procs {
+			b, _ := os.ReadFile(p.log)
+			l.t.Logf("---- %s log ----\n%s", p.name, tail(string(b), 60))
+		}
+	}
+	for _, p := range procs {
+		p.kill()
+	}
+	for _, ns := range l.ns {
+		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+	}
+	for _, ns := range l.ns {
+		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+			l.t.Logf("ip netns del %s: %v %s", ns, err, out)
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// node is one balancer: its sluice and keepalived.
+type node struct {
+	name, ip, peer string
+	prio           int
+	sluice, kad    *proc
+	vrrpPID        string
+}
+
+func (l *lab) write(name, content string) string {
+	p := filepath.Join(l.dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		l.t.Fatal(err)
+	}
+	return p
+}
+
+// startNode writes n's configurations and starts its sluice and keepalived.
+func (l *lab) startNode(n *node, run int) {
+	tag := fmt.Sprintf("%s-%d", n.name, run)
+	secret := l.write("secret", "the same on both nodes, 32 bytes\n")
+	conf := l.write(tag+".toml", fmt.Sprintf(`[global]
+vital_frontends = ["www"]
+
+[frontend.www]
+mode = "http"
+bind = ["%s:80"]
+freebind = true
+default_backend = "app"
+
+[backend.app]
+sticky = "source"
+sticky_ttl = "30m"
+timeout_connect = "1s"
+
+[[backend.app.server]]
+name = "s1"
+address = "%s:8081"
+
+[[backend.app.server]]
+name = "s2"
+address = "%s:8082"
+
+[peers]
+bind = "%s:7070"
+peers = ["%s:7070"]
+secret_file = %q
+flush_interval = "50ms"
+`, vip, beIP, beIP, n.ip, n.peer, secret))
+	notify := l.write(tag+"-notify.sh", fmt.Sprintf("#!/bin/sh\necho \"$(date +%%s.%%N) $*\" >> %s\n", filepath.Join(l.dir, tag+"-notify.log")))
+	os.Chmod(notify, 0o755)
+	n.vrrpPID = filepath.Join(l.dir, tag+"-vrrp.pid")
+	kconf := l.write(tag+"-keepalived.conf", fmt.Sprintf(`global_defs {
+    router_id %s
+    script_user root
+    vrrp_version 3
+    vrrp_garp_master_delay 1
+}
+
+vrrp_script chk_sluice {
+    script "%s check --live -f %s"
+    interval 1
+    timeout 1
+    fall 2
+    rise 2
+    weight -20
+}
+
+vrrp_instance VI_SLUICE {
+    state BACKUP
+    interface eth0
+    virtual_router_id 51
+    priority %d
+    advert_int 0.2
+    unicast_src_ip %s
+    unicast_peer {
+        %s
+    }
+    virtual_ipaddress {
+        %s/24 dev eth0
+    }
+    track_script {
+        chk_sluice
+    }
+    notify %s
+}
+`, n.name, l.sluice, conf, n.prio, n.ip, n.peer, vip, notify))
+	n.sluice = l.start(tag+"-sluice", n.name, l.sluice, nil, "run", "-f", conf)
+	n.kad = l.start(tag+"-keepalived", n.name, "keepalived", nil, "-n", "-l", "-D", "-G", "-P", "-f", kconf,
+		"-p", filepath.Join(l.dir, tag+"-keepalived.pid"), "-r", n.vrrpPID, "-c", filepath.Join(l.dir, tag+"-checkers.pid"))
+}
+
+// holdsVIP reports whether the namespace ns has the VIP.
+func (l *lab) holdsVIP(ns string) bool {
+	out, _ := exec.Command("ip", "-n", l.ns[ns], "-4", "-o", "addr", "show", "dev", "eth0").Output()
+	return strings.Contains(string(out), " "+vip+"/")
+}
+
+func (l *lab) waitFor(what string, d time.Duration, cond func() bool) {
+	l.t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			l.t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// mac returns the MAC address of eth0 in namespace ns.
+func (l *lab) mac(ns string) string {
+	l.t.Helper()
+	f := strings.Fields(l.ip("-n", l.ns[ns], "-o", "link", "show", "dev", "eth0"))
+	for i := range f[:len(f)-1] {
+		if f[i] == "link/ether" {
+			return f[i+1]
+		}
+	}
+	l.t.Fatalf("no MAC for %s in %v", ns, f)
+	return ""
+}
+
+// neighbour returns the MAC the client namespace has for ip, or "".
+func (l *lab) neighbour(ip string) string {
+	out, _ := exec.Command("ip", "-n", l.ns["cli"], "neigh", "show", ip).Output()
+	f := strings.Fields(string(out))
+	for i := range f {
+		if f[i] == "lladdr" && i+1 < len(f) {
+			return f[i+1]
+		}
+	}
+	return ""
+}
+
+// result is one request of the continuous client.
+type result struct {
+	at     time.Time
+	ok     bool
+	server string // or the error
+}
+
+// client runs the continuous client in the client namespace and collects
+// its results.
+type client struct {
+	mu  sync.Mutex
+	res []result
+}
+
+func (l *lab) runClient(from string) *client {
+	l.t.Helper()
+	c := &client{}
+	cmd := exec.Command("ip", "netns", "exec", l.ns["cli"], os.Args[0], "http://"+vip+"/", from)
+	cmd.Env = append(os.Environ(), "SLUICE_HA_HELPER=client")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	p := &proc{name: "client", cmd: cmd, log: os.DevNull, done: make(chan struct{})}
+	l.mu.Lock()
+	l.procs = append(l.procs, p)
+	l.mu.Unlock()
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			f := strings.SplitN(sc.Text(), " ", 3)
+			if len(f) < 3 {
+				continue
+			}
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			c.mu.Lock()
+			c.res = append(c.res, result{at: time.Unix(0, ns), ok: f[1] == "ok", server: f[2]})
+			c.mu.Unlock()
+		}
+		cmd.Wait()
+		close(p.done)
+	}()
+	return c
+}
+
+func (c *client) since(t time.Time) []result {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []result
+	for _, r := range c.res {
+		if !r.at.Before(t) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// once sends one request from the address from and returns the server.
+func (l *lab) once(from string) (string, error) {
+	cmd := exec.Command("ip", "netns", "exec", l.ns["cli"], os.Args[0], "http://"+vip+"/", from)
+	cmd.Env = append(os.Environ(), "SLUICE_HA_HELPER=client", "SLUICE_HA_ONCE=1")
+	out, err := cmd.Output()
+	f := strings.SplitN(strings.TrimSpace(string(out)), " ", 3)
+	if err != nil || len(f) < 3 {
+		return "", fmt.Errorf("%v: %s", err, out)
+	}
+	return f[2], nil
+}
+
+// TestKeepalivedFailover runs the pair, makes lb1 the master, and fails it
+// in two ways; each time the VIP must move to lb2 and traffic resume within
+// 5 s, the sticky client still on its server.
+func TestKeepalivedFailover(t *testing.T) {
+	l := newLab(t)
+	for i, tc := range []struct {
+		desc string
+		fail func(lb1 *node)
+	}{
+		{"the active node's sluice dies", func(lb1 *node) { lb1.sluice.kill() }},
+		{"the active node's keepalived dies", func(lb1 *node) {
+			// Both keepalived processes, as in a crash: the VIP is not
+			// released, the VRRP adverts just stop.
+			if b, err := os.ReadFile(lb1.vrrpPID); err == nil {
+				if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+			lb1.kad.kill()
+		}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			parent := l.t
+			l.t = t
+			defer func() { l.t = parent }()
+			failover(t, l, i, tc.fail)
+		})
+	}
+}
+
+func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) {
+	// Fresh processes; a VIP left behind by a killed keepalived is removed.
+	for _, ns := range []string{"lb1", "lb2"} {
+		exec.Command("ip", "-n", l.ns[ns], "addr", "del", vip+"/24", "dev", "eth0").Run()
+	}
+	lb1 := &node{name: "lb1", ip: lb1IP, peer: lb2IP, prio: 110}
+	lb2 := &node{name: "lb2", ip: lb2IP, peer: lb1IP, prio: 100}
+	l.startNode(lb1, run)
+	l.startNode(lb2, run)
+	stop := func(n *node) {
+		n.sluice.kill()
+		n.kad.kill()
+		if b, err := os.ReadFile(n.vrrpPID); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	defer stop(lb1)
+	defer stop(lb2)
+
+	l.waitFor("lb1 to hold the VIP", 15*time.Second, func() bool { return l.holdsVIP("lb1") && !l.holdsVIP("lb2") })
+	// Another client first, so that round robin gives our client s2 on lb1,
+	// while lb2 left to itself would start it on s1.
+	var first string
+	l.waitFor("the first request through lb1", 10*time.Second, func() bool {
+		s, err := l.once(otherCli)
+		first = s
+		return err == nil
+	})
+	if first != "s1" {
+		t.Fatalf("first client reached %s, want s1", first)
+	}
+	c := l.runClient(cliIP)
+	warm := time.Now()
+	l.waitFor("steady traffic through lb1", 10*time.Second, func() bool {
+		rs := c.since(warm)
+		return len(rs) >= 10 && rs[len(rs)-1].ok
+	})
+	for _, r := range c.since(warm) {
+		if r.ok && r.server != "s2" {
+			t.Fatalf("sticky client reached %s before failover, want s2", r.server)
+		}
+	}
+
+	killed := time.Now()
+	fail(lb1)
+	l.waitFor("lb2 to take the VIP", 2*resume, func() bool { return l.holdsVIP("lb2") })
+	vipMoved := time.Since(killed)
+	var resumed time.Time
+	l.waitFor("traffic to resume", 2*resume, func() bool {
+		for _, r := range c.since(killed) {
+			if r.ok {
+				resumed = r.at
+				return true
+			}
+		}
+		return false
+	})
+	// The client's traffic really goes to lb2 now: its neighbour entry for
+	// the VIP has lb2's MAC (after lb2's gratuitous ARP).
+	lb2MAC := l.mac("lb2")
+	l.waitFor("the client to send to lb2's MAC", resume, func() bool { return l.neighbour(vip) == lb2MAC })
+	time.Sleep(time.Second) // traffic must stay up, not flap
+	after := c.since(killed)
+	var failed, ok int
+	var firstFail, lastFail time.Time
+	for _, r := range after {
+		if r.ok {
+			ok++
+			if r.at.After(resumed) && r.server != "s2" {
+				t.Errorf("sticky client reached %s after failover, want s2 (its server before)", r.server)
+			}
+			continue
+		}
+		failed++
+		if firstFail.IsZero() {
+			firstFail = r.at
+		}
+		lastFail = r.at
+	}
+	outage := resumed.Sub(killed)
+	failures := "none failed"
+	if failed > 0 {
+		failures = fmt.Sprintf("%d failed (from +%v to +%v)", failed,
+			firstFail.Sub(killed).Round(time.Millisecond), lastFail.Sub(killed).Round(time.Millisecond))
+	}
+	t.Logf("failover: VIP on lb2 after %v; first successful request %v after the kill; requests every 50 ms: %s, %d ok since",
+		vipMoved.Round(time.Millisecond), outage.Round(time.Millisecond), failures, ok)
+	if outage > resume {
+		t.Errorf("traffic resumed %v after the kill, want within %v", outage, resume)
+	}
+	if !lastFail.IsZero() && lastFail.After(resumed) {
+		t.Errorf("requests failed again after traffic resumed (last at +%v)", lastFail.Sub(killed))
+	}
+}
+
+// TestExampleKeepalivedConf: keepalived accepts both example configurations
+// (with the sluice binary, not installed here, replaced by /bin/true:
+// keepalived refuses a configuration whose script does not exist).
+func TestExampleKeepalivedConf(t *testing.T) {
+	if _, err := exec.LookPath("keepalived"); err != nil {
+		t.Skip("keepalived is not installed (apt-get install keepalived)")
+	}
+	for _, n := range []string{"node1", "node2"} {
+		src, err := os.ReadFile(filepath.Join("..", "..", "examples", "keepalived", n, "keepalived.conf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		script := "/usr/local/bin/sluice check --live -f /etc/sluice/sluice.toml"
+		if !strings.Contains(string(src), script) {
+			t.Fatalf("%s: the vrrp_script does not run %q", n, script)
+		}
+		p := filepath.Join(t.TempDir(), "keepalived.conf")
+		os.WriteFile(p, []byte(strings.ReplaceAll(string(src), script, "/bin/true")), 0o644)
+		out, err := exec.Command("keepalived", "-t", "-f", p).CombinedOutput()
+		if err != nil {
+			t.Errorf("keepalived -t -f %s: %v\n%s", p, err, out)
+		}
+	}
+}
