@@ -57,6 +57,8 @@ type collector struct {
 	svUp, svAdmin, svWeight, svConfWeight, svCur, svMax, svLim, svTot, svIn, svOut        *prometheus.Desc
 	svConnErr, svRespErr, svRetry, svResp, svChkDur, svChkFail, svChkUpDown, svLastChange *prometheus.Desc
 	svDowntime                                                                            *prometheus.Desc
+
+	extra extraDescs
 }
 
 // codeClasses name the code label of Resp[i]; the loops go 1xx … 5xx then
@@ -214,6 +216,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- &sample{desc: d, labels: ls, value: float64(v), counter: true}
 	}
 	p := s.opt.Process
+	c.extra.collect(s.opt.Counters, ch)
 	gauge(c.build, 1, p.Version)
 	gauge(c.procCur, float64(s.current()))
 	gauge(c.procMax, float64(s.opt.MaxConn))

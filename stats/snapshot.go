@@ -71,9 +71,10 @@ type CheckResult struct {
 
 // Snapshot is the whole of the stats at one moment.
 type Snapshot struct {
-	Process   ProcessInfo `json:"process"`
-	Frontends []Row       `json:"frontends"`
-	Backends  []Row       `json:"backends"`
+	Process   ProcessInfo    `json:"process"`
+	Frontends []Row          `json:"frontends"`
+	Backends  []Row          `json:"backends"`
+	Counters  []CounterValue `json:"counters,omitempty"`
 }
 
 // ProcessInfo is the process line of a snapshot.
@@ -103,6 +104,7 @@ func (s *Server) snapshot() Snapshot {
 	for _, b := range s.opt.Backends {
 		snap.Backends = append(snap.Backends, s.backendRow(b, now))
 	}
+	snap.Counters = s.counterValues()
 	return snap
 }
 

@@ -40,6 +40,8 @@ type Options struct {
 	Log        *slog.Logger
 	// RateInterval is how often session rates are sampled; 0 means 1s.
 	RateInterval time.Duration
+	// Counters are figures without a column in the tables (see Counter).
+	Counters []Counter
 }
 
 // Process is the process information shown at the top of the page. Its

@@ -147,6 +147,10 @@ func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Option
 		d.OnChange = e.Health[name].Sync
 		d.Start()
 	}
+	if err := e.startPeers(log); err != nil {
+		closeOwn(socks, have)
+		return nil, err
+	}
 	if err := e.startStats(cfg, log); err != nil {
 		closeOwn(socks, have)
 		return nil, err
@@ -155,10 +159,6 @@ func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Option
 	// the first connection on.
 	for _, h := range e.Health {
 		h.Start()
-	}
-	if err := e.startPeers(log); err != nil {
-		closeOwn(socks, have)
-		return nil, err
 	}
 	e.Front.Serve()
 	return e, nil
@@ -255,6 +255,7 @@ func (e *Engine) startStats(cfg *conf.Config, log *slog.Logger) error {
 		VitalFrontends: cfg.Global.VitalFrontends,
 		AdminToken:     cfg.Stats.AdminToken,
 		Log:            log,
+		Counters:       e.counters(),
 	})
 	e.Stats.Serve(sock.Listener)
 	return nil
