@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -16,24 +14,12 @@ func runH2load(ctx context.Context, reg *registry, o wrkOpts, addr string) (wrkR
 	secs := max(1, int(o.Duration.Round(time.Second)/time.Second))
 	args := []string{"-t", strconv.Itoa(o.Threads), "-c", strconv.Itoa(o.Conns), "-m", "1",
 		"-D", strconv.Itoa(secs), "http://" + addr + "/"}
-	var out strings.Builder
-	cmd := exec.Command("h2load", args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	p, err := reg.start("h2load", cmd)
+	out, err := runTool(ctx, reg, "h2load", args)
 	if err != nil {
-		return wrkResult{}, "", err
+		return wrkResult{}, out, err
 	}
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		p.stop(time.Second)
-		return wrkResult{}, "", ctx.Err()
-	}
-	if !p.cmd.ProcessState.Success() {
-		return wrkResult{}, out.String(), fmt.Errorf("h2load %s: %s", strings.Join(args, " "), p.cmd.ProcessState)
-	}
-	r, err := parseH2load(out.String())
-	return r, out.String(), err
+	r, err := parseH2load(out)
+	return r, out, err
 }
 
 var (

@@ -75,24 +75,34 @@ func runWrk(ctx context.Context, reg *registry, o wrkOpts, sc Scenario, addr str
 		"-d", fmt.Sprintf("%ds", max(1, int(o.Duration.Round(time.Second)/time.Second))), "--latency"}
 	args = append(args, sc.WrkArgs...)
 	args = append(args, "http://"+addr+"/")
-	var out strings.Builder
-	cmd := exec.Command("wrk", args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	p, err := reg.start("wrk", cmd)
+	out, err := runTool(ctx, reg, "wrk", args)
 	if err != nil {
-		return wrkResult{}, "", err
+		return wrkResult{}, out, err
+	}
+	r, err := parseWrk(out)
+	return r, out, err
+}
+
+// runTool runs a load generator to its end (or ctx's) and returns what it
+// printed; a non-zero exit is an error.
+func runTool(ctx context.Context, reg *registry, name string, args []string) (string, error) {
+	var out strings.Builder
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	p, err := reg.start(name, cmd)
+	if err != nil {
+		return "", err
 	}
 	select {
 	case <-p.done:
 	case <-ctx.Done():
 		p.stop(time.Second)
-		return wrkResult{}, "", ctx.Err()
+		return "", ctx.Err()
 	}
 	if !p.cmd.ProcessState.Success() {
-		return wrkResult{}, out.String(), fmt.Errorf("wrk %s: %s", strings.Join(args, " "), p.cmd.ProcessState)
+		return out.String(), fmt.Errorf("%s %s: %s", name, strings.Join(args, " "), p.cmd.ProcessState)
 	}
-	r, err := parseWrk(out.String())
-	return r, out.String(), err
+	return out.String(), nil
 }
 
 var (

@@ -80,24 +80,8 @@ func freeUDP(t *testing.T, host string) string {
 // loopback address, returned with the engine.
 func startUDP(t *testing.T, src string) (*engine.Engine, string) {
 	t.Helper()
-	front := freeUDP(t, "127.0.0.1")
-	src = strings.ReplaceAll(src, "{{FRONT}}", front)
-	cfg, err := conf.Parse(t.Name()+".toml", []byte(src))
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, src)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	eng, err := engine.Start(cfg, nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Flows only end by going idle: give them no grace.
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		defer cancel()
-		eng.Shutdown(ctx)
-	})
-	return eng, front
+	// Flows only end by going idle: give them no grace at the end.
+	return testutil.StartAt(t, src, freeUDP(t, "127.0.0.1"), 50*time.Millisecond)
 }
 
 func udpConfig(backendExtra, frontExtra string, servers ...*dnsServer) string {

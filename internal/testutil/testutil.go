@@ -93,7 +93,13 @@ func FreeAddr(t testing.TB) string { return ClosedAddr(t) }
 // the engine and the frontend address.
 func Start(t testing.TB, src string) (*engine.Engine, string) {
 	t.Helper()
-	front := FreeAddr(t)
+	return StartAt(t, src, FreeAddr(t), 5*time.Second)
+}
+
+// StartAt is Start with the address put in for "{{FRONT}}" and the longest
+// drain allowed when the test ends.
+func StartAt(t testing.TB, src, front string, drain time.Duration) (*engine.Engine, string) {
+	t.Helper()
 	src = strings.ReplaceAll(src, "{{FRONT}}", front)
 	cfg, err := conf.Parse(t.Name()+".toml", []byte(src))
 	if err != nil {
@@ -105,7 +111,7 @@ func Start(t testing.TB, src string) (*engine.Engine, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), drain)
 		defer cancel()
 		eng.Shutdown(ctx)
 	})
