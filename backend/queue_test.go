@@ -39,10 +39,13 @@ func pickAsync(b *Backend, ctx context.Context) chan pickResult {
 }
 
 // waitQueued waits until n connections wait in b's queue.
+// waitQueued waits until n connections are in the backend's wait list (not
+// only counted as queueing: the counter moves before a waiter takes its
+// place in line, and the order of places is what FIFO tests check).
 func waitQueued(t *testing.T, b *Backend, n int64) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for b.Counters.Queue.Load() != n {
+	for b.Counters.Queue.Load() != n || b.queue.waiting.Load() != n {
 		if time.Now().After(deadline) {
 			t.Fatalf("queue length %d, want %d", b.Counters.Queue.Load(), n)
 		}
