@@ -38,7 +38,10 @@ func healthyAlongside(t *testing.T, front string) func() {
 func TestRefusals(t *testing.T) {
 	var seen atomic.Int64
 	be := serveHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthy" {
+		// /x is the path of the chunked cases, whose head legitimately
+		// reaches the server before the broken body does; its handler may
+		// run late, during a later case, so it is not counted.
+		if r.URL.Path != "/healthy" && r.URL.Path != "/x" {
 			seen.Add(1)
 		}
 		io.Copy(io.Discard, r.Body)
@@ -93,7 +96,7 @@ func TestRefusals(t *testing.T) {
 			if tc.counter.Load() != before+1 {
 				t.Errorf("counter went %d -> %d, want +1", before, tc.counter.Load())
 			}
-			if tc.desc != "bad chunk size" && tc.desc != "chunk without its CRLF" && seen.Load() != seenBefore {
+			if seen.Load() != seenBefore {
 				t.Errorf("the refused request reached the server")
 			}
 			again()
