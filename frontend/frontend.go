@@ -74,11 +74,13 @@ type Server struct {
 	log       *slog.Logger
 	global    chan struct{} // global.maxconn
 	done      chan struct{} // closed when shutting down
+	cut       chan struct{} // closed when a drain runs out of time: relays end
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup // accept loops and connections
-	connW sync.WaitGroup // connections only
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	wg      sync.WaitGroup // accept loops and connections
+	connW   sync.WaitGroup // connections only
+	acceptW sync.WaitGroup // accept loops only
 }
 
 // Bind returns a socket for every listener of cfg, taking it from have when
@@ -118,6 +120,7 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 		log:    log,
 		global: make(chan struct{}, cfg.Global.MaxConn),
 		done:   make(chan struct{}),
+		cut:    make(chan struct{}),
 		conns:  map[net.Conn]struct{}{},
 	}
 	for _, fc := range cfg.Frontends {
@@ -169,6 +172,7 @@ func (s *Server) Serve() {
 		}
 		for _, sock := range f.socks {
 			s.wg.Add(1)
+			s.acceptW.Add(1)
 			go s.acceptLoop(f, sock.Listener)
 		}
 	}
@@ -213,6 +217,7 @@ func (s *Server) release(f *Frontend) {
 
 func (s *Server) acceptLoop(f *Frontend, ln net.Listener) {
 	defer s.wg.Done()
+	defer s.acceptW.Done()
 	var backoff time.Duration
 	for {
 		// At the cap we stop calling Accept: new connections wait in the
@@ -349,12 +354,22 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) {
 		return
 	}
 	defer srv.Release()
-	err := l4.Relay(conn, server, l4.RelayOptions{
+	opts := l4.RelayOptions{
 		ClientIdle: f.cfg.TimeoutClient,
 		ServerIdle: be.TimeoutServer,
 		In:         []*atomic.Uint64{&f.Counters.BytesIn, &srv.Counters.BytesIn},
 		Out:        []*atomic.Uint64{&f.Counters.BytesOut, &srv.Counters.BytesOut},
-	})
+	}
+	// Plain TCP on both sides goes to the epoll relay; a connection with
+	// bytes buffered in Go (after a PROXY header) takes the goroutine one.
+	raw, first := conn, func([]byte) {}
+	if sc, ok := conn.(*sniffConn); ok {
+		raw, first = sc.Conn, sc.inspect
+	}
+	fast, err := l4.FastRelay(raw, server, opts, s.cut, first)
+	if !fast {
+		err = l4.Relay(conn, server, opts)
+	}
 	if err != nil && !errors.Is(err, l4.ErrIdle) {
 		s.log.Debug("relay ended", "frontend", f.Name, "server", srv.Name, "id", m.id, "err", err)
 	}
@@ -391,12 +406,16 @@ func (s *Server) StopAccepting() {
 // had to cut.
 func (s *Server) Shutdown(ctx context.Context) int {
 	s.StopAccepting()
+	// No connection is counted in connW after the accept loops are gone,
+	// so its Wait does not race with an Add.
+	s.acceptW.Wait()
 	finished := make(chan struct{})
 	go func() { s.connW.Wait(); close(finished) }()
 	cut := 0
 	select {
 	case <-finished:
 	case <-ctx.Done():
+		close(s.cut) // relays on the fast path own their sockets
 		s.mu.Lock()
 		for c := range s.conns {
 			c.Close()

@@ -197,8 +197,16 @@ type sniffConn struct {
 func (c *sniffConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if !c.done && n > 0 {
+		c.inspect(b[:n])
+	}
+	return n, err
+}
+
+// inspect looks at the connection's first bytes.
+func (c *sniffConn) inspect(b []byte) {
+	if !c.done {
 		c.done = true
-		if saw := unexpectedProxy(b[:n]); saw != "" {
+		if saw := unexpectedProxy(b); saw != "" {
 			c.f.Counters.ProxyUnexpected.Add(1)
 			if c.f.peerLog.allow(c.peer, time.Now()) {
 				c.s.log.Warn("PROXY protocol header on a frontend without accept_proxy; set accept_proxy = true here, or stop sending it upstream",
@@ -206,7 +214,6 @@ func (c *sniffConn) Read(b []byte) (int, error) {
 			}
 		}
 	}
-	return n, err
 }
 
 func (c *sniffConn) CloseWrite() error { return closeWrite(c.Conn) }

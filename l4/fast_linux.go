@@ -1,0 +1,437 @@
+package l4
+
+import (
+	"errors"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The fast relay moves plain TCP connections out of Go's netpoller into
+// epoll loops of its own. Go's model costs, per message and direction, a
+// read that returns EAGAIN before the goroutine parks, and a goroutine
+// wake-up; a level-triggered loop reads once per readiness, as HAProxy
+// does (about +16% requests/s on the keep-alive benchmark). Semantics are
+// Relay's: half-close passed on, idle timeouts, batched counters, a reset is
+// a normal end.
+
+// FastRelay relays like Relay when both connections are *net.TCPConn, and
+// reports false without touching them otherwise (the caller uses Relay).
+// On true the connections are closed: their descriptors now belong to a
+// loop. abort, when closed, ends the relay at once (a graceful stop that ran
+// out of time). first, when not nil, sees the client's first bytes.
+func FastRelay(client, server net.Conn, o RelayOptions, abort <-chan struct{}, first func([]byte)) (bool, error) {
+	cfd, ok := takeFD(client)
+	if !ok {
+		return false, nil
+	}
+	sfd, ok := takeFD(server)
+	if !ok {
+		unix.Close(cfd)
+		return true, errors.New("cannot take the server connection's descriptor")
+	}
+	client.Close()
+	server.Close()
+	p := &pair{done: make(chan struct{}), first: first, opts: o}
+	p.start = time.Now()
+	p.sides[0] = side{fd: cfd, idle: o.ClientIdle, counters: o.In}
+	p.sides[1] = side{fd: sfd, idle: o.ServerIdle, counters: o.Out}
+	l := pickLoop()
+	l.add(p)
+	select {
+	case <-p.done:
+	case <-abort:
+		l.kill(p)
+		<-p.done
+	}
+	if ignorable(p.err) {
+		return true, nil
+	}
+	return true, p.err
+}
+
+// takeFD duplicates a TCP connection's descriptor (non-blocking, close on
+// exec), so that closing the net.Conn takes it out of Go's netpoller while
+// the socket lives on.
+func takeFD(c net.Conn) (int, bool) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return -1, false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return -1, false
+	}
+	nfd := -1
+	if err := rc.Control(func(fd uintptr) {
+		nfd, _ = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil || nfd < 0 {
+		return -1, false
+	}
+	return nfd, true
+}
+
+// side is one connection of a pair; data read from it goes to the other.
+type side struct {
+	fd       int
+	idle     time.Duration
+	counters []*atomic.Uint64
+	eof      bool   // read side ended
+	shut     bool   // the other side's write half was shut down after eof
+	hup      bool   // epoll reported HUP: never leave it registered with nothing to wait for
+	watched  bool   // registered with the loop's epoll
+	pending  []byte // read from this side, not yet written to the other
+	buf      *[]byte
+	unflush  uint64 // bytes not yet added to counters
+}
+
+type pair struct {
+	sides [2]side // 0 client, 1 server
+	opts  RelayOptions
+	first func([]byte)
+	start time.Time
+	last  atomic.Int64 // nanoseconds since start of the last activity
+	err   error
+	done  chan struct{}
+	ended bool
+	seen  bool // first bytes shown to first
+}
+
+// loop is one epoll instance served by one goroutine.
+type loop struct {
+	ep    int
+	mu    sync.Mutex
+	byFD  map[int]*pair
+	pairs map[*pair]struct{}
+	kills chan *pair
+	wake  int // eventfd that interrupts epoll_wait for kills
+}
+
+var (
+	loopsOnce sync.Once
+	loops     []*loop
+	nextLoop  atomic.Uint32
+)
+
+func pickLoop() *loop {
+	loopsOnce.Do(func() {
+		for range runtime.GOMAXPROCS(0) {
+			loops = append(loops, newLoop())
+		}
+	})
+	return loops[int(nextLoop.Add(1))%len(loops)]
+}
+
+func newLoop() *loop {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		panic("epoll_create1: " + err.Error())
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		panic("eventfd: " + err.Error())
+	}
+	l := &loop{ep: ep, byFD: map[int]*pair{}, pairs: map[*pair]struct{}{}, kills: make(chan *pair, 64), wake: wake}
+	unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)})
+	go l.run()
+	return l
+}
+
+func (l *loop) add(p *pair) {
+	// Set before the pair is published to the loop under l.mu.
+	p.sides[0].watched, p.sides[1].watched = true, true
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.byFD[p.sides[0].fd] = p
+	l.byFD[p.sides[1].fd] = p
+	l.pairs[p] = struct{}{}
+	// Both are registered before the loop can look the pair up, so it never
+	// changes the interest of a side that is not registered yet.
+	for i := range p.sides {
+		unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, p.sides[i].fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(p.sides[i].fd)})
+	}
+}
+
+func (l *loop) kill(p *pair) {
+	l.kills <- p
+	var one = [8]byte{1}
+	unix.Write(l.wake, one[:])
+}
+
+// tick is how often idle pairs are looked for.
+const tick = 250 * time.Millisecond
+
+func (l *loop) run() {
+	events := make([]unix.EpollEvent, 256)
+	lastScan := time.Now()
+	for {
+		n, err := unix.EpollWait(l.ep, events, int(tick/time.Millisecond))
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			panic("epoll_wait: " + err.Error())
+		}
+		for i := 0; i < n; i++ {
+			fd := int(events[i].Fd)
+			if fd == l.wake {
+				var b [8]byte
+				unix.Read(l.wake, b[:])
+				continue
+			}
+			l.mu.Lock()
+			p := l.byFD[fd]
+			l.mu.Unlock()
+			if p == nil || p.ended {
+				continue
+			}
+			l.event(p, fd, events[i].Events)
+		}
+		for done := false; !done; {
+			select {
+			case p := <-l.kills:
+				l.end(p, net.ErrClosed)
+			default:
+				done = true
+			}
+		}
+		if now := time.Now(); now.Sub(lastScan) >= tick {
+			lastScan = now
+			l.scanIdle(now)
+		}
+	}
+}
+
+// event handles readiness of fd, one side of p.
+func (l *loop) event(p *pair, fd int, ev uint32) {
+	i := 0
+	if p.sides[1].fd == fd {
+		i = 1
+	}
+	src, dst := &p.sides[i], &p.sides[1-i]
+	if ev&unix.EPOLLOUT != 0 && len(dst.pending) > 0 {
+		// fd is writable and the other side read data that waits for it.
+		if !l.flush(p, dst, src) {
+			return
+		}
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR) == 0 {
+		return
+	}
+	if !src.eof && len(src.pending) == 0 {
+		l.read(p, src, dst) // the read returns the data, the end or the error
+		return
+	}
+	if ev&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		// Reported even when not asked for, and level-triggered, so each
+		// needs an answer or the loop spins. A failed socket ends the pair.
+		errno, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if errno != 0 {
+			l.end(p, unix.Errno(errno))
+			return
+		}
+		if len(src.pending) > 0 || src.eof && dst.shut {
+			// The peer's end arrived (with data still unread behind it, or
+			// we are only waiting to write what we read): HUP repeats until
+			// the socket is gone, so stop watching it until there is
+			// something to wait for again.
+			src.hup = true
+			l.watch(src, 0)
+			return
+		}
+		l.end(p, nil)
+	}
+}
+
+// read reads once from src and writes it to dst.
+func (l *loop) read(p *pair, src, dst *side) {
+	if src.buf == nil {
+		src.buf = bufPool.Get().(*[]byte)
+	}
+	n, err := unix.Read(src.fd, *src.buf)
+	switch {
+	case n > 0:
+		b := (*src.buf)[:n]
+		p.touch()
+		if !p.seen && src == &p.sides[0] {
+			p.seen = true
+			if p.first != nil {
+				p.first(b)
+			}
+		}
+		src.unflush += uint64(n)
+		if src.unflush >= flushBytes {
+			src.flushCounters()
+		}
+		src.pending = b
+		l.flush(p, src, dst)
+	case n == 0 && err == nil:
+		src.eof = true
+		l.watch(src, l.outFor(p, src)) // nothing more to read
+		l.halfClose(p, src, dst)
+	case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
+	default:
+		l.end(p, err)
+	}
+}
+
+// flush writes src's pending bytes to dst. It reports false when the pair
+// ended.
+func (l *loop) flush(p *pair, src, dst *side) bool {
+	for len(src.pending) > 0 {
+		n, err := unix.Write(dst.fd, src.pending)
+		if n > 0 {
+			src.pending = src.pending[n:]
+			p.touch()
+			continue
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.EAGAIN) {
+			// Back-pressure: stop reading src until dst drains.
+			l.watch(src, l.outFor(p, src))
+			l.watch(dst, l.want(dst)|unix.EPOLLOUT)
+			return true
+		}
+		l.end(p, err)
+		return false
+	}
+	// Drained: read src again, stop waiting for dst to be writable.
+	if src.buf != nil {
+		bufPool.Put(src.buf)
+		src.buf = nil
+	}
+	if !src.eof {
+		l.watch(src, unix.EPOLLIN|l.outFor(p, src))
+	}
+	l.watch(dst, l.want(dst))
+	if src.eof {
+		l.halfClose(p, src, dst)
+	}
+	return true
+}
+
+// want is what dst waits for apart from writability.
+func (l *loop) want(s *side) uint32 {
+	if s.eof || len(s.pending) > 0 {
+		return 0
+	}
+	return unix.EPOLLIN
+}
+
+// outFor is EPOLLOUT when the other side has data waiting to be written to
+// s.
+func (l *loop) outFor(p *pair, s *side) uint32 {
+	other := &p.sides[0]
+	if other == s {
+		other = &p.sides[1]
+	}
+	if len(other.pending) > 0 {
+		return unix.EPOLLOUT
+	}
+	return 0
+}
+
+// watch sets what the loop waits for on s. A side that reported HUP and
+// has nothing to wait for leaves the epoll set (HUP is reported whatever
+// the interest, and would spin the loop); it comes back when it has.
+func (l *loop) watch(s *side, events uint32) {
+	if s.hup && events == 0 {
+		if s.watched {
+			s.watched = false
+			unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, s.fd, nil)
+		}
+		return
+	}
+	op := unix.EPOLL_CTL_MOD
+	if !s.watched {
+		op, s.watched = unix.EPOLL_CTL_ADD, true
+	}
+	unix.EpollCtl(l.ep, op, s.fd, &unix.EpollEvent{Events: events, Fd: int32(s.fd)})
+}
+
+// halfClose passes src's end of data on to dst once everything was written,
+// and ends the pair when both directions are done.
+func (l *loop) halfClose(p *pair, src, dst *side) {
+	if len(src.pending) > 0 || src.shut {
+		return
+	}
+	src.shut = true
+	if err := unix.Shutdown(dst.fd, unix.SHUT_WR); err != nil && !errors.Is(err, unix.ENOTCONN) {
+		l.end(p, err)
+		return
+	}
+	if p.sides[0].shut && p.sides[1].shut {
+		l.end(p, nil)
+	}
+}
+
+func (p *pair) touch() { p.last.Store(int64(time.Since(p.start))) }
+
+func (s *side) flushCounters() {
+	if s.unflush == 0 {
+		return
+	}
+	for _, c := range s.counters {
+		if c != nil {
+			c.Add(s.unflush)
+		}
+	}
+	s.unflush = 0
+}
+
+// scanIdle ends pairs on which nothing moved for the idle timeout of a side
+// still being read (the smaller one when both are).
+func (l *loop) scanIdle(now time.Time) {
+	l.mu.Lock()
+	var idle []*pair
+	for p := range l.pairs {
+		var limit time.Duration
+		for i := range p.sides {
+			s := &p.sides[i]
+			if s.eof || s.idle <= 0 {
+				continue
+			}
+			if limit == 0 || s.idle < limit {
+				limit = s.idle
+			}
+		}
+		if limit > 0 && now.Sub(p.start)-time.Duration(p.last.Load()) >= limit {
+			idle = append(idle, p)
+		}
+		// Counters of long connections are not held back for long.
+		for i := range p.sides {
+			p.sides[i].flushCounters()
+		}
+	}
+	l.mu.Unlock()
+	for _, p := range idle {
+		l.end(p, ErrIdle)
+	}
+}
+
+// end closes both connections and wakes the relay's caller.
+func (l *loop) end(p *pair, err error) {
+	if p.ended {
+		return
+	}
+	p.ended = true
+	p.err = err
+	l.mu.Lock()
+	delete(l.byFD, p.sides[0].fd)
+	delete(l.byFD, p.sides[1].fd)
+	delete(l.pairs, p)
+	l.mu.Unlock()
+	for i := range p.sides {
+		s := &p.sides[i]
+		s.flushCounters()
+		unix.Close(s.fd) // the last descriptor of the socket: epoll forgets it too
+		if s.buf != nil {
+			bufPool.Put(s.buf)
+			s.buf = nil
+		}
+	}
+	close(p.done)
+}

@@ -1,0 +1,162 @@
+package l4
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fastPair starts a FastRelay between a client and a server on loopback and
+// returns the far ends: the test's client and the server's accepted conn.
+func fastPair(t *testing.T, o RelayOptions, abort chan struct{}) (client, server net.Conn, done chan error) {
+	t.Helper()
+	front, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { front.Close(); back.Close() })
+	done = make(chan error, 1)
+	go func() {
+		c, err := front.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		s, err := net.Dial("tcp", back.Addr().String())
+		if err != nil {
+			done <- err
+			return
+		}
+		fast, err := FastRelay(c, s, o, abort, nil)
+		if !fast {
+			t.Error("plain TCP connections did not take the fast path")
+		}
+		done <- err
+	}()
+	client, err = net.Dial("tcp", front.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = back.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server, done
+}
+
+func wait(t *testing.T, done chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay did not end")
+		return nil
+	}
+}
+
+// Large transfers both ways at once arrive whole; a slow reader on one side
+// exercises back-pressure; counters add up; closing both ends ends the relay.
+func TestFastRelayLargeBothWays(t *testing.T) {
+	var in, out atomic.Uint64
+	client, server, done := fastPair(t, RelayOptions{In: []*atomic.Uint64{&in}, Out: []*atomic.Uint64{&out}}, nil)
+	const size = 8 << 20
+	up, down := make([]byte, size), make([]byte, size)
+	rand.Read(up)
+	rand.Read(down)
+	send := func(c net.Conn, b []byte) {
+		c.Write(b)
+		c.(*net.TCPConn).CloseWrite()
+	}
+	go send(client, up)
+	go send(server, down)
+	got := make(chan [32]byte, 1)
+	go func() {
+		time.Sleep(100 * time.Millisecond) // a late reader: the relay must hold back, not drop
+		b, _ := io.ReadAll(server)
+		got <- sha256.Sum256(b)
+	}()
+	b, _ := io.ReadAll(client)
+	if sha256.Sum256(b) != sha256.Sum256(down) {
+		t.Fatalf("client got %d bytes, not what the server sent", len(b))
+	}
+	if <-got != sha256.Sum256(up) {
+		t.Fatal("server did not get what the client sent")
+	}
+	if err := wait(t, done); err != nil {
+		t.Fatalf("relay: %v", err)
+	}
+	if in.Load() != size || out.Load() != size {
+		t.Fatalf("counters in %d out %d, want %d each", in.Load(), out.Load(), size)
+	}
+}
+
+// A client that shuts its write side still gets the whole reply.
+func TestFastRelayHalfClose(t *testing.T) {
+	client, server, done := fastPair(t, RelayOptions{}, nil)
+	client.Write([]byte("question"))
+	client.(*net.TCPConn).CloseWrite()
+	q, _ := io.ReadAll(server) // ends when the relay passes the half-close on
+	if string(q) != "question" {
+		t.Fatalf("server got %q", q)
+	}
+	server.Write(bytes.Repeat([]byte("a"), 100000))
+	server.Close()
+	a, _ := io.ReadAll(client)
+	if len(a) != 100000 {
+		t.Fatalf("client got %d bytes of the reply, want 100000", len(a))
+	}
+	if err := wait(t, done); err != nil {
+		t.Fatalf("relay: %v", err)
+	}
+}
+
+// Nothing moving for the idle timeout ends the relay with ErrIdle and
+// closes both sides.
+func TestFastRelayIdle(t *testing.T) {
+	client, _, done := fastPair(t, RelayOptions{ClientIdle: 300 * time.Millisecond, ServerIdle: time.Hour}, nil)
+	client.Write([]byte("x"))
+	if err := wait(t, done); err != ErrIdle {
+		t.Fatalf("relay ended with %v, want ErrIdle", err)
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(client); err != nil {
+		t.Fatalf("client not closed: %v", err)
+	}
+}
+
+// Abort ends a busy relay at once.
+func TestFastRelayAbort(t *testing.T) {
+	abort := make(chan struct{})
+	client, _, done := fastPair(t, RelayOptions{}, abort)
+	client.Write([]byte("x"))
+	close(abort)
+	wait(t, done)
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(client); err != nil {
+		t.Fatalf("client not closed after abort: %v", err)
+	}
+}
+
+// A reset from one side ends the relay without an error.
+func TestFastRelayReset(t *testing.T) {
+	client, server, done := fastPair(t, RelayOptions{}, nil)
+	client.Write([]byte("x"))
+	buf := make([]byte, 1)
+	io.ReadFull(server, buf)
+	server.(*net.TCPConn).SetLinger(0)
+	server.Close() // RST
+	if err := wait(t, done); err != nil {
+		t.Fatalf("relay after a reset: %v", err)
+	}
+}
