@@ -84,6 +84,7 @@ type side struct {
 	shut     bool   // the other side's write half was shut down after eof
 	hup      bool   // epoll reported HUP: never leave it registered with nothing to wait for
 	watched  bool   // registered with the loop's epoll
+	events   uint32 // what it is registered for
 	pending  []byte // read from this side, not yet written to the other
 	buf      *[]byte
 	unflush  uint64 // bytes not yet added to counters
@@ -143,7 +144,9 @@ func newLoop() *loop {
 
 func (l *loop) add(p *pair) {
 	// Set before the pair is published to the loop under l.mu.
-	p.sides[0].watched, p.sides[1].watched = true, true
+	for i := range p.sides {
+		p.sides[i].watched, p.sides[i].events = true, unix.EPOLLIN
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.byFD[p.sides[0].fd] = p
@@ -348,7 +351,10 @@ func (l *loop) watch(s *side, events uint32) {
 	op := unix.EPOLL_CTL_MOD
 	if !s.watched {
 		op, s.watched = unix.EPOLL_CTL_ADD, true
+	} else if s.events == events {
+		return // the common case: no system call per message
 	}
+	s.events = events
 	unix.EpollCtl(l.ep, op, s.fd, &unix.EpollEvent{Events: events, Fd: int32(s.fd)})
 }
 
