@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -171,11 +172,23 @@ const tick = 250 * time.Millisecond
 func (l *loop) run() {
 	events := make([]unix.EpollEvent, 256)
 	lastScan := time.Now()
+	busy := false
 	for {
-		n, err := unix.EpollWait(l.ep, events, int(tick/time.Millisecond))
+		var n int
+		var err error
+		if busy {
+			// While traffic flows, look without blocking first: a
+			// non-blocking epoll_wait keeps this goroutine's P, where a
+			// blocking one hands it off and has to win it back.
+			n, err = pollNow(l.ep, events)
+		}
+		if n <= 0 {
+			n, err = unix.EpollWait(l.ep, events, int(tick/time.Millisecond))
+		}
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			panic("epoll_wait: " + err.Error())
 		}
+		busy = n > 0
 		for i := 0; i < n; i++ {
 			fd := int(events[i].Fd)
 			if fd == l.wake {
@@ -440,4 +453,14 @@ func (l *loop) end(p *pair, err error) {
 		}
 	}
 	close(p.done)
+}
+
+// pollNow is epoll_wait with a zero timeout, as a raw system call: it never
+// blocks, so the scheduler need not know.
+func pollNow(ep int, events []unix.EpollEvent) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }
