@@ -265,7 +265,7 @@ func (l *loop) read(p *pair, src, dst *side) {
 	if src.buf == nil {
 		src.buf = bufPool.Get().(*[]byte)
 	}
-	n, err := unix.Read(src.fd, *src.buf)
+	n, err := rawRead(src.fd, *src.buf)
 	switch {
 	case n > 0:
 		b := (*src.buf)[:n]
@@ -296,7 +296,7 @@ func (l *loop) read(p *pair, src, dst *side) {
 // ended.
 func (l *loop) flush(p *pair, src, dst *side) bool {
 	for len(src.pending) > 0 {
-		n, err := unix.Write(dst.fd, src.pending)
+		n, err := rawWrite(dst.fd, src.pending)
 		if n > 0 {
 			src.pending = src.pending[n:]
 			p.touch()
@@ -461,6 +461,25 @@ func pollNow(ep int, events []unix.EpollEvent) (int, error) {
 	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
 	if e != 0 {
 		return 0, e
+	}
+	return int(r), nil
+}
+
+// rawRead and rawWrite skip the scheduler's bookkeeping of a system call
+// that may block: on these non-blocking sockets none does (EAGAIN instead),
+// and the loop's goroutine keeps its P either way.
+func rawRead(fd int, b []byte) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
+
+func rawWrite(fd int, b []byte) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return -1, e
 	}
 	return int(r), nil
 }
