@@ -38,7 +38,7 @@ func FastRelay(client, server net.Conn, o RelayOptions, abort <-chan struct{}, f
 	client.Close()
 	server.Close()
 	p := &pair{done: make(chan struct{}), first: first, opts: o}
-	p.start = time.Now()
+	p.last.Store(time.Now().UnixNano())
 	p.sides[0] = side{fd: cfd, idle: o.ClientIdle, counters: o.In}
 	p.sides[1] = side{fd: sfd, idle: o.ServerIdle, counters: o.Out}
 	l := pickLoop()
@@ -95,8 +95,7 @@ type pair struct {
 	sides [2]side // 0 client, 1 server
 	opts  RelayOptions
 	first func([]byte)
-	start time.Time
-	last  atomic.Int64 // nanoseconds since start of the last activity
+	last  atomic.Int64 // unix nanoseconds of the last activity (the loop's clock)
 	err   error
 	done  chan struct{}
 	ended bool
@@ -110,7 +109,8 @@ type loop struct {
 	byFD  map[int]*pair
 	pairs map[*pair]struct{}
 	kills chan *pair
-	wake  int // eventfd that interrupts epoll_wait for kills
+	wake  int   // eventfd that interrupts epoll_wait for kills
+	now   int64 // unix nanoseconds when the current batch of events arrived
 }
 
 var (
@@ -189,6 +189,8 @@ func (l *loop) run() {
 			panic("epoll_wait: " + err.Error())
 		}
 		busy = n > 0
+		// One clock reading per batch stamps every pair's activity in it.
+		l.now = time.Now().UnixNano()
 		for i := 0; i < n; i++ {
 			fd := int(events[i].Fd)
 			if fd == l.wake {
@@ -269,7 +271,7 @@ func (l *loop) read(p *pair, src, dst *side) {
 	switch {
 	case n > 0:
 		b := (*src.buf)[:n]
-		p.touch()
+		p.last.Store(l.now)
 		if !p.seen && src == &p.sides[0] {
 			p.seen = true
 			if p.first != nil {
@@ -299,7 +301,7 @@ func (l *loop) flush(p *pair, src, dst *side) bool {
 		n, err := rawWrite(dst.fd, src.pending)
 		if n > 0 {
 			src.pending = src.pending[n:]
-			p.touch()
+			p.last.Store(l.now)
 			continue
 		}
 		if errors.Is(err, unix.EINTR) {
@@ -387,8 +389,6 @@ func (l *loop) halfClose(p *pair, src, dst *side) {
 	}
 }
 
-func (p *pair) touch() { p.last.Store(int64(time.Since(p.start))) }
-
 func (s *side) flushCounters() {
 	if s.unflush == 0 {
 		return
@@ -417,7 +417,7 @@ func (l *loop) scanIdle(now time.Time) {
 				limit = s.idle
 			}
 		}
-		if limit > 0 && now.Sub(p.start)-time.Duration(p.last.Load()) >= limit {
+		if limit > 0 && now.UnixNano()-p.last.Load() >= int64(limit) {
 			idle = append(idle, p)
 		}
 		// Counters of long connections are not held back for long.
