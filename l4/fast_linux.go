@@ -109,8 +109,9 @@ type loop struct {
 	byFD  map[int]*pair
 	pairs map[*pair]struct{}
 	kills chan *pair
-	wake  int   // eventfd that interrupts epoll_wait for kills
-	now   int64 // unix nanoseconds when the current batch of events arrived
+	buf   []byte // what a read brings in, until it is written on
+	wake  int    // eventfd that interrupts epoll_wait for kills
+	now   int64  // unix nanoseconds when the current batch of events arrived
 }
 
 var (
@@ -137,7 +138,7 @@ func newLoop() *loop {
 	if err != nil {
 		panic("eventfd: " + err.Error())
 	}
-	l := &loop{ep: ep, byFD: map[int]*pair{}, pairs: map[*pair]struct{}{}, kills: make(chan *pair, 64), wake: wake}
+	l := &loop{ep: ep, byFD: map[int]*pair{}, pairs: map[*pair]struct{}{}, kills: make(chan *pair, 64), wake: wake, buf: make([]byte, BufSize)}
 	unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)})
 	go l.run()
 	return l
@@ -264,13 +265,12 @@ func (l *loop) event(p *pair, fd int, ev uint32) {
 
 // read reads once from src and writes it to dst.
 func (l *loop) read(p *pair, src, dst *side) {
-	if src.buf == nil {
-		src.buf = bufPool.Get().(*[]byte)
-	}
-	n, err := rawRead(src.fd, *src.buf)
+	// Into the loop's buffer: flush either writes it all at once (the
+	// common case) or copies the rest into a buffer of the side's own.
+	n, err := rawRead(src.fd, l.buf)
 	switch {
 	case n > 0:
-		b := (*src.buf)[:n]
+		b := l.buf[:n]
 		p.last.Store(l.now)
 		if !p.seen && src == &p.sides[0] {
 			p.seen = true
@@ -308,6 +308,10 @@ func (l *loop) flush(p *pair, src, dst *side) bool {
 			continue
 		}
 		if errors.Is(err, unix.EAGAIN) {
+			if src.buf == nil {
+				src.buf = bufPool.Get().(*[]byte)
+				src.pending = (*src.buf)[:copy(*src.buf, src.pending)]
+			}
 			// Back-pressure: stop reading src until dst drains.
 			l.watch(src, l.outFor(p, src))
 			l.watch(dst, l.want(dst)|unix.EPOLLOUT)
