@@ -172,6 +172,7 @@ const tick = 250 * time.Millisecond
 
 func (l *loop) run() {
 	events := make([]unix.EpollEvent, 256)
+	owners := make([]*pair, len(events))
 	lastScan := time.Now()
 	busy := false
 	for {
@@ -192,6 +193,14 @@ func (l *loop) run() {
 		busy = n > 0
 		// One clock reading per batch stamps every pair's activity in it.
 		l.now = time.Now().UnixNano()
+		// One lock for the batch's lookups. A pair that ends within the
+		// batch is marked ended; level-triggered events of a descriptor
+		// number reused meanwhile come again in the next batch.
+		l.mu.Lock()
+		for i := 0; i < n; i++ {
+			owners[i] = l.byFD[int(events[i].Fd)]
+		}
+		l.mu.Unlock()
 		for i := 0; i < n; i++ {
 			fd := int(events[i].Fd)
 			if fd == l.wake {
@@ -199,13 +208,9 @@ func (l *loop) run() {
 				unix.Read(l.wake, b[:])
 				continue
 			}
-			l.mu.Lock()
-			p := l.byFD[fd]
-			l.mu.Unlock()
-			if p == nil || p.ended {
-				continue
+			if p := owners[i]; p != nil && !p.ended {
+				l.event(p, fd, events[i].Events)
 			}
-			l.event(p, fd, events[i].Events)
 		}
 		for done := false; !done; {
 			select {
