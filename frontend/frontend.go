@@ -75,6 +75,7 @@ type Server struct {
 	global    chan struct{} // global.maxconn
 	done      chan struct{} // closed when shutting down
 	cut       chan struct{} // closed when a drain runs out of time: relays end
+	cutOnce   sync.Once
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
@@ -415,7 +416,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 	select {
 	case <-finished:
 	case <-ctx.Done():
-		close(s.cut) // relays on the fast path own their sockets
+		s.cutOnce.Do(func() { close(s.cut) }) // relays on the fast path own their sockets
 		s.mu.Lock()
 		for c := range s.conns {
 			c.Close()
