@@ -32,8 +32,10 @@ func FastRelay(client, server net.Conn, o RelayOptions, abort <-chan struct{}, f
 	}
 	sfd, ok := takeFD(server)
 	if !ok {
+		// Out of descriptors, say: both net.Conns are still whole, so the
+		// caller relays them the usual way.
 		unix.Close(cfd)
-		return true, errors.New("cannot take the server connection's descriptor")
+		return false, nil
 	}
 	client.Close()
 	server.Close()

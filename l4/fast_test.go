@@ -160,3 +160,24 @@ func TestFastRelayReset(t *testing.T) {
 		t.Fatalf("relay after a reset: %v", err)
 	}
 }
+
+// A server that ends first (shuts its write side) still gets the rest of
+// what the client sends.
+func TestFastRelayHalfCloseServerFirst(t *testing.T) {
+	client, server, done := fastPair(t, RelayOptions{}, nil)
+	server.Write([]byte("banner"))
+	server.(*net.TCPConn).CloseWrite()
+	b, _ := io.ReadAll(client) // ends when the relay passes the half-close on
+	if string(b) != "banner" {
+		t.Fatalf("client got %q", b)
+	}
+	client.Write(bytes.Repeat([]byte("b"), 100000))
+	client.Close()
+	got, _ := io.ReadAll(server)
+	if len(got) != 100000 {
+		t.Fatalf("server got %d bytes, want 100000", len(got))
+	}
+	if err := wait(t, done); err != nil {
+		t.Fatalf("relay: %v", err)
+	}
+}
