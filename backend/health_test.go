@@ -1,38 +1,19 @@
 package backend
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"sluice/conf"
+	"sluice/internal/logbuf"
 )
-
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type change struct {
 	s  *Server
@@ -41,7 +22,7 @@ type change struct {
 
 // checked builds a backend over addrs with health h, starts its checks and
 // returns it with its state changes and its log.
-func checked(t *testing.T, h conf.Health, addrs ...string) (*Backend, *HealthChecks, chan change, *syncBuffer) {
+func checked(t *testing.T, h conf.Health, addrs ...string) (*Backend, *HealthChecks, chan change, *logbuf.Buffer) {
 	t.Helper()
 	bc := &conf.Backend{Name: "app", Balance: "roundrobin", Health: h}
 	for i, a := range addrs {
@@ -51,7 +32,7 @@ func checked(t *testing.T, h conf.Health, addrs ...string) (*Backend, *HealthChe
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	hc := NewHealthChecks(b, bc, slog.New(slog.NewTextHandler(logs, nil)))
 	changes := make(chan change, 16)
 	hc.OnChange = func(s *Server, up bool) { changes <- change{s, up} }

@@ -11,10 +11,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"sluice/internal/logbuf"
 	"sluice/internal/testutil"
 )
 
@@ -36,29 +36,12 @@ func findPeer(t *testing.T, name string) string {
 	return ""
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // runPeer starts a peer in the foreground, waits until every address in
 // ready accepts connections, and kills it when the test ends.
 func runPeer(t *testing.T, ready []string, path string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(path, args...)
-	var out lockedBuf
+	var out logbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", path, err)

@@ -2,7 +2,6 @@ package frontend_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,29 +20,12 @@ import (
 
 	"sluice/conf"
 	"sluice/internal/engine"
+	"sluice/internal/logbuf"
 	"sluice/internal/testutil"
 )
 
-// syncBuffer is a log destination tests can read while sluice writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startLogged is testutil.Start with sluice's log kept for the test.
-func startLogged(t *testing.T, src string) (*engine.Engine, string, *syncBuffer) {
+func startLogged(t *testing.T, src string) (*engine.Engine, string, *logbuf.Buffer) {
 	t.Helper()
 	front := testutil.FreeAddr(t)
 	src = strings.ReplaceAll(src, "{{FRONT}}", front)
@@ -52,7 +33,7 @@ func startLogged(t *testing.T, src string) (*engine.Engine, string, *syncBuffer)
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, src)
 	}
-	var buf syncBuffer
+	var buf logbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	eng, err := engine.Start(cfg, nil, log)
 	if err != nil {

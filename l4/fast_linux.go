@@ -175,7 +175,7 @@ const tick = 250 * time.Millisecond
 func (l *loop) run() {
 	events := make([]unix.EpollEvent, 256)
 	owners := make([]*pair, len(events))
-	lastScan := time.Now()
+	lastScan := time.Now().UnixNano()
 	busy := false
 	for {
 		var n int
@@ -222,9 +222,9 @@ func (l *loop) run() {
 				done = true
 			}
 		}
-		if now := time.Now(); now.Sub(lastScan) >= tick {
-			lastScan = now
-			l.scanIdle(now)
+		if l.now-lastScan >= int64(tick) { // the batch's clock reading serves here too
+			lastScan = l.now
+			l.scanIdle(l.now)
 		}
 	}
 }
@@ -414,7 +414,7 @@ func (s *side) flushCounters() {
 
 // scanIdle ends pairs on which nothing moved for the idle timeout of a side
 // still being read (the smaller one when both are).
-func (l *loop) scanIdle(now time.Time) {
+func (l *loop) scanIdle(now int64) {
 	l.mu.Lock()
 	var idle []*pair
 	for p := range l.pairs {
@@ -428,7 +428,7 @@ func (l *loop) scanIdle(now time.Time) {
 				limit = s.idle
 			}
 		}
-		if limit > 0 && now.UnixNano()-p.last.Load() >= int64(limit) {
+		if limit > 0 && now-p.last.Load() >= int64(limit) {
 			idle = append(idle, p)
 		}
 		// Counters of long connections are not held back for long.

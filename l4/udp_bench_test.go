@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"sluice/backend"
-	"sluice/conf"
 	"sluice/l4"
 )
 
@@ -19,22 +17,7 @@ func BenchmarkUDPFlowPerDatagram(b *testing.B) { benchUDP(b, 1) }
 func BenchmarkUDPLongFlows(b *testing.B) { benchUDP(b, 0) }
 
 func benchUDP(b *testing.B, responses int) {
-	echo, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := echo.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			echo.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	be, _ := backend.New(&conf.Backend{Name: "b", Servers: []conf.Server{{Name: "e", Address: echo.LocalAddr().String(), Weight: 1}}})
+	be := echoBackend(b)
 	ln, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		b.Fatal(err)

@@ -83,25 +83,7 @@ func TestUDPHotPathAllocations(t *testing.T) {
 // socket on 0.0.0.0 (the frontend's own binds are dual-stack and take the
 // IPV6_PKTINFO path, tested in frontend).
 func TestUDPReplySourceIPv4Socket(t *testing.T) {
-	echo, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := echo.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			echo.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	be, err := backend.New(&conf.Backend{Name: "b", Servers: []conf.Server{{Name: "e", Address: echo.LocalAddr().String(), Weight: 1}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	be := echoBackend(t)
 	ln, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero})
 	if err != nil {
 		t.Fatal(err)
@@ -140,4 +122,30 @@ func TestUDPReplySourceIPv4Socket(t *testing.T) {
 	if n := sessions.Load(); n != 2 {
 		t.Errorf("%d flows, want 2 (one per local address)", n)
 	}
+}
+
+// echoBackend is a backend of one UDP echo server on loopback, stopped when
+// the test ends.
+func echoBackend(tb testing.TB) *backend.Backend {
+	tb.Helper()
+	echo, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { echo.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := echo.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			echo.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	be, err := backend.New(&conf.Backend{Name: "b", Servers: []conf.Server{{Name: "e", Address: echo.LocalAddr().String(), Weight: 1}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return be
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"sluice/internal/logbuf"
 	"sluice/internal/testutil"
 )
 
@@ -64,31 +64,13 @@ func startPair(t *testing.T, name string) *pair {
 	return p
 }
 
-// syncBuffer collects a process's logs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // lb is a sluice master started by a test.
 type lb struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	ctl  string // control socket
 	file string
-	logs *syncBuffer
+	logs *logbuf.Buffer
 	done chan struct{}
 }
 
@@ -113,7 +95,7 @@ func startLB(t *testing.T, bin, file, ctl string, args ...string) *lb {
 // startLBEnv is startLB with extra environment variables.
 func startLBEnv(t *testing.T, env []string, bin, file, ctl string, args ...string) *lb {
 	t.Helper()
-	l := &lb{t: t, ctl: ctl, file: file, logs: &syncBuffer{}, done: make(chan struct{})}
+	l := &lb{t: t, ctl: ctl, file: file, logs: &logbuf.Buffer{}, done: make(chan struct{})}
 	l.cmd = exec.Command(bin, append([]string{"run", "-f", file}, args...)...)
 	l.cmd.Stderr = l.logs
 	if env != nil {
