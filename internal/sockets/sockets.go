@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"reflect"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -108,6 +110,9 @@ func FromFile(k Key, f *os.File) (*Socket, error) {
 	switch k.Network {
 	case "tcp":
 		s.Listener, err = net.FileListener(f)
+		if err == nil {
+			noKeepAlive(s.Listener)
+		}
 	case "udp":
 		s.Packet, err = net.FilePacketConn(f)
 	default:
@@ -117,6 +122,25 @@ func FromFile(k Key, f *os.File) (*Socket, error) {
 		return nil, fmt.Errorf("inherit %s: %w", k, err)
 	}
 	return s, nil
+}
+
+// noKeepAlive gives a listener made by net.FileListener what Listen's
+// ListenConfig says (KeepAlive -1), which FileListener has no way to take:
+// otherwise each accepted connection gets keep-alive probes, and four
+// setsockopt calls, that the workers (which only ever inherit) were not
+// meant to have. The field is found by name and type, so a net package
+// that changes shape leaves keep-alive on instead of writing astray; a test
+// notices.
+func noKeepAlive(ln net.Listener) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return
+	}
+	v := reflect.ValueOf(tl).Elem().FieldByName("lc")
+	if !v.IsValid() || v.Type() != reflect.TypeFor[net.ListenConfig]() {
+		return
+	}
+	(*net.ListenConfig)(unsafe.Pointer(v.UnsafeAddr())).KeepAlive = -1
 }
 
 // Set is the sockets a process serves, by key.

@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestBindReusesByKey(t *testing.T) {
@@ -114,4 +116,49 @@ func pair() (*net.UnixConn, *net.UnixConn, error) {
 	}
 	b, err := l.AcceptUnix()
 	return a, b, err
+}
+
+// A worker's listener comes from an inherited file; the connections it
+// accepts must be as the parent's ListenConfig says: no TCP keep-alive.
+func TestInheritedListenerNoKeepAlive(t *testing.T) {
+	k := Key{"tcp", "127.0.0.1:0"}
+	parent, err := Listen(k, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Close()
+	f, err := parent.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := FromFile(k, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer child.Close()
+	for _, ln := range []net.Listener{parent.Listener, child.Listener} {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		sc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sc.Close()
+		rc, err := sc.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var on int
+		var serr error
+		rc.Control(func(fd uintptr) { on, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE) })
+		if serr != nil {
+			t.Fatal(serr)
+		}
+		if on != 0 {
+			t.Errorf("SO_KEEPALIVE = %d on a connection accepted by %T from %s, want 0", on, ln, ln.Addr())
+		}
+	}
 }
