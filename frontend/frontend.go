@@ -74,8 +74,7 @@ type Server struct {
 	log       *slog.Logger
 	global    chan struct{} // global.maxconn
 	done      chan struct{} // closed when shutting down
-	cut       chan struct{} // closed when a drain runs out of time: relays end
-	cutOnce   sync.Once
+	relays    l4.Group      // the epoll relays: killed when a drain runs out of time
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
@@ -121,7 +120,6 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 		log:    log,
 		global: make(chan struct{}, cfg.Global.MaxConn),
 		done:   make(chan struct{}),
-		cut:    make(chan struct{}),
 		conns:  map[net.Conn]struct{}{},
 	}
 	for _, fc := range cfg.Frontends {
@@ -248,15 +246,21 @@ func (s *Server) acceptLoop(f *Frontend, ln net.Listener) {
 		s.wg.Add(1)
 		s.connW.Add(1)
 		go func() {
-			defer func() {
-				s.track(conn, false)
-				s.release(f)
-				s.connW.Done()
-				s.wg.Done()
-			}()
-			s.handle(f, conn, accepted)
+			if !s.handle(f, conn, accepted) {
+				s.closed(f, conn)
+			}
 		}()
 	}
+}
+
+// closed is the end of an accepted connection: once, from its goroutine, or
+// from the epoll loop that was handed its relay.
+func (s *Server) closed(f *Frontend, conn net.Conn) {
+	f.Counters.Current.Add(-1)
+	s.track(conn, false)
+	s.release(f)
+	s.connW.Done()
+	s.wg.Done()
 }
 
 func (s *Server) track(c net.Conn, add bool) {
@@ -269,10 +273,12 @@ func (s *Server) track(c net.Conn, add bool) {
 	s.mu.Unlock()
 }
 
-func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time) {
+// handle serves an accepted connection. It reports true when the connection
+// was handed to an epoll relay, whose end calls s.closed; false when it is
+// over and the caller calls it.
+func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time) (handedOn bool) {
 	f.Counters.Sessions.Add(1)
 	n := f.Counters.Current.Add(1)
-	defer f.Counters.Current.Add(-1)
 	for {
 		m := f.Counters.MaxActive.Load()
 		if n <= m || f.Counters.MaxActive.CompareAndSwap(m, n) {
@@ -292,7 +298,7 @@ func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time) {
 			f.Counters.Denied.Add(1)
 			s.log.Debug("PROXY header refused", "frontend", f.Name, "peer", m.client, "err", err)
 			conn.Close()
-			return
+			return false
 		}
 		conn = pc
 	} else {
@@ -303,14 +309,16 @@ func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time) {
 	}
 	if f.http != nil {
 		s.serveHTTP(f, conn, &m)
-		return
+		return false
 	}
-	s.serveTCP(f, conn, &m)
+	return s.serveTCP(f, conn, &m)
 }
 
 // serveTCP connects the client to a server of the default backend, retrying
-// the connect on another server, then relays bytes until both sides end.
-func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) {
+// the connect on another server, then relays bytes until both sides end. It
+// reports true when an epoll loop took the relay over (and calls s.closed
+// at its end), leaving this goroutine free to exit.
+func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) bool {
 	be := f.backend
 	client := backend.Client{Addr: m.client.Addr()}
 	var hdr *l4.ProxyHeader
@@ -352,28 +360,35 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) {
 			f.Counters.Errors.Add(1)
 		}
 		conn.Close()
-		return
+		return false
 	}
-	defer srv.Release()
 	opts := l4.RelayOptions{
 		ClientIdle: f.cfg.TimeoutClient,
 		ServerIdle: be.TimeoutServer,
 		In:         []*atomic.Uint64{&f.Counters.BytesIn, &srv.Counters.BytesIn},
 		Out:        []*atomic.Uint64{&f.Counters.BytesOut, &srv.Counters.BytesOut},
 	}
-	// Plain TCP on both sides goes to the epoll relay; a connection with
-	// bytes buffered in Go (after a PROXY header) takes the goroutine one.
+	ended := func(err error) {
+		srv.Release()
+		if err != nil && !errors.Is(err, l4.ErrIdle) {
+			s.log.Debug("relay ended", "frontend", f.Name, "server", srv.Name, "id", m.id, "err", err)
+		}
+	}
+	// Plain TCP on both sides goes to the epoll relay, and no goroutine
+	// waits for it; a connection with bytes buffered in Go (after a PROXY
+	// header) takes the goroutine one.
 	raw, first := conn, func([]byte) {}
 	if sc, ok := conn.(*sniffConn); ok {
 		raw, first = sc.Conn, sc.inspect
 	}
-	fast, err := l4.FastRelay(raw, server, opts, s.cut, first)
-	if !fast {
-		err = l4.Relay(conn, server, opts)
+	if l4.FastRelay(raw, server, opts, &s.relays, first, func(err error) {
+		ended(err)
+		s.closed(f, conn)
+	}) {
+		return true
 	}
-	if err != nil && !errors.Is(err, l4.ErrIdle) {
-		s.log.Debug("relay ended", "frontend", f.Name, "server", srv.Name, "id", m.id, "err", err)
-	}
+	ended(l4.Relay(conn, server, opts))
+	return false
 }
 
 // StopAccepting closes this server's listeners: new connections stay in the
@@ -416,7 +431,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 	select {
 	case <-finished:
 	case <-ctx.Done():
-		s.cutOnce.Do(func() { close(s.cut) }) // relays on the fast path own their sockets
+		s.relays.Kill() // the epoll relays own their sockets
 		s.mu.Lock()
 		for c := range s.conns {
 			c.Close()

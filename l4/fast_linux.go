@@ -23,38 +23,59 @@ import (
 // FastRelay relays like Relay when both connections are *net.TCPConn, and
 // reports false without touching them otherwise (the caller uses Relay).
 // On true the connections are closed: their descriptors now belong to a
-// loop. abort, when closed, ends the relay at once (a graceful stop that ran
-// out of time). first, when not nil, sees the client's first bytes.
-func FastRelay(client, server net.Conn, o RelayOptions, abort <-chan struct{}, first func([]byte)) (bool, error) {
+// loop, and no goroutine waits for the relay. done is called once, on the
+// loop, when both sides are closed, with nil or what ended the relay; it
+// must not block. g, when not nil, is the group whose Kill ends this relay.
+// first, when not nil, sees the client's first bytes.
+func FastRelay(client, server net.Conn, o RelayOptions, g *Group, first func([]byte), done func(error)) bool {
 	cfd, ok := takeFD(client)
 	if !ok {
-		return false, nil
+		return false
 	}
 	sfd, ok := takeFD(server)
 	if !ok {
 		// Out of descriptors, say: both net.Conns are still whole, so the
 		// caller relays them the usual way.
-		unix.Close(cfd)
-		return false, nil
+		rawClose(cfd)
+		return false
 	}
 	client.Close()
 	server.Close()
-	p := &pair{done: make(chan struct{}), first: first, opts: o}
+	p := &pair{first: first, opts: o, group: g, done: done}
 	p.last.Store(time.Now().UnixNano())
 	p.sides[0] = side{fd: cfd, idle: o.ClientIdle, counters: o.In}
 	p.sides[1] = side{fd: sfd, idle: o.ServerIdle, counters: o.Out}
 	l := pickLoop()
 	l.add(p)
-	select {
-	case <-p.done:
-	case <-abort:
+	// A Kill that ran before the add saw no pair to end: end it here.
+	if g != nil && g.killed.Load() {
 		l.kill(p)
-		<-p.done
 	}
-	if ignorable(p.err) {
-		return true, nil
+	return true
+}
+
+// Group is the relays of one owner (a frontend server), ended together by
+// Kill when a graceful stop runs out of time. The zero value is ready.
+type Group struct {
+	killed atomic.Bool
+}
+
+// Kill ends every relay of g at once, and every one started after.
+func (g *Group) Kill() {
+	g.killed.Store(true) // before the scan: a relay added after it sees the flag
+	for _, l := range allLoops() {
+		l.mu.Lock()
+		var mine []*pair
+		for p := range l.pairs {
+			if p.group == g {
+				mine = append(mine, p)
+			}
+		}
+		l.mu.Unlock()
+		for _, p := range mine {
+			l.kill(p)
+		}
 	}
-	return true, p.err
 }
 
 // takeFD duplicates a TCP connection's descriptor (non-blocking, close on
@@ -98,8 +119,8 @@ type pair struct {
 	opts  RelayOptions
 	first func([]byte)
 	last  atomic.Int64 // unix nanoseconds of the last activity (the loop's clock)
-	err   error
-	done  chan struct{}
+	group *Group
+	done  func(error)
 	ended bool
 	seen  bool // first bytes shown to first
 }
@@ -123,6 +144,12 @@ var (
 )
 
 func pickLoop() *loop {
+	ls := allLoops()
+	return ls[int(nextLoop.Add(1))%len(ls)]
+}
+
+// allLoops starts the loops on first use and returns them.
+func allLoops() []*loop {
 	loopsOnce.Do(func() {
 		n := runtime.GOMAXPROCS(0)
 		for range n {
@@ -137,7 +164,7 @@ func pickLoop() *loop {
 		// idle, and the monitor leaves a waiting loop alone.
 		runtime.GOMAXPROCS(2 * n)
 	})
-	return loops[int(nextLoop.Add(1))%len(loops)]
+	return loops
 }
 
 func newLoop() *loop {
@@ -458,13 +485,12 @@ func (l *loop) scanIdle(now int64) {
 	}
 }
 
-// end closes both connections and wakes the relay's caller.
+// end closes both connections and tells the relay's owner.
 func (l *loop) end(p *pair, err error) {
 	if p.ended {
 		return
 	}
 	p.ended = true
-	p.err = err
 	l.mu.Lock()
 	delete(l.byFD, p.sides[0].fd)
 	delete(l.byFD, p.sides[1].fd)
@@ -479,7 +505,12 @@ func (l *loop) end(p *pair, err error) {
 			s.buf = nil
 		}
 	}
-	close(p.done)
+	if ignorable(err) {
+		err = nil
+	}
+	if p.done != nil {
+		p.done(err)
+	}
 }
 
 // pollNow is epoll_wait with a zero timeout, as a raw system call: it never

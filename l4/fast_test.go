@@ -13,7 +13,8 @@ import (
 
 // fastPair starts a FastRelay between a client and a server on loopback and
 // returns the far ends: the test's client and the server's accepted conn.
-func fastPair(t *testing.T, o RelayOptions, abort chan struct{}) (client, server net.Conn, done chan error) {
+// done gets what ended the relay.
+func fastPair(t *testing.T, o RelayOptions, g *Group) (client, server net.Conn, done chan error) {
 	t.Helper()
 	front, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -36,11 +37,10 @@ func fastPair(t *testing.T, o RelayOptions, abort chan struct{}) (client, server
 			done <- err
 			return
 		}
-		fast, err := FastRelay(c, s, o, abort, nil)
-		if !fast {
+		if !FastRelay(c, s, o, g, nil, func(err error) { done <- err }) {
 			t.Error("plain TCP connections did not take the fast path")
+			done <- nil
 		}
-		done <- err
 	}()
 	client, err = net.Dial("tcp", front.Addr().String())
 	if err != nil {
@@ -115,17 +115,34 @@ func TestFastRelayIdle(t *testing.T) {
 	}
 }
 
-// Abort ends a busy relay at once.
-func TestFastRelayAbort(t *testing.T) {
-	abort := make(chan struct{})
-	client, _, done := fastPair(t, RelayOptions{}, abort)
+// Kill ends the group's busy relays at once, and those started after it;
+// another group's relay goes on.
+func TestFastRelayKill(t *testing.T) {
+	var g, other Group
+	client, _, done := fastPair(t, RelayOptions{}, &g)
+	oc, osrv, odone := fastPair(t, RelayOptions{}, &other)
 	client.Write([]byte("x"))
-	close(abort)
+	g.Kill()
 	wait(t, done)
 	client.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadAll(client); err != nil {
-		t.Fatalf("client not closed after abort: %v", err)
+		t.Fatalf("client not closed after Kill: %v", err)
 	}
+	late, _, ldone := fastPair(t, RelayOptions{}, &g)
+	wait(t, ldone)
+	late.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(late); err != nil {
+		t.Fatalf("relay started after Kill not ended: %v", err)
+	}
+	oc.Write([]byte("still here"))
+	buf := make([]byte, 10)
+	osrv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(osrv, buf); err != nil || string(buf) != "still here" {
+		t.Fatalf("other group's relay: %q, %v", buf, err)
+	}
+	oc.Close()
+	osrv.Close()
+	wait(t, odone)
 }
 
 // A reset from one side ends the relay without an error.
