@@ -28,6 +28,7 @@ type options struct {
 	rounds, conns, threads  int
 	out, sluiceBin, modes   string
 	keep                    bool
+	idle                    int
 }
 
 func main() {
@@ -44,6 +45,7 @@ func main() {
 	flag.StringVar(&o.sluiceBin, "sluice", "", "sluice binary to use instead of building ./cmd/sluice")
 	flag.StringVar(&o.modes, "modes", "tcp,http,h2", "comma-separated balancer modes to measure: tcp, http, h2 (h2c driven by h2load), udp")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, logs)")
+	flag.IntVar(&o.idle, "idle", 4000, "open this many connections through each tcp and http balancer after the rounds and report the memory they cost (0: skip)")
 	flag.Parse()
 	if *nBackends > 0 {
 		os.Exit(serveBackends(*nBackends))
@@ -133,6 +135,7 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 	type live struct {
 		Target
 		*Running
+		env Env
 	}
 	var lives []live
 	skipped := map[string]bool{}
@@ -163,7 +166,7 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 		}
 		defer r.Stop()
 		logf("%s on %s (pid %d)", t.Name(), r.Addr, r.PID)
-		lives = append(lives, live{t, r})
+		lives = append(lives, live{t, r, env})
 	}
 
 	wo := wrkOpts{Threads: o.threads, Conns: o.conns, Duration: o.duration}
@@ -199,7 +202,38 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 			}
 		}
 	}
-	return res.table(header(o, notes)), nil
+	out := res.table(header(o, notes))
+	if o.idle > 0 {
+		var rows []idleRow
+		for _, l := range lives {
+			if l.Mode != "tcp" && l.Mode != "http" {
+				continue
+			}
+			if err := sleep(ctx, o.pause); err != nil {
+				return "", err
+			}
+			// A fresh instance: after the rounds, a Go heap has room that
+			// new connections reuse without growing. The measured one
+			// stops first (nginx's files are per mode, not per instance).
+			l.Stop()
+			fresh, err := l.Start(ctx, l.env)
+			if err != nil {
+				return "", err
+			}
+			r, err := idleMemory(ctx, fresh.Addr, fresh.PID, o.idle)
+			fresh.Stop()
+			if err != nil {
+				return "", fmt.Errorf("open connections, %s: %v", l.Name(), err)
+			}
+			r.Mode, r.Balancer = l.Mode, l.Balancer
+			logf("open connections %-12s %d: RSS %.1f -> %.1f MiB, %.1f KiB each", l.Name(), r.Conns, r.BeforeMiB, r.AfterMiB, r.KiBPerConn)
+			rows = append(rows, r)
+		}
+		if len(rows) > 0 {
+			out += "\nMemory of open connections: each balancer's resident memory (all its processes) before and while holding the connections, each with one keep-alive request answered (so a server connection is behind it, or pooled for http).\n\n" + idleTable(rows)
+		}
+	}
+	return out, nil
 }
 
 // measure drives one balancer with one scenario and reads its CPU time and

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// idleRow is one balancer's memory cost of open connections.
+type idleRow struct {
+	Mode       string
+	Balancer   string
+	Conns      int
+	BeforeMiB  float64
+	AfterMiB   float64
+	KiBPerConn float64
+}
+
+// idleMemory opens n connections through addr, sends one keep-alive request
+// on each and reads its response, so that the balancer holds every one of
+// them with a server connection behind it (tcp: a relayed pair; http: a
+// client connection and a pooled or attached server one), then reports how
+// much the resident memory of the balancer's process tree grew per
+// connection. The connections are closed before it returns.
+func idleMemory(ctx context.Context, addr string, pid, n int) (idleRow, error) {
+	row := idleRow{Conns: n}
+	before := rssKiB(pid)
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	req := []byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+	for i := 0; i < n; i++ {
+		if err := ctx.Err(); err != nil {
+			return row, err
+		}
+		d := net.Dialer{Deadline: deadline}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return row, fmt.Errorf("connection %d of %d: %v", i+1, n, err)
+		}
+		conns = append(conns, c)
+		c.SetDeadline(deadline)
+		if _, err := c.Write(req); err != nil {
+			return row, fmt.Errorf("connection %d of %d: %v", i+1, n, err)
+		}
+	}
+	for i, c := range conns {
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil || !strings.Contains(line, " 200 ") {
+			return row, fmt.Errorf("connection %d of %d: response %q, %v", i+1, n, line, err)
+		}
+	}
+	after := rssKiB(pid)
+	row.BeforeMiB, row.AfterMiB = float64(before)/1024, float64(after)/1024
+	row.KiBPerConn = float64(after-before) / float64(n)
+	return row, nil
+}
+
+// rssKiB is the resident memory of pid and its descendants.
+func rssKiB(root int) int64 {
+	var kib int64
+	for _, pid := range treePIDs(root) {
+		kib += statusKiB(pid, "VmRSS:")
+	}
+	return kib
+}
+
+// idleTable renders the rows of idleMemory.
+func idleTable(rows []idleRow) string {
+	var b strings.Builder
+	b.WriteString("| mode | balancer | open connections | RSS before MiB | RSS with them MiB | KiB per connection |\n")
+	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: |\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %s | %d | %.1f | %.1f | %.1f |\n", r.Mode, r.Balancer, r.Conns, r.BeforeMiB, r.AfterMiB, r.KiBPerConn)
+	}
+	return b.String()
+}
