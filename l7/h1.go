@@ -23,8 +23,9 @@ type clientConn struct {
 	hr   *headReader
 	req  message
 	resp message
-	out  []byte // outgoing head being built
-	addr string // client IP as text, computed once
+	out  []byte  // outgoing head being built
+	outp *[]byte // the pool's box of out, while it is lent
+	addr string  // client IP as text, computed once
 
 	// A response to insert the sticky cookie into (sticky = "cookie").
 	stickyName string
@@ -37,13 +38,30 @@ type clientConn struct {
 	own *serverConn
 }
 
-var clientConnPool = sync.Pool{New: func() any { return &clientConn{out: make([]byte, 0, 4096)} }}
+var (
+	clientConnPool = sync.Pool{New: func() any { return new(clientConn) }}
+	outPool        = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+)
+
+// takeOut and returnOut lend the head-building buffer for the time a
+// request is served: an idle keep-alive client holds none.
+func (c *clientConn) takeOut() {
+	c.outp = outPool.Get().(*[]byte)
+	c.out = (*c.outp)[:0]
+}
+
+func (c *clientConn) returnOut() {
+	*c.outp = c.out[:0]
+	outPool.Put(c.outp)
+	c.outp, c.out = nil, nil
+}
 
 // ServeConn serves HTTP/1.x requests on conn until it closes. It closes conn.
 func (p *Proxy) ServeConn(conn net.Conn, info ConnInfo) {
 	c := clientConnPool.Get().(*clientConn)
 	c.p, c.conn, c.info = p, conn, info
 	c.hr = newHeadReader(conn, p.MaxHeaderBytes)
+	c.takeOut()
 	c.addr = info.Client.Addr().String()
 	if c.info.priv == nil && p.sendsProxy() {
 		c.info.priv = &privTransports{}
@@ -57,7 +75,7 @@ func (p *Proxy) ServeConn(conn net.Conn, info ConnInfo) {
 		conn.Close()
 		c.hr.release()
 		c.p, c.conn, c.hr = nil, nil, nil
-		c.out = c.out[:0]
+		c.returnOut()
 		clientConnPool.Put(c)
 	}()
 	first := true
@@ -95,7 +113,11 @@ func (c *clientConn) serveOne(first bool) bool {
 		if p.TimeoutClient > 0 {
 			c.conn.SetReadDeadline(time.Now().Add(p.TimeoutClient))
 		}
-		if err := c.hr.fill(); err != nil {
+		// Quiet keep-alive clients hold neither buffer while they wait.
+		c.returnOut()
+		err := c.hr.waitIdle()
+		c.takeOut()
+		if err != nil {
 			return false // idle timeout or client gone: nothing to answer
 		}
 	}

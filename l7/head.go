@@ -20,6 +20,8 @@ type headReader struct {
 	max  int
 	// scanned is how far (from r) the end-of-head search has already looked.
 	scanned int
+	// small takes the first bytes after an idle spell (waitIdle).
+	small [512]byte
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
@@ -119,6 +121,25 @@ func (h *headReader) readHead() ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+// waitIdle waits for the next bytes when nothing is buffered, without
+// holding the buffer: a keep-alive client that stays quiet costs the small
+// array, not 8 KiB, and the buffer comes back from the pool with what
+// arrived (all of a typical request head).
+func (h *headReader) waitIdle() error {
+	h.release()
+	n, err := h.conn.Read(h.small[:])
+	bp := bufPool.Get().(*[]byte)
+	h.buf = *bp
+	h.r, h.w, h.scanned = 0, copy(h.buf, h.small[:n]), 0
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
 }
 
 // Read reads body bytes: buffered ones first, then from the connection.
