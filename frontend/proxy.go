@@ -93,6 +93,9 @@ func (f *Frontend) acceptProxy(conn net.Conn, m *connMeta) (net.Conn, error) {
 		conn.SetReadDeadline(m.accepted.Add(t))
 	}
 	br := bufio.NewReaderSize(conn, proxyHeaderBuf)
+	if err := v1Whole(br); err != nil {
+		return nil, err
+	}
 	h, err := proxyproto.Read(br)
 	if err != nil {
 		return nil, err
@@ -126,6 +129,29 @@ func (f *Frontend) acceptProxy(conn net.Conn, m *connMeta) (net.Conn, error) {
 		}
 	}
 	return pc, nil
+}
+
+// v1Whole buffers a v1 header line whole before go-proxyproto reads it:
+// the library refuses a line that did not arrive in one read, where the
+// spec recommends tolerance and HAProxy waits for the rest (a header split
+// over two segments by a fragmenting path). The read deadline still bounds
+// a peer that sends it byte by byte. It never asks for more than one byte
+// past what a line without its LF needs, so data after the header is never
+// waited for.
+func v1Whole(br *bufio.Reader) error {
+	if b, err := br.Peek(1); err != nil || b[0] != 'P' {
+		return nil // not v1: proxyproto.Read reports what it is
+	}
+	for {
+		n := br.Buffered()
+		b, _ := br.Peek(n)
+		if bytes.IndexByte(b, '\n') >= 0 || n >= 107 { // 107: the longest v1 line
+			return nil
+		}
+		if _, err := br.Peek(n + 1); err != nil {
+			return fmt.Errorf("v1 header cut short: %w", err)
+		}
+	}
 }
 
 func printable(b []byte) bool {

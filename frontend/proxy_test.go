@@ -172,6 +172,48 @@ func TestAcceptProxyClientAddress(t *testing.T) {
 	}
 }
 
+// A header that arrives in pieces (a fragmenting path, a slow peer within
+// timeout_proxy_header) is read whole, as HAProxy does. The pauses make the
+// pieces arrive in separate reads; they are the scenario, not a wait for
+// the balancer.
+func TestAcceptProxySplitHeader(t *testing.T) {
+	be := testutil.Serve(t, "be", proxyReporter)
+	_, front := testutil.Start(t, proxyTCPConfig("accept_proxy = true\ntimeout_proxy_header = \"5s\"", `send_proxy = "v2"`, server("s", be.Addr, 1)))
+	for _, tc := range []struct {
+		desc   string
+		header []byte
+		cuts   []int
+		want   string
+	}{
+		{"v1 in three pieces", v1("192.0.2.20", "198.51.100.1", 40010, 443), []int{3, 17}, "v=2 src=192.0.2.20:40010 dst=198.51.100.1:443 id="},
+		{"v1 without its LF", v1("192.0.2.21", "198.51.100.1", 40011, 443), []int{41}, "v=2 src=192.0.2.21:40011 dst=198.51.100.1:443 id="},
+		{"v2 in two pieces", v2(t, "192.0.2.22:40012", "198.51.100.1:80"), []int{20}, "v=2 src=192.0.2.22:40012 dst=198.51.100.1:80 id="},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			c := testutil.Dial(t, front)
+			c.SetNoDelay(true)
+			prev := 0
+			for _, cut := range append(tc.cuts, len(tc.header)) {
+				if prev > 0 {
+					time.Sleep(50 * time.Millisecond)
+				}
+				if _, err := c.Write(tc.header[prev:cut]); err != nil {
+					t.Fatal(err)
+				}
+				prev = cut
+			}
+			c.Write([]byte("hello\n"))
+			r := bufio.NewReader(c)
+			if got := testutil.ReadLine(t, r); !strings.HasPrefix(got, tc.want) {
+				t.Fatalf("server saw %q, want prefix %q", got, tc.want)
+			}
+			if got := testutil.ReadLine(t, r); got != "hello" {
+				t.Fatalf("echo %q, want hello", got)
+			}
+		})
+	}
+}
+
 // TestAcceptProxyBadInput sends what a broken or hostile peer might. Each
 // bad connection is closed without reaching a server and counted; a healthy
 // connection opened before it keeps working.
