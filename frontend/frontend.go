@@ -256,8 +256,8 @@ func (s *Server) acceptLoop(f *Frontend, ln net.Listener) {
 // closed is the end of an accepted connection: once, from its goroutine, or
 // from the epoll loop that was handed its relay.
 func (s *Server) closed(f *Frontend, conn net.Conn) {
-	f.Counters.Current.Add(-1)
 	s.track(conn, false)
+	f.Counters.Current.Add(-1)
 	s.release(f)
 	s.connW.Done()
 	s.wg.Done()
@@ -285,7 +285,7 @@ func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time) (handedO
 			break
 		}
 	}
-	m := connMeta{accepted: accepted, client: addrPort(conn.RemoteAddr()), local: addrPort(conn.LocalAddr())}
+	m := connMeta{conn: conn, accepted: accepted, client: addrPort(conn.RemoteAddr()), local: addrPort(conn.LocalAddr())}
 	if tc, ok := conn.(*net.TCPConn); ok && f.http != nil {
 		tc.SetNoDelay(true)
 	}
@@ -383,7 +383,7 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) bool {
 	}
 	if l4.FastRelay(raw, server, opts, &s.relays, first, func(err error) {
 		ended(err)
-		s.closed(f, conn)
+		s.closed(f, m.conn) // as accepted and tracked, not a wrapper
 	}) {
 		return true
 	}

@@ -23,6 +23,7 @@ import (
 // PROXY header has been read: from then on these addresses are the
 // client's everywhere (balancing, stickiness, forwarding headers, logs).
 type connMeta struct {
+	conn     net.Conn // as accepted: the key it is tracked by in Server.conns
 	accepted time.Time
 	client   netip.AddrPort // the client: the peer, or the header's source
 	local    netip.AddrPort // the address the client reached

@@ -296,3 +296,33 @@ func TestGlobalMaxconnCapsAllFrontends(t *testing.T) {
 		t.Fatalf("second connection got %q", got)
 	}
 }
+
+// Ended connections leave nothing behind, whichever relay served them: the
+// epoll relay (plain TCP) or the goroutine one (a PROXY header with data
+// behind it in the same segment).
+func TestEndedConnectionsAreForgotten(t *testing.T) {
+	srv := testutil.Serve(t, "s", testutil.Echo)
+	for _, proxied := range []bool{false, true} {
+		front := ""
+		if proxied {
+			front = "accept_proxy = true\n"
+		}
+		eng, addr := testutil.Start(t, proxyTCPConfig(front, "", server("s", srv.Addr, 1)))
+		for i := 0; i < 20; i++ {
+			c := testutil.Dial(t, addr)
+			msg := "hello\n"
+			if proxied {
+				msg = "PROXY TCP4 192.0.2.1 192.0.2.2 1000 80\r\n" + msg
+			}
+			fmt.Fprint(c, msg)
+			if got := testutil.ReadLine(t, bufio.NewReader(c)); got != "hello" {
+				t.Fatalf("proxied %v: echo %q", proxied, got)
+			}
+			c.Close()
+		}
+		testutil.WaitFor(t, "connections to end", 5*time.Second, func() bool { return eng.Front.Current() == 0 })
+		if n := eng.Front.Tracked(); n != 0 {
+			t.Fatalf("proxied %v: %d ended connections still tracked", proxied, n)
+		}
+	}
+}

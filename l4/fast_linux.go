@@ -63,6 +63,9 @@ type Group struct {
 // Kill ends every relay of g at once, and every one started after.
 func (g *Group) Kill() {
 	g.killed.Store(true) // before the scan: a relay added after it sees the flag
+	if !started.Load() {
+		return // no relay yet; and a process without tcp frontends starts no loop
+	}
 	for _, l := range allLoops() {
 		l.mu.Lock()
 		var mine []*pair
@@ -140,6 +143,7 @@ type loop struct {
 var (
 	loopsOnce sync.Once
 	loops     []*loop
+	started   atomic.Bool // loops exist (Kill has nothing to do before)
 	nextLoop  atomic.Uint32
 )
 
@@ -163,6 +167,7 @@ func allLoops() []*loop {
 		// loop on top of the ones the rest of the program had keeps one
 		// idle, and the monitor leaves a waiting loop alone.
 		runtime.GOMAXPROCS(2 * n)
+		started.Store(true)
 	})
 	return loops
 }

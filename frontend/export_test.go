@@ -1,0 +1,9 @@
+package frontend
+
+// Tracked is how many accepted connections the server still tracks (to
+// close them at a hard stop); every ended connection must have left.
+func (s *Server) Tracked() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
