@@ -431,13 +431,15 @@ func (s *Server) Shutdown(ctx context.Context) int {
 	select {
 	case <-finished:
 	case <-ctx.Done():
-		s.relays.Kill() // the epoll relays own their sockets
+		// Counted before the epoll relays are killed: their ends untrack
+		// their connections as soon as the loops get to them.
 		s.mu.Lock()
 		for c := range s.conns {
 			c.Close()
 			cut++
 		}
 		s.mu.Unlock()
+		s.relays.Kill() // the epoll relays own their sockets
 		<-finished
 	}
 	cut += s.shutdownUDP(ctx)
