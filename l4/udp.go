@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -123,7 +124,7 @@ type flow struct {
 	shard   *flowShard
 	ln      *udpListener
 	srv     *backend.Server
-	conn    *net.UDPConn // connected to srv
+	conn    *os.File // a UDP socket connected to srv (see dialUDP)
 	raw     syscall.RawConn
 	oob     []byte // control message that sets the reply's source address
 	proxy   []byte // PROXY v2 header put before each datagram to the server, or nil
@@ -365,7 +366,7 @@ func (p *UDPProxy) open(ln *udpListener, key flowKey, s *flowShard, skip *backen
 	client := backend.Client{Addr: key.client.Addr().Unmap()}
 	be := p.o.Backend
 	var srv *backend.Server
-	var conn *net.UDPConn
+	var conn *os.File
 	for attempt := 0; attempt <= p.o.Retries; attempt++ {
 		srv = be.Pick(&client, skip)
 		if srv == nil {
@@ -437,12 +438,45 @@ func (p *UDPProxy) open(ln *udpListener, key flowKey, s *flowShard, skip *backen
 	return f
 }
 
-func dialUDP(addr string) (*net.UDPConn, error) {
-	ra, err := net.ResolveUDPAddr("udp", addr)
+// dialUDP opens a non-blocking UDP socket connected to addr. A socket of
+// its own, wrapped by os.NewFile (which registers it with the netpoller),
+// costs socket, connect, fcntl and epoll_ctl; net.DialUDP adds
+// SO_BROADCAST, getsockname and getpeername, and a flow is opened per
+// client (per datagram with responses = 1).
+func dialUDP(addr string) (*os.File, error) {
+	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
-		return nil, err
+		ra, rerr := net.ResolveUDPAddr("udp", addr) // a name: resolve it
+		if rerr != nil {
+			return nil, rerr
+		}
+		ap = ra.AddrPort()
 	}
-	return net.DialUDP("udp", nil, ra)
+	var sa unix.Sockaddr
+	family := unix.AF_INET
+	if a := ap.Addr().Unmap(); a.Is4() {
+		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
+	} else {
+		family = unix.AF_INET6
+		sa6 := &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+		if z := a.Zone(); z != "" { // a link-local server: "[fe80::1%eth0]:53"
+			if ifi, err := net.InterfaceByName(z); err == nil {
+				sa6.ZoneId = uint32(ifi.Index)
+			} else if n, err := strconv.ParseUint(z, 10, 32); err == nil {
+				sa6.ZoneId = uint32(n)
+			}
+		}
+		sa = sa6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	if err := unix.Connect(fd, sa); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("connect", err)
+	}
+	return os.NewFile(uintptr(fd), "udp-flow"), nil
 }
 
 // evictOldest ends the flow that has been idle longest. Each shard's LRU
