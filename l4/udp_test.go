@@ -1,7 +1,6 @@
 package l4_test
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -16,28 +15,7 @@ import (
 // TestUDPHotPathAllocations pins "no allocation per datagram": once a flow
 // is open, a request and its reply through the proxy allocate nothing.
 func TestUDPHotPathAllocations(t *testing.T) {
-	echo, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := echo.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			echo.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	be, err := backend.New(&conf.Backend{Name: "b", Servers: []conf.Server{{Name: "e", Address: echo.LocalAddr().String(), Weight: 1}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	be := echoBackend(t)
 	ln, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -128,21 +106,10 @@ func TestUDPReplySourceIPv4Socket(t *testing.T) {
 // the test ends.
 func echoBackend(tb testing.TB) *backend.Backend {
 	tb.Helper()
-	echo, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		tb.Fatal(err)
+	echo := l4.UDPEcho(tb, "udp4", "127.0.0.1")
+	if echo == nil {
+		tb.Fatal("no UDP echo on the IPv4 loopback")
 	}
-	tb.Cleanup(func() { echo.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := echo.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			echo.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
 	be, err := backend.New(&conf.Backend{Name: "b", Servers: []conf.Server{{Name: "e", Address: echo.LocalAddr().String(), Weight: 1}}})
 	if err != nil {
 		tb.Fatal(err)
