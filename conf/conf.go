@@ -41,6 +41,7 @@ type Config struct {
 // Global holds process-wide settings.
 type Global struct {
 	MaxConn        int
+	MaxConnSet     bool // the file sets global.maxconn (else MaxConn is the default, fitted to the descriptor limit at start)
 	HardStopAfter  time.Duration
 	ControlSocket  string
 	PIDFile        string

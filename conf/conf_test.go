@@ -730,7 +730,7 @@ func TestDesignExample(t *testing.T) {
 	if cfg.File != "t.toml" {
 		t.Errorf("File = %q", cfg.File)
 	}
-	if !reflect.DeepEqual(cfg.Global, conf.Global{MaxConn: 50000, HardStopAfter: 30 * time.Second,
+	if !reflect.DeepEqual(cfg.Global, conf.Global{MaxConn: 50000, MaxConnSet: true, HardStopAfter: 30 * time.Second,
 		ControlSocket: "/run/sluice/sluice.sock", PIDFile: "/run/sluice/sluice.pid", VitalFrontends: []string{"www"}}) {
 		t.Errorf("global = %+v", cfg.Global)
 	}
@@ -830,5 +830,17 @@ func TestLoadErrors(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+// An unset global.maxconn is the default and says so: it is fitted to the
+// descriptor limit at start, a set one is not.
+func TestMaxConnSet(t *testing.T) {
+	const rest = "[frontend.f]\nbind = [\"127.0.0.1:1\"]\ndefault_backend = \"b\"\n[[backend.b.server]]\naddress = \"127.0.0.1:2\"\n"
+	if g := mustParse(t, rest).Global; g.MaxConn != conf.DefaultMaxConn || g.MaxConnSet {
+		t.Errorf("unset: %+v", g)
+	}
+	if g := mustParse(t, "[global]\nmaxconn = 7\n"+rest).Global; g.MaxConn != 7 || !g.MaxConnSet {
+		t.Errorf("set: %+v", g)
 	}
 }

@@ -211,6 +211,7 @@ func (v *validator) build(raw *rawFile) *Config {
 	g := raw.Global
 	cfg.Global = Global{
 		MaxConn:        intOr(g.MaxConn, DefaultMaxConn),
+		MaxConnSet:     g.MaxConn != nil,
 		HardStopAfter:  v.dur("global.hard_stop_after", g.HardStopAfter, DefaultHardStopAfter),
 		ControlSocket:  g.ControlSocket,
 		PIDFile:        g.PIDFile,

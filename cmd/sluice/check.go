@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"sluice/conf"
+	"sluice/internal/fdlimit"
 )
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
@@ -39,5 +40,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(stdout, "%s: valid (%d frontends, %d backends)\n", *file, len(cfg.Frontends), len(cfg.Backends))
+	// Not an error (the limit may differ where it runs), but worth knowing.
+	if _, msg, warn := fdlimit.Fit(cfg.Global.MaxConn, cfg.Global.MaxConnSet, fdlimit.Limit()); warn {
+		fmt.Fprintf(stdout, "%s: warning: %s (here)\n", *file, msg)
+	}
 	return 0
 }

@@ -13,6 +13,7 @@ import (
 	"sluice/backend"
 	"sluice/conf"
 	"sluice/frontend"
+	"sluice/internal/fdlimit"
 	"sluice/internal/peers"
 	"sluice/internal/sockets"
 	"sluice/stats"
@@ -103,6 +104,16 @@ func Start(cfg *conf.Config, have sockets.Set, log *slog.Logger) (*Engine, error
 
 // StartWith is Start with options.
 func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Options) (*Engine, error) {
+	if n, msg, warn := fdlimit.Fit(cfg.Global.MaxConn, cfg.Global.MaxConnSet, fdlimit.Limit()); msg != "" {
+		if warn {
+			log.Warn(msg)
+		} else {
+			log.Info(msg)
+		}
+		c := *cfg // shallow: only the cap differs
+		c.Global.MaxConn = n
+		cfg = &c
+	}
 	e := &Engine{Config: cfg, Backends: map[string]*backend.Backend{}, Discovery: map[string]*backend.Discovery{},
 		Health: map[string]*backend.HealthChecks{}}
 	for _, bc := range cfg.Backends {
