@@ -48,6 +48,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	src := fmt.Sprintf(`[global]
 hard_stop_after = "5s"
+maxconn = 1000
 
 [stats]
 bind = %q
