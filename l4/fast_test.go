@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"io"
 	"net"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -181,5 +182,17 @@ func TestFastRelayHalfClose(t *testing.T) {
 		if err := wait(t, done); err != nil {
 			t.Fatalf("client first %v: relay: %v", clientFirst, err)
 		}
+	}
+}
+
+// The loops have scheduler slots of their own on top of the program's: a
+// P per loop, so that one waiting in epoll_wait is not handed off.
+func TestFastRelayLoopsOwnPs(t *testing.T) {
+	client, server, done := fastPair(t, RelayOptions{}, nil)
+	client.Close()
+	server.Close()
+	wait(t, done)
+	if n, want := runtime.GOMAXPROCS(0), 2*len(allLoops()); n != want {
+		t.Fatalf("GOMAXPROCS = %d with %d loops, want %d", n, len(allLoops()), want)
 	}
 }
