@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/internal/sockets"
 )
 
 // tcpLoop runs plain tcp checks (no PROXY header) of every server from one
@@ -173,14 +175,7 @@ func (l *tcpLoop) startDue(now time.Time) {
 
 func (l *tcpLoop) connect(lc *loopCheck, now time.Time) {
 	lc.due, lc.at, lc.deadline, lc.fd = lc.at, now, now.Add(lc.c.spec.Timeout), -1
-	var sa unix.Sockaddr
-	family := unix.AF_INET
-	if a := lc.ap.Addr(); a.Is4() {
-		sa = &unix.SockaddrInet4{Port: int(lc.ap.Port()), Addr: a.As4()}
-	} else {
-		family = unix.AF_INET6
-		sa = &unix.SockaddrInet6{Port: int(lc.ap.Port()), Addr: a.As16()}
-	}
+	family, sa := sockets.Sockaddr(lc.ap)
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		l.finish(lc, err)

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/backend"
+	"sluice/internal/sockets"
 )
 
 // MaxDatagram is the largest UDP payload relayed (64 KiB buffers hold any
@@ -452,22 +452,7 @@ func dialUDP(addr string) (*os.File, error) {
 		}
 		ap = ra.AddrPort()
 	}
-	var sa unix.Sockaddr
-	family := unix.AF_INET
-	if a := ap.Addr().Unmap(); a.Is4() {
-		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
-	} else {
-		family = unix.AF_INET6
-		sa6 := &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
-		if z := a.Zone(); z != "" { // a link-local server: "[fe80::1%eth0]:53"
-			if ifi, err := net.InterfaceByName(z); err == nil {
-				sa6.ZoneId = uint32(ifi.Index)
-			} else if n, err := strconv.ParseUint(z, 10, 32); err == nil {
-				sa6.ZoneId = uint32(n)
-			}
-		}
-		sa = sa6
-	}
+	family, sa := sockets.Sockaddr(ap)
 	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
