@@ -23,9 +23,10 @@ type clientConn struct {
 	hr   *headReader
 	req  message
 	resp message
-	out  []byte  // outgoing head being built
-	outp *[]byte // the pool's box of out, while it is lent
-	addr string  // client IP as text, computed once
+	out  []byte    // outgoing head being built
+	outp *[]byte   // the pool's box of out, while it is lent
+	idle [512]byte // the first bytes after a keep-alive wait (headReader.waitIdle)
+	addr string    // client IP as text, computed once
 
 	// A response to insert the sticky cookie into (sticky = "cookie").
 	stickyName string
@@ -115,7 +116,7 @@ func (c *clientConn) serveOne(first bool) bool {
 		}
 		// Quiet keep-alive clients hold neither buffer while they wait.
 		c.returnOut()
-		err := c.hr.waitIdle()
+		err := c.hr.waitIdle(c.idle[:])
 		c.takeOut()
 		if err != nil {
 			return false // idle timeout or client gone: nothing to answer

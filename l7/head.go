@@ -20,8 +20,6 @@ type headReader struct {
 	max  int
 	// scanned is how far (from r) the end-of-head search has already looked.
 	scanned int
-	// small takes the first bytes after an idle spell (waitIdle).
-	small [512]byte
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
@@ -124,15 +122,15 @@ func (h *headReader) readHead() ([]byte, error) {
 }
 
 // waitIdle waits for the next bytes when nothing is buffered, without
-// holding the buffer: a keep-alive client that stays quiet costs the small
-// array, not 8 KiB, and the buffer comes back from the pool with what
-// arrived (all of a typical request head).
-func (h *headReader) waitIdle() error {
+// holding the buffer: a keep-alive client that stays quiet costs small
+// (the client connection's), not 8 KiB, and the buffer comes back from the
+// pool with what arrived (all of a typical request head).
+func (h *headReader) waitIdle(small []byte) error {
 	h.release()
-	n, err := h.conn.Read(h.small[:])
+	n, err := h.conn.Read(small)
 	bp := bufPool.Get().(*[]byte)
 	h.buf = *bp
-	h.r, h.w, h.scanned = 0, copy(h.buf, h.small[:n]), 0
+	h.r, h.w, h.scanned = 0, copy(h.buf, small[:n]), 0
 	if n > 0 {
 		return nil
 	}
