@@ -8,16 +8,16 @@ import (
 
 // Defaults of the UDP and DNS discovery keys.
 const (
-	DefaultTimeoutUDP    = 30 * time.Second
+	DefaultTimeoutUDP = 30 * time.Second
 	// DefaultMaxFlowsPerSource is far above what one host normally holds
 	// (a stub resolver, a syslog sender, a NAT gateway of a small site),
 	// and low enough that one address cannot take a flow budget alone.
 	// nginx and HAProxy have no per-source default (limit_conn, stick
 	// tables are opt-in); a flow here costs a descriptor, so one is on.
 	DefaultMaxFlowsPerSource = 256
-	DefaultDNSInterval   = 10 * time.Second
-	DefaultDNSTimeout    = 2 * time.Second
-	DefaultDNSMaxServers = 64
+	DefaultDNSInterval       = 10 * time.Second
+	DefaultDNSTimeout        = 2 * time.Second
+	DefaultDNSMaxServers     = 64
 	// MinDNSInterval keeps a typo like "1ms" from turning discovery into a
 	// flood of queries.
 	MinDNSInterval = 10 * time.Millisecond
