@@ -95,7 +95,7 @@ func (b *Budget) FlowsTotal() int {
 // no udp frontend it is Fit. A udp frontend without max_flows gets an equal
 // share of what maxconn and the reserve leave (at most MaxDefaultFlows); a
 // maxconn the file does not set shrinks, when the limit is tight, to leave
-// the flows 1/FlowShare of it. Keys the file sets are kept, with a warning
+// the flows 1/FlowShare of it (plus explicit max_flows, up to half). Keys the file sets are kept, with a warning
 // when the limit cannot hold them.
 func Plan(maxconn int, set bool, udp []UDPFrontend, limit uint64) Budget {
 	b := Budget{Limit: limit, MaxConn: maxconn, Flows: map[string]int{}}
@@ -134,6 +134,9 @@ func Plan(maxconn int, set bool, udp []UDPFrontend, limit uint64) Budget {
 		if unset > 0 {
 			keep += avail / FlowShare
 		}
+		// A max_flows the limit cannot hold is warned about below; it
+		// must not shrink maxconn to nothing.
+		keep = min(keep, avail/2)
 		fits := max(1, (avail-keep)/2)
 		if maxconn > fits {
 			b.MaxConn = fits

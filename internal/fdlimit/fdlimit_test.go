@@ -63,6 +63,8 @@ func TestPlan(t *testing.T) {
 			1000, map[string]int{"a": 5000}, "frontend.a.max_flows = 5000 needs a descriptor per flow but the file descriptor limit 4000 leaves 1744"},
 		{"maxconn set leaves nothing: floor, warned", 1872, true, []UDPFrontend{u("a", 0)}, 4000,
 			1872, map[string]int{"a": MinDefaultFlows}, "frontend.a: max_flows not set and only 0 file descriptors"},
+		{"a huge max_flows does not starve an unset maxconn", 50000, false, []UDPFrontend{u("a", 100000)}, 4256,
+			1000, map[string]int{"a": 100000}, "set max_flows to 2000"},
 		{"limit unknown", 10, true, []UDPFrontend{u("a", 0), u("b", 7)}, 0,
 			10, map[string]int{"a": MaxDefaultFlows, "b": 7}, ""},
 	} {
