@@ -149,9 +149,13 @@ func Plan(maxconn int, set bool, udp []UDPFrontend, limit uint64) Budget {
 	for _, f := range udp {
 		if f.MaxFlows > 0 {
 			b.Flows[f.Name] = f.MaxFlows
-			if room := rem - (explicit - f.MaxFlows); f.MaxFlows > room {
-				b.Warn = append(b.Warn, fmt.Sprintf("frontend.%s.max_flows = %d needs a descriptor per flow but the file descriptor limit %d leaves %d after global.maxconn = %d (2 each), the reserve (%d) and the other udp frontends: past that, new flows get no socket (refused and counted) and accept may fail (EMFILE); raise the limit (LimitNOFILE= in the systemd unit, ulimit -n) to %d, or set max_flows to %d",
-					f.Name, f.MaxFlows, limit, max(room, 0), b.MaxConn, Reserve, Need(b.MaxConn)+uint64(explicit), max(room, 0)))
+			if room := max(rem-(explicit-f.MaxFlows), 0); f.MaxFlows > room {
+				fix := fmt.Sprintf("set max_flows to %d", room)
+				if room < MinDefaultFlows {
+					fix = "lower global.maxconn"
+				}
+				b.Warn = append(b.Warn, fmt.Sprintf("frontend.%s.max_flows = %d needs a descriptor per flow but the file descriptor limit %d leaves %d after global.maxconn = %d (2 each), the reserve (%d) and the other udp frontends: past that, new flows get no socket (refused and counted) and accept may fail (EMFILE); raise the limit (LimitNOFILE= in the systemd unit, ulimit -n) to %d, or %s",
+					f.Name, f.MaxFlows, limit, room, b.MaxConn, Reserve, Need(b.MaxConn)+uint64(explicit), fix))
 			}
 			continue
 		}
