@@ -82,7 +82,12 @@ type Frontend struct {
 
 	// UDP mode.
 	TimeoutUDP time.Duration // a flow idle this long ends (timeout_udp)
-	MaxFlows   int           // most flows at once; 0: unlimited
+	// MaxFlows is the most flows at once; 0 (not set): a share of the file
+	// descriptor limit, fitted at start (internal/fdlimit.Plan).
+	MaxFlows int
+	// MaxFlowsPerSource is the most flows one client address (an IPv6
+	// /64) holds at once; 0: no cap of its own.
+	MaxFlowsPerSource int
 }
 
 // TLS is one certificate of a frontend.

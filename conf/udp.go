@@ -8,10 +8,16 @@ import (
 
 // Defaults of the UDP and DNS discovery keys.
 const (
-	DefaultTimeoutUDP    = 30 * time.Second
-	DefaultDNSInterval   = 10 * time.Second
-	DefaultDNSTimeout    = 2 * time.Second
-	DefaultDNSMaxServers = 64
+	DefaultTimeoutUDP = 30 * time.Second
+	// DefaultMaxFlowsPerSource is far above what one host normally holds
+	// (a stub resolver, a syslog sender, a NAT gateway of a small site),
+	// and low enough that one address cannot take a flow budget alone.
+	// nginx and HAProxy have no per-source default (limit_conn, stick
+	// tables are opt-in); a flow here costs a descriptor, so one is on.
+	DefaultMaxFlowsPerSource = 256
+	DefaultDNSInterval       = 10 * time.Second
+	DefaultDNSTimeout        = 2 * time.Second
+	DefaultDNSMaxServers     = 64
 	// MinDNSInterval keeps a typo like "1ms" from turning discovery into a
 	// flood of queries.
 	MinDNSInterval = 10 * time.Millisecond
@@ -22,7 +28,14 @@ func (v *validator) udpFrontend(p string, rf *rawFrontend, f *Frontend, defUDP t
 	f.TimeoutUDP = v.dur(p+".timeout_udp", rf.TimeoutUDP, defUDP)
 	f.MaxFlows = intOr(rf.MaxFlows, 0)
 	if f.MaxFlows < 0 {
-		v.errf(p+".max_flows", "must not be negative (0 means no limit), got %d", f.MaxFlows)
+		v.errf(p+".max_flows", "must not be negative (0 or unset: a share of the file descriptor limit), got %d", f.MaxFlows)
+	}
+	f.MaxFlowsPerSource = intOr(rf.MaxFlowsPerSource, DefaultMaxFlowsPerSource)
+	if f.MaxFlowsPerSource < 0 {
+		v.errf(p+".max_flows_per_source", "must not be negative (0 turns the per-address cap off), got %d", f.MaxFlowsPerSource)
+	}
+	if rf.MaxFlowsPerSource != nil && rf.Mode != ModeUDP {
+		v.errf(p+".max_flows_per_source", "caps UDP flows and needs mode = \"udp\"; remove it from this frontend (mode %q)", rf.Mode)
 	}
 	if f.Mode == ModeUDP && f.TimeoutUDP == 0 {
 		v.errf(p+".timeout_udp", "must be more than 0: a UDP flow only ends by going idle (or by responses)")

@@ -39,6 +39,9 @@ max_servers = 8
 	if dns.TimeoutUDP != 40*time.Second || dns.MaxFlows != 1000 || syslog.TimeoutUDP != 5*time.Second || syslog.MaxFlows != 0 {
 		t.Errorf("frontends: dns %s/%d, syslog %s/%d", dns.TimeoutUDP, dns.MaxFlows, syslog.TimeoutUDP, syslog.MaxFlows)
 	}
+	if dns.MaxFlowsPerSource != conf.DefaultMaxFlowsPerSource || syslog.MaxFlowsPerSource != conf.DefaultMaxFlowsPerSource {
+		t.Errorf("max_flows_per_source defaults: dns %d, syslog %d", dns.MaxFlowsPerSource, syslog.MaxFlowsPerSource)
+	}
 	if b := cfg.Backend("dns"); b.Responses != 1 || b.TimeoutUDP != 2*time.Second || b.Mode != "udp" {
 		t.Errorf("backend dns = %+v", b)
 	}
@@ -78,6 +81,43 @@ max_servers = 0
 		{13, "backend.b.dns.interval", "at least"},
 		{14, "backend.b.dns.timeout", "more than 0"},
 		{15, "backend.b.dns.max_servers", "at least 1"},
+	})
+}
+
+func TestUDPMaxFlowsPerSource(t *testing.T) {
+	cfg := mustParse(t, `[frontend.a]
+mode = "udp"
+bind = ["127.0.0.1:5353"]
+max_flows_per_source = 8
+default_backend = "b"
+[frontend.off]
+mode = "udp"
+bind = ["127.0.0.1:5354"]
+max_flows_per_source = 0
+default_backend = "b"
+[[backend.b.server]]
+address = "127.0.0.1:53"
+`)
+	if a, off := cfg.Frontend("a").MaxFlowsPerSource, cfg.Frontend("off").MaxFlowsPerSource; a != 8 || off != 0 {
+		t.Errorf("max_flows_per_source: a = %d, off = %d; want 8 and 0", a, off)
+	}
+	errs := parseErrors(t, `[frontend.u]
+mode = "udp"
+bind = ["127.0.0.1:53"]
+max_flows_per_source = -1
+default_backend = "b"
+[frontend.t]
+bind = ["127.0.0.1:80"]
+max_flows_per_source = 4
+default_backend = "t"
+[[backend.b.server]]
+address = "127.0.0.1:5300"
+[[backend.t.server]]
+address = "127.0.0.1:8000"
+`)
+	checkProblems(t, errs, []want{
+		{4, "frontend.u.max_flows_per_source", "negative"},
+		{8, "frontend.t.max_flows_per_source", "mode = \"udp\""},
 	})
 }
 

@@ -79,6 +79,7 @@ type rawFrontend struct {
 	ErrorPage504       string     `toml:"error_page_504"`
 	TimeoutUDP         string     `toml:"timeout_udp"`
 	MaxFlows           *int       `toml:"max_flows"`
+	MaxFlowsPerSource  *int       `toml:"max_flows_per_source"`
 }
 
 type rawTLS struct {

@@ -25,9 +25,12 @@ func (s *Server) newUDP(f *Frontend, bc *conf.Backend) error {
 		Backend:  f.backend,
 		Idle:     idle,
 		MaxFlows: f.cfg.MaxFlows,
-		Retries:  f.backend.Retries,
-		Counters: &f.UDP,
-		Log:      s.log.With("frontend", f.Name),
+		// Fitted to the descriptor limit by the engine when the file sets
+		// none (fdlimit.Plan); per source as the file says.
+		MaxFlowsPerSource: f.cfg.MaxFlowsPerSource,
+		Retries:           f.backend.Retries,
+		Counters:          &f.UDP,
+		Log:               s.log.With("frontend", f.Name),
 		Totals: l4.UDPTotals{
 			Sessions: &f.Counters.Sessions,
 			Current:  &f.Counters.Current,

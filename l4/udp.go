@@ -43,7 +43,14 @@ type UDPCounters struct {
 	Completed    atomic.Uint64 // flows ended after `responses` replies
 	DatagramsIn  atomic.Uint64 // client -> server
 	DatagramsOut atomic.Uint64 // server -> client
-	Dropped      atomic.Uint64 // client datagrams dropped (no server available, send failed)
+	Dropped      atomic.Uint64 // client datagrams dropped (no server available, flow refused, send failed)
+	// New flows refused (their datagram dropped), by reason: the client
+	// address held max_flows_per_source flows; max_flows was reached and
+	// no flow could be evicted; no socket could be had (EMFILE, ENFILE,
+	// ENOBUFS…), which is refused here rather than left to the listeners.
+	RefusedSource atomic.Uint64
+	RefusedFull   atomic.Uint64
+	RefusedSocket atomic.Uint64
 }
 
 // UDPTotals point at the frontend counters a UDP proxy shares with the TCP
@@ -59,11 +66,14 @@ type UDPTotals struct {
 
 // UDPOptions configure a UDPProxy.
 type UDPOptions struct {
-	Backend   *backend.Backend
-	Idle      time.Duration // timeout_udp: a flow with no datagram either way for this long ends
-	MaxFlows  int           // 0: no limit
-	Responses int           // replies that end a flow; 0: none does
-	Retries   int           // other servers tried when opening a flow's socket fails
+	Backend  *backend.Backend
+	Idle     time.Duration // timeout_udp: a flow with no datagram either way for this long ends
+	MaxFlows int           // 0: no limit; the flows never hold more sockets than this
+	// MaxFlowsPerSource caps the flows of one client address (an IPv6
+	// /64); 0: no cap.
+	MaxFlowsPerSource int
+	Responses         int // replies that end a flow; 0: none does
+	Retries           int // other servers tried when opening a flow's socket fails
 	// SendProxy "v2" puts a PROXY v2 header (DGRAM, client and local
 	// address) in front of every datagram sent to a server, as dnsdist,
 	// Unbound and Envoy expect for UDP; "" sends none.
@@ -90,7 +100,9 @@ type UDPProxy struct {
 	o        UDPOptions
 	lns      []*udpListener
 	shards   [udpShards]flowShard
-	count    atomic.Int64 // flows in the table
+	count    atomic.Int64 // flows in the table or being opened: the sockets they hold
+	srcs     [udpShards]srcShard
+	lastLog  atomic.Int64 // unix ns of the last "flows refused" log line
 	stopping atomic.Bool
 	readers  sync.WaitGroup
 	flows    sync.WaitGroup
@@ -110,6 +122,16 @@ type flowKey struct {
 	ln     int
 }
 
+// srcShard counts the flows of each client address, for
+// max_flows_per_source. It is keyed by address alone, apart from the flow
+// shards (keyed by address and port), so that one busy address does not put
+// all its flows behind one lock.
+type srcShard struct {
+	mu sync.Mutex
+	n  map[netip.Addr]int32
+	_  [48]byte
+}
+
 type flowShard struct {
 	mu    sync.Mutex
 	flows map[flowKey]*flow
@@ -124,7 +146,8 @@ type flow struct {
 	shard   *flowShard
 	ln      *udpListener
 	srv     *backend.Server
-	conn    *os.File // a UDP socket connected to srv (see dialUDP)
+	src     netip.Addr // counted against max_flows_per_source when valid
+	conn    *os.File   // a UDP socket connected to srv (see dialUDP)
 	raw     syscall.RawConn
 	oob     []byte // control message that sets the reply's source address
 	proxy   []byte // PROXY v2 header put before each datagram to the server, or nil
@@ -159,6 +182,7 @@ func NewUDPProxy(conns []net.PacketConn, o UDPOptions) (*UDPProxy, error) {
 		s := &p.shards[i]
 		s.flows = map[flowKey]*flow{}
 		s.lru.next, s.lru.prev = &s.lru, &s.lru
+		p.srcs[i].n = map[netip.Addr]int32{}
 	}
 	for i, pc := range conns {
 		uc, ok := pc.(*net.UDPConn)
@@ -214,8 +238,11 @@ func enablePktinfo(c *net.UDPConn) error {
 // Counters returns the UDP-only counters.
 func (p *UDPProxy) Counters() *UDPCounters { return p.o.Counters }
 
-// Flows is the number of flows open now.
+// Flows is the number of flows open now (the sockets they hold).
 func (p *UDPProxy) Flows() int { return int(p.count.Load()) }
+
+// MaxFlows is the cap on open flows, 0 for none.
+func (p *UDPProxy) MaxFlows() int { return p.o.MaxFlows }
 
 // Serve starts the readers of every listening socket and returns.
 func (p *UDPProxy) Serve() {
@@ -356,13 +383,28 @@ func serving(s *backend.Server) bool {
 }
 
 // open picks a server for a new flow and connects a socket to it. It
-// returns nil when no server is available.
+// returns nil when the flow is refused (per-source cap, max_flows, no
+// socket) or no server is available.
 func (p *UDPProxy) open(ln *udpListener, key flowKey, s *flowShard, skip *backend.Server) *flow {
-	if p.o.MaxFlows > 0 {
-		for i := 0; i < 4 && p.count.Load() >= int64(p.o.MaxFlows); i++ {
-			p.evictOldest()
+	var src netip.Addr
+	if p.o.MaxFlowsPerSource > 0 {
+		// Before taking a slot: an address at its cap must not evict the
+		// flows of others.
+		src = sourceKey(key.client.Addr())
+		if !p.takeSource(src) {
+			p.o.Counters.RefusedSource.Add(1)
+			p.logRefused("max_flows_per_source", key.client, nil)
+			return nil
 		}
 	}
+	if !p.takeSlot() {
+		p.releaseSource(src)
+		p.o.Counters.RefusedFull.Add(1)
+		p.logRefused("max_flows", key.client, nil)
+		return nil
+	}
+	// Until the flow is in the table, a failure gives both back.
+	giveBack := func() { p.count.Add(-1); p.releaseSource(src) }
 	client := backend.Client{Addr: key.client.Addr().Unmap()}
 	be := p.o.Backend
 	var srv *backend.Server
@@ -372,6 +414,7 @@ func (p *UDPProxy) open(ln *udpListener, key flowKey, s *flowShard, skip *backen
 		if srv == nil {
 			be.Counters.NoServer.Add(1)
 			p.o.Totals.Denied.Add(1)
+			giveBack()
 			return nil
 		}
 		if !srv.TryAcquire() {
@@ -383,22 +426,34 @@ func (p *UDPProxy) open(ln *udpListener, key flowKey, s *flowShard, skip *backen
 			conn = c
 			break
 		}
+		srv.Release()
+		if errors.Is(err, errNoSocket) {
+			// This process is out of sockets, not the server at fault:
+			// refuse this flow (another server would fare no better).
+			giveBack()
+			p.o.Counters.RefusedSocket.Add(1)
+			p.logRefused("no socket", key.client, err)
+			return nil
+		}
 		srv.Counters.ConnErrors.Add(1)
 		p.o.Totals.Errors.Add(1)
 		p.o.Log.Debug("udp: cannot open a socket to the server", "backend", be.Name, "server", srv.Name, "err", err)
-		srv.Release()
 		skip, srv = srv, nil
 	}
 	if conn == nil {
+		giveBack()
 		return nil
 	}
 	raw, err := conn.SyscallConn()
 	if err != nil {
 		conn.Close()
 		srv.Release()
+		giveBack()
+		p.o.Counters.RefusedSocket.Add(1)
+		p.logRefused("no socket", key.client, err)
 		return nil
 	}
-	f := &flow{p: p, key: key, shard: s, ln: ln, srv: srv, conn: conn, raw: raw}
+	f := &flow{p: p, key: key, shard: s, ln: ln, srv: srv, src: src, conn: conn, raw: raw}
 	f.readFn = f.readReply
 	f.last.Store(time.Now().UnixNano())
 	if key.local.IsValid() {
@@ -415,6 +470,7 @@ func (p *UDPProxy) open(ln *udpListener, key flowKey, s *flowShard, skip *backen
 			p.o.Totals.Errors.Add(1)
 			conn.Close()
 			srv.Release()
+			giveBack()
 			return nil
 		}
 	}
@@ -425,11 +481,11 @@ func (p *UDPProxy) open(ln *udpListener, key flowKey, s *flowShard, skip *backen
 		s.mu.Unlock()
 		conn.Close()
 		srv.Release()
+		giveBack()
 		return other
 	}
 	s.flows[key] = f
 	s.pushFront(f)
-	p.count.Add(1)
 	p.flows.Add(1)
 	s.mu.Unlock()
 	p.o.Totals.Sessions.Add(1)
@@ -437,6 +493,95 @@ func (p *UDPProxy) open(ln *udpListener, key flowKey, s *flowShard, skip *backen
 	go f.run()
 	return f
 }
+
+// takeSlot counts a new flow against max_flows, evicting the least
+// recently used flows to make room. The count is taken before the socket is
+// opened, so that readers opening flows at once never hold more sockets
+// than max_flows between them.
+func (p *UDPProxy) takeSlot() bool {
+	limit := int64(p.o.MaxFlows)
+	if limit <= 0 {
+		p.count.Add(1)
+		return true
+	}
+	for i := 0; ; i++ {
+		n := p.count.Load()
+		if n < limit {
+			if p.count.CompareAndSwap(n, n+1) {
+				return true
+			}
+			continue
+		}
+		if i == 4 {
+			return false // others took the room as fast as it was made
+		}
+		p.evictOldest()
+	}
+}
+
+// sourceKey is what max_flows_per_source counts by: the IPv4 address, or
+// the /64 of an IPv6 one (one host or site usually holds a whole /64).
+func sourceKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
+func (p *UDPProxy) srcShard(a netip.Addr) *srcShard {
+	b := a.As16()
+	h := (binary.LittleEndian.Uint64(b[8:]) ^ binary.LittleEndian.Uint64(b[:8])) * 0x9e3779b97f4a7c15
+	return &p.srcs[(h>>32)%udpShards]
+}
+
+// takeSource counts one more flow for src, unless it is at its cap.
+func (p *UDPProxy) takeSource(src netip.Addr) bool {
+	s := p.srcShard(src)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n[src] >= int32(p.o.MaxFlowsPerSource) {
+		return false
+	}
+	s.n[src]++
+	return true
+}
+
+// releaseSource gives back a flow taken by takeSource; a zero src (no cap)
+// is ignored.
+func (p *UDPProxy) releaseSource(src netip.Addr) {
+	if !src.IsValid() {
+		return
+	}
+	s := p.srcShard(src)
+	s.mu.Lock()
+	if s.n[src]--; s.n[src] <= 0 {
+		delete(s.n, src)
+	}
+	s.mu.Unlock()
+}
+
+// logRefused logs refused flows at most once a second, with the totals so
+// far: a flood must not turn into a flood of log lines.
+func (p *UDPProxy) logRefused(reason string, client netip.AddrPort, err error) {
+	now := time.Now().UnixNano()
+	last := p.lastLog.Load()
+	if now-last < int64(time.Second) || !p.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	c := p.o.Counters
+	args := []any{"reason", reason, "client", client, "flows", p.count.Load(), "max_flows", p.o.MaxFlows,
+		"refused_source", c.RefusedSource.Load(), "refused_full", c.RefusedFull.Load(), "refused_socket", c.RefusedSocket.Load()}
+	if err != nil {
+		args = append(args, "err", err)
+	}
+	p.o.Log.Warn("udp: new flows refused (at most one line a second)", args...)
+}
+
+// errNoSocket marks a dialUDP failure to get a socket at all, as opposed to
+// one to reach the server.
+var errNoSocket = errors.New("no socket for a new flow")
 
 // dialUDP opens a non-blocking UDP socket connected to addr. A socket of
 // its own, wrapped by os.NewFile (which registers it with the netpoller),
@@ -455,7 +600,7 @@ func dialUDP(addr string) (*os.File, error) {
 	family, sa := sockets.Sockaddr(ap)
 	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, os.NewSyscallError("socket", err)
+		return nil, fmt.Errorf("%w: %w", errNoSocket, os.NewSyscallError("socket", err))
 	}
 	if err := unix.Connect(fd, sa); err != nil {
 		unix.Close(fd)
@@ -498,9 +643,13 @@ func (f *flow) end() bool {
 	}
 	s.unlink(f)
 	s.mu.Unlock()
-	f.p.count.Add(-1)
 	f.p.o.Totals.Current.Add(-1)
+	// Close returns once the descriptor is closed (it waits for the
+	// flow's reader to let go): only then is its slot free, so that the
+	// flows never hold more descriptors than max_flows.
 	f.conn.Close()
+	f.p.releaseSource(f.src)
+	f.p.count.Add(-1)
 	return true
 }
 

@@ -87,7 +87,8 @@ type ProcessInfo struct {
 	Reloads int64     `json:"reloads"`
 	Current int       `json:"current_conns"`
 	MaxConn int       `json:"maxconn"`
-	Admin   bool      `json:"admin"` // the admin API is enabled
+	FDs     *FDs      `json:"fds,omitempty"` // the descriptor budget
+	Admin   bool      `json:"admin"`         // the admin API is enabled
 }
 
 func (s *Server) snapshot() Snapshot {
@@ -98,6 +99,15 @@ func (s *Server) snapshot() Snapshot {
 		Workers: p.Workers.Load(), Reloads: p.Reloads.Load(),
 		Current: s.current(), MaxConn: s.opt.MaxConn, Admin: s.token != nil,
 	}}
+	if s.opt.FDs != nil {
+		fds := *s.opt.FDs
+		for _, f := range s.opt.Frontends {
+			if p := f.UDPProxy(); p != nil {
+				fds.FlowsUsed += p.Flows()
+			}
+		}
+		snap.Process.FDs = &fds
+	}
 	for _, f := range s.opt.Frontends {
 		snap.Frontends = append(snap.Frontends, s.frontendRow(f))
 	}
@@ -118,6 +128,9 @@ func (s *Server) frontendRow(f *frontend.Frontend) Row {
 	}
 	if cfg := f.Config(); cfg != nil {
 		r.SLim = int64(cfg.MaxConn)
+	}
+	if p := f.UDPProxy(); p != nil {
+		r.SLim = int64(p.MaxFlows()) // sessions are flows; maxconn does not apply
 	}
 	r.Rate, r.RateMax = s.rates.get(f)
 	if p := f.HTTP(); p != nil {

@@ -33,6 +33,8 @@ type Options struct {
 	// process line); nil counts them from Frontends.
 	Current func() int
 	MaxConn int // global.maxconn
+	// FDs is how the descriptor limit is shared; nil: not shown.
+	FDs *FDs
 	// VitalFrontends must each have a server up for /healthz to answer 200.
 	VitalFrontends []string
 	// AdminToken enables the admin API; "" disables it.
@@ -68,6 +70,17 @@ func NewProcess(version string) *Process {
 		p.Reloads.Store(n)
 	}
 	return p
+}
+
+// FDs is the file descriptor budget the engine planned (fdlimit.Plan):
+// connections get 2 each under global.maxconn, UDP flows 1 each under
+// their frontends' max_flows, and a reserve the rest.
+type FDs struct {
+	Limit        uint64 `json:"limit"` // RLIMIT_NOFILE; 0 when unknown
+	Reserve      int    `json:"reserve"`
+	MaxConnShare int    `json:"maxconn_share"` // 2 * global.maxconn
+	FlowsShare   int    `json:"flows_share"`   // sum of the max_flows of udp frontends
+	FlowsUsed    int    `json:"flows_used"`    // filled in each snapshot
 }
 
 // Server serves the stats listener.

@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"sluice/conf"
+	"sluice/internal/engine"
 	"sluice/internal/fdlimit"
 )
 
@@ -41,7 +42,8 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: valid (%d frontends, %d backends)\n", *file, len(cfg.Frontends), len(cfg.Backends))
 	// Not an error (the limit may differ where it runs), but worth knowing.
-	if _, msg, warn := fdlimit.Fit(cfg.Global.MaxConn, cfg.Global.MaxConnSet, fdlimit.Limit()); warn {
+	_, budget := engine.FitLimits(cfg, fdlimit.Limit())
+	for _, msg := range budget.Warn {
 		fmt.Fprintf(stdout, "%s: warning: %s (here)\n", *file, msg)
 	}
 	return 0

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync/atomic"
 
+	"sluice/internal/fdlimit"
 	"sluice/stats"
 )
 
@@ -16,6 +17,20 @@ func (e *Engine) counters() []stats.Counter {
 		out = append(out, stats.Counter{Name: name, Help: help, Labels: labels,
 			Value: func() float64 { return float64(v.Load()) }})
 	}
+	gauge := func(name, help string, v func() float64, labels ...[2]string) {
+		out = append(out, stats.Counter{Name: name, Help: help, Labels: labels, Gauge: true, Value: v})
+	}
+	// The descriptor budget (fdlimit.Plan): what accept and the flows of
+	// udp frontends may hold.
+	fds := e.FDs
+	gauge("process_fd_limit", "The file descriptor limit (RLIMIT_NOFILE) the budget is shared from; 0 when unknown.",
+		func() float64 { return float64(fds.Limit) })
+	gauge("process_fd_maxconn_share", "Descriptors kept for connections: 2 per global.maxconn.",
+		func() float64 { return 2 * float64(fds.MaxConn) })
+	gauge("process_fd_reserve", "Descriptors kept for listeners, checks, logs and the like.",
+		func() float64 { return fdlimit.Reserve })
+	gauge("process_fd_flows_share", "Descriptors UDP flows may hold: the sum of the max_flows of udp frontends.",
+		func() float64 { return float64(fds.FlowsTotal()) })
 	for _, f := range e.Front.Frontends {
 		fl := [2]string{"frontend", f.Name}
 		add("frontend_proxy_errors_total", "Connections closed for a missing, bad, late or untrusted PROXY header.", &f.Counters.ProxyErrors, fl)
@@ -39,7 +54,19 @@ func (e *Engine) counters() []stats.Counter {
 			add("frontend_udp_flows_completed_total", "UDP flows ended after `responses` replies.", &u.Completed, fl)
 			add("frontend_udp_datagrams_in_total", "Datagrams from clients.", &u.DatagramsIn, fl)
 			add("frontend_udp_datagrams_out_total", "Datagrams to clients.", &u.DatagramsOut, fl)
-			add("frontend_udp_datagrams_dropped_total", "Client datagrams dropped (no server, send failed).", &u.Dropped, fl)
+			add("frontend_udp_datagrams_dropped_total", "Client datagrams dropped (no server, flow refused, send failed).", &u.Dropped, fl)
+			for _, r := range []struct {
+				reason string
+				v      *atomic.Uint64
+			}{{"per_source", &u.RefusedSource}, {"max_flows", &u.RefusedFull}, {"no_socket", &u.RefusedSocket}} {
+				add("frontend_udp_flows_refused_total", "New UDP flows refused (datagram dropped), by reason: the source held max_flows_per_source, max_flows full with nothing to evict, no socket.",
+					r.v, fl, [2]string{"reason", r.reason})
+			}
+			if p := f.UDPProxy(); p != nil {
+				gauge("frontend_udp_flows", "UDP flows open now (one socket each).", func() float64 { return float64(p.Flows()) }, fl)
+				gauge("frontend_udp_flows_limit", "max_flows: the most flows (sockets) the frontend holds; 0: no limit.",
+					func() float64 { return float64(p.MaxFlows()) }, fl)
+			}
 		}
 	}
 	names := make([]string, 0, len(e.Discovery))

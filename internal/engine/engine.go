@@ -40,6 +40,34 @@ type Engine struct {
 	// updates its Workers and Reloads.
 	Process *stats.Process
 	Peers   *peers.Syncer // stick-table sync; nil without [peers]
+	// FDs is how the descriptor limit is shared between connections and
+	// UDP flows (Config holds the maxconn and max_flows it chose).
+	FDs fdlimit.Budget
+}
+
+// FitLimits fits global.maxconn and the max_flows of udp frontends to the
+// descriptor limit (fdlimit.Plan). The returned config is cfg when nothing
+// changes, else a copy: cfg itself is never modified.
+func FitLimits(cfg *conf.Config, limit uint64) (*conf.Config, fdlimit.Budget) {
+	var udp []fdlimit.UDPFrontend
+	for _, f := range cfg.Frontends {
+		if f.Mode == conf.ModeUDP {
+			udp = append(udp, fdlimit.UDPFrontend{Name: f.Name, MaxFlows: f.MaxFlows})
+		}
+	}
+	b := fdlimit.Plan(cfg.Global.MaxConn, cfg.Global.MaxConnSet, udp, limit)
+	c := *cfg // shallow: the caps differ, and the frontends that have one
+	c.Global.MaxConn = b.MaxConn
+	c.Frontends = make([]*conf.Frontend, len(cfg.Frontends))
+	for i, f := range cfg.Frontends {
+		if n, ok := b.Flows[f.Name]; ok && n != f.MaxFlows {
+			fc := *f
+			fc.MaxFlows = n
+			f = &fc
+		}
+		c.Frontends[i] = f
+	}
+	return &c, b
 }
 
 // Options are the optional parts of starting an engine.
@@ -104,18 +132,15 @@ func Start(cfg *conf.Config, have sockets.Set, log *slog.Logger) (*Engine, error
 
 // StartWith is Start with options.
 func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Options) (*Engine, error) {
-	if n, msg, warn := fdlimit.Fit(cfg.Global.MaxConn, cfg.Global.MaxConnSet, fdlimit.Limit()); msg != "" {
-		if warn {
-			log.Warn(msg)
-		} else {
-			log.Info(msg)
-		}
-		c := *cfg // shallow: only the cap differs
-		c.Global.MaxConn = n
-		cfg = &c
+	cfg, budget := FitLimits(cfg, fdlimit.Limit())
+	for _, m := range budget.Info {
+		log.Info(m)
+	}
+	for _, m := range budget.Warn {
+		log.Warn(m)
 	}
 	e := &Engine{Config: cfg, Backends: map[string]*backend.Backend{}, Discovery: map[string]*backend.Discovery{},
-		Health: map[string]*backend.HealthChecks{}}
+		Health: map[string]*backend.HealthChecks{}, FDs: budget}
 	for _, bc := range cfg.Backends {
 		b, err := backend.New(bc)
 		if err != nil {
@@ -258,11 +283,13 @@ func (e *Engine) startStats(cfg *conf.Config, log *slog.Logger) error {
 	}
 	sort.Slice(bes, func(i, j int) bool { return bes[i].Name < bes[j].Name })
 	e.Stats = stats.New(stats.Options{
-		Frontends:      e.Front.Frontends,
-		Backends:       bes,
-		Process:        e.Process,
-		Current:        e.Front.Current,
-		MaxConn:        cfg.Global.MaxConn,
+		Frontends: e.Front.Frontends,
+		Backends:  bes,
+		Process:   e.Process,
+		Current:   e.Front.Current,
+		MaxConn:   cfg.Global.MaxConn,
+		FDs: &stats.FDs{Limit: e.FDs.Limit, Reserve: fdlimit.Reserve, MaxConnShare: 2 * e.FDs.MaxConn,
+			FlowsShare: e.FDs.FlowsTotal()},
 		VitalFrontends: cfg.Global.VitalFrontends,
 		AdminToken:     cfg.Stats.AdminToken,
 		Log:            log,

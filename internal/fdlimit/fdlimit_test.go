@@ -1,6 +1,7 @@
 package fdlimit
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -32,5 +33,53 @@ func TestFit(t *testing.T) {
 func TestLimit(t *testing.T) {
 	if Limit() == 0 {
 		t.Fatal("RLIMIT_NOFILE unreadable")
+	}
+}
+
+// The flows of udp frontends get their own share of the limit, so that the
+// descriptors maxconn is fitted to stay free for accept (issue 15).
+func TestPlan(t *testing.T) {
+	u := func(name string, n int) UDPFrontend { return UDPFrontend{Name: name, MaxFlows: n} }
+	for _, tc := range []struct {
+		desc    string
+		maxconn int
+		set     bool
+		udp     []UDPFrontend
+		limit   uint64
+		conns   int
+		flows   map[string]int
+		warn    string // substring of the one warning; "" none
+	}{
+		{"no udp: as Fit", 50000, false, nil, 20000, 9872, map[string]int{}, ""},
+		{"tight limit: a quarter kept for flows", 50000, false, []UDPFrontend{u("dns", 0)}, 20000,
+			7404, map[string]int{"dns": 19744 - 2*7404}, ""},
+		{"two frontends split the rest", 50000, false, []UDPFrontend{u("a", 0), u("b", 0)}, 20000,
+			7404, map[string]int{"a": 2468, "b": 2468}, ""},
+		{"large limit: the default share is capped", 50000, false, []UDPFrontend{u("dns", 0)}, 1 << 20,
+			50000, map[string]int{"dns": MaxDefaultFlows}, ""},
+		{"explicit max_flows comes off first", 1000, true, []UDPFrontend{u("a", 500), u("b", 0)}, 4000,
+			1000, map[string]int{"a": 500, "b": 4000 - Reserve - 2000 - 500}, ""},
+		{"explicit max_flows past the limit warns", 1000, true, []UDPFrontend{u("a", 5000)}, 4000,
+			1000, map[string]int{"a": 5000}, "frontend.a.max_flows = 5000 needs a descriptor per flow but the file descriptor limit 4000 leaves 1744"},
+		{"maxconn set leaves nothing: floor, warned", 1872, true, []UDPFrontend{u("a", 0)}, 4000,
+			1872, map[string]int{"a": MinDefaultFlows}, "frontend.a: max_flows not set and only 0 file descriptors"},
+		{"a huge max_flows does not starve an unset maxconn", 50000, false, []UDPFrontend{u("a", 100000)}, 4256,
+			1000, map[string]int{"a": 100000}, "set max_flows to 2000"},
+		{"limit unknown", 10, true, []UDPFrontend{u("a", 0), u("b", 7)}, 0,
+			10, map[string]int{"a": MaxDefaultFlows, "b": 7}, ""},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			b := Plan(tc.maxconn, tc.set, tc.udp, tc.limit)
+			if b.MaxConn != tc.conns || !reflect.DeepEqual(b.Flows, tc.flows) {
+				t.Errorf("maxconn %d, flows %v; want %d, %v", b.MaxConn, b.Flows, tc.conns, tc.flows)
+			}
+			if tc.warn == "" && len(b.Warn) > 0 || tc.warn != "" && (len(b.Warn) != 1 || !strings.Contains(b.Warn[0], tc.warn)) {
+				t.Errorf("warnings %q, want one with %q", b.Warn, tc.warn)
+			}
+			// What is planned fits, unless a warning says otherwise.
+			if need := Need(b.MaxConn) + uint64(b.FlowsTotal()); len(b.Warn) == 0 && tc.limit > 0 && need > tc.limit {
+				t.Errorf("plan needs %d descriptors, limit %d, and no warning", need, tc.limit)
+			}
+		})
 	}
 }
