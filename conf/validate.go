@@ -137,12 +137,36 @@ type validator struct {
 	file     string
 	loc      *locator
 	problems []Problem
+	warnings []Problem
 
 	statsTable bool // the file has a [stats] table
 }
 
 func (v *validator) errf(key, format string, args ...any) {
 	v.problems = append(v.problems, Problem{File: v.file, Line: v.loc.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) warnf(key, format string, args ...any) {
+	v.warnings = append(v.warnings, Problem{File: v.file, Line: v.loc.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// besideConfig takes a relative path from the config file's directory, so
+// that the file is found whatever directory sluice was started in.
+func (v *validator) besideConfig(path string) string {
+	if path == "" || filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(filepath.Dir(v.file), path)
+}
+
+// secretMode warns when group or others may read or write the secret at
+// path (key names it): anyone who reads it can act as the admin or a peer.
+func (v *validator) secretMode(key, path string) {
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	v.warnf(key, "%s is readable or writable by group or others (mode %04o); run chmod 600 %s (owned by the user sluice runs as)", path, st.Mode().Perm(), path)
 }
 
 // dur parses a duration value at key; a key left out means def. A key
@@ -620,15 +644,13 @@ func (v *validator) stats(rs rawStats) Stats {
 		return st
 	}
 	key := "stats.admin_token_file"
-	path := rs.AdminTokenFile
-	if !filepath.IsAbs(path) {
-		path = filepath.Join(filepath.Dir(v.file), path) // beside the config file
-	}
+	path := v.besideConfig(rs.AdminTokenFile)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		v.errf(key, "cannot read the admin token: %v", err)
 		return st
 	}
+	v.secretMode(key, path)
 	st.AdminToken = strings.TrimSpace(string(b))
 	switch {
 	case st.AdminToken == "":

@@ -40,6 +40,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(stdout, "%s: valid (%d frontends, %d backends)\n", *file, len(cfg.Frontends), len(cfg.Backends))
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stdout, "warning: %s\n", w.Error())
+	}
 	// Not an error (the limit may differ where it runs), but worth knowing.
 	if _, msg, warn := fdlimit.Fit(cfg.Global.MaxConn, cfg.Global.MaxConnSet, fdlimit.Limit()); warn {
 		fmt.Fprintf(stdout, "%s: warning: %s (here)\n", *file, msg)

@@ -104,6 +104,9 @@ func Start(cfg *conf.Config, have sockets.Set, log *slog.Logger) (*Engine, error
 
 // StartWith is Start with options.
 func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Options) (*Engine, error) {
+	for _, w := range cfg.Warnings { // at every start and reload, until fixed
+		log.Warn(w.Msg, "file", w.File, "line", w.Line, "key", w.Key)
+	}
 	if n, msg, warn := fdlimit.Fit(cfg.Global.MaxConn, cfg.Global.MaxConnSet, fdlimit.Limit()); msg != "" {
 		if warn {
 			log.Warn(msg)
