@@ -36,6 +36,9 @@ type Config struct {
 	Frontends []*Frontend // sorted by name
 	Backends  []*Backend  // sorted by name
 	Peers     Peers       // stick-table sync, see peers.go
+	// Warnings are worth telling the operator but do not refuse the file;
+	// the engine logs them at every start and reload.
+	Warnings []Problem
 }
 
 // Global holds process-wide settings.
@@ -227,6 +230,7 @@ func Parse(name string, src []byte) (*Config, error) {
 		return nil, Errors(v.problems)
 	}
 	cfg.File = name
+	cfg.Warnings = v.warnings
 	return cfg, nil
 }
 

@@ -21,10 +21,14 @@ const (
 
 // Health defaults.
 const (
-	DefaultCheckInterval  = 2 * time.Second
-	DefaultCheckTimeout   = time.Second
-	DefaultRise           = 2
-	DefaultFall           = 3
+	DefaultCheckInterval = 2 * time.Second
+	DefaultCheckTimeout  = time.Second
+	DefaultRise          = 2
+	DefaultFall          = 3
+	// MaxRiseFall bounds rise and fall: more checks than this (over 16
+	// minutes at a 1s interval) is a typo, and 2^31 would overflow the
+	// health counter's arithmetic.
+	MaxRiseFall           = 1000
 	DefaultObserveErrors  = 10
 	DefaultExpect         = "200-399"
 	DefaultCheckMethod    = "GET"
@@ -227,11 +231,16 @@ func (v *validator) health(hp string, h rawHealth) Health {
 	if out.Timeout <= 0 {
 		v.errf(hp+".timeout", "must be more than 0, like \"1s\"")
 	}
-	if out.Rise < 1 {
-		v.errf(hp+".rise", "must be at least 1, got %d", out.Rise)
-	}
-	if out.Fall < 1 {
-		v.errf(hp+".fall", "must be at least 1, got %d", out.Fall)
+	for _, c := range []struct {
+		key string
+		n   int
+	}{{"rise", out.Rise}, {"fall", out.Fall}} {
+		switch {
+		case c.n < 1:
+			v.errf(hp+"."+c.key, "must be at least 1, got %d", c.n)
+		case c.n > MaxRiseFall:
+			v.errf(hp+"."+c.key, "must be at most %d checks in a row, got %d", MaxRiseFall, c.n)
+		}
 	}
 	if out.ObserveErrors < 1 {
 		v.errf(hp+".observe_errors", "must be at least 1, got %d", out.ObserveErrors)

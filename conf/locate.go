@@ -118,6 +118,12 @@ func (l *locator) line(key string) int {
 	return 0
 }
 
+// defined reports whether the indexed path key itself is in the file.
+func (l *locator) defined(key string) bool {
+	_, ok := l.lines[key]
+	return ok
+}
+
 // nth finds the n-th (0-based) definition of a key given without array
 // indexes, as toml.MetaData reports undecoded keys (once per element of an
 // array of tables). It falls back to the first definition, then to the

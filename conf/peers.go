@@ -81,8 +81,12 @@ func (v *validator) peers(rp rawPeers, binds map[string]string) Peers {
 		v.errf("peers", "[peers] needs secret_file: a file holding a shared secret of at least %d bytes, the same on both nodes", MinPeerSecret)
 		return p
 	}
-	if _, err := ReadPeerSecret(rp.SecretFile); err != nil {
+	// Read by the worker, whose working directory need not be the file's.
+	p.SecretFile = v.besideConfig(rp.SecretFile)
+	if _, err := ReadPeerSecret(p.SecretFile); err != nil {
 		v.errf("peers.secret_file", "%v", err)
+	} else {
+		v.secretMode("peers.secret_file", p.SecretFile)
 	}
 	return p
 }

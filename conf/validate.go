@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Raw decoding targets: durations stay strings here so that validation can
@@ -137,6 +138,7 @@ type validator struct {
 	file     string
 	loc      *locator
 	problems []Problem
+	warnings []Problem
 
 	statsTable bool // the file has a [stats] table
 }
@@ -145,9 +147,37 @@ func (v *validator) errf(key, format string, args ...any) {
 	v.problems = append(v.problems, Problem{File: v.file, Line: v.loc.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
-// dur parses a duration value at key; empty means def.
+func (v *validator) warnf(key, format string, args ...any) {
+	v.warnings = append(v.warnings, Problem{File: v.file, Line: v.loc.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// besideConfig takes a relative path from the config file's directory, so
+// that the file is found whatever directory sluice was started in.
+func (v *validator) besideConfig(path string) string {
+	if path == "" || filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(filepath.Dir(v.file), path)
+}
+
+// secretMode warns when group or others may read or write the secret at
+// path (key names it): anyone who reads it can act as the admin or a peer.
+func (v *validator) secretMode(key, path string) {
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	v.warnf(key, "%s is readable or writable by group or others (mode %04o); run chmod 600 %s (owned by the user sluice runs as)", path, st.Mode().Perm(), path)
+}
+
+// dur parses a duration value at key; a key left out means def. A key
+// written as "" is refused: it reads like "no timeout" but would give the
+// default.
 func (v *validator) dur(key, s string, def time.Duration) time.Duration {
 	if s == "" {
+		if v.loc.defined(key) {
+			v.errf(key, "is empty; write a duration like \"5s\" (\"0s\" where 0 is allowed), or remove the key for the default")
+		}
 		return def
 	}
 	d, err := time.ParseDuration(s)
@@ -297,6 +327,10 @@ func (v *validator) build(raw *rawFile) *Config {
 		}
 		for i, b := range rf.Bind {
 			key := p + ".bind"
+			if strings.TrimSpace(b) == "" {
+				v.errf(key, "entry %d is empty; write an address like \"0.0.0.0:80\", or remove the entry", i+1)
+				continue
+			}
 			for _, a := range v.bindAddrs(key, b) {
 				if prev, dup := binds[network+" "+a]; dup {
 					v.errf(key, "address %s (entry %d) is already bound by %s (line %d); bind each address once, or remove one of the two", a, i+1, prev, v.loc.line(prev))
@@ -470,6 +504,13 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer, d
 	for i, rs := range rb.Server {
 		key := fmt.Sprintf("%s.server.%d", p, i)
 		s := Server{Name: rs.Name, Address: rs.Address, Weight: intOr(rs.Weight, 1), Backup: rs.Backup, MaxConn: rs.MaxConn}
+		switch {
+		case s.Name == "" && v.loc.defined(key+".name"):
+			v.errf(key+".name", "is empty; give the server a name, or remove the key for the default s%d", i+1)
+		case strings.IndexFunc(s.Name, badNameRune) >= 0:
+			// Names appear in logs, metrics labels and admin API paths.
+			v.errf(key+".name", "%q holds spaces, control characters or \"/\"; use letters, digits and \"-_.\"", s.Name)
+		}
 		if s.Name == "" {
 			s.Name = fmt.Sprintf("s%d", i+1)
 		}
@@ -552,6 +593,11 @@ func (v *validator) bindAddrs(key, val string) []string {
 	return addrs
 }
 
+// badNameRune reports characters a server name must not hold.
+func badNameRune(r rune) bool {
+	return r <= ' ' || r == 0x7f || r == '/' || unicode.IsSpace(r) || unicode.IsControl(r)
+}
+
 func parsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
@@ -599,15 +645,13 @@ func (v *validator) stats(rs rawStats) Stats {
 		return st
 	}
 	key := "stats.admin_token_file"
-	path := rs.AdminTokenFile
-	if !filepath.IsAbs(path) {
-		path = filepath.Join(filepath.Dir(v.file), path) // beside the config file
-	}
+	path := v.besideConfig(rs.AdminTokenFile)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		v.errf(key, "cannot read the admin token: %v", err)
 		return st
 	}
+	v.secretMode(key, path)
 	st.AdminToken = strings.TrimSpace(string(b))
 	switch {
 	case st.AdminToken == "":

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"net"
 	"net/netip"
 	"strconv"
@@ -106,30 +107,91 @@ func (f *Frontend) acceptProxy(conn net.Conn, m *connMeta) (net.Conn, error) {
 	if n := br.Buffered(); n > 0 {
 		pc.pre, _ = br.Peek(n)
 	}
-	if h.Command.IsProxy() {
-		switch h.TransportProtocol {
-		case proxyproto.TCPv4, proxyproto.TCPv6:
-			src, dst, ok := h.TCPAddrs()
-			if !ok {
-				return nil, proxyproto.ErrInvalidAddress
-			}
-			m.client, m.local = addrPort(src), addrPort(dst)
-			pc.remote, pc.local = src, dst
-		case proxyproto.UDPv4, proxyproto.UDPv6:
-			return nil, fmt.Errorf("datagram addresses on a stream connection: %w", proxyproto.ErrUnsupportedAddressFamilyAndProtocol)
-		}
-		// Unix addresses: the peer's own address is all there is to use.
+	if !h.Command.IsProxy() {
+		// LOCAL (a health check of the proxy in front): the spec says to
+		// discard the whole block, family and TLVs alike, as HAProxy does.
+		return pc, nil
 	}
-	if tlvs, err := h.TLVs(); err == nil {
-		for _, t := range tlvs {
-			if t.Type == proxyproto.PP2_TYPE_UNIQUE_ID && printable(t.Value) {
+	switch h.TransportProtocol {
+	case proxyproto.TCPv4, proxyproto.TCPv6:
+		src, dst, ok := h.TCPAddrs()
+		if !ok {
+			return nil, proxyproto.ErrInvalidAddress
+		}
+		m.client, m.local = addrPort(src), addrPort(dst)
+		pc.remote, pc.local = src, dst
+	case proxyproto.UDPv4, proxyproto.UDPv6:
+		return nil, fmt.Errorf("datagram addresses on a stream connection: %w", proxyproto.ErrUnsupportedAddressFamilyAndProtocol)
+	default:
+		// AF_UNIX (and v1 UNKNOWN's UNSPEC, refused by go-proxyproto for
+		// v2 PROXY): no client address to use. HAProxy refuses AF_UNIX.
+		if h.Version == 2 {
+			return nil, fmt.Errorf("PROXY v2 family %#02x: %w", byte(h.TransportProtocol), proxyproto.ErrUnsupportedAddressFamilyAndProtocol)
+		}
+	}
+	// go-proxyproto reads TLVs lazily; a malformed one must refuse the
+	// connection here, as HAProxy does, not be skipped.
+	tlvs, err := h.TLVs()
+	if err != nil {
+		return nil, err
+	}
+	crc := false
+	for _, t := range tlvs {
+		switch t.Type {
+		case proxyproto.PP2_TYPE_UNIQUE_ID:
+			if len(t.Value) > 128 { // the spec's maximum; HAProxy refuses more
+				return nil, fmt.Errorf("PROXY v2 unique id of %d bytes, over 128: %w", len(t.Value), proxyproto.ErrMalformedTLV)
+			}
+			if printable(t.Value) {
 				// The tier in front named this connection: keep its id, so
 				// one connection can be followed across tiers.
 				m.id = string(t.Value)
 			}
+		case proxyproto.PP2_TYPE_CRC32C:
+			crc = true
+		}
+	}
+	if crc {
+		if err := checkCRC32Cs(h); err != nil {
+			return nil, err
 		}
 	}
 	return pc, nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// checkCRC32Cs checks every PP2_TYPE_CRC32C TLV of h against the header:
+// the checksum of the whole header with the TLV's 4 bytes zeroed (zeroed
+// in turn, as HAProxy does). go-proxyproto keeps no raw bytes, so the
+// header is formatted again: for the TCP families reached here that
+// rebuilds the bytes read exactly (addresses and ports as read, the TLV
+// block byte for byte). Only headers carrying the TLV pay for it.
+func checkCRC32Cs(h *proxyproto.Header) error {
+	b, err := h.Format()
+	if err != nil {
+		return err
+	}
+	off := 16 + 12 // signature, ver/cmd, family, length; IPv4 addresses
+	if h.TransportProtocol == proxyproto.TCPv6 {
+		off = 16 + 36
+	}
+	for off+3 <= len(b) {
+		n := int(binary.BigEndian.Uint16(b[off+1 : off+3]))
+		v := b[off+3 : min(off+3+n, len(b))] // TLVs() already checked the lengths
+		if proxyproto.PP2Type(b[off]) == proxyproto.PP2_TYPE_CRC32C {
+			if len(v) != 4 {
+				return fmt.Errorf("PROXY v2 CRC32C of %d bytes: %w", len(v), proxyproto.ErrMalformedTLV)
+			}
+			want := binary.BigEndian.Uint32(v)
+			clear(v)
+			if got := crc32.Checksum(b, castagnoli); got != want {
+				return fmt.Errorf("PROXY v2 CRC32C %#08x, header sums to %#08x: %w", want, got, proxyproto.ErrMalformedTLV)
+			}
+		}
+		off += 3 + n
+	}
+	return nil
 }
 
 // v1Whole buffers a v1 header line whole before go-proxyproto reads it:

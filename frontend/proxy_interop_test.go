@@ -140,16 +140,23 @@ address = %q
 address = %q
 `, sluiceTCP, sluiceHTTP, tcpServer.Addr, httpLn.Addr().String()))
 
+	// crc32c: sluice checks the checksum HAProxy computes.
+	sends := []string{"send-proxy", "send-proxy-v2", "send-proxy-v2-crc32c"}
+	haproxySend := map[string]string{
+		"send-proxy":           "send-proxy",
+		"send-proxy-v2":        "send-proxy-v2",
+		"send-proxy-v2-crc32c": "send-proxy-v2 proxy-v2-options crc32c,unique-id",
+	}
 	dir := t.TempDir()
 	fronts := map[string]string{}
 	var cfg strings.Builder
 	cfg.WriteString("global\n    maxconn 100\ndefaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n")
 	for _, mode := range []string{"tcp", "http"} {
 		target := map[string]string{"tcp": sluiceTCP, "http": sluiceHTTP}[mode]
-		for _, send := range []string{"send-proxy", "send-proxy-v2"} {
+		for _, send := range sends {
 			name := mode + "_" + send
 			fronts[name] = testutil.FreeAddr(t)
-			fmt.Fprintf(&cfg, "listen %s\n    bind %s\n    server sluice %s %s\n", strings.ReplaceAll(name, "-", "_"), fronts[name], target, send)
+			fmt.Fprintf(&cfg, "listen %s\n    bind %s\n    server sluice %s %s\n", strings.ReplaceAll(name, "-", "_"), fronts[name], target, haproxySend[send])
 		}
 	}
 	cfgFile := filepath.Join(dir, "haproxy.cfg")
@@ -162,7 +169,7 @@ address = %q
 	}
 	runPeer(t, ready, haproxy, "-db", "-f", cfgFile)
 
-	for _, send := range []string{"send-proxy", "send-proxy-v2"} {
+	for _, send := range sends {
 		t.Run("tcp/"+send, func(t *testing.T) {
 			c := dialFrom(t, "127.0.0.2", fronts["tcp_"+send])
 			c.Write([]byte("ping\n"))

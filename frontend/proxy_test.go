@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"net"
@@ -120,6 +121,37 @@ func v2(t *testing.T, src, dst string, tlvs ...proxyproto.TLV) []byte {
 	return b
 }
 
+// rawV2 is a v2 PROXY TCPv4 header for 192.0.2.30:40030 -> 198.51.100.1:80
+// followed by tlvs exactly as given (possibly malformed), with the length
+// field covering them.
+func rawV2(tlvs []byte) []byte {
+	b := append([]byte{}, proxyproto.SIGV2...)
+	b = append(b, 0x21, 0x11, 0, 0)
+	binary.BigEndian.PutUint16(b[14:16], uint16(12+len(tlvs)))
+	b = append(b, 192, 0, 2, 30, 198, 51, 100, 1, 0x9c, 0x5e, 0, 80)
+	return append(b, tlvs...)
+}
+
+// withCRC32C is rawV2 with a PP2_TYPE_CRC32C TLV (after tlvs) holding the
+// checksum of the whole header, plus delta (0: the right checksum).
+func withCRC32C(tlvs []byte, delta uint32) []byte {
+	b := rawV2(append(append([]byte{}, tlvs...), byte(proxyproto.PP2_TYPE_CRC32C), 0, 4, 0, 0, 0, 0))
+	sum := crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) + delta
+	binary.BigEndian.PutUint32(b[len(b)-4:], sum)
+	return b
+}
+
+// v2Unix is a v2 PROXY header with AF_UNIX stream addresses.
+func v2Unix() []byte {
+	b := append([]byte{}, proxyproto.SIGV2...)
+	b = append(b, 0x21, 0x31, 0, 216)
+	src := make([]byte, 108)
+	copy(src, "/run/client.sock")
+	dst := make([]byte, 108)
+	copy(dst, "/run/server.sock")
+	return append(append(b, src...), dst...)
+}
+
 // v2Local is a v2 LOCAL header, as health checks of a proxy in front send.
 func v2Local() []byte {
 	b := append([]byte{}, proxyproto.SIGV2...)
@@ -154,6 +186,11 @@ func TestAcceptProxyClientAddress(t *testing.T) {
 		{"v2 unique id is kept", v2(t, "192.0.2.12:1", "198.51.100.1:80", uid), "v=2 src=192.0.2.12:1 dst=198.51.100.1:80 id=tier1-abc "},
 		{"v2 LOCAL keeps the peer", v2Local(), "v=2 src=127.0.0.1:"},
 		{"v1 UNKNOWN keeps the peer", []byte("PROXY UNKNOWN\r\n"), "v=2 src=127.0.0.1:"},
+		{"v2 right CRC32C", withCRC32C(nil, 0), "v=2 src=192.0.2.30:40030 dst=198.51.100.1:80 id="},
+		{"v2 right CRC32C after a unique id", withCRC32C([]byte{0x05, 0, 3, 'u', 'i', 'd'}, 0), "v=2 src=192.0.2.30:40030 dst=198.51.100.1:80 id=uid "},
+		{"v2 right CRC32C after NOOP padding", withCRC32C([]byte{0x04, 0, 3, 0, 0, 0}, 0), "v=2 src=192.0.2.30:40030 dst=198.51.100.1:80 id="},
+		{"v2 LOCAL ignores its block", append(append([]byte{}, proxyproto.SIGV2...), 0x20, 0x11, 0, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x05, 0, 9), "v=2 src=127.0.0.1:"},
+		{"v2 well-formed TLVs", rawV2([]byte{0x05, 0, 3, 'u', 'i', 'd', 0x04, 0, 2, 0, 0}), "v=2 src=192.0.2.30:40030 dst=198.51.100.1:80 id=uid "},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			// Data in the same segment as the header must not be lost.
@@ -239,6 +276,16 @@ func TestAcceptProxyBadInput(t *testing.T) {
 		{"v1 cut short", []byte("PROXY TCP4 192.0."), true},
 		{"truncated v2", truncV2[:14], true},
 		{"v2 length beyond what arrives", longV2, false},
+		// Trusted peers too: HAProxy refuses each of these.
+		{"v2 TLV longer than the header", rawV2([]byte{0x05, 0, 9, 'a', 'b', 'c'}), false},
+		{"v2 TLV cut after its type", rawV2([]byte{0x05}), false},
+		{"v2 TLV cut in its length", rawV2([]byte{0x05, 0}), false},
+		{"v2 TLV overflowing after a good one", rawV2([]byte{0x05, 0, 1, 'a', 0x04, 0xff, 0xff}), false},
+		{"v2 bad CRC32C", withCRC32C(nil, 1), false},
+		{"v2 bad CRC32C after a unique id", withCRC32C([]byte{0x05, 0, 3, 'u', 'i', 'd'}, 0x100), false},
+		{"v2 CRC32C of the wrong size", rawV2([]byte{byte(proxyproto.PP2_TYPE_CRC32C), 0, 2, 0, 0}), false},
+		{"v2 AF_UNIX", v2Unix(), false},
+		{"v2 unique id over 128 bytes", rawV2(append([]byte{0x05, 0, 129}, strings.Repeat("a", 129)...)), false},
 		{"slow header", nil, false},
 		{"empty then close", nil, true},
 	} {

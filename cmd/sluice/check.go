@@ -41,6 +41,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(stdout, "%s: valid (%d frontends, %d backends)\n", *file, len(cfg.Frontends), len(cfg.Backends))
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stdout, "warning: %s\n", w.Error())
+	}
 	// Not an error (the limit may differ where it runs), but worth knowing.
 	_, budget := engine.FitLimits(cfg, fdlimit.Limit())
 	for _, msg := range budget.Warn {

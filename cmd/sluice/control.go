@@ -128,6 +128,29 @@ func controlPathOf(file string) (string, error) {
 	return p, nil
 }
 
+// maxControlLine bounds a request on the control socket: requests are a
+// few hundred bytes, and an unbounded read let one client grow the master
+// by whatever it sent without a newline.
+const maxControlLine = 64 << 10
+
+var errControlLineTooLong = fmt.Errorf("request longer than %d bytes without a newline; send one JSON object per line", maxControlLine)
+
+// readControlLine reads one request line of at most maxControlLine bytes
+// from a control connection.
+func readControlLine(br *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(line)+len(frag) > maxControlLine {
+			return nil, errControlLineTooLong
+		}
+		line = append(line, frag...)
+		if err != bufio.ErrBufferFull {
+			return line, err
+		}
+	}
+}
+
 // control sends one request to the master and reads its reply.
 func control(path string, req any, timeout time.Duration) (ctlReply, []byte, error) {
 	c, err := net.DialTimeout("unix", path, 5*time.Second)

@@ -231,7 +231,7 @@ func (m *master) serveControl(l *net.UnixListener) {
 
 func (m *master) serveControlConn(c *net.UnixConn) {
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, err := bufio.NewReader(c).ReadBytes('\n')
+	line, err := readControlLine(bufio.NewReader(c))
 	var req ctlRequest
 	if err == nil {
 		err = json.Unmarshal(line, &req)

@@ -132,6 +132,9 @@ func Start(cfg *conf.Config, have sockets.Set, log *slog.Logger) (*Engine, error
 
 // StartWith is Start with options.
 func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Options) (*Engine, error) {
+	for _, w := range cfg.Warnings { // at every start and reload, until fixed
+		log.Warn(w.Msg, "file", w.File, "line", w.Line, "key", w.Key)
+	}
 	cfg, budget := FitLimits(cfg, fdlimit.Limit())
 	for _, m := range budget.Info {
 		log.Info(m)

@@ -37,6 +37,9 @@ type Counters struct {
 	AuthFailures atomic.Uint64 // handshakes that failed authentication, either side
 	Dropped      atomic.Uint64 // entries not sent because a queue was full (the next reconnect resends all)
 	Connects     atomic.Uint64 // successful outgoing connections
+	// Refused counts accepted connections closed at once because
+	// maxUnauthenticated others were still to prove the secret.
+	Refused atomic.Uint64
 }
 
 // Syncer runs the peers protocol for one engine.
@@ -55,6 +58,10 @@ type Syncer struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{} // accepted connections, closed by Close
+
+	unauth  atomic.Int32 // accepted connections still in the handshake
+	authLog logLimit     // failed handshakes on accepted connections
+	capLog  logLimit     // connections refused by the cap
 
 	// Refresh is how often entries whose last use moved are pushed again;
 	// set before Start returns to take effect (tests). Defaults from the
@@ -86,7 +93,40 @@ const (
 	handshakeMax = 5 * time.Second
 	backoffMin   = 100 * time.Millisecond
 	backoffMax   = 5 * time.Second
+	// Anyone who can reach peers.bind can open connections: at most this
+	// many may wait to authenticate at once, and only for authTimeout (a
+	// peer on the same network answers the challenge in milliseconds).
+	maxUnauthenticated = 16
 )
+
+// authTimeout bounds the handshake of an accepted connection (a variable
+// for tests).
+var authTimeout = 2 * time.Second
+
+// logLimit lets one log line through per second and counts the others, so
+// that a flood of bad connections cannot fill the log. Its zero value is
+// ready.
+type logLimit struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether to log now and how many lines were held back since
+// the last one logged.
+func (l *logLimit) allow(now time.Time) (ok bool, suppressed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && now.Sub(l.last) < time.Second {
+		l.suppressed++
+		return false, 0
+	}
+	l.last, suppressed, l.suppressed = now, l.suppressed, 0
+	return true, suppressed
+}
+
+// Waiting is how many accepted connections are still to authenticate.
+func (s *Syncer) Waiting() int { return int(s.unauth.Load()) }
 
 // Start reads the secret, binds cfg.Bind (or uses ln when not nil: a socket
 // inherited from the master), hooks every sticky = "source" table of
@@ -346,12 +386,22 @@ func (s *Syncer) accept() {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
+		// Only this goroutine adds to unauth, so the check cannot race.
+		if s.unauth.Load() >= maxUnauthenticated {
+			c.Close()
+			s.Counters.Refused.Add(1)
+			if ok, n := s.capLog.allow(time.Now()); ok {
+				s.log.Warn("too many peer connections waiting to authenticate; closing new ones", "from", c.RemoteAddr().String(), "limit", maxUnauthenticated, "suppressed", n)
+			}
+			continue
+		}
 		s.mu.Lock()
 		if s.ctx.Err() != nil {
 			s.mu.Unlock()
 			c.Close()
 			return
 		}
+		s.unauth.Add(1)
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
 		s.wg.Add(1)
@@ -369,14 +419,23 @@ func (s *Syncer) accept() {
 // receive authenticates an accepted connection and applies its batches.
 func (s *Syncer) receive(c net.Conn) {
 	from := c.RemoteAddr().String()
-	c.SetDeadline(time.Now().Add(handshakeMax))
+	c.SetDeadline(time.Now().Add(authTimeout))
 	r, err := serverHandshake(c, s.secret)
+	s.unauth.Add(-1)
 	if err != nil {
-		if errors.Is(err, errAuth) {
+		auth := errors.Is(err, errAuth)
+		if auth {
 			s.Counters.AuthFailures.Add(1)
-			s.log.Error("peer failed authentication; connection dropped", "from", from, "err", err)
-		} else if s.ctx.Err() == nil {
-			s.log.Warn("peer handshake failed; connection dropped", "from", from, "err", err)
+		}
+		if s.ctx.Err() != nil {
+			return
+		}
+		if ok, n := s.authLog.allow(time.Now()); ok {
+			if auth {
+				s.log.Error("peer failed authentication; connection dropped", "from", from, "err", err, "suppressed", n)
+			} else {
+				s.log.Warn("peer handshake failed; connection dropped", "from", from, "err", err, "suppressed", n)
+			}
 		}
 		return
 	}

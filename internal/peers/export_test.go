@@ -1,0 +1,14 @@
+package peers
+
+import (
+	"testing"
+	"time"
+)
+
+// SetAuthTimeout changes the handshake deadline of accepted connections for
+// one test.
+func SetAuthTimeout(t testing.TB, d time.Duration) {
+	old := authTimeout
+	authTimeout = d
+	t.Cleanup(func() { authTimeout = old })
+}
