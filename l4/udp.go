@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/backend"
+	"sluice/internal/recovery"
 	"sluice/internal/sockets"
 )
 
@@ -55,6 +56,7 @@ type UDPTotals struct {
 	BytesOut *atomic.Uint64 // payload bytes to clients
 	Errors   *atomic.Uint64 // server unreachable, send or receive errors
 	Denied   *atomic.Uint64 // datagrams refused: no server available
+	Panics   *atomic.Uint64 // flows ended because relaying them panicked; may be nil
 }
 
 // UDPOptions configure a UDPProxy.
@@ -508,6 +510,13 @@ func (f *flow) end() bool {
 func (f *flow) run() {
 	p := f.p
 	defer func() {
+		if v := recover(); v != nil {
+			// A bug costs this flow only, not the worker.
+			if p.o.Totals.Panics != nil {
+				p.o.Totals.Panics.Add(1)
+			}
+			recovery.Log(p.o.Log, v, "client", f.key.client.String(), "proto", "udp")
+		}
 		f.end()
 		f.srv.Release()
 		p.flows.Done()
