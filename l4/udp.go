@@ -506,6 +506,10 @@ func (f *flow) end() bool {
 	return true
 }
 
+// testReplyHook, set by tests only (export_test.go), sees every reply
+// before it is relayed: a test makes it panic.
+var testReplyHook func(reply []byte)
+
 // run relays the server's replies to the client until the flow ends.
 func (f *flow) run() {
 	p := f.p
@@ -554,6 +558,9 @@ func (f *flow) run() {
 			p.o.Counters.Completed.Add(1)
 		}
 		b := (*f.buf)[:f.n]
+		if testReplyHook != nil {
+			testReplyHook(b)
+		}
 		_, _, werr := f.ln.conn.WriteMsgUDPAddrPort(b, f.oob, f.key.client)
 		udpBufs.Put(f.buf)
 		f.buf = nil

@@ -118,10 +118,17 @@ func (p *Proxy) serveH2(conn net.Conn, info ConnInfo) {
 		BaseConfig: s.hs,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			defer p.recoverStream(&info)
+			if testStreamHook != nil {
+				testStreamHook(r)
+			}
 			p.serveH2Req(w, r, &info)
 		}),
 	})
 }
+
+// testStreamHook, set by tests only (export_test.go), runs before every
+// HTTP/2 request is served: a test makes it panic.
+var testStreamHook func(r *http.Request)
 
 // recoverStream counts and logs a panic in one HTTP/2 stream's handler,
 // then lets the HTTP/2 server reset that stream (http.ErrAbortHandler, which
