@@ -326,7 +326,7 @@ func (m *master) handle(call *ctlCall) ctlResult {
 				st = m.cur.knownState()
 			}
 			if st == nil {
-				return fail(errors.New("no worker running and no server state known"))
+				return fail(errors.New("no server state known yet (a worker reports it within a moment of starting)"))
 			}
 			reply := m.statusReply()
 			reply.Servers = st
