@@ -109,6 +109,13 @@ func (s *Server) SetUp(up bool) bool {
 // LastChange is when the health state last changed.
 func (s *Server) LastChange() time.Time { return time.Unix(0, s.lastChange.Load()) }
 
+// RestoreLastChange sets when the health state last changed, as a previous
+// worker recorded it (a reload or a restart after a crash carries it over).
+// A time in the future is taken as now.
+func (s *Server) RestoreLastChange(t time.Time) {
+	s.lastChange.Store(min(t.UnixNano(), time.Now().UnixNano()))
+}
+
 // Admin returns the admin state.
 func (s *Server) Admin() int32 { return s.admin.Load() }
 

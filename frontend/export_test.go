@@ -7,3 +7,7 @@ func (s *Server) Tracked() int {
 	defer s.mu.Unlock()
 	return len(s.conns)
 }
+
+// SetConnHook makes h run for every connection before it is served (nil:
+// none); a test panics in it to see the worker survive.
+func SetConnHook(h func(frontend string)) { testConnHook = h }

@@ -15,6 +15,7 @@ import (
 
 	"sluice/backend"
 	"sluice/conf"
+	"sluice/internal/recovery"
 	"sluice/internal/sockets"
 	"sluice/l4"
 	"sluice/l7"
@@ -36,6 +37,9 @@ type Counters struct {
 	// ProxyUnexpected counts connections that opened with a PROXY header on
 	// a frontend without accept_proxy (logged once per peer and minute).
 	ProxyUnexpected atomic.Uint64
+	// Panics counts connections closed because serving them panicked (a
+	// bug): the worker recovers, logs, and serves the others on.
+	Panics atomic.Uint64
 }
 
 // Frontend is one configured frontend at run time.
@@ -132,6 +136,9 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 		}
 		if fc.Mode == conf.ModeHTTP {
 			p, err := newHTTPProxy(fc, cfg.Backends, backends, log)
+			if p != nil {
+				p.Panics = &f.Counters.Panics
+			}
 			if err != nil {
 				return nil, fmt.Errorf("frontend %s: %w", fc.Name, err)
 			}
@@ -273,10 +280,23 @@ func (s *Server) track(c net.Conn, add bool) {
 	s.mu.Unlock()
 }
 
+// testConnHook, set by tests only (export_test.go), runs for every
+// connection before it is served: a test makes it panic.
+var testConnHook func(frontend string)
+
 // handle serves an accepted connection. It reports true when the connection
 // was handed to an epoll relay, whose end calls s.closed; false when it is
 // over and the caller calls it.
 func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time) (handedOn bool) {
+	raw := conn // conn becomes a wrapper below
+	defer func() {
+		if p := recover(); p != nil {
+			f.Counters.Panics.Add(1)
+			recovery.Log(s.log, p, "frontend", f.Name, "client", raw.RemoteAddr().String())
+			raw.Close()
+			handedOn = false
+		}
+	}()
 	f.Counters.Sessions.Add(1)
 	n := f.Counters.Current.Add(1)
 	for {
@@ -306,6 +326,9 @@ func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time) (handedO
 	}
 	if m.id == "" {
 		m.id = newConnID()
+	}
+	if testConnHook != nil {
+		testConnHook(f.Name)
 	}
 	if f.http != nil {
 		s.serveHTTP(f, conn, &m)

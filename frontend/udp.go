@@ -38,6 +38,7 @@ func (s *Server) newUDP(f *Frontend, bc *conf.Backend) error {
 			BytesOut: &f.Counters.BytesOut,
 			Errors:   &f.Counters.Errors,
 			Denied:   &f.Counters.Denied,
+			Panics:   &f.Counters.Panics,
 		},
 	}
 	if bc != nil {

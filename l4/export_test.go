@@ -32,3 +32,7 @@ func UDPEcho(tb testing.TB, network, ip string) *net.UDPConn {
 	}()
 	return c
 }
+
+// SetReplyHook makes h see every UDP reply before it is relayed (nil:
+// none); a test panics in it to see the flow end and the others go on.
+func SetReplyHook(h func(reply []byte)) { testReplyHook = h }

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/backend"
+	"sluice/internal/recovery"
 	"sluice/internal/sockets"
 )
 
@@ -62,6 +63,7 @@ type UDPTotals struct {
 	BytesOut *atomic.Uint64 // payload bytes to clients
 	Errors   *atomic.Uint64 // server unreachable, send or receive errors
 	Denied   *atomic.Uint64 // datagrams refused: no server available
+	Panics   *atomic.Uint64 // flows ended because relaying them panicked; may be nil
 }
 
 // UDPOptions configure a UDPProxy.
@@ -653,10 +655,21 @@ func (f *flow) end() bool {
 	return true
 }
 
+// testReplyHook, set by tests only (export_test.go), sees every reply
+// before it is relayed: a test makes it panic.
+var testReplyHook func(reply []byte)
+
 // run relays the server's replies to the client until the flow ends.
 func (f *flow) run() {
 	p := f.p
 	defer func() {
+		if v := recover(); v != nil {
+			// A bug costs this flow only, not the worker.
+			if p.o.Totals.Panics != nil {
+				p.o.Totals.Panics.Add(1)
+			}
+			recovery.Log(p.o.Log, v, "client", f.key.client.String(), "proto", "udp")
+		}
 		f.end()
 		f.srv.Release()
 		p.flows.Done()
@@ -694,6 +707,9 @@ func (f *flow) run() {
 			p.o.Counters.Completed.Add(1)
 		}
 		b := (*f.buf)[:f.n]
+		if testReplyHook != nil {
+			testReplyHook(b)
+		}
 		_, _, werr := f.ln.conn.WriteMsgUDPAddrPort(b, f.oob, f.key.client)
 		udpBufs.Put(f.buf)
 		f.buf = nil

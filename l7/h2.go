@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"sluice/backend"
+	"sluice/internal/recovery"
 	"sluice/l4"
 )
 
@@ -116,9 +117,35 @@ func (p *Proxy) serveH2(conn net.Conn, info ConnInfo) {
 	s.h2s.ServeConn(conn, &http2.ServeConnOpts{
 		BaseConfig: s.hs,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer p.recoverStream(&info)
+			if testStreamHook != nil {
+				testStreamHook(r)
+			}
 			p.serveH2Req(w, r, &info)
 		}),
 	})
+}
+
+// testStreamHook, set by tests only (export_test.go), runs before every
+// HTTP/2 request is served: a test makes it panic.
+var testStreamHook func(r *http.Request)
+
+// recoverStream counts and logs a panic in one HTTP/2 stream's handler,
+// then lets the HTTP/2 server reset that stream (http.ErrAbortHandler, which
+// it does not log again); the connection's other streams go on.
+// ReverseProxy's own ErrAbortHandler (a client gone mid-body) is no bug.
+func (p *Proxy) recoverStream(info *ConnInfo) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v != http.ErrAbortHandler {
+		if p.Panics != nil {
+			p.Panics.Add(1)
+		}
+		recovery.Log(p.Log, v, "frontend", p.Frontend, "client", info.Client.String(), "proto", "h2")
+	}
+	panic(http.ErrAbortHandler)
 }
 
 // preface is what an HTTP/2 client sends first (RFC 9113 §3.4).

@@ -68,9 +68,10 @@ type Proxy struct {
 	Backends           map[*backend.Backend]BackendOptions
 	ErrorPages         map[int][]byte
 	Log                *slog.Logger
-	Access             *AccessLog  // nil: no access log
-	TLS                *tls.Config // nil: plain; else TLS termination (LoadTLS)
-	H2C                bool        // a plain frontend also takes HTTP/2 with prior knowledge
+	Access             *AccessLog     // nil: no access log
+	TLS                *tls.Config    // nil: plain; else TLS termination (LoadTLS)
+	H2C                bool           // a plain frontend also takes HTTP/2 with prior knowledge
+	Panics             *atomic.Uint64 // counts HTTP/2 streams reset because serving them panicked; may be nil
 
 	Counters Counters
 

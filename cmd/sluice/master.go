@@ -57,6 +57,9 @@ type master struct {
 	events  chan any // workerExit, *ctlCall
 	restart <-chan time.Time
 	backoff time.Duration
+	// lost is the server state last heard from a worker that died, for the
+	// worker restarted in its place.
+	lost engine.State
 }
 
 // ctlCall is a control request waiting for the master's loop.
@@ -316,8 +319,18 @@ func (m *master) handle(call *ctlCall) ctlResult {
 	case "status":
 		return ctlResult{reply: m.statusReply()}
 	case "show-servers":
-		if m.cur == nil {
-			return fail(errors.New("no worker running"))
+		if m.cur == nil || call.req.Known {
+			// What the master last heard: all there is while no worker runs.
+			st := m.lost
+			if m.cur != nil {
+				st = m.cur.knownState()
+			}
+			if st == nil {
+				return fail(errors.New("no server state known yet (a worker reports it within a moment of starting)"))
+			}
+			reply := m.statusReply()
+			reply.Servers = st
+			return ctlResult{reply: reply}
 		}
 		r, err := m.cur.call(workerMsg{Op: "state"}, workerCallTimeout)
 		if err != nil {
@@ -333,9 +346,11 @@ func (m *master) handle(call *ctlCall) ctlResult {
 			return fail(errors.New("no worker running"))
 		}
 		req := call.req
-		if _, err := m.cur.call(workerMsg{Op: "set-server", Set: &req}, workerCallTimeout); err != nil {
+		r, err := m.cur.call(workerMsg{Op: "set-server", Set: &req}, workerCallTimeout)
+		if err != nil {
 			return fail(err)
 		}
+		m.cur.setKnown(r.State)
 		return ctlResult{reply: ctlReply{OK: true}}
 	case "get-sockets":
 		var res ctlResult
@@ -397,10 +412,14 @@ func (m *master) reload() error {
 	var state engine.State
 	if m.cur != nil {
 		if r, err := m.cur.call(workerMsg{Op: "state"}, workerCallTimeout); err != nil {
-			m.log.Warn("cannot read server state from the running worker; starting without it", "err", err)
+			m.log.Warn("cannot read server state from the running worker; using the last it reported", "err", err)
+			state = m.cur.knownState()
 		} else if err := json.Unmarshal(r.State, &state); err != nil {
-			m.log.Warn("bad server state from the running worker", "err", err)
+			m.log.Warn("bad server state from the running worker; using the last it reported", "err", err)
+			state = m.cur.knownState()
 		}
+	} else {
+		state = m.lost // the worker died and was not restarted yet
 	}
 	prev, prevRoles := m.socks, m.roles
 	m.socks, m.roles = socks, rolesOf(specs)
@@ -467,6 +486,9 @@ func (m *master) reaped(w *worker) {
 		return
 	}
 	m.cur = nil
+	if st := w.knownState(); st != nil {
+		m.lost = st
+	}
 	if time.Since(w.started) > 30*time.Second {
 		m.backoff = 0
 	}
@@ -479,7 +501,9 @@ func (m *master) restartWorker() {
 	if m.cur != nil {
 		return // a reload started one meanwhile
 	}
-	w, err := m.startWorker(m.workerStart(m.cfg, m.src, nil))
+	// The dead worker's last known server state, as a reload would hand
+	// it over: a server in maintenance stays out of traffic.
+	w, err := m.startWorker(m.workerStart(m.cfg, m.src, m.lost))
 	if err == nil {
 		if err = w.waitReady(workerReadyTimeout); err != nil {
 			w.stopping = true
@@ -493,7 +517,7 @@ func (m *master) restartWorker() {
 		return
 	}
 	m.cur = w
-	m.log.Info("worker restarted", "worker_pid", w.pid, "generation", w.gen)
+	m.log.Info("worker restarted", "worker_pid", w.pid, "generation", w.gen, "servers_restored", len(m.lost))
 	sdnotify.Status(m.status())
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"sluice/internal/engine"
 	"sluice/internal/sdnotify"
 	"sluice/internal/sockets"
 	"sluice/stats"
@@ -31,6 +32,10 @@ type worker struct {
 	mu      sync.Mutex
 	nextID  int
 	pending map[int]chan workerMsg
+	// known is the last server state heard from the worker (pushed on
+	// change, or on the answer to set-server), first the state it was
+	// started with: what a worker restarted after a crash gets.
+	known json.RawMessage
 
 	ready    chan workerMsg // the first message: ready or a start error
 	exited   chan struct{}  // closed once the process is reaped
@@ -92,6 +97,9 @@ func (m *master) startWorker(start workerStart) (*worker, error) {
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
 	w := newWorker(start.Gen, cmd.Process, conn)
+	if start.State != nil {
+		w.known, _ = json.Marshal(start.State)
+	}
 	go w.wait(m.events)
 	go w.read(true)
 	b, _ := json.Marshal(start)
@@ -170,6 +178,10 @@ func (w *worker) read(first bool) {
 			first = false
 			continue
 		}
+		if msg.ID == 0 && msg.Op == "state" {
+			w.setKnown(msg.State)
+			continue
+		}
 		w.mu.Lock()
 		ch := w.pending[msg.ID]
 		delete(w.pending, msg.ID)
@@ -246,4 +258,26 @@ func (w *worker) waitReady(timeout time.Duration) error {
 	case <-t.C:
 		return fmt.Errorf("worker %d not ready within %s", w.pid, timeout)
 	}
+}
+
+// setKnown records the worker's server state, as JSON.
+func (w *worker) setKnown(st json.RawMessage) {
+	if len(st) == 0 {
+		return
+	}
+	w.mu.Lock()
+	w.known = st
+	w.mu.Unlock()
+}
+
+// knownState is the last server state heard from the worker (nil: none).
+func (w *worker) knownState() engine.State {
+	w.mu.Lock()
+	b := w.known
+	w.mu.Unlock()
+	var st engine.State
+	if len(b) == 0 || json.Unmarshal(b, &st) != nil {
+		return nil
+	}
+	return st
 }

@@ -15,6 +15,7 @@ import (
 //	{"cmd":"stop","drain":true}          drain (false: stop at once) and exit
 //	{"cmd":"status"}                     pid, worker pid, generation, config
 //	{"cmd":"show-servers"}               the current worker's server state
+//	{"cmd":"show-servers","known":true}  the state the master last heard (kept across a worker crash)
 //	{"cmd":"set-server-state","backend":"b","server":"s",
 //	 "admin":"drain","up":false,"weight":3}   (each of the last three optional)
 //	{"cmd":"get-sockets"}                the listeners, as SCM_RIGHTS (sluice run -x)
@@ -28,6 +29,7 @@ type ctlRequest struct {
 	Admin   string `json:"admin,omitempty"`
 	Up      *bool  `json:"up,omitempty"`
 	Weight  *int   `json:"weight,omitempty"`
+	Known   bool   `json:"known,omitempty"` // show-servers: the master's copy, without asking the worker
 }
 
 type ctlReply struct {
@@ -56,15 +58,17 @@ type workerStart struct {
 }
 
 type workerMsg struct {
-	ID    int    `json:"id,omitempty"`
-	Op    string `json:"op,omitempty"` // "state" | "set-server" | "drain" | "stop"
+	ID int `json:"id,omitempty"`
+	// "state" | "set-server" | "drain" | "stop"; a worker also sends
+	// "state" with ID 0, unasked, when its server state changes.
+	Op    string `json:"op,omitempty"`
 	Ready bool   `json:"ready,omitempty"`
 	OK    bool   `json:"ok,omitempty"`
 	Error string `json:"error,omitempty"`
 
 	HardStopAfter string          `json:"hard_stop_after,omitempty"` // drain
 	Set           *ctlRequest     `json:"set,omitempty"`             // set-server
-	State         json.RawMessage `json:"state,omitempty"`           // reply to state
+	State         json.RawMessage `json:"state,omitempty"`           // reply to state and set-server; the push
 }
 
 // upgradeState is what a master hands to its own re-executed image (binary

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"sluice/internal/engine"
 	"sluice/internal/logbuf"
 	"sluice/internal/testutil"
 )
@@ -646,6 +647,14 @@ func TestReloadKeepsServerState(t *testing.T) {
 			}
 		}
 	}
+	before, _, err := control(l.ctl, map[string]any{"cmd": "show-servers"}, 10*time.Second)
+	if err != nil || !before.OK {
+		t.Fatalf("show-servers: %v %s", err, before.Error)
+	}
+	lastChange := map[string]int64{}
+	for _, s := range before.Servers {
+		lastChange[s.Backend+"/"+s.Server] = s.LastChange
+	}
 	// A new server joins on reload; the others keep their state.
 	newcomer := startPair(t, "s-new")
 	l.reload(lbConfig(dir, web, raw, append(all, newcomer)))
@@ -662,6 +671,10 @@ func TestReloadKeepsServerState(t *testing.T) {
 		}
 		if got := s.Admin + "/" + health; got != want[s.Server] {
 			t.Errorf("%s/%s after reload: %s, want %s", s.Backend, s.Server, got, want[s.Server])
+		}
+		// lastchg on the stats page counts from the last real change.
+		if b, ok := lastChange[s.Backend+"/"+s.Server]; ok && s.LastChange != b {
+			t.Errorf("%s/%s: last change %d after reload, was %d", s.Backend, s.Server, s.LastChange, b)
 		}
 	}
 	seen := map[string]int{}
@@ -740,5 +753,124 @@ func TestSystemdNotify(t *testing.T) {
 	l.cmd.Process.Signal(syscall.SIGTERM)
 	if got := next(); !strings.Contains(got, "STOPPING=1\n") {
 		t.Fatalf("notification on SIGTERM %q, want STOPPING=1", got)
+	}
+}
+
+// TestWorkerRestartKeepsServerState: a worker killed with SIGKILL is
+// restarted with the server state the master last heard from it, set
+// through the admin API (which the master never sees) as through the
+// control socket: maintenance, weights, health down and the time of the
+// last health change all survive, and no traffic reaches the servers kept
+// out of it.
+func TestWorkerRestartKeepsServerState(t *testing.T) {
+	ready, maint, zero, down, heavy := startPair(t, "s-ready"), startPair(t, "s-maint"), startPair(t, "s-zero"), startPair(t, "s-down"), startPair(t, "s-heavy")
+	dir := shortDir(t)
+	web, raw, statsAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
+	file := filepath.Join(dir, "sluice.toml")
+	token := filepath.Join(dir, "token")
+	os.WriteFile(token, []byte("sekret\n"), 0o600)
+	src := lbConfig(dir, web, raw, []*pair{ready, maint, zero, down, heavy}) +
+		fmt.Sprintf("\n[stats]\nbind = %q\nadmin_token_file = %q\n", statsAddr, token)
+	os.WriteFile(file, []byte(src), 0o644)
+	l := startLB(t, binary, file, filepath.Join(dir, "ctl.sock"))
+
+	// Through the stats admin API, inside the worker.
+	admin := func(path, form string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "http://"+statsAddr+path, strings.NewReader(form))
+		req.Header.Set("Authorization", "Bearer sekret")
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("POST %s %s: %d %s", path, form, resp.StatusCode, body)
+		}
+	}
+	// Through the control socket, by way of the master.
+	f, three := false, 3
+	for _, be := range []string{"app", "rawb"} {
+		admin("/api/servers/"+be+"/s-maint/state", "state=maint")
+		admin("/api/servers/"+be+"/s-zero/weight", "weight=0")
+		for _, req := range []ctlRequest{
+			{Cmd: "set-server-state", Backend: be, Server: "s-down", Up: &f},
+			{Cmd: "set-server-state", Backend: be, Server: "s-heavy", Weight: &three},
+		} {
+			if r, _, err := control(l.ctl, req, 10*time.Second); err != nil || !r.OK {
+				t.Fatalf("%+v: %v %s", req, err, r.Error)
+			}
+		}
+	}
+	want := map[string]string{"s-ready": "ready/up/1", "s-maint": "maint/up/1", "s-zero": "ready/up/0", "s-down": "ready/down/1", "s-heavy": "ready/up/3"}
+	describe := func(s engine.ServerState) string {
+		health := "up"
+		if !s.Up {
+			health = "down"
+		}
+		return fmt.Sprintf("%s/%s/%d", s.Admin, health, s.Weight)
+	}
+	// The worker pushes changes made behind the master's back within a
+	// moment; wait until the master has them all.
+	var before map[string]int64 // last change by backend/server
+	waitFor(t, 10*time.Second, "the master to know the state set through the admin API", func() bool {
+		r, _, err := control(l.ctl, map[string]any{"cmd": "show-servers", "known": true}, 5*time.Second)
+		if err != nil || !r.OK || len(r.Servers) != 10 {
+			return false
+		}
+		before = map[string]int64{}
+		for _, s := range r.Servers {
+			if describe(s) != want[s.Server] {
+				return false
+			}
+			before[s.Backend+"/"+s.Server] = s.LastChange
+		}
+		return true
+	})
+
+	old := l.status()
+	syscall.Kill(old.WorkerPID, syscall.SIGKILL)
+	waitFor(t, 20*time.Second, "a new worker", func() bool {
+		r, _, err := control(l.ctl, map[string]any{"cmd": "status"}, 5*time.Second)
+		return err == nil && r.WorkerPID > 0 && r.WorkerPID != old.WorkerPID
+	})
+
+	r, _, err := control(l.ctl, map[string]any{"cmd": "show-servers"}, 10*time.Second)
+	if err != nil || !r.OK || len(r.Servers) != 10 {
+		t.Fatalf("show-servers from the new worker: %v %s (%d servers)", err, r.Error, len(r.Servers))
+	}
+	for _, s := range r.Servers {
+		if got := describe(s); got != want[s.Server] {
+			t.Errorf("%s/%s after the crash: %s, want %s", s.Backend, s.Server, got, want[s.Server])
+		}
+		if b := before[s.Backend+"/"+s.Server]; s.LastChange != b {
+			t.Errorf("%s/%s: last change %s after the crash, was %s", s.Backend, s.Server,
+				time.Unix(0, s.LastChange).Format(time.RFC3339Nano), time.Unix(0, b).Format(time.RFC3339Nano))
+		}
+	}
+	seen := map[string]int{}
+	for i := 0; i < 20; i++ {
+		name, err := httpOnce(web)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[name]++
+		if name, err = tcpOnce(raw); err != nil {
+			t.Fatal(err)
+		}
+		seen[name]++
+	}
+	if seen["s-ready"] == 0 || seen["s-heavy"] == 0 || len(seen) != 2 {
+		t.Errorf("servers reached after the crash: %v, want only s-ready and s-heavy", seen)
+	}
+	for _, p := range []*pair{maint, zero, down} {
+		if n, c := p.requests.Load(), p.tcpB.Accepted.Load(); n+c > 0 {
+			t.Errorf("%s got %d http requests and %d tcp connections", p.name, n, c)
+		}
+	}
+	if !strings.Contains(l.logs.String(), "servers_restored=10") {
+		t.Errorf("the restart does not tell that it restored the state:\n%s", l.logs.String())
 	}
 }

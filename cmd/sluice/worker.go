@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -62,6 +63,13 @@ func cmdWorker(stderr io.Writer) int {
 	w.eng = eng
 	w.send(workerMsg{Ready: true})
 	log.Info("worker serving", "config", start.File)
+	pushDone := make(chan struct{})
+	defer func() {
+		if pushDone != nil {
+			close(pushDone)
+		}
+	}()
+	go w.pushState(pushDone)
 
 	type req struct {
 		m   workerMsg
@@ -109,7 +117,10 @@ func cmdWorker(stderr io.Writer) int {
 					continue
 				}
 				log.Info("server state set", "backend", s.Backend, "server", s.Server, "admin", s.Admin)
-				w.send(workerMsg{ID: q.m.ID, OK: true})
+				// The new state rides on the answer: the master knows it
+				// before the operator's command returns.
+				st, _ := json.Marshal(eng.State())
+				w.send(workerMsg{ID: q.m.ID, OK: true, State: st})
 			case "drain", "stop":
 				d := time.Duration(0)
 				if q.m.Op == "drain" {
@@ -121,6 +132,8 @@ func cmdWorker(stderr io.Writer) int {
 				// Stop accepting before answering: once the master hears
 				// back, every new connection goes to the new worker.
 				eng.StopAccepting()
+				close(pushDone) // the new worker's state is the one to keep
+				pushDone = nil
 				w.send(workerMsg{ID: q.m.ID, OK: true})
 				return w.stop(d)
 			default:
@@ -189,4 +202,35 @@ func (w *workerProc) stop(d time.Duration) int {
 	}
 	w.log.Info("worker exiting")
 	return 0
+}
+
+// statePushInterval is how often a worker looks for server state changes
+// (health, admin API, agent weights, DNS) to push to its master: a crash
+// loses at most this much of it.
+const statePushInterval = 250 * time.Millisecond
+
+// pushState sends the master the server state whenever it changed, as an
+// unsolicited "state" message (ID 0), until done is closed. The master hands
+// the last one it got to a worker it restarts after a crash.
+func (w *workerProc) pushState(done <-chan struct{}) {
+	t := time.NewTicker(statePushInterval)
+	defer t.Stop()
+	var last []byte
+	for {
+		st, err := json.Marshal(w.eng.State())
+		if err == nil && !bytes.Equal(st, last) {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			w.send(workerMsg{Op: "state", State: st})
+			last = st
+		}
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -35,6 +35,7 @@ func (e *Engine) counters() []stats.Counter {
 		fl := [2]string{"frontend", f.Name}
 		add("frontend_proxy_errors_total", "Connections closed for a missing, bad, late or untrusted PROXY header.", &f.Counters.ProxyErrors, fl)
 		add("frontend_proxy_unexpected_total", "Connections that began with a PROXY header on a frontend without accept_proxy.", &f.Counters.ProxyUnexpected, fl)
+		add("frontend_panics_total", "Connections (HTTP/2 streams, UDP flows) closed because serving them panicked: a bug, logged with where.", &f.Counters.Panics, fl)
 		if p := f.HTTP(); p != nil {
 			c := &p.Counters
 			for _, r := range []struct {

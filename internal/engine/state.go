@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"time"
 
 	"sluice/backend"
 )
@@ -19,6 +20,9 @@ type ServerState struct {
 	Admin      string `json:"admin"` // "ready" | "drain" | "maint"
 	Weight     int    `json:"weight"`
 	ConfWeight int    `json:"conf_weight"`
+	// LastChange is when the health state last changed (unix nanoseconds),
+	// so the stats page's lastchg does not restart at every reload or crash.
+	LastChange int64 `json:"last_change,omitempty"`
 }
 
 // State is the state of every server of an engine.
@@ -53,6 +57,7 @@ func (e *Engine) State() State {
 				Admin:      adminNames[s.Admin()],
 				Weight:     int(s.Weight()),
 				ConfWeight: int(s.ConfWeight),
+				LastChange: s.LastChange().UnixNano(),
 			})
 		}
 	}
@@ -81,6 +86,9 @@ func (e *Engine) Restore(st State) int {
 		if ss.Addr == s.Addr {
 			s.SetUp(ss.Up)
 			s.MarkRestored()
+			if ss.LastChange > 0 {
+				s.RestoreLastChange(time.Unix(0, ss.LastChange))
+			}
 		}
 		if ss.ConfWeight == int(s.ConfWeight) && ss.Weight != int(s.Weight()) {
 			// Bounds were checked when the weight was set.

@@ -148,3 +148,41 @@ address = %q
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestRestoreKeepsLastChange: the time of the last up/down change (lastchg
+// on the stats page) comes along with the state, down or up, so a reload or
+// a restarted worker does not make every server look freshly changed.
+func TestRestoreKeepsLastChange(t *testing.T) {
+	old := build(t, sprintf(stateConf, 1, "127.0.0.1:2"))
+	down := false
+	if err := old.SetServer("b", "s1", "", &down, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Make the changes look an hour old: no waiting in a test.
+	hourAgo := time.Now().Add(-time.Hour)
+	for _, s := range old.Backends["b"].Servers() {
+		s.RestoreLastChange(hourAgo)
+	}
+	st := old.State()
+	for _, ss := range st {
+		if ss.LastChange != hourAgo.UnixNano() {
+			t.Fatalf("%s: state carries last change %d, want %d", ss.Server, ss.LastChange, hourAgo.UnixNano())
+		}
+	}
+	e := build(t, sprintf(stateConf, 1, "127.0.0.1:2"))
+	e.Restore(st)
+	for _, s := range e.Backends["b"].Servers() {
+		if got := s.LastChange(); !got.Equal(hourAgo) {
+			t.Errorf("%s (up=%v): last change %s after restore, want %s", s.Name, s.Up(), got, hourAgo)
+		}
+	}
+	if d := e.Backends["b"].Server("s1").Downtime(); d < time.Hour {
+		t.Errorf("s1 downtime %s after restore, want the hour it has been down", d)
+	}
+	// An address change starts health afresh, and its last change with it.
+	moved := build(t, sprintf(stateConf, 1, "127.0.0.1:3"))
+	moved.Restore(st)
+	if got := moved.Backends["b"].Server("s2").LastChange(); got.Before(time.Now().Add(-time.Minute)) {
+		t.Errorf("s2 moved to another address kept its old last change %s", got)
+	}
+}
