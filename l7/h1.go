@@ -221,6 +221,14 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 		}
 		x.server = srv.Name
 		sc, err := c.serverConn(srv, be)
+		if err == errServerConns {
+			// Not the server's fault: no retry, no mark against it.
+			srv.Release()
+			p.Counters.NoServerConn503.Add(1)
+			p.Counters.NoServer503.Add(1)
+			x.terminated = "server-conns"
+			return c.reply(503, x) && c.discardBody()
+		}
 		if err != nil {
 			srv.Release()
 			srv.Counters.ConnErrors.Add(1)
@@ -283,14 +291,18 @@ func (c *clientConn) serverConn(srv *backend.Server, be *backend.Backend) (*serv
 	} else if sc := c.p.getIdle(srv, be); sc != nil {
 		return sc, nil
 	}
+	if !c.p.takeServerConn() {
+		return nil, errServerConns
+	}
 	conn, err := l4.Dial(context.Background(), srv.Addr, be.TimeoutConnect, hdr)
 	if err != nil {
+		c.p.ServerConns.release()
 		return nil, err
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	return &serverConn{conn: conn, hr: newHeadReader(conn, c.p.MaxHeaderBytes), srv: srv}, nil
+	return &serverConn{conn: conn, hr: newHeadReader(conn, c.p.MaxHeaderBytes), srv: srv, budget: c.p.ServerConns}, nil
 }
 
 // keepServerConn keeps sc for another request: in the shared pool, or as
