@@ -542,11 +542,30 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 			out.Body = body
 		}
 		// http.Transport bounds the wait for the response head with
-		// ResponseHeaderTimeout; http2.Transport has none.
+		// ResponseHeaderTimeout, from the end of the request body;
+		// http2.Transport has none: this timer does the same, waiting
+		// while the request body still moves.
 		var timer *time.Timer
 		var timedOut atomic.Bool
-		if h2c && be.TimeoutServer > 0 {
-			timer = time.AfterFunc(be.TimeoutServer, func() { timedOut.Store(true); cancel() })
+		if t := be.TimeoutServer; h2c && t > 0 {
+			timer = time.AfterFunc(time.Hour, func() {
+				if body != nil && !body.eof.Load() {
+					if body.reading.Load() {
+						timer.Reset(t) // waiting for the client: timeout_client's business
+						return
+					}
+					if idle := time.Duration(time.Now().UnixNano() - body.last.Load()); idle < t {
+						timer.Reset(t - idle)
+						return
+					}
+				}
+				timedOut.Store(true)
+				cancel()
+			})
+			if body != nil {
+				body.last.Store(time.Now().UnixNano())
+			}
+			timer.Reset(t)
 		}
 		sr.connected = time.Now()
 		resp, err := rt.RoundTrip(out)
@@ -643,18 +662,27 @@ func (p *Proxy) countStd(srv *backend.Server, status int) {
 // transports cannot close (ReverseProxy closes it), so that a request whose
 // connect failed can be sent again.
 type reqBody struct {
-	rc     io.ReadCloser
-	p      *Proxy
-	stream *stream // moves the stream's read deadline; nil: not HTTP/2
-	srv    atomic.Pointer[backend.Server]
-	n      atomic.Int64
+	rc      io.ReadCloser
+	p       *Proxy
+	stream  *stream // moves the stream's read deadline; nil: not HTTP/2
+	srv     atomic.Pointer[backend.Server]
+	n       atomic.Int64
+	last    atomic.Int64 // when a read last returned (UnixNano)
+	reading atomic.Bool  // a read waits for the client
+	eof     atomic.Bool
 }
 
 func (b *reqBody) Read(q []byte) (int, error) {
 	if b.stream != nil {
 		b.stream.touchRead()
 	}
+	b.reading.Store(true)
 	n, err := b.rc.Read(q)
+	b.reading.Store(false)
+	b.last.Store(time.Now().UnixNano())
+	if err == io.EOF {
+		b.eof.Store(true)
+	}
 	if n > 0 {
 		b.n.Add(int64(n))
 		b.p.Counters.BytesIn.Add(uint64(n))

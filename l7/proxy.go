@@ -175,7 +175,8 @@ type serverConn struct {
 	idleSince time.Time
 	reused    bool
 	dl        deadlines
-	budget    *ServerConns // holds a slot of it until closed
+	w         deadlineWriter // writes the request body through dl
+	budget    *ServerConns   // holds a slot of it until closed
 }
 
 func (p *Proxy) pool(s *backend.Server, be *backend.Backend) *connPool {
