@@ -356,15 +356,31 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		c.out = append(c.out, c.hr.buf[c.hr.r:c.hr.r+n]...)
 		c.hr.r += n
 		bodyInHead = true
-		p.Counters.BytesIn.Add(uint64(n))
-		sc.srv.Counters.BytesIn.Add(uint64(n))
+		// Counted once the request is not to be sent again.
+		defer func() {
+			if !retry {
+				p.Counters.BytesIn.Add(uint64(n))
+				sc.srv.Counters.BytesIn.Add(uint64(n))
+			}
+		}()
+	}
+	// retryStale gives the request another go after a reused connection
+	// turned out closed by the server before any byte of a response: the
+	// request, body included, is still at hand (HAProxy does the same). A
+	// body sent with the head is still in the read buffer, just behind
+	// its read position: nothing has read into the buffer since.
+	retryStale := func() (keep, retry bool) {
+		if bodyInHead {
+			c.hr.r -= int(req.contentLength)
+		}
+		return true, true
 	}
 	now := time.Now()
 	sc.dl.write(sc.conn, now, be.TimeoutServer)
 	if _, err := sc.conn.Write(c.out); err != nil {
 		sc.close()
 		if sc.reused && (!c.hasBody() || bodyInHead) {
-			return true, true
+			return retryStale()
 		}
 		p.Counters.BadGateway502.Add(1)
 		return c.reply(502, x) && false, false
@@ -442,8 +458,8 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 				p.Counters.BadRequest.Add(1)
 				c.refuse(400, x)
 				return false, false
-			case !gotAny && sc.reused && !c.hasBody() && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)):
-				return true, true
+			case !gotAny && sc.reused && (!c.hasBody() || bodyInHead) && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)):
+				return retryStale()
 			default:
 				sc.srv.Counters.RespErrors.Add(1)
 				p.Counters.BadGateway502.Add(1)
