@@ -126,6 +126,10 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 		done:   make(chan struct{}),
 		conns:  map[net.Conn]struct{}{},
 	}
+	// Server connections of every http frontend share one budget, the
+	// size of global.maxconn: the descriptor limit is fitted to maxconn
+	// client connections and as many server connections.
+	serverConns := l7.NewServerConns(cfg.Global.MaxConn)
 	for _, fc := range cfg.Frontends {
 		f := &Frontend{Name: fc.Name, Mode: fc.Mode, cfg: fc, backend: backends[fc.DefaultBackend]}
 		f.peerLog = peerLog{interval: time.Minute, max: 1024}
@@ -142,6 +146,7 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 			if err != nil {
 				return nil, fmt.Errorf("frontend %s: %w", fc.Name, err)
 			}
+			p.ServerConns = serverConns
 			f.http = p
 		}
 		if fc.MaxConn > 0 {

@@ -24,8 +24,10 @@ type writeError struct{ err error }
 func (e writeError) Error() string { return "write: " + e.err.Error() }
 func (e writeError) Unwrap() error { return e.err }
 
-// deadliner refreshes a read deadline lazily: set once, moved only when at
-// least a second of it has been used, so a busy body costs few timer updates.
+// deadliner refreshes a read deadline lazily: it is set slack beyond the
+// timeout and moved only once slack of it has been used (an eighth of the
+// timeout, at most a second), so a busy body costs few timer updates and
+// the deadline fires up to slack late, never early.
 type deadliner struct {
 	conn    net.Conn
 	timeout time.Duration
@@ -37,10 +39,25 @@ func (d *deadliner) touch() {
 		return
 	}
 	now := time.Now()
-	if now.Sub(d.set) > time.Second || d.set.IsZero() {
-		d.conn.SetReadDeadline(now.Add(d.timeout))
+	if slack := slackOf(d.timeout); now.Sub(d.set) > slack {
+		d.conn.SetReadDeadline(now.Add(d.timeout + slack))
 		d.set = now
 	}
+}
+
+// deadlineWriter writes to a connection, moving its write deadline (kept
+// in dl) as bytes go out, so the timeout bounds a stall, not the transfer.
+// Client and server connections each hold one, so passing it costs no
+// allocation.
+type deadlineWriter struct {
+	conn    net.Conn
+	dl      *deadlines
+	timeout time.Duration
+}
+
+func (w *deadlineWriter) Write(b []byte) (int, error) {
+	w.dl.write(w.conn, time.Now(), w.timeout)
+	return w.conn.Write(b)
 }
 
 // copyFixed copies exactly n body bytes from src to dst.

@@ -32,7 +32,8 @@ type clientConn struct {
 	stickyName string
 	stickySrv  *backend.Server
 
-	dl deadlines // the client connection's write deadline
+	dl deadlines      // the client connection's write deadline
+	w  deadlineWriter // writes bodies to conn through dl
 	// own is the idle server connection of this client connection alone,
 	// for a backend with send_proxy: its PROXY header names this client,
 	// so it never goes to the shared pool.
@@ -221,6 +222,14 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 		}
 		x.server = srv.Name
 		sc, err := c.serverConn(srv, be)
+		if err == errServerConns {
+			// Not the server's fault: no retry, no mark against it.
+			srv.Release()
+			p.Counters.NoServerConn503.Add(1)
+			p.Counters.NoServer503.Add(1)
+			x.terminated = "server-conns"
+			return c.reply(503, x) && c.discardBody()
+		}
 		if err != nil {
 			srv.Release()
 			srv.Counters.ConnErrors.Add(1)
@@ -283,14 +292,18 @@ func (c *clientConn) serverConn(srv *backend.Server, be *backend.Backend) (*serv
 	} else if sc := c.p.getIdle(srv, be); sc != nil {
 		return sc, nil
 	}
+	if !c.p.takeServerConn() {
+		return nil, errServerConns
+	}
 	conn, err := l4.Dial(context.Background(), srv.Addr, be.TimeoutConnect, hdr)
 	if err != nil {
+		c.p.ServerConns.release()
 		return nil, err
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	return &serverConn{conn: conn, hr: newHeadReader(conn, c.p.MaxHeaderBytes), srv: srv}, nil
+	return &serverConn{conn: conn, hr: newHeadReader(conn, c.p.MaxHeaderBytes), srv: srv, budget: c.p.ServerConns}, nil
 }
 
 // keepServerConn keeps sc for another request: in the shared pool, or as
@@ -343,15 +356,31 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		c.out = append(c.out, c.hr.buf[c.hr.r:c.hr.r+n]...)
 		c.hr.r += n
 		bodyInHead = true
-		p.Counters.BytesIn.Add(uint64(n))
-		sc.srv.Counters.BytesIn.Add(uint64(n))
+		// Counted once the request is not to be sent again.
+		defer func() {
+			if !retry {
+				p.Counters.BytesIn.Add(uint64(n))
+				sc.srv.Counters.BytesIn.Add(uint64(n))
+			}
+		}()
+	}
+	// retryStale gives the request another go after a reused connection
+	// turned out closed by the server before any byte of a response: the
+	// request, body included, is still at hand (HAProxy does the same). A
+	// body sent with the head is still in the read buffer, just behind
+	// its read position: nothing has read into the buffer since.
+	retryStale := func() (keep, retry bool) {
+		if bodyInHead {
+			c.hr.r -= int(req.contentLength)
+		}
+		return true, true
 	}
 	now := time.Now()
 	sc.dl.write(sc.conn, now, be.TimeoutServer)
 	if _, err := sc.conn.Write(c.out); err != nil {
 		sc.close()
 		if sc.reused && (!c.hasBody() || bodyInHead) {
-			return true, true
+			return retryStale()
 		}
 		p.Counters.BadGateway502.Add(1)
 		return c.reply(502, x) && false, false
@@ -362,14 +391,20 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	// server that answers 100 Continue (or early) is heard.
 	var bodyDone chan error
 	if c.hasBody() && !bodyInHead {
+		// While the body moves, timeout_client bounds the client's pauses
+		// and timeout_server the server's (its write deadline); the wait
+		// for the response head starts when the body is done.
+		sc.conn.SetReadDeadline(time.Time{})
+		sc.dl.forget()
+		sc.w = deadlineWriter{conn: sc.conn, dl: &sc.dl, timeout: be.TimeoutServer}
 		bodyDone = make(chan error, 1)
 		go func() {
 			var n int64
 			var err error
 			if req.chunked {
-				n, err = copyChunked(sc.conn, c.hr, p.TimeoutClient)
+				n, err = copyChunked(&sc.w, c.hr, p.TimeoutClient)
 			} else {
-				n, err = copyFixed(sc.conn, c.hr, req.contentLength, p.TimeoutClient)
+				n, err = copyFixed(&sc.w, c.hr, req.contentLength, p.TimeoutClient)
 			}
 			p.Counters.BytesIn.Add(uint64(n))
 			sc.srv.Counters.BytesIn.Add(uint64(n))
@@ -377,6 +412,10 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 				// A broken or abandoned body: the server waits for bytes that
 				// will not come. Closing its connection ends the exchange.
 				sc.conn.Close()
+			} else if t := be.TimeoutServer; t > 0 {
+				// The whole request is out: from now on the server has
+				// timeout_server to answer.
+				sc.conn.SetReadDeadline(time.Now().Add(t + slackOf(t)))
 			}
 			bodyDone <- err
 		}()
@@ -394,13 +433,22 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	resp := &c.resp
 	gotAny := false
 	for {
-		sc.dl.read(sc.conn, now, be.TimeoutServer)
+		if bodyDone == nil {
+			sc.dl.read(sc.conn, time.Now(), be.TimeoutServer)
+		}
 		head, err := sc.hr.readHead()
 		if err != nil {
 			sc.close()
 			berr := bodyErr()
+			var werr writeError
 			switch {
-			case isTimeout(err):
+			case berr != nil && isTimeout(berr) && !errors.As(berr, &werr):
+				// The client stopped sending its body.
+				p.Counters.Timeout408.Add(1)
+				x.terminated = "client-timeout"
+				c.reply(408, x)
+				return false, false
+			case isTimeout(err) || errors.As(berr, &werr) && isTimeout(berr):
 				sc.srv.Counters.RespErrors.Add(1)
 				p.Counters.GatewayTime504.Add(1)
 				x.terminated = "server-timeout"
@@ -410,8 +458,8 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 				p.Counters.BadRequest.Add(1)
 				c.refuse(400, x)
 				return false, false
-			case !gotAny && sc.reused && !c.hasBody() && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)):
-				return true, true
+			case !gotAny && sc.reused && (!c.hasBody() || bodyInHead) && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)):
+				return retryStale()
 			default:
 				sc.srv.Counters.RespErrors.Add(1)
 				p.Counters.BadGateway502.Add(1)
@@ -463,7 +511,9 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		clientClose = true
 	}
 	c.out = c.buildResponseHead(c.out[:0], clientClose)
+	now = x.respHead // the request body may have taken long
 	c.dl.write(c.conn, now, c.p.TimeoutClient)
+	c.w = deadlineWriter{conn: c.conn, dl: &c.dl, timeout: p.TimeoutClient}
 	// Body bytes already buffered with the head go out in the same write.
 	var sent int64
 	if !noBody && !resp.chunked && resp.contentLength > 0 && int64(sc.hr.buffered()) >= resp.contentLength {
@@ -495,15 +545,15 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	switch {
 	case noBody || sent > 0 || resp.contentLength == 0:
 	case resp.chunked:
-		n, err = copyChunked(c.conn, sc.hr, be.TimeoutServer)
+		n, err = copyChunked(&c.w, sc.hr, be.TimeoutServer)
 	case resp.contentLength > 0:
-		n, err = copyFixed(c.conn, sc.hr, resp.contentLength, be.TimeoutServer)
+		n, err = copyFixed(&c.w, sc.hr, resp.contentLength, be.TimeoutServer)
 	default:
-		n, err = copyUntilEOF(c.conn, sc.hr, be.TimeoutServer)
+		n, err = copyUntilEOF(&c.w, sc.hr, be.TimeoutServer)
 	}
-	if n > 0 {
-		sc.dl.forget() // the body copy moved the read deadline
-	}
+	// The body copy moved the read deadline; the write deadline is the
+	// request body's (still moving, maybe) and stays in sc.dl.
+	sc.dl.r = time.Time{}
 	n += sent
 	c.count(srv, resp.status, int64(len(c.out))-sent+n)
 	x.bytesOut = int64(len(c.out)) - sent + n

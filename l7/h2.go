@@ -68,6 +68,9 @@ func (p *Proxy) std() *stdProxy {
 		s.h2s = &http2.Server{
 			IdleTimeout:      p.TimeoutClient,
 			WriteByteTimeout: p.TimeoutClient,
+			// Each stream may hold a server connection: this bounds what
+			// one client connection can hold (HAProxy's default too).
+			MaxConcurrentStreams: MaxH2Streams,
 		}
 		// Registers the HTTP/2 connections with s.hs, so that
 		// s.hs.Shutdown sends each of them GOAWAY.
@@ -121,7 +124,7 @@ func (p *Proxy) serveH2(conn net.Conn, info ConnInfo) {
 			if testStreamHook != nil {
 				testStreamHook(r)
 			}
-			p.serveH2Req(w, r, &info)
+			p.serveH2Req(newStream(w, p.TimeoutClient), r, &info)
 		}),
 	})
 }
@@ -147,6 +150,81 @@ func (p *Proxy) recoverStream(info *ConnInfo) {
 	}
 	panic(http.ErrAbortHandler)
 }
+
+
+// MaxH2Streams is the number of concurrent streams an HTTP/2 client
+// connection may open (SETTINGS_MAX_CONCURRENT_STREAMS), and so the number
+// of server connections it may hold at once.
+const MaxH2Streams = 100
+
+// stream keeps the deadlines of an HTTP/2 stream moving with its bytes:
+// a response the client does not take (its flow-control window kept shut)
+// or a request body it stops sending ends the stream after timeout_client,
+// which cancels the request to the server and frees its connection. The
+// deadlines are moved at most every slack, so a busy stream costs few
+// messages to the connection's serving goroutine; they may fire up to
+// slack late, never early.
+type stream struct {
+	http.ResponseWriter
+	dl interface {
+		SetReadDeadline(time.Time) error
+		SetWriteDeadline(time.Time) error
+	}
+	timeout, slack time.Duration
+	wset           time.Time // handler goroutine
+	rset           time.Time // the goroutine reading the request body
+}
+
+func newStream(w http.ResponseWriter, timeout time.Duration) *stream {
+	s := &stream{ResponseWriter: w, timeout: timeout, slack: slackOf(timeout)}
+	if timeout > 0 {
+		s.dl, _ = w.(interface {
+			SetReadDeadline(time.Time) error
+			SetWriteDeadline(time.Time) error
+		})
+	}
+	return s
+}
+
+// slackOf is how late a lazily moved deadline of timeout may fire.
+func slackOf(timeout time.Duration) time.Duration { return min(timeout>>3, time.Second) }
+
+func (s *stream) touchWrite() {
+	if s.dl == nil {
+		return
+	}
+	if now := time.Now(); now.Sub(s.wset) > s.slack {
+		s.dl.SetWriteDeadline(now.Add(s.timeout + s.slack))
+		s.wset = now
+	}
+}
+
+func (s *stream) touchRead() {
+	if s.dl == nil {
+		return
+	}
+	if now := time.Now(); now.Sub(s.rset) > s.slack {
+		s.dl.SetReadDeadline(now.Add(s.timeout + s.slack))
+		s.rset = now
+	}
+}
+
+func (s *stream) Write(b []byte) (int, error) {
+	s.touchWrite()
+	return s.ResponseWriter.Write(b)
+}
+
+// FlushError flushes through the stream's deadline: a flush, too, waits
+// for the client's window.
+func (s *stream) FlushError() error {
+	s.touchWrite()
+	if f, ok := s.ResponseWriter.(interface{ FlushError() error }); ok {
+		return f.FlushError()
+	}
+	return http.NewResponseController(s.ResponseWriter).Flush()
+}
+
+func (s *stream) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // preface is what an HTTP/2 client sends first (RFC 9113 §3.4).
 const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -215,6 +293,7 @@ type stdReq struct {
 	retries    int
 	terminated string
 	bytesOut   atomic.Int64
+	stream     *stream // HTTP/2 from the client; nil from HTTP/1 (h1std.go)
 }
 
 type stdReqKey struct{}
@@ -222,9 +301,9 @@ type stdReqKey struct{}
 func reqState(r *http.Request) *stdReq { return r.Context().Value(stdReqKey{}).(*stdReq) }
 
 // serveH2Req handles one HTTP/2 request from a client.
-func (p *Proxy) serveH2Req(w http.ResponseWriter, r *http.Request, info *ConnInfo) {
+func (p *Proxy) serveH2Req(w *stream, r *http.Request, info *ConnInfo) {
 	p.Counters.Requests.Add(1)
-	sr := &stdReq{info: info, start: time.Now()}
+	sr := &stdReq{info: info, start: time.Now(), stream: w}
 	defer p.logStd(r, sr)
 	if p.draining.Load() {
 		// The HTTP/2 server turns this into GOAWAY after the response.
@@ -367,9 +446,16 @@ func (p *Proxy) transport(be *backend.Backend, info *ConnInfo) http.RoundTripper
 func (p *Proxy) newTransport(be *backend.Backend, hdr *l4.ProxyHeader) http.RoundTripper {
 	opts := p.Backends[be]
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if !p.takeServerConn() {
+			return nil, errServerConns
+		}
 		c, err := l4.Dial(ctx, addr, be.TimeoutConnect, hdr)
 		if err != nil {
+			p.ServerConns.release()
 			return nil, &connectError{err}
+		}
+		if p.ServerConns != nil {
+			c = &budgetConn{Conn: c, b: p.ServerConns}
 		}
 		return c, nil
 	}
@@ -455,7 +541,7 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil && req.Body != http.NoBody {
 		// Transports close the body on failure; it stays open for a retry
 		// (ReverseProxy closes it in the end).
-		body = &reqBody{rc: req.Body, p: p}
+		body = &reqBody{rc: req.Body, p: p, stream: sr.stream}
 	}
 	var cookie []byte
 	if be.Sticky == "cookie" {
@@ -484,11 +570,30 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 			out.Body = body
 		}
 		// http.Transport bounds the wait for the response head with
-		// ResponseHeaderTimeout; http2.Transport has none.
+		// ResponseHeaderTimeout, from the end of the request body;
+		// http2.Transport has none: this timer does the same, waiting
+		// while the request body still moves.
 		var timer *time.Timer
 		var timedOut atomic.Bool
-		if h2c && be.TimeoutServer > 0 {
-			timer = time.AfterFunc(be.TimeoutServer, func() { timedOut.Store(true); cancel() })
+		if t := be.TimeoutServer; h2c && t > 0 {
+			timer = time.AfterFunc(time.Hour, func() {
+				if body != nil && !body.eof.Load() {
+					if body.reading.Load() {
+						timer.Reset(t) // waiting for the client: timeout_client's business
+						return
+					}
+					if idle := time.Duration(time.Now().UnixNano() - body.last.Load()); idle < t {
+						timer.Reset(t - idle)
+						return
+					}
+				}
+				timedOut.Store(true)
+				cancel()
+			})
+			if body != nil {
+				body.last.Store(time.Now().UnixNano())
+			}
+			timer.Reset(t)
 		}
 		sr.connected = time.Now()
 		resp, err := rt.RoundTrip(out)
@@ -512,13 +617,20 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 				resp.Header.Add("Set-Cookie", be.StickyCookie+"="+srv.ID+"; Path=/; HttpOnly")
 			}
 			p.countStd(srv, resp.StatusCode)
-			resp.Body = &respBody{rc: resp.Body, p: p, srv: srv, sr: sr, cancel: cancel}
+			rb := &respBody{rc: resp.Body, p: p, srv: srv, sr: sr, cancel: cancel, idle: be.TimeoutServer}
+			if rb.idle > 0 {
+				rb.timer = time.AfterFunc(rb.idle, rb.watch)
+			}
+			resp.Body = rb
 			return resp, nil
 		}
 		cancel()
 		srv.Release()
 		if timedOut.Load() {
 			err = serverTimeout{}
+		}
+		if errors.Is(err, errServerConns) {
+			return nil, err // not the server's fault: no retry, no mark against it
 		}
 		var ce *connectError
 		if !errors.As(err, &ce) || (body != nil && body.n.Load() > 0) {
@@ -578,14 +690,27 @@ func (p *Proxy) countStd(srv *backend.Server, status int) {
 // transports cannot close (ReverseProxy closes it), so that a request whose
 // connect failed can be sent again.
 type reqBody struct {
-	rc  io.ReadCloser
-	p   *Proxy
-	srv atomic.Pointer[backend.Server]
-	n   atomic.Int64
+	rc      io.ReadCloser
+	p       *Proxy
+	stream  *stream // moves the stream's read deadline; nil: not HTTP/2
+	srv     atomic.Pointer[backend.Server]
+	n       atomic.Int64
+	last    atomic.Int64 // when a read last returned (UnixNano)
+	reading atomic.Bool  // a read waits for the client
+	eof     atomic.Bool
 }
 
 func (b *reqBody) Read(q []byte) (int, error) {
+	if b.stream != nil {
+		b.stream.touchRead()
+	}
+	b.reading.Store(true)
 	n, err := b.rc.Read(q)
+	b.reading.Store(false)
+	b.last.Store(time.Now().UnixNano())
+	if err == io.EOF {
+		b.eof.Store(true)
+	}
 	if n > 0 {
 		b.n.Add(int64(n))
 		b.p.Counters.BytesIn.Add(uint64(n))
@@ -599,17 +724,53 @@ func (b *reqBody) Read(q []byte) (int, error) {
 func (b *reqBody) Close() error { return nil }
 
 // respBody counts a response body and releases its server when closed.
+// A read that waits for the server longer than timeout_server (idle) ends
+// the request; time spent writing to a slow client does not count.
 type respBody struct {
-	rc     io.ReadCloser
-	p      *Proxy
-	srv    *backend.Server
-	sr     *stdReq
-	cancel context.CancelFunc
-	once   sync.Once
+	rc       io.ReadCloser
+	p        *Proxy
+	srv      *backend.Server
+	sr       *stdReq
+	cancel   context.CancelFunc
+	once     sync.Once
+	idle     time.Duration
+	timer    *time.Timer  // runs watch; nil without timeout_server
+	since    atomic.Int64 // when the read in progress began (UnixNano), 0 between reads
+	timedOut atomic.Bool
+	closed   atomic.Bool
+}
+
+// watch cancels the request when the read in progress has waited idle,
+// and otherwise looks again when it could have.
+func (b *respBody) watch() {
+	if b.closed.Load() {
+		return
+	}
+	next := b.idle
+	if start := b.since.Load(); start != 0 {
+		waited := time.Duration(time.Now().UnixNano() - start)
+		if waited >= b.idle {
+			b.timedOut.Store(true)
+			b.cancel()
+			return
+		}
+		next = b.idle - waited
+	}
+	b.timer.Reset(next)
 }
 
 func (b *respBody) Read(q []byte) (int, error) {
+	if b.timer != nil {
+		b.since.Store(time.Now().UnixNano())
+	}
 	n, err := b.rc.Read(q)
+	if b.timer != nil {
+		b.since.Store(0)
+		if err != nil && err != io.EOF && b.timedOut.Load() {
+			err = serverTimeout{}
+			b.sr.terminated = "server-timeout"
+		}
+	}
 	if n > 0 {
 		b.p.Counters.BytesOut.Add(uint64(n))
 		b.srv.Counters.BytesOut.Add(uint64(n))
@@ -621,6 +782,10 @@ func (b *respBody) Read(q []byte) (int, error) {
 func (b *respBody) Close() error {
 	err := b.rc.Close()
 	b.once.Do(func() {
+		if b.timer != nil {
+			b.closed.Store(true)
+			b.timer.Stop()
+		}
 		b.cancel()
 		b.srv.Release()
 	})
@@ -638,6 +803,11 @@ func (p *Proxy) stdError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, errNoServer):
 		sr.be.Counters.NoServer.Add(1)
 		p.Counters.NoServer503.Add(1)
+		status = http.StatusServiceUnavailable
+	case errors.Is(err, errServerConns):
+		p.Counters.NoServerConn503.Add(1)
+		p.Counters.NoServer503.Add(1)
+		sr.terminated = "server-conns"
 		status = http.StatusServiceUnavailable
 	case r.Context().Err() != nil:
 		// The client went away (or reset its stream): nobody to answer.

@@ -29,15 +29,19 @@ type Counters struct {
 	Requests atomic.Uint64
 	Resp     [6]atomic.Uint64 // by status class: [1] 1xx … [5] 5xx, [0] other
 	// Requests refused by sluice itself, by reason.
-	BadRequest     atomic.Uint64 // 400: malformed or ambiguous (smuggling)
-	Timeout408     atomic.Uint64
-	TooLarge431    atomic.Uint64
-	NoRoute404     atomic.Uint64
-	BadGateway502  atomic.Uint64
-	NoServer503    atomic.Uint64
-	GatewayTime504 atomic.Uint64
-	BytesIn        atomic.Uint64
-	BytesOut       atomic.Uint64
+	BadRequest    atomic.Uint64 // 400: malformed or ambiguous (smuggling)
+	Timeout408    atomic.Uint64
+	TooLarge431   atomic.Uint64
+	NoRoute404    atomic.Uint64
+	BadGateway502 atomic.Uint64
+	NoServer503   atomic.Uint64
+	// NoServerConn503 counts the requests answered 503 because the
+	// process's server-connection budget (ServerConns) was spent; they are
+	// in NoServer503 too.
+	NoServerConn503 atomic.Uint64
+	GatewayTime504  atomic.Uint64
+	BytesIn         atomic.Uint64
+	BytesOut        atomic.Uint64
 }
 
 // ConnInfo is what the frontend knows about a client connection.
@@ -72,6 +76,9 @@ type Proxy struct {
 	TLS                *tls.Config    // nil: plain; else TLS termination (LoadTLS)
 	H2C                bool           // a plain frontend also takes HTTP/2 with prior knowledge
 	Panics             *atomic.Uint64 // counts HTTP/2 streams reset because serving them panicked; may be nil
+	// ServerConns bounds the server connections of the whole process,
+	// shared by every Proxy of it; nil: no bound.
+	ServerConns *ServerConns
 
 	Counters Counters
 
@@ -169,6 +176,8 @@ type serverConn struct {
 	idleSince time.Time
 	reused    bool
 	dl        deadlines
+	w         deadlineWriter // writes the request body through dl
+	budget    *ServerConns   // holds a slot of it until closed
 }
 
 func (p *Proxy) pool(s *backend.Server, be *backend.Backend) *connPool {
@@ -232,6 +241,8 @@ func (p *Proxy) CloseIdle() {
 
 func (sc *serverConn) close() {
 	sc.conn.Close()
+	sc.budget.release()
+	sc.budget = nil
 	if sc.hr != nil {
 		sc.hr.release()
 		sc.hr = nil

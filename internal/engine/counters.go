@@ -46,6 +46,8 @@ func (e *Engine) counters() []stats.Counter {
 				add("frontend_http_refused_total", "Requests sluice answered itself with an error status, by status.",
 					r.v, fl, [2]string{"code", strconv.Itoa(r.code)})
 			}
+			add("frontend_http_server_conns_exhausted_total", "Requests answered 503 because the process's server connections (global.maxconn) were all in use; also in refused_total{code=\"503\"}.",
+				&c.NoServerConn503, fl)
 		}
 		if f.Mode == "udp" {
 			u := &f.UDP
