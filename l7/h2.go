@@ -151,7 +151,6 @@ func (p *Proxy) recoverStream(info *ConnInfo) {
 	panic(http.ErrAbortHandler)
 }
 
-
 // MaxH2Streams is the number of concurrent streams an HTTP/2 client
 // connection may open (SETTINGS_MAX_CONCURRENT_STREAMS), and so the number
 // of server connections it may hold at once.
