@@ -40,6 +40,9 @@ type Counters struct {
 	// Panics counts connections closed because serving them panicked (a
 	// bug): the worker recovers, logs, and serves the others on.
 	Panics atomic.Uint64
+	// ServerConnsExhausted counts tcp connections closed because every
+	// server connection of the descriptor budget was in use.
+	ServerConnsExhausted atomic.Uint64
 }
 
 // Frontend is one configured frontend at run time.
@@ -77,8 +80,11 @@ type Server struct {
 	Frontends []*Frontend
 	log       *slog.Logger
 	global    chan struct{} // global.maxconn
-	done      chan struct{} // closed when shutting down
-	relays    l4.Group      // the epoll relays: killed when a drain runs out of time
+	// serverConns is the budget of server connections every mode shares
+	// (see l7.ServerConns): a tcp relay holds a slot for its server side.
+	serverConns *l7.ServerConns
+	done        chan struct{} // closed when shutting down
+	relays      l4.Group      // the epoll relays: killed when a drain runs out of time
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
@@ -130,6 +136,7 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 	// size of global.maxconn: the descriptor limit is fitted to maxconn
 	// client connections and as many server connections.
 	serverConns := l7.NewServerConns(cfg.Global.MaxConn)
+	s.serverConns = serverConns
 	for _, fc := range cfg.Frontends {
 		f := &Frontend{Name: fc.Name, Mode: fc.Mode, cfg: fc, backend: backends[fc.DefaultBackend]}
 		f.peerLog = peerLog{interval: time.Minute, max: 1024}
@@ -173,6 +180,9 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 	}
 	return s, nil
 }
+
+// ServerConns is the budget of server connections every frontend shares.
+func (s *Server) ServerConns() *l7.ServerConns { return s.serverConns }
 
 // Serve starts accepting on every frontend and returns.
 func (s *Server) Serve() {
@@ -353,6 +363,14 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) bool {
 	if f.sendProxy != 0 {
 		hdr = &l4.ProxyHeader{Version: f.sendProxy, Src: m.client, Dst: m.local, UniqueID: m.id}
 	}
+	if !s.serverConns.Acquire() {
+		// Every server connection the descriptor budget holds is in use
+		// (HTTP/2 streams count too): refuse this client, not the process.
+		f.Counters.Denied.Add(1)
+		f.Counters.ServerConnsExhausted.Add(1)
+		conn.Close()
+		return false
+	}
 	var srv, skip *backend.Server
 	var server net.Conn
 	var pickErr error
@@ -387,6 +405,7 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) bool {
 		} else {
 			f.Counters.Errors.Add(1)
 		}
+		s.serverConns.Release()
 		conn.Close()
 		return false
 	}
@@ -398,6 +417,7 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) bool {
 	}
 	ended := func(err error) {
 		srv.Release()
+		s.serverConns.Release()
 		if err != nil && !errors.Is(err, l4.ErrIdle) {
 			s.log.Debug("relay ended", "frontend", f.Name, "server", srv.Name, "id", m.id, "err", err)
 		}

@@ -44,6 +44,13 @@ func (b *ServerConns) Max() int64 {
 	return b.max
 }
 
+// Acquire takes a slot for a server connection of another mode (a tcp
+// frontend's relay), which gives it back with Release when the relay ends.
+func (b *ServerConns) Acquire() bool { return b.acquire() }
+
+// Release gives back a slot taken by Acquire.
+func (b *ServerConns) Release() { b.release() }
+
 func (b *ServerConns) acquire() bool {
 	if b == nil {
 		return true

@@ -31,6 +31,11 @@ func (e *Engine) counters() []stats.Counter {
 		func() float64 { return fdlimit.Reserve })
 	gauge("process_fd_flows_share", "Descriptors UDP flows may hold: the sum of the max_flows of udp frontends.",
 		func() float64 { return float64(fds.FlowsTotal()) })
+	sc := e.Front.ServerConns()
+	gauge("process_server_conns", "Server connections open now (pooled or in use, every mode): each holds a slot of global.maxconn's budget.",
+		func() float64 { return float64(sc.Open()) })
+	gauge("process_server_conns_limit", "The most server connections the process opens at once (global.maxconn); 0: no limit.",
+		func() float64 { return float64(sc.Max()) })
 	for _, f := range e.Front.Frontends {
 		fl := [2]string{"frontend", f.Name}
 		add("frontend_proxy_errors_total", "Connections closed for a missing, bad, late or untrusted PROXY header.", &f.Counters.ProxyErrors, fl)
@@ -48,6 +53,10 @@ func (e *Engine) counters() []stats.Counter {
 			}
 			add("frontend_http_server_conns_exhausted_total", "Requests answered 503 because the process's server connections (global.maxconn) were all in use; also in refused_total{code=\"503\"}.",
 				&c.NoServerConn503, fl)
+		}
+		if f.Mode == "tcp" {
+			add("frontend_tcp_server_conns_exhausted_total", "TCP connections closed because the process's server connections (global.maxconn) were all in use.",
+				&f.Counters.ServerConnsExhausted, fl)
 		}
 		if f.Mode == "udp" {
 			u := &f.UDP
