@@ -32,6 +32,7 @@ type Counters struct {
 	BadRequest     atomic.Uint64 // 400: malformed or ambiguous (smuggling)
 	Timeout408     atomic.Uint64
 	TooLarge431    atomic.Uint64
+	TooManyHeaders atomic.Uint64 // of TooLarge431: more header lines than max_header_count
 	NoRoute404     atomic.Uint64
 	BadGateway502  atomic.Uint64
 	NoServer503    atomic.Uint64
@@ -65,6 +66,7 @@ type Proxy struct {
 	TimeoutHTTPRequest time.Duration    // a whole request head must arrive within this
 	TimeoutTunnel      time.Duration    // idle upgraded connections
 	MaxHeaderBytes     int
+	MaxHeaderCount     int // most header lines in a head; more gets 431 (0: no limit)
 	Backends           map[*backend.Backend]BackendOptions
 	ErrorPages         map[int][]byte
 	Log                *slog.Logger

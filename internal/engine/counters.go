@@ -30,6 +30,7 @@ func (e *Engine) counters() []stats.Counter {
 				add("frontend_http_refused_total", "Requests sluice answered itself with an error status, by status.",
 					r.v, fl, [2]string{"code", strconv.Itoa(r.code)})
 			}
+			add("frontend_http_too_many_headers_total", "Requests refused with 431 for more header lines than max_header_count.", &c.TooManyHeaders, fl)
 		}
 		if f.Mode == "udp" {
 			u := &f.UDP
