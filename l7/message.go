@@ -123,8 +123,14 @@ func (m *message) parseResponse(head []byte) error {
 		}
 	}
 	m.status = int(st[0]-'0')*100 + int(st[1]-'0')*10 + int(st[2]-'0')
+	if m.status < 100 || len(line) > 12 && line[12] != ' ' {
+		return errBadMessage // "000", "2000": not a status code
+	}
 	if len(line) > 13 {
 		m.reason = line[13:]
+		if !validValue(m.reason) {
+			return errBadMessage // a bare CR or NUL in the reason is not passed on
+		}
 	}
 	if err := m.parseFields(rest, false); err != nil {
 		return err

@@ -356,6 +356,9 @@ var cannedResponses = map[string]string{
 	"chunk-ext-cr":  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;a\rb\r\nhello\r\n0\r\n\r\n",
 	"trailer":       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
 	"conn-hop":      "HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: s\r\nContent-Length: 5\r\n\r\nhello",
+	"cr-reason":     "HTTP/1.1 200 O\rK\r\nContent-Length: 5\r\n\r\nhello",
+	"status-000":    "HTTP/1.1 000 OK\r\nContent-Length: 5\r\n\r\nhello",
+	"status-2000":   "HTTP/1.1 2000 OK\r\nContent-Length: 5\r\n\r\nhello",
 	"no-framing-ka": "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello",
 }
 
@@ -412,6 +415,9 @@ func smuggleCorpus() []smuggleCase {
 		respBad("response space before colon", "space-colon"),
 		respBad("response Content-Length +5", "cl-plus"),
 		respBad("response 150 headers", "too-many"),
+		respBad("response bare CR in the reason", "cr-reason"),
+		respBad("response status 000", "status-000"),
+		respBad("response status 2000", "status-2000"),
 		{name: "response LF-only lines", req: "GET /resp/lf-only HTTP/1.1\r\nHost: h\r\n\r\n", status: []int{200}, server: []string{"/resp/lf-only"},
 			check: func(t *testing.T, _ []recReq, b []string, _ []http.Header) {
 				if b[0] != "hello" {
