@@ -17,12 +17,15 @@ test: lint
 	$(GO) test -count=1 -timeout 5m ./test/ha
 	$(MAKE) fuzz
 
-# Bounded fuzzing for CI: the PROXY-protocol accepting path. Minimizing each
-# new input for the default 60s would spend the whole budget on it
-# (0 execs/s in the log): 2s keeps the run exploring.
+# Bounded fuzzing for CI: the PROXY-protocol accepting path and the HTTP/1
+# request and response parsers, FUZZTIME each (60s in all by default).
+# Minimizing each new input for the default 60s would spend the whole budget
+# on it (0 execs/s in the log): 2s keeps the run exploring.
 FUZZTIME ?= 20s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAcceptProxy$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./frontend
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./l7
+	$(GO) test -run '^$$' -fuzz '^FuzzParseResponse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./l7
 
 demo: build
 	./bin/sluice demo

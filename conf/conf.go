@@ -78,6 +78,7 @@ type Frontend struct {
 	// HTTP mode.
 	H2C             bool           // accept HTTP/2 with prior knowledge on a plain listener
 	MaxHeaderBytes  int            // largest request head; larger gets 431
+	MaxHeaderCount  int            // most header lines in a head; more gets 431
 	AccessLog       bool           // one line per request
 	AccessLogFormat string         // "text" or "json"
 	AccessLogFile   string         // "" = stdout

@@ -104,6 +104,15 @@ timeout_clinet = "5s"
 address = "127.0.0.1:1"
 `, []want{{4, "frontend.f.timeout_clinet", "unknown key"}}},
 
+		{"max_header_count out of range", `[frontend.f]
+mode = "http"
+bind = ["127.0.0.1:0"]
+default_backend = "b"
+max_header_count = 0
+[[backend.b.server]]
+address = "127.0.0.1:1"
+`, []want{{5, "frontend.f.max_header_count", "between 1 and 10000"}}},
+
 		{"unknown key in the second server", `[frontend.f]
 bind = ["127.0.0.1:0"]
 default_backend = "b"
@@ -500,6 +509,7 @@ address = "127.0.0.1:1"
 			{"frontend timeout_client", f.TimeoutClient, 50 * time.Second},
 			{"frontend timeout_http_request", f.TimeoutHTTPRequest, 10 * time.Second},
 			{"frontend maxconn", f.MaxConn, 0},
+			{"frontend max_header_count", f.MaxHeaderCount, 100},
 			{"backend mode", b.Mode, "tcp"},
 			{"backend timeout_connect", b.TimeoutConnect, 5 * time.Second},
 			{"backend timeout_server", b.TimeoutServer, 50 * time.Second},

@@ -66,6 +66,7 @@ type rawFrontend struct {
 	Route              []rawRoute `toml:"route"`
 	H2C                bool       `toml:"h2c"`
 	MaxHeaderBytes     *int       `toml:"max_header_bytes"`
+	MaxHeaderCount     *int       `toml:"max_header_count"`
 	AccessLog          bool       `toml:"access_log"`
 	AccessLogFormat    string     `toml:"access_log_format"`
 	AccessLogFile      string     `toml:"access_log_file"`
@@ -228,6 +229,7 @@ const (
 	DefaultRetries            = 2
 	DefaultTimeoutTunnel      = time.Hour
 	DefaultMaxHeaderBytes     = 64 << 10
+	DefaultMaxHeaderCount     = 100 // HAProxy's tune.http.maxhdr is 101
 	DefaultPoolMaxIdle        = 64
 	DefaultPoolIdleTimeout    = 15 * time.Second
 	MaxWeight                 = 256
@@ -302,6 +304,7 @@ func (v *validator) build(raw *rawFile) *Config {
 			TimeoutTunnel:      v.dur(p+".timeout_tunnel", rf.TimeoutTunnel, defTunnel),
 			H2C:                rf.H2C,
 			MaxHeaderBytes:     intOr(rf.MaxHeaderBytes, DefaultMaxHeaderBytes),
+			MaxHeaderCount:     intOr(rf.MaxHeaderCount, DefaultMaxHeaderCount),
 			AccessLog:          rf.AccessLog,
 			AccessLogFormat:    rf.AccessLogFormat,
 			AccessLogFile:      rf.AccessLogFile,
@@ -395,6 +398,9 @@ func (v *validator) build(raw *rawFile) *Config {
 func (v *validator) httpOptions(p string, rf *rawFrontend, f *Frontend) {
 	if f.MaxHeaderBytes < 1024 || f.MaxHeaderBytes > 1<<20 {
 		v.errf(p+".max_header_bytes", "must be between 1024 and 1048576 bytes, got %d", f.MaxHeaderBytes)
+	}
+	if f.MaxHeaderCount < 1 || f.MaxHeaderCount > 10000 {
+		v.errf(p+".max_header_count", "must be between 1 and 10000 header lines, got %d", f.MaxHeaderCount)
 	}
 	if f.AccessLogFormat == "" {
 		f.AccessLogFormat = "text"

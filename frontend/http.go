@@ -22,6 +22,7 @@ func newHTTPProxy(fc *conf.Frontend, cfgBackends []*conf.Backend, backends map[s
 		TimeoutHTTPRequest: fc.TimeoutHTTPRequest,
 		TimeoutTunnel:      fc.TimeoutTunnel,
 		MaxHeaderBytes:     fc.MaxHeaderBytes,
+		MaxHeaderCount:     fc.MaxHeaderCount,
 		Log:                log,
 		Backends:           map[*backend.Backend]l7.BackendOptions{},
 		H2C:                fc.H2C,

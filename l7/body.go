@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -156,6 +157,9 @@ func copyChunked(dst io.Writer, src *headReader, idle time.Duration) (int64, err
 				if err != nil {
 					return done, chunkErr(err)
 				}
+				if !validTrailer(t) {
+					return done, errBadChunk
+				}
 				w.Write(t)
 				w.WriteString("\r\n")
 				if len(t) == 0 {
@@ -203,7 +207,10 @@ func chunkErr(err error) error {
 	return err
 }
 
-// parseChunkSize reads the hex size before any chunk extension.
+// parseChunkSize reads the hex size of a chunk-size line and checks what
+// follows it: optional white space, then chunk extensions free of control
+// characters (a bare CR or NUL there is refused, as HAProxy does, rather
+// than passed to a server that may read the line differently).
 func parseChunkSize(line []byte) (int64, bool) {
 	end := len(line)
 	for i, c := range line {
@@ -228,7 +235,21 @@ func parseChunkSize(line []byte) (int64, bool) {
 			return 0, false
 		}
 	}
+	ext := trimOWS(line[end:])
+	if len(ext) > 0 && (ext[0] != ';' || !validValue(ext)) {
+		return 0, false
+	}
 	return n, true
+}
+
+// validTrailer accepts a trailer line as a header line: a token name, a
+// colon, a value without control characters; the empty line ends them.
+func validTrailer(t []byte) bool {
+	if len(t) == 0 {
+		return true
+	}
+	colon := bytes.IndexByte(t, ':')
+	return colon > 0 && isToken(t[:colon]) && validValue(t[colon+1:])
 }
 
 func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

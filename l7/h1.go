@@ -63,6 +63,7 @@ func (p *Proxy) ServeConn(conn net.Conn, info ConnInfo) {
 	c := clientConnPool.Get().(*clientConn)
 	c.p, c.conn, c.info = p, conn, info
 	c.hr = newHeadReader(conn, p.MaxHeaderBytes)
+	c.req.maxFields, c.resp.maxFields = p.MaxHeaderCount, p.MaxHeaderCount
 	c.takeOut()
 	c.addr = info.Client.Addr().String()
 	if c.info.priv == nil && p.sendsProxy() {
@@ -152,6 +153,12 @@ func (c *clientConn) serveOne(first bool) bool {
 	x.headDone = time.Now()
 	p.Counters.BytesIn.Add(uint64(len(head)))
 	if err := c.req.parseRequest(head); err != nil {
+		if err == errTooManyFields {
+			p.Counters.TooManyHeaders.Add(1)
+			p.Counters.TooLarge431.Add(1)
+			c.refuse(431, &x)
+			return false
+		}
 		p.Counters.BadRequest.Add(1)
 		c.refuse(400, &x)
 		return false
@@ -507,7 +514,9 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	// Framing of the response body towards the client.
 	noBody := isHead || resp.status == 204 || resp.status == 304
 	untilClose := !noBody && !resp.chunked && resp.contentLength < 0
-	if untilClose || req.http10 {
+	// An HTTP/1.0 client asked for keep-alive can have it (as HAProxy
+	// does) unless the body is framed in a way it cannot read.
+	if untilClose || req.http10 && (resp.chunked || len(resp.te) > 0) {
 		clientClose = true
 	}
 	c.out = c.buildResponseHead(c.out[:0], clientClose)
@@ -597,7 +606,8 @@ func (c *clientConn) count(srv *backend.Server, status int, bytesOut int64) {
 }
 
 // buildRequestHead writes the request line and headers for the server:
-// hop-by-hop headers dropped, forwarding headers added.
+// hop-by-hop headers dropped, forwarding headers added, Host and the
+// framing written from the parsed request rather than copied.
 func (c *clientConn) buildRequestHead(b []byte) []byte {
 	req := &c.req
 	b = append(b, req.method...)
@@ -608,9 +618,22 @@ func (c *clientConn) buildRequestHead(b []byte) []byte {
 	} else {
 		b = append(b, " HTTP/1.1\r\n"...)
 	}
+	if req.host != nil {
+		b = append(b, "Host: "...)
+		b = append(b, req.host...)
+		b = append(b, "\r\n"...)
+	}
+	switch {
+	case req.chunked:
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	case req.contentLength >= 0:
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, req.contentLength, 10)
+		b = append(b, "\r\n"...)
+	}
 	var xff, fwd []byte
 	for _, f := range req.fields {
-		if req.hopByHop(f.name) {
+		if framing(f.name) || equalFold(f.name, "host") || req.hopByHop(f.name) {
 			continue
 		}
 		switch {
@@ -688,8 +711,22 @@ func (c *clientConn) buildResponseHead(b []byte, close bool) []byte {
 	b = append(b, ' ')
 	b = append(b, resp.reason...)
 	b = append(b, "\r\n"...)
+	// The framing the body is relayed with, written once from the parsed
+	// response: Transfer-Encoding as the server sent it (its last coding
+	// decided chunked or close), else one Content-Length.
+	if len(resp.te) > 0 {
+		for _, v := range resp.te {
+			b = append(b, "Transfer-Encoding: "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	} else if resp.contentLength >= 0 {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, resp.contentLength, 10)
+		b = append(b, "\r\n"...)
+	}
 	for _, f := range resp.fields {
-		if resp.hopByHop(f.name) {
+		if framing(f.name) || resp.hopByHop(f.name) {
 			continue
 		}
 		b = append(b, f.name...)

@@ -65,7 +65,7 @@ func (c *clientConn) forwardStd(be *backend.Backend, x *exchange) bool {
 		hdr:    make(http.Header),
 		isHead: r.Method == "HEAD",
 		http10: req.http10,
-		close:  req.connClose || req.http10 || p.draining.Load(),
+		close:  req.connClose || p.draining.Load(), // an HTTP/1.0 keep-alive client keeps it
 	}
 	w.bw = bufio.NewWriterSize(countWriter{w}, 8<<10)
 	var body *h1Body
@@ -200,6 +200,9 @@ func (b *h1Body) read(q []byte) (int, error) {
 				t, err := hr.readLine()
 				if err != nil {
 					return 0, chunkErr(err)
+				}
+				if !validTrailer(t) {
+					return 0, errBadChunk
 				}
 				if len(t) == 0 {
 					b.eof = true

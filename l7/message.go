@@ -31,12 +31,24 @@ type message struct {
 	host          []byte
 	http10        bool
 	connTokens    [][]byte // other tokens of Connection: headers to drop
+	// te holds the Transfer-Encoding values of a response, forwarded as
+	// they came (the framing they imply is the one we used).
+	te [][]byte
+
+	// maxFields is the most header lines accepted (0: no limit); set
+	// once per connection, kept across reset.
+	maxFields int
+	// targetBuf holds an origin-form target made from an absolute-form
+	// one, when the path cannot be a slice of the head.
+	targetBuf []byte
 }
 
 // Refusals while parsing a request; each maps to a status code.
 var (
 	errSmuggling = errors.New("ambiguous message framing")
 	errBadTE     = errors.New("unsupported transfer-encoding")
+	// errTooManyFields: more header lines than max_header_count (431).
+	errTooManyFields = errors.New("too many header fields")
 )
 
 func (m *message) reset() {
@@ -46,6 +58,7 @@ func (m *message) reset() {
 	m.contentLength = -1
 	m.chunked, m.connClose, m.keepAlive, m.upgrade, m.expectCont, m.http10 = false, false, false, false, false, false
 	m.connTokens = m.connTokens[:0]
+	m.te = m.te[:0]
 }
 
 // parseRequest parses a request head as returned by readHead.
@@ -63,7 +76,7 @@ func (m *message) parseRequest(head []byte) error {
 	m.method = line[:sp1]
 	m.target = line[sp1+1 : sp1+1+sp2]
 	m.proto = line[sp1+2+sp2:]
-	if !isToken(m.method) || len(m.target) == 0 || bytes.ContainsAny(m.target, " \t\x00\r") {
+	if !isToken(m.method) || !validTarget(m.target) {
 		return errBadMessage
 	}
 	switch string(m.proto) {
@@ -78,6 +91,15 @@ func (m *message) parseRequest(head []byte) error {
 	}
 	if !m.http10 && m.host == nil {
 		return errBadMessage // RFC 9112 §3.2: a 1.1 request without Host is refused
+	}
+	if err := m.originForm(); err != nil {
+		return err
+	}
+	if m.http10 && m.chunked {
+		// RFC 9112 §6.1: the framing of a 1.0 message with
+		// Transfer-Encoding is faulty; a 1.0 server may read the chunks
+		// as the next request.
+		return errBadTE
 	}
 	if m.http10 && !m.keepAlive {
 		m.connClose = true
@@ -101,8 +123,14 @@ func (m *message) parseResponse(head []byte) error {
 		}
 	}
 	m.status = int(st[0]-'0')*100 + int(st[1]-'0')*10 + int(st[2]-'0')
+	if m.status < 100 || len(line) > 12 && line[12] != ' ' {
+		return errBadMessage // "000", "2000": not a status code
+	}
 	if len(line) > 13 {
 		m.reason = line[13:]
+		if !validValue(m.reason) {
+			return errBadMessage // a bare CR or NUL in the reason is not passed on
+		}
 	}
 	if err := m.parseFields(rest, false); err != nil {
 		return err
@@ -133,9 +161,12 @@ func (m *message) parseFields(rest []byte, request bool) error {
 		if !isToken(name) { // also refuses "Name : value"
 			return errBadMessage
 		}
-		value := bytes.TrimSpace(line[colon+1:])
-		if bytes.IndexByte(value, '\r') >= 0 || bytes.IndexByte(value, 0) >= 0 {
-			return errBadMessage
+		value := trimOWS(line[colon+1:])
+		if !validValue(value) {
+			return errBadMessage // CR, NUL, \v, \f…: never trimmed away, never forwarded
+		}
+		if m.maxFields > 0 && len(m.fields) >= m.maxFields {
+			return errTooManyFields
 		}
 		m.fields = append(m.fields, field{name: name, value: value})
 		switch {
@@ -148,19 +179,29 @@ func (m *message) parseFields(rest []byte, request bool) error {
 			}
 			cl = value
 		case equalFold(name, "transfer-encoding"):
-			if teSeen || !equalFold(value, "chunked") {
-				if request {
+			if request {
+				// Requests: exactly one "chunked", nothing else.
+				if teSeen || !equalFold(value, "chunked") {
 					return errBadTE
 				}
-				// A server may send other codings; framing is by close then.
-				if !equalFold(value, "chunked") {
-					m.chunked = false
-					teSeen = true
-					continue
-				}
+				teSeen, m.chunked = true, true
+				continue
 			}
+			// A response is chunked when chunked is its last coding
+			// (RFC 9112 §6.3); chunked anywhere else is broken, and other
+			// codings alone are framed by close.
 			teSeen = true
-			m.chunked = true
+			m.te = append(m.te, value)
+			bad := false
+			forEachToken(value, func(tok []byte) {
+				if m.chunked {
+					bad = true // something after chunked
+				}
+				m.chunked = equalFold(tok, "chunked")
+			})
+			if bad {
+				return errBadTE
+			}
 		case equalFold(name, "connection"):
 			forEachToken(value, func(tok []byte) {
 				switch {
@@ -170,6 +211,9 @@ func (m *message) parseFields(rest []byte, request bool) error {
 					m.keepAlive = true
 				case equalFold(tok, "upgrade"):
 					m.upgrade = true
+				case equalFold(tok, "content-length"), equalFold(tok, "transfer-encoding"), equalFold(tok, "host"):
+					// The framing and Host are never the peer's to drop:
+					// dropping them is how a body becomes a request.
 				default:
 					m.connTokens = append(m.connTokens, tok)
 				}
@@ -215,8 +259,9 @@ func (m *message) get(name string) []byte {
 }
 
 // hopByHop reports whether a header must not be forwarded: the ones RFC 9110
-// §7.6.1 names plus those listed in Connection. Transfer-Encoding and Trailer
-// stay, because chunked bodies (and their trailers) are passed on verbatim.
+// §7.6.1 names plus those listed in Connection. Trailer stays, because
+// chunked bodies (and their trailers) are passed on verbatim; the framing
+// headers and Host are never hop-by-hop here (see framing).
 func (m *message) hopByHop(name []byte) bool {
 	switch len(name) {
 	case 2:
@@ -242,6 +287,120 @@ func (m *message) hopByHop(name []byte) bool {
 		}
 	}
 	return false
+}
+
+// framing reports whether name is a header the head writers drop and write
+// again from the parsed message: Content-Length, Transfer-Encoding (and the
+// request writer does the same with Host). What reaches the next hop is then
+// the framing we used, once, whatever the peer sent (duplicates, a
+// Connection header naming them).
+func framing(name []byte) bool {
+	switch len(name) {
+	case 14:
+		return equalFold(name, "content-length")
+	case 17:
+		return equalFold(name, "transfer-encoding")
+	}
+	return false
+}
+
+// validTarget accepts a request target of visible ASCII without a
+// fragment (RFC 9112 §3.2: none is sent; HAProxy refuses "#" too).
+func validTarget(t []byte) bool {
+	if len(t) == 0 {
+		return false
+	}
+	for _, c := range t {
+		if c <= ' ' || c >= 0x7f || c == '#' {
+			return false
+		}
+	}
+	return true
+}
+
+// validValue accepts a field value without control characters other than
+// HTAB (RFC 9110 §5.5); obs-text (0x80-0xff) is allowed.
+func validValue(v []byte) bool {
+	for _, c := range v {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// trimOWS trims optional white space (SP, HTAB) only: other bytes such as
+// \v or \f are not white space in HTTP and must be seen by validValue.
+func trimOWS(v []byte) []byte {
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = v[:len(v)-1]
+	}
+	return v
+}
+
+// originForm turns an absolute-form target ("http://host/path?q") into the
+// authority it names and an origin-form target (RFC 9112 §3.2.2): the
+// authority replaces Host, which must then agree with it, and the server
+// gets "/path?q". "*" (OPTIONS) and CONNECT's authority form pass as they
+// are; any other target that is not origin-form is refused.
+func (m *message) originForm() error {
+	t := m.target
+	switch {
+	case t[0] == '/':
+		return nil
+	case len(t) == 1 && t[0] == '*' && equalFold(m.method, "OPTIONS"):
+		return nil
+	case equalFold(m.method, "CONNECT"):
+		return nil
+	}
+	var rest []byte
+	https := false
+	switch {
+	case len(t) > 7 && equalFold(t[:7], "http://"):
+		rest = t[7:]
+	case len(t) > 8 && equalFold(t[:8], "https://"):
+		rest, https = t[8:], true
+	default:
+		return errBadMessage
+	}
+	end := len(rest)
+	for i, c := range rest {
+		if c == '/' || c == '?' {
+			end = i
+			break
+		}
+	}
+	auth, path := rest[:end], rest[end:]
+	if len(auth) == 0 || bytes.IndexByte(auth, '@') >= 0 {
+		return errBadMessage // no host, or userinfo (deprecated, and a way to disguise one)
+	}
+	if m.host != nil && !sameAuthority(auth, m.host, https) {
+		return errBadMessage // HAProxy: 400 too
+	}
+	m.host = auth
+	if len(path) > 0 && path[0] == '/' {
+		m.target = path
+		return nil
+	}
+	m.targetBuf = append(append(m.targetBuf[:0], '/'), path...)
+	m.target = m.targetBuf
+	return nil
+}
+
+// sameAuthority compares an absolute-form authority with a Host value,
+// case-insensitively, a default port (":80", ":443" for https) being the
+// same as none.
+func sameAuthority(a, h []byte, https bool) bool {
+	def := ":80"
+	if https {
+		def = ":443"
+	}
+	a = bytes.TrimSuffix(a, []byte(def))
+	h = bytes.TrimSuffix(h, []byte(def))
+	return bytes.EqualFold(a, h)
 }
 
 func cutLine(b []byte) (line, rest []byte) {

@@ -29,12 +29,13 @@ type Counters struct {
 	Requests atomic.Uint64
 	Resp     [6]atomic.Uint64 // by status class: [1] 1xx … [5] 5xx, [0] other
 	// Requests refused by sluice itself, by reason.
-	BadRequest    atomic.Uint64 // 400: malformed or ambiguous (smuggling)
-	Timeout408    atomic.Uint64
-	TooLarge431   atomic.Uint64
-	NoRoute404    atomic.Uint64
-	BadGateway502 atomic.Uint64
-	NoServer503   atomic.Uint64
+	BadRequest     atomic.Uint64 // 400: malformed or ambiguous (smuggling)
+	Timeout408     atomic.Uint64
+	TooLarge431    atomic.Uint64
+	TooManyHeaders atomic.Uint64 // of TooLarge431: more header lines than max_header_count
+	NoRoute404     atomic.Uint64
+	BadGateway502  atomic.Uint64
+	NoServer503    atomic.Uint64
 	// NoServerConn503 counts the requests answered 503 because the
 	// process's server-connection budget (ServerConns) was spent; they are
 	// in NoServer503 too.
@@ -69,6 +70,7 @@ type Proxy struct {
 	TimeoutHTTPRequest time.Duration    // a whole request head must arrive within this
 	TimeoutTunnel      time.Duration    // idle upgraded connections
 	MaxHeaderBytes     int
+	MaxHeaderCount     int // most header lines in a head; more gets 431 (0: no limit)
 	Backends           map[*backend.Backend]BackendOptions
 	ErrorPages         map[int][]byte
 	Log                *slog.Logger

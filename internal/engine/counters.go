@@ -53,6 +53,7 @@ func (e *Engine) counters() []stats.Counter {
 			}
 			add("frontend_http_server_conns_exhausted_total", "Requests answered 503 because the process's server connections (global.maxconn) were all in use; also in refused_total{code=\"503\"}.",
 				&c.NoServerConn503, fl)
+			add("frontend_http_too_many_headers_total", "Requests refused with 431 for more header lines than max_header_count.", &c.TooManyHeaders, fl)
 		}
 		if f.Mode == "tcp" {
 			add("frontend_tcp_server_conns_exhausted_total", "TCP connections closed because the process's server connections (global.maxconn) were all in use.",
