@@ -11,7 +11,7 @@ build:
 # Lint first: a test run is only green when gofmt and go vet are clean too;
 # then every test, the keepalived failover test on its own (its timings are
 # VRRP's, which a machine busy with other test packages disturbs), then a
-# bounded fuzz run of the PROXY-protocol parser.
+# bounded fuzz run of the PROXY-protocol and HTTP/1 parsers.
 test: lint
 	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /test/ha)
 	$(GO) test -count=1 -timeout 5m ./test/ha
@@ -21,7 +21,7 @@ test: lint
 # request and response parsers, FUZZTIME each (60s in all by default).
 # Minimizing each new input for the default 60s would spend the whole budget
 # on it (0 execs/s in the log): 2s keeps the run exploring.
-FUZZTIME ?= 20s
+FUZZTIME ?= 15s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAcceptProxy$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./frontend
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./l7
