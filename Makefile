@@ -18,7 +18,7 @@ test: lint
 	$(MAKE) fuzz
 
 # Bounded fuzzing for CI: the PROXY-protocol accepting path and the HTTP/1
-# request and response parsers, FUZZTIME each (60s in all by default).
+# request and response parsers, FUZZTIME each (45s in all by default).
 # Minimizing each new input for the default 60s would spend the whole budget
 # on it (0 execs/s in the log): 2s keeps the run exploring.
 FUZZTIME ?= 15s
