@@ -11,8 +11,15 @@ import (
 	"time"
 
 	"sluice/backend"
+	"sluice/internal/recovery"
 	"sluice/l4"
 )
+
+// errBodyPanic ends an exchange whose request-body copy panicked.
+var errBodyPanic = errors.New("request body copy panicked")
+
+// testBodyHook, set by tests only, runs as a request body starts to move.
+var testBodyHook func()
 
 // clientConn is the state of one client connection, reused for each of its
 // requests.
@@ -406,6 +413,22 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		sc.w = deadlineWriter{conn: sc.conn, dl: &sc.dl, timeout: be.TimeoutServer}
 		bodyDone = make(chan error, 1)
 		go func() {
+			// This goroutine is outside the connection's own recover: a
+			// panic here must still cost this exchange only.
+			defer func() {
+				if v := recover(); v != nil {
+					if p.Panics != nil {
+						p.Panics.Add(1)
+					}
+					recovery.Log(p.Log, v, "frontend", p.Frontend, "client", c.addr, "in", "request body")
+					sc.conn.Close()
+					c.conn.Close()
+					bodyDone <- errBodyPanic
+				}
+			}()
+			if testBodyHook != nil {
+				testBodyHook()
+			}
 			var n int64
 			var err error
 			if req.chunked {

@@ -58,3 +58,35 @@ func TestHTTP2StreamPanicResetsOnlyThatStream(t *testing.T) {
 		t.Errorf("Panics = %d, want 1", n)
 	}
 }
+
+// A panic in the goroutine that streams an HTTP/1 request body (outside the
+// connection's own recover) costs that exchange only: the client
+// connection is closed, the panic counted, and the next client is served.
+func TestHTTP1BodyPanicClosesOnlyThatConnection(t *testing.T) {
+	var once atomic.Bool
+	l7.SetBodyHook(func() {
+		if once.CompareAndSwap(false, true) {
+			panic("test: boom streaming a request body")
+		}
+	})
+	t.Cleanup(func() { l7.SetBodyHook(nil) })
+
+	addr, _ := startHTTP(t, reporter("s1"), false)
+	eng, front := testutil.Start(t, h2Config("default_backend = \"app\"", "",
+		map[string]h2Backend{"app": {addrs: []string{addr}}}))
+
+	c := testutil.Dial(t, front)
+	// The head alone: its body is not buffered with it, so it streams
+	// from the body goroutine, which panics.
+	c.Write([]byte("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"))
+	if b, _ := io.ReadAll(c); len(b) != 0 {
+		t.Fatalf("the panicking exchange answered %q, want the connection closed", b)
+	}
+	if n := eng.Front.Frontends[0].Counters.Panics.Load(); n != 1 {
+		t.Errorf("Panics = %d, want 1", n)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	if _, body := get(t, hc, "http://"+front+"/after"); fields(t, body)["path"] != "/after" {
+		t.Fatalf("after the panic: %q", body)
+	}
+}
