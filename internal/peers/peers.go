@@ -388,8 +388,8 @@ func (s *Syncer) accept() {
 		}
 		// Only this goroutine adds to unauth, so the check cannot race.
 		if s.unauth.Load() >= maxUnauthenticated {
+			s.Counters.Refused.Add(1) // before Close: whoever sees it closed sees it counted
 			c.Close()
-			s.Counters.Refused.Add(1)
 			if ok, n := s.capLog.allow(time.Now()); ok {
 				s.log.Warn("too many peer connections waiting to authenticate; closing new ones", "from", c.RemoteAddr().String(), "limit", maxUnauthenticated, "suppressed", n)
 			}
