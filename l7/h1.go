@@ -296,7 +296,7 @@ func (c *clientConn) serverConn(srv *backend.Server, be *backend.Backend) (*serv
 	if version != 0 {
 		if sc := c.own; sc != nil {
 			c.own = nil
-			if sc.srv == srv {
+			if sc.srv == srv && sc.quiet() {
 				sc.reused = true
 				return sc, nil
 			}
@@ -317,18 +317,23 @@ func (c *clientConn) serverConn(srv *backend.Server, be *backend.Backend) (*serv
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	return &serverConn{conn: conn, hr: newHeadReader(conn, c.p.MaxHeaderBytes), srv: srv, budget: c.p.ServerConns}, nil
+	return newServerConn(conn, srv, c.p.MaxHeaderBytes, c.p.ServerConns), nil
 }
 
 // keepServerConn keeps sc for another request: in the shared pool, or as
 // this client connection's own when it carries a PROXY header.
+//
+// Bytes the server sent past the end of its response (a body on HEAD, 204
+// or 304, more than Content-Length, more after the last chunk) would be
+// read as the next request's response, perhaps another client's: such a
+// connection is closed, never kept (putIdle checks it too).
 func (c *clientConn) keepServerConn(sc *serverConn, be *backend.Backend) {
 	opts := c.p.Backends[be]
 	if opts.SendProxy == 0 {
 		c.p.putIdle(sc, be)
 		return
 	}
-	if opts.PoolMaxIdle <= 0 || c.p.draining.Load() {
+	if opts.PoolMaxIdle <= 0 || c.p.draining.Load() || sc.hr.buffered() > 0 {
 		sc.close()
 		return
 	}
@@ -361,6 +366,11 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	// Read all we need from the head now: once the body streams, the
 	// buffer under req's slices is reused.
 	isHead := equalFold(req.method, "HEAD")
+	// Once a request was written whole, a connection that ends without a
+	// response may have delivered it: only an idempotent one (RFC 9110
+	// §9.2.2) is sent again then. A POST is protected by the check before
+	// reuse (quiet), which finds a connection the server closed while idle.
+	idempotent := isIdempotent(req.method)
 	c.out = c.buildRequestHead(c.out[:0])
 	headLen := len(c.out)
 	// A small body already read with the head goes out in the same write.
@@ -488,7 +498,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 				p.Counters.BadRequest.Add(1)
 				c.refuse(400, x)
 				return false, false
-			case !gotAny && sc.reused && (!c.hasBody() || bodyInHead) && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)):
+			case !gotAny && sc.reused && idempotent && (!c.hasBody() || bodyInHead) && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)):
 				return retryStale()
 			default:
 				sc.srv.Counters.RespErrors.Add(1)
@@ -522,7 +532,25 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	x.respHead = time.Now()
 	x.status = resp.status
 
-	if resp.status == 101 && req.upgrade {
+	if resp.status == 101 && !req.upgrade {
+		// A switch nobody asked for: what follows is no HTTP response
+		// (HAProxy: 502).
+		sc.close()
+		bodyErr()
+		sc.srv.Counters.RespErrors.Add(1)
+		p.Counters.BadGateway502.Add(1)
+		x.terminated = "server-error"
+		c.reply(502, x)
+		return false, false
+	}
+	if resp.status == 101 {
+		// The request body, if any, is the old protocol's: it is sent
+		// whole before the tunnel reads the client connection, so two
+		// readers never share it.
+		if berr := bodyErr(); berr != nil {
+			sc.close()
+			return false, false
+		}
 		// Hand the server's head to the client, then become a tunnel.
 		c.out = c.buildResponseHead(c.out[:0], false)
 		_, err := c.conn.Write(c.out)
@@ -613,6 +641,17 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	}
 	c.log(x)
 	return !clientClose, false
+}
+
+// isIdempotent reports whether a method is idempotent (RFC 9110 §9.2.2):
+// such a request may be sent again when a connection ends before its
+// response.
+func isIdempotent(m []byte) bool {
+	switch string(m) { // no allocation: the compiler compares in place
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
 }
 
 func (c *clientConn) count(srv *backend.Server, status int, bytesOut int64) {

@@ -4,6 +4,8 @@
 package l7
 
 import (
+	"golang.org/x/sys/unix"
+
 	"crypto/tls"
 	"log/slog"
 	"net"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"sluice/backend"
@@ -180,6 +183,50 @@ type serverConn struct {
 	dl        deadlines
 	w         deadlineWriter // writes the request body through dl
 	budget    *ServerConns   // holds a slot of it until closed
+	// raw peeks at the socket before reuse (see quiet); nil when the
+	// connection is not a plain socket, then a zero deadline read does it.
+	raw  syscall.RawConn
+	peek func(fd uintptr) bool // sc.peekFd, bound once: no allocation per check
+	// peekN and peekErr are what the last peek saw.
+	peekN   int
+	peekErr error
+}
+
+// newServerConn wraps a fresh connection to srv.
+func newServerConn(conn net.Conn, srv *backend.Server, maxHead int, budget *ServerConns) *serverConn {
+	sc := &serverConn{conn: conn, hr: newHeadReader(conn, maxHead), srv: srv, budget: budget}
+	if c, ok := conn.(syscall.Conn); ok {
+		if raw, err := c.SyscallConn(); err == nil {
+			sc.raw = raw
+			sc.peek = sc.peekFd
+		}
+	}
+	return sc
+}
+
+func (sc *serverConn) peekFd(fd uintptr) bool {
+	var b [1]byte
+	sc.peekN, _, sc.peekErr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	return true // never wait: a peek, not a read
+}
+
+// quiet reports whether an idle server connection may carry a request: the
+// server sent nothing since its last response (bytes there would be taken
+// as the next client's response) and has not closed it (a request on it
+// would meet EOF, and a POST cannot be sent again safely).
+func (sc *serverConn) quiet() bool {
+	if sc.hr.buffered() > 0 {
+		return false
+	}
+	if sc.raw == nil {
+		return true
+	}
+	if err := sc.raw.Read(sc.peek); err != nil {
+		return false
+	}
+	// Nothing to read: EAGAIN. Data (n > 0), EOF (n == 0) or an error
+	// such as ECONNRESET all mean the connection is not clean.
+	return sc.peekN < 0 && (sc.peekErr == unix.EAGAIN || sc.peekErr == unix.EWOULDBLOCK)
 }
 
 func (p *Proxy) pool(s *backend.Server, be *backend.Backend) *connPool {
@@ -191,27 +238,33 @@ func (p *Proxy) pool(s *backend.Server, be *backend.Backend) *connPool {
 }
 
 // getIdle pops the most recently used idle connection that is not too old.
+// A connection the server closed, or wrote on, while it was idle is closed
+// instead (checked outside the pool's lock: a syscall).
 func (p *Proxy) getIdle(s *backend.Server, be *backend.Backend) *serverConn {
 	cp := p.pool(s, be)
 	now := time.Now()
-	cp.mu.Lock()
-	defer cp.mu.Unlock()
-	for n := len(cp.idle); n > 0; n = len(cp.idle) {
+	for {
+		cp.mu.Lock()
+		n := len(cp.idle)
+		if n == 0 {
+			cp.mu.Unlock()
+			return nil
+		}
 		sc := cp.idle[n-1]
 		cp.idle = cp.idle[:n-1]
-		if now.Sub(sc.idleSince) < cp.opts.PoolIdleTimeout {
+		cp.mu.Unlock()
+		if now.Sub(sc.idleSince) < cp.opts.PoolIdleTimeout && sc.quiet() {
 			sc.reused = true
 			return sc
 		}
 		sc.close()
 	}
-	return nil
 }
 
 // putIdle keeps sc for reuse, or closes it when the pool is full.
 func (p *Proxy) putIdle(sc *serverConn, be *backend.Backend) {
 	cp := p.pool(sc.srv, be)
-	if cp.opts.PoolMaxIdle <= 0 || p.draining.Load() {
+	if cp.opts.PoolMaxIdle <= 0 || p.draining.Load() || sc.hr.buffered() > 0 {
 		sc.close()
 		return
 	}

@@ -20,7 +20,8 @@ import (
 type oneShotServer struct {
 	addr   string
 	mu     sync.Mutex
-	bodies []string // the body of every request received
+	bodies []string      // the body of every request received
+	closed chan struct{} // a value each time the server closed a connection
 }
 
 func serveOneShot(t *testing.T) *oneShotServer {
@@ -30,7 +31,7 @@ func serveOneShot(t *testing.T) *oneShotServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	s := &oneShotServer{addr: ln.Addr().String()}
+	s := &oneShotServer{addr: ln.Addr().String(), closed: make(chan struct{}, 16)}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -38,7 +39,10 @@ func serveOneShot(t *testing.T) *oneShotServer {
 				return
 			}
 			go func() {
-				defer c.Close()
+				defer func() {
+					c.Close()
+					s.closed <- struct{}{}
+				}()
 				c.SetDeadline(time.Now().Add(10 * time.Second))
 				req, err := http.ReadRequest(bufio.NewReader(c))
 				if err != nil {
@@ -81,7 +85,9 @@ func TestPostRetriedOnStalePooledConn(t *testing.T) {
 	if st, _ := do("GET / HTTP/1.1\r\nHost: x\r\n\r\n"); !strings.HasPrefix(st, "200") {
 		t.Fatalf("GET: %s", st)
 	}
-	// The server closed that connection; sluice pooled it.
+	// The server closed that connection; sluice pooled it. Once the
+	// server's close returned, its FIN is in sluice's receive queue.
+	<-be.closed
 	st, body := do("POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nname=once")
 	if !strings.HasPrefix(st, "200") || body != "okname=once" {
 		t.Fatalf("POST on a stale pooled connection: %s %q", st, body)
