@@ -241,15 +241,19 @@ func (s *Server) acceptLoop(f *Frontend, ln net.Listener) {
 	defer s.acceptW.Done()
 	var backoff time.Duration
 	for {
-		// At the cap we stop calling Accept: new connections wait in the
-		// kernel's queue until a slot frees, as HAProxy does.
-		if !s.acquire(f) {
-			return
-		}
+		// Accept first, then wait for a slot: at the cap the loop holds the
+		// one connection it accepted and takes no more, so later clients
+		// wait in the kernel's queue, as behind HAProxy's paused listener.
+		// Waiting for the slot before Accept would let the idle loops of
+		// some listeners hold every slot while another listener's clients
+		// are never served (more binds than maxconn).
 		conn, err := ln.Accept()
 		accepted := time.Now()
+		if err == nil && !s.acquire(f) {
+			conn.Close() // stopping
+			return
+		}
 		if err != nil {
-			s.release(f)
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -363,14 +367,6 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) bool {
 	if f.sendProxy != 0 {
 		hdr = &l4.ProxyHeader{Version: f.sendProxy, Src: m.client, Dst: m.local, UniqueID: m.id}
 	}
-	if !s.serverConns.Acquire() {
-		// Every server connection the descriptor budget holds is in use
-		// (HTTP/2 streams count too): refuse this client, not the process.
-		f.Counters.Denied.Add(1)
-		f.Counters.ServerConnsExhausted.Add(1)
-		conn.Close()
-		return false
-	}
 	var srv, skip *backend.Server
 	var server net.Conn
 	var pickErr error
@@ -380,6 +376,18 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) bool {
 		srv, pickErr = be.PickWait(context.Background(), &client, skip)
 		if srv == nil {
 			break
+		}
+		// The slot is taken once a server is picked: a client waiting in
+		// the queue holds no descriptor of the budget.
+		if !s.serverConns.Acquire() {
+			// Every server connection the descriptor budget holds is in
+			// use (HTTP/2 streams count too): refuse this client, not the
+			// process.
+			srv.Release()
+			f.Counters.Denied.Add(1)
+			f.Counters.ServerConnsExhausted.Add(1)
+			conn.Close()
+			return false
 		}
 		c, err := l4.Dial(context.Background(), srv.Addr, be.TimeoutConnect, hdr)
 		if err == nil {
@@ -393,6 +401,7 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) bool {
 			srv.Counters.Retries.Add(1)
 		}
 		s.log.Debug("connect failed", "frontend", f.Name, "backend", be.Name, "server", srv.Name, "err", err)
+		s.serverConns.Release()
 		srv.Release()
 		skip, srv = srv, nil
 	}
@@ -405,7 +414,6 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) bool {
 		} else {
 			f.Counters.Errors.Add(1)
 		}
-		s.serverConns.Release()
 		conn.Close()
 		return false
 	}
