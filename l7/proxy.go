@@ -5,6 +5,7 @@ package l7
 
 import (
 	"golang.org/x/sys/unix"
+	"unsafe"
 
 	"crypto/tls"
 	"log/slog"
@@ -187,9 +188,10 @@ type serverConn struct {
 	// connection is not a plain socket, then a zero deadline read does it.
 	raw  syscall.RawConn
 	peek func(fd uintptr) bool // sc.peekFd, bound once: no allocation per check
-	// peekN and peekErr are what the last peek saw.
-	peekN   int
-	peekErr error
+	// peekBuf and peekErr are what the last peek used and saw (0: data
+	// or EOF, EAGAIN: nothing).
+	peekBuf [1]byte
+	peekErr syscall.Errno
 }
 
 // newServerConn wraps a fresh connection to srv.
@@ -205,8 +207,10 @@ func newServerConn(conn net.Conn, srv *backend.Server, maxHead int, budget *Serv
 }
 
 func (sc *serverConn) peekFd(fd uintptr) bool {
-	var b [1]byte
-	sc.peekN, _, sc.peekErr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	// A raw recvfrom into the connection's own byte: unix.Recvfrom would
+	// allocate its address buffer on every call.
+	_, _, sc.peekErr = unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&sc.peekBuf[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 	return true // never wait: a peek, not a read
 }
 
@@ -224,9 +228,9 @@ func (sc *serverConn) quiet() bool {
 	if err := sc.raw.Read(sc.peek); err != nil {
 		return false
 	}
-	// Nothing to read: EAGAIN. Data (n > 0), EOF (n == 0) or an error
-	// such as ECONNRESET all mean the connection is not clean.
-	return sc.peekN < 0 && (sc.peekErr == unix.EAGAIN || sc.peekErr == unix.EWOULDBLOCK)
+	// Nothing to read: EAGAIN. Data (n > 0), EOF (n == 0, no error) or an
+	// error such as ECONNRESET all mean the connection is not clean.
+	return sc.peekErr == unix.EAGAIN
 }
 
 func (p *Proxy) pool(s *backend.Server, be *backend.Backend) *connPool {
