@@ -210,13 +210,27 @@ func (s *Server) Current() int {
 
 // acquire takes a connection slot of the frontend and of the process,
 // waiting while either is full. It returns false when shutting down.
+//
+// It is called with a connection already accepted, so a free slot is taken
+// even while the server stops (a select would pick the closed done channel
+// half the time and reset a client in the middle of a reload); only a wait
+// at the cap gives up when the server stops.
 func (s *Server) acquire(f *Frontend) bool {
 	if f.sem != nil {
 		select {
 		case f.sem <- struct{}{}:
-		case <-s.done:
-			return false
+		default:
+			select {
+			case f.sem <- struct{}{}:
+			case <-s.done:
+				return false
+			}
 		}
+	}
+	select {
+	case s.global <- struct{}{}:
+		return true
+	default:
 	}
 	select {
 	case s.global <- struct{}{}:
