@@ -38,7 +38,19 @@ bind = ["127.0.0.1:0"]
 default_backend = "b"
 [[backend.b.server]]
 address = "127.0.0.1:1"
-`, []want{{2, "global.maxconn", ""}}},
+`, []want{{2, "global.maxconn", "at most 10000000"}}},
+		{"retries just past the bound, counts past MaxCount", `[defaults]
+retries = 101
+[stats]
+maxconn = 0
+[frontend.f]
+bind = ["127.0.0.1:0"]
+maxconn = 10000001
+default_backend = "b"
+[[backend.b.server]]
+address = "127.0.0.1:1"
+maxconn = 9223372036854775807
+`, []want{{2, "defaults.retries", "at most 100"}, {4, "stats.maxconn", "at least 1"}, {7, "frontend.f.maxconn", "at most"}, {11, "backend.b.server.0.maxconn", "at most"}}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			checkProblems(t, parseErrors(t, tc.src), tc.want)

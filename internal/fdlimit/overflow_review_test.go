@@ -19,7 +19,7 @@ func TestHugeMaxconnDoesNotOverflowBudget(t *testing.T) {
 		if Need(mc) < limit {
 			t.Errorf("Need(%d) = %d, under the limit %d: the product wrapped", mc, Need(mc), limit)
 		}
-		b := Plan(mc, true, []UDPFrontend{{Name: "dns"}}, limit)
+		b := Plan(mc, true, []UDPFrontend{{Name: "dns"}}, Fixed{}, limit)
 		if got := b.Flows["dns"]; got > MinDefaultFlows {
 			t.Errorf("Plan(maxconn=%d): dns gets %d flows of a limit of %d that maxconn already spends; want at most %d (with a warning)",
 				mc, got, limit, MinDefaultFlows)
