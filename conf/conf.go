@@ -56,6 +56,9 @@ type Stats struct {
 	Bind           string // "" when the file has no [stats] table: no stats listener
 	AdminTokenFile string
 	AdminToken     string // read from AdminTokenFile at load; "" disables the admin API
+	// MaxConn caps the connections the stats listener serves at once;
+	// more wait in the kernel's queue (counted in the descriptor budget).
+	MaxConn int
 }
 
 // Frontend is a named set of listeners.

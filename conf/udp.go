@@ -27,13 +27,9 @@ const (
 func (v *validator) udpFrontend(p string, rf *rawFrontend, f *Frontend, defUDP time.Duration) {
 	f.TimeoutUDP = v.dur(p+".timeout_udp", rf.TimeoutUDP, defUDP)
 	f.MaxFlows = intOr(rf.MaxFlows, 0)
-	if f.MaxFlows < 0 {
-		v.errf(p+".max_flows", "must not be negative (0 or unset: a share of the file descriptor limit), got %d", f.MaxFlows)
-	}
+	v.count(p+".max_flows", f.MaxFlows, 0, MaxCount, "UDP flows at once; 0 or unset: a share of the file descriptor limit")
 	f.MaxFlowsPerSource = intOr(rf.MaxFlowsPerSource, DefaultMaxFlowsPerSource)
-	if f.MaxFlowsPerSource < 0 {
-		v.errf(p+".max_flows_per_source", "must not be negative (0 turns the per-address cap off), got %d", f.MaxFlowsPerSource)
-	}
+	v.count(p+".max_flows_per_source", f.MaxFlowsPerSource, 0, MaxCount, "UDP flows of one address at once; 0 turns the cap off")
 	if rf.MaxFlowsPerSource != nil && rf.Mode != ModeUDP {
 		v.errf(p+".max_flows_per_source", "caps UDP flows and needs mode = \"udp\"; remove it from this frontend (mode %q)", rf.Mode)
 	}
@@ -46,9 +42,7 @@ func (v *validator) udpFrontend(p string, rf *rawFrontend, f *Frontend, defUDP t
 func (v *validator) udpBackend(p string, rb *rawBackend, b *Backend) {
 	b.TimeoutUDP = v.dur(p+".timeout_udp", rb.TimeoutUDP, 0)
 	b.Responses = intOr(rb.Responses, 0)
-	if b.Responses < 0 {
-		v.errf(p+".responses", "must not be negative (0 means a flow ends only when idle), got %d", b.Responses)
-	}
+	v.count(p+".responses", b.Responses, 0, MaxCount, "replies that end a flow; 0: a flow ends only when idle")
 }
 
 // dns checks a [backend.NAME.dns] section.
@@ -73,9 +67,7 @@ func (v *validator) dns(dp string, r *rawDNS) *DNS {
 	if d.Timeout <= 0 {
 		v.errf(dp+".timeout", "must be more than 0")
 	}
-	if d.MaxServers < 1 {
-		v.errf(dp+".max_servers", "must be at least 1, got %d", d.MaxServers)
-	}
+	v.count(dp+".max_servers", d.MaxServers, 1, 100000, "discovered servers kept; each may hold connections and a health check")
 	for i, res := range d.Resolvers {
 		host, port, err := net.SplitHostPort(res)
 		if err != nil {

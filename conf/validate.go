@@ -48,6 +48,7 @@ type rawDefaults struct {
 type rawStats struct {
 	Bind           string `toml:"bind"`
 	AdminTokenFile string `toml:"admin_token_file"`
+	MaxConn        *int   `toml:"maxconn"`
 }
 
 type rawFrontend struct {
@@ -237,7 +238,25 @@ const (
 	DefaultStickySize         = 100000
 	DefaultStatsBind          = "127.0.0.1:8404" // a [stats] table without bind
 	MinRemoteTokenLen         = 16               // admin token length on a non-loopback stats bind
+	DefaultStatsMaxConn       = 64
+
+	// Upper bounds of counts: past them a number is a typo or an attack
+	// on the budget arithmetic, never a setting (issue 15 review).
+	MaxRetries = 100        // each retry of a refused connect is a dial
+	MaxCount   = 10_000_000 // connections, flows, table entries
 )
+
+// count refuses n outside lo..hi, naming key; what says what the number counts.
+func (v *validator) count(key string, n, lo, hi int, what string) {
+	switch {
+	case n < lo && lo == 0:
+		v.errf(key, "must not be negative (%s), got %d", what, n)
+	case n < lo:
+		v.errf(key, "must be at least %d (%s), got %d", lo, what, n)
+	case n > hi:
+		v.errf(key, "must be at most %d (%s), got %d", hi, what, n)
+	}
+}
 
 func (v *validator) build(raw *rawFile) *Config {
 	cfg := &Config{}
@@ -250,9 +269,7 @@ func (v *validator) build(raw *rawFile) *Config {
 		PIDFile:        g.PIDFile,
 		VitalFrontends: g.VitalFrontends,
 	}
-	if cfg.Global.MaxConn < 1 {
-		v.errf("global.maxconn", "must be at least 1, got %d", cfg.Global.MaxConn)
-	}
+	v.count("global.maxconn", cfg.Global.MaxConn, 1, MaxCount, "connections at once; each holds two file descriptors")
 
 	d := raw.Defaults
 	defConnect := v.dur("defaults.timeout_connect", d.TimeoutConnect, DefaultTimeoutConnect)
@@ -262,10 +279,9 @@ func (v *validator) build(raw *rawFile) *Config {
 	defProxyHdr := v.dur("defaults.timeout_proxy_header", d.TimeoutProxyHeader, DefaultTimeoutProxyHeader)
 	defTunnel := v.dur("defaults.timeout_tunnel", d.TimeoutTunnel, DefaultTimeoutTunnel)
 	defRetries := intOr(d.Retries, DefaultRetries)
-	if defRetries < 0 {
-		v.errf("defaults.retries", "must not be negative, got %d", defRetries)
-	}
+	v.count("defaults.retries", defRetries, 0, MaxRetries, "connect attempts after the first")
 	defMaxConn := intOr(d.MaxConn, 0)
+	v.count("defaults.maxconn", defMaxConn, 0, MaxCount, "connections of a frontend at once; 0: only the global cap")
 	defQueue := v.dur("defaults.queue_timeout", d.QueueTimeout, DefaultQueueTimeout)
 	defUDP := v.dur("defaults.timeout_udp", d.TimeoutUDP, DefaultTimeoutUDP)
 
@@ -318,8 +334,8 @@ func (v *validator) build(raw *rawFile) *Config {
 		if f.AcceptProxy && f.Mode == ModeUDP {
 			v.errf(p+".accept_proxy", "PROXY headers are accepted on tcp and http frontends only, not udp; remove it")
 		}
-		if f.MaxConn < 0 {
-			v.errf(p+".maxconn", "must not be negative (0 means only the global cap), got %d", f.MaxConn)
+		if rf.MaxConn != nil {
+			v.count(p+".maxconn", f.MaxConn, 0, MaxCount, "connections at once; 0: only the global cap")
 		}
 		if len(rf.Bind) == 0 {
 			v.errf(p+".bind", "a frontend needs at least one bind address, like bind = [\"0.0.0.0:80\"]")
@@ -484,9 +500,7 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer, d
 	b.Proto = rb.Proto
 	v.oneOf(p+".proto", b.Proto, "", "http1", "h2c")
 	b.PoolMaxIdle = intOr(rb.PoolMaxIdle, DefaultPoolMaxIdle)
-	if b.PoolMaxIdle < 0 {
-		v.errf(p+".pool_max_idle", "must not be negative (0 disables pooling), got %d", b.PoolMaxIdle)
-	}
+	v.count(p+".pool_max_idle", b.PoolMaxIdle, 0, MaxCount, "idle server connections kept; 0 disables pooling")
 	b.PoolIdleTimeout = v.dur(p+".pool_idle_timeout", rb.PoolIdleTimeout, DefaultPoolIdleTimeout)
 	if b.Balance == "" {
 		b.Balance = "roundrobin"
@@ -496,12 +510,10 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer, d
 	if b.StickyCookie == "" {
 		b.StickyCookie = "SLUICE"
 	}
-	if b.StickySize < 1 {
-		v.errf(p+".sticky_size", "must be at least 1, got %d", b.StickySize)
-	}
+	v.count(p+".sticky_size", b.StickySize, 1, MaxCount, "entries of the stick table")
 	v.oneOf(p+".send_proxy", b.SendProxy, "", "v1", "v2")
-	if b.Retries < 0 {
-		v.errf(p+".retries", "must not be negative, got %d", b.Retries)
+	if rb.Retries != nil {
+		v.count(p+".retries", b.Retries, 0, MaxRetries, "connect attempts after the first")
 	}
 
 	b.Health = v.health(p+".health", rb.Health)
@@ -527,9 +539,7 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer, d
 		if s.Weight < 0 || s.Weight > MaxWeight {
 			v.errf(key+".weight", "weight %d is outside 0..%d (0 takes the server out of rotation)", s.Weight, MaxWeight)
 		}
-		if s.MaxConn < 0 {
-			v.errf(key+".maxconn", "must not be negative, got %d", s.MaxConn)
-		}
+		v.count(key+".maxconn", s.MaxConn, 0, MaxCount, "connections to this server at once; 0: no cap")
 		if s.Address == "" {
 			v.errf(key+".address", "a server needs an address like \"10.0.0.11:8080\"")
 		} else if _, port, err := net.SplitHostPort(s.Address); err != nil || port == "" {
@@ -633,7 +643,8 @@ func sortedKeys[V any](m map[string]V) []string {
 // address, but a non-loopback bind that enables the admin API needs a token
 // of at least MinRemoteTokenLen characters.
 func (v *validator) stats(rs rawStats) Stats {
-	st := Stats{AdminTokenFile: rs.AdminTokenFile}
+	st := Stats{AdminTokenFile: rs.AdminTokenFile, MaxConn: intOr(rs.MaxConn, DefaultStatsMaxConn)}
+	v.count("stats.maxconn", st.MaxConn, 1, 10000, "connections the stats listener serves at once; more wait in the kernel's queue")
 	bind := rs.Bind
 	if bind == "" && (v.statsTable || rs.AdminTokenFile != "") {
 		bind = DefaultStatsBind

@@ -33,6 +33,9 @@ type Options struct {
 	// process line); nil counts them from Frontends.
 	Current func() int
 	MaxConn int // global.maxconn
+	// MaxConns caps the connections served at once (stats.maxconn);
+	// 0 means DefaultMaxConns.
+	MaxConns int
 	// FDs is how the descriptor limit is shared; nil: not shown.
 	FDs *FDs
 	// VitalFrontends must each have a server up for /healthz to answer 200.
@@ -95,6 +98,7 @@ type Server struct {
 	mux      *http.ServeMux
 
 	httpSrv  *http.Server
+	ln       *limitListener
 	stopOnce sync.Once
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -110,6 +114,9 @@ func New(opt Options) *Server {
 	}
 	if opt.RateInterval <= 0 {
 		opt.RateInterval = time.Second
+	}
+	if opt.MaxConns <= 0 {
+		opt.MaxConns = DefaultMaxConns
 	}
 	s := &Server{
 		opt:      opt,
@@ -127,6 +134,15 @@ func New(opt Options) *Server {
 	if opt.AdminToken != "" {
 		s.token = hashToken(opt.AdminToken)
 	}
+	s.ln = newLimitListener(nil, opt.MaxConns)
+	// Counted here so that every stats server shows its own cap.
+	s.opt.Counters = append(s.opt.Counters[:len(s.opt.Counters):len(s.opt.Counters)],
+		Counter{Name: "stats_conns", Help: "Connections the stats listener serves now.", Gauge: true,
+			Value: func() float64 { return float64(s.ln.open.Load()) }},
+		Counter{Name: "stats_conns_limit", Help: "The most connections the stats listener serves at once (stats.maxconn); more wait in the kernel's queue.", Gauge: true,
+			Value: func() float64 { return float64(cap(s.ln.sem)) }},
+		Counter{Name: "stats_conns_waited_total", Help: "Accepts on the stats listener that waited because stats.maxconn connections were open.",
+			Value: func() float64 { return float64(s.ln.waited.Load()) }})
 	s.rates = newRates(opt.Frontends, opt.Backends)
 	s.registry = newRegistry(s)
 	s.mux = s.routes()
@@ -139,13 +155,15 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // Serve answers on ln until Close. It samples rates in the background.
 func (s *Server) Serve(ln net.Listener) {
 	s.httpSrv = &http.Server{
-		Handler:           s.mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler: s.mux,
+		// Short: each connection holds one of stats.maxconn slots.
+		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       60 * time.Second,
+		IdleTimeout:       15 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	s.ln.Listener = ln
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -153,7 +171,7 @@ func (s *Server) Serve(ln net.Listener) {
 	}()
 	go func() {
 		defer s.wg.Done()
-		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.httpSrv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Warn("stats listener stopped", "err", err)
 		}
 	}()

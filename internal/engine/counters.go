@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"sync/atomic"
 
-	"sluice/internal/fdlimit"
 	"sluice/stats"
 )
 
@@ -27,8 +26,8 @@ func (e *Engine) counters() []stats.Counter {
 		func() float64 { return float64(fds.Limit) })
 	gauge("process_fd_maxconn_share", "Descriptors kept for connections: 2 per global.maxconn.",
 		func() float64 { return 2 * float64(fds.MaxConn) })
-	gauge("process_fd_reserve", "Descriptors kept for listeners, checks, logs and the like.",
-		func() float64 { return fdlimit.Reserve })
+	gauge("process_fd_reserve", "Descriptors kept for listeners, health checks, stats connections, logs and the like.",
+		func() float64 { return float64(fds.Reserved()) })
 	gauge("process_fd_flows_share", "Descriptors UDP flows may hold: the sum of the max_flows of udp frontends.",
 		func() float64 { return float64(fds.FlowsTotal()) })
 	sc := e.Front.ServerConns()

@@ -55,7 +55,7 @@ func FitLimits(cfg *conf.Config, limit uint64) (*conf.Config, fdlimit.Budget) {
 			udp = append(udp, fdlimit.UDPFrontend{Name: f.Name, MaxFlows: f.MaxFlows})
 		}
 	}
-	b := fdlimit.Plan(cfg.Global.MaxConn, cfg.Global.MaxConnSet, udp, limit)
+	b := fdlimit.Plan(cfg.Global.MaxConn, cfg.Global.MaxConnSet, udp, FixedFDs(cfg), limit)
 	c := *cfg // shallow: the caps differ, and the frontends that have one
 	c.Global.MaxConn = b.MaxConn
 	c.Frontends = make([]*conf.Frontend, len(cfg.Frontends))
@@ -68,6 +68,38 @@ func FitLimits(cfg *conf.Config, limit uint64) (*conf.Config, fdlimit.Budget) {
 		c.Frontends[i] = f
 	}
 	return &c, b
+}
+
+// FixedFDs counts what cfg holds outside connections and flows: a socket
+// per listening address (frontends, stats, peers, control), one per
+// server with active health checks (a check holds one socket at a time;
+// a DNS-discovered backend counts its max_servers) and the stats
+// listener's connection cap.
+func FixedFDs(cfg *conf.Config) fdlimit.Fixed {
+	var fx fdlimit.Fixed
+	for _, f := range cfg.Frontends {
+		fx.Listeners += len(f.Bind)
+	}
+	if cfg.Stats.Bind != "" {
+		fx.Listeners++
+		fx.Stats = cfg.Stats.MaxConn
+	}
+	if cfg.Peers.Bind != "" {
+		fx.Listeners++
+	}
+	if cfg.Global.ControlSocket != "" {
+		fx.Listeners++
+	}
+	for _, b := range cfg.Backends {
+		if b.Health.Check == conf.CheckNone || b.Health.Check == "" {
+			continue
+		}
+		fx.Checks += len(b.Servers)
+		if b.DNS != nil {
+			fx.Checks += b.DNS.MaxServers
+		}
+	}
+	return fx
 }
 
 // Options are the optional parts of starting an engine.
@@ -291,7 +323,8 @@ func (e *Engine) startStats(cfg *conf.Config, log *slog.Logger) error {
 		Process:   e.Process,
 		Current:   e.Front.Current,
 		MaxConn:   cfg.Global.MaxConn,
-		FDs: &stats.FDs{Limit: e.FDs.Limit, Reserve: fdlimit.Reserve, MaxConnShare: 2 * e.FDs.MaxConn,
+		MaxConns:  cfg.Stats.MaxConn,
+		FDs: &stats.FDs{Limit: e.FDs.Limit, Reserve: e.FDs.Reserved(), MaxConnShare: 2 * e.FDs.MaxConn,
 			FlowsShare: e.FDs.FlowsTotal()},
 		VitalFrontends: cfg.Global.VitalFrontends,
 		AdminToken:     cfg.Stats.AdminToken,

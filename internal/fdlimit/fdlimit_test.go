@@ -49,27 +49,38 @@ func TestPlan(t *testing.T) {
 		conns   int
 		flows   map[string]int
 		warn    string // substring of the one warning; "" none
+		fixed   Fixed
 	}{
-		{"no udp: as Fit", 50000, false, nil, 20000, 9872, map[string]int{}, ""},
+		{"no udp: as Fit", 50000, false, nil, 20000, 9872, map[string]int{}, "", Fixed{}},
 		{"tight limit: a quarter kept for flows", 50000, false, []UDPFrontend{u("dns", 0)}, 20000,
-			7404, map[string]int{"dns": 19744 - 2*7404}, ""},
+			7404, map[string]int{"dns": 19744 - 2*7404}, "", Fixed{}},
 		{"two frontends split the rest", 50000, false, []UDPFrontend{u("a", 0), u("b", 0)}, 20000,
-			7404, map[string]int{"a": 2468, "b": 2468}, ""},
+			7404, map[string]int{"a": 2468, "b": 2468}, "", Fixed{}},
 		{"large limit: the default share is capped", 50000, false, []UDPFrontend{u("dns", 0)}, 1 << 20,
-			50000, map[string]int{"dns": MaxDefaultFlows}, ""},
+			50000, map[string]int{"dns": MaxDefaultFlows}, "", Fixed{}},
 		{"explicit max_flows comes off first", 1000, true, []UDPFrontend{u("a", 500), u("b", 0)}, 4000,
-			1000, map[string]int{"a": 500, "b": 4000 - Reserve - 2000 - 500}, ""},
-		{"explicit max_flows past the limit warns", 1000, true, []UDPFrontend{u("a", 5000)}, 4000,
-			1000, map[string]int{"a": 5000}, "frontend.a.max_flows = 5000 needs a descriptor per flow but the file descriptor limit 4000 leaves 1744"},
+			1000, map[string]int{"a": 500, "b": 4000 - Reserve - 2000 - 500}, "", Fixed{}},
+		{"explicit max_flows past the limit is clamped", 1000, true, []UDPFrontend{u("a", 5000)}, 4000,
+			1000, map[string]int{"a": 1744}, "frontend.a.max_flows = 5000 needs a descriptor per flow but the file descriptor limit 4000 leaves 1744", Fixed{}},
+		{"two explicit max_flows share what is left", 1000, true, []UDPFrontend{u("a", 1000), u("b", 1000)}, 4000,
+			1000, map[string]int{"a": 1000, "b": 744}, "frontend.b.max_flows = 1000 needs a descriptor per flow but the file descriptor limit 4000 leaves 744", Fixed{}},
+		{"explicit max_flows when maxconn leaves nothing: one flow", 1872, true, []UDPFrontend{u("a", 500)}, 4000,
+			1872, map[string]int{"a": 1}, "clamped to 1 flows", Fixed{}},
 		{"maxconn set leaves nothing: floor, warned", 1872, true, []UDPFrontend{u("a", 0)}, 4000,
-			1872, map[string]int{"a": MinDefaultFlows}, "frontend.a: max_flows not set and only 0 file descriptors"},
+			1872, map[string]int{"a": MinDefaultFlows}, "frontend.a: max_flows not set and only 0 file descriptors", Fixed{}},
 		{"a huge max_flows does not starve an unset maxconn", 50000, false, []UDPFrontend{u("a", 100000)}, 4256,
-			1000, map[string]int{"a": 100000}, "set max_flows to 2000"},
+			1000, map[string]int{"a": 2000}, "clamped to 2000 flows", Fixed{}},
+		{"checks and listeners shrink an unset maxconn", 50000, false, nil, 1000,
+			(1000 - Reserve - 300 - 3 - 64) / 2, map[string]int{}, "", Fixed{Listeners: 3, Checks: 300, Stats: 64}},
+		{"checks and listeners: a set maxconn warns", 300, true, nil, 1000,
+			300, map[string]int{}, "beside the reserve of 256 and 367 for 3 listeners, 300 checked servers, 64 stats connections", Fixed{Listeners: 3, Checks: 300, Stats: 64}},
+		{"checks and listeners come off before the flows", 100, true, []UDPFrontend{u("a", 1000)}, 1000,
+			100, map[string]int{"a": 1000 - Reserve - 367 - 200}, "clamped to 177 flows", Fixed{Listeners: 3, Checks: 300, Stats: 64}},
 		{"limit unknown", 10, true, []UDPFrontend{u("a", 0), u("b", 7)}, 0,
-			10, map[string]int{"a": MaxDefaultFlows, "b": 7}, ""},
+			10, map[string]int{"a": MaxDefaultFlows, "b": 7}, "", Fixed{}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			b := Plan(tc.maxconn, tc.set, tc.udp, tc.limit)
+			b := Plan(tc.maxconn, tc.set, tc.udp, tc.fixed, tc.limit)
 			if b.MaxConn != tc.conns || !reflect.DeepEqual(b.Flows, tc.flows) {
 				t.Errorf("maxconn %d, flows %v; want %d, %v", b.MaxConn, b.Flows, tc.conns, tc.flows)
 			}
@@ -77,7 +88,7 @@ func TestPlan(t *testing.T) {
 				t.Errorf("warnings %q, want one with %q", b.Warn, tc.warn)
 			}
 			// What is planned fits, unless a warning says otherwise.
-			if need := Need(b.MaxConn) + uint64(b.FlowsTotal()); len(b.Warn) == 0 && tc.limit > 0 && need > tc.limit {
+			if need := Need(b.MaxConn) + tc.fixed.Total() + uint64(b.FlowsTotal()); len(b.Warn) == 0 && tc.limit > 0 && need > tc.limit {
 				t.Errorf("plan needs %d descriptors, limit %d, and no warning", need, tc.limit)
 			}
 		})
