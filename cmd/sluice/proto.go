@@ -60,8 +60,11 @@ type workerStart struct {
 type workerMsg struct {
 	ID int `json:"id,omitempty"`
 	// "state" | "set-server" | "drain" | "stop"; a worker also sends
-	// "state" with ID 0, unasked, when its server state changes.
+	// "state" with ID 0, unasked, when its server state changes. A push
+	// with Ack set asks the master for a "state-ack" with the same Ack
+	// once it holds that state (an admin API change waits for it).
 	Op    string `json:"op,omitempty"`
+	Ack   int    `json:"ack,omitempty"`
 	Ready bool   `json:"ready,omitempty"`
 	OK    bool   `json:"ok,omitempty"`
 	Error string `json:"error,omitempty"`
