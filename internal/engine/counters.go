@@ -103,7 +103,7 @@ func (e *Engine) counters() []stats.Counter {
 		add("peers_auth_failures_total", "Peer handshakes that failed authentication.", &c.AuthFailures)
 		add("peers_entries_dropped_total", "Stick-table entries not sent because a queue was full.", &c.Dropped)
 		add("peers_connects_total", "Successful connections to peers.", &c.Connects)
-		add("peers_refused_total", "Connections to peers.bind closed at once: too many were waiting to authenticate.", &c.Refused)
+		add("peers_refused_total", "Connections to peers.bind closed at once: too many were waiting to authenticate (in all, or from one address that is no peer).", &c.Refused)
 	}
 	return out
 }
