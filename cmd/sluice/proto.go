@@ -42,6 +42,9 @@ type ctlReply struct {
 	Version    string          `json:"version,omitempty"`
 	Servers    engine.State    `json:"servers,omitempty"`
 	Sockets    []sockets.Entry `json:"sockets,omitempty"` // get-sockets: fd is the index of the attached descriptor
+	// ControlRefused (status): control connections refused because
+	// maxControlConns were open.
+	ControlRefused uint64 `json:"control_refused,omitempty"`
 }
 
 // Between master and worker: a socketpair on the worker's fd 3, JSON lines.
