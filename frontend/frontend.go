@@ -436,6 +436,8 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) bool {
 		ServerIdle: be.TimeoutServer,
 		In:         []*atomic.Uint64{&f.Counters.BytesIn, &srv.Counters.BytesIn},
 		Out:        []*atomic.Uint64{&f.Counters.BytesOut, &srv.Counters.BytesOut},
+		Panics:     &f.Counters.Panics,
+		Log:        s.log, // the line names the client; no per-connection With
 	}
 	ended := func(err error) {
 		srv.Release()

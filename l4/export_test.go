@@ -3,6 +3,7 @@ package l4
 import (
 	"errors"
 	"net"
+	"sync/atomic"
 	"testing"
 )
 
@@ -36,3 +37,15 @@ func UDPEcho(tb testing.TB, network, ip string) *net.UDPConn {
 // SetReplyHook makes h see every UDP reply before it is relayed (nil:
 // none); a test panics in it to see the flow end and the others go on.
 func SetReplyHook(h func(reply []byte)) { testReplyHook = h }
+
+// SetCopyHook, SetLoopHook and SetDatagramHook make h see the bytes of
+// every read of the goroutine relay, the epoll relay, and every client
+// datagram of a UDP reader, until the test ends; a test panics in it.
+func SetCopyHook(t testing.TB, h func(b []byte))     { setHook(t, &testCopyHook, h) }
+func SetLoopHook(t testing.TB, h func(b []byte))     { setHook(t, &testLoopHook, h) }
+func SetDatagramHook(t testing.TB, h func(b []byte)) { setHook(t, &testDatagramHook, h) }
+
+func setHook(t testing.TB, p *atomic.Pointer[func([]byte)], h func([]byte)) {
+	p.Store(&h)
+	t.Cleanup(func() { p.Store(nil) })
+}

@@ -2,6 +2,7 @@ package l4
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"runtime"
 	"sync"
@@ -10,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/internal/recovery"
 )
 
 // The fast relay moves plain TCP connections out of Go's netpoller into
@@ -139,6 +142,11 @@ type loop struct {
 	buf   []byte // what a read brings in, until it is written on
 	wake  int    // eventfd that interrupts epoll_wait for kills
 	now   int64  // unix nanoseconds when the current batch of events arrived
+	cur   *pair  // the pair being served: the one a panic ends
+	// lastPanic is when serve last recovered (0: never), for the backoff of
+	// a loop that panics at once again.
+	lastPanic time.Time
+	backoff   time.Duration
 }
 
 var (
@@ -214,7 +222,19 @@ func (l *loop) kill(p *pair) {
 // tick is how often idle pairs are looked for.
 const tick = 250 * time.Millisecond
 
+// run serves the loop for ever: a panic (a bug, maybe reached through a
+// client's bytes) ends the pair being served, is logged and counted, and
+// the loop goes on, rather than take the worker and every relay with it.
 func (l *loop) run() {
+	for {
+		l.serve()
+	}
+}
+
+// serve is the loop proper; it returns only after recovering a panic. Its
+// one defer is per run, not per event.
+func (l *loop) serve() {
+	defer l.recoverPanic()
 	events := make([]unix.EpollEvent, 256)
 	owners := make([]*pair, len(events))
 	lastScan := time.Now().UnixNano()
@@ -253,13 +273,17 @@ func (l *loop) run() {
 				continue
 			}
 			if p := owners[i]; p != nil && !p.ended {
+				l.cur = p
 				l.event(p, fd, events[i].Events)
 			}
 		}
+		l.cur = nil
 		for done := false; !done; {
 			select {
 			case p := <-l.kills:
+				l.cur = p
 				l.end(p, net.ErrClosed)
+				l.cur = nil
 			default:
 				done = true
 			}
@@ -321,6 +345,9 @@ func (l *loop) read(p *pair, src, dst *side) {
 	case n > 0:
 		b := l.buf[:n]
 		p.last.Store(l.now)
+		if h := testLoopHook.Load(); h != nil {
+			(*h)(b)
+		}
 		if !p.seen && src == &p.sides[0] {
 			p.seen = true
 			if p.first != nil {
@@ -487,8 +514,53 @@ func (l *loop) scanIdle(now int64) {
 	}
 	l.mu.Unlock()
 	for _, p := range idle {
+		l.cur = p
 		l.end(p, ErrIdle)
 	}
+	l.cur = nil
+}
+
+// recoverPanic, deferred by serve, ends the pair being served when a panic
+// came, with ErrPanicked, counts and logs it.
+func (l *loop) recoverPanic() {
+	v := recover()
+	if v == nil {
+		return
+	}
+	LoopPanics.Add(1)
+	p := l.cur
+	l.cur = nil
+	log := slog.Default()
+	attrs := []any{"proto", "tcp", "relay", "epoll"}
+	if p != nil {
+		if p.opts.Panics != nil {
+			p.opts.Panics.Add(1)
+		}
+		if p.opts.Log != nil {
+			log = p.opts.Log
+		}
+	}
+	recovery.Log(log, v, attrs...)
+	if p != nil && !p.ended {
+		func() {
+			// Ending it may run into the same bug: the loop must survive that too.
+			defer func() {
+				if v := recover(); v != nil {
+					recovery.Log(log, v, attrs...)
+				}
+			}()
+			l.end(p, ErrPanicked)
+		}()
+	}
+	// A loop that panics again at once (a broken epoll descriptor) must not
+	// spin: it waits, longer each time, up to a second.
+	if now := time.Now(); now.Sub(l.lastPanic) < time.Second {
+		l.backoff = min(max(2*l.backoff, time.Millisecond), time.Second)
+		time.Sleep(l.backoff)
+	} else {
+		l.backoff = 0
+	}
+	l.lastPanic = time.Now()
 }
 
 // end closes both connections and tells the relay's owner.

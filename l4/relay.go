@@ -4,12 +4,15 @@ package l4
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"sluice/internal/recovery"
 )
 
 // BufSize is the size of each direction's copy buffer.
@@ -26,7 +29,26 @@ type RelayOptions struct {
 	ServerIdle time.Duration // timeout_server: inactivity allowed on the server side
 	// Counters, each may be nil: bytes from client to server, and back.
 	In, Out []*atomic.Uint64
+	// Panics counts relays ended because relaying them panicked (a bug);
+	// Log gets the line saying where. Either may be nil.
+	Panics *atomic.Uint64
+	Log    *slog.Logger
 }
+
+// ErrPanicked ends a relay whose copying panicked: that connection is
+// closed, the process goes on.
+var ErrPanicked = errors.New("relay panicked")
+
+// LoopPanics counts the restarts of shared loops (the epoll relay's, a UDP
+// listener's reader) after a panic; the connection or datagram being
+// served when it happened is counted in its frontend's panics as well.
+var LoopPanics atomic.Uint64
+
+// testCopyHook, testLoopHook and testDatagramHook, set by tests only
+// (export_test.go), see the bytes each read brings in the goroutine relay,
+// the epoll relay and a UDP listener's reader: a test makes them panic.
+// Atomic: the epoll loops outlive every test.
+var testCopyHook, testLoopHook, testDatagramHook atomic.Pointer[func(b []byte)]
 
 // Relay copies both ways between client and server until both directions
 // have ended, then closes both connections. A side that shuts its write half
@@ -48,19 +70,19 @@ func Relay(client, server net.Conn, o RelayOptions) error {
 
 	errc := make(chan error, 1)
 	go func() {
-		err := up.run()
+		err := up.safeRun(o, client, server)
 		if err != nil {
 			abort(client, server)
 		}
 		errc <- err
 	}()
-	err := down.run()
+	err := down.safeRun(o, client, server)
 	if err != nil {
 		abort(client, server)
 	}
 	err2 := <-errc
-	if err2 != nil && err == nil {
-		err = err2
+	if err2 != nil && (err == nil || errors.Is(err2, ErrPanicked)) {
+		err = err2 // a panic, not the close it caused, is what ended it
 	}
 	client.Close()
 	server.Close()
@@ -120,6 +142,23 @@ func (c *copier) flush() {
 	c.pending = 0
 }
 
+// safeRun is run, but a panic in it costs this connection only: both sides
+// closed (the other direction ends at once), counted and logged. One defer
+// per direction and connection, none per read.
+func (c *copier) safeRun(o RelayOptions, client, server net.Conn) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			abort(client, server)
+			if o.Panics != nil {
+				o.Panics.Add(1)
+			}
+			recovery.Log(o.Log, v, "client", client.RemoteAddr().String(), "proto", "tcp", "direction", c.name)
+			err = ErrPanicked
+		}
+	}()
+	return c.run()
+}
+
 func (c *copier) run() error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -128,6 +167,9 @@ func (c *copier) run() error {
 	for {
 		n, err := c.src.Read(buf)
 		if n > 0 {
+			if h := testCopyHook.Load(); h != nil {
+				(*h)(buf[:n])
+			}
 			now := c.act.touch()
 			c.pending += uint64(n)
 			if c.pending >= flushBytes || now-c.flushedAt >= flushEvery {

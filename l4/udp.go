@@ -305,12 +305,43 @@ func (p *UDPProxy) readLoop(ln *udpListener) {
 	// read. The payload lands after udpHeadroom bytes.
 	buf := make([]byte, udpHeadroom+MaxDatagram)
 	oob := make([]byte, 128)
+	var last time.Time
+	var backoff time.Duration
+	for !p.read(ln, buf, oob) {
+		// A panic on a datagram (a bug, maybe reached through a client's
+		// bytes) drops that datagram; the reader goes on. One that panics
+		// again at once waits, longer each time, up to a second.
+		if now := time.Now(); now.Sub(last) < time.Second {
+			backoff = min(max(2*backoff, time.Millisecond), time.Second)
+			time.Sleep(backoff)
+		} else {
+			backoff = 0
+		}
+		last = time.Now()
+	}
+}
+
+// read takes datagrams from ln and forwards them until the proxy stops
+// reading (true), or a panic, recovered, logged and counted (false). Its
+// one defer is per run, not per datagram.
+func (p *UDPProxy) read(ln *udpListener, buf, oob []byte) (stopped bool) {
+	var from netip.AddrPort
+	defer func() {
+		if v := recover(); v != nil {
+			LoopPanics.Add(1)
+			if p.o.Totals.Panics != nil {
+				p.o.Totals.Panics.Add(1)
+			}
+			recovery.Log(p.o.Log, v, "client", from.String(), "proto", "udp", "in", "reader")
+			stopped = false
+		}
+	}()
 	var backoff time.Duration
 	for {
-		n, oobn, _, from, err := ln.conn.ReadMsgUDPAddrPort(buf[udpHeadroom:], oob)
+		n, oobn, _, addr, err := ln.conn.ReadMsgUDPAddrPort(buf[udpHeadroom:], oob)
 		if err != nil {
 			if p.stopping.Load() || errors.Is(err, net.ErrClosed) {
-				return
+				return true
 			}
 			p.o.Totals.Errors.Add(1)
 			backoff = min(max(2*backoff, time.Millisecond), 100*time.Millisecond)
@@ -319,9 +350,13 @@ func (p *UDPProxy) readLoop(ln *udpListener) {
 			continue
 		}
 		backoff = 0
+		from = addr
 		var local netip.Addr
 		if ln.pktinfo {
 			local = parsePktinfo(oob[:oobn])
+		}
+		if h := testDatagramHook.Load(); h != nil {
+			(*h)(buf[udpHeadroom : udpHeadroom+n])
 		}
 		p.forward(ln, flowKey{client: from, local: local, ln: ln.idx}, buf[:udpHeadroom+n])
 	}

@@ -191,6 +191,9 @@ func (s *Server) admin(method, what string, act adminAction) http.HandlerFunc {
 		if body == nil {
 			log.Info("admin call", "done", msg)
 		}
+		if method == http.MethodPost && s.opt.AfterAdminChange != nil {
+			s.opt.AfterAdminChange()
+		}
 		if r.PostFormValue("from") == "page" {
 			// A form of the stats page, sent without JavaScript: back to it.
 			http.Redirect(w, r, "/", http.StatusSeeOther)

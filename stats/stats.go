@@ -47,6 +47,10 @@ type Options struct {
 	RateInterval time.Duration
 	// Counters are figures without a column in the tables (see Counter).
 	Counters []Counter
+	// AfterAdminChange, when set, is called after an admin call changed a
+	// server and before the call is answered: a worker makes the change
+	// reach its master there, so "done" survives a crash right after.
+	AfterAdminChange func()
 }
 
 // Process is the process information shown at the top of the page. Its

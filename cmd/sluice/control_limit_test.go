@@ -58,3 +58,50 @@ func TestControlRequestLineIsBounded(t *testing.T) {
 		t.Fatalf("status after the refused request: %+v", r)
 	}
 }
+
+// TestControlConnectionsAreCapped: idle connections to the control socket
+// (issue 15 review: 3000 held 10 s each) take at most 32 slots; the next
+// one is answered with an error line and closed, refusals show in status,
+// and an idle connection is closed after a short deadline.
+func TestControlConnectionsAreCapped(t *testing.T) {
+	dir := shortDir(t)
+	web, raw := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	file := filepath.Join(dir, "sluice.toml")
+	os.WriteFile(file, []byte(lbConfig(dir, web, raw, []*pair{startPair(t, "a1")})), 0o644)
+	l := startLB(t, binary, file, filepath.Join(dir, "ctl.sock"))
+
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	// Bounded: the cap is 32; 40 show it wherever the master counts from.
+	var refused net.Conn
+	for range 40 {
+		c, err := net.Dial("unix", l.ctl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		idle = append(idle, c)
+		if len(idle) > 32 {
+			refused = c
+			break
+		}
+	}
+	line, err := bufio.NewReader(refused).ReadString('\n')
+	if err != nil || !strings.Contains(line, "too many control connections") {
+		t.Fatalf("the 33rd connection got %q, %v; want an error line naming the cap", line, err)
+	}
+	// The idle ones are closed by the master after its deadline, with an
+	// error line, and their slots come back.
+	b, err := bufio.NewReader(idle[0]).ReadString('\n')
+	if err != nil || !strings.Contains(b, "bad request") {
+		t.Fatalf("an idle connection got %q, %v; want it answered and closed", b, err)
+	}
+	waitFor(t, 20*time.Second, "status once the idle ones are gone", func() bool {
+		r, _, err := control(l.ctl, map[string]any{"cmd": "status"}, 5*time.Second)
+		return err == nil && r.OK && r.ControlRefused >= 1
+	})
+}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,7 +49,10 @@ type master struct {
 	ctl     *net.UnixListener
 	ctlPath string
 	ctlIno  uint64 // the control socket's inode, so we never unlink a successor's
-	pidFile string
+	// ctlRefused counts control connections closed at once: maxControlConns
+	// were open (shown by status as control_refused).
+	ctlRefused atomic.Uint64
+	pidFile    string
 
 	gen int
 	cur *worker
@@ -218,7 +222,18 @@ func (m *master) listenControl(path, takeover string) error {
 	return nil
 }
 
+// The control socket is mode 0600, but a local process of the same user can
+// still open connections without end: at most maxControlConns are served at
+// once (more are answered with an error line and closed), and each must
+// send its request within controlIdle.
+const (
+	maxControlConns = 32
+	controlIdle     = 2 * time.Second
+)
+
 func (m *master) serveControl(l *net.UnixListener) {
+	slots := make(chan struct{}, maxControlConns)
+	var lastLog time.Time
 	for {
 		c, err := l.AcceptUnix()
 		if err != nil {
@@ -228,12 +243,30 @@ func (m *master) serveControl(l *net.UnixListener) {
 			time.Sleep(10 * time.Millisecond) // EMFILE and the like
 			continue
 		}
-		go m.serveControlConn(c)
+		select {
+		case slots <- struct{}{}:
+		default:
+			n := m.ctlRefused.Add(1)
+			// A fresh socket's buffer takes the line at once; the deadline
+			// is for the impossible case, so accept never waits long.
+			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			fmt.Fprintf(c, "{\"ok\":false,\"error\":\"too many control connections (%d open); try again\"}\n", maxControlConns)
+			c.Close()
+			if now := time.Now(); now.Sub(lastLog) >= time.Second {
+				lastLog = now
+				m.log.Warn("control connection refused: too many open", "limit", maxControlConns, "refused_total", n)
+			}
+			continue
+		}
+		go func() {
+			defer func() { <-slots }()
+			m.serveControlConn(c)
+		}()
 	}
 }
 
 func (m *master) serveControlConn(c *net.UnixConn) {
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.SetReadDeadline(time.Now().Add(controlIdle))
 	line, err := readControlLine(bufio.NewReader(c))
 	var req ctlRequest
 	if err == nil {
@@ -374,7 +407,8 @@ func (m *master) handle(call *ctlCall) ctlResult {
 }
 
 func (m *master) statusReply() ctlReply {
-	r := ctlReply{OK: true, PID: os.Getpid(), Generation: m.gen, Config: m.file, Version: Version}
+	r := ctlReply{OK: true, PID: os.Getpid(), Generation: m.gen, Config: m.file, Version: Version,
+		ControlRefused: m.ctlRefused.Load()}
 	if m.cur != nil {
 		r.WorkerPID, r.Generation = m.cur.pid, m.cur.gen
 	}

@@ -180,6 +180,10 @@ func (w *worker) read(first bool) {
 		}
 		if msg.ID == 0 && msg.Op == "state" {
 			w.setKnown(msg.State)
+			if msg.Ack > 0 {
+				b, _ := json.Marshal(workerMsg{Op: "state-ack", Ack: msg.Ack})
+				w.write(b)
+			}
 			continue
 		}
 		w.mu.Lock()

@@ -42,6 +42,9 @@ type ctlReply struct {
 	Version    string          `json:"version,omitempty"`
 	Servers    engine.State    `json:"servers,omitempty"`
 	Sockets    []sockets.Entry `json:"sockets,omitempty"` // get-sockets: fd is the index of the attached descriptor
+	// ControlRefused (status): control connections refused because
+	// maxControlConns were open.
+	ControlRefused uint64 `json:"control_refused,omitempty"`
 }
 
 // Between master and worker: a socketpair on the worker's fd 3, JSON lines.
@@ -60,8 +63,11 @@ type workerStart struct {
 type workerMsg struct {
 	ID int `json:"id,omitempty"`
 	// "state" | "set-server" | "drain" | "stop"; a worker also sends
-	// "state" with ID 0, unasked, when its server state changes.
+	// "state" with ID 0, unasked, when its server state changes. A push
+	// with Ack set asks the master for a "state-ack" with the same Ack
+	// once it holds that state (an admin API change waits for it).
 	Op    string `json:"op,omitempty"`
+	Ack   int    `json:"ack,omitempty"`
 	Ready bool   `json:"ready,omitempty"`
 	OK    bool   `json:"ok,omitempty"`
 	Error string `json:"error,omitempty"`

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,15 +53,16 @@ func cmdWorker(stderr io.Writer) int {
 		level = slog.LevelDebug
 	}
 	log := newLogger(stderr, level).With("worker", start.Gen, "pid", os.Getpid())
-	w := &workerProc{conn: conn, log: log, sigs: sigs}
+	w := &workerProc{conn: conn, log: log, sigs: sigs, engSet: make(chan struct{}), acks: map[int]chan struct{}{}}
 
-	eng, err := startEngine(start, log)
+	eng, err := startEngine(start, log, w.pushNow)
 	if err != nil {
 		w.send(workerMsg{Error: err.Error()})
 		log.Error("worker start failed", "err", err)
 		return 1
 	}
 	w.eng = eng
+	close(w.engSet)
 	w.send(workerMsg{Ready: true})
 	log.Info("worker serving", "config", start.File)
 	pushDone := make(chan struct{})
@@ -103,6 +105,8 @@ func cmdWorker(stderr io.Writer) int {
 				return w.stop(hard)
 			}
 			switch q.m.Op {
+			case "state-ack":
+				w.acked(q.m.Ack)
 			case "state":
 				st, _ := json.Marshal(eng.State())
 				w.send(workerMsg{ID: q.m.ID, OK: true, State: st})
@@ -134,6 +138,7 @@ func cmdWorker(stderr io.Writer) int {
 				eng.StopAccepting()
 				close(pushDone) // the new worker's state is the one to keep
 				pushDone = nil
+				w.draining.Store(true)
 				w.send(workerMsg{ID: q.m.ID, OK: true})
 				return w.stop(d)
 			default:
@@ -143,7 +148,7 @@ func cmdWorker(stderr io.Writer) int {
 	}
 }
 
-func startEngine(start workerStart, log *slog.Logger) (*engine.Engine, error) {
+func startEngine(start workerStart, log *slog.Logger, afterAdmin func()) (*engine.Engine, error) {
 	have, err := sockets.Adopt(start.Sockets)
 	if err != nil {
 		return nil, err
@@ -153,7 +158,7 @@ func startEngine(start workerStart, log *slog.Logger) (*engine.Engine, error) {
 		have.Close()
 		return nil, err
 	}
-	eng, err := engine.StartWith(cfg, have, log, engine.Options{State: start.State})
+	eng, err := engine.StartWith(cfg, have, log, engine.Options{State: start.State, AfterAdminChange: afterAdmin})
 	if err != nil {
 		have.Close()
 		return nil, err
@@ -172,6 +177,15 @@ type workerProc struct {
 	log  *slog.Logger
 	eng  *engine.Engine
 	sigs chan os.Signal
+
+	engSet   chan struct{} // closed once eng is set
+	draining atomic.Bool   // told to drain: its state is no longer the one to keep
+	// pushMu makes reading the state and sending it one step, so that a
+	// periodic push read before an admin change is never sent after it.
+	pushMu  sync.Mutex
+	ackMu   sync.Mutex
+	nextAck int
+	acks    map[int]chan struct{}
 }
 
 func (w *workerProc) send(m workerMsg) {
@@ -217,20 +231,81 @@ func (w *workerProc) pushState(done <-chan struct{}) {
 	defer t.Stop()
 	var last []byte
 	for {
+		w.pushMu.Lock()
 		st, err := json.Marshal(w.eng.State())
 		if err == nil && !bytes.Equal(st, last) {
 			select {
 			case <-done:
+				w.pushMu.Unlock()
 				return
 			default:
 			}
 			w.send(workerMsg{Op: "state", State: st})
 			last = st
 		}
+		w.pushMu.Unlock()
 		select {
 		case <-done:
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// pushAckTimeout bounds how long an admin API call waits for the master to
+// hold its change; past it the call is answered anyway (the periodic push
+// still carries the change) rather than hang on a stuck master.
+const pushAckTimeout = 2 * time.Second
+
+// pushNow sends the master the server state at once and waits (at most
+// pushAckTimeout) for it to say it holds it. The stats admin API calls it
+// after a change, before answering, so that a worker killed right after
+// the answer is restarted with the change.
+func (w *workerProc) pushNow() {
+	select {
+	case <-w.engSet:
+	default:
+		return // not serving yet: the first periodic push carries it
+	}
+	if w.draining.Load() {
+		return
+	}
+	ch := make(chan struct{})
+	w.ackMu.Lock()
+	w.nextAck++
+	id := w.nextAck
+	w.acks[id] = ch
+	w.ackMu.Unlock()
+	defer func() {
+		w.ackMu.Lock()
+		delete(w.acks, id)
+		w.ackMu.Unlock()
+	}()
+	w.pushMu.Lock()
+	st, err := json.Marshal(w.eng.State())
+	if err == nil {
+		w.send(workerMsg{Op: "state", State: st, Ack: id})
+	}
+	w.pushMu.Unlock()
+	if err != nil {
+		return
+	}
+	t := time.NewTimer(pushAckTimeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+		w.log.Warn("master did not confirm an admin API change in time; a crash now may lose it", "wait", pushAckTimeout)
+	}
+}
+
+// acked wakes the admin call waiting for push id.
+func (w *workerProc) acked(id int) {
+	w.ackMu.Lock()
+	ch := w.acks[id]
+	delete(w.acks, id)
+	w.ackMu.Unlock()
+	if ch != nil {
+		close(ch)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync/atomic"
 
+	"sluice/l4"
 	"sluice/stats"
 )
 
@@ -35,11 +36,12 @@ func (e *Engine) counters() []stats.Counter {
 		func() float64 { return float64(sc.Open()) })
 	gauge("process_server_conns_limit", "The most server connections the process opens at once (global.maxconn); 0: no limit.",
 		func() float64 { return float64(sc.Max()) })
+	add("l4_loop_panics_total", "Shared relay loops (an epoll relay loop, a UDP listener's reader) that recovered from a panic and went on: a bug, logged with where; the connection or datagram it cost is in frontend_panics_total.", &l4.LoopPanics)
 	for _, f := range e.Front.Frontends {
 		fl := [2]string{"frontend", f.Name}
 		add("frontend_proxy_errors_total", "Connections closed for a missing, bad, late or untrusted PROXY header.", &f.Counters.ProxyErrors, fl)
 		add("frontend_proxy_unexpected_total", "Connections that began with a PROXY header on a frontend without accept_proxy.", &f.Counters.ProxyUnexpected, fl)
-		add("frontend_panics_total", "Connections (HTTP/2 streams, UDP flows) closed because serving them panicked: a bug, logged with where.", &f.Counters.Panics, fl)
+		add("frontend_panics_total", "Connections (TCP relays, HTTP/2 streams, UDP flows and datagrams) closed or dropped because serving them panicked: a bug, logged with where.", &f.Counters.Panics, fl)
 		if p := f.HTTP(); p != nil {
 			c := &p.Counters
 			for _, r := range []struct {
@@ -102,7 +104,7 @@ func (e *Engine) counters() []stats.Counter {
 		add("peers_auth_failures_total", "Peer handshakes that failed authentication.", &c.AuthFailures)
 		add("peers_entries_dropped_total", "Stick-table entries not sent because a queue was full.", &c.Dropped)
 		add("peers_connects_total", "Successful connections to peers.", &c.Connects)
-		add("peers_refused_total", "Connections to peers.bind closed at once: too many were waiting to authenticate.", &c.Refused)
+		add("peers_refused_total", "Connections to peers.bind closed at once: too many were waiting to authenticate (in all, or from one address that is no peer).", &c.Refused)
 	}
 	return out
 }

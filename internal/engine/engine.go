@@ -107,6 +107,9 @@ type Options struct {
 	// State is server state carried over from a previous worker; it is
 	// applied before the first connection is accepted.
 	State State
+	// AfterAdminChange is called after the stats admin API changed a
+	// server, before it answers (see stats.Options).
+	AfterAdminChange func()
 }
 
 // Listeners lists every socket cfg needs: each frontend bind address (tcp,
@@ -222,7 +225,7 @@ func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Option
 		closeOwn(socks, have)
 		return nil, err
 	}
-	if err := e.startStats(cfg, log); err != nil {
+	if err := e.startStats(cfg, log, opts); err != nil {
 		closeOwn(socks, have)
 		return nil, err
 	}
@@ -302,7 +305,7 @@ func (e *Engine) closeStats(ctx context.Context) {
 
 // startStats serves the stats page, metrics and admin API on the stats
 // listener, which Listeners put in e.Sockets.
-func (e *Engine) startStats(cfg *conf.Config, log *slog.Logger) error {
+func (e *Engine) startStats(cfg *conf.Config, log *slog.Logger, opts Options) error {
 	e.Process = stats.NewProcess(Version)
 	k, ok := StatsKey(cfg)
 	if !ok {
@@ -326,10 +329,11 @@ func (e *Engine) startStats(cfg *conf.Config, log *slog.Logger) error {
 		MaxConns:  cfg.Stats.MaxConn,
 		FDs: &stats.FDs{Limit: e.FDs.Limit, Reserve: e.FDs.Reserved(), MaxConnShare: 2 * e.FDs.MaxConn,
 			FlowsShare: e.FDs.FlowsTotal()},
-		VitalFrontends: cfg.Global.VitalFrontends,
-		AdminToken:     cfg.Stats.AdminToken,
-		Log:            log,
-		Counters:       e.counters(),
+		VitalFrontends:   cfg.Global.VitalFrontends,
+		AdminToken:       cfg.Stats.AdminToken,
+		Log:              log,
+		Counters:         e.counters(),
+		AfterAdminChange: opts.AfterAdminChange,
 	})
 	e.Stats.Serve(sock.Listener)
 	return nil

@@ -62,15 +62,22 @@ func closedAtOnce(t *testing.T, c net.Conn) {
 	}
 }
 
-// TestPeersCapUnauthenticated: anyone who reaches peers.bind may keep at
-// most 16 connections waiting to authenticate; further ones are closed at
+// TestPeersCapUnauthenticated: addresses that are no peer may keep at most
+// 16 connections waiting to authenticate in all; further ones are closed at
 // once and counted, and slots come back as the waiting ones end.
 func TestPeersCapUnauthenticated(t *testing.T) {
 	peers.SetAuthTimeout(t, time.Minute) // only the cap ends connections here
 	s, bind, lb := listener(t)
 	var waiting []net.Conn
-	for range 16 {
-		c := dialPeers(t, bind)
+	for i := range 16 {
+		// From 4 addresses: one address alone may hold only 4 slots.
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(10+i/4))}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", bind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		t.Cleanup(func() { c.Close() })
 		if err := challenge(c); err != nil {
 			t.Fatalf("connection %d: %v", len(waiting)+1, err)
 		}

@@ -38,7 +38,8 @@ type Counters struct {
 	Dropped      atomic.Uint64 // entries not sent because a queue was full (the next reconnect resends all)
 	Connects     atomic.Uint64 // successful outgoing connections
 	// Refused counts accepted connections closed at once because
-	// maxUnauthenticated others were still to prove the secret.
+	// maxUnauthenticated others were still to prove the secret, or
+	// maxPerSource from the same address (not a configured peer's).
 	Refused atomic.Uint64
 }
 
@@ -59,9 +60,16 @@ type Syncer struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{} // accepted connections, closed by Close
 
-	unauth  atomic.Int32 // accepted connections still in the handshake
-	authLog logLimit     // failed handshakes on accepted connections
-	capLog  logLimit     // connections refused by the cap
+	unauth atomic.Int32 // accepted connections still in the handshake
+	// peerIPs are the addresses of the hosts in peers.peers: their
+	// connections wait in a pool of their own, so that others cannot lock
+	// the peer out. Guarded by mu, as the counts below.
+	peerIPs     map[netip.Addr]bool
+	peerWaiting int                // handshakes from peerIPs
+	strangers   int                // handshakes from any other address
+	bySource    map[netip.Addr]int // handshakes per other address
+	authLog     logLimit           // failed handshakes on accepted connections
+	capLog      logLimit           // connections refused by the cap
 
 	// Refresh is how often entries whose last use moved are pushed again;
 	// set before Start returns to take effect (tests). Defaults from the
@@ -97,6 +105,9 @@ const (
 	// many may wait to authenticate at once, and only for authTimeout (a
 	// peer on the same network answers the challenge in milliseconds).
 	maxUnauthenticated = 16
+	// maxPerSource is how many of the strangers' maxUnauthenticated one
+	// address may hold: one host alone cannot fill them.
+	maxPerSource = 4
 )
 
 // authTimeout bounds the handshake of an accepted connection (a variable
@@ -141,7 +152,8 @@ func Start(cfg conf.Peers, ln net.Listener, backends map[string]*backend.Backend
 		return nil, err
 	}
 	s := &Syncer{cfg: cfg, secret: secret, tables: map[string]*backend.StickyTable{}, log: log.With("component", "peers"),
-		changes: make(chan change, changeQueue), conns: map[net.Conn]struct{}{}}
+		changes: make(chan change, changeQueue), conns: map[net.Conn]struct{}{},
+		peerIPs: peerAddrs(cfg.Peers, log), bySource: map[netip.Addr]int{}}
 	s.refresh = time.Minute
 	for name, b := range backends {
 		if t := b.StickyTable(); t != nil {
@@ -386,28 +398,59 @@ func (s *Syncer) accept() {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		// Only this goroutine adds to unauth, so the check cannot race.
-		if s.unauth.Load() >= maxUnauthenticated {
-			s.Counters.Refused.Add(1) // before Close: whoever sees it closed sees it counted
-			c.Close()
-			if ok, n := s.capLog.allow(time.Now()); ok {
-				s.log.Warn("too many peer connections waiting to authenticate; closing new ones", "from", c.RemoteAddr().String(), "limit", maxUnauthenticated, "suppressed", n)
-			}
-			continue
-		}
+		ip := remoteIP(c)
 		s.mu.Lock()
 		if s.ctx.Err() != nil {
 			s.mu.Unlock()
 			c.Close()
 			return
 		}
+		peer := s.peerIPs[ip]
+		var full string
+		switch {
+		case peer && s.peerWaiting >= maxUnauthenticated:
+			full = "from peers"
+		case !peer && s.strangers >= maxUnauthenticated:
+			full = "from addresses that are no peer"
+		case !peer && s.bySource[ip] >= maxPerSource:
+			full = "from this address"
+		}
+		if full != "" {
+			s.mu.Unlock()
+			s.Counters.Refused.Add(1) // before Close: whoever sees it closed sees it counted
+			c.Close()
+			if ok, n := s.capLog.allow(time.Now()); ok {
+				s.log.Warn("too many peer connections waiting to authenticate; closing new ones", "from", c.RemoteAddr().String(),
+					"which", full, "limit", maxUnauthenticated, "limit_per_source", maxPerSource, "suppressed", n)
+			}
+			continue
+		}
+		if peer {
+			s.peerWaiting++
+		} else {
+			s.strangers++
+			s.bySource[ip]++
+		}
 		s.unauth.Add(1)
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
+		release := func() {
+			s.mu.Lock()
+			if peer {
+				s.peerWaiting--
+			} else {
+				s.strangers--
+				if s.bySource[ip]--; s.bySource[ip] <= 0 {
+					delete(s.bySource, ip)
+				}
+			}
+			s.mu.Unlock()
+			s.unauth.Add(-1)
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.receive(c)
+			s.receive(c, release)
 			s.mu.Lock()
 			delete(s.conns, c)
 			s.mu.Unlock()
@@ -417,11 +460,11 @@ func (s *Syncer) accept() {
 }
 
 // receive authenticates an accepted connection and applies its batches.
-func (s *Syncer) receive(c net.Conn) {
+func (s *Syncer) receive(c net.Conn, release func()) {
 	from := c.RemoteAddr().String()
 	c.SetDeadline(time.Now().Add(authTimeout))
 	r, err := serverHandshake(c, s.secret)
-	s.unauth.Add(-1)
+	release()
 	if err != nil {
 		auth := errors.Is(err, errAuth)
 		if auth {
@@ -465,4 +508,42 @@ func (s *Syncer) apply(name string, client netip.Addr, serverID string, used tim
 	}
 	t.SetEntry(backend.StickyEntry{Client: client, ServerID: serverID, LastUsed: used})
 	return true
+}
+
+// remoteIP is c's peer address, IPv4 unmapped (zero when c is not TCP).
+func remoteIP(c net.Conn) netip.Addr {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}
+
+// peerAddrs resolves the hosts of peers.peers, once, at start: a peer
+// dials from the address it is reached at. A name that does not resolve
+// now leaves that peer in the strangers' pool (logged), where it still
+// gets in unless a flood holds it.
+func peerAddrs(peers []string, log *slog.Logger) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	for _, p := range peers {
+		host, _, err := net.SplitHostPort(p)
+		if err != nil {
+			host = p
+		}
+		if ip, err := netip.ParseAddr(host); err == nil {
+			out[ip.Unmap()] = true
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		cancel()
+		if err != nil {
+			log.Warn("peers: cannot resolve a peer's name; its connections share the strangers' handshake slots", "peer", p, "err", err)
+			continue
+		}
+		for _, ip := range ips {
+			out[ip.Unmap()] = true
+		}
+	}
+	return out
 }
