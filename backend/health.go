@@ -157,14 +157,14 @@ func (h *HealthChecks) setState(s *Server, up bool, why string) {
 	}
 }
 
-var agentAdmin = map[string]int32{"ready": AdminReady, "drain": AdminDrain, "maint": AdminMaint}
-
 // applyAgent applies an agent's admin word and weight when they change.
 func (sh *serverHealth) applyAgent(a *health.AgentReply) {
 	s, h := sh.s, sh.hc
 	if a.Admin != "" && a.Admin != sh.agentAdmin {
 		sh.agentAdmin = a.Admin
-		s.SetAdmin(agentAdmin[a.Admin])
+		if st, err := ParseAdminState(a.Admin); err == nil { // the agent parser passes only the three
+			s.SetAdmin(st)
+		}
 		h.log.Info(fmt.Sprintf("server %s/%s set to %s by its agent", s.Backend, s.Name, a.Admin),
 			"backend", s.Backend, "server", s.Name)
 	}

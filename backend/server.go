@@ -14,13 +14,6 @@ import (
 	"time"
 )
 
-// Admin states set by an operator.
-const (
-	AdminReady int32 = iota
-	AdminDrain
-	AdminMaint
-)
-
 // Server is one backend server. It must not be copied: it holds atomics.
 type Server struct {
 	_ noCopy
@@ -84,7 +77,7 @@ func (s *Server) Available() bool {
 // inService is Available without the maxconn test: the server takes traffic
 // when it has a free slot.
 func (s *Server) inService() bool {
-	return s.up.Load() && s.admin.Load() == AdminReady && s.weight.Load() > 0
+	return s.up.Load() && AdminState(s.admin.Load()) == AdminReady && s.weight.Load() > 0
 }
 
 // Up reports the health state.
@@ -117,11 +110,11 @@ func (s *Server) RestoreLastChange(t time.Time) {
 }
 
 // Admin returns the admin state.
-func (s *Server) Admin() int32 { return s.admin.Load() }
+func (s *Server) Admin() AdminState { return AdminState(s.admin.Load()) }
 
 // SetAdmin sets the admin state.
-func (s *Server) SetAdmin(a int32) {
-	if s.admin.Swap(a) != a {
+func (s *Server) SetAdmin(a AdminState) {
+	if s.admin.Swap(int32(a)) != int32(a) {
 		s.wakeQueue()
 	}
 }

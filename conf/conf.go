@@ -28,6 +28,19 @@ const (
 	ModeHTTP = "http"
 )
 
+// Network is the socket network a frontend of mode listens on: "udp" for
+// udp, "tcp" for the others (http runs over tcp). Every bind, socket key
+// and duplicate check asks here.
+func Network(mode string) string {
+	if mode == ModeUDP {
+		return "udp"
+	}
+	return "tcp"
+}
+
+// Network is the socket network the frontend listens on (see Network).
+func (f *Frontend) Network() string { return Network(f.Mode) }
+
 // Config is a validated configuration. Treat it as read-only.
 type Config struct {
 	File      string

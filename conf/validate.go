@@ -340,10 +340,7 @@ func (v *validator) build(raw *rawFile) *Config {
 		if len(rf.Bind) == 0 {
 			v.errf(p+".bind", "a frontend needs at least one bind address, like bind = [\"0.0.0.0:80\"]")
 		}
-		network := "tcp"
-		if f.Mode == ModeUDP {
-			network = "udp"
-		}
+		network := f.Network()
 		for i, b := range rf.Bind {
 			key := p + ".bind"
 			if strings.TrimSpace(b) == "" {

@@ -1,5 +1,5 @@
-// Package frontend runs listeners: it accepts connections (on sockets it
-// bound or inherited), applies connection limits, and hands each connection
+// Package frontend runs listeners: it accepts connections (on sockets the
+// engine bound or inherited), applies connection limits, and hands each connection
 // to the right backend.
 package frontend
 
@@ -93,38 +93,9 @@ type Server struct {
 	acceptW sync.WaitGroup // accept loops only
 }
 
-// Bind returns a socket for every listener of cfg, taking it from have when
-// a socket with the same key exists there (inherited from a parent), binding
-// it otherwise. Sockets of have that cfg does not use are left alone.
-func Bind(cfg *conf.Config, have sockets.Set) (sockets.Set, error) {
-	out := sockets.Set{}
-	for _, f := range cfg.Frontends {
-		network := "tcp"
-		if f.Mode == conf.ModeUDP {
-			network = "udp"
-		}
-		for _, a := range f.Bind {
-			k := sockets.Key{Network: network, Addr: a}
-			if s, ok := have[k]; ok {
-				out[k] = s
-				continue
-			}
-			s, err := sockets.Listen(k, sockets.Options{Freebind: f.Freebind})
-			if err != nil {
-				for k2, s2 := range out {
-					if _, inherited := have[k2]; !inherited {
-						s2.Close()
-					}
-				}
-				return nil, fmt.Errorf("frontend %s: bind %s: %w", f.Name, a, err)
-			}
-			out[k] = s
-		}
-	}
-	return out, nil
-}
-
-// New builds the frontends of cfg over the given backends and sockets.
+// New builds the frontends of cfg over the given backends and sockets; the
+// sockets are bound by the caller (engine.Listeners, sockets.Bind), which
+// is the one place a listener is bound or inherited.
 func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.Set, log *slog.Logger) (*Server, error) {
 	s := &Server{
 		log:    log,
@@ -159,12 +130,8 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 		if fc.MaxConn > 0 {
 			f.sem = make(chan struct{}, fc.MaxConn)
 		}
-		network := "tcp"
-		if fc.Mode == conf.ModeUDP {
-			network = "udp"
-		}
 		for _, a := range fc.Bind {
-			k := sockets.Key{Network: network, Addr: a}
+			k := sockets.Key{Network: fc.Network(), Addr: a}
 			sock, ok := socks[k]
 			if !ok {
 				return nil, fmt.Errorf("frontend %s: no socket for %s", fc.Name, k)

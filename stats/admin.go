@@ -223,31 +223,19 @@ func (s *Server) lookup(r *http.Request) (*backend.Backend, *backend.Server, str
 	return b, sv, ""
 }
 
-var adminStates = map[string]int32{"ready": backend.AdminReady, "drain": backend.AdminDrain, "maint": backend.AdminMaint}
-
-// AdminStateName names an admin state as the API spells it.
-func AdminStateName(a int32) string {
-	for k, v := range adminStates {
-		if v == a {
-			return k
-		}
-	}
-	return strconv.Itoa(int(a))
-}
-
 func (s *Server) setState(r *http.Request) (int, string, any) {
 	_, sv, miss := s.lookup(r)
 	if sv == nil {
 		return http.StatusNotFound, miss, nil
 	}
 	name := r.PostFormValue("state")
-	st, ok := adminStates[name]
-	if !ok {
+	st, err := backend.ParseAdminState(name)
+	if err != nil {
 		return http.StatusBadRequest, fmt.Sprintf("state %q is not one of ready, drain, maint", name), nil
 	}
 	prev := sv.Admin()
 	sv.SetAdmin(st)
-	return http.StatusOK, fmt.Sprintf("%s/%s: state %s -> %s", sv.Backend, sv.Name, AdminStateName(prev), name), nil
+	return http.StatusOK, fmt.Sprintf("%s/%s: state %s -> %s", sv.Backend, sv.Name, prev, st), nil
 }
 
 func (s *Server) setWeight(r *http.Request) (int, string, any) {

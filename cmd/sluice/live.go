@@ -45,7 +45,7 @@ func liveCheck(cfg *conf.Config) error {
 		if f == nil || len(f.Bind) == 0 {
 			return fmt.Errorf("vital frontend %s is not configured", name)
 		}
-		if f.Mode == conf.ModeUDP {
+		if f.Network() != "tcp" {
 			continue // nothing accepts: /healthz covers its servers
 		}
 		if err := accepting(f.Bind[0]); err != nil {

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync/atomic"
 
+	"sluice/conf"
 	"sluice/l4"
 	"sluice/stats"
 )
@@ -56,11 +57,11 @@ func (e *Engine) counters() []stats.Counter {
 				&c.NoServerConn503, fl)
 			add("frontend_http_too_many_headers_total", "Requests refused with 431 for more header lines than max_header_count.", &c.TooManyHeaders, fl)
 		}
-		if f.Mode == "tcp" {
+		if f.Mode == conf.ModeTCP {
 			add("frontend_tcp_server_conns_exhausted_total", "TCP connections closed because the process's server connections (global.maxconn) were all in use.",
 				&f.Counters.ServerConnsExhausted, fl)
 		}
-		if f.Mode == "udp" {
+		if f.Mode == conf.ModeUDP {
 			u := &f.UDP
 			add("frontend_udp_flows_evicted_total", "UDP flows ended to make room under max_flows.", &u.Evicted, fl)
 			add("frontend_udp_flows_expired_total", "UDP flows ended after timeout_udp without a datagram.", &u.Expired, fl)

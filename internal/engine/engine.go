@@ -119,13 +119,9 @@ type Options struct {
 func Listeners(cfg *conf.Config) []sockets.Spec {
 	var out []sockets.Spec
 	for _, f := range cfg.Frontends {
-		network := "tcp"
-		if f.Mode == conf.ModeUDP {
-			network = "udp"
-		}
 		for _, a := range f.Bind {
 			out = append(out, sockets.Spec{
-				Key:     sockets.Key{Network: network, Addr: a},
+				Key:     sockets.Key{Network: f.Network(), Addr: a},
 				Role:    sockets.RoleFrontend,
 				Options: sockets.Options{Freebind: f.Freebind},
 			})
@@ -166,7 +162,15 @@ func Start(cfg *conf.Config, have sockets.Set, log *slog.Logger) (*Engine, error
 }
 
 // StartWith is Start with options.
-func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Options) (*Engine, error) {
+//
+// Start binds every socket once (sockets.Bind, the same manifest a master
+// hands over) and gives the set to the frontends. When a step fails, what
+// the steps before it started is undone in reverse order (stats, peers,
+// discovery, health checks, then the sockets this call bound, never the
+// inherited ones), so a failed start, a reload whose new configuration
+// does not come up for one, leaves no resolver, peer link or check behind
+// and every address free again.
+func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Options) (e *Engine, err error) {
 	for _, w := range cfg.Warnings { // at every start and reload, until fixed
 		log.Warn(w.Msg, "file", w.File, "line", w.Line, "key", w.Key)
 	}
@@ -177,7 +181,17 @@ func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Option
 	for _, m := range budget.Warn {
 		log.Warn(m)
 	}
-	e := &Engine{Config: cfg, Backends: map[string]*backend.Backend{}, Discovery: map[string]*backend.Discovery{},
+	var undo []func()
+	defer func() {
+		if err == nil {
+			return
+		}
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		e = nil
+	}()
+	e = &Engine{Config: cfg, Backends: map[string]*backend.Backend{}, Discovery: map[string]*backend.Discovery{},
 		Health: map[string]*backend.HealthChecks{}, FDs: budget}
 	for _, bc := range cfg.Backends {
 		b, err := backend.New(bc)
@@ -185,34 +199,31 @@ func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Option
 			return nil, err
 		}
 		e.Backends[bc.Name] = b
-		e.Health[bc.Name] = backend.NewHealthChecks(b, bc, log)
+		h := backend.NewHealthChecks(b, bc, log)
+		e.Health[bc.Name] = h
+		// Stopped also when never started: discovery starts checks of
+		// the servers it finds (Sync) before Start does.
+		undo = append(undo, h.Stop)
 		if bc.DNS != nil {
 			d, err := backend.NewDiscovery(b, bc.DNS, log)
 			if err != nil {
 				return nil, err
 			}
 			e.Discovery[bc.Name] = d
+			undo = append(undo, d.Stop) // a no-op until Start
 		}
 	}
 	if n := e.Restore(opts.State); n > 0 {
 		log.Info("server state carried over", "servers", n)
 	}
-	all, err := sockets.Bind(Listeners(cfg), have)
+	socks, err := sockets.Bind(Listeners(cfg), have)
 	if err != nil {
 		return nil, err
-	}
-	socks, err := frontend.Bind(cfg, all)
-	if err != nil {
-		closeOwn(all, have)
-		return nil, err
-	}
-	for k, s := range all {
-		socks[k] = s // the stats listener
 	}
 	e.Sockets = socks
+	undo = append(undo, func() { closeOwn(socks, have) })
 	e.Front, err = frontend.New(cfg, e.Backends, socks, log)
 	if err != nil {
-		closeOwn(socks, have)
 		return nil, err
 	}
 	for name, d := range e.Discovery {
@@ -222,12 +233,16 @@ func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Option
 		d.Start()
 	}
 	if err := e.startPeers(log); err != nil {
-		closeOwn(socks, have)
 		return nil, err
 	}
+	if e.Peers != nil {
+		undo = append(undo, func() { e.Peers.Close() })
+	}
 	if err := e.startStats(cfg, log, opts); err != nil {
-		closeOwn(socks, have)
 		return nil, err
+	}
+	if e.Stats != nil {
+		undo = append(undo, func() { e.Stats.Close(context.Background()) })
 	}
 	// Checks start before traffic, so that init_state = "down" holds from
 	// the first connection on.

@@ -17,7 +17,7 @@ type ServerState struct {
 	Server     string `json:"server"`
 	Addr       string `json:"addr"`
 	Up         bool   `json:"up"`
-	Admin      string `json:"admin"` // "ready" | "drain" | "maint"
+	Admin      string `json:"admin"` // backend.AdminState's name
 	Weight     int    `json:"weight"`
 	ConfWeight int    `json:"conf_weight"`
 	// LastChange is when the health state last changed (unix nanoseconds),
@@ -27,18 +27,6 @@ type ServerState struct {
 
 // State is the state of every server of an engine.
 type State []ServerState
-
-var adminNames = map[int32]string{backend.AdminReady: "ready", backend.AdminDrain: "drain", backend.AdminMaint: "maint"}
-
-// ParseAdmin turns "ready", "drain" or "maint" into an admin state.
-func ParseAdmin(s string) (int32, error) {
-	for v, name := range adminNames {
-		if name == s {
-			return v, nil
-		}
-	}
-	return 0, fmt.Errorf("admin state %q is not one of \"ready\", \"drain\", \"maint\"", s)
-}
 
 // State snapshots every server's state, in configuration order.
 func (e *Engine) State() State {
@@ -54,7 +42,7 @@ func (e *Engine) State() State {
 				Server:     s.Name,
 				Addr:       s.Addr,
 				Up:         s.Up(),
-				Admin:      adminNames[s.Admin()],
+				Admin:      s.Admin().String(),
 				Weight:     int(s.Weight()),
 				ConfWeight: int(s.ConfWeight),
 				LastChange: s.LastChange().UnixNano(),
@@ -80,7 +68,7 @@ func (e *Engine) Restore(st State) int {
 			continue
 		}
 		n++
-		if a, err := ParseAdmin(ss.Admin); err == nil {
+		if a, err := backend.ParseAdminState(ss.Admin); err == nil {
 			s.SetAdmin(a)
 		}
 		if ss.Addr == s.Addr {
@@ -110,7 +98,7 @@ func (e *Engine) SetServer(backendName, server, admin string, up *bool, weight *
 		return fmt.Errorf("backend %s has no server %q", backendName, server)
 	}
 	if admin != "" {
-		a, err := ParseAdmin(admin)
+		a, err := backend.ParseAdminState(admin)
 		if err != nil {
 			return err
 		}
