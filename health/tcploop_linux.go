@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"sluice/internal/poller"
 	"sluice/internal/sockets"
 )
 
@@ -22,7 +23,7 @@ import (
 // Checks of one server never overlap: a server is put back on the heap
 // only when its check has finished.
 type tcpLoop struct {
-	epfd, evfd int
+	p *poller.Poller
 
 	mu   sync.Mutex
 	due  dueHeap
@@ -50,21 +51,11 @@ var (
 // sharedLoop starts the loop on first use; nil when epoll is unavailable.
 func sharedLoop() *tcpLoop {
 	loopOnce.Do(func() {
-		epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		p, err := poller.New()
 		if err != nil {
-			return
+			return // each checker runs in a goroutine of its own
 		}
-		evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-		if err != nil {
-			unix.Close(epfd)
-			return
-		}
-		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}); err != nil {
-			unix.Close(epfd)
-			unix.Close(evfd)
-			return
-		}
-		loop = &tcpLoop{epfd: epfd, evfd: evfd, inflight: map[int32]*loopCheck{}}
+		loop = &tcpLoop{p: p, inflight: map[int32]*loopCheck{}}
 		go loop.run()
 	})
 	return loop
@@ -99,26 +90,25 @@ func (l *tcpLoop) schedule(lc *loopCheck) {
 	}
 	l.mu.Unlock()
 	if wake {
-		unix.Write(l.evfd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		l.p.Wake()
 	}
 }
 
 func (l *tcpLoop) run() {
 	events := make([]unix.EpollEvent, 256)
-	var buf [8]byte
 	for {
 		now := time.Now()
 		l.expire(now)
 		l.startDue(now)
 		wait := l.nextWait(now)
-		n, err := unix.EpollWait(l.epfd, events, wait)
-		if err != nil && err != unix.EINTR {
+		n, err := l.p.Wait(events, wait)
+		if err != nil {
 			time.Sleep(10 * time.Millisecond) // should not happen; do not spin
 			continue
 		}
-		for _, ev := range events[:max(n, 0)] {
-			if int(ev.Fd) == l.evfd {
-				unix.Read(l.evfd, buf[:])
+		for _, ev := range events[:n] {
+			if l.p.IsWake(ev.Fd) {
+				l.p.Drain()
 				continue
 			}
 			if lc := l.inflight[ev.Fd]; lc != nil {
@@ -186,7 +176,7 @@ func (l *tcpLoop) connect(lc *loopCheck, now time.Time) {
 	case nil:
 		l.finish(lc, nil)
 	case unix.EINPROGRESS:
-		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLOUT, Fd: int32(fd)}); err != nil {
+		if err := l.p.Add(fd, unix.EPOLLOUT); err != nil {
 			l.finish(lc, err)
 			return
 		}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"sluice/internal/poller"
 	"sluice/internal/recovery"
 )
 
@@ -24,14 +24,20 @@ import (
 // Semantics are Relay's: half-close passed on, idle timeouts, batched
 // counters, a reset is a normal end.
 
-// FastRelay relays like Relay when both connections are *net.TCPConn, and
-// reports false without touching them otherwise (the caller uses Relay).
+// FastRelay relays like Relay when both connections are *net.TCPConn and
+// the loops run (StartLoops), and reports false without touching them
+// otherwise (the caller uses Relay); so does a connection the loop cannot
+// register.
 // On true the connections are closed: their descriptors now belong to a
 // loop, and no goroutine waits for the relay. done is called once, on the
 // loop, when both sides are closed, with nil or what ended the relay; it
 // must not block. g, when not nil, is the group whose Kill ends this relay.
 // first, when not nil, sees the client's first bytes.
 func FastRelay(client, server net.Conn, o RelayOptions, g *Group, first func([]byte), done func(error)) bool {
+	ls := loopsNow.Load()
+	if ls == nil {
+		return false // not started, or stopped: the goroutine relay serves
+	}
 	cfd, ok := takeFD(client)
 	if !ok {
 		return false
@@ -43,14 +49,23 @@ func FastRelay(client, server net.Conn, o RelayOptions, g *Group, first func([]b
 		rawClose(cfd)
 		return false
 	}
-	client.Close()
-	server.Close()
 	p := &pair{first: first, opts: o, group: g, done: done}
 	p.last.Store(time.Now().UnixNano())
 	p.sides[0] = side{fd: cfd, idle: o.ClientIdle, counters: o.In}
 	p.sides[1] = side{fd: sfd, idle: o.ServerIdle, counters: o.Out}
-	l := pickLoop()
-	l.add(p)
+	l := (*ls)[int(nextLoop.Add(1))%len(*ls)]
+	if err := l.add(p); err != nil {
+		// epoll_ctl refused it (or the loop just stopped): the net.Conns
+		// are still whole, the caller relays them the usual way.
+		rawClose(cfd)
+		rawClose(sfd)
+		if o.Log != nil {
+			o.Log.Debug("epoll relay refused a connection, relaying with goroutines", "err", err)
+		}
+		return false
+	}
+	client.Close()
+	server.Close()
 	// A Kill that ran before the add saw no pair to end: end it here.
 	if g != nil && g.killed.Load() {
 		l.kill(p)
@@ -67,10 +82,11 @@ type Group struct {
 // Kill ends every relay of g at once, and every one started after.
 func (g *Group) Kill() {
 	g.killed.Store(true) // before the scan: a relay added after it sees the flag
-	if !started.Load() {
-		return // no relay yet; and a process without tcp frontends starts no loop
+	ls := loopsNow.Load()
+	if ls == nil {
+		return // no loop, so no relay of its
 	}
-	for _, l := range allLoops() {
+	for _, l := range *ls {
 		l.mu.Lock()
 		var mine []*pair
 		for p := range l.pairs {
@@ -134,15 +150,19 @@ type pair struct {
 
 // loop is one epoll instance served by one goroutine.
 type loop struct {
-	ep    int
+	p     *poller.Poller
 	mu    sync.Mutex
 	byFD  map[int]*pair
 	pairs map[*pair]struct{}
-	kills chan *pair
-	buf   []byte // what a read brings in, until it is written on
-	wake  int    // eventfd that interrupts epoll_wait for kills
-	now   int64  // unix nanoseconds when the current batch of events arrived
-	cur   *pair  // the pair being served: the one a panic ends
+	killq []*pair // pairs to end, handed over under mu
+	// closed: the loop ended its pairs and takes no more (under mu).
+	closed   bool
+	stopping atomic.Bool   // stop asked for
+	exited   chan struct{} // closed when run returned
+	buf      []byte        // what a read brings in, until it is written on
+	now      int64         // unix nanoseconds when the current batch of events arrived
+	cur      *pair         // the pair being served: the one a panic ends
+	waitErrs int           // epoll_wait failures in a row
 	// lastPanic is when serve last recovered (0: never), for the backoff of
 	// a loop that panics at once again.
 	lastPanic time.Time
@@ -150,93 +170,154 @@ type loop struct {
 }
 
 var (
-	loopsOnce sync.Once
-	loops     []*loop
-	started   atomic.Bool // loops exist (Kill has nothing to do before)
+	loopsMu   sync.Mutex // StartLoops and stop; never on a relay's path
+	loopUsers int
+	loopsNow  atomic.Pointer[[]*loop] // nil: no loops, FastRelay reports false
 	nextLoop  atomic.Uint32
+	newPoller = poller.New // a test makes it fail
+	// testAddHook, when set, fails the registration of a pair.
+	testAddHook atomic.Pointer[func() error]
 )
 
-func pickLoop() *loop {
-	ls := allLoops()
-	return ls[int(nextLoop.Add(1))%len(ls)]
-}
+// LoopErrors counts what went wrong with the epoll relay's loops instead
+// of panicking: a start that failed (the goroutine relay serves instead),
+// a connection epoll would not take (relayed with goroutines), an
+// epoll_ctl or epoll_wait that failed later (the pair, or the wait, ends).
+var LoopErrors atomic.Uint64
 
-// allLoops starts the loops on first use and returns them.
-func allLoops() []*loop {
-	loopsOnce.Do(func() {
-		n := runtime.GOMAXPROCS(0)
-		for range n {
-			loops = append(loops, newLoop())
+// StartLoops starts n epoll loops for FastRelay (at least one), or counts
+// one more user of the loops running (n is then ignored). stop, called
+// once by each user, ends the loops and the relays on them when the last
+// user calls it. On error, out of descriptors say, nothing runs and
+// FastRelay keeps reporting false: callers relay with goroutines. The
+// caller decides the scheduler's slots (GOMAXPROCS); see the worker's.
+func StartLoops(n int) (stop func(), err error) {
+	loopsMu.Lock()
+	defer loopsMu.Unlock()
+	if loopUsers == 0 {
+		ls := make([]*loop, 0, max(n, 1))
+		for range max(n, 1) {
+			l, err := newLoop()
+			if err != nil {
+				for _, l := range ls {
+					l.stop()
+				}
+				LoopErrors.Add(1)
+				return nil, err
+			}
+			ls = append(ls, l)
 		}
-		// The loops spend their idle time in epoll_wait. While every P is
-		// held by a goroutine in a system call, the runtime's monitor takes
-		// the P away from a waiting loop and hands it on, and the loop must
-		// win one back when its events come: a futex wake and a context
-		// switch per wait, about 8% of the keep-alive throughput. A P per
-		// loop on top of the ones the rest of the program had keeps one
-		// idle, and the monitor leaves a waiting loop alone.
-		runtime.GOMAXPROCS(2 * n)
-		started.Store(true)
-	})
-	return loops
+		loopsNow.Store(&ls)
+	}
+	loopUsers++
+	var once sync.Once
+	return func() { once.Do(releaseLoops) }, nil
 }
 
-func newLoop() *loop {
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		panic("epoll_create1: " + err.Error())
+func releaseLoops() {
+	loopsMu.Lock()
+	defer loopsMu.Unlock()
+	if loopUsers--; loopUsers > 0 {
+		return
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		panic("eventfd: " + err.Error())
+	// New relays see no loop from here on; one that picked a loop just
+	// before is refused by it (closed) and falls back.
+	if ls := loopsNow.Swap(nil); ls != nil {
+		for _, l := range *ls {
+			l.stop()
+		}
 	}
-	l := &loop{ep: ep, byFD: map[int]*pair{}, pairs: map[*pair]struct{}{}, kills: make(chan *pair, 64), wake: wake, buf: make([]byte, BufSize)}
-	unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)})
+}
+
+func newLoop() (*loop, error) {
+	p, err := newPoller()
+	if err != nil {
+		return nil, err
+	}
+	l := &loop{p: p, byFD: map[int]*pair{}, pairs: map[*pair]struct{}{}, exited: make(chan struct{}), buf: make([]byte, BufSize)}
 	go l.run()
-	return l
+	return l, nil
 }
 
-func (l *loop) add(p *pair) {
+// stop ends the loop's pairs (net.ErrClosed), closes its epoll and waits
+// for its goroutine to return.
+func (l *loop) stop() {
+	l.stopping.Store(true)
+	l.mu.Lock()
+	if !l.closed {
+		l.p.Wake()
+	}
+	l.mu.Unlock()
+	<-l.exited
+}
+
+// add registers p's sides with the loop; on error neither is registered
+// and the caller still owns the descriptors.
+func (l *loop) add(p *pair) error {
 	// Set before the pair is published to the loop under l.mu.
 	for i := range p.sides {
 		p.sides[i].watched, p.sides[i].events = true, unix.EPOLLIN
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.byFD[p.sides[0].fd] = p
-	l.byFD[p.sides[1].fd] = p
-	l.pairs[p] = struct{}{}
+	if l.closed {
+		return net.ErrClosed
+	}
 	// Both are registered before the loop can look the pair up, so it never
 	// changes the interest of a side that is not registered yet.
 	for i := range p.sides {
-		unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, p.sides[i].fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(p.sides[i].fd)})
+		err := l.p.Add(p.sides[i].fd, unix.EPOLLIN)
+		if h := testAddHook.Load(); h != nil && err == nil && i == 1 {
+			if err = (*h)(); err != nil {
+				l.p.Del(p.sides[1].fd)
+			}
+		}
+		if err != nil {
+			if i == 1 {
+				l.p.Del(p.sides[0].fd)
+			}
+			LoopErrors.Add(1)
+			return err
+		}
 	}
+	l.byFD[p.sides[0].fd] = p
+	l.byFD[p.sides[1].fd] = p
+	l.pairs[p] = struct{}{}
+	return nil
 }
 
+// kill has the loop end p. Under mu, so that it never wakes a loop whose
+// descriptors are closed.
 func (l *loop) kill(p *pair) {
-	l.kills <- p
-	var one = [8]byte{1}
-	unix.Write(l.wake, one[:])
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return // it ended every pair it had
+	}
+	l.killq = append(l.killq, p)
+	l.p.Wake()
 }
 
 // tick is how often idle pairs are looked for.
 const tick = 250 * time.Millisecond
 
-// run serves the loop for ever: a panic (a bug, maybe reached through a
+// run serves the loop until stop: a panic (a bug, maybe reached through a
 // client's bytes) ends the pair being served, is logged and counted, and
 // the loop goes on, rather than take the worker and every relay with it.
 func (l *loop) run() {
-	for {
-		l.serve()
+	for !l.serve() {
 	}
+	l.p.Close()
+	close(l.exited)
 }
 
-// serve is the loop proper; it returns only after recovering a panic. Its
-// one defer is per run, not per event.
-func (l *loop) serve() {
+// serve is the loop proper; it returns true when stopped, false after
+// recovering a panic. Its one defer is per run, not per event.
+func (l *loop) serve() (stopped bool) {
 	defer l.recoverPanic()
 	events := make([]unix.EpollEvent, 256)
 	owners := make([]*pair, len(events))
+	var kills []*pair
 	lastScan := time.Now().UnixNano()
 	busy := false
 	for {
@@ -246,13 +327,16 @@ func (l *loop) serve() {
 			// While traffic flows, look without blocking first: a
 			// non-blocking epoll_wait keeps this goroutine's P, where a
 			// blocking one hands it off and has to win it back.
-			n, err = pollNow(l.ep, events)
+			n, err = l.p.PollNow(events)
 		}
-		if n <= 0 {
-			n, err = unix.EpollWait(l.ep, events, int(tick/time.Millisecond))
+		if n <= 0 && err == nil {
+			n, err = l.p.Wait(events, int(tick/time.Millisecond))
 		}
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			panic("epoll_wait: " + err.Error())
+		if err != nil {
+			l.waitFailed(err)
+			n = 0
+		} else {
+			l.waitErrs = 0
 		}
 		busy = n > 0
 		// One clock reading per batch stamps every pair's activity in it.
@@ -264,12 +348,14 @@ func (l *loop) serve() {
 		for i := 0; i < n; i++ {
 			owners[i] = l.byFD[int(events[i].Fd)]
 		}
+		kills = append(kills[:0], l.killq...)
+		clear(l.killq)
+		l.killq = l.killq[:0]
 		l.mu.Unlock()
 		for i := 0; i < n; i++ {
 			fd := int(events[i].Fd)
-			if fd == l.wake {
-				var b [8]byte
-				unix.Read(l.wake, b[:])
+			if l.p.IsWake(events[i].Fd) {
+				l.p.Drain()
 				continue
 			}
 			if p := owners[i]; p != nil && !p.ended {
@@ -278,21 +364,50 @@ func (l *loop) serve() {
 			}
 		}
 		l.cur = nil
-		for done := false; !done; {
-			select {
-			case p := <-l.kills:
-				l.cur = p
-				l.end(p, net.ErrClosed)
-				l.cur = nil
-			default:
-				done = true
-			}
+		for i, p := range kills {
+			kills[i] = nil
+			l.cur = p
+			l.end(p, net.ErrClosed)
+			l.cur = nil
+		}
+		if l.stopping.Load() {
+			l.endAll()
+			return true
 		}
 		if l.now-lastScan >= int64(tick) { // the batch's clock reading serves here too
 			lastScan = l.now
 			l.scanIdle(l.now)
 		}
 	}
+}
+
+// endAll ends every pair and marks the loop closed: add refuses pairs
+// from here on, kill has nothing to do.
+func (l *loop) endAll() {
+	l.mu.Lock()
+	l.closed = true
+	all := make([]*pair, 0, len(l.pairs))
+	for p := range l.pairs {
+		all = append(all, p)
+	}
+	l.mu.Unlock()
+	for _, p := range all {
+		l.cur = p
+		l.end(p, net.ErrClosed)
+	}
+	l.cur = nil
+}
+
+// waitFailed counts a failed epoll_wait, logs the first of a run, and
+// waits before the next, longer each time up to a second, so that a loop
+// whose epoll broke neither spins nor takes the worker down.
+func (l *loop) waitFailed(err error) {
+	LoopErrors.Add(1)
+	if l.waitErrs == 0 {
+		slog.Default().Error("epoll relay loop: wait failed", "err", err)
+	}
+	l.waitErrs++
+	time.Sleep(min(time.Millisecond<<min(l.waitErrs, 10), time.Second))
 }
 
 // event handles readiness of fd, one side of p.
@@ -329,7 +444,7 @@ func (l *loop) event(p *pair, fd int, ev uint32) {
 			// the socket is gone, so stop watching it until there is
 			// something to wait for again.
 			src.hup = true
-			l.watch(src, 0)
+			l.watch(p, src, 0)
 			return
 		}
 		l.end(p, nil)
@@ -362,8 +477,9 @@ func (l *loop) read(p *pair, src, dst *side) {
 		l.flush(p, src, dst)
 	case n == 0 && err == nil:
 		src.eof = true
-		l.watch(src, l.outFor(p, src)) // nothing more to read
-		l.halfClose(p, src, dst)
+		if l.watch(p, src, l.outFor(p, src)) { // nothing more to read
+			l.halfClose(p, src, dst)
+		}
 	case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
 	default:
 		l.end(p, err)
@@ -389,9 +505,7 @@ func (l *loop) flush(p *pair, src, dst *side) bool {
 				src.pending = (*src.buf)[:copy(*src.buf, src.pending)]
 			}
 			// Back-pressure: stop reading src until dst drains.
-			l.watch(src, l.outFor(p, src))
-			l.watch(dst, l.want(dst)|unix.EPOLLOUT)
-			return true
+			return l.watch(p, src, l.outFor(p, src)) && l.watch(p, dst, l.want(dst)|unix.EPOLLOUT)
 		}
 		l.end(p, err)
 		return false
@@ -401,14 +515,16 @@ func (l *loop) flush(p *pair, src, dst *side) bool {
 		bufPool.Put(src.buf)
 		src.buf = nil
 	}
-	if !src.eof {
-		l.watch(src, unix.EPOLLIN|l.outFor(p, src))
+	if !src.eof && !l.watch(p, src, unix.EPOLLIN|l.outFor(p, src)) {
+		return false
 	}
-	l.watch(dst, l.want(dst))
+	if !l.watch(p, dst, l.want(dst)) {
+		return false
+	}
 	if src.eof {
 		l.halfClose(p, src, dst)
 	}
-	return true
+	return !p.ended
 }
 
 // want is what dst waits for apart from writability.
@@ -432,25 +548,35 @@ func (l *loop) outFor(p *pair, s *side) uint32 {
 	return 0
 }
 
-// watch sets what the loop waits for on s. A side that reported HUP and
-// has nothing to wait for leaves the epoll set (HUP is reported whatever
-// the interest, and would spin the loop); it comes back when it has.
-func (l *loop) watch(s *side, events uint32) {
-	if s.hup && events == 0 {
-		if s.watched {
-			s.watched = false
-			unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, s.fd, nil)
+// watch sets what the loop waits for on s, a side of p. A side that
+// reported HUP and has nothing to wait for leaves the epoll set (HUP is
+// reported whatever the interest, and would spin the loop); it comes back
+// when it has. When epoll refuses, the pair ends with the error (counted
+// in LoopErrors) and watch reports false.
+func (l *loop) watch(p *pair, s *side, events uint32) bool {
+	var err error
+	switch {
+	case s.hup && events == 0:
+		if !s.watched {
+			return true
 		}
-		return
+		s.watched = false
+		err = l.p.Del(s.fd)
+	case !s.watched:
+		s.watched, s.events = true, events
+		err = l.p.Add(s.fd, events)
+	case s.events == events:
+		return true // the common case: no system call per message
+	default:
+		s.events = events
+		err = l.p.Mod(s.fd, events)
 	}
-	op := unix.EPOLL_CTL_MOD
-	if !s.watched {
-		op, s.watched = unix.EPOLL_CTL_ADD, true
-	} else if s.events == events {
-		return // the common case: no system call per message
+	if err != nil {
+		LoopErrors.Add(1)
+		l.end(p, err)
+		return false
 	}
-	s.events = events
-	unix.EpollCtl(l.ep, op, s.fd, &unix.EpollEvent{Events: events, Fd: int32(s.fd)})
+	return true
 }
 
 // halfClose passes src's end of data on to dst once everything was written,
@@ -589,16 +715,6 @@ func (l *loop) end(p *pair, err error) {
 	if p.done != nil {
 		p.done(err)
 	}
-}
-
-// pollNow is epoll_wait with a zero timeout, as a raw system call: it never
-// blocks, so the scheduler need not know.
-func pollNow(ep int, events []unix.EpollEvent) (int, error) {
-	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(r), nil
 }
 
 // rawRead and rawWrite skip the scheduler's bookkeeping of a system call

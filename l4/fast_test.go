@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"io"
 	"net"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 // done gets what ended the relay.
 func fastPair(t *testing.T, o RelayOptions, g *Group) (client, server net.Conn, done chan error) {
 	t.Helper()
+	withLoops(t)
 	front, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -182,17 +182,5 @@ func TestFastRelayHalfClose(t *testing.T) {
 		if err := wait(t, done); err != nil {
 			t.Fatalf("client first %v: relay: %v", clientFirst, err)
 		}
-	}
-}
-
-// The loops have scheduler slots of their own on top of the program's: a
-// P per loop, so that one waiting in epoll_wait is not handed off.
-func TestFastRelayLoopsOwnPs(t *testing.T) {
-	client, server, done := fastPair(t, RelayOptions{}, nil)
-	client.Close()
-	server.Close()
-	wait(t, done)
-	if n, want := runtime.GOMAXPROCS(0), 2*len(allLoops()); n != want {
-		t.Fatalf("GOMAXPROCS = %d with %d loops, want %d", n, len(allLoops()), want)
 	}
 }

@@ -151,7 +151,7 @@ func TestFastRelayLoopPanicCostsOnePair(t *testing.T) {
 		t.Errorf("LoopPanics grew by %d, want 1", n)
 	}
 	// Pairs are spread over the loops in turn: 2 per loop reach them all.
-	for i := range 2 * len(allLoops()) {
+	for i := range 2 * len(*loopsNow.Load()) {
 		c, s, d := fastPair(t, o, nil)
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		s.SetDeadline(time.Now().Add(10 * time.Second))

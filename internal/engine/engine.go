@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sort"
+	"sync"
 
 	"sluice/backend"
 	"sluice/conf"
@@ -16,6 +18,7 @@ import (
 	"sluice/internal/fdlimit"
 	"sluice/internal/peers"
 	"sluice/internal/sockets"
+	"sluice/l4"
 	"sluice/stats"
 )
 
@@ -43,6 +46,9 @@ type Engine struct {
 	// FDs is how the descriptor limit is shared between connections and
 	// UDP flows (Config holds the maxconn and max_flows it chose).
 	FDs fdlimit.Budget
+	// stopLoops releases the epoll relay loops; nil when they did not
+	// start (no tcp frontend, or a failure: the goroutine relay serves).
+	stopLoops func()
 }
 
 // FitLimits fits global.maxconn and the max_flows of udp frontends to the
@@ -249,8 +255,47 @@ func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Option
 	for _, h := range e.Health {
 		h.Start()
 	}
+	e.startLoops(log) // last: nothing after it can fail and leave them running
 	e.Front.Serve()
 	return e, nil
+}
+
+var (
+	// procs is the scheduler slots the program was given, before the
+	// loops' own (read once: the engine raises it).
+	procs     = runtime.GOMAXPROCS(0)
+	procsOnce sync.Once
+	// startRelayLoops is l4.StartLoops; a test makes it fail.
+	startRelayLoops = l4.StartLoops
+)
+
+// startLoops starts the epoll relay loops when a tcp frontend may use
+// them, one per scheduler slot the program had. When they cannot start
+// (out of descriptors, say) it logs why and tcp connections are relayed
+// with goroutines: slower, but the worker serves.
+func (e *Engine) startLoops(log *slog.Logger) {
+	tcp := false
+	for _, f := range e.Config.Frontends {
+		tcp = tcp || f.Mode == conf.ModeTCP
+	}
+	if !tcp {
+		return
+	}
+	stop, err := startRelayLoops(procs)
+	if err != nil {
+		log.Warn("epoll relay loops did not start: tcp connections are relayed with goroutines", "err", err)
+		return
+	}
+	e.stopLoops = stop
+	// The loops spend their idle time in epoll_wait. While every P is held
+	// by a goroutine in a system call, the runtime's monitor takes the P
+	// away from a waiting loop and hands it on, and the loop must win one
+	// back when its events come: a futex wake and a context switch per
+	// wait, about 8% of the keep-alive throughput. A P per loop on top of
+	// the ones the rest of the program had keeps one idle, and the monitor
+	// leaves a waiting loop alone. Once per process: engines in one process
+	// (tests, the demo) share the loops.
+	procsOnce.Do(func() { runtime.GOMAXPROCS(2 * procs) })
 }
 
 // closeOwn closes the sockets of s that did not come from have.
@@ -305,6 +350,9 @@ func (e *Engine) Shutdown(ctx context.Context) int {
 	cut := e.Front.Shutdown(ctx)
 	for _, h := range e.Health {
 		h.Stop()
+	}
+	if e.stopLoops != nil {
+		e.stopLoops() // after the drain: the relays left were cut
 	}
 	if e.Peers != nil {
 		e.Peers.Close() // after the drain: its last picks still reach the peer
