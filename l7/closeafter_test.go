@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -82,6 +83,51 @@ func TestErrorBeforeCloseSaysSo(t *testing.T) {
 			}
 			if said != closed {
 				t.Errorf("Connection: close said = %v, but the connection closed = %v", said, closed)
+			}
+		})
+	}
+}
+
+// TestKeepAliveEmptyLinesTimeOutSilently: between keep-alive requests a
+// client that sends only empty lines (which RFC 9112 §2.2 says to skip)
+// and then nothing has started no request: when timeout_http_request ends
+// the wait, the connection closes without a 408 (and without counting
+// one). A request head left half-sent still gets its 408.
+func TestKeepAliveEmptyLinesTimeOutSilently(t *testing.T) {
+	be := serveHTTP(t, named("a"))
+	front := "default_backend = \"app\"\ntimeout_http_request = \"300ms\"\ntimeout_client = \"10s\""
+	eng, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
+	counters := &eng.Front.Frontends[0].HTTP().Counters
+	for _, tc := range []struct {
+		desc, then string
+		want408    bool
+	}{
+		{"empty lines only", "\r\n\r\n", false},
+		{"half a head", "GET /b HTTP/1.1\r\nHost: h\r\n", true},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			before := counters.Timeout408.Load()
+			c := testutil.Dial(t, addr)
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			io.WriteString(c, tc.then)
+			rest, err := io.ReadAll(br)
+			if err != nil {
+				t.Fatalf("after %q: %v (want the close)", tc.then, err)
+			}
+			got408 := strings.HasPrefix(string(rest), "HTTP/1.1 408 ")
+			if got408 != tc.want408 || !got408 && len(rest) > 0 {
+				t.Errorf("after %q sluice sent %q, want a 408: %v", tc.then, rest, tc.want408)
+			}
+			if n := counters.Timeout408.Load() - before; (n == 1) != tc.want408 {
+				t.Errorf("408 counter moved by %d", n)
 			}
 		})
 	}

@@ -147,7 +147,9 @@ func (c *clientConn) serveOne(first bool) bool {
 			p.Counters.TooLarge431.Add(1)
 			c.refuse(431, &x)
 		case isTimeout(err):
-			if first || c.hr.buffered() > 0 || err != nil {
+			// A keep-alive client that sent nothing but the empty lines
+			// readHead skips has started no request: close without a 408.
+			if first || c.hr.buffered() > 0 {
 				p.Counters.Timeout408.Add(1)
 				c.refuse(408, &x)
 			}
