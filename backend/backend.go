@@ -3,6 +3,7 @@ package backend
 import (
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,8 +49,13 @@ type Backend struct {
 	algo         string
 
 	sticky *StickyTable // sticky = "source"
-	pool   atomic.Pointer[pool]
-	queue  waitQueue
+	// pool is what picks read, lock-free. Writers (DNS discovery, agent
+	// checks, the admin API, reload carry-over) take writeMu and build the
+	// next snapshot from the current one, so none overwrites another's
+	// change with a snapshot it read before that change.
+	pool    atomic.Pointer[pool]
+	writeMu sync.Mutex
+	queue   waitQueue
 
 	Counters BackendCounters
 }
@@ -93,8 +99,24 @@ func New(c *conf.Backend) (*Backend, error) {
 	return b, nil
 }
 
-// SetServers replaces the pool with a new snapshot over servers.
+// SetServers replaces the pool with a new snapshot over servers. A writer
+// that derives the list from the current pool must use UpdateServers.
 func (b *Backend) SetServers(servers []*Server) error {
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	return b.setServersLocked(servers)
+}
+
+// UpdateServers replaces the pool with a snapshot over f(current servers),
+// with other writers held off from the read to the store. f must not
+// modify its argument nor call back into b's writers.
+func (b *Backend) UpdateServers(f func(cur []*Server) []*Server) error {
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	return b.setServersLocked(f(b.pool.Load().all))
+}
+
+func (b *Backend) setServersLocked(servers []*Server) error {
 	var prim, back []*Server
 	for _, s := range servers {
 		if s.Backup {
@@ -123,15 +145,23 @@ func (b *Backend) SetServers(servers []*Server) error {
 }
 
 // Reweigh rebuilds the snapshot after runtime weight changes.
-func (b *Backend) Reweigh() error { return b.SetServers(b.Servers()) }
+func (b *Backend) Reweigh() error {
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	return b.setServersLocked(b.pool.Load().all)
+}
 
 // SetWeight changes a server's runtime weight and rebuilds the schedule.
+// Both happen under the writers' lock, so a snapshot another writer builds
+// cannot carry the weight from before.
 func (b *Backend) SetWeight(s *Server, w int) error {
 	if w < 0 || w > conf.MaxWeight {
 		return fmt.Errorf("weight %d is outside 0..%d", w, conf.MaxWeight)
 	}
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
 	s.weight.Store(int32(w))
-	return b.Reweigh()
+	return b.setServersLocked(b.pool.Load().all)
 }
 
 // Servers returns the current servers; the slice must not be modified.

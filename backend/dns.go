@@ -32,12 +32,12 @@ const minTTLRefresh = time.Second
 // port. It re-resolves every interval, sooner when the records' TTL ends
 // first, and swaps the backend's pool through SetServers when the answer
 // changes. Servers that stay keep their *Server (health state, counters);
-// connections to a removed server finish on it. A failed or empty answer
+// connections to a removed server finish on it. Servers it did not find
+// (the ones listed in the config) are always kept. A failed or empty answer
 // keeps the last known set.
 type Discovery struct {
 	b         *Backend
 	cfg       conf.DNS
-	static    []*Server // servers listed in the config: always kept
 	resolvers []string
 	client    *dns.Client
 	log       *slog.Logger
@@ -78,7 +78,6 @@ func NewDiscovery(b *Backend, c *conf.DNS, log *slog.Logger) (*Discovery, error)
 	d := &Discovery{
 		b:         b,
 		cfg:       *c,
-		static:    b.Servers(),
 		resolvers: c.Resolvers,
 		client:    &dns.Client{Net: "udp", Timeout: c.Timeout},
 		log:       log.With("backend", b.Name, "dns", c.Name),
@@ -338,7 +337,8 @@ func (d *Discovery) apply(fs []found) error {
 
 	next := make(map[string]*Server, len(fs))
 	weights := make(map[string]int, len(fs))
-	servers := append([]*Server(nil), d.static...)
+	var found []*Server
+	var reweighed []*Server // weights to store under the pool's lock
 	changed := false
 	for _, f := range fs {
 		name := f.addr.String()
@@ -354,12 +354,12 @@ func (d *Discovery) apply(fs []found) error {
 			// A new weight from DNS is a runtime weight (ConfWeight stays
 			// what the server started with); one set by an operator stays
 			// until DNS changes its own.
-			s.weight.Store(int32(w))
+			reweighed = append(reweighed, s)
 			changed = true
 		}
 		next[name] = s
 		weights[name] = w
-		servers = append(servers, s)
+		found = append(found, s)
 	}
 	if len(next) != len(d.known) {
 		changed = true
@@ -372,7 +372,22 @@ func (d *Discovery) apply(fs []found) error {
 	if !changed {
 		return nil
 	}
-	if err := d.b.SetServers(servers); err != nil {
+	// A read-modify-write of the pool: whatever other writers left there
+	// (the listed servers and their runtime weights) stays; only what DNS
+	// found before is replaced.
+	err := d.b.UpdateServers(func(cur []*Server) []*Server {
+		servers := make([]*Server, 0, len(cur)+len(found))
+		for _, s := range cur {
+			if d.known[s.Name] != s {
+				servers = append(servers, s)
+			}
+		}
+		for _, s := range reweighed {
+			s.weight.Store(int32(weights[s.Name]))
+		}
+		return append(servers, found...)
+	})
+	if err != nil {
 		return err
 	}
 	if d.OnChange != nil {

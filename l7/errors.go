@@ -32,9 +32,12 @@ func (p *Proxy) errorResponse(b []byte, status int, close bool) []byte {
 }
 
 // reply answers the current request with an error sluice produced. It
-// returns whether the connection may serve another request.
-func (c *clientConn) reply(status int, x *exchange) bool {
-	close := c.req.connClose || c.p.draining.Load() || c.req.http10
+// returns whether the connection may serve another request. closing says
+// the caller will close the connection after it whatever the request
+// asked (the exchange failed midway): the answer then says so, and a
+// keep-alive client does not send its next request into a closing socket.
+func (c *clientConn) reply(status int, x *exchange, closing bool) bool {
+	close := closing || c.req.connClose || c.p.draining.Load() || c.req.http10
 	c.out = c.p.errorResponse(c.out[:0], status, close)
 	c.dl.forget()
 	c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -44,6 +47,16 @@ func (c *clientConn) reply(status int, x *exchange) bool {
 	x.bytesOut = int64(len(c.out))
 	c.log(x)
 	return err == nil && !close
+}
+
+// replyThenDiscard answers with an error and drops the request body so the
+// connection can go on; a body too large to be worth reading closes it,
+// and the answer says so.
+func (c *clientConn) replyThenDiscard(status int, x *exchange) bool {
+	if !c.req.chunked && c.req.contentLength > maxDiscard {
+		return c.reply(status, x, true) && false
+	}
+	return c.reply(status, x, false) && c.discardBody()
 }
 
 // refuse answers with an error and the connection closes after it: used

@@ -147,7 +147,9 @@ func (c *clientConn) serveOne(first bool) bool {
 			p.Counters.TooLarge431.Add(1)
 			c.refuse(431, &x)
 		case isTimeout(err):
-			if first || c.hr.buffered() > 0 || err != nil {
+			// A keep-alive client that sent nothing but the empty lines
+			// readHead skips has started no request: close without a 408.
+			if first || c.hr.buffered() > 0 {
 				p.Counters.Timeout408.Add(1)
 				c.refuse(408, &x)
 			}
@@ -179,7 +181,7 @@ func (c *clientConn) serveOne(first bool) bool {
 	be := p.route(&c.req)
 	if be == nil {
 		p.Counters.NoRoute404.Add(1)
-		return c.reply(404, &x) && c.discardBody()
+		return c.replyThenDiscard(404, &x)
 	}
 	x.backend = be.Name
 	if p.Backends[be].Proto == "h2c" {
@@ -187,6 +189,10 @@ func (c *clientConn) serveOne(first bool) bool {
 	}
 	return c.forward(be, &x)
 }
+
+// maxDiscard is the largest request body read and dropped after an error
+// answer to keep the connection; a larger one closes it.
+const maxDiscard = 1 << 20
 
 // discardBody reads and drops a request body so the connection can serve
 // the next request; bodies too large to be worth it close the connection.
@@ -196,7 +202,7 @@ func (c *clientConn) discardBody() bool {
 		_, err := copyChunked(io.Discard, c.hr, c.p.TimeoutClient)
 		return err == nil
 	case c.req.contentLength > 0:
-		if c.req.contentLength > 1<<20 {
+		if c.req.contentLength > maxDiscard {
 			return false
 		}
 		_, err := copyFixed(io.Discard, c.hr, c.req.contentLength, c.p.TimeoutClient)
@@ -225,10 +231,10 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 			if skip == nil {
 				be.Counters.NoServer.Add(1)
 				p.Counters.NoServer503.Add(1)
-				return c.reply(503, x) && c.discardBody()
+				return c.replyThenDiscard(503, x)
 			}
 			p.Counters.BadGateway502.Add(1)
-			return c.reply(502, x) && false
+			return c.reply(502, x, true) && false
 		}
 		c.stickyName, c.stickySrv = "", nil
 		if setCookie {
@@ -242,7 +248,7 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 			p.Counters.NoServerConn503.Add(1)
 			p.Counters.NoServer503.Add(1)
 			x.terminated = "server-conns"
-			return c.reply(503, x) && c.discardBody()
+			return c.replyThenDiscard(503, x)
 		}
 		if err != nil {
 			srv.Release()
@@ -257,7 +263,7 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 			p.Counters.BadGateway502.Add(1)
 			x.terminated = "connect"
 			// The request was never sent: the connection can go on.
-			return c.reply(502, x) && c.discardBody()
+			return c.replyThenDiscard(502, x)
 		}
 		x.connected = time.Now()
 		keep, retry := c.exchange(sc, be, x)
@@ -407,7 +413,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 			return retryStale()
 		}
 		p.Counters.BadGateway502.Add(1)
-		return c.reply(502, x) && false, false
+		return c.reply(502, x, true) && false, false
 	}
 	sc.srv.Counters.BytesIn.Add(uint64(headLen))
 
@@ -486,13 +492,13 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 				// The client stopped sending its body.
 				p.Counters.Timeout408.Add(1)
 				x.terminated = "client-timeout"
-				c.reply(408, x)
+				c.reply(408, x, true)
 				return false, false
 			case isTimeout(err) || errors.As(berr, &werr) && isTimeout(berr):
 				sc.srv.Counters.RespErrors.Add(1)
 				p.Counters.GatewayTime504.Add(1)
 				x.terminated = "server-timeout"
-				c.reply(504, x)
+				c.reply(504, x, true)
 				return false, false
 			case errors.Is(berr, errBadChunk):
 				p.Counters.BadRequest.Add(1)
@@ -504,7 +510,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 				sc.srv.Counters.RespErrors.Add(1)
 				p.Counters.BadGateway502.Add(1)
 				x.terminated = "server-error"
-				c.reply(502, x)
+				c.reply(502, x, true)
 				return false, false
 			}
 		}
@@ -514,7 +520,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 			bodyErr()
 			sc.srv.Counters.RespErrors.Add(1)
 			p.Counters.BadGateway502.Add(1)
-			c.reply(502, x)
+			c.reply(502, x, true)
 			return false, false
 		}
 		if resp.status >= 100 && resp.status < 200 && resp.status != 101 {
@@ -540,7 +546,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		sc.srv.Counters.RespErrors.Add(1)
 		p.Counters.BadGateway502.Add(1)
 		x.terminated = "server-error"
-		c.reply(502, x)
+		c.reply(502, x, true)
 		return false, false
 	}
 	if resp.status == 101 {

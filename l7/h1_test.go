@@ -60,7 +60,7 @@ func named(name string) http.Handler {
 	})
 }
 
-// rawRequest writes req on a fresh connection and returns everything read
+// rawExchange writes req on a fresh connection and returns everything read
 // until the proxy closes it (or the deadline passes).
 func rawExchange(t *testing.T, front, req string) string {
 	t.Helper()

@@ -86,7 +86,8 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// copyBuffers lends ReverseProxy the body copy buffers of h1.go.
+// copyBuffers lends ReverseProxy the body copy buffers of body.go
+// (copyBufPool), the ones the HTTP/1 path copies with.
 type copyBuffers struct{}
 
 func (copyBuffers) Get() []byte  { return *copyBufPool.Get().(*[]byte) }
