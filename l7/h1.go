@@ -225,6 +225,7 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 		cookie = c.req.cookieValue(be.StickyCookie)
 	}
 	var skip *backend.Server
+	fresh := false // after a stale reused connection: dial, do not reuse
 	for attempt := 0; ; attempt++ {
 		srv, setCookie, err := pickServer(be, &cl, cookie, skip)
 		if err != nil {
@@ -241,7 +242,7 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 			c.stickyName, c.stickySrv = be.StickyCookie, srv
 		}
 		x.server = srv.Name
-		sc, err := c.serverConn(srv, be)
+		sc, err := c.serverConn(srv, be, fresh)
 		if err == errServerConns {
 			// Not the server's fault: no retry, no mark against it.
 			srv.Release()
@@ -273,6 +274,7 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 			x.retries++
 			srv.Counters.Retries.Add(1)
 			skip = nil // a stale pooled connection is no reason to avoid the server
+			fresh = true
 			continue
 		}
 		return keep
@@ -296,11 +298,14 @@ func observe(srv *backend.Server, x *exchange, retry bool) {
 // serverConn returns an idle pooled connection to srv or dials a new one.
 // With send_proxy, the only connection that may be reused is this client
 // connection's own, and a new one opens with the PROXY header.
-func (c *clientConn) serverConn(srv *backend.Server, be *backend.Backend) (*serverConn, error) {
+//
+// fresh asks for a new connection: the request is sent again after a
+// reused one ended without a response, and it goes once more at most.
+func (c *clientConn) serverConn(srv *backend.Server, be *backend.Backend, fresh bool) (*serverConn, error) {
 	version := c.p.Backends[be].SendProxy
 	var hdr *l4.ProxyHeader
 	if version != 0 {
-		if sc := c.own; sc != nil {
+		if sc := c.own; sc != nil && !fresh {
 			c.own = nil
 			if sc.srv == srv && sc.quiet() {
 				sc.reused = true
@@ -309,6 +314,9 @@ func (c *clientConn) serverConn(srv *backend.Server, be *backend.Backend) (*serv
 			sc.close()
 		}
 		hdr = proxyHeader(version, &c.info)
+	} else if fresh {
+		// Not from the pool: a second stale connection would send the
+		// request a third time.
 	} else if sc := c.p.getIdle(srv, be); sc != nil {
 		return sc, nil
 	}
@@ -372,6 +380,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	// Read all we need from the head now: once the body streams, the
 	// buffer under req's slices is reused.
 	isHead := equalFold(req.method, "HEAD")
+	isConnect := equalFold(req.method, "CONNECT")
 	// Once a request was written whole, a connection that ends without a
 	// response may have delivered it: only an idempotent one (RFC 9110
 	// §9.2.2) is sent again then. A POST is protected by the check before
@@ -549,7 +558,11 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		c.reply(502, x, true)
 		return false, false
 	}
-	if resp.status == 101 {
+	// A 2xx to CONNECT makes the connection a tunnel to a host the client
+	// chose (RFC 9110 §9.3.6), whatever framing headers came with it: it
+	// is this client's tunnel, never a pooled connection another client's
+	// request could go through.
+	if resp.status == 101 || isConnect && resp.status/100 == 2 {
 		// The request body, if any, is the old protocol's: it is sent
 		// whole before the tunnel reads the client connection, so two
 		// readers never share it.
@@ -557,10 +570,13 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 			sc.close()
 			return false, false
 		}
-		// Hand the server's head to the client, then become a tunnel.
+		// Hand the server's head to the client, then become a tunnel. A
+		// tunnel's answer has no body: no framing header goes out with it
+		// (RFC 9110 §9.3.6: a 2xx to CONNECT must not carry them).
+		c.resp.te, c.resp.contentLength = c.resp.te[:0], -1
 		c.out = c.buildResponseHead(c.out[:0], false)
 		_, err := c.conn.Write(c.out)
-		c.count(sc.srv, 101, int64(len(c.out)))
+		c.count(sc.srv, resp.status, int64(len(c.out)))
 		if err == nil {
 			c.tunnel(sc, x)
 		}

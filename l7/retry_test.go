@@ -104,3 +104,70 @@ func TestPostRetriedOnStalePooledConn(t *testing.T) {
 		t.Fatalf("the POST body reached the server %d times, want 1 (%q)", n, be.bodies)
 	}
 }
+
+// A request that reached the server on a reused connection which then
+// ended without an answer is sent again once at most, on a fresh
+// connection, never on the next pooled one: a request that kills server
+// processes reaches two of them, not retries+1.
+func TestDeliveredRequestResentOnceAtMost(t *testing.T) {
+	var mu sync.Mutex
+	booms := 0
+	hold := make(chan struct{})
+	var held sync.WaitGroup
+	held.Add(3)
+	be := testutil.Serve(t, "s", func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			switch req.URL.Path {
+			case "/boom":
+				mu.Lock()
+				booms++
+				mu.Unlock()
+				return // read it, then die without a word
+			case "/hold":
+				// Three at once: sluice opens three server connections,
+				// which it pools afterwards.
+				held.Done()
+				<-hold
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	_, front := testutil.Start(t, httpConfig(`default_backend = "app"`, "retries = 3", map[string][]string{"app": {be.Addr}}))
+	done := make(chan string, 3)
+	for range 3 {
+		go func() {
+			c, err := net.DialTimeout("tcp", front, 5*time.Second)
+			if err != nil {
+				done <- err.Error()
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, "GET /hold HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+			b, _ := io.ReadAll(c)
+			done <- string(b)
+		}()
+	}
+	held.Wait()
+	close(hold)
+	for range 3 {
+		if out := <-done; !strings.HasPrefix(out, "HTTP/1.1 200") {
+			t.Fatalf("warm-up: %q", out)
+		}
+	}
+	out := rawExchange(t, front, "GET /boom HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+	if !strings.HasPrefix(out, "HTTP/1.1 502") {
+		t.Fatalf("GET /boom: %q, want 502", out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if booms != 2 {
+		t.Fatalf("the server received GET /boom %d times with 3 pooled connections and retries = 3, want 2 (once, then once on a fresh connection)", booms)
+	}
+}
