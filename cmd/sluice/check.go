@@ -9,6 +9,7 @@ import (
 	"sluice/conf"
 	"sluice/internal/engine"
 	"sluice/internal/fdlimit"
+	"sluice/supervisor"
 )
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
@@ -33,7 +34,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *live {
-		if err := liveCheck(cfg); err != nil {
+		if err := supervisor.CheckLive(cfg); err != nil {
 			fmt.Fprintf(stderr, "%s: not live: %v\n", *file, err)
 			return 1
 		}

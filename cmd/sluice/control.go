@@ -1,19 +1,14 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
+	"sluice/supervisor"
 )
 
 // cmdControl runs the client commands that talk to a running master over
@@ -30,7 +25,7 @@ func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
 	}
 	path := *sock
 	if path == "" {
-		p, err := controlPathOf(*file)
+		p, err := supervisor.ControlPathOf(*file)
 		if err != nil {
 			fmt.Fprintf(stderr, "sluice %s: %v\n", name, err)
 			return 1
@@ -56,7 +51,7 @@ func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
 			req[k] = ctlValue(v)
 		}
 	}
-	reply, raw, err := control(path, req, *timeout)
+	reply, raw, err := supervisor.Control(path, req, *timeout)
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice %s: %v\n", name, err)
 		return 1
@@ -85,94 +80,4 @@ func ctlValue(v string) any {
 		return n
 	}
 	return v
-}
-
-// controlPathOf finds the control socket in a configuration file. It reads
-// only [global], leniently, so that `sluice reload` reaches the master (and
-// shows its errors) even when the file has problems elsewhere.
-func controlPathOf(file string) (string, error) {
-	var raw struct {
-		Global struct {
-			ControlSocket string `toml:"control_socket"`
-			PIDFile       string `toml:"pid_file"`
-		} `toml:"global"`
-	}
-	if _, err := toml.DecodeFile(file, &raw); err != nil {
-		// A file that does not even decode: look for the two keys line by
-		// line, so the master still gets to report the problem.
-		src, rerr := os.ReadFile(file)
-		if rerr != nil {
-			return "", fmt.Errorf("cannot find the control socket in %s (use -S): %w", file, err)
-		}
-		for _, line := range strings.Split(string(src), "\n") {
-			k, v, ok := strings.Cut(line, "=")
-			if !ok {
-				continue
-			}
-			v, uerr := strconv.Unquote(strings.TrimSpace(v))
-			if uerr != nil {
-				continue
-			}
-			switch strings.TrimSpace(k) {
-			case "control_socket":
-				raw.Global.ControlSocket = v
-			case "pid_file":
-				raw.Global.PIDFile = v
-			}
-		}
-	}
-	p := controlPath(raw.Global.ControlSocket, raw.Global.PIDFile)
-	if p == "" {
-		return "", fmt.Errorf("%s sets neither global.control_socket nor global.pid_file; use -S or signals", file)
-	}
-	return p, nil
-}
-
-// maxControlLine bounds a request on the control socket: requests are a
-// few hundred bytes, and an unbounded read let one client grow the master
-// by whatever it sent without a newline.
-const maxControlLine = 64 << 10
-
-var errControlLineTooLong = fmt.Errorf("request longer than %d bytes without a newline; send one JSON object per line", maxControlLine)
-
-// readControlLine reads one request line of at most maxControlLine bytes
-// from a control connection.
-func readControlLine(br *bufio.Reader) ([]byte, error) {
-	var line []byte
-	for {
-		frag, err := br.ReadSlice('\n')
-		if len(line)+len(frag) > maxControlLine {
-			return nil, errControlLineTooLong
-		}
-		line = append(line, frag...)
-		if err != bufio.ErrBufferFull {
-			return line, err
-		}
-	}
-}
-
-// control sends one request to the master and reads its reply.
-func control(path string, req any, timeout time.Duration) (ctlReply, []byte, error) {
-	c, err := net.DialTimeout("unix", path, 5*time.Second)
-	if err != nil {
-		return ctlReply{}, nil, fmt.Errorf("cannot reach the master: %w", err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
-	b, _ := json.Marshal(req)
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		return ctlReply{}, nil, err
-	}
-	line, err := bufio.NewReader(c).ReadBytes('\n')
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return ctlReply{}, nil, errors.New("the master closed the connection without an answer")
-		}
-		return ctlReply{}, nil, err
-	}
-	var r ctlReply
-	if err := json.Unmarshal(line, &r); err != nil {
-		return ctlReply{}, nil, err
-	}
-	return r, line, nil
 }

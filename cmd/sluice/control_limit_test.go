@@ -10,10 +10,11 @@ import (
 	"time"
 
 	"sluice/internal/testutil"
+	"sluice/supervisor"
 )
 
 // TestControlRequestLineIsBounded: a request line without a newline is read
-// up to maxControlLine bytes, answered with an error and closed, instead of
+// up to supervisor.maxControlLine bytes, answered with an error and closed, instead of
 // growing the master's memory for as long as the client sends (issue 15:
 // 200 MiB grew the master to 433 MB). The master answers the next request.
 func TestControlRequestLineIsBounded(t *testing.T) {
@@ -101,7 +102,7 @@ func TestControlConnectionsAreCapped(t *testing.T) {
 		t.Fatalf("an idle connection got %q, %v; want it answered and closed", b, err)
 	}
 	waitFor(t, 20*time.Second, "status once the idle ones are gone", func() bool {
-		r, _, err := control(l.ctl, map[string]any{"cmd": "status"}, 5*time.Second)
+		r, _, err := supervisor.Control(l.ctl, map[string]any{"cmd": "status"}, 5*time.Second)
 		return err == nil && r.OK && r.ControlRefused >= 1
 	})
 }

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"sluice/conf"
 	"sluice/stats"
+	"sluice/supervisor"
 )
 
 const ctlUsage = `usage: sluice ctl [-f FILE] [-addr HOST:PORT] COMMAND
@@ -48,7 +48,7 @@ func cmdCtl(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "sluice ctl: %s has no [stats] table, so sluice serves no stats listener to talk to\n", *file)
 			return 1
 		}
-		c.base = dialable(cfg.Stats.Bind)
+		c.base = supervisor.Dialable(cfg.Stats.Bind)
 	}
 	c.base = "http://" + c.base
 	if err := c.run(fs.Args(), stdout); err != nil {
@@ -66,22 +66,6 @@ func cmdCtl(args []string, stdout, stderr io.Writer) int {
 type usageError string
 
 func (u usageError) Error() string { return string(u) }
-
-// dialable turns a listening address into one to connect to: a wildcard
-// host becomes loopback.
-func dialable(bind string) string {
-	host, port, err := net.SplitHostPort(bind)
-	if err != nil {
-		return bind
-	}
-	switch host {
-	case "", "0.0.0.0":
-		host = "127.0.0.1"
-	case "::":
-		host = "::1"
-	}
-	return net.JoinHostPort(host, port)
-}
 
 type ctlClient struct {
 	base  string

@@ -94,13 +94,3 @@ address = %q
 	ctl(2, "frobnicate")
 	ctl(2, "set", "state", "nobackend", "drain")
 }
-
-func TestDialable(t *testing.T) {
-	for in, want := range map[string]string{
-		"0.0.0.0:8404": "127.0.0.1:8404", "[::]:8404": "[::1]:8404", ":8404": "127.0.0.1:8404", "10.0.0.1:80": "10.0.0.1:80",
-	} {
-		if got := dialable(in); got != want {
-			t.Errorf("dialable(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

@@ -13,6 +13,7 @@ import (
 	"os"
 
 	"sluice/internal/engine"
+	"sluice/supervisor"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=...".
@@ -62,8 +63,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "reload", "upgrade", "stop", "control":
 		return cmdControl(args[0], args[1:], stdout, stderr)
-	case workerCommand:
-		return cmdWorker(stderr)
+	case supervisor.WorkerCommand:
+		return supervisor.RunWorker(stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
 	case "demo":

@@ -19,6 +19,7 @@ import (
 	"sluice/internal/engine"
 	"sluice/internal/logbuf"
 	"sluice/internal/testutil"
+	"sluice/supervisor"
 )
 
 // pair is one backend server as the tests see it: an HTTP server (which
@@ -119,15 +120,15 @@ func startLBEnv(t *testing.T, env []string, bin, file, ctl string, args ...strin
 		}
 	})
 	waitFor(t, 20*time.Second, "master ready", func() bool {
-		r, _, err := control(ctl, map[string]any{"cmd": "status"}, 5*time.Second)
+		r, _, err := supervisor.Control(ctl, map[string]any{"cmd": "status"}, 5*time.Second)
 		return err == nil && r.OK && r.WorkerPID > 0
 	})
 	return l
 }
 
-func (l *lb) status() ctlReply {
+func (l *lb) status() supervisor.Reply {
 	l.t.Helper()
-	r, _, err := control(l.ctl, map[string]any{"cmd": "status"}, 10*time.Second)
+	r, _, err := supervisor.Control(l.ctl, map[string]any{"cmd": "status"}, 10*time.Second)
 	if err != nil || !r.OK {
 		l.t.Fatalf("status: %v %s", err, r.Error)
 	}
@@ -597,7 +598,7 @@ func TestTakeoverUnderLoad(t *testing.T) {
 	os.WriteFile(fileA, []byte(lbConfig(dirA, web, raw, append(setA, drained))), 0o644)
 	a.reload(lbConfig(dirA, web, raw, append(setA, drained)))
 	for _, be := range []string{"app", "rawb"} {
-		if r, _, err := control(a.ctl, ctlRequest{Cmd: "set-server-state", Backend: be, Server: "b-maint", Admin: "maint"}, 10*time.Second); err != nil || !r.OK {
+		if r, _, err := supervisor.Control(a.ctl, supervisor.Request{Cmd: "set-server-state", Backend: be, Server: "b-maint", Admin: "maint"}, 10*time.Second); err != nil || !r.OK {
 			t.Fatalf("set-server-state: %v %s", err, r.Error)
 		}
 	}
@@ -637,17 +638,17 @@ func TestReloadKeepsServerState(t *testing.T) {
 	// Set the state before any traffic, on both backends (http and tcp).
 	f := false
 	for _, be := range []string{"app", "rawb"} {
-		for _, req := range []ctlRequest{
+		for _, req := range []supervisor.Request{
 			{Cmd: "set-server-state", Backend: be, Server: "s-drained", Admin: "drain"},
 			{Cmd: "set-server-state", Backend: be, Server: "s-maint", Admin: "maint"},
 			{Cmd: "set-server-state", Backend: be, Server: "s-down", Up: &f},
 		} {
-			if r, _, err := control(l.ctl, req, 10*time.Second); err != nil || !r.OK {
+			if r, _, err := supervisor.Control(l.ctl, req, 10*time.Second); err != nil || !r.OK {
 				t.Fatalf("%+v: %v %s", req, err, r.Error)
 			}
 		}
 	}
-	before, _, err := control(l.ctl, map[string]any{"cmd": "show-servers"}, 10*time.Second)
+	before, _, err := supervisor.Control(l.ctl, map[string]any{"cmd": "show-servers"}, 10*time.Second)
 	if err != nil || !before.OK {
 		t.Fatalf("show-servers: %v %s", err, before.Error)
 	}
@@ -659,7 +660,7 @@ func TestReloadKeepsServerState(t *testing.T) {
 	newcomer := startPair(t, "s-new")
 	l.reload(lbConfig(dir, web, raw, append(all, newcomer)))
 	l.reload(lbConfig(dir, web, raw, append(all, newcomer))) // and once more
-	r, _, err := control(l.ctl, map[string]any{"cmd": "show-servers"}, 10*time.Second)
+	r, _, err := supervisor.Control(l.ctl, map[string]any{"cmd": "show-servers"}, 10*time.Second)
 	if err != nil || !r.OK {
 		t.Fatalf("show-servers: %v %s", err, r.Error)
 	}
@@ -708,7 +709,7 @@ func TestWorkerRestartedAfterCrash(t *testing.T) {
 	before := l.status()
 	syscall.Kill(before.WorkerPID, syscall.SIGKILL)
 	waitFor(t, 20*time.Second, "a new worker", func() bool {
-		r, _, err := control(l.ctl, map[string]any{"cmd": "status"}, 5*time.Second)
+		r, _, err := supervisor.Control(l.ctl, map[string]any{"cmd": "status"}, 5*time.Second)
 		return err == nil && r.WorkerPID > 0 && r.WorkerPID != before.WorkerPID
 	})
 	freshReachesSet(t, web, raw, "a")
@@ -795,11 +796,11 @@ func TestWorkerRestartKeepsServerState(t *testing.T) {
 	for _, be := range []string{"app", "rawb"} {
 		admin("/api/servers/"+be+"/s-maint/state", "state=maint")
 		admin("/api/servers/"+be+"/s-zero/weight", "weight=0")
-		for _, req := range []ctlRequest{
+		for _, req := range []supervisor.Request{
 			{Cmd: "set-server-state", Backend: be, Server: "s-down", Up: &f},
 			{Cmd: "set-server-state", Backend: be, Server: "s-heavy", Weight: &three},
 		} {
-			if r, _, err := control(l.ctl, req, 10*time.Second); err != nil || !r.OK {
+			if r, _, err := supervisor.Control(l.ctl, req, 10*time.Second); err != nil || !r.OK {
 				t.Fatalf("%+v: %v %s", req, err, r.Error)
 			}
 		}
@@ -816,7 +817,7 @@ func TestWorkerRestartKeepsServerState(t *testing.T) {
 	// moment; wait until the master has them all.
 	var before map[string]int64 // last change by backend/server
 	waitFor(t, 10*time.Second, "the master to know the state set through the admin API", func() bool {
-		r, _, err := control(l.ctl, map[string]any{"cmd": "show-servers", "known": true}, 5*time.Second)
+		r, _, err := supervisor.Control(l.ctl, map[string]any{"cmd": "show-servers", "known": true}, 5*time.Second)
 		if err != nil || !r.OK || len(r.Servers) != 10 {
 			return false
 		}
@@ -833,11 +834,11 @@ func TestWorkerRestartKeepsServerState(t *testing.T) {
 	old := l.status()
 	syscall.Kill(old.WorkerPID, syscall.SIGKILL)
 	waitFor(t, 20*time.Second, "a new worker", func() bool {
-		r, _, err := control(l.ctl, map[string]any{"cmd": "status"}, 5*time.Second)
+		r, _, err := supervisor.Control(l.ctl, map[string]any{"cmd": "status"}, 5*time.Second)
 		return err == nil && r.WorkerPID > 0 && r.WorkerPID != old.WorkerPID
 	})
 
-	r, _, err := control(l.ctl, map[string]any{"cmd": "show-servers"}, 10*time.Second)
+	r, _, err := supervisor.Control(l.ctl, map[string]any{"cmd": "show-servers"}, 10*time.Second)
 	if err != nil || !r.OK || len(r.Servers) != 10 {
 		t.Fatalf("show-servers from the new worker: %v %s (%d servers)", err, r.Error, len(r.Servers))
 	}

@@ -12,11 +12,12 @@ import (
 	"time"
 
 	"sluice/internal/testutil"
+	"sluice/supervisor"
 )
 
 // Review of issue 15: a state set through the stats admin API is answered
 // 200 by the worker, but the master only hears of it at the worker's next
-// poll (statePushInterval, 250 ms). A worker that dies inside that window
+// poll (supervisor.statePushInterval, 250 ms). A worker that dies inside that window
 // is restarted with the older state: a server the operator just put in
 // maintenance takes traffic again. The set-server answer should come only
 // once the master holds the new state (as the control socket's does).
@@ -48,10 +49,10 @@ func TestAdminAPIStateSurvivesImmediateCrash(t *testing.T) {
 	old := l.status()
 	syscall.Kill(old.WorkerPID, syscall.SIGKILL)
 	waitFor(t, 20*time.Second, "a new worker", func() bool {
-		r, _, err := control(l.ctl, map[string]any{"cmd": "status"}, 5*time.Second)
+		r, _, err := supervisor.Control(l.ctl, map[string]any{"cmd": "status"}, 5*time.Second)
 		return err == nil && r.WorkerPID > 0 && r.WorkerPID != old.WorkerPID
 	})
-	r, _, err := control(l.ctl, map[string]any{"cmd": "show-servers"}, 10*time.Second)
+	r, _, err := supervisor.Control(l.ctl, map[string]any{"cmd": "show-servers"}, 10*time.Second)
 	if err != nil || !r.OK {
 		t.Fatalf("show-servers: %v %s", err, r.Error)
 	}

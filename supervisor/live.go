@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"bufio"
@@ -22,7 +22,7 @@ import (
 // script every interval and a hung check counts as a failure anyway.
 const liveTimeout = time.Second
 
-// liveCheck answers keepalived's question "should this node hold the
+// CheckLive answers keepalived's question "should this node hold the
 // VIP?": nil when sluice runs and can serve, else a one-line reason. It
 // requires, in this order:
 //
@@ -31,7 +31,7 @@ const liveTimeout = time.Second
 //     every vital frontend has a server up;
 //  3. every frontend of global.vital_frontends to accept TCP connections on
 //     its first bind address.
-func liveCheck(cfg *conf.Config) error {
+func CheckLive(cfg *conf.Config) error {
 	if err := pingMaster(cfg); err != nil {
 		return err
 	}
@@ -59,11 +59,11 @@ func liveCheck(cfg *conf.Config) error {
 // For now a connection is enough; once the control socket speaks (issue 7)
 // this asks the master whether a worker is running and ready.
 func pingMaster(cfg *conf.Config) error {
-	path := controlPath(cfg.Global.ControlSocket, cfg.Global.PIDFile)
+	path := ControlPath(cfg.Global.ControlSocket, cfg.Global.PIDFile)
 	if path == "" {
 		return nil
 	}
-	r, _, err := control(path, map[string]any{"cmd": "status"}, liveTimeout)
+	r, _, err := Control(path, map[string]any{"cmd": "status"}, liveTimeout)
 	if err != nil {
 		return fmt.Errorf("master not answering on control socket %s: %v", path, err)
 	}
@@ -79,7 +79,7 @@ func pingMaster(cfg *conf.Config) error {
 // healthz asks the stats listener whether every vital frontend has a
 // server up.
 func healthz(bind string) error {
-	url := "http://" + dialable(bind) + "/healthz"
+	url := "http://" + Dialable(bind) + "/healthz"
 	client := http.Client{Timeout: liveTimeout}
 	resp, err := client.Get(url)
 	if err != nil {
@@ -122,7 +122,7 @@ func accepting(addr string) error {
 		}
 		return nil
 	}
-	c, err := net.DialTimeout("tcp", dialable(addr), liveTimeout)
+	c, err := net.DialTimeout("tcp", Dialable(addr), liveTimeout)
 	if err != nil {
 		return fmt.Errorf("not accepting on %s: %v", addr, errors.Unwrap(err))
 	}

@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"encoding/json"
@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/conf"
+	"sluice/internal/engine"
 	"sluice/internal/sdnotify"
 	"sluice/internal/sockets"
 )
@@ -192,12 +193,12 @@ func resumeMaster(m *master, fdStr string, sigs chan os.Signal) int {
 	if m.ctl != nil {
 		go m.serveControl(m.ctl)
 	}
-	m.log.Info("upgraded: this binary now runs the master", "version", Version, "pid", os.Getpid(), "adopted_workers", len(st.Workers))
+	m.log.Info("upgraded: this binary now runs the master", "version", engine.Version, "pid", os.Getpid(), "adopted_workers", len(st.Workers))
 	err = m.reload()
 	r := m.statusReply()
 	if err != nil {
 		m.log.Error("reload after upgrade failed; the previous worker keeps serving", "err", err)
-		r = ctlReply{Error: "upgrade: the new binary runs the master, but its reload failed: " + err.Error()}
+		r = Reply{Error: "upgrade: the new binary runs the master, but its reload failed: " + err.Error()}
 	}
 	if reply != nil {
 		writeReply(reply, r, nil)

@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"encoding/json"
@@ -21,7 +21,7 @@ import (
 //	{"cmd":"get-sockets"}                the listeners, as SCM_RIGHTS (sluice run -x)
 //
 // Every reply has "ok" and, when ok is false, "error".
-type ctlRequest struct {
+type Request struct {
 	Cmd     string `json:"cmd"`
 	Drain   bool   `json:"drain,omitempty"`
 	Backend string `json:"backend,omitempty"`
@@ -32,7 +32,7 @@ type ctlRequest struct {
 	Known   bool   `json:"known,omitempty"` // show-servers: the master's copy, without asking the worker
 }
 
-type ctlReply struct {
+type Reply struct {
 	OK         bool            `json:"ok"`
 	Error      string          `json:"error,omitempty"`
 	PID        int             `json:"pid,omitempty"`
@@ -73,7 +73,7 @@ type workerMsg struct {
 	Error string `json:"error,omitempty"`
 
 	HardStopAfter string          `json:"hard_stop_after,omitempty"` // drain
-	Set           *ctlRequest     `json:"set,omitempty"`             // set-server
+	Set           *Request        `json:"set,omitempty"`             // set-server
 	State         json.RawMessage `json:"state,omitempty"`           // reply to state and set-server; the push
 }
 
@@ -98,5 +98,5 @@ type adoptWorker struct {
 
 const (
 	envUpgradeFD  = "SLUICE_UPGRADE_FD"
-	workerCommand = "__worker" // hidden sub-command a master starts its workers with
+	WorkerCommand = "__worker" // hidden sub-command a master starts its workers with
 )

@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"bufio"
@@ -21,10 +21,11 @@ import (
 	"sluice/internal/sockets"
 )
 
-// cmdWorker is the process a master starts: it reads its configuration and
-// socket manifest from the master on fd 3, serves, and answers the master
-// until told to drain (or until the master goes away).
-func cmdWorker(stderr io.Writer) int {
+// RunWorker is the process a master starts with the hidden sub-command
+// WorkerCommand: it reads its configuration and socket manifest from the
+// master on fd 3, serves, and answers the master until told to drain (or
+// until the master goes away). It returns the process exit code.
+func RunWorker(stderr io.Writer) int {
 	f := os.NewFile(3, "master")
 	c, err := net.FileConn(f)
 	f.Close()

@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"bufio"
@@ -80,7 +80,7 @@ func (m *master) startWorker(start workerStart) (*worker, error) {
 		start.Sockets = append(start.Sockets, sockets.Entry{Network: k.Network, Addr: k.Addr, Role: m.roles[k], FD: 3 + len(files)})
 		files = append(files, f)
 	}
-	cmd := exec.Command("/proc/self/exe", workerCommand)
+	cmd := exec.Command("/proc/self/exe", WorkerCommand)
 	cmd.Args[0] = os.Args[0]
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.ExtraFiles = files

@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"bufio"
@@ -68,20 +68,20 @@ type master struct {
 
 // ctlCall is a control request waiting for the master's loop.
 type ctlCall struct {
-	req  ctlRequest
+	req  Request
 	conn *net.UnixConn
 	done chan ctlResult
 }
 
 type ctlResult struct {
-	reply    ctlReply
+	reply    Reply
 	files    []*os.File // attached as SCM_RIGHTS, then closed
 	answered bool       // the loop wrote the reply itself
 }
 
-// controlPath is where the control socket lives: global.control_socket, or
+// ControlPath is where the control socket lives: global.control_socket, or
 // sluice.sock next to the pid file, or nowhere (signals only).
-func controlPath(controlSocket, pidFile string) string {
+func ControlPath(controlSocket, pidFile string) string {
 	if controlSocket != "" {
 		return controlSocket
 	}
@@ -109,7 +109,7 @@ func runMaster(m *master, cfg *conf.Config, src []byte, takeover string, sigs ch
 		m.log.Info("took listening sockets over", "from", takeover, "master_pid", oldPID, "count", len(have))
 		// Server state comes along too, so the first worker does not send
 		// traffic to servers the old master knows to be down or drained.
-		if r, _, err := control(takeover, ctlRequest{Cmd: "show-servers"}, workerCallTimeout); err == nil && r.OK {
+		if r, _, err := Control(takeover, Request{Cmd: "show-servers"}, workerCallTimeout); err == nil && r.OK {
 			state = r.Servers
 		} else {
 			m.log.Warn("cannot read server state from the old master; starting without it", "err", err, "reply", r.Error)
@@ -128,7 +128,7 @@ func runMaster(m *master, cfg *conf.Config, src []byte, takeover string, sigs ch
 		}
 	}
 	m.socks, m.roles = socks, rolesOf(specs)
-	if p := controlPath(cfg.Global.ControlSocket, cfg.Global.PIDFile); p != "" {
+	if p := ControlPath(cfg.Global.ControlSocket, cfg.Global.PIDFile); p != "" {
 		if err := m.listenControl(p, takeover); err != nil {
 			m.log.Error("control socket", "err", err)
 			m.socks.Close()
@@ -154,7 +154,7 @@ func runMaster(m *master, cfg *conf.Config, src []byte, takeover string, sigs ch
 		return 1
 	}
 	m.cur = w
-	m.log.Info("sluice started", "version", Version, "config", m.file, "pid", os.Getpid(), "worker_pid", w.pid, "control", m.ctlPath)
+	m.log.Info("sluice started", "version", engine.Version, "config", m.file, "pid", os.Getpid(), "worker_pid", w.pid, "control", m.ctlPath)
 	sdnotify.Ready(m.status())
 	return m.loop(sigs)
 }
@@ -268,12 +268,12 @@ func (m *master) serveControl(l *net.UnixListener) {
 func (m *master) serveControlConn(c *net.UnixConn) {
 	c.SetReadDeadline(time.Now().Add(controlIdle))
 	line, err := readControlLine(bufio.NewReader(c))
-	var req ctlRequest
+	var req Request
 	if err == nil {
 		err = json.Unmarshal(line, &req)
 	}
 	if err != nil {
-		writeReply(c, ctlReply{Error: "bad request: " + err.Error()}, nil)
+		writeReply(c, Reply{Error: "bad request: " + err.Error()}, nil)
 		c.Close()
 		return
 	}
@@ -288,7 +288,7 @@ func (m *master) serveControlConn(c *net.UnixConn) {
 	c.Close()
 }
 
-func writeReply(c *net.UnixConn, r ctlReply, files []*os.File) {
+func writeReply(c *net.UnixConn, r Reply, files []*os.File) {
 	b, _ := json.Marshal(r)
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if len(files) > 0 {
@@ -337,7 +337,7 @@ func (m *master) loop(sigs chan os.Signal) int {
 }
 
 func (m *master) handle(call *ctlCall) ctlResult {
-	fail := func(err error) ctlResult { return ctlResult{reply: ctlReply{Error: err.Error()}} }
+	fail := func(err error) ctlResult { return ctlResult{reply: Reply{Error: err.Error()}} }
 	switch call.req.Cmd {
 	case "reload":
 		if err := m.reload(); err != nil {
@@ -384,7 +384,7 @@ func (m *master) handle(call *ctlCall) ctlResult {
 			return fail(err)
 		}
 		m.cur.setKnown(r.State)
-		return ctlResult{reply: ctlReply{OK: true}}
+		return ctlResult{reply: Reply{OK: true}}
 	case "get-sockets":
 		var res ctlResult
 		for _, k := range sortedKeys(m.socks) {
@@ -406,8 +406,8 @@ func (m *master) handle(call *ctlCall) ctlResult {
 	}
 }
 
-func (m *master) statusReply() ctlReply {
-	r := ctlReply{OK: true, PID: os.Getpid(), Generation: m.gen, Config: m.file, Version: Version,
+func (m *master) statusReply() Reply {
+	r := Reply{OK: true, PID: os.Getpid(), Generation: m.gen, Config: m.file, Version: engine.Version,
 		ControlRefused: m.ctlRefused.Load()}
 	if m.cur != nil {
 		r.WorkerPID, r.Generation = m.cur.pid, m.cur.gen
@@ -428,7 +428,7 @@ func (m *master) reload() error {
 	if err != nil {
 		return err
 	}
-	if p := controlPath(cfg.Global.ControlSocket, cfg.Global.PIDFile); p != m.ctlPath {
+	if p := ControlPath(cfg.Global.ControlSocket, cfg.Global.PIDFile); p != m.ctlPath {
 		m.log.Warn("control socket path changed; it takes effect at the next start", "running", m.ctlPath, "configured", p)
 	}
 	specs := engine.Listeners(cfg)
@@ -584,7 +584,7 @@ func (m *master) stop(drain bool, call *ctlCall, sigs chan os.Signal) int {
 			case workerExit:
 				m.reaped(ev.w)
 			case *ctlCall:
-				ev.done <- ctlResult{reply: ctlReply{Error: "stopping"}}
+				ev.done <- ctlResult{reply: Reply{Error: "stopping"}}
 			}
 		case <-sigs: // a second signal cuts the drain short
 			for w := range m.old {
@@ -600,7 +600,7 @@ func (m *master) stop(drain bool, call *ctlCall, sigs chan os.Signal) int {
 	}
 	m.removePIDFile()
 	if call != nil {
-		writeReply(call.conn, ctlReply{OK: true, PID: os.Getpid()}, nil)
+		writeReply(call.conn, Reply{OK: true, PID: os.Getpid()}, nil)
 		call.conn.Close()
 		call.done <- ctlResult{answered: true}
 	}
@@ -658,7 +658,7 @@ func fetchSockets(path string) (sockets.Set, int, error) {
 			f.Close()
 		}
 	}()
-	var r ctlReply
+	var r Reply
 	if err := json.Unmarshal(line, &r); err != nil {
 		return nil, 0, err
 	}
