@@ -178,7 +178,8 @@ func (c *clientConn) serveOne(first bool) bool {
 	}
 	// The head is in the read buffer; body reads may overwrite it, so
 	// everything needed from it is used (or copied) before the body moves.
-	be := p.route(&c.req)
+	v := h1View(&c.req)
+	be := p.route(&v)
 	if be == nil {
 		p.Counters.NoRoute404.Add(1)
 		return c.replyThenDiscard(404, &x)

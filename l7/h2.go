@@ -309,7 +309,8 @@ func (p *Proxy) serveH2Req(w *stream, r *http.Request, info *ConnInfo) {
 		// The HTTP/2 server turns this into GOAWAY after the response.
 		w.Header().Set("Connection", "close")
 	}
-	be := p.routeStd(r)
+	v := stdView(r)
+	be := p.route(&v)
 	if be == nil {
 		p.Counters.NoRoute404.Add(1)
 		sr.status = 404
@@ -324,44 +325,6 @@ func (p *Proxy) serveH2Req(w *stream, r *http.Request, info *ConnInfo) {
 func (p *Proxy) proxyStd(w http.ResponseWriter, r *http.Request, sr *stdReq) {
 	ctx := context.WithValue(r.Context(), stdReqKey{}, sr)
 	p.std().rp.ServeHTTP(w, r.WithContext(ctx))
-}
-
-// routeStd finds the backend of a net/http request with the rules of
-// Proxy.route.
-func (p *Proxy) routeStd(r *http.Request) *backend.Backend {
-	var uri string
-	for i := range p.Routes {
-		rt := &p.Routes[i]
-		if rt.Host != "" && !hostMatches(rt.Host, []byte(r.Host)) {
-			continue
-		}
-		if rt.PathPrefix != "" {
-			if uri == "" {
-				uri = r.URL.RequestURI()
-			}
-			if !strings.HasPrefix(uri, rt.PathPrefix) {
-				continue
-			}
-		}
-		ok := true
-		for _, h := range rt.Header {
-			var v string
-			var have bool
-			if strings.EqualFold(h[0], "host") {
-				v, have = r.Host, r.Host != ""
-			} else if vs := r.Header.Values(h[0]); len(vs) > 0 {
-				v, have = vs[0], true
-			}
-			if !have || v != h[1] {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return rt.Backend
-		}
-	}
-	return p.Default
 }
 
 // rewrite makes the request for the server: forwarding headers as the
