@@ -716,59 +716,23 @@ func (c *clientConn) buildRequestHead(b []byte) []byte {
 		b = strconv.AppendInt(b, req.contentLength, 10)
 		b = append(b, "\r\n"...)
 	}
-	var xff, fwd []byte
 	for _, f := range req.fields {
-		if framing(f.name) || equalFold(f.name, "host") || req.hopByHop(f.name) {
+		if framing(f.name) || equalFold(f.name, "host") || req.hopByHop(f.name) || isForwarding(f.name) {
 			continue
-		}
-		switch {
-		case equalFold(f.name, "x-forwarded-for"):
-			xff = f.value
-			continue
-		case equalFold(f.name, "forwarded"):
-			fwd = f.value
-			continue
-		case equalFold(f.name, "x-forwarded-proto"), equalFold(f.name, "x-forwarded-port"):
-			continue // set by us: the client must not choose them
 		}
 		b = append(b, f.name...)
 		b = append(b, ": "...)
 		b = append(b, f.value...)
 		b = append(b, "\r\n"...)
 	}
-	proto := "http"
-	if c.info.TLS {
-		proto = "https"
-	}
-	b = append(b, "X-Forwarded-For: "...)
-	if len(xff) > 0 {
-		b = append(b, xff...)
-		b = append(b, ", "...)
-	}
-	b = append(b, c.addr...)
-	b = append(b, "\r\nX-Forwarded-Proto: "...)
-	b = append(b, proto...)
-	b = append(b, "\r\nX-Forwarded-Port: "...)
-	b = append(b, c.p.Port...)
-	b = append(b, "\r\nForwarded: "...)
-	if len(fwd) > 0 {
-		b = append(b, fwd...)
-		b = append(b, ", "...)
-	}
-	b = append(b, "for="...)
-	if c.info.Client.Addr().Is6() && !c.info.Client.Addr().Is4In6() {
-		b = append(b, "\"["...)
-		b = append(b, c.addr...)
-		b = append(b, "]\""...)
-	} else {
-		b = append(b, c.addr...)
-	}
-	b = append(b, ";proto="...)
-	b = append(b, proto...)
-	if len(req.host) > 0 && isToken(req.host) || isHostChars(req.host) {
-		b = append(b, ";host=\""...)
-		b = append(b, req.host...)
-		b = append(b, '"')
+	v := h1View(req)
+	for i, name := range fwdNames {
+		b = append(b, name...)
+		b = append(b, ": "...)
+		b = c.p.appendForwardValue(b, i, &v, &c.info, c.addr)
+		if i < numFwd-1 {
+			b = append(b, "\r\n"...)
+		}
 	}
 	if req.upgrade {
 		b = append(b, "\r\nConnection: upgrade"...)

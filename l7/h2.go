@@ -337,39 +337,16 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.RawQuery = pr.In.URL.RawQuery // verbatim, as the HTTP/1 path passes it
 	out.Host = pr.In.Host
 
-	client := sr.info.Client.Addr()
-	ip := client.String()
-	proto := "http"
-	if sr.info.TLS {
-		proto = "https"
-	}
+	v := stdView(pr.In)
+	ip := sr.info.Client.Addr().String()
 	h := out.Header
-	xff := ip
-	if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
-		xff = strings.Join(prior, ", ") + ", " + ip
+	var buf [256]byte
+	for i, name := range fwdNames {
+		h[name] = []string{string(p.appendForwardValue(buf[:0], i, &v, sr.info, ip))}
 	}
-	h["X-Forwarded-For"] = []string{xff}
-	h["X-Forwarded-Proto"] = []string{proto}
-	h["X-Forwarded-Port"] = []string{p.Port}
-	if v := pr.In.Header["X-Forwarded-Host"]; len(v) > 0 {
-		h["X-Forwarded-Host"] = v // not ours to drop: the HTTP/1 path passes it
+	if xfh := pr.In.Header["X-Forwarded-Host"]; len(xfh) > 0 {
+		h["X-Forwarded-Host"] = xfh // not ours to drop: the HTTP/1 path passes it
 	}
-	var fwd strings.Builder
-	if prior := pr.In.Header["Forwarded"]; len(prior) > 0 {
-		fwd.WriteString(strings.Join(prior, ", "))
-		fwd.WriteString(", ")
-	}
-	fwd.WriteString("for=")
-	if client.Is6() && !client.Is4In6() {
-		fwd.WriteString("\"[" + ip + "]\"")
-	} else {
-		fwd.WriteString(ip)
-	}
-	fwd.WriteString(";proto=" + proto)
-	if isHostChars([]byte(pr.In.Host)) {
-		fwd.WriteString(";host=\"" + pr.In.Host + "\"")
-	}
-	h["Forwarded"] = []string{fwd.String()}
 }
 
 // Errors of roundTrip that pick the status of the answer.
