@@ -223,7 +223,8 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 	cl := backend.Client{Addr: c.info.Client.Addr()}
 	var cookie []byte
 	if be.Sticky == "cookie" {
-		cookie = c.req.cookieValue(be.StickyCookie)
+		v := h1View(&c.req)
+		cookie = v.cookie(be.StickyCookie)
 	}
 	var skip *backend.Server
 	fresh := false // after a stale reused connection: dial, do not reuse
@@ -577,7 +578,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		c.resp.te, c.resp.contentLength = c.resp.te[:0], -1
 		c.out = c.buildResponseHead(c.out[:0], false)
 		_, err := c.conn.Write(c.out)
-		c.count(sc.srv, resp.status, int64(len(c.out)))
+		c.p.count(sc.srv, resp.status, int64(len(c.out)))
 		if err == nil {
 			c.tunnel(sc, x)
 		}
@@ -613,7 +614,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		// even on another connection, finds it in the pool.
 		c.keepServerConn(sc, be)
 		_, err := c.conn.Write(c.out)
-		c.count(srv, resp.status, int64(len(c.out)))
+		c.p.count(srv, resp.status, int64(len(c.out)))
 		x.bytesOut = int64(len(c.out))
 		c.log(x)
 		return err == nil && !clientClose, false
@@ -638,7 +639,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	// request body's (still moving, maybe) and stays in sc.dl.
 	sc.dl.r = time.Time{}
 	n += sent
-	c.count(srv, resp.status, int64(len(c.out))-sent+n)
+	c.p.count(srv, resp.status, int64(len(c.out))-sent+n)
 	x.bytesOut = int64(len(c.out)) - sent + n
 	if err != nil {
 		sc.close()
@@ -675,19 +676,6 @@ func isIdempotent(m []byte) bool {
 		return true
 	}
 	return false
-}
-
-func (c *clientConn) count(srv *backend.Server, status int, bytesOut int64) {
-	class := status / 100
-	if class < 1 || class > 5 {
-		class = 0
-	}
-	c.p.Counters.Resp[class].Add(1)
-	c.p.Counters.BytesOut.Add(uint64(bytesOut))
-	if srv != nil {
-		srv.Counters.Resp[class].Add(1)
-		srv.Counters.BytesOut.Add(uint64(bytesOut))
-	}
 }
 
 // buildRequestHead writes the request line and headers for the server:
@@ -793,7 +781,9 @@ func (c *clientConn) buildResponseHead(b []byte, close bool) []byte {
 		b = append(b, "Connection: keep-alive\r\n"...)
 	}
 	if c.stickySrv != nil && resp.status >= 200 {
-		b = appendStickyCookie(b, c.stickyName, c.stickySrv)
+		b = append(b, "Set-Cookie: "...)
+		b = appendStickyCookie(b, c.stickyName, c.stickySrv.ID)
+		b = append(b, "\r\n"...)
 	}
 	b = append(b, "\r\n"...)
 	return b

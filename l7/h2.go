@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -485,9 +486,8 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var cookie []byte
 	if be.Sticky == "cookie" {
-		if c, err := req.Cookie(be.StickyCookie); err == nil {
-			cookie = []byte(c.Value)
-		}
+		v := stdView(req)
+		cookie = v.cookie(be.StickyCookie)
 	}
 	var skip *backend.Server
 	var lastErr error
@@ -554,9 +554,10 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 			}
 			grpcTrailersOnly(resp)
 			if setCookie {
-				resp.Header.Add("Set-Cookie", be.StickyCookie+"="+srv.ID+"; Path=/; HttpOnly")
+				var buf [128]byte
+				resp.Header.Add("Set-Cookie", string(appendStickyCookie(buf[:0], be.StickyCookie, srv.ID)))
 			}
-			p.countStd(srv, resp.StatusCode)
+			p.count(srv, resp.StatusCode, 0) // bytes are counted as they pass (respBody)
 			rb := &respBody{rc: resp.Body, p: p, srv: srv, sr: sr, cancel: cancel, idle: be.TimeoutServer}
 			if rb.idle > 0 {
 				rb.timer = time.AfterFunc(rb.idle, rb.watch)
@@ -612,17 +613,6 @@ func grpcTrailersOnly(resp *http.Response) {
 			resp.Trailer[k] = v
 			delete(resp.Header, k)
 		}
-	}
-}
-
-func (p *Proxy) countStd(srv *backend.Server, status int) {
-	class := status / 100
-	if class < 1 || class > 5 {
-		class = 0
-	}
-	p.Counters.Resp[class].Add(1)
-	if srv != nil {
-		srv.Counters.Resp[class].Add(1)
 	}
 }
 
@@ -780,25 +770,10 @@ func (p *Proxy) writeStdError(w http.ResponseWriter, status int) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html")
 	h.Set("Cache-Control", "no-cache")
-	h.Set("Content-Length", itoa(len(body)))
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	w.Write(body)
-	p.countStd(nil, status)
-	p.Counters.BytesOut.Add(uint64(len(body)))
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			break
-		}
-	}
-	return string(b[i:])
+	p.count(nil, status, int64(len(body)))
 }
 
 // logStd writes the access log line of a net/http request, if enabled.

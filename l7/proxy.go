@@ -116,6 +116,21 @@ func (p *Proxy) Drain() {
 	p.drainStd()
 }
 
+// count records a response of status (and bytesOut bytes of it) for the
+// frontend and, when one answered, the server.
+func (p *Proxy) count(srv *backend.Server, status int, bytesOut int64) {
+	class := status / 100
+	if class < 1 || class > 5 {
+		class = 0
+	}
+	p.Counters.Resp[class].Add(1)
+	p.Counters.BytesOut.Add(uint64(bytesOut))
+	if srv != nil {
+		srv.Counters.Resp[class].Add(1)
+		srv.Counters.BytesOut.Add(uint64(bytesOut))
+	}
+}
+
 // reqView is the neutral view of a request that the HTTP policy reads:
 // the HTTP/1 path fills it from its parsed head (slices into the read
 // buffer, no copy), the net/http path from its *http.Request. Exactly one
