@@ -225,6 +225,18 @@ func (s *stream) FlushError() error {
 	return http.NewResponseController(s.ResponseWriter).Flush()
 }
 
+// WriteHeader passes the server's answer as it came: given no Content-Type,
+// net/http would sniff the body and add one, which the HTTP/1 path does
+// not (a nil value suppresses it; 1xx heads are left alone).
+func (s *stream) WriteHeader(code int) {
+	if code >= 200 {
+		if h := s.ResponseWriter.Header(); h["Content-Type"] == nil {
+			h["Content-Type"] = nil
+		}
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
 func (s *stream) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // preface is what an HTTP/2 client sends first (RFC 9113 §3.4).
