@@ -42,7 +42,7 @@ func (c *clientConn) reply(status int, x *exchange, closing bool) bool {
 	c.dl.forget()
 	c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_, err := c.conn.Write(c.out)
-	c.count(nil, status, int64(len(c.out)))
+	c.p.count(nil, status, int64(len(c.out)))
 	x.status = status
 	x.bytesOut = int64(len(c.out))
 	c.log(x)
@@ -66,7 +66,7 @@ func (c *clientConn) refuse(status int, x *exchange) {
 	c.dl.forget()
 	c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	c.conn.Write(c.out)
-	c.count(nil, status, int64(len(c.out)))
+	c.p.count(nil, status, int64(len(c.out)))
 	x.status = status
 	x.bytesOut = int64(len(c.out))
 	x.terminated = "refused"

@@ -178,7 +178,8 @@ func (c *clientConn) serveOne(first bool) bool {
 	}
 	// The head is in the read buffer; body reads may overwrite it, so
 	// everything needed from it is used (or copied) before the body moves.
-	be := p.route(&c.req)
+	v := h1View(&c.req)
+	be := p.route(&v)
 	if be == nil {
 		p.Counters.NoRoute404.Add(1)
 		return c.replyThenDiscard(404, &x)
@@ -222,7 +223,8 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 	cl := backend.Client{Addr: c.info.Client.Addr()}
 	var cookie []byte
 	if be.Sticky == "cookie" {
-		cookie = c.req.cookieValue(be.StickyCookie)
+		v := h1View(&c.req)
+		cookie = v.cookie(be.StickyCookie)
 	}
 	var skip *backend.Server
 	fresh := false // after a stale reused connection: dial, do not reuse
@@ -576,7 +578,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		c.resp.te, c.resp.contentLength = c.resp.te[:0], -1
 		c.out = c.buildResponseHead(c.out[:0], false)
 		_, err := c.conn.Write(c.out)
-		c.count(sc.srv, resp.status, int64(len(c.out)))
+		c.p.count(sc.srv, resp.status, int64(len(c.out)))
 		if err == nil {
 			c.tunnel(sc, x)
 		}
@@ -612,7 +614,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		// even on another connection, finds it in the pool.
 		c.keepServerConn(sc, be)
 		_, err := c.conn.Write(c.out)
-		c.count(srv, resp.status, int64(len(c.out)))
+		c.p.count(srv, resp.status, int64(len(c.out)))
 		x.bytesOut = int64(len(c.out))
 		c.log(x)
 		return err == nil && !clientClose, false
@@ -637,7 +639,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	// request body's (still moving, maybe) and stays in sc.dl.
 	sc.dl.r = time.Time{}
 	n += sent
-	c.count(srv, resp.status, int64(len(c.out))-sent+n)
+	c.p.count(srv, resp.status, int64(len(c.out))-sent+n)
 	x.bytesOut = int64(len(c.out)) - sent + n
 	if err != nil {
 		sc.close()
@@ -676,19 +678,6 @@ func isIdempotent(m []byte) bool {
 	return false
 }
 
-func (c *clientConn) count(srv *backend.Server, status int, bytesOut int64) {
-	class := status / 100
-	if class < 1 || class > 5 {
-		class = 0
-	}
-	c.p.Counters.Resp[class].Add(1)
-	c.p.Counters.BytesOut.Add(uint64(bytesOut))
-	if srv != nil {
-		srv.Counters.Resp[class].Add(1)
-		srv.Counters.BytesOut.Add(uint64(bytesOut))
-	}
-}
-
 // buildRequestHead writes the request line and headers for the server:
 // hop-by-hop headers dropped, forwarding headers added, Host and the
 // framing written from the parsed request rather than copied.
@@ -715,59 +704,23 @@ func (c *clientConn) buildRequestHead(b []byte) []byte {
 		b = strconv.AppendInt(b, req.contentLength, 10)
 		b = append(b, "\r\n"...)
 	}
-	var xff, fwd []byte
 	for _, f := range req.fields {
-		if framing(f.name) || equalFold(f.name, "host") || req.hopByHop(f.name) {
+		if framing(f.name) || equalFold(f.name, "host") || req.hopByHop(f.name) || isForwarding(f.name) {
 			continue
-		}
-		switch {
-		case equalFold(f.name, "x-forwarded-for"):
-			xff = f.value
-			continue
-		case equalFold(f.name, "forwarded"):
-			fwd = f.value
-			continue
-		case equalFold(f.name, "x-forwarded-proto"), equalFold(f.name, "x-forwarded-port"):
-			continue // set by us: the client must not choose them
 		}
 		b = append(b, f.name...)
 		b = append(b, ": "...)
 		b = append(b, f.value...)
 		b = append(b, "\r\n"...)
 	}
-	proto := "http"
-	if c.info.TLS {
-		proto = "https"
-	}
-	b = append(b, "X-Forwarded-For: "...)
-	if len(xff) > 0 {
-		b = append(b, xff...)
-		b = append(b, ", "...)
-	}
-	b = append(b, c.addr...)
-	b = append(b, "\r\nX-Forwarded-Proto: "...)
-	b = append(b, proto...)
-	b = append(b, "\r\nX-Forwarded-Port: "...)
-	b = append(b, c.p.Port...)
-	b = append(b, "\r\nForwarded: "...)
-	if len(fwd) > 0 {
-		b = append(b, fwd...)
-		b = append(b, ", "...)
-	}
-	b = append(b, "for="...)
-	if c.info.Client.Addr().Is6() && !c.info.Client.Addr().Is4In6() {
-		b = append(b, "\"["...)
-		b = append(b, c.addr...)
-		b = append(b, "]\""...)
-	} else {
-		b = append(b, c.addr...)
-	}
-	b = append(b, ";proto="...)
-	b = append(b, proto...)
-	if len(req.host) > 0 && isToken(req.host) || isHostChars(req.host) {
-		b = append(b, ";host=\""...)
-		b = append(b, req.host...)
-		b = append(b, '"')
+	v := h1View(req)
+	for i, name := range fwdNames {
+		b = append(b, name...)
+		b = append(b, ": "...)
+		b = c.p.appendForwardValue(b, i, &v, &c.info, c.addr)
+		if i < numFwd-1 {
+			b = append(b, "\r\n"...)
+		}
 	}
 	if req.upgrade {
 		b = append(b, "\r\nConnection: upgrade"...)
@@ -828,7 +781,9 @@ func (c *clientConn) buildResponseHead(b []byte, close bool) []byte {
 		b = append(b, "Connection: keep-alive\r\n"...)
 	}
 	if c.stickySrv != nil && resp.status >= 200 {
-		b = appendStickyCookie(b, c.stickyName, c.stickySrv)
+		b = append(b, "Set-Cookie: "...)
+		b = appendStickyCookie(b, c.stickyName, c.stickySrv.ID)
+		b = append(b, "\r\n"...)
 	}
 	b = append(b, "\r\n"...)
 	return b

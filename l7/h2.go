@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -224,6 +225,18 @@ func (s *stream) FlushError() error {
 	return http.NewResponseController(s.ResponseWriter).Flush()
 }
 
+// WriteHeader passes the server's answer as it came: given no Content-Type,
+// net/http would sniff the body and add one, which the HTTP/1 path does
+// not (a nil value suppresses it; 1xx heads are left alone).
+func (s *stream) WriteHeader(code int) {
+	if code >= 200 {
+		if h := s.ResponseWriter.Header(); h["Content-Type"] == nil {
+			h["Content-Type"] = nil
+		}
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
 func (s *stream) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // preface is what an HTTP/2 client sends first (RFC 9113 §3.4).
@@ -309,7 +322,8 @@ func (p *Proxy) serveH2Req(w *stream, r *http.Request, info *ConnInfo) {
 		// The HTTP/2 server turns this into GOAWAY after the response.
 		w.Header().Set("Connection", "close")
 	}
-	be := p.routeStd(r)
+	v := stdView(r)
+	be := p.route(&v)
 	if be == nil {
 		p.Counters.NoRoute404.Add(1)
 		sr.status = 404
@@ -326,44 +340,6 @@ func (p *Proxy) proxyStd(w http.ResponseWriter, r *http.Request, sr *stdReq) {
 	p.std().rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
-// routeStd finds the backend of a net/http request with the rules of
-// Proxy.route.
-func (p *Proxy) routeStd(r *http.Request) *backend.Backend {
-	var uri string
-	for i := range p.Routes {
-		rt := &p.Routes[i]
-		if rt.Host != "" && !hostMatches(rt.Host, []byte(r.Host)) {
-			continue
-		}
-		if rt.PathPrefix != "" {
-			if uri == "" {
-				uri = r.URL.RequestURI()
-			}
-			if !strings.HasPrefix(uri, rt.PathPrefix) {
-				continue
-			}
-		}
-		ok := true
-		for _, h := range rt.Header {
-			var v string
-			var have bool
-			if strings.EqualFold(h[0], "host") {
-				v, have = r.Host, r.Host != ""
-			} else if vs := r.Header.Values(h[0]); len(vs) > 0 {
-				v, have = vs[0], true
-			}
-			if !have || v != h[1] {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return rt.Backend
-		}
-	}
-	return p.Default
-}
-
 // rewrite makes the request for the server: forwarding headers as the
 // HTTP/1 path writes them. The server's address is filled in by roundTrip.
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
@@ -374,39 +350,16 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.RawQuery = pr.In.URL.RawQuery // verbatim, as the HTTP/1 path passes it
 	out.Host = pr.In.Host
 
-	client := sr.info.Client.Addr()
-	ip := client.String()
-	proto := "http"
-	if sr.info.TLS {
-		proto = "https"
-	}
+	v := stdView(pr.In)
+	ip := sr.info.Client.Addr().String()
 	h := out.Header
-	xff := ip
-	if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
-		xff = strings.Join(prior, ", ") + ", " + ip
+	var buf [256]byte
+	for i, name := range fwdNames {
+		h[name] = []string{string(p.appendForwardValue(buf[:0], i, &v, sr.info, ip))}
 	}
-	h["X-Forwarded-For"] = []string{xff}
-	h["X-Forwarded-Proto"] = []string{proto}
-	h["X-Forwarded-Port"] = []string{p.Port}
-	if v := pr.In.Header["X-Forwarded-Host"]; len(v) > 0 {
-		h["X-Forwarded-Host"] = v // not ours to drop: the HTTP/1 path passes it
+	if xfh := pr.In.Header["X-Forwarded-Host"]; len(xfh) > 0 {
+		h["X-Forwarded-Host"] = xfh // not ours to drop: the HTTP/1 path passes it
 	}
-	var fwd strings.Builder
-	if prior := pr.In.Header["Forwarded"]; len(prior) > 0 {
-		fwd.WriteString(strings.Join(prior, ", "))
-		fwd.WriteString(", ")
-	}
-	fwd.WriteString("for=")
-	if client.Is6() && !client.Is4In6() {
-		fwd.WriteString("\"[" + ip + "]\"")
-	} else {
-		fwd.WriteString(ip)
-	}
-	fwd.WriteString(";proto=" + proto)
-	if isHostChars([]byte(pr.In.Host)) {
-		fwd.WriteString(";host=\"" + pr.In.Host + "\"")
-	}
-	h["Forwarded"] = []string{fwd.String()}
 }
 
 // Errors of roundTrip that pick the status of the answer.
@@ -545,9 +498,8 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var cookie []byte
 	if be.Sticky == "cookie" {
-		if c, err := req.Cookie(be.StickyCookie); err == nil {
-			cookie = []byte(c.Value)
-		}
+		v := stdView(req)
+		cookie = v.cookie(be.StickyCookie)
 	}
 	var skip *backend.Server
 	var lastErr error
@@ -614,9 +566,10 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 			}
 			grpcTrailersOnly(resp)
 			if setCookie {
-				resp.Header.Add("Set-Cookie", be.StickyCookie+"="+srv.ID+"; Path=/; HttpOnly")
+				var buf [128]byte
+				resp.Header.Add("Set-Cookie", string(appendStickyCookie(buf[:0], be.StickyCookie, srv.ID)))
 			}
-			p.countStd(srv, resp.StatusCode)
+			p.count(srv, resp.StatusCode, 0) // bytes are counted as they pass (respBody)
 			rb := &respBody{rc: resp.Body, p: p, srv: srv, sr: sr, cancel: cancel, idle: be.TimeoutServer}
 			if rb.idle > 0 {
 				rb.timer = time.AfterFunc(rb.idle, rb.watch)
@@ -672,17 +625,6 @@ func grpcTrailersOnly(resp *http.Response) {
 			resp.Trailer[k] = v
 			delete(resp.Header, k)
 		}
-	}
-}
-
-func (p *Proxy) countStd(srv *backend.Server, status int) {
-	class := status / 100
-	if class < 1 || class > 5 {
-		class = 0
-	}
-	p.Counters.Resp[class].Add(1)
-	if srv != nil {
-		srv.Counters.Resp[class].Add(1)
 	}
 }
 
@@ -840,25 +782,10 @@ func (p *Proxy) writeStdError(w http.ResponseWriter, status int) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html")
 	h.Set("Cache-Control", "no-cache")
-	h.Set("Content-Length", itoa(len(body)))
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	w.Write(body)
-	p.countStd(nil, status)
-	p.Counters.BytesOut.Add(uint64(len(body)))
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			break
-		}
-	}
-	return string(b[i:])
+	p.count(nil, status, int64(len(body)))
 }
 
 // logStd writes the access log line of a net/http request, if enabled.

@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -115,19 +116,69 @@ func (p *Proxy) Drain() {
 	p.drainStd()
 }
 
-// route finds the backend for a request.
-func (p *Proxy) route(m *message) *backend.Backend {
+// count records a response of status (and bytesOut bytes of it) for the
+// frontend and, when one answered, the server.
+func (p *Proxy) count(srv *backend.Server, status int, bytesOut int64) {
+	class := status / 100
+	if class < 1 || class > 5 {
+		class = 0
+	}
+	p.Counters.Resp[class].Add(1)
+	p.Counters.BytesOut.Add(uint64(bytesOut))
+	if srv != nil {
+		srv.Counters.Resp[class].Add(1)
+		srv.Counters.BytesOut.Add(uint64(bytesOut))
+	}
+}
+
+// reqView is the neutral view of a request that the HTTP policy reads:
+// the HTTP/1 path fills it from its parsed head (slices into the read
+// buffer, no copy), the net/http path from its *http.Request. Exactly one
+// of m and h is set; header reads through it.
+type reqView struct {
+	method, host, path []byte      // path is the request-target's path and query
+	m                  *message    // HTTP/1 headers
+	h                  http.Header // net/http headers (Host is not among them)
+}
+
+// h1View is the view of a parsed HTTP/1 request.
+func h1View(m *message) reqView {
+	return reqView{method: m.method, host: m.host, path: pathOf(m.target), m: m}
+}
+
+// stdView is the view of a net/http request.
+func stdView(r *http.Request) reqView {
+	return reqView{method: []byte(r.Method), host: []byte(r.Host), path: []byte(r.URL.RequestURI()), h: r.Header}
+}
+
+// header returns the first value of the named header, or nil.
+func (v *reqView) header(name string) []byte {
+	if v.m != nil {
+		return v.m.get(name)
+	}
+	if strings.EqualFold(name, "host") {
+		return v.host // net/http moves Host out of the header map
+	}
+	if vs := v.h.Values(name); len(vs) > 0 {
+		return []byte(vs[0])
+	}
+	return nil
+}
+
+// route finds the backend for a request, for both paths: routes in order,
+// each matching by host, path prefix and headers; the default otherwise.
+func (p *Proxy) route(v *reqView) *backend.Backend {
 	for i := range p.Routes {
 		r := &p.Routes[i]
-		if r.Host != "" && !hostMatches(r.Host, m.host) {
+		if r.Host != "" && !hostMatches(r.Host, v.host) {
 			continue
 		}
-		if r.PathPrefix != "" && !strings.HasPrefix(string(pathOf(m.target)), r.PathPrefix) {
+		if r.PathPrefix != "" && !strings.HasPrefix(string(v.path), r.PathPrefix) {
 			continue
 		}
 		ok := true
 		for _, h := range r.Header {
-			if v := m.get(h[0]); v == nil || string(v) != h[1] {
+			if hv := v.header(h[0]); hv == nil || string(hv) != h[1] {
 				ok = false
 				break
 			}

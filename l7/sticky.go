@@ -27,36 +27,51 @@ func pickServer(be *backend.Backend, cl *backend.Client, cookie []byte, skip *ba
 	return srv, be.Sticky == "cookie" && (cookie == nil || !bytes.Equal(cookie, []byte(srv.ID))), nil
 }
 
-// cookieValue returns the value of cookie name in the Cookie headers of m,
-// or nil.
-func (m *message) cookieValue(name string) []byte {
-	for _, f := range m.fields {
-		if !equalFold(f.name, "cookie") {
-			continue
+// cookie returns the value of the named cookie in the Cookie headers of
+// the request, or nil: the same parse for both paths.
+func (v *reqView) cookie(name string) []byte {
+	if v.m != nil {
+		for _, f := range v.m.fields {
+			if equalFold(f.name, "cookie") {
+				if c := cookieIn(f.value, name); c != nil {
+					return c
+				}
+			}
 		}
-		v := f.value
-		for len(v) > 0 {
-			var pair []byte
-			if i := bytes.IndexByte(v, ';'); i >= 0 {
-				pair, v = v[:i], v[i+1:]
-			} else {
-				pair, v = v, nil
-			}
-			pair = bytes.TrimLeft(pair, " \t")
-			if len(pair) > len(name) && pair[len(name)] == '=' && string(pair[:len(name)]) == name {
-				return bytes.TrimRight(pair[len(name)+1:], " \t")
-			}
+		return nil
+	}
+	for _, s := range v.h["Cookie"] {
+		if c := cookieIn([]byte(s), name); c != nil {
+			return c
 		}
 	}
 	return nil
 }
 
-// appendStickyCookie adds the Set-Cookie header that binds the client to srv.
-// The value is the server's opaque id, never its address.
-func appendStickyCookie(b []byte, name string, srv *backend.Server) []byte {
-	b = append(b, "Set-Cookie: "...)
+// cookieIn returns the value of cookie name in one Cookie header value, or
+// nil.
+func cookieIn(v []byte, name string) []byte {
+	for len(v) > 0 {
+		var pair []byte
+		if i := bytes.IndexByte(v, ';'); i >= 0 {
+			pair, v = v[:i], v[i+1:]
+		} else {
+			pair, v = v, nil
+		}
+		pair = bytes.TrimLeft(pair, " \t")
+		if len(pair) > len(name) && pair[len(name)] == '=' && string(pair[:len(name)]) == name {
+			return bytes.TrimRight(pair[len(name)+1:], " \t")
+		}
+	}
+	return nil
+}
+
+// appendStickyCookie appends the Set-Cookie value that binds the client to
+// the server of id, for both paths. The value is the server's opaque id,
+// never its address.
+func appendStickyCookie(b []byte, name, id string) []byte {
 	b = append(b, name...)
 	b = append(b, '=')
-	b = append(b, srv.ID...)
-	return append(b, "; Path=/; HttpOnly\r\n"...)
+	b = append(b, id...)
+	return append(b, "; Path=/; HttpOnly"...)
 }
