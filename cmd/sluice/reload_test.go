@@ -100,6 +100,7 @@ func startLBEnv(t *testing.T, env []string, bin, file, ctl string, args ...strin
 	l := &lb{t: t, ctl: ctl, file: file, logs: &logbuf.Buffer{}, done: make(chan struct{})}
 	l.cmd = exec.Command(bin, append([]string{"run", "-f", file}, args...)...)
 	l.cmd.Stderr = l.logs
+	l.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its workers too, at the end
 	if env != nil {
 		l.cmd.Env = append(os.Environ(), env...)
 	}
@@ -112,8 +113,22 @@ func startLBEnv(t *testing.T, env []string, bin, file, ctl string, args ...strin
 		select {
 		case <-l.done:
 		case <-time.After(10 * time.Second):
-			l.cmd.Process.Kill()
-			<-l.done
+			// A stop that hangs is a bug: SIGABRT makes the master and its
+			// workers print every goroutine into the logs below, then the
+			// whole group goes (an orphaned worker would hold the log pipe
+			// and Wait forever).
+			t.Errorf("%s did not stop within 10s of SIGQUIT", filepath.Base(file))
+			syscall.Kill(-l.cmd.Process.Pid, syscall.SIGABRT)
+			select {
+			case <-l.done:
+			case <-time.After(5 * time.Second):
+			}
+			syscall.Kill(-l.cmd.Process.Pid, syscall.SIGKILL)
+			select {
+			case <-l.done:
+			case <-time.After(5 * time.Second):
+				t.Errorf("%s: still not gone after SIGKILL to its process group", filepath.Base(file))
+			}
 		}
 		if t.Failed() {
 			t.Logf("logs of %s:\n%s", filepath.Base(file), l.logs.String())
