@@ -49,19 +49,39 @@ func (s *Socket) Close() error {
 
 // File returns a duplicate of the socket's file descriptor, to hand to
 // another process. The caller closes it.
+//
+// The duplicate is made here rather than with net's File(): os/exec calls
+// Fd on every ExtraFile, and Fd of a file from net's File() switches the
+// descriptor to blocking mode. O_NONBLOCK belongs to the open file
+// description, which the master and every worker holding the socket share:
+// a running worker's accept(2) then blocked in the kernel, where closing
+// the listener does not wake it, and the worker hung in StopAccepting.
+// A file from os.NewFile keeps the descriptor as it is.
 func (s *Socket) File() (*os.File, error) {
-	type filer interface{ File() (*os.File, error) }
-	var f filer
+	var sc syscall.Conn
 	switch {
 	case s.Listener != nil:
-		f, _ = s.Listener.(filer)
+		sc, _ = s.Listener.(syscall.Conn)
 	case s.Packet != nil:
-		f, _ = s.Packet.(filer)
+		sc, _ = s.Packet.(syscall.Conn)
 	}
-	if f == nil {
+	if sc == nil {
 		return nil, fmt.Errorf("socket %s cannot be handed over", s.Key)
 	}
-	return f.File()
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("socket %s: %w", s.Key, err)
+	}
+	nfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, fmt.Errorf("socket %s: %w", s.Key, err)
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("socket %s: dup: %w", s.Key, derr)
+	}
+	return os.NewFile(uintptr(nfd), s.Key.String()), nil
 }
 
 // Listen binds k with SO_REUSEADDR (and IP_FREEBIND when asked).
