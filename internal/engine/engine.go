@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"time"
 
 	"sluice/backend"
 	"sluice/conf"
@@ -312,9 +313,18 @@ func closeOwn(s, have sockets.Set) {
 // The stats listener stops first: on a reload the new worker, sharing the
 // socket, then answers every scrape with its own figures.
 func (e *Engine) StopAccepting() {
-	e.closeStats(context.Background())
+	// Bounded: a stats request still being served (an admin call waits up
+	// to 2s for the master) must not hold the worker's drain, whose main
+	// loop answers the master and its signals only once this returns.
+	ctx, cancel := context.WithTimeout(context.Background(), statsCloseWait)
+	defer cancel()
+	e.closeStats(ctx)
 	e.Front.StopAccepting()
 }
+
+// statsCloseWait is the longest StopAccepting waits for stats requests in
+// flight before it closes their connections.
+const statsCloseWait = 3 * time.Second
 
 // startPeers starts stick-table sync when [peers] is set, on the peers
 // listener that Listeners put in e.Sockets (the master binds it and hands
