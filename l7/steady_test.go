@@ -14,22 +14,23 @@ import (
 	"sluice/internal/testutil"
 )
 
-// A transfer that takes 1.5 s and moves bytes all along, with timeouts of
-// 600 ms: the timeouts are about inactivity, so it must arrive whole. (Not
+// A transfer that takes 2.5 s and moves bytes all along, with timeouts of
+// 1 s: the timeouts are about inactivity, so it must arrive whole. Not
 // shorter: a writer blocked on a full socket is woken only once half of
-// its send buffer, up to 4 MiB on loopback, has drained, and at this pace
-// that wait is a quarter of the transfer.)
+// its send buffer (up to 4 MiB on loopback) has drained, a quarter of the
+// transfer at this pace, and a -race run on a busy 2-core CI machine has
+// stalled a transfer's goroutines for over 600 ms.
 const (
 	steadySize  = 8 << 20
 	steadyChunk = 32 << 10
-	steadyPace  = 6 * time.Millisecond // 32 KiB per 6 ms: about 1.5 s for 8 MiB
+	steadyPace  = 10 * time.Millisecond // 32 KiB per 10 ms: about 2.5 s for 8 MiB
 )
 
 func steadyConfig(addr string) string {
 	return fmt.Sprintf(`
 [defaults]
-timeout_client = "600ms"
-timeout_server = "600ms"
+timeout_client = "1s"
+timeout_server = "1s"
 [frontend.web]
 mode = "http"
 bind = ["{{FRONT}}"]
