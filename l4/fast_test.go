@@ -17,6 +17,27 @@ import (
 func fastPair(t *testing.T, o RelayOptions, g *Group) (client, server net.Conn, done chan error) {
 	t.Helper()
 	withLoops(t)
+	done = make(chan error, 1)
+	client, server = loopbackPair(t, func(c, s net.Conn, err error) {
+		if err != nil {
+			done <- err
+			return
+		}
+		if !FastRelay(c, s, o, g, nil, func(err error) { done <- err }) {
+			t.Error("plain TCP connections did not take the fast path")
+			done <- nil
+		}
+	})
+	return client, server, done
+}
+
+// loopbackPair is the plumbing of the relay tests: a client dials a
+// listener on loopback, the accepted side dials a server, and relay gets
+// the proxy's two sides (or the error that stopped it having them) in a
+// goroutine of its own. It returns the far ends, the test's client and the
+// server's accepted conn, closed when the test ends.
+func loopbackPair(t *testing.T, relay func(c, s net.Conn, err error)) (client, server net.Conn) {
+	t.Helper()
 	front, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -26,33 +47,28 @@ func fastPair(t *testing.T, o RelayOptions, g *Group) (client, server net.Conn, 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { front.Close(); back.Close() })
-	done = make(chan error, 1)
 	go func() {
 		c, err := front.Accept()
 		if err != nil {
-			done <- err
+			relay(nil, nil, err)
 			return
 		}
 		s, err := net.Dial("tcp", back.Addr().String())
 		if err != nil {
-			done <- err
+			c.Close()
+			relay(nil, nil, err)
 			return
 		}
-		if !FastRelay(c, s, o, g, nil, func(err error) { done <- err }) {
-			t.Error("plain TCP connections did not take the fast path")
-			done <- nil
-		}
+		relay(c, s, nil)
 	}()
-	client, err = net.Dial("tcp", front.Addr().String())
-	if err != nil {
+	if client, err = net.Dial("tcp", front.Addr().String()); err != nil {
 		t.Fatal(err)
 	}
-	server, err = back.Accept()
-	if err != nil {
+	if server, err = back.Accept(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server, done
+	return client, server
 }
 
 func wait(t *testing.T, done chan error) error {

@@ -26,25 +26,9 @@ func withLoops(t testing.TB) {
 // does: FastRelay, or Relay when it reports false. fast tells which.
 func eitherPair(t *testing.T) (client, server net.Conn, fast bool, done chan error) {
 	t.Helper()
-	front, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	back, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { front.Close(); back.Close() })
 	done = make(chan error, 1)
 	fastc := make(chan bool, 1)
-	go func() {
-		c, err := front.Accept()
-		if err != nil {
-			fastc <- false
-			done <- err
-			return
-		}
-		s, err := net.Dial("tcp", back.Addr().String())
+	client, server = loopbackPair(t, func(c, s net.Conn, err error) {
 		if err != nil {
 			fastc <- false
 			done <- err
@@ -56,16 +40,7 @@ func eitherPair(t *testing.T) (client, server net.Conn, fast bool, done chan err
 		}
 		fastc <- false
 		done <- Relay(c, s, RelayOptions{})
-	}()
-	client, err = net.Dial("tcp", front.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err = back.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close(); server.Close() })
+	})
 	client.SetDeadline(time.Now().Add(10 * time.Second))
 	server.SetDeadline(time.Now().Add(10 * time.Second))
 	return client, server, <-fastc, done

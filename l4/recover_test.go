@@ -24,39 +24,16 @@ func panicOnBoom(b []byte) {
 // returns the far ends; done gets what Relay returned.
 func relayPair(t *testing.T, o RelayOptions) (client, server net.Conn, done chan error) {
 	t.Helper()
-	front, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	back, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { front.Close(); back.Close() })
 	done = make(chan error, 1)
-	go func() {
-		c, err := front.Accept()
+	client, server = loopbackPair(t, func(c, s net.Conn, err error) {
 		if err != nil {
-			done <- err
-			return
-		}
-		s, err := net.Dial("tcp", back.Addr().String())
-		if err != nil {
-			c.Close()
 			done <- err
 			return
 		}
 		done <- Relay(c, s, o)
-	}()
-	if client, err = net.Dial("tcp", front.Addr().String()); err != nil {
-		t.Fatal(err)
-	}
-	if server, err = back.Accept(); err != nil {
-		t.Fatal(err)
-	}
+	})
 	client.SetDeadline(time.Now().Add(10 * time.Second))
 	server.SetDeadline(time.Now().Add(10 * time.Second))
-	t.Cleanup(func() { client.Close(); server.Close() })
 	return client, server, done
 }
 
