@@ -40,27 +40,6 @@ func lowerFDLimit(t *testing.T, room uint64) uint64 {
 	return limit
 }
 
-// udpEcho is a UDP server on 127.0.0.1 that sends every datagram back.
-func udpEcho(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
-	return pc.LocalAddr().String()
-}
-
 // spoofer sends datagrams from any 127/8 source address through one socket:
 // IP_PKTINFO's spec_dst sets the source of each datagram, and the whole
 // 127/8 is local on Linux. It stands for a flood of (spoofed) sources
@@ -97,7 +76,7 @@ func (s *spoofer) send(t *testing.T, from netip.Addr) {
 // proxies through the whole flood.
 func TestUDPFloodKeepsTCPAccepting(t *testing.T) {
 	limit := lowerFDLimit(t, 600)
-	echo := udpEcho(t)
+	echo := testutil.UDPEcho(t, "")
 	tcpBE := testutil.Serve(t, "be", testutil.Echo)
 	tcpFront := testutil.FreeAddr(t)
 	src := fmt.Sprintf(`[frontend.flood]
@@ -203,7 +182,7 @@ address = %q
 // blamed, and the frontend serves again as soon as flows end.
 func TestUDPNoSocketRefusesFlow(t *testing.T) {
 	lowerFDLimit(t, 350)
-	echo := udpEcho(t)
+	echo := testutil.UDPEcho(t, "")
 	eng, front := startUDP(t, fmt.Sprintf(`[frontend.u]
 mode = "udp"
 bind = ["{{FRONT}}"]

@@ -20,6 +20,7 @@ import (
 
 	"sluice/conf"
 	"sluice/health"
+	"sluice/internal/testutil"
 )
 
 // spec builds a check spec with the defaults conf would fill in.
@@ -106,26 +107,6 @@ func linePeer(t *testing.T, line *atomic.Pointer[string]) string {
 	return ln.Addr().String()
 }
 
-// udpEcho answers each datagram with "echo: " and the datagram.
-func udpEcho(t *testing.T) string {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(append([]byte("echo: "), buf[:n]...), from)
-		}
-	}()
-	return pc.LocalAddr().String()
-}
-
 func closedAddr(t *testing.T, network string) string {
 	if network == "udp" {
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -160,7 +141,7 @@ func TestProbeKinds(t *testing.T) {
 	dnsAddr := dnsPeer(t, &rcode)
 	var agentLine atomic.Pointer[string]
 	agentAddr := linePeer(t, &agentLine)
-	echo := udpEcho(t)
+	echo := testutil.UDPEcho(t, "echo: ")
 	deadTCP, deadUDP := closedAddr(t, "tcp"), closedAddr(t, "udp")
 	setAgent := func(s string) func() { return func() { agentLine.Store(&s) } }
 

@@ -10,28 +10,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-// udpEcho answers every datagram with name + ":" + payload.
-func udpEcho(t *testing.T, name string) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(append([]byte(name+":"), buf[:n]...), from)
-		}
-	}()
-	return pc.LocalAddr().String()
-}
+	"sluice/internal/testutil"
+)
 
 func udpConfigFor(dir, front string, servers map[string]string) string {
 	var b strings.Builder
@@ -73,8 +54,8 @@ func udpOnce(front string, i int) (string, error) {
 // new flows reach the new server set after each reload.
 func TestReloadHandsOverUDP(t *testing.T) {
 	sets := []map[string]string{
-		{"a1": udpEcho(t, "a1"), "a2": udpEcho(t, "a2")},
-		{"b1": udpEcho(t, "b1")},
+		{"a1": testutil.UDPEcho(t, "a1:"), "a2": testutil.UDPEcho(t, "a2:")},
+		{"b1": testutil.UDPEcho(t, "b1:")},
 	}
 	dir := shortDir(t)
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")

@@ -29,6 +29,29 @@ type Backend struct {
 	wg       sync.WaitGroup
 }
 
+// UDPEcho starts a UDP server on 127.0.0.1 that answers every datagram with
+// prefix and the datagram, and returns its address; it stops when the test
+// ends.
+func UDPEcho(t testing.TB, prefix string) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(append([]byte(prefix), buf[:n]...), from)
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
 // Serve starts a backend on 127.0.0.1 that runs handle for each connection.
 func Serve(t testing.TB, name string, handle func(c net.Conn)) *Backend {
 	t.Helper()
