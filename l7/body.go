@@ -25,24 +25,15 @@ type writeError struct{ err error }
 func (e writeError) Error() string { return "write: " + e.err.Error() }
 func (e writeError) Unwrap() error { return e.err }
 
-// deadliner refreshes a read deadline lazily: it is set slack beyond the
-// timeout and moved only once slack of it has been used (an eighth of the
-// timeout, at most a second), so a busy body costs few timer updates and
-// the deadline fires up to slack late, never early.
+// deadliner moves a body source's read deadline as bytes arrive.
 type deadliner struct {
-	conn    net.Conn
-	timeout time.Duration
-	set     time.Time
+	conn net.Conn
+	lazyDeadline
 }
 
 func (d *deadliner) touch() {
-	if d.timeout <= 0 {
-		return
-	}
-	now := time.Now()
-	if slack := slackOf(d.timeout); now.Sub(d.set) > slack {
-		d.conn.SetReadDeadline(now.Add(d.timeout + slack))
-		d.set = now
+	if t, ok := d.next(); ok {
+		d.conn.SetReadDeadline(t)
 	}
 }
 
@@ -66,7 +57,7 @@ func copyFixed(dst io.Writer, src *headReader, n int64, idle time.Duration) (int
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
 	buf := *bp
-	dl := deadliner{conn: src.conn, timeout: idle}
+	dl := deadliner{conn: src.conn, lazyDeadline: lazyDeadline{timeout: idle}}
 	var done int64
 	for done < n {
 		dl.touch()
@@ -93,7 +84,7 @@ func copyUntilEOF(dst io.Writer, src *headReader, idle time.Duration) (int64, er
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
 	buf := *bp
-	dl := deadliner{conn: src.conn, timeout: idle}
+	dl := deadliner{conn: src.conn, lazyDeadline: lazyDeadline{timeout: idle}}
 	var done int64
 	for {
 		dl.touch()
@@ -121,7 +112,7 @@ func copyChunked(dst io.Writer, src *headReader, idle time.Duration) (int64, err
 	w := chunkWriterPool.Get().(*bufio.Writer)
 	w.Reset(dst)
 	defer func() { w.Reset(nil); chunkWriterPool.Put(w) }()
-	dl := deadliner{conn: src.conn, timeout: idle}
+	dl := deadliner{conn: src.conn, lazyDeadline: lazyDeadline{timeout: idle}}
 	var done int64
 	flush := func() error {
 		if src.buffered() == 0 && w.Buffered() > 0 {

@@ -171,42 +171,32 @@ type stream struct {
 		SetReadDeadline(time.Time) error
 		SetWriteDeadline(time.Time) error
 	}
-	timeout, slack time.Duration
-	wset           time.Time // handler goroutine
-	rset           time.Time // the goroutine reading the request body
+	w lazyDeadline // handler goroutine
+	r lazyDeadline // the goroutine reading the request body
 }
 
 func newStream(w http.ResponseWriter, timeout time.Duration) *stream {
-	s := &stream{ResponseWriter: w, timeout: timeout, slack: slackOf(timeout)}
+	s := &stream{ResponseWriter: w}
 	if timeout > 0 {
-		s.dl, _ = w.(interface {
+		if s.dl, _ = w.(interface {
 			SetReadDeadline(time.Time) error
 			SetWriteDeadline(time.Time) error
-		})
+		}); s.dl != nil {
+			s.w.timeout, s.r.timeout = timeout, timeout
+		}
 	}
 	return s
 }
 
-// slackOf is how late a lazily moved deadline of timeout may fire.
-func slackOf(timeout time.Duration) time.Duration { return min(timeout>>3, time.Second) }
-
 func (s *stream) touchWrite() {
-	if s.dl == nil {
-		return
-	}
-	if now := time.Now(); now.Sub(s.wset) > s.slack {
-		s.dl.SetWriteDeadline(now.Add(s.timeout + s.slack))
-		s.wset = now
+	if t, ok := s.w.next(); ok {
+		s.dl.SetWriteDeadline(t)
 	}
 }
 
 func (s *stream) touchRead() {
-	if s.dl == nil {
-		return
-	}
-	if now := time.Now(); now.Sub(s.rset) > s.slack {
-		s.dl.SetReadDeadline(now.Add(s.timeout + s.slack))
-		s.rset = now
+	if t, ok := s.r.next(); ok {
+		s.dl.SetReadDeadline(t)
 	}
 }
 
