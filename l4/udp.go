@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"sluice/internal/lograte"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -99,15 +100,15 @@ type UDPOptions struct {
 // of different clients do not contend; the server side of each flow is read
 // by its own goroutine that holds a buffer only while a reply is ready.
 type UDPProxy struct {
-	o        UDPOptions
-	lns      []*udpListener
-	shards   [udpShards]flowShard
-	count    atomic.Int64 // flows in the table or being opened: the sockets they hold
-	srcs     [udpShards]srcShard
-	lastLog  atomic.Int64 // unix ns of the last "flows refused" log line
-	stopping atomic.Bool
-	readers  sync.WaitGroup
-	flows    sync.WaitGroup
+	o          UDPOptions
+	lns        []*udpListener
+	shards     [udpShards]flowShard
+	count      atomic.Int64 // flows in the table or being opened: the sockets they hold
+	srcs       [udpShards]srcShard
+	refusedLog lograte.Limiter // "flows refused" lines
+	stopping   atomic.Bool
+	readers    sync.WaitGroup
+	flows      sync.WaitGroup
 }
 
 const udpShards = 64
@@ -602,10 +603,8 @@ func (p *UDPProxy) releaseSource(src netip.Addr) {
 // logRefused logs refused flows at most once a second, with the totals so
 // far: a flood must not turn into a flood of log lines.
 func (p *UDPProxy) logRefused(reason string, client netip.AddrPort, err error) {
-	now := time.Now().UnixNano()
-	last := p.lastLog.Load()
-	if now-last < int64(time.Second) || !p.lastLog.CompareAndSwap(last, now) {
-		return
+	if ok, _ := p.refusedLog.Allow(time.Now()); !ok {
+		return // the line carries the totals: nothing held back is lost
 	}
 	c := p.o.Counters
 	args := []any{"reason", reason, "client", client, "flows", p.count.Load(), "max_flows", p.o.MaxFlows,

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sluice/internal/lograte"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -233,7 +234,7 @@ const (
 
 func (m *master) serveControl(l *net.UnixListener) {
 	slots := make(chan struct{}, maxControlConns)
-	var lastLog time.Time
+	var refusedLog lograte.Limiter
 	for {
 		c, err := l.AcceptUnix()
 		if err != nil {
@@ -252,8 +253,7 @@ func (m *master) serveControl(l *net.UnixListener) {
 			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 			fmt.Fprintf(c, "{\"ok\":false,\"error\":\"too many control connections (%d open); try again\"}\n", maxControlConns)
 			c.Close()
-			if now := time.Now(); now.Sub(lastLog) >= time.Second {
-				lastLog = now
+			if ok, _ := refusedLog.Allow(time.Now()); ok {
 				m.log.Warn("control connection refused: too many open", "limit", maxControlConns, "refused_total", n)
 			}
 			continue

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sluice/internal/lograte"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -68,8 +69,8 @@ type Syncer struct {
 	peerWaiting int                // handshakes from peerIPs
 	strangers   int                // handshakes from any other address
 	bySource    map[netip.Addr]int // handshakes per other address
-	authLog     logLimit           // failed handshakes on accepted connections
-	capLog      logLimit           // connections refused by the cap
+	authLog     lograte.Limiter    // failed handshakes on accepted connections
+	capLog      lograte.Limiter    // connections refused by the cap
 
 	// Refresh is how often entries whose last use moved are pushed again;
 	// set before Start returns to take effect (tests). Defaults from the
@@ -113,28 +114,6 @@ const (
 // authTimeout bounds the handshake of an accepted connection (a variable
 // for tests).
 var authTimeout = 2 * time.Second
-
-// logLimit lets one log line through per second and counts the others, so
-// that a flood of bad connections cannot fill the log. Its zero value is
-// ready.
-type logLimit struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-// allow reports whether to log now and how many lines were held back since
-// the last one logged.
-func (l *logLimit) allow(now time.Time) (ok bool, suppressed int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.last.IsZero() && now.Sub(l.last) < time.Second {
-		l.suppressed++
-		return false, 0
-	}
-	l.last, suppressed, l.suppressed = now, l.suppressed, 0
-	return true, suppressed
-}
 
 // Waiting is how many accepted connections are still to authenticate.
 func (s *Syncer) Waiting() int { return int(s.unauth.Load()) }
@@ -419,7 +398,7 @@ func (s *Syncer) accept() {
 			s.mu.Unlock()
 			s.Counters.Refused.Add(1) // before Close: whoever sees it closed sees it counted
 			c.Close()
-			if ok, n := s.capLog.allow(time.Now()); ok {
+			if ok, n := s.capLog.Allow(time.Now()); ok {
 				s.log.Warn("too many peer connections waiting to authenticate; closing new ones", "from", c.RemoteAddr().String(),
 					"which", full, "limit", maxUnauthenticated, "limit_per_source", maxPerSource, "suppressed", n)
 			}
@@ -473,7 +452,7 @@ func (s *Syncer) receive(c net.Conn, release func()) {
 		if s.ctx.Err() != nil {
 			return
 		}
-		if ok, n := s.authLog.allow(time.Now()); ok {
+		if ok, n := s.authLog.Allow(time.Now()); ok {
 			if auth {
 				s.log.Error("peer failed authentication; connection dropped", "from", from, "err", err, "suppressed", n)
 			} else {
