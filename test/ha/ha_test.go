@@ -398,9 +398,14 @@ type result struct {
 // client runs the continuous client in the client namespace and collects
 // its results.
 type client struct {
+	p   *proc
 	mu  sync.Mutex
 	res []result
 }
+
+// stop ends the client, so that it does not go on picking servers (and
+// moving round robin) in the next run's balancers.
+func (c *client) stop() { c.p.kill() }
 
 func (l *lab) runClient(from string) *client {
 	l.t.Helper()
@@ -415,6 +420,7 @@ func (l *lab) runClient(from string) *client {
 		l.t.Fatal(err)
 	}
 	p := &proc{name: "client", cmd: cmd, log: os.DevNull, done: make(chan struct{})}
+	c.p = p
 	l.mu.Lock()
 	l.procs = append(l.procs, p)
 	l.mu.Unlock()
@@ -524,6 +530,7 @@ func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) {
 		t.Fatalf("first client reached %s, want s1", first)
 	}
 	c := l.runClient(cliIP)
+	defer c.stop()
 	warm := time.Now()
 	l.waitFor("steady traffic through lb1", 10*time.Second, func() bool {
 		rs := c.since(warm)
