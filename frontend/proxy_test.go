@@ -20,7 +20,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"sluice/conf"
-	"sluice/internal/engine"
+	"sluice/engine"
 	"sluice/internal/logbuf"
 	"sluice/internal/testutil"
 )

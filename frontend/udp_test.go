@@ -18,7 +18,7 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"sluice/conf"
-	"sluice/internal/engine"
+	"sluice/engine"
 	"sluice/internal/testutil"
 )
 

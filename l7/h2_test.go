@@ -34,7 +34,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"sluice/conf"
-	"sluice/internal/engine"
+	"sluice/engine"
 	"sluice/internal/testutil"
 )
 

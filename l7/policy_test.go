@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/net/http2"
 
-	"sluice/internal/engine"
+	"sluice/engine"
 	"sluice/internal/testutil"
 	"sluice/l7"
 )

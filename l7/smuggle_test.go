@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"sluice/internal/engine"
+	"sluice/engine"
 	"sluice/internal/testutil"
 )
 

@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/common/model"
 	"golang.org/x/net/html"
 
-	"sluice/internal/engine"
+	"sluice/engine"
 	"sluice/internal/testutil"
 	"sluice/stats"
 )

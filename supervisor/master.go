@@ -21,7 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/conf"
-	"sluice/internal/engine"
+	"sluice/engine"
 	"sluice/internal/sdnotify"
 	"sluice/internal/sockets"
 )

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sluice/internal/engine"
+	"sluice/engine"
 	"sluice/internal/sdnotify"
 	"sluice/internal/sockets"
 	"sluice/stats"

@@ -3,7 +3,7 @@ package supervisor
 import (
 	"encoding/json"
 
-	"sluice/internal/engine"
+	"sluice/engine"
 	"sluice/internal/sockets"
 )
 

@@ -4,7 +4,7 @@
 // binary upgrades in place, and the clients that talk to a running master
 // (the control socket, `check --live`). cmd/sluice parses flags and calls
 // the exported functions here; the worker's serving engine is
-// internal/engine.
+// engine.
 package supervisor
 
 import (

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"sluice/conf"
-	"sluice/internal/engine"
+	"sluice/engine"
 	"sluice/internal/sockets"
 )
 

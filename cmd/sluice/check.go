@@ -7,7 +7,7 @@ import (
 	"io"
 
 	"sluice/conf"
-	"sluice/internal/engine"
+	"sluice/engine"
 	"sluice/internal/fdlimit"
 	"sluice/supervisor"
 )

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"sluice/conf"
-	"sluice/internal/engine"
+	"sluice/engine"
 )
 
 // cmdDemo starts three small HTTP servers in this process and a TCP frontend

@@ -9,7 +9,7 @@ import (
 )
 
 // TestImportsPointDown keeps the layering of issue 16: cmd/sluice is the
-// only user of the supervisor, the composition root internal/engine is
+// only user of the supervisor, the composition root engine is
 // used only from above it, nothing imports cmd, and the leaf helpers in
 // internal/ import no other sluice package outside internal/.
 func TestImportsPointDown(t *testing.T) {
@@ -18,13 +18,13 @@ func TestImportsPointDown(t *testing.T) {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
 	may := map[string][]string{ // imported package: the only importers allowed
-		"sluice/supervisor":      {"sluice/cmd/sluice"},
-		"sluice/internal/engine": {"sluice/cmd/sluice", "sluice/supervisor", "sluice/internal/testutil"},
-		"sluice/internal/peers":  {"sluice/internal/engine"},
+		"sluice/supervisor": {"sluice/cmd/sluice"},
+		"sluice/engine":     {"sluice/cmd/sluice", "sluice/supervisor", "sluice/internal/testutil"},
+		"sluice/peers":      {"sluice/engine"},
 	}
-	// Wiring in internal/ that may reach up; every other internal package
-	// is a leaf helper.
-	wiring := map[string]bool{"sluice/internal/engine": true, "sluice/internal/peers": true, "sluice/internal/testutil": true}
+	// internal/testutil starts whole engines for tests; every other
+	// internal package is a leaf helper.
+	wiring := map[string]bool{"sluice/internal/testutil": true}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		fields := strings.Fields(line)
 		pkg, imports := fields[0], fields[1:]
@@ -41,8 +41,40 @@ func TestImportsPointDown(t *testing.T) {
 			if strings.HasPrefix(pkg, "sluice/internal/") && !wiring[pkg] && !strings.HasPrefix(imp, "sluice/internal/") {
 				t.Errorf("leaf helper %s imports %s, above it", pkg, imp)
 			}
+			if !strings.HasPrefix(pkg, "sluice/internal/") && rank(imp) < rank(pkg) {
+				t.Errorf("%s imports %s, a layer above it (see docs/architecture.md)", pkg, imp)
+			}
 		}
 	}
+}
+
+// layers lists the packages from the top down, as docs/architecture.md
+// draws them; a package may import only its own layer or those below.
+var layers = [][]string{
+	{"cmd/sluice"},
+	{"supervisor"},
+	{"engine"},
+	{"frontend", "stats", "peers"},
+	{"l7"},
+	{"l4"},
+	{"backend"},
+	{"health"},
+	{"conf"},
+}
+
+// rank is pkg's layer, counted from the top; packages outside the drawing
+// (bench, test/…) sit above everything, internal/ helpers below.
+func rank(pkg string) int {
+	pkg = strings.TrimPrefix(pkg, "sluice/")
+	if strings.HasPrefix(pkg, "internal/") {
+		return len(layers)
+	}
+	for i, l := range layers {
+		if contains(l, pkg) {
+			return i
+		}
+	}
+	return -1
 }
 
 func contains(list []string, s string) bool {

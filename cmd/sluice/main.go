@@ -12,7 +12,7 @@ import (
 	"log/slog"
 	"os"
 
-	"sluice/internal/engine"
+	"sluice/engine"
 	"sluice/supervisor"
 )
 

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"sluice/internal/engine"
+	"sluice/engine"
 	"sluice/internal/logbuf"
 	"sluice/internal/testutil"
 	"sluice/supervisor"

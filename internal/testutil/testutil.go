@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"sluice/conf"
-	"sluice/internal/engine"
+	"sluice/engine"
 )
 
 // Backend is a TCP server run by a test.

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"sluice/conf"
-	"sluice/internal/peers"
+	"sluice/peers"
 	"sluice/internal/testutil"
 )
 

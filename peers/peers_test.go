@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"sluice/conf"
-	"sluice/internal/engine"
+	"sluice/engine"
 	"sluice/internal/testutil"
 )
 

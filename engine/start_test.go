@@ -19,7 +19,7 @@ import (
 	"github.com/miekg/dns"
 
 	"sluice/conf"
-	"sluice/internal/engine"
+	"sluice/engine"
 	"sluice/internal/sockets"
 	"sluice/internal/testutil"
 )
@@ -64,7 +64,7 @@ func running() (int, string) {
 	var which []string
 	for _, g := range bytes.Split(buf, []byte("\n\n")) {
 		for _, line := range strings.Split(string(g), "\n") {
-			if strings.HasPrefix(line, "sluice/") && !strings.HasPrefix(line, "sluice/internal/engine_test.") &&
+			if strings.HasPrefix(line, "sluice/") && !strings.HasPrefix(line, "sluice/engine_test.") &&
 				!strings.HasPrefix(line, "sluice/internal/testutil.") {
 				n++
 				which = append(which, line)

@@ -17,7 +17,7 @@ import (
 	"sluice/conf"
 	"sluice/frontend"
 	"sluice/internal/fdlimit"
-	"sluice/internal/peers"
+	"sluice/peers"
 	"sluice/internal/sockets"
 	"sluice/l4"
 	"sluice/stats"

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"sluice/conf"
-	"sluice/internal/peers"
+	"sluice/peers"
 	"sluice/internal/testutil"
 )
 
