@@ -17,9 +17,9 @@ import (
 	"sluice/conf"
 	"sluice/frontend"
 	"sluice/internal/fdlimit"
-	"sluice/peers"
 	"sluice/internal/sockets"
 	"sluice/l4"
+	"sluice/peers"
 	"sluice/stats"
 )
 
