@@ -1,6 +1,7 @@
 package l7_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -539,4 +540,22 @@ func (s counterSnap) diff(before counterSnap) string {
 	}
 	slices.Sort(out)
 	return strings.Join(out, " ")
+}
+
+// An HTTP/1 client of an h2c backend whose request body was left unread by
+// a failed connect gets the 502 with "Connection: close": the connection
+// closes after it.
+func TestH2CBackendFailureSaysClose(t *testing.T) {
+	_, front := testutil.Start(t, h2Config("default_backend = \"dead\"", "",
+		map[string]h2Backend{"dead": {extra: "retries = 0\nproto = \"h2c\"", addrs: []string{testutil.ClosedAddr(t)}}}))
+	c := testutil.Dial(t, front)
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 502 || !resp.Close {
+		t.Fatalf("status %d, Connection %q: want 502 with Connection: close", resp.StatusCode, resp.Header.Get("Connection"))
+	}
 }
