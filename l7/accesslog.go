@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"time"
 )
 
@@ -42,19 +43,24 @@ func since(a, b time.Time) time.Duration {
 	return b.Sub(a)
 }
 
-// log writes the access log line of the current request, if enabled.
-func (c *clientConn) log(x *exchange) {
-	al := c.p.Access
+// log writes the access log line of the current HTTP/1 request.
+func (c *clientConn) log(x *exchange) { c.p.logRequest(x, &c.info) }
+
+// logRequest writes the access log line of one request, if enabled: the
+// one record (exchange) both paths fill, the same fields in the same order.
+func (p *Proxy) logRequest(x *exchange, info *ConnInfo) {
+	al := p.Access
 	if al == nil {
 		return
 	}
 	end := time.Now()
 	al.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
-		slog.String("frontend", c.p.Frontend),
+		slog.String("frontend", p.Frontend),
 		slog.String("backend", x.backend),
 		slog.String("server", x.server),
-		slog.String("client", c.info.Client.String()),
-		slog.String("id", c.info.ConnID),
+		slog.String("client", info.Client.String()),
+		slog.String("id", info.ConnID),
+		slog.String("proto", x.proto),
 		slog.String("method", x.method),
 		slog.String("path", x.path),
 		slog.Int("status", x.status),
@@ -66,4 +72,21 @@ func (c *clientConn) log(x *exchange) {
 		slog.Float64("t_total_ms", ms(end.Sub(x.start))),
 		slog.String("termination", x.terminated),
 	)
+}
+
+// logStd writes the access log line of a net/http request.
+func (p *Proxy) logStd(r *http.Request, sr *stdReq) {
+	if p.Access == nil {
+		return
+	}
+	x := &sr.exchange
+	x.proto, x.method, x.path = r.Proto, r.Method, r.URL.RequestURI()
+	if s := sr.srv.Load(); s != nil {
+		x.server = s.Name
+	}
+	if sr.be != nil {
+		x.backend = sr.be.Name
+	}
+	x.bytesOut = sr.sent.Load()
+	p.logRequest(x, sr.info)
 }

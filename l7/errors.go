@@ -1,34 +1,224 @@
 package l7
 
 import (
+	"context"
+	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
+
+	"sluice/backend"
 )
 
-// defaultPage is the short body of an error sluice itself produces.
-func defaultPage(status int) []byte {
-	text := http.StatusText(status)
-	return []byte("<html><body><h1>" + strconv.Itoa(status) + " " + text + "</h1></body></html>\n")
+// failure is a reason sluice answers a request itself. Both paths name the
+// failure and leave the rest to the table below: the HTTP/1 path through
+// clientConn.fail, the net/http path through Proxy.failStd.
+type failure uint8
+
+const (
+	failNoRoute        failure = iota + 1 // no route and no default backend
+	failNoServer                          // no server of the backend is up
+	failQueueTimeout                      // every server stayed full for queue_timeout
+	failServerConns                       // the process's server-connection budget is spent
+	failConnect                           // connecting failed, retries included: the request was not sent
+	failBadResponse                       // the server's answer is no valid response
+	failServerError                       // the server closed or broke the exchange before its response
+	failServerTimeout                     // the server did not answer within timeout_server
+	failClientTimeout                     // the client did not send its request (head or body) in time
+	failHeadTooLarge                      // request head over max_header_bytes
+	failTooManyHeaders                    // more header lines than max_header_count
+	failBadRequest                        // malformed or ambiguous request
+)
+
+// afterFailure is what becomes of an HTTP/1 client connection after the
+// answer (an HTTP/2 stream ends alone; its connection goes on).
+type afterFailure uint8
+
+const (
+	// keepConn: the request never reached a server; its body is read and
+	// dropped and the connection serves the next request.
+	keepConn afterFailure = iota
+	// closeConn: the exchange failed midway; the answer says
+	// "Connection: close" and the connection closes.
+	closeConn
+	// refuseConn: the request stream can no longer be trusted; the
+	// connection closes, after letting the client read the answer.
+	refuseConn
+)
+
+// failures maps each failure to its answer: status, the access log's
+// termination, and the client connection's fate. Its counters are in
+// countFailure.
+var failures = [...]struct {
+	status int
+	term   string
+	after  afterFailure
+}{
+	failNoRoute:        {404, "no-route", keepConn},
+	failNoServer:       {503, "no-server", keepConn},
+	failQueueTimeout:   {503, "queue-timeout", keepConn},
+	failServerConns:    {503, "server-conns", keepConn},
+	failConnect:        {502, "connect", keepConn},
+	failBadResponse:    {502, "bad-response", closeConn},
+	failServerError:    {502, "server-error", closeConn},
+	failServerTimeout:  {504, "server-timeout", closeConn},
+	failClientTimeout:  {408, "client-timeout", refuseConn},
+	failHeadTooLarge:   {431, "too-large", refuseConn},
+	failTooManyHeaders: {431, "too-large", refuseConn},
+	failBadRequest:     {400, "bad-request", refuseConn},
 }
 
-// errorResponse builds a whole error response.
-func (p *Proxy) errorResponse(b []byte, status int, close bool) []byte {
-	body, ok := p.ErrorPages[status]
-	if !ok {
-		body = defaultPage(status)
+// countFailure adds f to the refusal counters of the frontend and, for the
+// backend's own refusals, of be (nil when none was chosen).
+func (p *Proxy) countFailure(f failure, be *backend.Backend) {
+	c := &p.Counters
+	switch f {
+	case failNoRoute:
+		c.NoRoute404.Add(1)
+	case failNoServer, failQueueTimeout:
+		if be != nil {
+			be.Counters.NoServer.Add(1)
+		}
+		c.NoServer503.Add(1)
+	case failServerConns:
+		c.NoServerConn503.Add(1)
+		c.NoServer503.Add(1)
+	case failConnect, failBadResponse, failServerError:
+		c.BadGateway502.Add(1)
+	case failServerTimeout:
+		c.GatewayTime504.Add(1)
+	case failClientTimeout:
+		c.Timeout408.Add(1)
+	case failTooManyHeaders:
+		c.TooManyHeaders.Add(1)
+		c.TooLarge431.Add(1)
+	case failHeadTooLarge:
+		c.TooLarge431.Add(1)
+	case failBadRequest:
+		c.BadRequest.Add(1)
 	}
+}
+
+// failureOf names the failure of an error from picking a server or from a
+// round trip to one.
+func failureOf(err error) failure {
+	var ce *connectError
+	var ne net.Error
+	switch {
+	case errors.Is(err, backend.ErrQueueTimeout):
+		return failQueueTimeout
+	case errors.Is(err, backend.ErrNoServer) || errors.Is(err, errNoServer):
+		return failNoServer
+	case errors.Is(err, errServerConns):
+		return failServerConns
+	case errors.As(err, &ce):
+		return failConnect
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		return failServerTimeout
+	}
+	return failServerError
+}
+
+// errorHeaders are the headers of every answer sluice produces, both paths,
+// besides Content-Length and Connection.
+var errorHeaders = [...][2]string{{"Content-Type", "text/html"}, {"Cache-Control", "no-cache"}}
+
+// defaultPages are the bodies of the errors sluice produces, built once.
+var defaultPages = func() map[int][]byte {
+	m := map[int][]byte{}
+	for _, s := range []int{400, 403, 404, 408, 413, 431, 500, 502, 503, 504} {
+		m[s] = []byte("<html><body><h1>" + strconv.Itoa(s) + " " + http.StatusText(s) + "</h1></body></html>\n")
+	}
+	return m
+}()
+
+// errorPage is the body of sluice's own answer of status: the frontend's
+// error_page_NNN, else a short default.
+func (p *Proxy) errorPage(status int) []byte {
+	if body, ok := p.ErrorPages[status]; ok {
+		return body
+	}
+	if body, ok := defaultPages[status]; ok {
+		return body
+	}
+	return []byte("<html><body><h1>" + strconv.Itoa(status) + " " + http.StatusText(status) + "</h1></body></html>\n")
+}
+
+// errorResponse builds a whole error response for the HTTP/1 path.
+func (p *Proxy) errorResponse(b []byte, status int, close bool) []byte {
+	body := p.errorPage(status)
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(status), 10)
 	b = append(b, ' ')
 	b = append(b, http.StatusText(status)...)
-	b = append(b, "\r\nContent-Type: text/html\r\nCache-Control: no-cache\r\nContent-Length: "...)
+	for _, h := range errorHeaders {
+		b = append(b, "\r\n"...)
+		b = append(b, h[0]...)
+		b = append(b, ": "...)
+		b = append(b, h[1]...)
+	}
+	b = append(b, "\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(len(body)), 10)
 	if close {
 		b = append(b, "\r\nConnection: close"...)
 	}
 	b = append(b, "\r\n\r\n"...)
 	return append(b, body...)
+}
+
+// writeErrorStd writes the same answer through an http.ResponseWriter and
+// returns the body's length.
+func (p *Proxy) writeErrorStd(w http.ResponseWriter, status int) int {
+	body := p.errorPage(status)
+	h := w.Header()
+	for _, kv := range errorHeaders {
+		h.Set(kv[0], kv[1])
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	w.Write(body)
+	return len(body)
+}
+
+// fail answers the current HTTP/1 request for failure f: counted, logged
+// and the connection kept or closed as the table says. be is the chosen
+// backend, nil before routing. It returns whether the connection may serve
+// another request.
+func (c *clientConn) fail(f failure, be *backend.Backend, x *exchange) bool {
+	a := &failures[f]
+	c.p.countFailure(f, be)
+	x.terminated = a.term
+	switch a.after {
+	case refuseConn:
+		c.refuse(a.status, x)
+		return false
+	case closeConn:
+		c.reply(a.status, x, true)
+		return false
+	}
+	// The request was not sent: its body is still to be read.
+	if !c.req.chunked && c.req.contentLength > maxDiscard {
+		c.reply(a.status, x, true)
+		return false
+	}
+	return c.reply(a.status, x, false) && c.discardBody()
+}
+
+// failStd answers a net/http request for failure f, as fail does for the
+// HTTP/1 path.
+func (p *Proxy) failStd(w http.ResponseWriter, f failure, sr *stdReq) {
+	a := &failures[f]
+	p.countFailure(f, sr.be)
+	sr.terminated, sr.status = a.term, a.status
+	if hw, ok := w.(*h1Writer); ok && (a.after != keepConn || hw.hasBody) {
+		// An HTTP/1 client of an h2c backend: a failed exchange, or a body
+		// that may be left half read, closes the connection; say so.
+		hw.close = true
+	}
+	n := p.writeErrorStd(w, a.status)
+	sr.sent.Add(int64(n))
+	p.count(nil, a.status, int64(n))
 }
 
 // reply answers the current request with an error sluice produced. It
@@ -49,28 +239,10 @@ func (c *clientConn) reply(status int, x *exchange, closing bool) bool {
 	return err == nil && !close
 }
 
-// replyThenDiscard answers with an error and drops the request body so the
-// connection can go on; a body too large to be worth reading closes it,
-// and the answer says so.
-func (c *clientConn) replyThenDiscard(status int, x *exchange) bool {
-	if !c.req.chunked && c.req.contentLength > maxDiscard {
-		return c.reply(status, x, true) && false
-	}
-	return c.reply(status, x, false) && c.discardBody()
-}
-
 // refuse answers with an error and the connection closes after it: used
 // when the request stream can no longer be trusted (400, 408, 431).
 func (c *clientConn) refuse(status int, x *exchange) {
-	c.out = c.p.errorResponse(c.out[:0], status, true)
-	c.dl.forget()
-	c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	c.conn.Write(c.out)
-	c.p.count(nil, status, int64(len(c.out)))
-	x.status = status
-	x.bytesOut = int64(len(c.out))
-	x.terminated = "refused"
-	c.log(x)
+	c.reply(status, x, true)
 	// Let the client read the answer before the close (a reset could
 	// destroy it): stop our side and drain a little of what it sent.
 	if tc, ok := c.conn.(interface{ CloseWrite() error }); ok {

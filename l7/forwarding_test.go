@@ -24,3 +24,22 @@ func TestBuildRequestHeadAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations per request head", n)
 	}
 }
+
+// Every failure has an answer in the one table, and the HTTP/1 answer is
+// built into the head buffer without allocation, as both paths' page.
+func TestFailureTableAndErrorResponse(t *testing.T) {
+	p := &Proxy{ErrorPages: map[int][]byte{503: []byte("busy\n")}}
+	for f := failNoRoute; f <= failBadRequest; f++ {
+		if a := failures[f]; a.status == 0 || a.term == "" {
+			t.Errorf("failure %d has no answer in the table", f)
+		}
+	}
+	buf := p.errorResponse(nil, 503, true)
+	want := "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\nCache-Control: no-cache\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n"
+	if string(buf) != want {
+		t.Fatalf("answer:\n%q\nwant\n%q", buf, want)
+	}
+	if n := testing.AllocsPerRun(100, func() { buf = p.errorResponse(buf[:0], 502, false) }); n != 0 {
+		t.Fatalf("%v allocations per error answer", n)
+	}
+}

@@ -97,7 +97,8 @@ func (p *Proxy) ServeConn(conn net.Conn, info ConnInfo) {
 	}
 }
 
-// exchange is the timing and outcome of one request, for the access log.
+// exchange is the timing and outcome of one request, the access log's
+// record: filled by the HTTP/1 path and, in stdReq, by the net/http path.
 type exchange struct {
 	start      time.Time
 	headDone   time.Time
@@ -109,6 +110,7 @@ type exchange struct {
 	server     string
 	retries    int
 	terminated string
+	proto      string // "HTTP/1.1", "HTTP/2.0": for the access log only
 	method     string // copied for the access log only
 	path       string
 }
@@ -144,18 +146,15 @@ func (c *clientConn) serveOne(first bool) bool {
 	if err != nil {
 		switch {
 		case err == errHeadTooLarge:
-			p.Counters.TooLarge431.Add(1)
-			c.refuse(431, &x)
+			c.fail(failHeadTooLarge, nil, &x)
 		case isTimeout(err):
 			// A keep-alive client that sent nothing but the empty lines
 			// readHead skips has started no request: close without a 408.
 			if first || c.hr.buffered() > 0 {
-				p.Counters.Timeout408.Add(1)
-				c.refuse(408, &x)
+				c.fail(failClientTimeout, nil, &x)
 			}
 		case err == io.ErrUnexpectedEOF:
-			p.Counters.BadRequest.Add(1)
-			c.refuse(400, &x)
+			c.fail(failBadRequest, nil, &x)
 		}
 		return false
 	}
@@ -163,26 +162,24 @@ func (c *clientConn) serveOne(first bool) bool {
 	p.Counters.BytesIn.Add(uint64(len(head)))
 	if err := c.req.parseRequest(head); err != nil {
 		if err == errTooManyFields {
-			p.Counters.TooManyHeaders.Add(1)
-			p.Counters.TooLarge431.Add(1)
-			c.refuse(431, &x)
-			return false
+			return c.fail(failTooManyHeaders, nil, &x)
 		}
-		p.Counters.BadRequest.Add(1)
-		c.refuse(400, &x)
-		return false
+		return c.fail(failBadRequest, nil, &x)
 	}
 	p.Counters.Requests.Add(1)
 	if p.Access != nil {
 		x.method, x.path = string(c.req.method), string(c.req.target)
+		x.proto = "HTTP/1.1"
+		if c.req.http10 {
+			x.proto = "HTTP/1.0"
+		}
 	}
 	// The head is in the read buffer; body reads may overwrite it, so
 	// everything needed from it is used (or copied) before the body moves.
 	v := h1View(&c.req)
 	be := p.route(&v)
 	if be == nil {
-		p.Counters.NoRoute404.Add(1)
-		return c.replyThenDiscard(404, &x)
+		return c.fail(failNoRoute, nil, &x)
 	}
 	x.backend = be.Name
 	if p.Backends[be].Proto == "h2c" {
@@ -219,7 +216,6 @@ func (c *clientConn) hasBody() bool { return c.req.chunked || c.req.contentLengt
 
 // forward sends the request to a server of be and relays the response.
 func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
-	p := c.p
 	cl := backend.Client{Addr: c.info.Client.Addr()}
 	var cookie []byte
 	if be.Sticky == "cookie" {
@@ -232,12 +228,10 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 		srv, setCookie, err := pickServer(be, &cl, cookie, skip)
 		if err != nil {
 			if skip == nil {
-				be.Counters.NoServer.Add(1)
-				p.Counters.NoServer503.Add(1)
-				return c.replyThenDiscard(503, x)
+				return c.fail(failureOf(err), be, x)
 			}
-			p.Counters.BadGateway502.Add(1)
-			return c.reply(502, x, true) && false
+			// No other server to retry the failed connect on.
+			return c.fail(failConnect, be, x)
 		}
 		c.stickyName, c.stickySrv = "", nil
 		if setCookie {
@@ -248,10 +242,7 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 		if err == errServerConns {
 			// Not the server's fault: no retry, no mark against it.
 			srv.Release()
-			p.Counters.NoServerConn503.Add(1)
-			p.Counters.NoServer503.Add(1)
-			x.terminated = "server-conns"
-			return c.replyThenDiscard(503, x)
+			return c.fail(failServerConns, be, x)
 		}
 		if err != nil {
 			srv.Release()
@@ -263,10 +254,8 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 				skip = srv
 				continue
 			}
-			p.Counters.BadGateway502.Add(1)
-			x.terminated = "connect"
 			// The request was never sent: the connection can go on.
-			return c.replyThenDiscard(502, x)
+			return c.fail(failConnect, be, x)
 		}
 		x.connected = time.Now()
 		keep, retry := c.exchange(sc, be, x)
@@ -423,8 +412,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		if sc.reused && (!c.hasBody() || bodyInHead) {
 			return retryStale()
 		}
-		p.Counters.BadGateway502.Add(1)
-		return c.reply(502, x, true) && false, false
+		return c.fail(failServerError, be, x), false
 	}
 	sc.srv.Counters.BytesIn.Add(uint64(headLen))
 
@@ -501,28 +489,17 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 			switch {
 			case berr != nil && isTimeout(berr) && !errors.As(berr, &werr):
 				// The client stopped sending its body.
-				p.Counters.Timeout408.Add(1)
-				x.terminated = "client-timeout"
-				c.reply(408, x, true)
-				return false, false
+				return c.fail(failClientTimeout, be, x), false
 			case isTimeout(err) || errors.As(berr, &werr) && isTimeout(berr):
 				sc.srv.Counters.RespErrors.Add(1)
-				p.Counters.GatewayTime504.Add(1)
-				x.terminated = "server-timeout"
-				c.reply(504, x, true)
-				return false, false
+				return c.fail(failServerTimeout, be, x), false
 			case errors.Is(berr, errBadChunk):
-				p.Counters.BadRequest.Add(1)
-				c.refuse(400, x)
-				return false, false
+				return c.fail(failBadRequest, be, x), false
 			case !gotAny && sc.reused && idempotent && (!c.hasBody() || bodyInHead) && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)):
 				return retryStale()
 			default:
 				sc.srv.Counters.RespErrors.Add(1)
-				p.Counters.BadGateway502.Add(1)
-				x.terminated = "server-error"
-				c.reply(502, x, true)
-				return false, false
+				return c.fail(failServerError, be, x), false
 			}
 		}
 		gotAny = true
@@ -530,9 +507,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 			sc.close()
 			bodyErr()
 			sc.srv.Counters.RespErrors.Add(1)
-			p.Counters.BadGateway502.Add(1)
-			c.reply(502, x, true)
-			return false, false
+			return c.fail(failBadResponse, be, x), false
 		}
 		if resp.status >= 100 && resp.status < 200 && resp.status != 101 {
 			// 100 Continue and other interim responses pass through.
@@ -555,10 +530,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		sc.close()
 		bodyErr()
 		sc.srv.Counters.RespErrors.Add(1)
-		p.Counters.BadGateway502.Add(1)
-		x.terminated = "server-error"
-		c.reply(502, x, true)
-		return false, false
+		return c.fail(failBadResponse, be, x), false
 	}
 	// A 2xx to CONNECT makes the connection a tunnel to a host the client
 	// chose (RFC 9110 §9.3.6), whatever framing headers came with it: it

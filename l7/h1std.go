@@ -29,9 +29,7 @@ func (c *clientConn) forwardStd(be *backend.Backend, x *exchange) bool {
 	req := &c.req
 	u, err := url.ParseRequestURI(string(req.target))
 	if err != nil {
-		p.Counters.BadRequest.Add(1)
-		c.refuse(400, x)
-		return false
+		return c.fail(failBadRequest, be, x)
 	}
 	r := &http.Request{
 		Method:     string(req.method),
@@ -61,11 +59,12 @@ func (c *clientConn) forwardStd(be *backend.Backend, x *exchange) bool {
 		r.Header[k] = append(r.Header[k], string(f.value))
 	}
 	w := &h1Writer{
-		c:      c,
-		hdr:    make(http.Header),
-		isHead: r.Method == "HEAD",
-		http10: req.http10,
-		close:  req.connClose || p.draining.Load(), // an HTTP/1.0 keep-alive client keeps it
+		c:       c,
+		hdr:     make(http.Header),
+		isHead:  r.Method == "HEAD",
+		http10:  req.http10,
+		close:   req.connClose || p.draining.Load(), // an HTTP/1.0 keep-alive client keeps it
+		hasBody: req.chunked || req.contentLength > 0,
 	}
 	w.bw = bufio.NewWriterSize(countWriter{w}, 8<<10)
 	var body *h1Body
@@ -77,7 +76,8 @@ func (c *clientConn) forwardStd(be *backend.Backend, x *exchange) bool {
 		body = &h1Body{c: c, w: w, left: req.contentLength, expect: req.expectCont}
 		r.Body, r.ContentLength = body, req.contentLength
 	}
-	sr := &stdReq{be: be, info: &c.info, start: x.start}
+	sr := &stdReq{be: be, info: &c.info}
+	sr.start = x.start
 	// ReverseProxy aborts a response it cannot finish with a panic of
 	// http.ErrAbortHandler when it runs under a server; we are that server.
 	s := p.std()
@@ -261,6 +261,7 @@ type h1Writer struct {
 	isHead      bool
 	http10      bool
 	close       bool // close the connection after this response
+	hasBody     bool // the request has a body
 	untilClose  bool // body framed by closing the connection
 	err         error
 

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -286,17 +285,14 @@ func (c *prefixConn) CloseWrite() error {
 
 // stdReq is one request on the net/http side, carried in its context.
 type stdReq struct {
-	be         *backend.Backend
-	info       *ConnInfo
-	srv        atomic.Pointer[backend.Server] // the server of the last attempt
-	start      time.Time
-	connected  time.Time // when the request went to a server
-	respHead   time.Time
-	status     int
-	retries    int
-	terminated string
-	bytesOut   atomic.Int64
-	stream     *stream // HTTP/2 from the client; nil from HTTP/1 (h1std.go)
+	// exchange is the access log's record, as on the HTTP/1 path:
+	// connected is when the request went to a server.
+	exchange
+	be     *backend.Backend
+	info   *ConnInfo
+	srv    atomic.Pointer[backend.Server] // the server of the last attempt
+	sent   atomic.Int64                   // body bytes to the client
+	stream *stream                        // HTTP/2 from the client; nil from HTTP/1 (h1std.go)
 }
 
 type stdReqKey struct{}
@@ -306,7 +302,9 @@ func reqState(r *http.Request) *stdReq { return r.Context().Value(stdReqKey{}).(
 // serveH2Req handles one HTTP/2 request from a client.
 func (p *Proxy) serveH2Req(w *stream, r *http.Request, info *ConnInfo) {
 	p.Counters.Requests.Add(1)
-	sr := &stdReq{info: info, start: time.Now(), stream: w}
+	sr := &stdReq{info: info, stream: w}
+	sr.start = time.Now()
+	sr.headDone = sr.start // the HTTP/2 server calls us once the head is in
 	defer p.logStd(r, sr)
 	if p.draining.Load() {
 		// The HTTP/2 server turns this into GOAWAY after the response.
@@ -315,9 +313,7 @@ func (p *Proxy) serveH2Req(w *stream, r *http.Request, info *ConnInfo) {
 	v := stdView(r)
 	be := p.route(&v)
 	if be == nil {
-		p.Counters.NoRoute404.Add(1)
-		sr.status = 404
-		p.writeStdError(w, 404)
+		p.failStd(w, failNoRoute, sr)
 		return
 	}
 	sr.be = be
@@ -497,7 +493,7 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 		srv, setCookie, perr := pickServer(be, &cl, cookie, skip)
 		if perr != nil {
 			if skip == nil {
-				return nil, errNoServer
+				return nil, perr // no server, or the queue timed out
 			}
 			return nil, lastErr
 		}
@@ -703,10 +699,13 @@ func (b *respBody) Read(q []byte) (int, error) {
 			b.sr.terminated = "server-timeout"
 		}
 	}
+	if err != nil && err != io.EOF && b.sr.terminated == "" {
+		b.sr.terminated = "body" // as the HTTP/1 path names a broken body copy
+	}
 	if n > 0 {
 		b.p.Counters.BytesOut.Add(uint64(n))
 		b.srv.Counters.BytesOut.Add(uint64(n))
-		b.sr.bytesOut.Add(int64(n))
+		b.sr.sent.Add(int64(n))
 	}
 	return n, err
 }
@@ -724,88 +723,18 @@ func (b *respBody) Close() error {
 	return err
 }
 
-// stdError answers a request that could not be forwarded: 503 without a
-// server, 504 when the server did not answer in time, 502 otherwise.
+// stdError answers a request that could not be forwarded, as the HTTP/1
+// path would (failures), unless the client went away.
 func (p *Proxy) stdError(w http.ResponseWriter, r *http.Request, err error) {
 	sr := reqState(r)
-	var ce *connectError
-	var ne net.Error
-	status := http.StatusBadGateway
-	switch {
-	case errors.Is(err, errNoServer):
-		sr.be.Counters.NoServer.Add(1)
-		p.Counters.NoServer503.Add(1)
-		status = http.StatusServiceUnavailable
-	case errors.Is(err, errServerConns):
-		p.Counters.NoServerConn503.Add(1)
-		p.Counters.NoServer503.Add(1)
-		sr.terminated = "server-conns"
-		status = http.StatusServiceUnavailable
-	case r.Context().Err() != nil:
+	f := failureOf(err)
+	if failures[f].status != http.StatusServiceUnavailable && r.Context().Err() != nil {
 		// The client went away (or reset its stream): nobody to answer.
 		sr.terminated = "client"
 		return
-	case errors.As(err, &ce):
-		p.Counters.BadGateway502.Add(1)
-		sr.terminated = "connect"
-	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
-		p.Counters.GatewayTime504.Add(1)
-		sr.terminated = "server-timeout"
-		status = http.StatusGatewayTimeout
-	default:
-		p.Counters.BadGateway502.Add(1)
-		sr.terminated = "server-error"
 	}
 	if p.Log != nil {
-		p.Log.Debug("request failed", "frontend", p.Frontend, "backend", sr.be.Name, "status", status, "err", err)
+		p.Log.Debug("request failed", "frontend", p.Frontend, "backend", sr.be.Name, "status", failures[f].status, "err", err)
 	}
-	sr.status = status
-	p.writeStdError(w, status)
-}
-
-// writeStdError writes an error response of sluice's own.
-func (p *Proxy) writeStdError(w http.ResponseWriter, status int) {
-	body, ok := p.ErrorPages[status]
-	if !ok {
-		body = defaultPage(status)
-	}
-	h := w.Header()
-	h.Set("Content-Type", "text/html")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	w.Write(body)
-	p.count(nil, status, int64(len(body)))
-}
-
-// logStd writes the access log line of a net/http request, if enabled.
-func (p *Proxy) logStd(r *http.Request, sr *stdReq) {
-	al := p.Access
-	if al == nil {
-		return
-	}
-	var server, be string
-	if s := sr.srv.Load(); s != nil {
-		server = s.Name
-	}
-	if sr.be != nil {
-		be = sr.be.Name
-	}
-	al.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
-		slog.String("frontend", p.Frontend),
-		slog.String("backend", be),
-		slog.String("server", server),
-		slog.String("client", sr.info.Client.String()),
-		slog.String("id", sr.info.ConnID),
-		slog.String("proto", r.Proto),
-		slog.String("method", r.Method),
-		slog.String("path", r.URL.RequestURI()),
-		slog.Int("status", sr.status),
-		slog.Int64("bytes", sr.bytesOut.Load()),
-		slog.Int("retries", sr.retries),
-		slog.Float64("t_connect_ms", ms(since(sr.start, sr.connected))),
-		slog.Float64("t_response_ms", ms(since(sr.connected, sr.respHead))),
-		slog.Float64("t_total_ms", ms(time.Since(sr.start))),
-		slog.String("termination", sr.terminated),
-	)
+	p.failStd(w, f, sr)
 }

@@ -1,14 +1,19 @@
 package l7_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -38,6 +43,11 @@ type policyCase struct {
 	setCookie bool
 	// counter is the refusal counter the answer must add one to.
 	counter func(c *l7.Counters) *atomic.Uint64
+	// term is the access log's termination; retries its retries.
+	term    string
+	retries int
+	// truncated: the server closes mid-body, the client's read fails.
+	truncated bool
 }
 
 // policyAnswer is what one path produced for one case: what reached the
@@ -46,6 +56,8 @@ type policyCase struct {
 // client.
 type policyAnswer struct {
 	server, client string
+	log            string // access log keys in order, and the values that do not depend on the protocol
+	counters       string // what the request added to the counters (not bytes)
 }
 
 // TestPolicySameOnEveryPath runs every case of the HTTP policy (routing,
@@ -79,6 +91,15 @@ backend = "down"
 path_prefix = "/dead"
 backend = "dead"
 [[frontend.web.route]]
+path_prefix = "/retry"
+backend = "retry"
+[[frontend.web.route]]
+path_prefix = "/slow"
+backend = "slow"
+[[frontend.web.route]]
+path_prefix = "/cut"
+backend = "cut"
+[[frontend.web.route]]
 host = "app.test"
 backend = "app"
 `
@@ -90,9 +111,18 @@ backend = "app"
 		"sticky": {extra: "balance = \"roundrobin\"\nsticky = \"cookie\"\nsticky_cookie = \"SRV\"", addrs: []string{recs["sticky1"].addr, recs["sticky2"].addr}},
 		"down":   {addrs: []string{recs["app"].addr}},
 		"dead":   {extra: "retries = 0", addrs: []string{testutil.ClosedAddr(t)}},
+		"retry":  {extra: "retries = 2\nbalance = \"roundrobin\"", addrs: []string{testutil.ClosedAddr(t), testutil.ClosedAddr(t), testutil.ClosedAddr(t)}},
+		// Reads the request and never answers.
+		"slow": {extra: "timeout_server = \"300ms\"", addrs: []string{rawServer(t, func(c net.Conn) { io.Copy(io.Discard, c) })}},
+		// Sends a head and part of the body, then closes.
+		"cut": {addrs: []string{rawServer(t, func(c net.Conn) {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nhello")
+		})}},
 	}
-	plain, plainFront := testutil.Start(t, h2Config("h2c = true", routes, backends))
-	secure, tlsFront := testutil.Start(t, h2Config("", routes+pki.tlsFront(t), backends))
+	plainLog, tlsLog := t.TempDir()+"/plain.log", t.TempDir()+"/tls.log"
+	logKeys := func(file string) string { return fmt.Sprintf("access_log = true\naccess_log_file = %q\n", file) }
+	plain, plainFront := testutil.Start(t, h2Config("h2c = true\n"+logKeys(plainLog), routes, backends))
+	secure, tlsFront := testutil.Start(t, h2Config(logKeys(tlsLog), routes+pki.tlsFront(t), backends))
 	for _, eng := range []*engine.Engine{plain, secure} {
 		eng.Backends["down"].Servers()[0].SetUp(false)
 	}
@@ -121,12 +151,17 @@ backend = "app"
 		{desc: "sticky cookie set", host: "app.test", path: "/sticky", status: 200, backend: "sticky*", setCookie: true},
 		{desc: "sticky cookie honoured", host: "app.test", path: "/sticky", useCookie: true, status: 200, backend: "sticky="},
 		{desc: "sticky cookie honoured again", host: "app.test", path: "/sticky", useCookie: true, status: 200, backend: "sticky="},
-		{desc: "404 no route", host: "nowhere.test", path: "/", status: 404,
+		{desc: "404 no route", host: "nowhere.test", path: "/", status: 404, term: "no-route",
 			counter: func(c *l7.Counters) *atomic.Uint64 { return &c.NoRoute404 }},
-		{desc: "503 no server", host: "app.test", path: "/down", status: 503,
+		{desc: "503 no server", host: "app.test", path: "/down", status: 503, term: "no-server",
 			counter: func(c *l7.Counters) *atomic.Uint64 { return &c.NoServer503 }},
-		{desc: "502 refused connect", host: "app.test", path: "/dead", status: 502,
+		{desc: "502 refused connect", host: "app.test", path: "/dead", status: 502, term: "connect",
 			counter: func(c *l7.Counters) *atomic.Uint64 { return &c.BadGateway502 }},
+		{desc: "502 refused connect after retries", host: "app.test", path: "/retry", status: 502, term: "connect", retries: 2,
+			counter: func(c *l7.Counters) *atomic.Uint64 { return &c.BadGateway502 }},
+		{desc: "504 server timeout", host: "app.test", path: "/slow", status: 504, term: "server-timeout",
+			counter: func(c *l7.Counters) *atomic.Uint64 { return &c.GatewayTime504 }},
+		{desc: "server closes mid-response", host: "app.test", path: "/cut", status: 200, term: "body", truncated: true},
 	}
 
 	paths := []struct {
@@ -167,6 +202,10 @@ backend = "app"
 		}
 		placeholders := strings.NewReplacer("{proto}", proto, "{port}", port)
 		counters := &pa.eng.Front.Frontends[0].HTTP().Counters
+		logFile := plainLog
+		if pa.eng == secure {
+			logFile = tlsLog
+		}
 		var cookie, stickyTo string
 		for _, tc := range cases {
 			t.Run(pa.name+"/"+tc.desc, func(t *testing.T) {
@@ -176,6 +215,8 @@ backend = "app"
 				}
 				class := &counters.Resp[tc.status/100]
 				classBefore := class.Load()
+				lines := logLines(logFile)
+				snap := snapCounters(pa.eng)
 				req, _ := http.NewRequest("GET", pa.url+tc.path, nil)
 				req.Host = tc.host
 				req.Header.Set("User-Agent", "policy-test")
@@ -186,12 +227,21 @@ backend = "app"
 					req.Header.Set("Cookie", "other=1; SRV="+cookie)
 				}
 				resp, err := pa.client.Do(req)
-				if err != nil {
-					t.Fatal(err)
+				var body []byte
+				if err == nil {
+					body, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
 				}
-				body, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if err != nil {
+				if tc.truncated {
+					// HTTP/1 has sent the head when the server breaks off;
+					// HTTP/2 may still hold it and resets the stream: either
+					// way the client must see a broken response.
+					if err == nil {
+						t.Fatalf("read the whole body %q of a response the server cut", body)
+					}
+					resp = &http.Response{StatusCode: tc.status, Proto: pa.proto, Header: http.Header{}}
+					body = nil
+				} else if err != nil {
 					t.Fatal(err)
 				}
 				if resp.Proto != pa.proto {
@@ -261,13 +311,51 @@ backend = "app"
 				}
 				a.client = fmt.Sprintf("%d %s\nContent-Type: %s\nCache-Control: %s\n\n%s", resp.StatusCode, http.StatusText(resp.StatusCode),
 					resp.Header.Get("Content-Type"), resp.Header.Get("Cache-Control"), body)
-				answers[pi] = append(answers[pi], a)
 
 				testutil.WaitFor(t, "the response counted", 5*time.Second, func() bool { return class.Load() == classBefore+1 })
 				if tc.counter != nil {
 					c := tc.counter(counters)
 					testutil.WaitFor(t, tc.desc+" counted", 5*time.Second, func() bool { return c.Load() == before+1 })
 				}
+
+				// One access log line, with the same fields in the same
+				// order whichever the protocol.
+				var line []string
+				testutil.WaitFor(t, "the access log line", 5*time.Second, func() bool {
+					l := logLines(logFile)
+					if len(l) > len(lines) {
+						line = l[len(l)-1]
+					}
+					return len(l) > len(lines)
+				})
+				if l := logLines(logFile); len(l) != len(lines)+1 {
+					t.Fatalf("%d access log lines for one request", len(l)-len(lines))
+				}
+				f := logFields(line)
+				if f["proto"] != pa.proto || f["status"] != fmt.Sprint(tc.status) || f["termination"] != tc.term || f["retries"] != fmt.Sprint(tc.retries) {
+					t.Errorf("access log %q: want proto %s, status %d, termination %q, retries %d", line, pa.proto, tc.status, tc.term, tc.retries)
+				}
+				var keys []string
+				for _, kv := range line {
+					k, v, _ := strings.Cut(kv, "=")
+					keys = append(keys, k)
+					switch k {
+					case "time", "client", "id", "proto", "bytes", "t_head_ms", "t_connect_ms", "t_response_ms", "t_total_ms":
+						// per connection, per protocol or timing
+					case "server":
+						// Which one is the balancer's choice; whether one is named is policy.
+						if v != `""` {
+							kv = "server=(named)"
+						}
+						a.log += kv + " "
+					default:
+						a.log += kv + " "
+					}
+				}
+				a.log = strings.Join(keys, " ") + "\n" + a.log
+				// The counters after the log line: both paths count first.
+				a.counters = snapCounters(pa.eng).diff(snap)
+				answers[pi] = append(answers[pi], a)
 			})
 		}
 	}
@@ -285,6 +373,12 @@ backend = "app"
 			}
 			if a.client != b.client {
 				t.Errorf("%s: the client got through %s:\n%s\nand through %s:\n%s", cases[ci].desc, paths[0].name, a.client, paths[pi].name, b.client)
+			}
+			if a.log != b.log {
+				t.Errorf("%s: access log through %s:\n%s\nand through %s:\n%s", cases[ci].desc, paths[0].name, a.log, paths[pi].name, b.log)
+			}
+			if a.counters != b.counters {
+				t.Errorf("%s: counters through %s: %s; through %s: %s", cases[ci].desc, paths[0].name, a.counters, paths[pi].name, b.counters)
 			}
 		}
 	}
@@ -315,4 +409,153 @@ func serverView(r *recReq, proto, port, cookie string) string {
 	}
 	fmt.Fprintf(&b, "\n%s", r.body)
 	return b.String()
+}
+
+// rawServer accepts connections on loopback and, once a request head has
+// arrived on one, hands it to serve, then closes it.
+func rawServer(t *testing.T, serve func(c net.Conn)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); conns.Wait() })
+	var mu sync.Mutex
+	var open []net.Conn
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range open {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			open = append(open, c)
+			mu.Unlock()
+			conns.Add(1)
+			go func() {
+				defer conns.Done()
+				defer c.Close()
+				var head []byte
+				buf := make([]byte, 4096)
+				for !strings.Contains(string(head), "\r\n\r\n") {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					head = append(head, buf[:n]...)
+				}
+				serve(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// logLines returns the lines of an access log file, each split into its
+// key=value pairs (text format; quoted values kept whole).
+func logLines(file string) [][]string {
+	b, _ := os.ReadFile(file)
+	var out [][]string
+	for l := range strings.Lines(string(b)) {
+		var kvs []string
+		var cur strings.Builder
+		quoted := false
+		for _, r := range strings.TrimSpace(l) {
+			switch {
+			case r == '"':
+				quoted = !quoted
+			case r == ' ' && !quoted:
+				kvs = append(kvs, cur.String())
+				cur.Reset()
+				continue
+			}
+			cur.WriteRune(r)
+		}
+		out = append(out, append(kvs, cur.String()))
+	}
+	return out
+}
+
+func logFields(line []string) map[string]string {
+	m := map[string]string{}
+	for _, kv := range line {
+		k, v, _ := strings.Cut(kv, "=")
+		if u, err := strconv.Unquote(v); err == nil {
+			v = u
+		}
+		m[k] = v
+	}
+	return m
+}
+
+// counterSnap is every counter of an engine's HTTP frontend, its backends
+// and their servers, bytes left out (their framing differs by protocol).
+type counterSnap map[string]uint64
+
+func snapCounters(eng *engine.Engine) counterSnap {
+	s := counterSnap{}
+	add := func(prefix string, v reflect.Value) {
+		for i := range v.NumField() {
+			f := v.Field(i)
+			name := prefix + v.Type().Field(i).Name
+			if strings.HasPrefix(v.Type().Field(i).Name, "Bytes") {
+				continue
+			}
+			switch x := f.Addr().Interface().(type) {
+			case *atomic.Uint64:
+				s[name] += x.Load()
+			case *[6]atomic.Uint64:
+				for j := range x {
+					s[fmt.Sprintf("%s%dxx", name, j)] += x[j].Load()
+				}
+			}
+		}
+	}
+	add("", reflect.ValueOf(&eng.Front.Frontends[0].HTTP().Counters).Elem())
+	for name, be := range eng.Backends {
+		add("backend."+name+".", reflect.ValueOf(&be.Counters).Elem())
+		for _, srv := range be.Servers() {
+			// Summed over the servers of a backend: which one a retry
+			// lands on is the balancer's business.
+			add("backend."+name+".server.", reflect.ValueOf(&srv.Counters).Elem())
+		}
+	}
+	return s
+}
+
+// diff lists the counters that moved since before, sorted.
+func (s counterSnap) diff(before counterSnap) string {
+	var out []string
+	for k, v := range s {
+		if d := v - before[k]; d != 0 {
+			out = append(out, fmt.Sprintf("%s+%d", k, d))
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
+}
+
+// An HTTP/1 client of an h2c backend whose request body was left unread by
+// a failed connect gets the 502 with "Connection: close": the connection
+// closes after it.
+func TestH2CBackendFailureSaysClose(t *testing.T) {
+	_, front := testutil.Start(t, h2Config("default_backend = \"dead\"", "",
+		map[string]h2Backend{"dead": {extra: "retries = 0\nproto = \"h2c\"", addrs: []string{testutil.ClosedAddr(t)}}}))
+	c := testutil.Dial(t, front)
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 502 || !resp.Close {
+		t.Fatalf("status %d, Connection %q: want 502 with Connection: close", resp.StatusCode, resp.Header.Get("Connection"))
+	}
 }
