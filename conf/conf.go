@@ -273,7 +273,7 @@ func (v *validator) unknownKeys(keys []toml.Key) {
 		occ := v.loc.nth(key, seen[key])
 		seen[key]++
 		v.problems = append(v.problems, Problem{File: v.file, Line: occ.line, Key: occ.key,
-			Msg: "unknown key; check its spelling and section against the configuration reference in README.md"})
+			Msg: "unknown key; check its spelling and section against the configuration reference in docs/reference.md"})
 	}
 }
 

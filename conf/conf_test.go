@@ -666,7 +666,7 @@ address = "127.0.0.1:1"
 	}
 }
 
-// designExample is the configuration in /work/shared/DESIGN.md, with an api
+// designExample is the example configuration of sluice's design notes, with an api
 // backend (its dns section was already there) so that the route resolves.
 const designExample = `[global]
 maxconn = 50000                  # process-wide cap; accept pauses at the cap
