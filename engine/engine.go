@@ -17,9 +17,9 @@ import (
 	"sluice/conf"
 	"sluice/frontend"
 	"sluice/internal/fdlimit"
-	"sluice/peers"
 	"sluice/internal/sockets"
 	"sluice/l4"
+	"sluice/peers"
 	"sluice/stats"
 )
 
@@ -98,7 +98,7 @@ func FixedFDs(cfg *conf.Config) fdlimit.Fixed {
 		fx.Listeners++
 	}
 	for _, b := range cfg.Backends {
-		if b.Health.Check == conf.CheckNone || b.Health.Check == "" {
+		if !b.Health.Check.Active() {
 			continue
 		}
 		fx.Checks += len(b.Servers)

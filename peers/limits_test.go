@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"sluice/conf"
-	"sluice/peers"
 	"sluice/internal/testutil"
+	"sluice/peers"
 )
 
 // listener starts a Syncer that only receives, on a free loopback address.

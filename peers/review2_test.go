@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"sluice/conf"
-	"sluice/peers"
 	"sluice/internal/testutil"
+	"sluice/peers"
 )
 
 // Review of issue 15: the 16 slots for connections waiting to authenticate
