@@ -309,3 +309,27 @@ func TestSlowStartAfterComingBack(t *testing.T) {
 		t.Errorf("effective weight %v", w)
 	}
 }
+
+// TestNoCheckKindStartsNoCheckers: a Health built in code (Check left
+// empty) runs no checks, as check = "none" does. The engine counted it as
+// none while HealthChecks started a checker that always said "no check";
+// CheckKind.Active is now the one test.
+func TestNoCheckKindStartsNoCheckers(t *testing.T) {
+	for _, kind := range []conf.CheckKind{"", conf.CheckNone} {
+		bc := &conf.Backend{Name: "app", Servers: []conf.Server{{Name: "a", Address: "127.0.0.1:1", Weight: 1}}}
+		bc.Health.Check = kind
+		b, err := New(bc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := NewHealthChecks(b, bc, nil)
+		h.Start()
+		h.mu.Lock()
+		n := len(h.servers)
+		h.mu.Unlock()
+		h.Stop()
+		if n != 0 {
+			t.Errorf("check %q started %d checkers, want none", kind, n)
+		}
+	}
+}
