@@ -1,39 +1,15 @@
 package backend
 
-import (
-	"fmt"
-	"strconv"
-)
+import "sluice/conf"
 
-// AdminState is the state an operator (admin API, control socket, agent
-// check, reload carry-over) puts a server in. Its names are spelled here
-// only: every caller that reads or writes one goes through String and
-// ParseAdminState.
-type AdminState int32
+// AdminState is the state an operator puts a server in; its names and
+// parser are conf's (conf.AdminState, conf.ParseAdminState), so that the
+// agent check below this package reads the same words.
+type AdminState = conf.AdminState
 
 // Admin states set by an operator.
 const (
-	AdminReady AdminState = iota // takes traffic as its health allows
-	AdminDrain                   // keeps its sessions, gets no new ones
-	AdminMaint                   // gets nothing
+	AdminReady = conf.AdminReady // takes traffic as its health allows
+	AdminDrain = conf.AdminDrain // keeps its sessions, gets no new ones
+	AdminMaint = conf.AdminMaint // gets nothing
 )
-
-var adminNames = [...]string{AdminReady: "ready", AdminDrain: "drain", AdminMaint: "maint"}
-
-// String is the state's name: "ready", "drain" or "maint".
-func (a AdminState) String() string {
-	if a >= 0 && int(a) < len(adminNames) {
-		return adminNames[a]
-	}
-	return "AdminState(" + strconv.Itoa(int(a)) + ")"
-}
-
-// ParseAdminState turns "ready", "drain" or "maint" into an admin state.
-func ParseAdminState(s string) (AdminState, error) {
-	for a, name := range adminNames {
-		if name == s {
-			return AdminState(a), nil
-		}
-	}
-	return 0, fmt.Errorf("admin state %q is not one of \"ready\", \"drain\", \"maint\"", s)
-}

@@ -37,16 +37,16 @@ type pool struct {
 // Backend is a named pool of servers. It must not be copied.
 type Backend struct {
 	Name           string
-	Mode           string
+	Mode           conf.Mode
 	TimeoutConnect time.Duration
 	TimeoutServer  time.Duration
 	Retries        int
 	// QueueTimeout is the longest a connection waits in PickWait when every
 	// server is at its maxconn; 0 refuses it at once.
 	QueueTimeout time.Duration
-	Sticky       string // "", "cookie" (the HTTP layer, with ServerByID) or "source"
-	StickyCookie string // the cookie's name, sticky = "cookie"
-	algo         string
+	Sticky       conf.Sticky // cookie: the HTTP layer, with ServerByID; source: the table below
+	StickyCookie string      // the cookie's name, sticky = "cookie"
+	algo         conf.Balance
 
 	sticky *StickyTable // sticky = "source"
 	// pool is what picks read, lock-free. Writers (DNS discovery, agent
@@ -82,7 +82,7 @@ func New(c *conf.Backend) (*Backend, error) {
 		StickyCookie:   c.StickyCookie,
 		algo:           c.Balance,
 	}
-	if c.Sticky == "source" {
+	if c.Sticky == conf.StickySource {
 		size := c.StickySize
 		if size <= 0 {
 			size = conf.DefaultStickySize
@@ -288,17 +288,18 @@ func (b *Backend) UpCount() (up, total int) {
 	return up, total
 }
 
-func newBalancer(algo string, servers []*Server) (Balancer, error) {
+func newBalancer(algo conf.Balance, servers []*Server) (Balancer, error) {
 	switch algo {
-	case "", "roundrobin":
+	case "", conf.BalanceRoundRobin:
 		return newRoundRobin(servers), nil
-	case "leastconn":
+	case conf.BalanceLeastConn:
 		return newLeastConn(servers), nil
-	case "iphash":
+	case conf.BalanceIPHash:
 		return newIPHash(servers), nil
-	case "random":
+	case conf.BalanceRandom:
 		return newP2C(servers), nil
 	default:
-		return nil, fmt.Errorf("balance %q is not one of \"roundrobin\", \"leastconn\", \"iphash\", \"random\"", algo)
+		// Only a config built in code gets here; the names live in conf.
+		return nil, fmt.Errorf("balance %w", new(conf.Balance).UnmarshalText([]byte(algo)))
 	}
 }

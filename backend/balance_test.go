@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+
+	"sluice/conf"
 )
 
 // pcg returns a deterministic random source for p2c.
@@ -299,8 +301,8 @@ func TestIPHashSkipGoesToRunnerUp(t *testing.T) {
 // Every algorithm, through a Backend: backups take over only when every
 // primary is down, and give the traffic back when one returns.
 func TestBackupsOnlyWhenAllPrimariesDown(t *testing.T) {
-	for _, algo := range []string{"roundrobin", "leastconn", "iphash", "random"} {
-		t.Run(algo, func(t *testing.T) {
+	for _, algo := range conf.BalanceNames {
+		t.Run(algo.String(), func(t *testing.T) {
 			prim := servers(1, 2, 1)
 			bk1 := NewServer("b", "backup1", "127.0.0.1:9", 1, true, 0)
 			bk2 := NewServer("b", "backup2", "127.0.0.1:10", 1, true, 0)
@@ -347,8 +349,8 @@ func TestBackupsOnlyWhenAllPrimariesDown(t *testing.T) {
 // Weight 0 takes no new traffic under every algorithm, also after a runtime
 // change.
 func TestWeightZeroTakesNothing(t *testing.T) {
-	for _, algo := range []string{"roundrobin", "leastconn", "iphash", "random"} {
-		t.Run(algo, func(t *testing.T) {
+	for _, algo := range conf.BalanceNames {
+		t.Run(algo.String(), func(t *testing.T) {
 			ss := servers(1, 1, 1)
 			b := &Backend{Name: "b", algo: algo}
 			if err := b.SetServers(ss); err != nil {
@@ -371,7 +373,7 @@ func TestWeightZeroTakesNothing(t *testing.T) {
 // servers of weights 1..4, from all cores at once.
 func BenchmarkPick(b *testing.B) {
 	cs := clients(1024)
-	for _, algo := range []string{"roundrobin", "leastconn", "iphash", "random"} {
+	for _, algo := range conf.BalanceNames {
 		for _, n := range []int{2, 16, 256} {
 			b.Run(fmt.Sprintf("%s/servers=%d", algo, n), func(b *testing.B) {
 				w := make([]int, n)

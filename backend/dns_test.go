@@ -98,7 +98,7 @@ func newDiscovery(t *testing.T, b *Backend, c conf.DNS) *Discovery {
 	return d
 }
 
-func dnsBackend(t *testing.T, balance string) *Backend {
+func dnsBackend(t *testing.T, balance conf.Balance) *Backend {
 	t.Helper()
 	b, err := New(&conf.Backend{Name: "app", Balance: balance})
 	if err != nil {

@@ -18,7 +18,7 @@ import (
 type HealthChecks struct {
 	b         *Backend
 	cfg       conf.Health
-	sendProxy string
+	sendProxy conf.ProxyVersion
 	log       *slog.Logger
 
 	// OnChange, when set before Start, is called after each state change
@@ -37,7 +37,7 @@ type serverHealth struct {
 	checker *health.Checker
 	// What the agent last said, applied only when it changes, so that an
 	// operator's own drain or weight is not undone every interval.
-	agentAdmin  string
+	agentAdmin  AdminState // the agent's last admin word; -1: none yet
 	agentWeight int
 }
 
@@ -57,7 +57,7 @@ func (h *HealthChecks) Start() { h.Sync() }
 // and stops those of servers it no longer has. Whatever replaces the pool
 // (DNS discovery) calls it afterwards. New servers start in init_state.
 func (h *HealthChecks) Sync() {
-	if h.cfg.Check == conf.CheckNone {
+	if !h.cfg.Check.Active() {
 		return
 	}
 	h.mu.Lock()
@@ -71,7 +71,7 @@ func (h *HealthChecks) Sync() {
 		if h.servers[s] != nil {
 			continue
 		}
-		up := h.cfg.InitState != "down"
+		up := h.cfg.InitState != conf.InitDown
 		if s.Restored() {
 			// A reload carried the state over: a server known to be down
 			// stays down until rise checks pass, one known up stays up.
@@ -80,7 +80,7 @@ func (h *HealthChecks) Sync() {
 			s.up.Store(false) // not a failure: no Downs count, no log
 			s.lastChange.Store(time.Now().UnixNano())
 		}
-		sh := &serverHealth{hc: h, s: s, agentWeight: -1}
+		sh := &serverHealth{hc: h, s: s, agentAdmin: -1, agentWeight: -1}
 		sh.checker = health.New(health.Spec{Health: h.cfg, Addr: s.Addr, SendProxy: h.sendProxy}, up, sh)
 		if h.cfg.Observe {
 			s.Observe(h.cfg.ObserveErrors, sh.tripped)
@@ -160,11 +160,9 @@ func (h *HealthChecks) setState(s *Server, up bool, why string) {
 // applyAgent applies an agent's admin word and weight when they change.
 func (sh *serverHealth) applyAgent(a *health.AgentReply) {
 	s, h := sh.s, sh.hc
-	if a.Admin != "" && a.Admin != sh.agentAdmin {
+	if a.HasAdmin && a.Admin != sh.agentAdmin {
 		sh.agentAdmin = a.Admin
-		if st, err := ParseAdminState(a.Admin); err == nil { // the agent parser passes only the three
-			s.SetAdmin(st)
-		}
+		s.SetAdmin(a.Admin)
 		h.log.Info(fmt.Sprintf("server %s/%s set to %s by its agent", s.Backend, s.Name, a.Admin),
 			"backend", s.Backend, "server", s.Name)
 	}

@@ -41,7 +41,7 @@ func checked(t *testing.T, h conf.Health, addrs ...string) (*Backend, *HealthChe
 	return b, hc, changes, logs
 }
 
-func healthConf(kind string) conf.Health {
+func healthConf(kind conf.CheckKind) conf.Health {
 	h := conf.Health{Check: kind, Method: "GET", Path: "/", Interval: 20 * time.Millisecond, IntervalDown: 20 * time.Millisecond,
 		Timeout: time.Second, Rise: 2, Fall: 2, InitState: "up", ObserveErrors: 3}
 	h.ExpectStatus, _ = conf.ParseStatusSet("200-399")
@@ -253,8 +253,8 @@ func share(b *Backend, s *Server, n int) float64 {
 
 func TestSlowStartRamp(t *testing.T) {
 	bc := &conf.Backend{Name: "app", Servers: []conf.Server{{Name: "a", Address: "127.0.0.1:1", Weight: 1}, {Name: "b", Address: "127.0.0.1:2", Weight: 1}}}
-	for _, algo := range []string{"roundrobin", "leastconn", "random"} {
-		t.Run(algo, func(t *testing.T) {
+	for _, algo := range []conf.Balance{conf.BalanceRoundRobin, conf.BalanceLeastConn, conf.BalanceRandom} {
+		t.Run(algo.String(), func(t *testing.T) {
 			bc.Balance = algo
 			b, err := New(bc)
 			if err != nil {
@@ -307,5 +307,29 @@ func TestSlowStartAfterComingBack(t *testing.T) {
 	}
 	if w := srv.EffectiveWeight(); w >= 1 {
 		t.Errorf("effective weight %v", w)
+	}
+}
+
+// TestNoCheckKindStartsNoCheckers: a Health built in code (Check left
+// empty) runs no checks, as check = "none" does. The engine counted it as
+// none while HealthChecks started a checker that always said "no check";
+// CheckKind.Active is now the one test.
+func TestNoCheckKindStartsNoCheckers(t *testing.T) {
+	for _, kind := range []conf.CheckKind{"", conf.CheckNone} {
+		bc := &conf.Backend{Name: "app", Servers: []conf.Server{{Name: "a", Address: "127.0.0.1:1", Weight: 1}}}
+		bc.Health.Check = kind
+		b, err := New(bc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := NewHealthChecks(b, bc, nil)
+		h.Start()
+		h.mu.Lock()
+		n := len(h.servers)
+		h.mu.Unlock()
+		h.Stop()
+		if n != 0 {
+			t.Errorf("check %q started %d checkers, want none", kind, n)
+		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"sluice/conf"
 )
 
 // fullBackend returns a backend over servers of maxconn 1 each.
@@ -212,8 +214,8 @@ func TestQueueLeavesOnContextEnd(t *testing.T) {
 // Racing picks never take a server past its maxconn, and every connection
 // that waits gets through.
 func TestMaxconnHoldsUnderRace(t *testing.T) {
-	for _, algo := range []string{"roundrobin", "leastconn", "iphash", "random"} {
-		t.Run(algo, func(t *testing.T) {
+	for _, algo := range conf.BalanceNames {
+		t.Run(algo.String(), func(t *testing.T) {
 			ss := []*Server{
 				NewServer("b", "a", "127.0.0.1:1", 1, false, 3),
 				NewServer("b", "b", "127.0.0.1:2", 2, false, 2),

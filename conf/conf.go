@@ -21,26 +21,6 @@ import (
 	"github.com/BurntSushi/toml"
 )
 
-// Modes of frontends and backends.
-const (
-	ModeTCP  = "tcp"
-	ModeUDP  = "udp"
-	ModeHTTP = "http"
-)
-
-// Network is the socket network a frontend of mode listens on: "udp" for
-// udp, "tcp" for the others (http runs over tcp). Every bind, socket key
-// and duplicate check asks here.
-func Network(mode string) string {
-	if mode == ModeUDP {
-		return "udp"
-	}
-	return "tcp"
-}
-
-// Network is the socket network the frontend listens on (see Network).
-func (f *Frontend) Network() string { return Network(f.Mode) }
-
 // Config is a validated configuration. Treat it as read-only.
 type Config struct {
 	File      string
@@ -77,7 +57,7 @@ type Stats struct {
 // Frontend is a named set of listeners.
 type Frontend struct {
 	Name               string
-	Mode               string
+	Mode               Mode
 	Bind               []string // expanded host:port addresses
 	AcceptProxy        bool
 	ProxyTrusted       []netip.Prefix
@@ -126,18 +106,18 @@ type Route struct {
 // Backend is a pool of servers.
 type Backend struct {
 	Name            string
-	Mode            string
-	Balance         string
-	Sticky          string
+	Mode            Mode
+	Balance         Balance
+	Sticky          Sticky
 	StickyCookie    string
 	StickyTTL       time.Duration
 	StickySize      int // most entries of the sticky = "source" table
 	QueueTimeout    time.Duration
-	SendProxy       string
+	SendProxy       ProxyVersion
 	TimeoutConnect  time.Duration
 	TimeoutServer   time.Duration
 	Retries         int
-	Proto           string // "" (HTTP/1.1) or "h2c" towards servers
+	Proto           Proto
 	PoolMaxIdle     int
 	PoolIdleTimeout time.Duration
 	Health          Health

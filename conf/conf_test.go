@@ -505,17 +505,17 @@ address = "127.0.0.1:1"
 			name      string
 			got, want any
 		}{
-			{"frontend mode", f.Mode, "tcp"},
+			{"frontend mode", f.Mode, conf.ModeTCP},
 			{"frontend timeout_client", f.TimeoutClient, 50 * time.Second},
 			{"frontend timeout_http_request", f.TimeoutHTTPRequest, 10 * time.Second},
 			{"frontend maxconn", f.MaxConn, 0},
 			{"frontend max_header_count", f.MaxHeaderCount, 100},
-			{"backend mode", b.Mode, "tcp"},
+			{"backend mode", b.Mode, conf.ModeTCP},
 			{"backend timeout_connect", b.TimeoutConnect, 5 * time.Second},
 			{"backend timeout_server", b.TimeoutServer, 50 * time.Second},
 			{"backend retries", b.Retries, 2},
-			{"backend balance", b.Balance, "roundrobin"},
-			{"backend health check", b.Health.Check, "none"},
+			{"backend balance", b.Balance, conf.BalanceRoundRobin},
+			{"backend health check", b.Health.Check, conf.CheckNone},
 			{"server name", b.Servers[0].Name, "s1"},
 			{"server weight", b.Servers[0].Weight, 1},
 		} {

@@ -9,16 +9,6 @@ import (
 	"github.com/miekg/dns"
 )
 
-// Check kinds.
-const (
-	CheckNone  = "none"
-	CheckTCP   = "tcp"
-	CheckHTTP  = "http"
-	CheckDNS   = "dns"
-	CheckAgent = "agent"
-	CheckUDP   = "udp"
-)
-
 // Health defaults.
 const (
 	DefaultCheckInterval = 2 * time.Second
@@ -40,7 +30,7 @@ const (
 // Health describes the active checks of a backend's servers and their
 // passive observation. Every field is defaulted and validated.
 type Health struct {
-	Check         string // CheckTCP, CheckHTTP, CheckDNS, CheckAgent, CheckUDP or CheckNone
+	Check         CheckKind
 	Method        string // http
 	Path          string // http
 	Host          string // http Host header; "" = the server's address
@@ -60,7 +50,7 @@ type Health struct {
 	SlowStart     time.Duration // 0: a returning server takes its full share at once
 	Observe       bool
 	ObserveErrors int
-	InitState     string // "up" or "down"
+	InitState     InitState
 }
 
 // StatusSet is a set of HTTP status codes 0..1023. It is an array, so a
@@ -102,33 +92,33 @@ func ParseStatusSet(spec string) (StatusSet, error) {
 }
 
 type rawHealth struct {
-	Check         string `toml:"check"`
-	Method        string `toml:"method"`
-	Path          string `toml:"path"`
-	Host          string `toml:"host"`
-	Expect        string `toml:"expect"`
-	ExpectBody    string `toml:"expect_body"`
-	QueryName     string `toml:"query_name"`
-	QueryType     string `toml:"query_type"`
-	AgentPort     *int   `toml:"agent_port"`
-	CheckPort     *int   `toml:"check_port"`
-	Send          string `toml:"send"`
-	Interval      string `toml:"interval"`
-	IntervalDown  string `toml:"interval_down"`
-	Timeout       string `toml:"timeout"`
-	Rise          *int   `toml:"rise"`
-	Fall          *int   `toml:"fall"`
-	SlowStart     string `toml:"slowstart"`
-	Observe       bool   `toml:"observe"`
-	ObserveErrors *int   `toml:"observe_errors"`
-	InitState     string `toml:"init_state"`
+	Check         rawCheck     `toml:"check"`
+	Method        string       `toml:"method"`
+	Path          string       `toml:"path"`
+	Host          string       `toml:"host"`
+	Expect        string       `toml:"expect"`
+	ExpectBody    string       `toml:"expect_body"`
+	QueryName     string       `toml:"query_name"`
+	QueryType     string       `toml:"query_type"`
+	AgentPort     *int         `toml:"agent_port"`
+	CheckPort     *int         `toml:"check_port"`
+	Send          string       `toml:"send"`
+	Interval      string       `toml:"interval"`
+	IntervalDown  string       `toml:"interval_down"`
+	Timeout       string       `toml:"timeout"`
+	Rise          *int         `toml:"rise"`
+	Fall          *int         `toml:"fall"`
+	SlowStart     string       `toml:"slowstart"`
+	Observe       bool         `toml:"observe"`
+	ObserveErrors *int         `toml:"observe_errors"`
+	InitState     rawInitState `toml:"init_state"`
 }
 
 // health defaults and validates a backend's [health] table; hp is its key
 // ("backend.app.health").
 func (v *validator) health(hp string, h rawHealth) Health {
 	out := Health{
-		Check:         h.Check,
+		Check:         h.Check.val,
 		Method:        h.Method,
 		Path:          h.Path,
 		Host:          h.Host,
@@ -145,7 +135,7 @@ func (v *validator) health(hp string, h rawHealth) Health {
 		SlowStart:     v.dur(hp+".slowstart", h.SlowStart, 0),
 		Observe:       h.Observe,
 		ObserveErrors: intOr(h.ObserveErrors, DefaultObserveErrors),
-		InitState:     h.InitState,
+		InitState:     h.InitState.val,
 	}
 	out.IntervalDown = out.Interval
 	if d := v.dur(hp+".interval_down", h.IntervalDown, -1); d >= 0 {
@@ -157,28 +147,28 @@ func (v *validator) health(hp string, h rawHealth) Health {
 	if out.Check == "" {
 		out.Check = CheckNone
 	}
-	v.oneOf(hp+".check", out.Check, CheckTCP, CheckHTTP, CheckDNS, CheckAgent, CheckUDP, CheckNone)
+	v.refused(hp+".check", h.Check.err)
 
 	// Keys that mean something for some kinds only: set for another kind
 	// they are a mistake worth reporting, not a silent no-op.
 	only := []struct {
 		key   string
 		set   bool
-		kinds []string
+		kinds []CheckKind
 	}{
-		{"method", h.Method != "", []string{CheckHTTP}},
-		{"path", h.Path != "", []string{CheckHTTP}},
-		{"host", h.Host != "", []string{CheckHTTP}},
-		{"expect", h.Expect != "", []string{CheckHTTP}},
-		{"expect_body", h.ExpectBody != "", []string{CheckHTTP, CheckUDP}},
-		{"query_name", h.QueryName != "", []string{CheckDNS}},
-		{"query_type", h.QueryType != "", []string{CheckDNS}},
-		{"agent_port", h.AgentPort != nil, []string{CheckAgent}},
-		{"send", h.Send != "", []string{CheckUDP}},
+		{"method", h.Method != "", []CheckKind{CheckHTTP}},
+		{"path", h.Path != "", []CheckKind{CheckHTTP}},
+		{"host", h.Host != "", []CheckKind{CheckHTTP}},
+		{"expect", h.Expect != "", []CheckKind{CheckHTTP}},
+		{"expect_body", h.ExpectBody != "", []CheckKind{CheckHTTP, CheckUDP}},
+		{"query_name", h.QueryName != "", []CheckKind{CheckDNS}},
+		{"query_type", h.QueryType != "", []CheckKind{CheckDNS}},
+		{"agent_port", h.AgentPort != nil, []CheckKind{CheckAgent}},
+		{"send", h.Send != "", []CheckKind{CheckUDP}},
 	}
 	for _, o := range only {
 		if o.set && !contains(o.kinds, out.Check) {
-			v.errf(hp+"."+o.key, "only applies to check = %s, but check is %q", strings.Join(quoteAll(o.kinds), " or "), out.Check)
+			v.errf(hp+"."+o.key, "only applies to check = %s, but check is %q", strings.Join(quoteAll(namesOf(o.kinds)), " or "), out.Check)
 		}
 	}
 
@@ -249,22 +239,22 @@ func (v *validator) health(hp string, h rawHealth) Health {
 		v.errf(hp+".observe_errors", "has no effect without observe = true")
 	}
 	if out.InitState == "" {
-		out.InitState = "up"
+		out.InitState = InitUp
 	}
-	v.oneOf(hp+".init_state", out.InitState, "up", "down")
+	v.refused(hp+".init_state", h.InitState.err)
 	if out.Check == CheckNone {
 		// Without an active check nothing would ever bring a server back.
 		if out.Observe {
 			v.errf(hp+".observe", "needs an active check to bring a server back up; set check (\"tcp\", \"http\"...)")
 		}
-		if out.InitState == "down" {
+		if out.InitState == InitDown {
 			v.errf(hp+".init_state", "\"down\" needs an active check to bring the servers up; set check (\"tcp\", \"http\"...)")
 		}
 	}
 	return out
 }
 
-func contains(list []string, s string) bool {
+func contains[T comparable](list []T, s T) bool {
 	for _, x := range list {
 		if x == s {
 			return true

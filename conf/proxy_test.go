@@ -34,7 +34,7 @@ address = "127.0.0.1:1"
 		if a.TimeoutProxyHeader != 3*time.Second || c.TimeoutProxyHeader != 250*time.Millisecond {
 			t.Errorf("timeout_proxy_header = %v, %v; want 3s, 250ms", a.TimeoutProxyHeader, c.TimeoutProxyHeader)
 		}
-		if b := cfg.Backend("b"); b.SendProxy != "v2" {
+		if b := cfg.Backend("b"); b.SendProxy.String() != "v2" {
 			t.Errorf("send_proxy = %q", b.SendProxy)
 		}
 	})

@@ -30,8 +30,8 @@ func (v *validator) udpFrontend(p string, rf *rawFrontend, f *Frontend, defUDP t
 	v.count(p+".max_flows", f.MaxFlows, 0, MaxCount, "UDP flows at once; 0 or unset: a share of the file descriptor limit")
 	f.MaxFlowsPerSource = intOr(rf.MaxFlowsPerSource, DefaultMaxFlowsPerSource)
 	v.count(p+".max_flows_per_source", f.MaxFlowsPerSource, 0, MaxCount, "UDP flows of one address at once; 0 turns the cap off")
-	if rf.MaxFlowsPerSource != nil && rf.Mode != ModeUDP {
-		v.errf(p+".max_flows_per_source", "caps UDP flows and needs mode = \"udp\"; remove it from this frontend (mode %q)", rf.Mode)
+	if rf.MaxFlowsPerSource != nil && rf.Mode.val != ModeUDP {
+		v.errf(p+".max_flows_per_source", "caps UDP flows and needs mode = \"udp\"; remove it from this frontend (mode %q)", rf.Mode.val)
 	}
 	if f.Mode == ModeUDP && f.TimeoutUDP == 0 {
 		v.errf(p+".timeout_udp", "must be more than 0: a UDP flow only ends by going idle (or by responses)")
@@ -90,7 +90,7 @@ func (v *validator) dns(dp string, r *rawDNS) *DNS {
 // that use it.
 func (v *validator) udpModeChecks(b *Backend) {
 	p := "backend." + b.Name
-	if b.Mode == ModeUDP && b.SendProxy == "v1" {
+	if b.Mode == ModeUDP && b.SendProxy == ProxyV1 {
 		v.errf(p+".send_proxy", "PROXY v1 is text for TCP only; a udp backend can send \"v2\", put before each datagram")
 	}
 	if b.Mode != ModeUDP && b.Responses > 0 {

@@ -52,7 +52,7 @@ type rawStats struct {
 }
 
 type rawFrontend struct {
-	Mode               string     `toml:"mode"`
+	Mode               rawMode    `toml:"mode"`
 	Bind               []string   `toml:"bind"`
 	AcceptProxy        bool       `toml:"accept_proxy"`
 	ProxyTrusted       []string   `toml:"proxy_trusted"`
@@ -98,18 +98,18 @@ type rawRoute struct {
 }
 
 type rawBackend struct {
-	Mode            string      `toml:"mode"`
-	Balance         string      `toml:"balance"`
-	Sticky          string      `toml:"sticky"`
+	Mode            rawMode     `toml:"mode"`
+	Balance         rawBalance  `toml:"balance"`
+	Sticky          rawSticky   `toml:"sticky"`
 	StickyCookie    string      `toml:"sticky_cookie"`
 	StickyTTL       string      `toml:"sticky_ttl"`
 	StickySize      *int        `toml:"sticky_size"`
 	QueueTimeout    string      `toml:"queue_timeout"`
-	SendProxy       string      `toml:"send_proxy"`
+	SendProxy       rawProxy    `toml:"send_proxy"`
 	TimeoutConnect  string      `toml:"timeout_connect"`
 	TimeoutServer   string      `toml:"timeout_server"`
 	Retries         *int        `toml:"retries"`
-	Proto           string      `toml:"proto"`
+	Proto           rawProto    `toml:"proto"`
 	PoolMaxIdle     *int        `toml:"pool_max_idle"`
 	PoolIdleTimeout string      `toml:"pool_idle_timeout"`
 	Health          rawHealth   `toml:"health"`
@@ -309,7 +309,7 @@ func (v *validator) build(raw *rawFile) *Config {
 		p := "frontend." + name
 		f := &Frontend{
 			Name:               name,
-			Mode:               rf.Mode,
+			Mode:               rf.Mode.val,
 			AcceptProxy:        rf.AcceptProxy,
 			Freebind:           rf.Freebind,
 			MaxConn:            intOr(rf.MaxConn, defMaxConn),
@@ -330,7 +330,7 @@ func (v *validator) build(raw *rawFile) *Config {
 		if f.Mode == "" {
 			f.Mode = ModeTCP
 		}
-		v.oneOf(p+".mode", f.Mode, ModeTCP, ModeUDP, ModeHTTP)
+		v.refused(p+".mode", rf.Mode.err)
 		if f.AcceptProxy && f.Mode == ModeUDP {
 			v.errf(p+".accept_proxy", "PROXY headers are accepted on tcp and http frontends only, not udp; remove it")
 		}
@@ -393,7 +393,7 @@ func (v *validator) build(raw *rawFile) *Config {
 		if b.Mode == "" {
 			b.Mode = ModeTCP // unused backend: any mode is fine
 		}
-		if b.Sticky == "cookie" && b.Mode != ModeHTTP {
+		if b.Sticky == StickyCookie && b.Mode != ModeHTTP {
 			v.errf("backend."+b.Name+".sticky", "sticky = \"cookie\" needs an http backend; use \"source\" for %s", b.Mode)
 		}
 		v.udpModeChecks(b)
@@ -479,36 +479,34 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer, d
 	p := "backend." + name
 	b := &Backend{
 		Name:           name,
-		Mode:           rb.Mode,
-		Balance:        rb.Balance,
-		Sticky:         rb.Sticky,
+		Mode:           rb.Mode.val,
+		Balance:        rb.Balance.val,
+		Sticky:         rb.Sticky.val,
 		StickyCookie:   rb.StickyCookie,
 		StickyTTL:      v.dur(p+".sticky_ttl", rb.StickyTTL, 30*time.Minute),
 		StickySize:     intOr(rb.StickySize, DefaultStickySize),
 		QueueTimeout:   v.dur(p+".queue_timeout", rb.QueueTimeout, defQueue),
-		SendProxy:      rb.SendProxy,
+		SendProxy:      rb.SendProxy.val,
 		TimeoutConnect: v.dur(p+".timeout_connect", rb.TimeoutConnect, defConnect),
 		TimeoutServer:  v.dur(p+".timeout_server", rb.TimeoutServer, defServer),
 		Retries:        intOr(rb.Retries, defRetries),
 	}
-	if b.Mode != "" {
-		v.oneOf(p+".mode", b.Mode, ModeTCP, ModeUDP, ModeHTTP)
-	}
-	b.Proto = rb.Proto
-	v.oneOf(p+".proto", b.Proto, "", "http1", "h2c")
+	v.refused(p+".mode", rb.Mode.err)
+	b.Proto = rb.Proto.val
+	v.refused(p+".proto", rb.Proto.err)
 	b.PoolMaxIdle = intOr(rb.PoolMaxIdle, DefaultPoolMaxIdle)
 	v.count(p+".pool_max_idle", b.PoolMaxIdle, 0, MaxCount, "idle server connections kept; 0 disables pooling")
 	b.PoolIdleTimeout = v.dur(p+".pool_idle_timeout", rb.PoolIdleTimeout, DefaultPoolIdleTimeout)
 	if b.Balance == "" {
-		b.Balance = "roundrobin"
+		b.Balance = BalanceRoundRobin
 	}
-	v.oneOf(p+".balance", b.Balance, "roundrobin", "leastconn", "iphash", "random")
-	v.oneOf(p+".sticky", b.Sticky, "", "cookie", "source")
+	v.refused(p+".balance", rb.Balance.err)
+	v.refused(p+".sticky", rb.Sticky.err)
 	if b.StickyCookie == "" {
 		b.StickyCookie = "SLUICE"
 	}
 	v.count(p+".sticky_size", b.StickySize, 1, MaxCount, "entries of the stick table")
-	v.oneOf(p+".send_proxy", b.SendProxy, "", "v1", "v2")
+	v.refused(p+".send_proxy", rb.SendProxy.err)
 	if rb.Retries != nil {
 		v.count(p+".retries", b.Retries, 0, MaxRetries, "connect attempts after the first")
 	}

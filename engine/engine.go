@@ -98,7 +98,7 @@ func FixedFDs(cfg *conf.Config) fdlimit.Fixed {
 		fx.Listeners++
 	}
 	for _, b := range cfg.Backends {
-		if b.Health.Check == conf.CheckNone || b.Health.Check == "" {
+		if !b.Health.Check.Active() {
 			continue
 		}
 		fx.Checks += len(b.Servers)

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"sluice/backend"
+	"sluice/conf"
 )
 
 // ServerState is what a reload carries from the old worker to the new one
@@ -17,7 +17,7 @@ type ServerState struct {
 	Server     string `json:"server"`
 	Addr       string `json:"addr"`
 	Up         bool   `json:"up"`
-	Admin      string `json:"admin"` // backend.AdminState's name
+	Admin      string `json:"admin"` // conf.AdminState's name
 	Weight     int    `json:"weight"`
 	ConfWeight int    `json:"conf_weight"`
 	// LastChange is when the health state last changed (unix nanoseconds),
@@ -68,7 +68,7 @@ func (e *Engine) Restore(st State) int {
 			continue
 		}
 		n++
-		if a, err := backend.ParseAdminState(ss.Admin); err == nil {
+		if a, err := conf.ParseAdminState(ss.Admin); err == nil {
 			s.SetAdmin(a)
 		}
 		if ss.Addr == s.Addr {
@@ -98,7 +98,7 @@ func (e *Engine) SetServer(backendName, server, admin string, up *bool, weight *
 		return fmt.Errorf("backend %s has no server %q", backendName, server)
 	}
 	if admin != "" {
-		a, err := backend.ParseAdminState(admin)
+		a, err := conf.ParseAdminState(admin)
 		if err != nil {
 			return err
 		}

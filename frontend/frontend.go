@@ -48,7 +48,7 @@ type Counters struct {
 // Frontend is one configured frontend at run time.
 type Frontend struct {
 	Name    string
-	Mode    string
+	Mode    conf.Mode
 	cfg     *conf.Frontend
 	backend *backend.Backend
 	sem     chan struct{} // per-frontend maxconn; nil when unlimited
@@ -56,8 +56,8 @@ type Frontend struct {
 	http    *l7.Proxy    // http mode
 	udp     *l4.UDPProxy // udp mode
 	// sendProxy is the PROXY header version sent to the default backend's
-	// servers in tcp mode (send_proxy), 0 for none.
-	sendProxy int
+	// servers in tcp mode (send_proxy).
+	sendProxy conf.ProxyVersion
 	peerLog   peerLog // rate-limits the log of unexpected PROXY headers
 
 	Counters Counters
@@ -113,7 +113,7 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 		f.peerLog = peerLog{interval: time.Minute, max: 1024}
 		for _, bc := range cfg.Backends {
 			if bc.Name == fc.DefaultBackend {
-				f.sendProxy = l4.ParseSendProxy(bc.SendProxy)
+				f.sendProxy = bc.SendProxy
 			}
 		}
 		if fc.Mode == conf.ModeHTTP {

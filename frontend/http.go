@@ -9,7 +9,6 @@ import (
 
 	"sluice/backend"
 	"sluice/conf"
-	"sluice/l4"
 	"sluice/l7"
 )
 
@@ -44,7 +43,7 @@ func newHTTPProxy(fc *conf.Frontend, cfgBackends []*conf.Backend, backends map[s
 				PoolMaxIdle:     bc.PoolMaxIdle,
 				PoolIdleTimeout: bc.PoolIdleTimeout,
 				Proto:           bc.Proto,
-				SendProxy:       l4.ParseSendProxy(bc.SendProxy),
+				SendProxy:       bc.SendProxy,
 			}
 		}
 	}

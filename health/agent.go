@@ -6,23 +6,27 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"sluice/conf"
 )
 
 // AgentReply is what an agent said, HAProxy's agent-check: one line of
 // words separated by spaces or commas, such as "up", "drain", "75%" or
 // "ready up 50%".
 type AgentReply struct {
-	Health string // "up", "down" or "" when the agent did not say
-	Admin  string // "ready", "drain", "maint" or ""
-	Weight int    // percent of the configured weight, or -1 when not said
+	Health   string          // "up", "down" or "" when the agent did not say
+	Admin    conf.AdminState // when HasAdmin
+	HasAdmin bool            // the agent said ready, drain or maint
+	Weight   int             // percent of the configured weight, or -1 when not said
 }
 
 func (a AgentReply) String() string {
 	var w []string
-	for _, s := range []string{a.Health, a.Admin} {
-		if s != "" {
-			w = append(w, s)
-		}
+	if a.Health != "" {
+		w = append(w, a.Health)
+	}
+	if a.HasAdmin {
+		w = append(w, a.Admin.String())
 	}
 	if a.Weight >= 0 {
 		w = append(w, strconv.Itoa(a.Weight)+"%")
@@ -50,9 +54,11 @@ func ParseAgent(line string) (AgentReply, error) {
 			a.Health = "up"
 		case "down", "fail", "failed", "stopped":
 			a.Health = "down"
-		case "ready", "drain", "maint":
-			a.Admin = w
 		default:
+			if st, err := conf.ParseAdminState(w); err == nil {
+				a.Admin, a.HasAdmin = st, true
+				continue
+			}
 			pct, ok := strings.CutSuffix(w, "%")
 			n, err := strconv.Atoi(pct)
 			if !ok || err != nil || n < 0 || n > 100 {
@@ -65,7 +71,7 @@ func ParseAgent(line string) (AgentReply, error) {
 }
 
 func probeAgent(e *env, spec *Spec) Result {
-	c, err := dial(e, "tcp", spec.agentAddr(), "")
+	c, err := dial(e, "tcp", spec.agentAddr(), conf.ProxyNone)
 	if err != nil {
 		return fail(err)
 	}

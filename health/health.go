@@ -50,8 +50,8 @@ type Target interface {
 // Spec is what to check on one server.
 type Spec struct {
 	conf.Health
-	Addr      string // the server's host:port
-	SendProxy string // "", "v1" or "v2": the backend's send_proxy
+	Addr      string            // the server's host:port
+	SendProxy conf.ProxyVersion // the backend's send_proxy
 }
 
 // checkAddr is where the check connects: the server's address, with

@@ -24,7 +24,7 @@ import (
 )
 
 // spec builds a check spec with the defaults conf would fill in.
-func spec(kind, addr string, edit func(*health.Spec)) health.Spec {
+func spec(kind conf.CheckKind, addr string, edit func(*health.Spec)) health.Spec {
 	s := health.Spec{Addr: addr, Health: conf.Health{
 		Check: kind, Method: "GET", Path: "/", Interval: 20 * time.Millisecond, IntervalDown: 20 * time.Millisecond,
 		Timeout: time.Second, Rise: 2, Fall: 3, QueryName: ".", QueryType: dns.TypeA,
@@ -219,8 +219,8 @@ func TestHTTPCheckTimeout(t *testing.T) {
 // The backend's send_proxy: a server that requires a PROXY header accepts
 // the checks.
 func TestChecksSendProxyHeader(t *testing.T) {
-	for _, v := range []string{"v1", "v2"} {
-		t.Run(v, func(t *testing.T) {
+	for _, v := range []conf.ProxyVersion{conf.ProxyV1, conf.ProxyV2} {
+		t.Run(v.String(), func(t *testing.T) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -246,7 +246,7 @@ func TestChecksSendProxyHeader(t *testing.T) {
 			if headers.Load() != 1 {
 				t.Errorf("server saw %d PROXY headers, want 1", headers.Load())
 			}
-			s.SendProxy = ""
+			s.SendProxy = conf.ProxyNone
 			if r := health.Probe(context.Background(), &s); r.OK {
 				t.Errorf("without a header the server should refuse: %+v", r)
 			}
@@ -261,9 +261,9 @@ func TestParseAgent(t *testing.T) {
 		bad  bool
 	}{
 		{line: "up\n", want: health.AgentReply{Health: "up", Weight: -1}},
-		{line: "drain", want: health.AgentReply{Admin: "drain", Weight: -1}},
-		{line: "MAINT\r\n", want: health.AgentReply{Admin: "maint", Weight: -1}},
-		{line: "ready,up 75%", want: health.AgentReply{Health: "up", Admin: "ready", Weight: 75}},
+		{line: "drain", want: health.AgentReply{Admin: conf.AdminDrain, HasAdmin: true, Weight: -1}},
+		{line: "MAINT\r\n", want: health.AgentReply{Admin: conf.AdminMaint, HasAdmin: true, Weight: -1}},
+		{line: "ready,up 75%", want: health.AgentReply{Health: "up", Admin: conf.AdminReady, HasAdmin: true, Weight: 75}},
 		{line: "50%", want: health.AgentReply{Weight: 50}},
 		{line: "stopped", want: health.AgentReply{Health: "down", Weight: -1}},
 		{line: "", bad: true},

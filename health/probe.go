@@ -70,7 +70,7 @@ type env struct {
 // otherwise. Health checks are the proxy's own connections, so v2 sends the
 // LOCAL command (no client address); v1, which has no such command, carries
 // the check connection's own addresses.
-func dial(e *env, network, addr, sendProxy string) (*checkConn, error) {
+func dial(e *env, network, addr string, sendProxy conf.ProxyVersion) (*checkConn, error) {
 	d := net.Dialer{Deadline: e.deadline}
 	ctx := e.ctx
 	if e.track != nil {
@@ -88,9 +88,9 @@ func dial(e *env, network, addr, sendProxy string) (*checkConn, error) {
 	}
 	var h *proxyproto.Header
 	switch sendProxy {
-	case "v1":
+	case conf.ProxyV1:
 		h = proxyproto.HeaderProxyFromAddrs(1, c.LocalAddr(), c.RemoteAddr())
-	case "v2":
+	case conf.ProxyV2:
 		h = &proxyproto.Header{Version: 2, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
 	}
 	if h != nil {
@@ -214,7 +214,7 @@ func probeDNS(e *env, spec *Spec) Result {
 }
 
 func probeUDP(e *env, spec *Spec) Result {
-	c, err := dial(e, "udp", spec.checkAddr(), "")
+	c, err := dial(e, "udp", spec.checkAddr(), conf.ProxyNone)
 	if err != nil {
 		return fail(err)
 	}

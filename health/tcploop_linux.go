@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"sluice/conf"
 	"sluice/internal/poller"
 	"sluice/internal/sockets"
 )
@@ -64,7 +65,7 @@ func sharedLoop() *tcpLoop {
 // startLoop hands c to the shared loop when its checks can run there (tcp,
 // no PROXY header, an IP address), and reports whether it did.
 func startLoop(c *Checker, first time.Duration) bool {
-	if c.spec.Check != "tcp" || c.spec.SendProxy != "" {
+	if c.spec.Check != conf.CheckTCP || c.spec.SendProxy != conf.ProxyNone {
 		return false
 	}
 	ap, err := netip.ParseAddrPort(c.spec.checkAddr())

@@ -8,35 +8,26 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+
+	"sluice/conf"
 )
 
 // ProxyHeader is the PROXY protocol header a server connection opens with
 // (send_proxy): who the client is and which address it reached, plus, for
 // v2, what is known of the client connection.
 type ProxyHeader struct {
-	Version int            // 1 or 2; 0 sends nothing
-	Src     netip.AddrPort // the client; invalid sends "UNKNOWN" (v1) or LOCAL (v2)
-	Dst     netip.AddrPort // the address the client connected to
+	Version conf.ProxyVersion // ProxyV1 or ProxyV2; ProxyNone sends nothing
+	Src     netip.AddrPort    // the client; invalid sends "UNKNOWN" (v1) or LOCAL (v2)
+	Dst     netip.AddrPort    // the address the client connected to
 	// v2 TLVs, each sent when not empty.
 	ALPN      string // protocol negotiated with the client (TLS terminated here)
 	Authority string // SNI the client sent (TLS terminated here)
 	UniqueID  string // PP2_TYPE_UNIQUE_ID: the connection's id, at most 128 bytes
 }
 
-// ParseSendProxy turns the send_proxy key ("", "v1", "v2") into a version.
-func ParseSendProxy(s string) int {
-	switch s {
-	case "v1":
-		return 1
-	case "v2":
-		return 2
-	}
-	return 0
-}
-
 // Format encodes the header as it goes on the wire.
 func (h *ProxyHeader) Format() ([]byte, error) {
-	if h.Version != 1 && h.Version != 2 {
+	if h.Version != conf.ProxyV1 && h.Version != conf.ProxyV2 {
 		return nil, fmt.Errorf("proxy header: unknown version %d", h.Version)
 	}
 	ph := &proxyproto.Header{Version: byte(h.Version), Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
@@ -53,7 +44,7 @@ func (h *ProxyHeader) Format() ([]byte, error) {
 		ph.SourceAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, h.Src.Port()))
 		ph.DestinationAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(dst, h.Dst.Port()))
 	}
-	if h.Version == 2 {
+	if h.Version == conf.ProxyV2 {
 		var tlvs []proxyproto.TLV
 		if h.ALPN != "" {
 			tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_ALPN, Value: []byte(h.ALPN)})
@@ -89,7 +80,7 @@ func Dial(ctx context.Context, addr string, timeout time.Duration, hdr *ProxyHea
 	if err != nil {
 		return nil, err
 	}
-	if hdr == nil || hdr.Version == 0 {
+	if hdr == nil || hdr.Version == conf.ProxyNone {
 		return c, nil
 	}
 	if err := WriteProxyHeader(c, hdr, timeout); err != nil {

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/backend"
+	"sluice/conf"
 	"sluice/internal/recovery"
 	"sluice/internal/sockets"
 )
@@ -77,10 +78,10 @@ type UDPOptions struct {
 	MaxFlowsPerSource int
 	Responses         int // replies that end a flow; 0: none does
 	Retries           int // other servers tried when opening a flow's socket fails
-	// SendProxy "v2" puts a PROXY v2 header (DGRAM, client and local
+	// SendProxy v2 puts a PROXY v2 header (DGRAM, client and local
 	// address) in front of every datagram sent to a server, as dnsdist,
-	// Unbound and Envoy expect for UDP; "" sends none.
-	SendProxy string
+	// Unbound and Envoy expect for UDP; ProxyNone sends none.
+	SendProxy conf.ProxyVersion
 	// Readers is the number of goroutines reading each listening socket
 	// (0: min(GOMAXPROCS, 4)). With more than one, two datagrams of a flow
 	// that arrive together may leave in either order, as UDP allows.
@@ -497,7 +498,7 @@ func (p *UDPProxy) open(ln *udpListener, key flowKey, s *flowShard, skip *backen
 	if key.local.IsValid() {
 		f.oob = pktinfoFor(key.local, key.client.Addr())
 	}
-	if p.o.SendProxy == "v2" {
+	if p.o.SendProxy == conf.ProxyV2 {
 		local := key.local
 		if !local.IsValid() {
 			local = ln.conn.LocalAddr().(*net.UDPAddr).AddrPort().Addr()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"sluice/backend"
+	"sluice/conf"
 	"sluice/internal/recovery"
 	"sluice/l4"
 )
@@ -350,7 +351,7 @@ func (c *clientConn) keepServerConn(sc *serverConn, be *backend.Backend) {
 
 // proxyHeader is the PROXY header of a server connection made for the
 // client connection of info.
-func proxyHeader(version int, info *ConnInfo) *l4.ProxyHeader {
+func proxyHeader(version conf.ProxyVersion, info *ConnInfo) *l4.ProxyHeader {
 	return &l4.ProxyHeader{
 		Version:   version,
 		Src:       info.Client,

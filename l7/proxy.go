@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"sluice/backend"
+	"sluice/conf"
 )
 
 // Route sends matching requests to Backend. Empty fields match anything.
@@ -101,11 +102,11 @@ type Proxy struct {
 type BackendOptions struct {
 	PoolMaxIdle     int           // idle connections kept per server; 0 disables reuse
 	PoolIdleTimeout time.Duration // how long an idle server connection is kept
-	Proto           string        // "" or "http1": HTTP/1.1; "h2c": HTTP/2 cleartext
-	// SendProxy is the PROXY protocol version (1, 2) each server connection
-	// opens with, 0 for none. Such a connection carries one client's
+	Proto           conf.Proto    // "" or "http1": HTTP/1.1; "h2c": HTTP/2 cleartext
+	// SendProxy is the PROXY protocol version each server connection
+	// opens with (ProxyNone: none). Such a connection carries one client's
 	// address, so it serves that client connection only, never the pool.
-	SendProxy int
+	SendProxy conf.ProxyVersion
 }
 
 // Drain makes every connection answer its next request with

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"sluice/backend"
+	"sluice/conf"
 )
 
 func (s *Server) routes() *http.ServeMux {
@@ -229,7 +230,7 @@ func (s *Server) setState(r *http.Request) (int, string, any) {
 		return http.StatusNotFound, miss, nil
 	}
 	name := r.PostFormValue("state")
-	st, err := backend.ParseAdminState(name)
+	st, err := conf.ParseAdminState(name)
 	if err != nil {
 		return http.StatusBadRequest, fmt.Sprintf("state %q is not one of ready, drain, maint", name), nil
 	}

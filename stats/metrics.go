@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"sluice/backend"
+	"sluice/conf"
 )
 
 // newRegistry is the explicit registry behind /metrics: the sluice
@@ -246,7 +247,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 
 	now := time.Now()
 	for _, b := range s.opt.Backends {
-		isHTTP := b.Mode == "http"
+		isHTTP := b.Mode == conf.ModeHTTP
 		n := b.Name
 		bc := &b.Counters
 		var cur int64

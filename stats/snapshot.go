@@ -121,7 +121,7 @@ func (s *Server) snapshot() Snapshot {
 func (s *Server) frontendRow(f *frontend.Frontend) Row {
 	c := &f.Counters
 	r := Row{
-		Type: "frontend", Proxy: f.Name, Name: "FRONTEND", Mode: f.Mode, Status: "OPEN", State: "open",
+		Type: "frontend", Proxy: f.Name, Name: "FRONTEND", Mode: f.Mode.String(), Status: "OPEN", State: "open",
 		SCur: c.Current.Load(), SMax: c.MaxActive.Load(), STot: c.Sessions.Load(),
 		BytesIn: c.BytesIn.Load(), BytesOut: c.BytesOut.Load(),
 		DReq: c.Denied.Load(), ECon: c.Errors.Load(),
@@ -150,7 +150,7 @@ func (s *Server) frontendRow(f *frontend.Frontend) Row {
 func (s *Server) backendRow(b *backend.Backend, now time.Time) Row {
 	bc := &b.Counters
 	r := Row{
-		Type: "backend", Proxy: b.Name, Name: "BACKEND", Mode: b.Mode, HTTP: b.Mode == conf.ModeHTTP,
+		Type: "backend", Proxy: b.Name, Name: "BACKEND", Mode: b.Mode.String(), HTTP: b.Mode == conf.ModeHTTP,
 		QCur: bc.Queue.Load(), QMax: bc.MaxQueue.Load(), QTotal: bc.Queued.Load(), QTimeout: bc.QueueTimeouts.Load(),
 		DReq: bc.NoServer.Load() + bc.QueueTimeouts.Load(),
 	}
@@ -195,7 +195,7 @@ func (s *Server) backendRow(b *backend.Backend, now time.Time) Row {
 func (s *Server) serverRow(b *backend.Backend, sv *backend.Server, now time.Time) Row {
 	c := &sv.Counters
 	r := Row{
-		Type: "server", Proxy: b.Name, Name: sv.Name, Mode: b.Mode, Addr: sv.Addr, HTTP: b.Mode == conf.ModeHTTP,
+		Type: "server", Proxy: b.Name, Name: sv.Name, Mode: b.Mode.String(), Addr: sv.Addr, HTTP: b.Mode == conf.ModeHTTP,
 		LastChange: int64(now.Sub(sv.LastChange()).Seconds()),
 		Downtime:   int64(sv.Downtime().Seconds()),
 		Weight:     int64(sv.Weight()), ConfWeight: int64(sv.ConfWeight),
