@@ -3,6 +3,7 @@ package conf
 import (
 	"bufio"
 	"bytes"
+	"encoding"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -35,6 +36,8 @@ func acceptedKeys() map[string]bool {
 	return out
 }
 
+var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+
 func walkKeys(t reflect.Type, prefix string, out map[string]bool) {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
@@ -65,6 +68,8 @@ func walkKeys(t reflect.Type, prefix string, out map[string]bool) {
 			}
 		}
 		switch {
+		case reflect.PointerTo(ft).Implements(textUnmarshaler):
+			out[key] = true // a value decoded from its text (a typed name, a duration)
 		case ft.Kind() == reflect.Struct:
 			walkKeys(ft, key+".", out) // a table
 		case ft.Kind() == reflect.Map && elem.Kind() == reflect.Struct:
