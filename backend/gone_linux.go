@@ -9,10 +9,10 @@ import (
 )
 
 // watchGone watches the client connection conn while its connect waits and
-// calls gone when the client closes it (EOF or reset with nothing unread,
-// or a reset after bytes: like HAProxy's `option abortonclose` for a
-// queued connection). A client that sent bytes and half-closed keeps its
-// place: it may be waiting for the answer. The goroutine sleeps on the
+// calls gone when the client closes it: a FIN or a reset, whether or not
+// bytes wait unread (as HAProxy's `option abortonclose` for a queued
+// connection; a client that only half-closed its side loses its place
+// too, which TCP cannot tell from a close). The goroutine sleeps on the
 // runtime's poller (a peek at each wake-up, no byte consumed) until stop,
 // which returns once it is gone and leaves the read deadline cleared.
 // nil when conn is no socket it can wait on.
@@ -45,8 +45,9 @@ func watchGone(conn net.Conn, gone func()) (stop func()) {
 					gone()
 					return true
 				}
-				// Bytes wait to be read: only a reset ends the wait.
-				if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && info.State == tcpClose {
+				// Bytes wait to be read, so the peek cannot see an end
+				// behind them: the TCP state can.
+				if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && (info.State == tcpCloseWait || info.State == tcpClose) {
 					gone()
 					return true
 				}
@@ -61,8 +62,11 @@ func watchGone(conn net.Conn, gone func()) (stop func()) {
 	}
 }
 
-// tcpClose is TCP_CLOSE in tcp_info's state: the connection was reset.
-const tcpClose = 7
+// TCP states in tcp_info: the peer closed (FIN) or reset.
+const (
+	tcpClose     = 7
+	tcpCloseWait = 8
+)
 
 // rawConn unwraps conn to the connection it wraps (TLS, a replay of peeked
 // bytes, a PROXY header reader), as far as they tell.

@@ -89,7 +89,7 @@ type Server struct {
 	// queued or dialing give up at once.
 	stop     context.Context
 	hardStop context.CancelFunc
-	relays      l4.Group      // the epoll relays: killed when a drain runs out of time
+	relays   l4.Group // the epoll relays: killed when a drain runs out of time
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}

@@ -277,6 +277,10 @@ func (c *prefixConn) Read(b []byte) (int, error) {
 	return c.Conn.Read(b)
 }
 
+// NetConn is the connection the bytes were peeked from, for
+// backend.Connect's watch of a queued client.
+func (c *prefixConn) NetConn() net.Conn { return c.Conn }
+
 // CloseWrite half-closes the connection when the underlying one can.
 func (c *prefixConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
