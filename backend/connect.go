@@ -103,7 +103,7 @@ func (c *Connect) TakeSlot() error {
 }
 
 // Connect picks a server for c and connects to it with dial, which opens
-// the connection to c.Server (or, on the net/http path, sends the request
+// the connection to srv (also in c.Server; or, on the net/http path, sends the request
 // and returns after the response head). See the type Connect.
 //
 // dial's error decides what follows: nil is success; a ConnectError is a
@@ -114,7 +114,10 @@ func (c *Connect) TakeSlot() error {
 // ErrNoServer or ErrQueueTimeout (counted in NoServer and QueueTimeouts),
 // ctx's error, ErrServerConns, the last ConnectError, or the callback's
 // other error.
-func (b *Backend) Connect(ctx context.Context, c *Connect, dial func(ctx context.Context, c *Connect) error) error {
+func (b *Backend) Connect(ctx context.Context, c *Connect, dial func(ctx context.Context, srv *Server) error) error {
+	// The algorithms see the client through an interface, so it moves to
+	// the heap; a copy keeps c (and its caller's frame) where it is.
+	cl := c.Client
 	skip := c.Skip
 	var lastErr error
 	for {
@@ -123,7 +126,7 @@ func (b *Backend) Connect(ctx context.Context, c *Connect, dial func(ctx context
 		if c.Pinned != nil && lastErr == nil && c.Pinned.Available() && c.Pinned.TryAcquire() {
 			srv = c.Pinned
 		} else {
-			srv, err = b.connectPick(ctx, c, skip)
+			srv, err = b.connectPick(ctx, c, &cl, skip)
 		}
 		if err != nil {
 			if lastErr != nil {
@@ -135,7 +138,7 @@ func (b *Backend) Connect(ctx context.Context, c *Connect, dial func(ctx context
 			return err
 		}
 		c.Server, c.Slot = srv, false
-		if err = dial(ctx, c); err == nil {
+		if err = dial(ctx, srv); err == nil {
 			if c.ObserveConnect {
 				srv.ObserveOK()
 			}
@@ -168,11 +171,11 @@ func (b *Backend) Connect(ctx context.Context, c *Connect, dial func(ctx context
 
 // connectPick picks and acquires a server, waiting in the queue unless
 // c.NoQueue.
-func (b *Backend) connectPick(ctx context.Context, c *Connect, skip *Server) (*Server, error) {
+func (b *Backend) connectPick(ctx context.Context, c *Connect, cl *Client, skip *Server) (*Server, error) {
 	if !c.NoQueue {
-		return b.pickWait(ctx, &c.Client, skip, c.Watch)
+		return b.pickWait(ctx, cl, skip, c.Watch)
 	}
-	if s := b.pickAcquire(&c.Client, skip); s != nil {
+	if s := b.pickAcquire(cl, skip); s != nil {
 		return s, nil
 	}
 	if !b.pool.Load().usable() {

@@ -362,15 +362,15 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) bool {
 		ObserveConnect: true, // a tcp server is alive once it accepts
 	}
 	var server net.Conn
-	err := be.Connect(s.stop, &cn, func(ctx context.Context, cn *backend.Connect) error {
+	err := be.Connect(s.stop, &cn, func(ctx context.Context, srv *backend.Server) error {
 		// The slot is taken once a server is picked: a client waiting in
 		// the queue holds no descriptor of the budget.
 		if err := cn.TakeSlot(); err != nil {
 			return err
 		}
-		c, err := l4.Dial(ctx, cn.Server.Addr, be.TimeoutConnect, hdr)
+		c, err := l4.Dial(ctx, srv.Addr, be.TimeoutConnect, hdr)
 		if err != nil {
-			s.log.Debug("connect failed", "frontend", f.Name, "backend", be.Name, "server", cn.Server.Name, "err", err)
+			s.log.Debug("connect failed", "frontend", f.Name, "backend", be.Name, "server", srv.Name, "err", err)
 			return backend.ConnectFailed(err)
 		}
 		server = c

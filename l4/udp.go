@@ -451,8 +451,8 @@ func (p *UDPProxy) open(ln *udpListener, key flowKey, s *flowShard, skip *backen
 	// the backend's queue timeouts (as with queue_timeout = 0).
 	cn := backend.Connect{Client: backend.Client{Addr: key.client.Addr().Unmap()}, Skip: skip, NoQueue: true}
 	var conn *os.File
-	err := be.Connect(context.Background(), &cn, func(_ context.Context, cn *backend.Connect) error {
-		c, err := dialUDP(cn.Server.Addr)
+	err := be.Connect(context.Background(), &cn, func(_ context.Context, srv *backend.Server) error {
+		c, err := dialUDP(srv.Addr)
 		if err == nil {
 			conn = c
 			return nil
@@ -463,7 +463,7 @@ func (p *UDPProxy) open(ln *udpListener, key flowKey, s *flowShard, skip *backen
 			return err
 		}
 		p.o.Totals.Errors.Add(1)
-		p.o.Log.Debug("udp: cannot open a socket to the server", "backend", be.Name, "server", cn.Server.Name, "err", err)
+		p.o.Log.Debug("udp: cannot open a socket to the server", "backend", be.Name, "server", srv.Name, "err", err)
 		return backend.ConnectFailed(err)
 	})
 	if err != nil {

@@ -233,9 +233,9 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 	}
 	fresh := false // after a stale reused connection: dial, do not reuse
 	var sc *serverConn
-	dial := func(ctx context.Context, cn *backend.Connect) error {
+	dial := func(ctx context.Context, _ *backend.Server) error {
 		var err error
-		sc, err = c.serverConn(ctx, cn, be, fresh)
+		sc, err = c.serverConn(ctx, &cn, be, fresh)
 		return err
 	}
 	for {

@@ -504,8 +504,7 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var resp *http.Response
 	var cancel context.CancelFunc
-	err := be.Connect(req.Context(), &cn, func(ctx context.Context, cn *backend.Connect) error {
-		srv := cn.Server
+	err := be.Connect(req.Context(), &cn, func(ctx context.Context, srv *backend.Server) error {
 		sr.srv.Store(srv)
 		sr.retries = cn.Retries
 		u := *req.URL
