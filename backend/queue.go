@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,13 @@ var (
 // (ErrQueueTimeout) or ctx ends (its error). When no server is up at all it
 // returns ErrNoServer at once. QueueTimeout 0 disables waiting.
 func (b *Backend) PickWait(ctx context.Context, c *Client, skip *Server) (*Server, error) {
+	return b.pickWait(ctx, c, skip, nil)
+}
+
+// pickWait is PickWait; while it waits in the queue it watches the
+// client's connection watch (when not nil) and leaves when the client
+// closes it.
+func (b *Backend) pickWait(ctx context.Context, c *Client, skip *Server, watch net.Conn) (*Server, error) {
 	// Newcomers go straight to a server only while nobody queues, so they
 	// do not overtake those already waiting.
 	if b.queue.waiting.Load() == 0 {
@@ -38,6 +46,15 @@ func (b *Backend) PickWait(ctx context.Context, c *Client, skip *Server) (*Serve
 	if b.QueueTimeout <= 0 {
 		b.Counters.QueueTimeouts.Add(1)
 		return nil, ErrQueueTimeout
+	}
+	if watch != nil {
+		// Only a connection that has to wait pays for a watcher.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		if stop := watchGone(watch, cancel); stop != nil {
+			defer stop()
+		}
 	}
 	return b.wait(ctx, c, skip)
 }

@@ -21,7 +21,7 @@ func TestTCPServerConnsShareTheBudget(t *testing.T) {
 		t.Fatalf("budget %d, want global.maxconn = 3", sc.Max())
 	}
 	held := 0
-	for held < 10 && sc.Acquire() {
+	for held < 10 && sc.Take() {
 		held++
 	}
 	if held != 3 {

@@ -81,10 +81,15 @@ type Server struct {
 	log       *slog.Logger
 	global    chan struct{} // global.maxconn
 	// serverConns is the budget of server connections every mode shares
-	// (see l7.ServerConns): a tcp relay holds a slot for its server side.
-	serverConns *l7.ServerConns
+	// (see backend.ServerConns): a tcp relay holds a slot for its server
+	// side.
+	serverConns *backend.ServerConns
 	done        chan struct{} // closed when shutting down
-	relays      l4.Group      // the epoll relays: killed when a drain runs out of time
+	// stop ends at a hard stop (Shutdown's deadline): connections still
+	// queued or dialing give up at once.
+	stop     context.Context
+	hardStop context.CancelFunc
+	relays   l4.Group // the epoll relays: killed when a drain runs out of time
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
@@ -106,8 +111,9 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 	// Server connections of every http frontend share one budget, the
 	// size of global.maxconn: the descriptor limit is fitted to maxconn
 	// client connections and as many server connections.
-	serverConns := l7.NewServerConns(cfg.Global.MaxConn)
+	serverConns := backend.NewServerConns(cfg.Global.MaxConn)
 	s.serverConns = serverConns
+	s.stop, s.hardStop = context.WithCancel(context.Background())
 	for _, fc := range cfg.Frontends {
 		f := &Frontend{Name: fc.Name, Mode: fc.Mode, cfg: fc, backend: backends[fc.DefaultBackend]}
 		f.peerLog = peerLog{interval: time.Minute, max: 1024}
@@ -125,6 +131,8 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 				return nil, fmt.Errorf("frontend %s: %w", fc.Name, err)
 			}
 			p.ServerConns = serverConns
+			p.Stop = s.stop
+			serverConns.OnExhausted(p.CloseIdle)
 			f.http = p
 		}
 		if fc.MaxConn > 0 {
@@ -149,7 +157,7 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 }
 
 // ServerConns is the budget of server connections every frontend shares.
-func (s *Server) ServerConns() *l7.ServerConns { return s.serverConns }
+func (s *Server) ServerConns() *backend.ServerConns { return s.serverConns }
 
 // Serve starts accepting on every frontend and returns.
 func (s *Server) Serve() {
@@ -343,61 +351,49 @@ func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time) (handedO
 // at its end), leaving this goroutine free to exit.
 func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) bool {
 	be := f.backend
-	client := backend.Client{Addr: m.client.Addr()}
 	var hdr *l4.ProxyHeader
 	if f.sendProxy != 0 {
 		hdr = &l4.ProxyHeader{Version: f.sendProxy, Src: m.client, Dst: m.local, UniqueID: m.id}
 	}
-	var srv, skip *backend.Server
+	cn := backend.Connect{
+		Client:         backend.Client{Addr: m.client.Addr()},
+		Budget:         s.serverConns,
+		Watch:          m.conn,
+		ObserveConnect: true, // a tcp server is alive once it accepts
+	}
 	var server net.Conn
-	var pickErr error
-	for attempt := 0; attempt <= be.Retries; attempt++ {
-		// Waits in the backend's queue while every server is at its
-		// maxconn; srv comes back acquired.
-		srv, pickErr = be.PickWait(context.Background(), &client, skip)
-		if srv == nil {
-			break
-		}
+	err := be.Connect(s.stop, &cn, func(ctx context.Context, srv *backend.Server) error {
 		// The slot is taken once a server is picked: a client waiting in
 		// the queue holds no descriptor of the budget.
-		if !s.serverConns.Acquire() {
+		if err := cn.TakeSlot(); err != nil {
+			return err
+		}
+		c, err := l4.Dial(ctx, srv.Addr, be.TimeoutConnect, hdr)
+		if err != nil {
+			s.log.Debug("connect failed", "frontend", f.Name, "backend", be.Name, "server", srv.Name, "err", err)
+			return backend.ConnectFailed(err)
+		}
+		server = c
+		return nil
+	})
+	if err != nil {
+		switch {
+		case errors.Is(err, backend.ErrServerConns):
 			// Every server connection the descriptor budget holds is in
 			// use (HTTP/2 streams count too): refuse this client, not the
 			// process.
-			srv.Release()
 			f.Counters.Denied.Add(1)
 			f.Counters.ServerConnsExhausted.Add(1)
-			conn.Close()
-			return false
-		}
-		c, err := l4.Dial(context.Background(), srv.Addr, be.TimeoutConnect, hdr)
-		if err == nil {
-			srv.ObserveOK()
-			server = c
-			break
-		}
-		srv.Counters.ConnErrors.Add(1)
-		srv.ObserveError()
-		if attempt < be.Retries {
-			srv.Counters.Retries.Add(1)
-		}
-		s.log.Debug("connect failed", "frontend", f.Name, "backend", be.Name, "server", srv.Name, "err", err)
-		s.serverConns.Release()
-		srv.Release()
-		skip, srv = srv, nil
-	}
-	if server == nil {
-		if skip == nil {
-			if errors.Is(pickErr, backend.ErrNoServer) {
-				be.Counters.NoServer.Add(1) // queue timeouts have their own counter
-			}
-			f.Counters.Denied.Add(1)
-		} else {
+		case backend.IsConnectError(err):
 			f.Counters.Errors.Add(1)
+		case err == backend.ErrNoServer || err == backend.ErrQueueTimeout:
+			f.Counters.Denied.Add(1)
 		}
+		// Otherwise the client left while queued or the process stops.
 		conn.Close()
 		return false
 	}
+	srv := cn.Server
 	opts := l4.RelayOptions{
 		ClientIdle: f.cfg.TimeoutClient,
 		ServerIdle: be.TimeoutServer,
@@ -470,6 +466,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 	select {
 	case <-finished:
 	case <-ctx.Done():
+		s.hardStop() // queued and dialing connections give up
 		// Counted before the epoll relays are killed: their ends untrack
 		// their connections as soon as the loops get to them.
 		s.mu.Lock()
@@ -481,6 +478,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 		s.relays.Kill() // the epoll relays own their sockets
 		<-finished
 	}
+	s.hardStop()
 	cut += s.shutdownUDP(ctx)
 	s.wg.Wait()
 	for _, f := range s.Frontends {

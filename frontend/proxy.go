@@ -264,6 +264,10 @@ func (c *proxiedConn) LocalAddr() net.Addr {
 // CloseWrite half-closes the connection, as l4.Relay expects.
 func (c *proxiedConn) CloseWrite() error { return closeWrite(c.Conn) }
 
+// NetConn is the connection under the header, for backend.Connect's watch
+// of a queued client.
+func (c *proxiedConn) NetConn() net.Conn { return c.Conn }
+
 func closeWrite(c net.Conn) error {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
@@ -306,6 +310,10 @@ func (c *sniffConn) inspect(b []byte) {
 }
 
 func (c *sniffConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// NetConn is the accepted connection, for backend.Connect's watch of a
+// queued client.
+func (c *sniffConn) NetConn() net.Conn { return c.Conn }
 
 // unexpectedProxy describes b when it starts like a PROXY header, else "".
 func unexpectedProxy(b []byte) string {

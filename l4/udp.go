@@ -1,6 +1,7 @@
 package l4
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -444,45 +445,40 @@ func (p *UDPProxy) open(ln *udpListener, key flowKey, s *flowShard, skip *backen
 	}
 	// Until the flow is in the table, a failure gives both back.
 	giveBack := func() { p.count.Add(-1); p.releaseSource(src) }
-	client := backend.Client{Addr: key.client.Addr().Unmap()}
 	be := p.o.Backend
-	var srv *backend.Server
+	// No queue: a reader serves every client of its socket, and one flow
+	// waiting for a slot would hold up the datagrams of all the others;
+	// a flow refused because every server is at its maxconn is counted in
+	// the backend's queue timeouts (as with queue_timeout = 0).
+	cn := backend.Connect{Client: backend.Client{Addr: key.client.Addr().Unmap()}, Skip: skip, NoQueue: true}
 	var conn *os.File
-	for attempt := 0; attempt <= p.o.Retries; attempt++ {
-		srv = be.Pick(&client, skip)
-		if srv == nil {
-			be.Counters.NoServer.Add(1)
-			p.o.Totals.Denied.Add(1)
-			giveBack()
-			return nil
-		}
-		if !srv.TryAcquire() {
-			skip, srv = srv, nil
-			continue
-		}
+	err := be.Connect(context.Background(), &cn, func(_ context.Context, srv *backend.Server) error {
 		c, err := dialUDP(srv.Addr)
 		if err == nil {
 			conn = c
-			break
+			return nil
 		}
-		srv.Release()
 		if errors.Is(err, errNoSocket) {
 			// This process is out of sockets, not the server at fault:
 			// refuse this flow (another server would fare no better).
-			giveBack()
-			p.o.Counters.RefusedSocket.Add(1)
-			p.logRefused("no socket", key.client, err)
-			return nil
+			return err
 		}
-		srv.Counters.ConnErrors.Add(1)
 		p.o.Totals.Errors.Add(1)
 		p.o.Log.Debug("udp: cannot open a socket to the server", "backend", be.Name, "server", srv.Name, "err", err)
-		skip, srv = srv, nil
-	}
-	if conn == nil {
+		return backend.ConnectFailed(err)
+	})
+	if err != nil {
 		giveBack()
+		switch {
+		case errors.Is(err, errNoSocket):
+			p.o.Counters.RefusedSocket.Add(1)
+			p.logRefused("no socket", key.client, err)
+		case !backend.IsConnectError(err):
+			p.o.Totals.Denied.Add(1) // no server, or every one full
+		}
 		return nil
 	}
+	srv := cn.Server
 	raw, err := conn.SyscallConn()
 	if err != nil {
 		conn.Close()
@@ -731,8 +727,11 @@ func (f *flow) run() {
 			// ECONNREFUSED: the server's port is closed (ICMP unreachable).
 			p.o.Totals.Errors.Add(1)
 			f.srv.Counters.ConnErrors.Add(1)
+			f.srv.ObserveError()
 			return
 		}
+		// A reply is a udp server's sign of life (see backend.Connect).
+		f.srv.ObserveOK()
 		// The last reply allowed ends the flow before it is sent, so that
 		// the client's next datagram, which may follow at once, opens a new
 		// flow instead of reaching this closing one.

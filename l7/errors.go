@@ -77,9 +77,8 @@ func (p *Proxy) countFailure(f failure, be *backend.Backend) {
 	case failNoRoute:
 		c.NoRoute404.Add(1)
 	case failNoServer, failQueueTimeout:
-		if be != nil {
-			be.Counters.NoServer.Add(1)
-		}
+		// The backend's own NoServer and QueueTimeouts are counted where
+		// they happen: backend.Connect.
 		c.NoServer503.Add(1)
 	case failServerConns:
 		c.NoServerConn503.Add(1)
@@ -103,7 +102,6 @@ func (p *Proxy) countFailure(f failure, be *backend.Backend) {
 // failureOf names the failure of an error from picking a server or from a
 // round trip to one.
 func failureOf(err error) failure {
-	var ce *connectError
 	var ne net.Error
 	switch {
 	case errors.Is(err, backend.ErrQueueTimeout):
@@ -112,7 +110,7 @@ func failureOf(err error) failure {
 		return failNoServer
 	case errors.Is(err, errServerConns):
 		return failServerConns
-	case errors.As(err, &ce):
+	case backend.IsConnectError(err):
 		return failConnect
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
 		return failServerTimeout

@@ -217,55 +217,61 @@ func (c *clientConn) hasBody() bool { return c.req.chunked || c.req.contentLengt
 
 // forward sends the request to a server of be and relays the response.
 func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
-	cl := backend.Client{Addr: c.info.Client.Addr()}
+	p := c.p
+	cn := backend.Connect{
+		Client: backend.Client{Addr: c.info.Client.Addr()},
+		Budget: p.ServerConns,
+		Watch:  c.conn,
+	}
 	var cookie []byte
 	if be.Sticky == "cookie" {
 		v := h1View(&c.req)
 		cookie = v.cookie(be.StickyCookie)
+		cn.Pinned = pinned(be, cookie)
 	}
-	var skip *backend.Server
 	fresh := false // after a stale reused connection: dial, do not reuse
-	for attempt := 0; ; attempt++ {
-		srv, setCookie, err := pickServer(be, &cl, cookie, skip)
-		if err != nil {
-			if skip == nil {
-				return c.fail(failureOf(err), be, x)
-			}
-			// No other server to retry the failed connect on.
-			return c.fail(failConnect, be, x)
+	var sc *serverConn
+	dial := func(ctx context.Context, _ *backend.Server) error {
+		var err error
+		sc, err = c.serverConn(ctx, &cn, be, fresh)
+		return err
+	}
+	for {
+		err := be.Connect(p.stopCtx(), &cn, dial)
+		x.retries = cn.Retries
+		if cn.Server != nil {
+			x.server = cn.Server.Name
 		}
-		c.stickyName, c.stickySrv = "", nil
-		if setCookie {
-			c.stickyName, c.stickySrv = be.StickyCookie, srv
-		}
-		x.server = srv.Name
-		sc, err := c.serverConn(srv, be, fresh)
-		if err == errServerConns {
-			// Not the server's fault: no retry, no mark against it.
-			srv.Release()
-			return c.fail(failServerConns, be, x)
-		}
-		if err != nil {
-			srv.Release()
-			srv.Counters.ConnErrors.Add(1)
-			srv.ObserveError()
-			if attempt < be.Retries {
-				srv.Counters.Retries.Add(1)
-				x.retries++
-				skip = srv
-				continue
-			}
+		switch {
+		case err == nil:
+		case backend.IsConnectError(err):
 			// The request was never sent: the connection can go on.
 			return c.fail(failConnect, be, x)
+		case errors.Is(err, backend.ErrNoServer), errors.Is(err, backend.ErrQueueTimeout), errors.Is(err, errServerConns):
+			// errServerConns is not the server's fault: no retry, no
+			// mark against it.
+			return c.fail(failureOf(err), be, x)
+		default:
+			// The client left while queued, or the process stops.
+			x.terminated = "client"
+			return false
+		}
+		srv := cn.Server
+		c.stickyName, c.stickySrv = "", nil
+		if setCookie(be, cookie, srv) {
+			c.stickyName, c.stickySrv = be.StickyCookie, srv
 		}
 		x.connected = time.Now()
 		keep, retry := c.exchange(sc, be, x)
 		srv.Release()
 		observe(srv, x, retry)
-		if retry && attempt < be.Retries {
-			x.retries++
+		if retry && cn.Retries < be.Retries {
+			cn.Retries++
+			x.retries = cn.Retries
 			srv.Counters.Retries.Add(1)
-			skip = nil // a stale pooled connection is no reason to avoid the server
+			// A stale pooled connection is no reason to avoid the
+			// server: the request goes to it again, on a new connection.
+			cn.Pinned = srv
 			fresh = true
 			continue
 		}
@@ -287,13 +293,16 @@ func observe(srv *backend.Server, x *exchange, retry bool) {
 	}
 }
 
-// serverConn returns an idle pooled connection to srv or dials a new one.
-// With send_proxy, the only connection that may be reused is this client
-// connection's own, and a new one opens with the PROXY header.
+// serverConn returns an idle pooled connection to cn.Server or dials a
+// new one (taking a slot of the budget): the callback of Backend.Connect
+// on the HTTP/1 path. With send_proxy, the only connection that may be
+// reused is this client connection's own, and a new one opens with the
+// PROXY header.
 //
 // fresh asks for a new connection: the request is sent again after a
 // reused one ended without a response, and it goes once more at most.
-func (c *clientConn) serverConn(srv *backend.Server, be *backend.Backend, fresh bool) (*serverConn, error) {
+func (c *clientConn) serverConn(ctx context.Context, cn *backend.Connect, be *backend.Backend, fresh bool) (*serverConn, error) {
+	srv := cn.Server
 	version := c.p.Backends[be].SendProxy
 	var hdr *l4.ProxyHeader
 	if version != 0 {
@@ -312,13 +321,12 @@ func (c *clientConn) serverConn(srv *backend.Server, be *backend.Backend, fresh 
 	} else if sc := c.p.getIdle(srv, be); sc != nil {
 		return sc, nil
 	}
-	if !c.p.takeServerConn() {
-		return nil, errServerConns
-	}
-	conn, err := l4.Dial(context.Background(), srv.Addr, be.TimeoutConnect, hdr)
-	if err != nil {
-		c.p.ServerConns.release()
+	if err := cn.TakeSlot(); err != nil {
 		return nil, err
+	}
+	conn, err := l4.Dial(ctx, srv.Addr, be.TimeoutConnect, hdr)
+	if err != nil {
+		return nil, backend.ConnectFailed(err)
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)

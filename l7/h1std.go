@@ -76,12 +76,12 @@ func (c *clientConn) forwardStd(be *backend.Backend, x *exchange) bool {
 		body = &h1Body{c: c, w: w, left: req.contentLength, expect: req.expectCont}
 		r.Body, r.ContentLength = body, req.contentLength
 	}
-	sr := &stdReq{be: be, info: &c.info}
+	sr := &stdReq{be: be, info: &c.info, watch: c.conn}
 	sr.start = x.start
 	// ReverseProxy aborts a response it cannot finish with a panic of
 	// http.ErrAbortHandler when it runs under a server; we are that server.
 	s := p.std()
-	ctx := context.WithValue(context.WithValue(context.Background(), http.ServerContextKey, s.hs), stdReqKey{}, sr)
+	ctx := context.WithValue(context.WithValue(p.stopCtx(), http.ServerContextKey, s.hs), stdReqKey{}, sr)
 	aborted := false
 	func() {
 		defer func() {

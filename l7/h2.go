@@ -119,6 +119,7 @@ func (p *Proxy) serveH2(conn net.Conn, info ConnInfo) {
 	defer info.priv.close()
 	s := p.std()
 	s.h2s.ServeConn(conn, &http2.ServeConnOpts{
+		Context:    p.stopCtx(), // a hard stop ends every stream
 		BaseConfig: s.hs,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			defer p.recoverStream(&info)
@@ -275,6 +276,10 @@ func (c *prefixConn) Read(b []byte) (int, error) {
 	return c.Conn.Read(b)
 }
 
+// NetConn is the connection the bytes were peeked from, for
+// backend.Connect's watch of a queued client.
+func (c *prefixConn) NetConn() net.Conn { return c.Conn }
+
 // CloseWrite half-closes the connection when the underlying one can.
 func (c *prefixConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
@@ -293,6 +298,10 @@ type stdReq struct {
 	srv    atomic.Pointer[backend.Server] // the server of the last attempt
 	sent   atomic.Int64                   // body bytes to the client
 	stream *stream                        // HTTP/2 from the client; nil from HTTP/1 (h1std.go)
+	// watch is the HTTP/1 client's connection (h1std.go), watched while
+	// the request waits in the queue; nil for HTTP/2 (its stream's
+	// context ends when the client resets it or leaves).
+	watch net.Conn
 }
 
 type stdReqKey struct{}
@@ -351,12 +360,6 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 // Errors of roundTrip that pick the status of the answer.
 var errNoServer = errors.New("no server available")
 
-// connectError is a failed connect to a server: the request was not sent.
-type connectError struct{ err error }
-
-func (e *connectError) Error() string { return "connect: " + e.err.Error() }
-func (e *connectError) Unwrap() error { return e.err }
-
 // serverTimeout is a server that did not answer within timeout_server.
 type serverTimeout struct{}
 
@@ -385,13 +388,15 @@ func (p *Proxy) transport(be *backend.Backend, info *ConnInfo) http.RoundTripper
 func (p *Proxy) newTransport(be *backend.Backend, hdr *l4.ProxyHeader) http.RoundTripper {
 	opts := p.Backends[be]
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if !p.takeServerConn() {
+		// The slot is this connection's, pooled or not, whichever
+		// request it serves: the transport dials for its pool.
+		if !p.ServerConns.Take() {
 			return nil, errServerConns
 		}
 		c, err := l4.Dial(ctx, addr, be.TimeoutConnect, hdr)
 		if err != nil {
-			p.ServerConns.release()
-			return nil, &connectError{err}
+			p.ServerConns.Release()
+			return nil, backend.ConnectFailed(err)
 		}
 		if p.ServerConns != nil {
 			c = &budgetConn{Conn: c, b: p.ServerConns}
@@ -467,40 +472,40 @@ func (p *Proxy) sendsProxy() bool {
 	return p.anySendProxy
 }
 
-// roundTrip sends the request to a server of its backend: picked by the
-// backend's algorithm, retried on another server while the connect fails
-// (the request was not sent), as the HTTP/1 path does.
+// roundTrip sends the request to a server of its backend through
+// Backend.Connect, whose callback is one RoundTrip of the transport: a
+// failed connect (the transport's dial, below) is retried on another
+// server while no request-body byte has gone out, as on the HTTP/1 path.
+// The request's context is the client's stream (reset: the request leaves
+// the queue, its RoundTrip is cancelled) under the hard stop (Proxy.Stop).
 func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 	sr := reqState(req)
 	be := sr.be
 	rt := p.transport(be, sr.info)
 	h2c := p.Backends[be].Proto == "h2c"
-	cl := backend.Client{Addr: sr.info.Client.Addr()}
 	var body *reqBody
 	if req.Body != nil && req.Body != http.NoBody {
 		// Transports close the body on failure; it stays open for a retry
 		// (ReverseProxy closes it in the end).
 		body = &reqBody{rc: req.Body, p: p, stream: sr.stream}
 	}
+	// The transports' dial takes the budget slot (a connection they pool
+	// outlives this request), so Connect is given none.
+	cn := backend.Connect{Client: backend.Client{Addr: sr.info.Client.Addr()}, Watch: sr.watch}
 	var cookie []byte
 	if be.Sticky == "cookie" {
 		v := stdView(req)
 		cookie = v.cookie(be.StickyCookie)
+		cn.Pinned = pinned(be, cookie)
 	}
-	var skip *backend.Server
-	var lastErr error
-	for attempt := 0; ; attempt++ {
-		srv, setCookie, perr := pickServer(be, &cl, cookie, skip)
-		if perr != nil {
-			if skip == nil {
-				return nil, perr // no server, or the queue timed out
-			}
-			return nil, lastErr
-		}
+	var resp *http.Response
+	var cancel context.CancelFunc
+	err := be.Connect(req.Context(), &cn, func(ctx context.Context, srv *backend.Server) error {
 		sr.srv.Store(srv)
+		sr.retries = cn.Retries
 		u := *req.URL
 		u.Host = srv.Addr
-		ctx, cancel := context.WithCancel(req.Context())
+		ctx, cancelAttempt := context.WithCancel(ctx)
 		out := req.WithContext(ctx)
 		out.URL = &u
 		if body != nil {
@@ -526,7 +531,7 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 					}
 				}
 				timedOut.Store(true)
-				cancel()
+				cancelAttempt()
 			})
 			if body != nil {
 				body.last.Store(time.Now().UnixNano())
@@ -534,7 +539,8 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 			timer.Reset(t)
 		}
 		sr.connected = time.Now()
-		resp, err := rt.RoundTrip(out)
+		var err error
+		resp, err = rt.RoundTrip(out)
 		if timer != nil {
 			timer.Stop()
 		}
@@ -543,56 +549,69 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 			err = serverTimeout{}
 		}
 		if err == nil {
-			sr.respHead = time.Now()
-			sr.status = resp.StatusCode
-			if resp.StatusCode >= 500 {
-				srv.ObserveError()
-			} else {
-				srv.ObserveOK()
-			}
-			grpcTrailersOnly(resp)
-			if setCookie {
-				var buf [128]byte
-				resp.Header.Add("Set-Cookie", string(appendStickyCookie(buf[:0], be.StickyCookie, srv.ID)))
-			}
-			p.count(srv, resp.StatusCode, 0) // bytes are counted as they pass (respBody)
-			rb := &respBody{rc: resp.Body, p: p, srv: srv, sr: sr, cancel: cancel, idle: be.TimeoutServer}
-			if rb.idle > 0 {
-				rb.timer = time.AfterFunc(rb.idle, rb.watch)
-			}
-			resp.Body = rb
-			return resp, nil
+			cancel = cancelAttempt // the response body's now
+			return nil
 		}
-		cancel()
-		srv.Release()
+		cancelAttempt()
 		if timedOut.Load() {
-			err = serverTimeout{}
+			return serverTimeout{}
 		}
-		if errors.Is(err, errServerConns) {
-			return nil, err // not the server's fault: no retry, no mark against it
+		if body != nil && body.n.Load() > 0 && backend.IsConnectError(err) {
+			// Part of the body went out: not to be sent again.
+			return sentError{err}
 		}
-		var ce *connectError
-		if !errors.As(err, &ce) || (body != nil && body.n.Load() > 0) {
-			srv.Counters.RespErrors.Add(1)
-			if _, ok := err.(serverTimeout); ok || errors.As(err, &ce) {
-				srv.ObserveError()
-			}
-			return nil, err
-		}
-		srv.Counters.ConnErrors.Add(1)
-		srv.ObserveError()
-		if p.Log != nil {
+		if p.Log != nil && backend.IsConnectError(err) {
 			p.Log.Debug("connect failed", "frontend", p.Frontend, "backend", be.Name, "server", srv.Name, "err", err)
 		}
-		lastErr = err
-		if attempt >= be.Retries {
-			return nil, err
+		return err
+	})
+	sr.retries = cn.Retries
+	srv := cn.Server
+	if err != nil {
+		switch {
+		case err == backend.ErrNoServer, err == backend.ErrQueueTimeout, errors.Is(err, errServerConns),
+			backend.IsConnectError(err), req.Context().Err() != nil:
+			return nil, err // failureOf names it
 		}
-		srv.Counters.Retries.Add(1)
-		sr.retries++
-		skip = srv
+		// The request went out (or part of its body): the exchange
+		// failed, the server is to blame for a timeout or a broken
+		// connect.
+		var se sentError
+		if errors.As(err, &se) {
+			err = se.err
+		}
+		srv.Counters.RespErrors.Add(1)
+		if _, ok := err.(serverTimeout); ok || backend.IsConnectError(err) {
+			srv.ObserveError()
+		}
+		return nil, err
 	}
+	sr.respHead = time.Now()
+	sr.status = resp.StatusCode
+	if resp.StatusCode >= 500 {
+		srv.ObserveError()
+	} else {
+		srv.ObserveOK()
+	}
+	grpcTrailersOnly(resp)
+	if setCookie(be, cookie, srv) {
+		var buf [128]byte
+		resp.Header.Add("Set-Cookie", string(appendStickyCookie(buf[:0], be.StickyCookie, srv.ID)))
+	}
+	p.count(srv, resp.StatusCode, 0) // bytes are counted as they pass (respBody)
+	rb := &respBody{rc: resp.Body, p: p, srv: srv, sr: sr, cancel: cancel, idle: be.TimeoutServer}
+	if rb.idle > 0 {
+		rb.timer = time.AfterFunc(rb.idle, rb.watch)
+	}
+	resp.Body = rb
+	return resp, nil
 }
+
+// sentError is a failed connect after part of the request body went out
+// (a dial the transport retried): not to be retried by Connect.
+type sentError struct{ err error }
+
+func (e sentError) Error() string { return e.err.Error() }
 
 // grpcTrailersOnly turns a gRPC "Trailers-Only" response (one HEADERS
 // frame ending the stream, carrying grpc-status) into headers and trailers.

@@ -4,6 +4,7 @@
 package l7
 
 import (
+	"context"
 	"golang.org/x/sys/unix"
 	"unsafe"
 
@@ -86,7 +87,10 @@ type Proxy struct {
 	Panics             *atomic.Uint64 // counts HTTP/2 streams reset because serving them panicked; may be nil
 	// ServerConns bounds the server connections of the whole process,
 	// shared by every Proxy of it; nil: no bound.
-	ServerConns *ServerConns
+	ServerConns *backend.ServerConns
+	// Stop ends at a hard stop: requests queued or dialing give up, and
+	// HTTP/2 streams (whose contexts derive from it) end. nil: never.
+	Stop context.Context
 
 	Counters Counters
 
@@ -234,8 +238,8 @@ type serverConn struct {
 	idleSince time.Time
 	reused    bool
 	dl        deadlines
-	w         deadlineWriter // writes the request body through dl
-	budget    *ServerConns   // holds a slot of it until closed
+	w         deadlineWriter       // writes the request body through dl
+	budget    *backend.ServerConns // holds a slot of it until closed
 	// raw peeks at the socket before reuse (see quiet); nil when the
 	// connection is not a plain socket, then a zero deadline read does it.
 	raw  syscall.RawConn
@@ -247,7 +251,7 @@ type serverConn struct {
 }
 
 // newServerConn wraps a fresh connection to srv.
-func newServerConn(conn net.Conn, srv *backend.Server, maxHead int, budget *ServerConns) *serverConn {
+func newServerConn(conn net.Conn, srv *backend.Server, maxHead int, budget *backend.ServerConns) *serverConn {
 	sc := &serverConn{conn: conn, hr: newHeadReader(conn, maxHead), srv: srv, budget: budget}
 	if c, ok := conn.(syscall.Conn); ok {
 		if raw, err := c.SyscallConn(); err == nil {
@@ -352,7 +356,7 @@ func (p *Proxy) CloseIdle() {
 
 func (sc *serverConn) close() {
 	sc.conn.Close()
-	sc.budget.release()
+	sc.budget.Release()
 	sc.budget = nil
 	if sc.hr != nil {
 		sc.hr.release()

@@ -2,29 +2,25 @@ package l7
 
 import (
 	"bytes"
-	"context"
 
 	"sluice/backend"
 )
 
-// pickServer chooses and acquires a server of be for one request. With
-// sticky = "cookie", a request whose cookie names an available server goes
-// there; otherwise the backend picks (waiting in its queue when every server
-// is full) and setCookie says the response must carry the new server's id.
-// cookie is the value of the request's sticky cookie, nil when absent. The
-// error is backend.ErrNoServer or backend.ErrQueueTimeout (both 503).
-func pickServer(be *backend.Backend, cl *backend.Client, cookie []byte, skip *backend.Server) (srv *backend.Server, setCookie bool, err error) {
-	if be.Sticky == "cookie" && cookie != nil && skip == nil {
-		// A map lookup with string(bytes) does not allocate.
-		if s := be.ServerByID(string(cookie)); s != nil && s.Available() && s.TryAcquire() {
-			return s, false, nil
-		}
+// pinned is the server a request's sticky cookie names (sticky =
+// "cookie"), for Backend.Connect to try first; nil without one. cookie is
+// the cookie's value, nil when absent.
+func pinned(be *backend.Backend, cookie []byte) *backend.Server {
+	if cookie == nil {
+		return nil
 	}
-	srv, err = be.PickWait(context.Background(), cl, skip)
-	if err != nil {
-		return nil, false, err
-	}
-	return srv, be.Sticky == "cookie" && (cookie == nil || !bytes.Equal(cookie, []byte(srv.ID))), nil
+	// A map lookup with string(bytes) does not allocate.
+	return be.ServerByID(string(cookie))
+}
+
+// setCookie reports whether the response from srv must carry the sticky
+// cookie: sticky = "cookie" and the request's cookie did not name srv.
+func setCookie(be *backend.Backend, cookie []byte, srv *backend.Server) bool {
+	return be.Sticky == "cookie" && (cookie == nil || !bytes.Equal(cookie, []byte(srv.ID)))
 }
 
 // cookie returns the value of the named cookie in the Cookie headers of

@@ -1,0 +1,186 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"net"
+)
+
+// Connect is one connection's (tcp, udp flow) or one request's (http) way
+// to a server, and Backend.Connect is the one place every mode takes it:
+//
+//	pick        Pinned (a sticky cookie's server) on the first attempt when
+//	            it has a free slot, else source stickiness and the
+//	            algorithm (Pick), avoiding the server that just failed
+//	acquire     the server's maxconn slot (TryAcquire)
+//	queue       all full: FIFO wait up to queue_timeout (PickWait); NoQueue
+//	            refuses at once instead
+//	dial        the caller's callback, which may take a slot of the
+//	            process's ServerConns budget with TakeSlot
+//	retry       a failed connect (ConnectFailed) counts ConnErrors, is
+//	            observed, and is tried again on another server while
+//	            retries last (Retries)
+//
+// ctx ends the whole of it: a client that leaves (an HTTP/2 stream reset, a
+// client connection that closes while queued, see Watch) or a hard stop
+// takes the connection out of the queue and cancels the dial at once.
+//
+// Passive observation, one rule for every mode: a failed connect is a
+// failure (here); success is observed where the mode sees the server
+// alive: tcp at connect (ObserveConnect, here), udp at a reply (l4: a
+// connected UDP socket opens without the server), http at a response
+// below 500 (l7, which also observes 5xx and server timeouts as failures).
+//
+// A Connect lives on its caller's stack; nothing here allocates unless the
+// connection has to wait in the queue or a connect fails.
+type Connect struct {
+	Client Client
+	// Pinned is a server the request asks for by cookie (sticky =
+	// "cookie"); it is used on the first attempt when it has a free slot.
+	Pinned *Server
+	// Skip is a server to avoid on the first attempt (a udp flow moved off
+	// a server that went down).
+	Skip *Server
+	// Budget is the process's server-connection budget the callback takes
+	// a slot of with TakeSlot; nil: no limit.
+	Budget *ServerConns
+	// Watch is the client's connection (tcp, HTTP/1): while the connect
+	// waits in the queue, one goroutine watches it and gives up the wait
+	// when the client closes it. Nothing watches a connection that finds
+	// a free server at once.
+	Watch net.Conn
+	// ObserveConnect marks the server OK when the connect succeeds (tcp).
+	ObserveConnect bool
+	// NoQueue refuses at once (ErrQueueTimeout, counted in QueueTimeouts
+	// as a queue_timeout of 0) when every server is at its maxconn (udp:
+	// its readers serve every client of a socket, and one waiting would
+	// hold up the others' datagrams).
+	NoQueue bool
+
+	// Server is the server of the attempt in progress (for the callback),
+	// and after Connect the one connected to or, on failure, the last one
+	// tried (nil when none was picked). On success it is acquired: the
+	// caller calls Release when the connection or request ends.
+	Server *Server
+	// Retries counts the attempts made again on another server; attempts
+	// stop when it reaches the backend's retries. A caller that sends a
+	// request again for a reason of its own (a stale pooled connection)
+	// adds to it and calls Connect again.
+	Retries int
+	// Slot reports that the callback took a slot of Budget (TakeSlot)
+	// for the connection it made: it belongs to that connection now.
+	Slot bool
+}
+
+// ConnectError is a connect that failed before anything was sent: the
+// callback returns one (ConnectFailed) to have it counted, observed and
+// retried on another server.
+type ConnectError struct{ Err error }
+
+func (e *ConnectError) Error() string { return "connect: " + e.Err.Error() }
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// ConnectFailed wraps err as a failed connect.
+func ConnectFailed(err error) error { return &ConnectError{Err: err} }
+
+// IsConnectError reports whether err is (or wraps) a ConnectError.
+func IsConnectError(err error) bool {
+	var ce *ConnectError
+	return errors.As(err, &ce)
+}
+
+// TakeSlot takes a slot of the Budget for the connection the callback is
+// about to open (ErrServerConns when none is left). If the callback then
+// fails, Connect gives it back; if it succeeds, the slot is the
+// connection's (Slot is true) and goes back with Budget.Release when the
+// connection closes.
+func (c *Connect) TakeSlot() error {
+	if !c.Budget.Take() {
+		return ErrServerConns
+	}
+	c.Slot = true
+	return nil
+}
+
+// Connect picks a server for c and connects to it with dial, which opens
+// the connection to srv (also in c.Server; or, on the net/http path, sends the request
+// and returns after the response head). See the type Connect.
+//
+// dial's error decides what follows: nil is success; a ConnectError is a
+// failed connect, retried elsewhere; ErrServerConns ends the connect
+// without a mark against the server; anything else (the request had
+// already gone out) is returned as it is, for the caller to count and
+// observe. In every failure the server is released. The error is then
+// ErrNoServer or ErrQueueTimeout (counted in NoServer and QueueTimeouts),
+// ctx's error, ErrServerConns, the last ConnectError, or the callback's
+// other error.
+func (b *Backend) Connect(ctx context.Context, c *Connect, dial func(ctx context.Context, srv *Server) error) error {
+	// The algorithms see the client through an interface, so it moves to
+	// the heap; a copy keeps c (and its caller's frame) where it is.
+	cl := c.Client
+	skip := c.Skip
+	var lastErr error
+	for {
+		var srv *Server
+		var err error
+		if c.Pinned != nil && lastErr == nil && c.Pinned.Available() && c.Pinned.TryAcquire() {
+			srv = c.Pinned
+		} else {
+			srv, err = b.connectPick(ctx, c, &cl, skip)
+		}
+		if err != nil {
+			if lastErr != nil {
+				return lastErr // no server left to retry on: the connect error stands
+			}
+			if err == ErrNoServer {
+				b.Counters.NoServer.Add(1)
+			}
+			return err
+		}
+		c.Server, c.Slot = srv, false
+		if err = dial(ctx, srv); err == nil {
+			if c.ObserveConnect {
+				srv.ObserveOK()
+			}
+			return nil
+		}
+		if c.Slot {
+			c.Budget.Release()
+			c.Slot = false
+		}
+		srv.Release()
+		switch {
+		case ctx.Err() != nil:
+			// The client left or the process stops: nothing to say
+			// about the server.
+			return ctx.Err()
+		case errors.Is(err, ErrServerConns) || !IsConnectError(err):
+			return err
+		}
+		srv.Counters.ConnErrors.Add(1)
+		srv.ObserveError()
+		lastErr = err
+		if c.Retries >= b.Retries {
+			return err
+		}
+		srv.Counters.Retries.Add(1)
+		c.Retries++
+		skip = srv
+	}
+}
+
+// connectPick picks and acquires a server, waiting in the queue unless
+// c.NoQueue.
+func (b *Backend) connectPick(ctx context.Context, c *Connect, cl *Client, skip *Server) (*Server, error) {
+	if !c.NoQueue {
+		return b.pickWait(ctx, cl, skip, c.Watch)
+	}
+	if s := b.pickAcquire(cl, skip); s != nil {
+		return s, nil
+	}
+	if !b.pool.Load().usable() {
+		return nil, ErrNoServer
+	}
+	b.Counters.QueueTimeouts.Add(1)
+	return nil, ErrQueueTimeout
+}

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package backend
+
+import "net"
+
+// watchGone: no watch outside Linux; a queued client that leaves is found
+// at queue_timeout.
+func watchGone(net.Conn, func()) func() { return nil }
