@@ -106,7 +106,7 @@ func failureOf(err error) failure {
 	switch {
 	case errors.Is(err, backend.ErrQueueTimeout):
 		return failQueueTimeout
-	case errors.Is(err, backend.ErrNoServer) || errors.Is(err, errNoServer):
+	case errors.Is(err, backend.ErrNoServer):
 		return failNoServer
 	case errors.Is(err, errServerConns):
 		return failServerConns

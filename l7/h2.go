@@ -357,9 +357,6 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// Errors of roundTrip that pick the status of the answer.
-var errNoServer = errors.New("no server available")
-
 // serverTimeout is a server that did not answer within timeout_server.
 type serverTimeout struct{}
 
