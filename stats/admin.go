@@ -275,11 +275,15 @@ func (s *Server) showSticky(r *http.Request) (int, string, any) {
 	if b == nil {
 		return http.StatusNotFound, fmt.Sprintf("no backend %q", r.PathValue("backend")), nil
 	}
-	out := []StickyEntry{}
-	var ttl time.Duration
-	if t := b.StickyTable(); t != nil {
-		ttl = t.TTL
+	t := b.StickyTable()
+	switch {
+	case t == nil && b.Sticky == conf.StickyCookie:
+		return http.StatusNotFound, fmt.Sprintf("backend %s keeps no sticky table: it pins clients with a cookie (sticky = \"cookie\"), which the client holds", b.Name), nil
+	case t == nil:
+		return http.StatusNotFound, fmt.Sprintf("backend %s keeps no sticky table: set sticky = \"source\" in [backend.%s] to keep one", b.Name, b.Name), nil
 	}
+	out := []StickyEntry{}
+	ttl := t.TTL
 	now := time.Now()
 	for _, e := range b.StickyEntries() {
 		se := StickyEntry{Client: e.Client.String(), Server: e.Server}

@@ -341,3 +341,15 @@ func TestCSVLayoutIsHAProxys(t *testing.T) {
 		}
 	}
 }
+
+// The sticky API answers 404 with a reason for a backend without a table.
+func TestStickyWithoutTable(t *testing.T) {
+	e := start(t, trafficConfig(t))
+	code, body := e.post(t, "GET", "/api/backends/app/sticky", "Bearer "+e.token, nil)
+	if code != http.StatusNotFound || !strings.Contains(body, `backend app keeps no sticky table`) || !strings.Contains(body, `sticky = "source"`) {
+		t.Errorf("GET sticky of app: %d %q", code, body)
+	}
+	if code, body := e.post(t, "GET", "/api/backends/echo/sticky", "Bearer "+e.token, nil); code != 200 {
+		t.Errorf("GET sticky of echo: %d %q", code, body)
+	}
+}
