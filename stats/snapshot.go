@@ -21,10 +21,10 @@ type Row struct {
 	// State is the colour class of the status: open, up, down, drain,
 	// maint, going-down (up, failing checks), going-up (down, passing).
 	State      string `json:"state"`
-	LastChange int64  `json:"lastchg"`  // seconds since the last up/down change (servers)
-	Downtime   int64  `json:"downtime"` // seconds spent down in total (servers)
+	LastChange int64  `json:"lastchg"`  // seconds since the last up/down change
+	Downtime   int64  `json:"downtime"` // seconds spent down in total
 
-	Weight     int64 `json:"weight"`      // effective (backends: sum over servers in service)
+	Weight     int64 `json:"weight"`      // effective: 0 in drain and maint (backends: sum over servers in service)
 	UWeight    int64 `json:"uweight"`     // the weight set (config or admin API) that applies when ready (backends: sum)
 	ConfWeight int64 `json:"conf_weight"` // from the config file (backends: sum)
 	Active     int64 `json:"act"`         // servers: 1 for a primary; backends: primaries up
