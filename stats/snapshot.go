@@ -19,7 +19,8 @@ type Row struct {
 	Addr   string `json:"addr,omitempty"`
 	Status string `json:"status"` // OPEN; UP, DOWN; UP, DOWN, DRAIN, MAINT, "UP 1/3"…
 	// State is the colour class of the status: open, up, down, drain,
-	// maint, going-down (up, failing checks), going-up (down, passing).
+	// maint, going-down (up, failing checks), going-up (down, passing),
+	// no-check (up, nothing checks it).
 	State      string `json:"state"`
 	LastChange int64  `json:"lastchg"`  // seconds since the last up/down change
 	Downtime   int64  `json:"downtime"` // seconds spent down in total
