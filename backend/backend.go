@@ -46,7 +46,10 @@ type Backend struct {
 	QueueTimeout time.Duration
 	Sticky       conf.Sticky // cookie: the HTTP layer, with ServerByID; source: the table below
 	StickyCookie string      // the cookie's name, sticky = "cookie"
-	algo         conf.Balance
+	// Checked: the servers' health is watched (an active check or
+	// passive observation); the stats show "no check" otherwise.
+	Checked bool
+	algo    conf.Balance
 
 	sticky *StickyTable // sticky = "source"
 	// pool is what picks read, lock-free. Writers (DNS discovery, agent
@@ -67,6 +70,8 @@ type BackendCounters struct {
 	MaxQueue      atomic.Int64  // the longest the queue has been
 	Queued        atomic.Uint64 // connections that had to wait in the queue
 	QueueTimeouts atomic.Uint64 // connections refused after queue_timeout
+	Current       atomic.Int64  // connections open to its servers now
+	MaxActive     atomic.Int64  // the most Current has been
 }
 
 // New builds a backend from its configuration.
@@ -80,6 +85,7 @@ func New(c *conf.Backend) (*Backend, error) {
 		QueueTimeout:   c.QueueTimeout,
 		Sticky:         c.Sticky,
 		StickyCookie:   c.StickyCookie,
+		Checked:        c.Health.Check.Active() || c.Health.Observe,
 		algo:           c.Balance,
 	}
 	if c.Sticky == conf.StickySource {
@@ -138,6 +144,7 @@ func (b *Backend) setServersLocked(servers []*Server) error {
 	}
 	for _, s := range servers {
 		s.queue.Store(&b.queue)
+		s.backend.Store(&b.Counters)
 	}
 	b.pool.Store(p)
 	b.queue.wakeIfWaiting() // new servers or weights may have room
@@ -163,6 +170,9 @@ func (b *Backend) SetWeight(s *Server, w int) error {
 	s.weight.Store(int32(w))
 	return b.setServersLocked(b.pool.Load().all)
 }
+
+// Balance is the balancing algorithm.
+func (b *Backend) Balance() conf.Balance { return b.algo }
 
 // Servers returns the current servers; the slice must not be modified.
 func (b *Backend) Servers() []*Server { return b.pool.Load().all }

@@ -35,7 +35,8 @@ type Server struct {
 	lastChange atomic.Int64 // unix nanos of the last up/down change
 	check      checkState
 
-	queue atomic.Pointer[waitQueue] // the backend's queue, woken when a slot frees
+	queue   atomic.Pointer[waitQueue]       // the backend's queue, woken when a slot frees
+	backend atomic.Pointer[BackendCounters] // the backend's totals (its scur and smax)
 
 	passive   passive   // passive observation (observe.go)
 	slowStart slowStart // the ramp after coming back up (observe.go)
@@ -153,10 +154,18 @@ func (s *Server) TryAcquire() bool {
 
 func (s *Server) acquired(n int64) {
 	s.Counters.Sessions.Add(1)
+	raiseMax(&s.Counters.MaxActive, n)
+	if bc := s.backend.Load(); bc != nil {
+		raiseMax(&bc.MaxActive, bc.Current.Add(1))
+	}
+}
+
+// raiseMax makes m at least n.
+func raiseMax(m *atomic.Int64, n int64) {
 	for {
-		m := s.Counters.MaxActive.Load()
-		if n <= m || s.Counters.MaxActive.CompareAndSwap(m, n) {
-			break
+		v := m.Load()
+		if n <= v || m.CompareAndSwap(v, n) {
+			return
 		}
 	}
 }
@@ -165,6 +174,9 @@ func (s *Server) acquired(n int64) {
 // freed slot to a connection waiting in the backend's queue, if any.
 func (s *Server) Release() {
 	s.active.Add(-1)
+	if bc := s.backend.Load(); bc != nil {
+		bc.Current.Add(-1)
+	}
 	s.wakeQueue()
 }
 

@@ -28,8 +28,9 @@ func (s *Server) routes() *http.ServeMux {
 	return m
 }
 
-// serveRoot answers "/;opt;opt…": csv for CSV, norefresh for the page
-// without auto-refresh.
+// serveRoot answers "/;opt;opt…" as HAProxy's stats URI does: csv for CSV,
+// json for the JSON of /api/stats (sluice's document, not HAProxy's typed
+// fields), norefresh for the page without auto-refresh.
 func (s *Server) serveRoot(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -50,15 +51,21 @@ func (s *Server) serveRoot(w http.ResponseWriter, r *http.Request) {
 		switch o {
 		case "csv":
 			opts.csv = true
+		case "json":
+			opts.json = true
 		case "norefresh":
 			opts.refresh = false
 		case "":
 		default:
-			http.Error(w, fmt.Sprintf("unknown option %q; use /;csv or /;norefresh", o), http.StatusNotFound)
+			http.Error(w, fmt.Sprintf("unknown option %q; use /;csv, /;json or /;norefresh", o), http.StatusNotFound)
 			return
 		}
 	}
-	if opts.csv {
+	switch {
+	case opts.json:
+		s.serveJSON(w, r)
+		return
+	case opts.csv:
 		s.serveCSV(w, r)
 		return
 	}
@@ -268,11 +275,15 @@ func (s *Server) showSticky(r *http.Request) (int, string, any) {
 	if b == nil {
 		return http.StatusNotFound, fmt.Sprintf("no backend %q", r.PathValue("backend")), nil
 	}
-	out := []StickyEntry{}
-	var ttl time.Duration
-	if t := b.StickyTable(); t != nil {
-		ttl = t.TTL
+	t := b.StickyTable()
+	switch {
+	case t == nil && b.Sticky == conf.StickyCookie:
+		return http.StatusNotFound, fmt.Sprintf("backend %s keeps no sticky table: it pins clients with a cookie (sticky = \"cookie\"), which the client holds", b.Name), nil
+	case t == nil:
+		return http.StatusNotFound, fmt.Sprintf("backend %s keeps no sticky table: set sticky = \"source\" in [backend.%s] to keep one", b.Name, b.Name), nil
 	}
+	out := []StickyEntry{}
+	ttl := t.TTL
 	now := time.Now()
 	for _, e := range b.StickyEntries() {
 		se := StickyEntry{Client: e.Client.String(), Server: e.Server}

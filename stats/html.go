@@ -45,6 +45,7 @@ func mustRead(name string) string {
 type pageOptions struct {
 	refresh bool
 	csv     bool
+	json    bool
 }
 
 type cellData struct {
@@ -55,6 +56,7 @@ type cellData struct {
 
 type pageData struct {
 	Snap        Snapshot
+	Counters    []CounterValue // the other counters not at 0
 	P           ProcessInfo
 	Admin       bool
 	Refresh     bool
@@ -71,6 +73,13 @@ func (s *Server) renderPage(w http.ResponseWriter, o pageOptions) {
 		Refresh: o.refresh, RefreshSecs: RefreshSeconds,
 		Now: time.Now().Format("2006-01-02 15:04:05 MST"),
 		CSS: template.CSS(pageCSS), JS: template.JS(pageJS),
+	}
+	// Most of these stay at 0 on a healthy proxy: listing them all would
+	// bury the few that say something.
+	for _, c := range snap.Counters {
+		if c.Value != 0 {
+			d.Counters = append(d.Counters, c)
+		}
 	}
 	var buf bytes.Buffer
 	if err := pageTmpl.Execute(&buf, d); err != nil {

@@ -19,12 +19,14 @@ type Row struct {
 	Addr   string `json:"addr,omitempty"`
 	Status string `json:"status"` // OPEN; UP, DOWN; UP, DOWN, DRAIN, MAINT, "UP 1/3"…
 	// State is the colour class of the status: open, up, down, drain,
-	// maint, going-down (up, failing checks), going-up (down, passing).
+	// maint, going-down (up, failing checks), going-up (down, passing),
+	// no-check (up, nothing checks it).
 	State      string `json:"state"`
-	LastChange int64  `json:"lastchg"`  // seconds since the last up/down change (servers)
-	Downtime   int64  `json:"downtime"` // seconds spent down in total (servers)
+	LastChange int64  `json:"lastchg"`  // seconds since the last up/down change
+	Downtime   int64  `json:"downtime"` // seconds spent down in total
 
-	Weight     int64 `json:"weight"`      // effective (backends: sum over servers in service)
+	Weight     int64 `json:"weight"`      // effective: 0 in drain and maint (backends: sum over servers in service)
+	UWeight    int64 `json:"uweight"`     // the weight set (config or admin API) that applies when ready (backends: sum)
 	ConfWeight int64 `json:"conf_weight"` // from the config file (backends: sum)
 	Active     int64 `json:"act"`         // servers: 1 for a primary; backends: primaries up
 	Backup     int64 `json:"bck"`         // servers: 1 for a backup; backends: backups up
@@ -153,15 +155,15 @@ func (s *Server) backendRow(b *backend.Backend, now time.Time) Row {
 		Type: "backend", Proxy: b.Name, Name: "BACKEND", Mode: b.Mode.String(), HTTP: b.Mode == conf.ModeHTTP,
 		QCur: bc.Queue.Load(), QMax: bc.MaxQueue.Load(), QTotal: bc.Queued.Load(), QTimeout: bc.QueueTimeouts.Load(),
 		DReq: bc.NoServer.Load() + bc.QueueTimeouts.Load(),
+		SCur: bc.Current.Load(), SMax: bc.MaxActive.Load(),
 	}
 	r.Rate, r.RateMax = s.rates.get(b)
-	inService := false
 	for _, sv := range b.Servers() {
 		sr := s.serverRow(b, sv, now)
 		r.Servers = append(r.Servers, sr)
 		r.ConfWeight += sr.ConfWeight
-		if sr.State == "up" || sr.State == "going-down" {
-			inService = true
+		r.UWeight += sr.UWeight
+		if inService(sr.State) {
 			r.Weight += sr.Weight
 			if sv.Backup {
 				r.Backup++
@@ -169,7 +171,6 @@ func (s *Server) backendRow(b *backend.Backend, now time.Time) Row {
 				r.Active++
 			}
 		}
-		r.SCur += sr.SCur
 		r.STot += sr.STot
 		r.BytesIn += sr.BytesIn
 		r.BytesOut += sr.BytesOut
@@ -177,7 +178,6 @@ func (s *Server) backendRow(b *backend.Backend, now time.Time) Row {
 		r.EResp += sr.EResp
 		r.Retries += sr.Retries
 		r.ChkFail += sr.ChkFail
-		r.ChkDown += sr.ChkDown
 		for i := range r.Resp {
 			r.Resp[i] += sr.Resp[i]
 		}
@@ -185,11 +185,19 @@ func (s *Server) backendRow(b *backend.Backend, now time.Time) Row {
 	if r.HTTP {
 		r.ReqTot = r.STot
 	}
+	up := r.Active+r.Backup > 0
 	r.Status, r.State = "DOWN", "down"
-	if inService {
+	if up {
 		r.Status, r.State = "UP", "up"
 	}
+	r.LastChange, r.Downtime, r.ChkDown = s.backendStates.observe(b, up, now)
 	return r
+}
+
+// inService reports whether a server in this state takes new traffic:
+// HAProxy counts such servers in the backend's act and bck.
+func inService(state string) bool {
+	return state == "up" || state == "going-down" || state == "no-check"
 }
 
 func (s *Server) serverRow(b *backend.Backend, sv *backend.Server, now time.Time) Row {
@@ -198,7 +206,7 @@ func (s *Server) serverRow(b *backend.Backend, sv *backend.Server, now time.Time
 		Type: "server", Proxy: b.Name, Name: sv.Name, Mode: b.Mode.String(), Addr: sv.Addr, HTTP: b.Mode == conf.ModeHTTP,
 		LastChange: int64(now.Sub(sv.LastChange()).Seconds()),
 		Downtime:   int64(sv.Downtime().Seconds()),
-		Weight:     int64(sv.Weight()), ConfWeight: int64(sv.ConfWeight),
+		Weight:     int64(sv.Weight()), UWeight: int64(sv.Weight()), ConfWeight: int64(sv.ConfWeight),
 		SCur: sv.Active(), SMax: c.MaxActive.Load(), SLim: sv.MaxConn, STot: c.Sessions.Load(),
 		BytesIn: c.BytesIn.Load(), BytesOut: c.BytesOut.Load(),
 		ECon: c.ConnErrors.Load(), EResp: c.RespErrors.Load(), Retries: c.Retries.Load(),
@@ -209,7 +217,10 @@ func (s *Server) serverRow(b *backend.Backend, sv *backend.Server, now time.Time
 	} else {
 		r.Active = 1
 	}
-	r.Status, r.State = serverStatus(sv)
+	r.Status, r.State = serverStatus(sv, b.Checked)
+	if a := sv.Admin(); a == backend.AdminMaint || a == backend.AdminDrain {
+		r.Weight = 0 // it gets no new traffic; UWeight is what it gets back when ready
+	}
 	r.Rate, r.RateMax = s.rates.get(sv)
 	for i := range r.Resp {
 		r.Resp[i] = c.Resp[i].Load()
@@ -228,8 +239,10 @@ func (s *Server) serverRow(b *backend.Backend, sv *backend.Server, now time.Time
 // Maintenance wins over health (the server gets nothing either way); a
 // draining server shows DRAIN while up. "UP 1/3" is a server that is up
 // with 1 of the 3 failed checks that take it down; "DOWN 1/2" one that is
-// down with 1 of the 2 good checks that bring it up.
-func serverStatus(sv *backend.Server) (status, state string) {
+// down with 1 of the 2 good checks that bring it up. A server up in a
+// backend without checks is "no check", as HAProxy shows it: nothing vouches
+// for it.
+func serverStatus(sv *backend.Server, checked bool) (status, state string) {
 	up := sv.Up()
 	n, need := sv.Progress()
 	switch {
@@ -243,6 +256,8 @@ func serverStatus(sv *backend.Server) (status, state string) {
 		return "DRAIN", "drain"
 	case need > 0 && n > 0:
 		return fmt.Sprintf("UP %d/%d", n, need), "going-down"
+	case !checked:
+		return "no check", "no-check"
 	}
 	return "UP", "up"
 }

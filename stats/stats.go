@@ -98,8 +98,10 @@ type Server struct {
 	token    []byte // sha256 of the admin token, nil when admin is off
 	registry *prometheus.Registry
 	rates    *rates
-	log      *slog.Logger
-	mux      *http.ServeMux
+	// backendStates follows backends going up and down.
+	backendStates *backendStates
+	log           *slog.Logger
+	mux           *http.ServeMux
 
 	httpSrv  *http.Server
 	ln       *limitListener
@@ -148,6 +150,7 @@ func New(opt Options) *Server {
 		Counter{Name: "stats_conns_waited_total", Help: "Accepts on the stats listener that waited because stats.maxconn connections were open.",
 			Value: func() float64 { return float64(s.ln.waited.Load()) }})
 	s.rates = newRates(opt.Frontends, opt.Backends)
+	s.backendStates = newBackendStates(time.Now())
 	s.registry = newRegistry(s)
 	s.mux = s.routes()
 	return s
@@ -203,6 +206,7 @@ func (s *Server) sampleRates() {
 			return
 		case now := <-t.C:
 			s.rates.sample(now)
+			s.backendStates.sample(s.opt.Backends, now)
 		}
 	}
 }

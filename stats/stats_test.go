@@ -150,7 +150,7 @@ func TestCountersMatchTraffic(t *testing.T) {
 		want := map[string]map[string]string{
 			"web/FRONTEND": {"stot": "7", "req_tot": "7", "hrsp_2xx": "4", "hrsp_3xx": "1", "hrsp_4xx": "1", "hrsp_5xx": "1", "slim": "100", "status": "OPEN", "type": "0"},
 			"app/BACKEND":  {"stot": "7", "hrsp_2xx": "4", "hrsp_5xx": "1", "status": "UP", "act": "2", "weight": "2", "type": "1"},
-			"app/b":        {"slim": "50", "status": "UP", "type": "2", "weight": "1", "act": "1", "bck": "0"},
+			"app/b":        {"slim": "50", "status": "no check", "type": "2", "weight": "1", "act": "1", "bck": "0"},
 			"tcp/FRONTEND": {"stot": "3", "bin": "30000", "bout": "30000", "hrsp_2xx": ""},
 			"echo/e1":      {"stot": "3", "bin": "30000", "bout": "30000", "econ": "0", "eresp": "0"},
 		}
@@ -177,7 +177,7 @@ func TestCountersMatchTraffic(t *testing.T) {
 			"row:fe:web":     {"stot": "7", "hrsp_2xx": "4", "hrsp_3xx": "1", "hrsp_4xx": "1", "hrsp_5xx": "1", "status": "OPEN", "slim": "100"},
 			"row:be:app":     {"stot": "7", "hrsp_2xx": "4", "status": "UP", "weight": "2/2"},
 			"row:fe:tcp":     {"stot": "3", "bin": "30000", "bout": "30000"},
-			"row:sv:echo/e1": {"stot": "3", "bin": "30000", "bout": "30000", "status": "UP", "weight": "1/1"},
+			"row:sv:echo/e1": {"stot": "3", "bin": "30000", "bout": "30000", "status": "no check", "weight": "1/1"},
 		} {
 			r, ok := rows[id]
 			if !ok {
@@ -255,7 +255,7 @@ func TestStatesChangeOnPage(t *testing.T) {
 			t.Errorf("%s: status %q class %q, want %q / %q", id, r.Cells["status"], r.Class, status, class)
 		}
 	}
-	check("row:sv:app/a", "UP", "up")
+	check("row:sv:app/a", "no check", "no-check") // app has no health check
 
 	// Health takes a server down, with a failed check on record.
 	a.SetLastCheck(backend.CheckResult{At: time.Now(), OK: false, Desc: "HTTP 500", Code: 500, Duration: 3 * time.Millisecond})
@@ -269,7 +269,7 @@ func TestStatesChangeOnPage(t *testing.T) {
 	check("row:sv:app/a", "DOWN 1/2", "going-up")
 	a.SetProgress(0, 0)
 	a.SetUp(true)
-	check("row:sv:app/a", "UP", "up")
+	check("row:sv:app/a", "no check", "no-check")
 	// Falling: "UP 2/3".
 	a.SetProgress(2, 3)
 	check("row:sv:app/a", "UP 2/3", "going-down")
@@ -281,7 +281,7 @@ func TestStatesChangeOnPage(t *testing.T) {
 		state, status, class string
 		admin                float64
 	}{
-		{"drain", "DRAIN", "drain", 1}, {"maint", "MAINT", "maint", 2}, {"ready", "UP", "up", 0},
+		{"drain", "DRAIN", "drain", 1}, {"maint", "MAINT", "maint", 2}, {"ready", "no check", "no-check", 0},
 	} {
 		code, body := e.post(t, "POST", "/api/servers/app/b/state", auth, url.Values{"state": {st.state}})
 		if code != 200 {
@@ -297,11 +297,14 @@ func TestStatesChangeOnPage(t *testing.T) {
 	if code != 200 || b.Weight() != 7 {
 		t.Fatalf("set weight: %d %s, weight %d", code, body, b.Weight())
 	}
-	if r := state("row:sv:app/b"); r.Cells["weight"] != "7/1" {
-		t.Errorf("weight cell %q, want 7/1", r.Cells["weight"])
+	if r := state("row:sv:app/b"); r.Cells["weight"] != "7/7" {
+		t.Errorf("weight cell %q, want 7/7", r.Cells["weight"])
 	}
-	if r := e.csvRows(t)["app/b"]; r["weight"] != "7" || r["conf_weight"] != "1" {
-		t.Errorf("csv weight %q conf %q", r["weight"], r["conf_weight"])
+	if r := e.csvRows(t)["app/b"]; r["weight"] != "7" || r["uweight"] != "7" {
+		t.Errorf("csv weight %q uweight %q", r["weight"], r["uweight"])
+	}
+	if sv := e.snapshot(t).Backends[0].Servers[1]; sv.ConfWeight != 1 {
+		t.Errorf("json conf_weight %d, want 1", sv.ConfWeight)
 	}
 
 	// A drained server gets no new requests.

@@ -210,15 +210,10 @@ func (c *ctlClient) showServers(out io.Writer) error {
 func (c *ctlClient) showSticky(out io.Writer, be string) error {
 	var st struct {
 		Backend string              `json:"backend"`
-		Sticky  conf.Sticky         `json:"sticky"`
 		Entries []stats.StickyEntry `json:"entries"`
 	}
 	if err := c.get("/api/backends/"+url.PathEscape(be)+"/sticky", &st); err != nil {
 		return err
-	}
-	if st.Sticky != conf.StickySource {
-		fmt.Fprintf(out, "backend %s keeps no sticky table (sticky = %q)\n", st.Backend, st.Sticky)
-		return nil
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CLIENT\tSERVER\tEXPIRES IN")

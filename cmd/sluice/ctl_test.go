@@ -94,3 +94,35 @@ address = %q
 	ctl(2, "frobnicate")
 	ctl(2, "set", "state", "nobackend", "drain")
 }
+
+// TestCtlShowStickyWithoutTable: on a backend that keeps no sticky table
+// `ctl show sticky` says so and fails, rather than print an empty table.
+func TestCtlShowStickyWithoutTable(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "admin.token")
+	if err := os.WriteFile(tok, []byte("ctl-test-token-123456\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s1 := testutil.Serve(t, "s1", testutil.Echo)
+	src := fmt.Sprintf(`[stats]
+bind = %q
+admin_token_file = %q
+[frontend.f]
+bind = ["{{FRONT}}"]
+default_backend = "b"
+[backend.b]
+[[backend.b.server]]
+name = "one"
+address = %q
+`, testutil.FreeAddr(t), tok, s1.Addr)
+	_, front := testutil.Start(t, src)
+	cfg := filepath.Join(dir, "sluice.toml")
+	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(src, "{{FRONT}}", front)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := Main([]string{"ctl", "-f", cfg, "show", "sticky", "b"}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "backend b keeps no sticky table") || out.Len() != 0 {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 1 and \"backend b keeps no sticky table\"", code, out.String(), errb.String())
+	}
+}
