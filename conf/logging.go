@@ -71,8 +71,7 @@ const (
 type Logging struct {
 	LogFormat         LogFormat
 	LogTarget         LogTarget
-	LogSyslogNetwork  string // "" with LogSyslogAddress "": the local daemon (/dev/log)
-	LogSyslogAddress  string // path or host:port, as log/syslog.Dial takes them
+	LogSyslogAddress  string // NETWORK:ADDRESS as written; "": the local daemon (/dev/log)
 	LogSyslogFacility SyslogFacility
 	LogSyslogTag      string
 }
@@ -128,7 +127,7 @@ func (v *validator) logging(r rawLog) Logging {
 		default:
 			v.errf("global.log_syslog_address", "%q does not start with a network%s", a, how)
 		}
-		l.LogSyslogNetwork, l.LogSyslogAddress = network, addr
+		l.LogSyslogAddress = a
 	}
 	if l.LogTarget != LogSyslog {
 		for _, k := range []string{"log_syslog_address", "log_syslog_facility", "log_syslog_tag"} {
@@ -138,6 +137,13 @@ func (v *validator) logging(r rawLog) Logging {
 		}
 	}
 	return l
+}
+
+// SyslogDial is log_syslog_address as log/syslog.Dial takes it: network
+// and address, both "" for the local daemon.
+func (l Logging) SyslogDial() (network, addr string) {
+	network, addr, _ = strings.Cut(l.LogSyslogAddress, ":")
+	return network, addr
 }
 
 // validTag keeps the tag a single RFC 3164 TAG field (at most 32

@@ -43,10 +43,13 @@ log_syslog_facility = "local3"
 log_syslog_tag = "lb-1"
 log_syslog_address = "udp:192.0.2.10:514"
 `)
-	want := conf.Logging{LogFormat: conf.LogJSON, LogTarget: conf.LogSyslog, LogSyslogNetwork: "udp",
-		LogSyslogAddress: "192.0.2.10:514", LogSyslogFacility: "local3", LogSyslogTag: "lb-1"}
+	want := conf.Logging{LogFormat: conf.LogJSON, LogTarget: conf.LogSyslog,
+		LogSyslogAddress: "udp:192.0.2.10:514", LogSyslogFacility: "local3", LogSyslogTag: "lb-1"}
 	if cfg.Global.Logging != want {
 		t.Errorf("logging = %+v, want %+v", cfg.Global.Logging, want)
+	}
+	if n, a := want.SyslogDial(); n != "udp" || a != "192.0.2.10:514" {
+		t.Errorf("SyslogDial = %q, %q", n, a)
 	}
 	if len(cfg.Warnings) != 0 {
 		t.Errorf("warnings: %v", cfg.Warnings)

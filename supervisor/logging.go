@@ -43,11 +43,12 @@ func logHandler(l conf.Logging, stderr io.Writer, level slog.Level) (slog.Handle
 	if tag == "" {
 		tag = conf.DefaultSyslogTag
 	}
-	w, err := syslog.Dial(l.LogSyslogNetwork, l.LogSyslogAddress, fac|syslog.LOG_INFO, tag)
+	network, addr := l.SyslogDial()
+	w, err := syslog.Dial(network, addr, fac|syslog.LOG_INFO, tag)
 	if err != nil {
 		where := "the local syslog daemon (/dev/log)"
-		if l.LogSyslogNetwork != "" {
-			where = l.LogSyslogNetwork + ":" + l.LogSyslogAddress
+		if l.LogSyslogAddress != "" {
+			where = l.LogSyslogAddress
 		}
 		return nil, nil, fmt.Errorf("global.log_target = \"syslog\": cannot reach %s: %w", where, err)
 	}
