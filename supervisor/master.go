@@ -355,6 +355,22 @@ func (m *master) handle(call *ctlCall) ctlResult {
 		return fail(err)
 	case "status":
 		return ctlResult{reply: m.statusReply()}
+	case "diff":
+		// The master reads the file a reload would read (its path as the
+		// master was started with it), so the diff is what reload applies.
+		src, err := os.ReadFile(m.file)
+		if err != nil {
+			return fail(fmt.Errorf("read config: %w", err))
+		}
+		cfg, err := conf.Parse(m.file, src)
+		if err != nil {
+			return fail(err)
+		}
+		reply := m.statusReply()
+		for _, c := range conf.Diff(m.cfg, cfg) {
+			reply.Changes = append(reply.Changes, c.String())
+		}
+		return ctlResult{reply: reply}
 	case "show-servers":
 		if m.cur == nil || call.req.Known {
 			// What the master last heard: all there is while no worker runs.
