@@ -42,6 +42,7 @@ type Global struct {
 	ControlSocket  string
 	PIDFile        string
 	VitalFrontends []string
+	Logging        // process logs: log_format, log_target, log_syslog_* (logging.go)
 }
 
 // Stats is the stats listener.

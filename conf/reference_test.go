@@ -41,7 +41,7 @@ var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
 func walkKeys(t reflect.Type, prefix string, out map[string]bool) {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
-		if !f.IsExported() {
+		if !f.IsExported() && !f.Anonymous { // the decoder inlines unexported embedded structs too
 			continue
 		}
 		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")

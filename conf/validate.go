@@ -30,6 +30,7 @@ type rawGlobal struct {
 	ControlSocket  string   `toml:"control_socket"`
 	PIDFile        string   `toml:"pid_file"`
 	VitalFrontends []string `toml:"vital_frontends"`
+	rawLog                  // log_* keys (logging.go)
 }
 
 type rawDefaults struct {
@@ -268,6 +269,7 @@ func (v *validator) build(raw *rawFile) *Config {
 		ControlSocket:  g.ControlSocket,
 		PIDFile:        g.PIDFile,
 		VitalFrontends: g.VitalFrontends,
+		Logging:        v.logging(g.rawLog),
 	}
 	v.count("global.maxconn", cfg.Global.MaxConn, 1, MaxCount, "connections at once; each holds two file descriptors")
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -36,10 +37,13 @@ const (
 // worker (plus old ones still draining). Everything that changes its state
 // happens on the goroutine running loop.
 type master struct {
-	log   *slog.Logger
-	file  string
-	exe   string // the binary re-executed on upgrade
-	debug bool
+	log    *slog.Logger
+	logs   *logSwitch // the handler under log, replaced when a reload changes global.log_*
+	stderr io.Writer
+	level  slog.Level
+	file   string
+	exe    string // the binary re-executed on upgrade
+	debug  bool
 
 	cfg *conf.Config // the configuration the current worker runs
 	src []byte
@@ -351,6 +355,22 @@ func (m *master) handle(call *ctlCall) ctlResult {
 		return fail(err)
 	case "status":
 		return ctlResult{reply: m.statusReply()}
+	case "diff":
+		// The master reads the file a reload would read (its path as the
+		// master was started with it), so the diff is what reload applies.
+		src, err := os.ReadFile(m.file)
+		if err != nil {
+			return fail(fmt.Errorf("read config: %w", err))
+		}
+		cfg, err := conf.Parse(m.file, src)
+		if err != nil {
+			return fail(err)
+		}
+		reply := m.statusReply()
+		for _, c := range conf.Diff(m.cfg, cfg) {
+			reply.Changes = append(reply.Changes, c.String())
+		}
+		return ctlResult{reply: reply}
 	case "show-servers":
 		if m.cur == nil || call.req.Known {
 			// What the master last heard: all there is while no worker runs.
@@ -471,6 +491,9 @@ func (m *master) reload() error {
 	}
 	old := m.cur
 	m.cur, m.cfg, m.src = w, cfg, src
+	if err := m.applyLogging(cfg); err != nil {
+		m.log.Warn("the master keeps its previous log settings", "err", err)
+	}
 	m.restart = nil
 	if old != nil {
 		m.drain(old, cfg.Global.HardStopAfter)
@@ -487,6 +510,16 @@ func (m *master) reload() error {
 		}
 	}
 	m.log.Info("reloaded", "worker_pid", w.pid, "generation", w.gen, "draining", len(m.old))
+	return nil
+}
+
+// applyLogging points the master's log at what cfg's global.log_* ask for.
+func (m *master) applyLogging(cfg *conf.Config) error {
+	h, c, err := logHandler(cfg.Global.Logging, m.stderr, m.level)
+	if err != nil {
+		return err
+	}
+	m.logs.set(h, c)
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 //	{"cmd":"upgrade"}                    re-execute the binary, then reload
 //	{"cmd":"stop","drain":true}          drain (false: stop at once) and exit
 //	{"cmd":"status"}                     pid, worker pid, generation, config
+//	{"cmd":"diff"}                       what a reload of the file would change (changes), or its problems
 //	{"cmd":"show-servers"}               the current worker's server state
 //	{"cmd":"show-servers","known":true}  the state the master last heard (kept across a worker crash)
 //	{"cmd":"set-server-state","backend":"b","server":"s",
@@ -45,6 +46,9 @@ type Reply struct {
 	// ControlRefused (status): control connections refused because
 	// maxControlConns were open.
 	ControlRefused uint64 `json:"control_refused,omitempty"`
+	// Changes (diff): conf.Change lines from the running configuration
+	// to the file as it is now.
+	Changes []string `json:"changes,omitempty"`
 }
 
 // Between master and worker: a socketpair on the worker's fd 3, JSON lines.

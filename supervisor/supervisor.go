@@ -39,12 +39,16 @@ func RunMaster(opt MasterOptions, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR2)
 	m := &master{
-		log:    newLogger(stderr, level).With("process", "master"),
+		logs:   newLogSwitch(newLogger(stderr, level).Handler()),
+		stderr: stderr,
+		level:  level,
 		file:   opt.File,
 		debug:  opt.Debug,
 		old:    map[*worker]bool{},
 		events: make(chan any, 64),
 	}
+	m.log = slog.New(m.logs.handler()).With("process", "master")
+	slog.SetDefault(m.log)
 	if exe, err := os.Executable(); err == nil {
 		m.exe = exe
 	} else {
@@ -60,6 +64,10 @@ func RunMaster(opt MasterOptions, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice: configuration refused:\n%v\n", err)
+		return 1
+	}
+	if err := m.applyLogging(cfg); err != nil {
+		fmt.Fprintf(stderr, "sluice: %v\n", err)
 		return 1
 	}
 	return runMaster(m, cfg, src, opt.Takeover, sigs)

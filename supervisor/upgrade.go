@@ -134,6 +134,9 @@ func resumeMaster(m *master, fdStr string, sigs chan os.Signal) int {
 		m.log.Warn("the running configuration does not validate with this binary", "err", err)
 		m.cfg, _ = conf.Parse(st.File, nil)
 	}
+	if err := m.applyLogging(m.cfg); err != nil {
+		m.log.Warn("process logs stay on stderr", "err", err)
+	}
 	var listeners []sockets.Entry
 	m.roles = map[sockets.Key]string{}
 	for _, e := range st.Sockets {

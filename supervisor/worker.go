@@ -53,10 +53,25 @@ func RunWorker(stderr io.Writer) int {
 	if start.Debug {
 		level = slog.LevelDebug
 	}
-	log := newLogger(stderr, level).With("worker", start.Gen, "pid", os.Getpid())
+	// The worker logs as the configuration it runs says (a reload that
+	// changes global.log_* takes effect here); until it has parsed it,
+	// and for a failure to reach syslog, on stderr.
+	var h slog.Handler = newLogger(stderr, level).Handler()
+	cfg, err := conf.Parse(start.File, start.Config)
+	if err == nil {
+		var lh slog.Handler
+		if lh, _, err = logHandler(cfg.Global.Logging, stderr, level); err == nil {
+			h = lh
+		}
+	}
+	log := slog.New(h).With("worker", start.Gen, "pid", os.Getpid())
+	slog.SetDefault(log) // the packages that log without a logger of their own
 	w := &workerProc{conn: conn, log: log, sigs: sigs, engSet: make(chan struct{}), acks: map[int]chan struct{}{}}
 
-	eng, err := startEngine(start, log, w.pushNow)
+	var eng *engine.Engine
+	if err == nil {
+		eng, err = startEngine(start, cfg, log, w.pushNow)
+	}
 	if err != nil {
 		w.send(workerMsg{Error: err.Error()})
 		log.Error("worker start failed", "err", err)
@@ -149,14 +164,9 @@ func RunWorker(stderr io.Writer) int {
 	}
 }
 
-func startEngine(start workerStart, log *slog.Logger, afterAdmin func()) (*engine.Engine, error) {
+func startEngine(start workerStart, cfg *conf.Config, log *slog.Logger, afterAdmin func()) (*engine.Engine, error) {
 	have, err := sockets.Adopt(start.Sockets)
 	if err != nil {
-		return nil, err
-	}
-	cfg, err := conf.Parse(start.File, start.Config)
-	if err != nil {
-		have.Close()
 		return nil, err
 	}
 	eng, err := engine.StartWith(cfg, have, log, engine.Options{State: start.State, AfterAdminChange: afterAdmin})

@@ -20,6 +20,9 @@ func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
 	sock := fs.String("S", "", "control socket (default: global.control_socket of -f)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the outcome")
 	drain := fs.Bool("drain", false, "stop: let open connections finish (up to hard_stop_after)")
+	diff := fs.Bool("diff", false, "reload: first print what the reload changes")
+	dry := fs.Bool("n", false, "reload: print what a reload would change, and do not reload")
+	fs.BoolVar(dry, "dry-run", false, "same as -n")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -31,6 +34,11 @@ func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		path = p
+	}
+	if name == "reload" && (*diff || *dry) {
+		if code := printDiff(path, *timeout, stdout, stderr); code != 0 || *dry {
+			return code
+		}
 	}
 	req := map[string]any{"cmd": name}
 	switch name {
@@ -67,6 +75,32 @@ func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "master %d stopped\n", reply.PID)
 	default:
 		stdout.Write(raw)
+	}
+	return 0
+}
+
+// printDiff prints what reloading the master on path would change.
+func printDiff(path string, timeout time.Duration, stdout, stderr io.Writer) int {
+	r, _, err := supervisor.Control(path, map[string]any{"cmd": "diff"}, timeout)
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice reload: %v\n", err)
+		return 1
+	}
+	if !r.OK {
+		fmt.Fprintf(stderr, "sluice reload refused, nothing changed:\n%s\n", r.Error)
+		return 1
+	}
+	if len(r.Changes) == 0 {
+		fmt.Fprintf(stdout, "%s: no change from the running configuration\n", r.Config)
+		return 0
+	}
+	plural := "s"
+	if len(r.Changes) == 1 {
+		plural = ""
+	}
+	fmt.Fprintf(stdout, "%s: %d change%s from the running configuration:\n", r.Config, len(r.Changes), plural)
+	for _, c := range r.Changes {
+		fmt.Fprintln(stdout, c)
 	}
 	return 0
 }

@@ -26,7 +26,10 @@ commands:
                    run the load balancer (a master and its worker) with the
                    configuration in FILE; -x takes the listening sockets over
                    from the master on control socket SOCKET
-  reload           reload the running master's configuration; prints errors
+  reload [--diff] [-n]
+                   reload the running master's configuration; prints errors
+                   (--diff: first print what changes; -n/--dry-run: print
+                   it and do not reload)
   upgrade          re-execute the master's binary (same PID), then reload
   stop [-drain]    stop the master (-drain: let connections finish first)
   control CMD [k=v..]
