@@ -25,6 +25,33 @@ func run(t *testing.T, name string, args ...string) string {
 	return out.String() + errb.String()
 }
 
+// A git-describe version becomes a Debian version that dpkg accepts and
+// that sorts before every release: a hash that starts with digits must not
+// outrank 1.2.0 (768f2ec did: it was taken as version 768).
+func TestDebVersion(t *testing.T) {
+	for in, want := range map[string]string{
+		"v1.2.3":            "1.2.3",
+		"v1.2.3-4-gabcdef0": "1.2.3+4+gabcdef0",
+		"1.2.3-dirty":       "1.2.3+dirty",
+		"b633bb4":           "0~gitb633bb4",
+		"768f2ec":           "0~git768f2ec",
+		"768f2ec-dirty":     "0~git768f2ec+dirty",
+		"dev":               "0~gitdev",
+		"v2.0.0-rc1_x/y":    "2.0.0+rc1.x.y",
+	} {
+		if got := strings.TrimSpace(run(t, "./mkdeb", "-n", "-v", in)); got != want {
+			t.Errorf("mkdeb -n -v %s = %q, want %q", in, got, want)
+		}
+	}
+	if _, err := exec.LookPath("dpkg"); err != nil {
+		return
+	}
+	// dpkg's own ordering: any untagged build is older than a release.
+	if err := exec.Command("dpkg", "--compare-versions", "0~git768f2ec", "lt", "0.1.0").Run(); err != nil {
+		t.Errorf("dpkg does not order 0~git768f2ec before 0.1.0: %v", err)
+	}
+}
+
 // TestDebPackage builds the package with `make deb`'s script, reads it
 // back with dpkg-deb, installs it with dpkg into a scratch root (the
 // maintainer scripts run there, creating the sluice user in that root's
