@@ -1,9 +1,10 @@
 # sluice — the two commands a newcomer needs are `make demo` and `make test`.
+# `make help` lists the others.
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.Version=$(VERSION)
 
-.PHONY: build test demo bench lint fmt clean fuzz
+.PHONY: build test demo bench lint fmt clean fuzz deb help
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
@@ -34,6 +35,11 @@ demo: build
 bench:
 	$(GO) run ./bench $(BENCHFLAGS)
 
+# Debian package: static binary, systemd unit, /etc/sluice/sluice.toml
+# (conffile), sluice(1) from the CLI's help. Needs dpkg-deb; no network.
+deb:
+	GO=$(GO) packaging/mkdeb -o bin -v $(VERSION)
+
 lint:
 	@out="$$(gofmt -l .)"; \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
@@ -44,3 +50,13 @@ fmt:
 
 clean:
 	rm -rf bin
+
+help:
+	@echo "make demo    build, then run sluice in front of three demo backends"
+	@echo "make test    gofmt, go vet, every test (with -race), a bounded fuzz run"
+	@echo "make build   bin/sluice (VERSION=... to set the version)"
+	@echo "make deb     bin/sluice_VERSION_ARCH.deb: binary, systemd unit, /etc/sluice/sluice.toml,"
+	@echo "             sluice(1); needs dpkg-deb (docs/operations.md#debian-package)"
+	@echo "make bench   side-by-side benchmark against HAProxy and nginx (BENCHFLAGS=...)"
+	@echo "make fuzz    the bounded fuzz run alone (FUZZTIME=15s each)"
+	@echo "make lint    gofmt and go vet;  make fmt: gofmt -w;  make clean: rm -rf bin"
