@@ -252,8 +252,11 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 			// mark against it.
 			return c.fail(failureOf(err), be, x)
 		default:
-			// The client left while queued, or the process stops.
+			// The client left while queued, or the process stops:
+			// nobody to answer, but the request is logged as the
+			// net/http paths log it.
 			x.terminated = "client"
+			c.log(x)
 			return false
 		}
 		srv := cn.Server

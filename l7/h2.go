@@ -569,6 +569,11 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 		case err == backend.ErrNoServer, err == backend.ErrQueueTimeout, errors.Is(err, errServerConns),
 			backend.IsConnectError(err), req.Context().Err() != nil:
 			return nil, err // failureOf names it
+		case err == context.Canceled:
+			// The watch of a queued HTTP/1 client (sr.watch) saw it
+			// leave: its own context ended, not the request's. Nothing
+			// went out and nobody is left to answer.
+			return nil, errClientGone
 		}
 		// The request went out (or part of its body): the exchange
 		// failed, the server is to blame for a timeout or a broken
@@ -603,6 +608,10 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 	resp.Body = rb
 	return resp, nil
 }
+
+// errClientGone ends a request whose client closed its connection while
+// the request waited in the queue.
+var errClientGone = errors.New("client left while queued")
 
 // sentError is a failed connect after part of the request body went out
 // (a dial the transport retried): not to be retried by Connect.
@@ -744,7 +753,7 @@ func (b *respBody) Close() error {
 func (p *Proxy) stdError(w http.ResponseWriter, r *http.Request, err error) {
 	sr := reqState(r)
 	f := failureOf(err)
-	if failures[f].status != http.StatusServiceUnavailable && r.Context().Err() != nil {
+	if err == errClientGone || failures[f].status != http.StatusServiceUnavailable && r.Context().Err() != nil {
 		// The client went away (or reset its stream): nobody to answer.
 		sr.terminated = "client"
 		return
