@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -118,6 +119,111 @@ func TestQueueLeaverLoggedEveryProtocol(t *testing.T) {
 			}
 			if left["status"] != "0" || left["backend"] != "b" || left["server"] != "" {
 				t.Errorf("line of the request that left the queue: %v", left)
+			}
+		})
+	}
+}
+
+// secondRequestCloser is an HTTP/1.1 server that answers the first request
+// of each connection (keep-alive, the path echoed in the body) and closes
+// the connection on the second without answering: a pooled connection the
+// server dropped as the request arrived. It records every request line.
+func secondRequestCloser(t *testing.T) (addr string, lines func() []string) {
+	var mu sync.Mutex
+	var got []string
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for n := 0; ; n++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					mu.Lock()
+					got = append(got, req.Method+" "+req.URL.Path)
+					mu.Unlock()
+					if n == 1 {
+						return
+					}
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), got...)
+	}
+}
+
+// Review of issue 16: a request sent on a pooled connection that the
+// server closed before answering is sent again on a new one (retryStale)
+// while retries last. With none left, forward returned "keep the client
+// connection" without answering: the client's next (pipelined) request
+// was answered in its place, and a body that came with the head, put
+// back in the read buffer for the resend, was parsed as the client's next
+// request and forwarded (smuggled).
+func TestStaleResendWithoutRetriesAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name, second string
+	}{
+		{"pipelined GET", "GET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n"},
+		{"PUT whose body is a request", "PUT /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 35\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, lines := secondRequestCloser(t)
+			_, front := testutil.Start(t, fmt.Sprintf(`
+[defaults]
+timeout_client = "5s"
+timeout_server = "5s"
+[frontend.web]
+mode = "http"
+bind = ["{{FRONT}}"]
+default_backend = "b"
+[backend.b]
+retries = 0
+[[backend.b.server]]
+name = "s"
+address = %q
+`, addr))
+			c := testutil.Dial(t, front)
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(c)
+			io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if string(body) != "/1" {
+				t.Fatalf("first answer %q", body)
+			}
+			io.WriteString(c, tc.second)
+			resp, err = http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer to /2: %v (server saw %q)", err, lines())
+			}
+			body, _ = io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusBadGateway {
+				t.Errorf("answer to /2: %d %q, want 502 (server saw %q)", resp.StatusCode, body, lines())
+			}
+			for _, l := range lines() {
+				if strings.HasSuffix(l, "/smuggled") {
+					t.Errorf("the request body reached the server as a request: %q", lines())
+				}
 			}
 		})
 	}

@@ -268,7 +268,15 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 		keep, retry := c.exchange(sc, be, x)
 		srv.Release()
 		observe(srv, x, retry)
-		if retry && cn.Retries < be.Retries {
+		if retry {
+			if cn.Retries >= be.Retries {
+				// No resend left: the request is answered here. The
+				// connection closes, since a body put back for the
+				// resend (retryStale) sits in the read buffer and must
+				// never be read as the next request.
+				srv.Counters.RespErrors.Add(1)
+				return c.fail(failServerError, be, x)
+			}
 			cn.Retries++
 			x.retries = cn.Retries
 			srv.Counters.Retries.Add(1)
