@@ -129,7 +129,7 @@ func (b *Backend) Connect(ctx context.Context, c *Connect, dial func(ctx context
 			srv, err = b.connectPick(ctx, c, &cl, skip)
 		}
 		if err != nil {
-			if lastErr != nil {
+			if lastErr != nil && (err == ErrNoServer || err == ErrQueueTimeout) {
 				return lastErr // no server left to retry on: the connect error stands
 			}
 			if err == ErrNoServer {

@@ -2,8 +2,11 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"net/netip"
+	"runtime"
 	"testing"
+	"time"
 )
 
 // The fast path of Connect (a server free at once, the dial succeeds)
@@ -49,4 +52,46 @@ func newTestBackend(t testing.TB, n int) *Backend {
 		t.Fatal(err)
 	}
 	return be
+}
+
+// A client that leaves while it waits in the queue for a retry (its first
+// server refused the connect, the other is full) gets the context's error,
+// not the earlier connect error: nobody is there to answer 502 to.
+func TestConnectLeaverDuringRetryGetsContextError(t *testing.T) {
+	b := newTestBackend(t, 2)
+	b.QueueTimeout = time.Minute
+	b.Retries = 1
+	first, other := b.Servers()[0], b.Servers()[1]
+	other.MaxConn = 1
+	if !other.TryAcquire() { // full until the test ends
+		t.Fatal("cannot hold the other server")
+	}
+	defer other.Release()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dial := func(_ context.Context, s *Server) error {
+		// The first server refuses and goes into maintenance, so the
+		// retry waits in the queue for the full one; the client leaves
+		// as soon as it is there.
+		s.SetAdmin(AdminMaint)
+		go func() {
+			deadline := time.Now().Add(10 * time.Second)
+			for b.Counters.Queue.Load() == 0 && time.Now().Before(deadline) {
+				runtime.Gosched()
+			}
+			cancel()
+		}()
+		return ConnectFailed(errors.New("refused"))
+	}
+	cn := Connect{Client: Client{Addr: netip.MustParseAddr("192.0.2.1")}, Pinned: first}
+	err := b.Connect(ctx, &cn, dial)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Connect = %v, want context.Canceled", err)
+	}
+	if n := first.Counters.ConnErrors.Load(); n != 1 {
+		t.Errorf("first server ConnErrors = %d, want 1", n)
+	}
+	if n := b.Counters.Queue.Load(); n != 0 {
+		t.Errorf("queue = %d after the client left, want 0", n)
+	}
 }
