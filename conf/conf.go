@@ -8,6 +8,7 @@
 package conf
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -77,8 +78,9 @@ type Frontend struct {
 	MaxHeaderCount  int            // most header lines in a head; more gets 431
 	AccessLog       bool           // one line per request
 	AccessLogFormat string         // "text" or "json"
-	AccessLogFile   string         // "" = stdout
+	AccessLogFile   string         // "" = stdout; checked, not created, at Parse
 	ErrorPages      map[int]string // status -> file with the body to send
+	ErrorBodies     map[int][]byte // status -> the body, read at Parse
 
 	// UDP mode.
 	TimeoutUDP time.Duration // a flow idle this long ends (timeout_udp)
@@ -92,7 +94,10 @@ type Frontend struct {
 
 // TLS is one certificate of a frontend.
 type TLS struct {
-	Cert, Key string
+	Cert, Key string // paths, resolved from the configuration file's directory
+	// Pair is the certificate and key, read and parsed at Parse: a file
+	// that `sluice check` accepts is the one the worker serves.
+	Pair *tls.Certificate
 }
 
 // Route sends matching HTTP requests to Backend.

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -153,15 +152,6 @@ func (v *validator) warnf(key, format string, args ...any) {
 	v.warnings = append(v.warnings, Problem{File: v.file, Line: v.loc.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
-// besideConfig takes a relative path from the config file's directory, so
-// that the file is found whatever directory sluice was started in.
-func (v *validator) besideConfig(path string) string {
-	if path == "" || filepath.IsAbs(path) {
-		return path
-	}
-	return filepath.Join(filepath.Dir(v.file), path)
-}
-
 // secretMode warns when group or others may read or write the secret at
 // path (key names it): anyone who reads it can act as the admin or a peer.
 func (v *validator) secretMode(key, path string) {
@@ -265,8 +255,8 @@ func (v *validator) build(raw *rawFile) *Config {
 		MaxConn:        intOr(g.MaxConn, DefaultMaxConn),
 		MaxConnSet:     g.MaxConn != nil,
 		HardStopAfter:  v.dur("global.hard_stop_after", g.HardStopAfter, DefaultHardStopAfter),
-		ControlSocket:  g.ControlSocket,
-		PIDFile:        g.PIDFile,
+		ControlSocket:  v.besideConfig(g.ControlSocket),
+		PIDFile:        v.besideConfig(g.PIDFile),
 		VitalFrontends: g.VitalFrontends,
 	}
 	v.count("global.maxconn", cfg.Global.MaxConn, 1, MaxCount, "connections at once; each holds two file descriptors")
@@ -371,6 +361,8 @@ func (v *validator) build(raw *rawFile) *Config {
 			}
 			f.TLS = append(f.TLS, TLS{Cert: t.Cert, Key: t.Key})
 		}
+		v.tlsFiles(p, f)
+		v.accessLogFile(p, f)
 		if len(rf.TLS) > 0 && f.Mode != ModeHTTP {
 			v.errf(p+".tls", "TLS termination needs mode = \"http\"")
 		}
@@ -422,18 +414,9 @@ func (v *validator) httpOptions(p string, rf *rawFrontend, f *Frontend) {
 	pages := map[int]string{400: rf.ErrorPage400, 403: rf.ErrorPage403, 404: rf.ErrorPage404, 408: rf.ErrorPage408,
 		431: rf.ErrorPage431, 500: rf.ErrorPage500, 502: rf.ErrorPage502, 503: rf.ErrorPage503, 504: rf.ErrorPage504}
 	for code, path := range pages {
-		if path == "" {
-			continue
+		if path != "" {
+			v.errorPage(p, f, code, path)
 		}
-		if f.ErrorPages == nil {
-			f.ErrorPages = map[int]string{}
-		}
-		key := fmt.Sprintf("%s.error_page_%d", p, code)
-		if _, err := os.Stat(path); err != nil {
-			v.errf(key, "cannot read %s: %v", path, err)
-			continue
-		}
-		f.ErrorPages[code] = path
 	}
 	if f.Mode != ModeHTTP {
 		if f.H2C {
@@ -547,6 +530,7 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer, d
 	v.udpBackend(p, &rb, b)
 	if rb.DNS != nil {
 		b.DNS = v.dns(p+".dns", rb.DNS)
+		v.systemResolvers(p+".dns", b.DNS)
 	}
 	if len(b.Servers) == 0 && b.DNS == nil {
 		v.errf(p, "backend %s has no servers; add [[%s.server]] entries (or a [%s.dns] section)", name, p, p)
@@ -658,6 +642,7 @@ func (v *validator) stats(rs rawStats) Stats {
 	}
 	key := "stats.admin_token_file"
 	path := v.besideConfig(rs.AdminTokenFile)
+	st.AdminTokenFile = path
 	b, err := os.ReadFile(path)
 	if err != nil {
 		v.errf(key, "cannot read the admin token: %v", err)
@@ -667,9 +652,9 @@ func (v *validator) stats(rs rawStats) Stats {
 	st.AdminToken = strings.TrimSpace(string(b))
 	switch {
 	case st.AdminToken == "":
-		v.errf(key, "%s is empty; put a long random token in it (for example: head -c 24 /dev/urandom | base64 > %s)", rs.AdminTokenFile, rs.AdminTokenFile)
+		v.errf(key, "%s is empty; put a long random token in it (for example: head -c 24 /dev/urandom | base64 > %s)", path, path)
 	case strings.ContainsAny(st.AdminToken, " \t\r\n"):
-		v.errf(key, "%s holds more than one word; the token is one line without spaces", rs.AdminTokenFile)
+		v.errf(key, "%s holds more than one word; the token is one line without spaces", path)
 	case st.Bind != "" && !IsLoopback(st.Bind) && len(st.AdminToken) < MinRemoteTokenLen:
 		v.errf(key, "stats.bind %s is reachable from other hosts, so the admin token must be at least %d characters (it has %d); or bind the stats listener to 127.0.0.1", st.Bind, MinRemoteTokenLen, len(st.AdminToken))
 	}
