@@ -131,6 +131,8 @@ type Backend struct {
 
 	// UDP mode.
 	TimeoutUDP time.Duration // overrides the frontend's timeout_udp when set
+
+	used bool // a frontend names it (validation only)
 	Responses  int           // replies that end a flow (nginx proxy_responses); 0: no limit
 }
 
@@ -219,12 +221,21 @@ func Load(path string) (*Config, error) {
 
 // Parse is Load on bytes already read; name is used in error messages.
 func Parse(name string, src []byte) (*Config, error) {
-	var raw rawFile
-	md, err := toml.NewDecoder(strings.NewReader(string(src))).Decode(&raw)
+	var doc map[string]any
+	md0, err := toml.NewDecoder(strings.NewReader(string(src))).Decode(&doc)
 	if err != nil {
 		return nil, Errors{decodeProblem(name, src, err)}
 	}
-	v := &validator{file: name, loc: newLocator(src), statsTable: md.IsDefined("stats")}
+	v := &validator{file: name, loc: newLocator(src), statsTable: md0.IsDefined("stats")}
+	var raw rawFile
+	md, err := v.decodeChecked(doc, &raw)
+	if err != nil {
+		// Not expected after the type check; the plain decode locates it.
+		raw = rawFile{}
+		if md, err = toml.NewDecoder(strings.NewReader(string(src))).Decode(&raw); err != nil {
+			return nil, Errors{decodeProblem(name, src, err)}
+		}
+	}
 	v.unknownKeys(md.Undecoded())
 	cfg := v.build(&raw)
 	if len(v.problems) > 0 {
@@ -257,8 +268,11 @@ func (v *validator) unknownKeys(keys []toml.Key) {
 		}
 		occ := v.loc.nth(key, seen[key])
 		seen[key]++
-		v.problems = append(v.problems, Problem{File: v.file, Line: occ.line, Key: occ.key,
-			Msg: "unknown key; check its spelling and section against the configuration reference in docs/reference.md"})
+		msg := "unknown key; check its spelling and section against the configuration reference in docs/reference.md"
+		if near := nearest(k[len(k)-1], keysAt(k[:len(k)-1])); near != "" {
+			msg = fmt.Sprintf("unknown key; did you mean %s? (the keys of each section are in docs/reference.md)", near)
+		}
+		v.problems = append(v.problems, Problem{File: v.file, Line: occ.line, Key: occ.key, Msg: msg})
 	}
 }
 

@@ -142,9 +142,18 @@ type validator struct {
 	warnings []Problem
 
 	statsTable bool // the file has a [stats] table
+	// badType holds the keys refused by the type check: written in the
+	// file, but left out of the decoded values.
+	badType map[string]bool
 }
 
+// defined reports whether the file sets key to a value of its type.
+func (v *validator) defined(key string) bool { return v.loc.defined(key) && !v.badType[key] }
+
 func (v *validator) errf(key, format string, args ...any) {
+	if v.badType[key] {
+		return // what follows from a value of the wrong type: said once, by the type check
+	}
 	v.problems = append(v.problems, Problem{File: v.file, Line: v.loc.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
@@ -167,7 +176,7 @@ func (v *validator) secretMode(key, path string) {
 // default.
 func (v *validator) dur(key, s string, def time.Duration) time.Duration {
 	if s == "" {
-		if v.loc.defined(key) {
+		if v.defined(key) {
 			v.errf(key, "is empty; write a duration like \"5s\" (\"0s\" where 0 is allowed), or remove the key for the default")
 		}
 		return def
@@ -382,6 +391,9 @@ func (v *validator) build(raw *rawFile) *Config {
 		cfg.Frontends = append(cfg.Frontends, f)
 	}
 	for _, b := range cfg.Backends {
+		if !b.used {
+			v.warnf("backend."+b.Name, "backend %s is not used by any frontend (default_backend or a route's backend); point a frontend at it or remove it", b.Name)
+		}
 		if b.Mode == "" {
 			b.Mode = ModeTCP // unused backend: any mode is fine
 		}
@@ -432,6 +444,9 @@ func (v *validator) httpOptions(p string, rf *rawFrontend, f *Frontend) {
 // the backend's mode from the frontends that use it.
 func (v *validator) useBackend(cfg *Config, key, name string, f *Frontend, usedBy map[string]string) {
 	b := cfg.Backend(name)
+	if b != nil {
+		b.used = true
+	}
 	if b == nil {
 		var names []string
 		for _, b := range cfg.Backends {
@@ -501,7 +516,7 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer, d
 		key := fmt.Sprintf("%s.server.%d", p, i)
 		s := Server{Name: rs.Name, Address: rs.Address, Weight: intOr(rs.Weight, 1), Backup: rs.Backup, MaxConn: rs.MaxConn}
 		switch {
-		case s.Name == "" && v.loc.defined(key+".name"):
+		case s.Name == "" && v.defined(key+".name"):
 			v.errf(key+".name", "is empty; give the server a name, or remove the key for the default s%d", i+1)
 		case strings.IndexFunc(s.Name, badNameRune) >= 0:
 			// Names appear in logs, metrics labels and admin API paths.
