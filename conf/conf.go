@@ -132,8 +132,8 @@ type Backend struct {
 	// UDP mode.
 	TimeoutUDP time.Duration // overrides the frontend's timeout_udp when set
 
-	used bool // a frontend names it (validation only)
-	Responses  int           // replies that end a flow (nginx proxy_responses); 0: no limit
+	used      bool // a frontend names it (validation only)
+	Responses int  // replies that end a flow (nginx proxy_responses); 0: no limit
 }
 
 // Server is one backend server.
