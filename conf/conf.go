@@ -131,9 +131,9 @@ type Backend struct {
 
 	// UDP mode.
 	TimeoutUDP time.Duration // overrides the frontend's timeout_udp when set
+	Responses  int           // replies that end a flow (nginx proxy_responses); 0: no limit
 
-	used      bool // a frontend names it (validation only)
-	Responses int  // replies that end a flow (nginx proxy_responses); 0: no limit
+	used bool // a frontend names it (validation only)
 }
 
 // Server is one backend server.
