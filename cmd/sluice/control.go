@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -14,14 +13,16 @@ import (
 // cmdControl runs the client commands that talk to a running master over
 // its control socket: reload, upgrade, stop and control (raw commands).
 func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("f", "/etc/sluice/sluice.toml", "configuration file (to find the control socket)")
+	fs := flagSet(name, stderr)
+	file := fs.String("f", defaultConfig, "configuration file (to find the control socket)")
 	sock := fs.String("S", "", "control socket (default: global.control_socket of -f)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the outcome")
-	drain := fs.Bool("drain", false, "stop: let open connections finish (up to hard_stop_after)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	drain := new(bool)
+	if name == "stop" {
+		drain = fs.Bool("drain", false, "let open connections finish (up to global.hard_stop_after)")
+	}
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	path := *sock
 	if path == "" {
