@@ -91,16 +91,13 @@ func NewDiscovery(b *Backend, c *conf.DNS, log *slog.Logger) (*Discovery, error)
 		d.cfg.MaxServers = conf.DefaultDNSMaxServers
 	}
 	if len(d.resolvers) == 0 {
-		rc, err := dns.ClientConfigFromFile(ResolvConf)
+		// A parsed file has its resolvers filled by conf; a config built
+		// in code reads them the same way.
+		rs, err := conf.SystemResolvers(ResolvConf)
 		if err != nil {
 			return nil, fmt.Errorf("backend %s: dns: no resolvers configured and %w", b.Name, err)
 		}
-		for _, s := range rc.Servers {
-			d.resolvers = append(d.resolvers, net.JoinHostPort(s, rc.Port))
-		}
-		if len(d.resolvers) == 0 {
-			return nil, fmt.Errorf("backend %s: dns: no resolvers configured and none in %s", b.Name, ResolvConf)
-		}
+		d.resolvers = rs
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	return d, nil

@@ -8,6 +8,7 @@
 package conf
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -78,8 +79,9 @@ type Frontend struct {
 	MaxHeaderCount  int            // most header lines in a head; more gets 431
 	AccessLog       bool           // one line per request
 	AccessLogFormat string         // "text" or "json"
-	AccessLogFile   string         // "" = stdout
+	AccessLogFile   string         // "" = stdout; checked, not created, at Parse
 	ErrorPages      map[int]string // status -> file with the body to send
+	ErrorBodies     map[int][]byte // status -> the body, read at Parse
 
 	// UDP mode.
 	TimeoutUDP time.Duration // a flow idle this long ends (timeout_udp)
@@ -93,7 +95,10 @@ type Frontend struct {
 
 // TLS is one certificate of a frontend.
 type TLS struct {
-	Cert, Key string
+	Cert, Key string // paths, resolved from the configuration file's directory
+	// Pair is the certificate and key, read and parsed at Parse: a file
+	// that `sluice check` accepts is the one the worker serves.
+	Pair *tls.Certificate
 }
 
 // Route sends matching HTTP requests to Backend.
@@ -128,6 +133,8 @@ type Backend struct {
 	// UDP mode.
 	TimeoutUDP time.Duration // overrides the frontend's timeout_udp when set
 	Responses  int           // replies that end a flow (nginx proxy_responses); 0: no limit
+
+	used bool // a frontend names it (validation only)
 }
 
 // Server is one backend server.
@@ -215,12 +222,21 @@ func Load(path string) (*Config, error) {
 
 // Parse is Load on bytes already read; name is used in error messages.
 func Parse(name string, src []byte) (*Config, error) {
-	var raw rawFile
-	md, err := toml.NewDecoder(strings.NewReader(string(src))).Decode(&raw)
+	var doc map[string]any
+	md0, err := toml.NewDecoder(strings.NewReader(string(src))).Decode(&doc)
 	if err != nil {
 		return nil, Errors{decodeProblem(name, src, err)}
 	}
-	v := &validator{file: name, loc: newLocator(src), statsTable: md.IsDefined("stats")}
+	v := &validator{file: name, loc: newLocator(src), statsTable: md0.IsDefined("stats")}
+	var raw rawFile
+	md, err := v.decodeChecked(doc, &raw)
+	if err != nil {
+		// Not expected after the type check; the plain decode locates it.
+		raw = rawFile{}
+		if md, err = toml.NewDecoder(strings.NewReader(string(src))).Decode(&raw); err != nil {
+			return nil, Errors{decodeProblem(name, src, err)}
+		}
+	}
 	v.unknownKeys(md.Undecoded())
 	cfg := v.build(&raw)
 	if len(v.problems) > 0 {
@@ -253,8 +269,11 @@ func (v *validator) unknownKeys(keys []toml.Key) {
 		}
 		occ := v.loc.nth(key, seen[key])
 		seen[key]++
-		v.problems = append(v.problems, Problem{File: v.file, Line: occ.line, Key: occ.key,
-			Msg: "unknown key; check its spelling and section against the configuration reference in docs/reference.md"})
+		msg := "unknown key; check its spelling and section against the configuration reference in docs/reference.md"
+		if near := nearest(k[len(k)-1], keysAt(k[:len(k)-1])); near != "" {
+			msg = fmt.Sprintf("unknown key; did you mean %s? (the keys of each section are in docs/reference.md)", near)
+		}
+		v.problems = append(v.problems, Problem{File: v.file, Line: occ.line, Key: occ.key, Msg: msg})
 	}
 }
 

@@ -417,6 +417,7 @@ weight = 300
 `, []want{
 			{2, "stats.admin_token_file", "cannot read the admin token"},
 			{11, "frontend.f.tls", "needs mode = \"http\""},
+			{12, "frontend.f.tls.0.cert", "cannot read the certificate"},
 			{16, "backend.b.server.0.weight", "outside"},
 		}},
 
@@ -736,7 +737,10 @@ interval = "10s"
 `
 
 func TestDesignExample(t *testing.T) {
-	cfg := mustParse(t, designExample)
+	// The example's certificate paths, made to exist: Parse reads them.
+	cert, key := writeKeyPair(t, "www.example.com")
+	src := strings.NewReplacer("/etc/sluice/www.pem", cert, "/etc/sluice/www.key", key).Replace(designExample)
+	cfg := mustParse(t, src)
 	if cfg.File != "t.toml" {
 		t.Errorf("File = %q", cfg.File)
 	}
@@ -759,7 +763,7 @@ func TestDesignExample(t *testing.T) {
 	if !reflect.DeepEqual(www.ProxyTrusted, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}) {
 		t.Errorf("proxy_trusted = %v", www.ProxyTrusted)
 	}
-	if !reflect.DeepEqual(www.TLS, []conf.TLS{{Cert: "/etc/sluice/www.pem", Key: "/etc/sluice/www.key"}}) {
+	if len(www.TLS) != 1 || www.TLS[0].Cert != cert || www.TLS[0].Key != key || www.TLS[0].Pair == nil {
 		t.Errorf("tls = %+v", www.TLS)
 	}
 	if !reflect.DeepEqual(www.Routes, []conf.Route{{Host: "api.example.com", PathPrefix: "/v1/", Backend: "api"}}) {

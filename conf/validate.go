@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -144,23 +143,23 @@ type validator struct {
 	warnings []Problem
 
 	statsTable bool // the file has a [stats] table
+	// badType holds the keys refused by the type check: written in the
+	// file, but left out of the decoded values.
+	badType map[string]bool
 }
 
+// defined reports whether the file sets key to a value of its type.
+func (v *validator) defined(key string) bool { return v.loc.defined(key) && !v.badType[key] }
+
 func (v *validator) errf(key, format string, args ...any) {
+	if v.badType[key] {
+		return // what follows from a value of the wrong type: said once, by the type check
+	}
 	v.problems = append(v.problems, Problem{File: v.file, Line: v.loc.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (v *validator) warnf(key, format string, args ...any) {
 	v.warnings = append(v.warnings, Problem{File: v.file, Line: v.loc.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
-}
-
-// besideConfig takes a relative path from the config file's directory, so
-// that the file is found whatever directory sluice was started in.
-func (v *validator) besideConfig(path string) string {
-	if path == "" || filepath.IsAbs(path) {
-		return path
-	}
-	return filepath.Join(filepath.Dir(v.file), path)
 }
 
 // secretMode warns when group or others may read or write the secret at
@@ -178,7 +177,7 @@ func (v *validator) secretMode(key, path string) {
 // default.
 func (v *validator) dur(key, s string, def time.Duration) time.Duration {
 	if s == "" {
-		if v.loc.defined(key) {
+		if v.defined(key) {
 			v.errf(key, "is empty; write a duration like \"5s\" (\"0s\" where 0 is allowed), or remove the key for the default")
 		}
 		return def
@@ -266,8 +265,8 @@ func (v *validator) build(raw *rawFile) *Config {
 		MaxConn:        intOr(g.MaxConn, DefaultMaxConn),
 		MaxConnSet:     g.MaxConn != nil,
 		HardStopAfter:  v.dur("global.hard_stop_after", g.HardStopAfter, DefaultHardStopAfter),
-		ControlSocket:  g.ControlSocket,
-		PIDFile:        g.PIDFile,
+		ControlSocket:  v.besideConfig(g.ControlSocket),
+		PIDFile:        v.besideConfig(g.PIDFile),
 		VitalFrontends: g.VitalFrontends,
 		Logging:        v.logging(g.rawLog),
 	}
@@ -373,6 +372,8 @@ func (v *validator) build(raw *rawFile) *Config {
 			}
 			f.TLS = append(f.TLS, TLS{Cert: t.Cert, Key: t.Key})
 		}
+		v.tlsFiles(p, f)
+		v.accessLogFile(p, f)
 		if len(rf.TLS) > 0 && f.Mode != ModeHTTP {
 			v.errf(p+".tls", "TLS termination needs mode = \"http\"")
 		}
@@ -392,6 +393,9 @@ func (v *validator) build(raw *rawFile) *Config {
 		cfg.Frontends = append(cfg.Frontends, f)
 	}
 	for _, b := range cfg.Backends {
+		if !b.used {
+			v.warnf("backend."+b.Name, "backend %s is not used by any frontend (default_backend or a route's backend); point a frontend at it or remove it", b.Name)
+		}
 		if b.Mode == "" {
 			b.Mode = ModeTCP // unused backend: any mode is fine
 		}
@@ -424,18 +428,9 @@ func (v *validator) httpOptions(p string, rf *rawFrontend, f *Frontend) {
 	pages := map[int]string{400: rf.ErrorPage400, 403: rf.ErrorPage403, 404: rf.ErrorPage404, 408: rf.ErrorPage408,
 		431: rf.ErrorPage431, 500: rf.ErrorPage500, 502: rf.ErrorPage502, 503: rf.ErrorPage503, 504: rf.ErrorPage504}
 	for code, path := range pages {
-		if path == "" {
-			continue
+		if path != "" {
+			v.errorPage(p, f, code, path)
 		}
-		if f.ErrorPages == nil {
-			f.ErrorPages = map[int]string{}
-		}
-		key := fmt.Sprintf("%s.error_page_%d", p, code)
-		if _, err := os.Stat(path); err != nil {
-			v.errf(key, "cannot read %s: %v", path, err)
-			continue
-		}
-		f.ErrorPages[code] = path
 	}
 	if f.Mode != ModeHTTP {
 		if f.H2C {
@@ -451,6 +446,9 @@ func (v *validator) httpOptions(p string, rf *rawFrontend, f *Frontend) {
 // the backend's mode from the frontends that use it.
 func (v *validator) useBackend(cfg *Config, key, name string, f *Frontend, usedBy map[string]string) {
 	b := cfg.Backend(name)
+	if b != nil {
+		b.used = true
+	}
 	if b == nil {
 		var names []string
 		for _, b := range cfg.Backends {
@@ -520,7 +518,7 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer, d
 		key := fmt.Sprintf("%s.server.%d", p, i)
 		s := Server{Name: rs.Name, Address: rs.Address, Weight: intOr(rs.Weight, 1), Backup: rs.Backup, MaxConn: rs.MaxConn}
 		switch {
-		case s.Name == "" && v.loc.defined(key+".name"):
+		case s.Name == "" && v.defined(key+".name"):
 			v.errf(key+".name", "is empty; give the server a name, or remove the key for the default s%d", i+1)
 		case strings.IndexFunc(s.Name, badNameRune) >= 0:
 			// Names appear in logs, metrics labels and admin API paths.
@@ -549,6 +547,7 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer, d
 	v.udpBackend(p, &rb, b)
 	if rb.DNS != nil {
 		b.DNS = v.dns(p+".dns", rb.DNS)
+		v.systemResolvers(p+".dns", b.DNS)
 	}
 	if len(b.Servers) == 0 && b.DNS == nil {
 		v.errf(p, "backend %s has no servers; add [[%s.server]] entries (or a [%s.dns] section)", name, p, p)
@@ -660,6 +659,7 @@ func (v *validator) stats(rs rawStats) Stats {
 	}
 	key := "stats.admin_token_file"
 	path := v.besideConfig(rs.AdminTokenFile)
+	st.AdminTokenFile = path
 	b, err := os.ReadFile(path)
 	if err != nil {
 		v.errf(key, "cannot read the admin token: %v", err)
@@ -669,9 +669,9 @@ func (v *validator) stats(rs rawStats) Stats {
 	st.AdminToken = strings.TrimSpace(string(b))
 	switch {
 	case st.AdminToken == "":
-		v.errf(key, "%s is empty; put a long random token in it (for example: head -c 24 /dev/urandom | base64 > %s)", rs.AdminTokenFile, rs.AdminTokenFile)
+		v.errf(key, "%s is empty; put a long random token in it (for example: head -c 24 /dev/urandom | base64 > %s)", path, path)
 	case strings.ContainsAny(st.AdminToken, " \t\r\n"):
-		v.errf(key, "%s holds more than one word; the token is one line without spaces", rs.AdminTokenFile)
+		v.errf(key, "%s holds more than one word; the token is one line without spaces", path)
 	case st.Bind != "" && !IsLoopback(st.Bind) && len(st.AdminToken) < MinRemoteTokenLen:
 		v.errf(key, "stats.bind %s is reachable from other hosts, so the admin token must be at least %d characters (it has %d); or bind the stats listener to 127.0.0.1", st.Bind, MinRemoteTokenLen, len(st.AdminToken))
 	}

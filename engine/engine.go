@@ -57,12 +57,25 @@ type Engine struct {
 // changes, else a copy: cfg itself is never modified.
 func FitLimits(cfg *conf.Config, limit uint64) (*conf.Config, fdlimit.Budget) {
 	var udp []fdlimit.UDPFrontend
+	tcp := false
 	for _, f := range cfg.Frontends {
 		if f.Mode == conf.ModeUDP {
 			udp = append(udp, fdlimit.UDPFrontend{Name: f.Name, MaxFlows: f.MaxFlows})
+		} else {
+			tcp = true
 		}
 	}
-	b := fdlimit.Plan(cfg.Global.MaxConn, cfg.Global.MaxConnSet, udp, FixedFDs(cfg), limit)
+	// global.maxconn caps accepted connections: a file without a tcp or
+	// http frontend accepts none, so it holds no descriptor and its value
+	// must not be warned about nor take the flows' share.
+	conns, set := cfg.Global.MaxConn, cfg.Global.MaxConnSet
+	if !tcp {
+		conns, set = 0, true
+	}
+	b := fdlimit.Plan(conns, set, udp, FixedFDs(cfg), limit)
+	if !tcp {
+		b.MaxConn = cfg.Global.MaxConn
+	}
 	c := *cfg // shallow: the caps differ, and the frontends that have one
 	c.Global.MaxConn = b.MaxConn
 	c.Frontends = make([]*conf.Frontend, len(cfg.Frontends))

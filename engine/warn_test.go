@@ -62,3 +62,37 @@ address = "127.0.0.1:1"
 	}
 	t.Fatalf("no warning about the token file in the log:\n%s", buf.String())
 }
+
+// TestExamplesFitTheDescriptorLimit: the descriptor budget warns about no
+// shipped example at a limit of 20000, and at 1024 only about a
+// global.maxconn that tcp or http frontends would really need: a udp-only
+// file accepts no connection, so its maxconn holds no descriptor.
+func TestExamplesFitTheDescriptorLimit(t *testing.T) {
+	files, _ := filepath.Glob("../examples/*.toml")
+	nodes, _ := filepath.Glob("../examples/*/*/sluice.toml")
+	files = append(files, nodes...)
+	if len(files) < 5 {
+		t.Fatalf("found only %v", files)
+	}
+	for _, f := range files {
+		cfg, err := conf.Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tcp := false
+		for _, fr := range cfg.Frontends {
+			tcp = tcp || fr.Network() == "tcp"
+		}
+		for _, limit := range []uint64{20000, 1024} {
+			fitted, b := FitLimits(cfg, limit)
+			for _, w := range b.Warn {
+				if limit == 20000 || !tcp || !strings.HasPrefix(w, "global.maxconn = ") {
+					t.Errorf("%s at limit %d: %s", f, limit, w)
+				}
+			}
+			if !tcp && fitted.Global.MaxConn != cfg.Global.MaxConn {
+				t.Errorf("%s: maxconn %d changed to %d", f, cfg.Global.MaxConn, fitted.Global.MaxConn)
+			}
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package frontend
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,11 +28,11 @@ func newHTTPProxy(fc *conf.Frontend, cfgBackends []*conf.Backend, backends map[s
 		H2C:                fc.H2C,
 	}
 	if len(fc.TLS) > 0 {
-		files := make([]l7.CertFile, len(fc.TLS))
+		certs := make([]*tls.Certificate, len(fc.TLS))
 		for i, t := range fc.TLS {
-			files[i] = l7.CertFile{Cert: t.Cert, Key: t.Key}
+			certs[i] = t.Pair
 		}
-		tc, err := l7.LoadTLS(files)
+		tc, err := l7.NewTLS(certs)
 		if err != nil {
 			return nil, err
 		}
@@ -59,15 +60,8 @@ func newHTTPProxy(fc *conf.Frontend, cfgBackends []*conf.Backend, backends map[s
 		}
 		p.Routes = append(p.Routes, lr)
 	}
-	for code, path := range fc.ErrorPages {
-		body, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("error_page_%d: %w", code, err)
-		}
-		if p.ErrorPages == nil {
-			p.ErrorPages = map[int][]byte{}
-		}
-		p.ErrorPages[code] = body
+	if len(fc.ErrorBodies) > 0 {
+		p.ErrorPages = fc.ErrorBodies // read at conf.Parse
 	}
 	if fc.AccessLog {
 		var w io.Writer = os.Stdout

@@ -82,7 +82,7 @@ type Proxy struct {
 	ErrorPages         map[int][]byte
 	Log                *slog.Logger
 	Access             *AccessLog     // nil: no access log
-	TLS                *tls.Config    // nil: plain; else TLS termination (LoadTLS)
+	TLS                *tls.Config    // nil: plain; else TLS termination (NewTLS)
 	H2C                bool           // a plain frontend also takes HTTP/2 with prior knowledge
 	Panics             *atomic.Uint64 // counts HTTP/2 streams reset because serving them panicked; may be nil
 	// ServerConns bounds the server connections of the whole process,

@@ -4,17 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 )
-
-// CertFile names a PEM certificate chain and its private key.
-type CertFile struct {
-	Cert, Key string
-}
 
 // certSet chooses among a frontend's certificates by SNI.
 type certSet struct {
@@ -23,39 +16,28 @@ type certSet struct {
 	wild  map[string][]*tls.Certificate // "*.example.com" stored as ".example.com"
 }
 
-// LoadTLS reads the certificates of a TLS frontend and returns the server
-// configuration that terminates it: the certificate is chosen by SNI (exact
-// DNS name, then wildcard), the first one when nothing matches; ALPN offers
-// h2 and http/1.1; TLS 1.2 at least. Files are read now, so a reload, which
-// builds a new proxy, picks up renewed certificates.
-func LoadTLS(files []CertFile) (*tls.Config, error) {
-	if len(files) == 0 {
+// NewTLS returns the server configuration that terminates TLS with certs
+// (read and parsed by conf at Parse, so that `sluice check` refuses what a
+// worker would): the certificate is chosen by SNI (exact DNS name, then
+// wildcard), the first one when nothing matches; ALPN offers h2 and
+// http/1.1; TLS 1.2 at least. A reload parses the files again, so a renewed
+// certificate goes live with it.
+func NewTLS(certs []*tls.Certificate) (*tls.Config, error) {
+	if len(certs) == 0 {
 		return nil, errors.New("no certificates")
 	}
 	cs := &certSet{exact: map[string][]*tls.Certificate{}, wild: map[string][]*tls.Certificate{}}
-	for _, f := range files {
-		certPEM, err := os.ReadFile(f.Cert)
-		if err != nil {
-			return nil, fmt.Errorf("tls cert: %w", err)
+	for _, c := range certs {
+		if c == nil || c.Leaf == nil {
+			return nil, errors.New("tls: a certificate was not loaded (conf.Parse loads them)")
 		}
-		keyPEM, err := os.ReadFile(f.Key)
-		if err != nil {
-			return nil, fmt.Errorf("tls key: %w", err)
-		}
-		c, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			return nil, fmt.Errorf("tls cert %s with key %s: %w", f.Cert, f.Key, err)
-		}
-		if c.Leaf == nil {
-			return nil, fmt.Errorf("tls cert %s: no parsed leaf certificate", f.Cert)
-		}
-		cs.all = append(cs.all, &c)
+		cs.all = append(cs.all, c)
 		for _, name := range c.Leaf.DNSNames {
 			name = strings.ToLower(strings.TrimSuffix(name, "."))
 			if rest, ok := strings.CutPrefix(name, "*"); ok && strings.HasPrefix(rest, ".") {
-				cs.wild[rest] = append(cs.wild[rest], &c)
+				cs.wild[rest] = append(cs.wild[rest], c)
 			} else {
-				cs.exact[name] = append(cs.exact[name], &c)
+				cs.exact[name] = append(cs.exact[name], c)
 			}
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"sluice/conf"
 )
 
 // ControlPathOf finds the control socket in a configuration file. It reads
@@ -49,7 +51,8 @@ func ControlPathOf(file string) (string, error) {
 			}
 		}
 	}
-	p := ControlPath(raw.Global.ControlSocket, raw.Global.PIDFile)
+	// Relative paths as conf.Parse resolves them for the master.
+	p := ControlPath(conf.Resolve(file, raw.Global.ControlSocket), conf.Resolve(file, raw.Global.PIDFile))
 	if p == "" {
 		return "", fmt.Errorf("%s sets neither global.control_socket nor global.pid_file; use -S or signals", file)
 	}

@@ -31,7 +31,14 @@ const liveTimeout = time.Second
 //     every vital frontend has a server up;
 //  3. every frontend of global.vital_frontends to accept TCP connections on
 //     its first bind address.
+//
+// A file that sets none of the three gives nothing to probe: that is an
+// error, never a pass, or keepalived would keep the VIP on a node where
+// nothing runs.
 func CheckLive(cfg *conf.Config) error {
+	if ControlPath(cfg.Global.ControlSocket, cfg.Global.PIDFile) == "" && cfg.Stats.Bind == "" && len(cfg.Global.VitalFrontends) == 0 {
+		return errors.New("nothing to check: set global.control_socket or global.vital_frontends")
+	}
 	if err := pingMaster(cfg); err != nil {
 		return err
 	}

@@ -165,3 +165,16 @@ func TestDialable(t *testing.T) {
 		}
 	}
 }
+
+// TestLiveNothingToCheck: a file without control socket, stats listener or
+// vital frontends fails --live (nothing running must never pass).
+func TestLiveNothingToCheck(t *testing.T) {
+	cfg, err := conf.Parse("t.toml", []byte("[frontend.f]\nbind = [\"127.0.0.1:1\"]\ndefault_backend = \"b\"\n[[backend.b.server]]\naddress = \"127.0.0.1:1\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = CheckLive(cfg)
+	if err == nil || err.Error() != "nothing to check: set global.control_socket or global.vital_frontends" {
+		t.Fatalf("CheckLive = %v", err)
+	}
+}

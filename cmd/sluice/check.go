@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 
 	"sluice/conf"
 	"sluice/engine"
@@ -13,16 +14,20 @@ import (
 )
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("f", "/etc/sluice/sluice.toml", "configuration file")
-	live := fs.Bool("live", false, "also check that the running sluice serves (for keepalived's vrrp_script): exit 1 with the reason when not")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	flags := flagSet("check", stderr)
+	file := flags.String("f", defaultConfig, "configuration file")
+	live := flags.Bool("live", false, "also check that the running sluice serves (for keepalived's vrrp_script): exit 1 with the reason when not")
+	if code, ok := parseFlags(flags, args); !ok {
+		return code
 	}
 	cfg, err := conf.Load(*file)
 	if err != nil {
 		var errs conf.Errors
+		var pe *fs.PathError
+		if !flagGiven(flags, "f") && errors.As(err, &pe) {
+			fmt.Fprintf(stderr, "sluice check: no -f FILE given and the default %s cannot be read (%v); name the file with -f FILE\n", *file, pe.Err)
+			return 1
+		}
 		if errors.As(err, &errs) {
 			fmt.Fprintf(stderr, "%s: %d problem(s):\n", *file, len(errs))
 			for _, p := range errs {
@@ -51,4 +56,11 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: warning: %s (here)\n", *file, msg)
 	}
 	return 0
+}
+
+// flagGiven reports whether the command line set flag name.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -14,17 +13,22 @@ import (
 // cmdControl runs the client commands that talk to a running master over
 // its control socket: reload, upgrade, stop and control (raw commands).
 func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("f", "/etc/sluice/sluice.toml", "configuration file (to find the control socket)")
+	fs := flagSet(name, stderr)
+	file := fs.String("f", defaultConfig, "configuration file (to find the control socket)")
 	sock := fs.String("S", "", "control socket (default: global.control_socket of -f)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the outcome")
-	drain := fs.Bool("drain", false, "stop: let open connections finish (up to hard_stop_after)")
-	diff := fs.Bool("diff", false, "reload: first print what the reload changes")
-	dry := fs.Bool("n", false, "reload: print what a reload would change, and do not reload")
-	fs.BoolVar(dry, "dry-run", false, "same as -n")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	drain := new(bool)
+	if name == "stop" {
+		drain = fs.Bool("drain", false, "let open connections finish (up to global.hard_stop_after)")
+	}
+	diff, dry := new(bool), new(bool)
+	if name == "reload" {
+		diff = fs.Bool("diff", false, "first print what the reload changes, then reload")
+		dry = fs.Bool("n", false, "print what a reload would change, and do not reload")
+		fs.BoolVar(dry, "dry-run", false, "same as -n")
+	}
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	path := *sock
 	if path == "" {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,12 +20,11 @@ import (
 // cmdDemo starts three small HTTP servers in this process and a TCP frontend
 // in front of them, so a newcomer sees balancing work in seconds.
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := flagSet("demo", stderr)
 	listen := fs.String("listen", "127.0.0.1:8080", "address of the demo frontend")
 	statsAt := fs.String("stats", "127.0.0.1:8404", "address of the stats page")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	log := newLogger(stderr, slog.LevelInfo)
 

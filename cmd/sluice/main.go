@@ -48,6 +48,8 @@ commands:
                      set state BACKEND/SERVER ready|drain|maint
                      set weight BACKEND/SERVER N
   version          print the version
+
+sluice help COMMAND (or sluice COMMAND -h) shows a command's flags.
 `
 
 func main() {
@@ -78,8 +80,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "sluice", Version)
 		return 0
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return 0
+		return cmdHelp(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", args[0], usage)
 		return 2

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"io"
 
 	"sluice/supervisor"
@@ -10,13 +9,12 @@ import (
 // cmdRun starts the master (package supervisor), or resumes one after a
 // binary upgrade.
 func cmdRun(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("f", "/etc/sluice/sluice.toml", "configuration file")
+	fs := flagSet("run", stderr)
+	file := fs.String("f", defaultConfig, "configuration file")
 	debug := fs.Bool("debug", false, "log at debug level")
 	takeover := fs.String("x", "", "take the listening sockets over from the master on this control socket")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	return supervisor.RunMaster(supervisor.MasterOptions{File: *file, Debug: *debug, Takeover: *takeover}, stderr)
 }
