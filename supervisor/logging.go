@@ -66,6 +66,17 @@ func logHandler(l conf.Logging, stderr io.Writer, level slog.Level) (slog.Handle
 	return h, w, nil
 }
 
+// CheckLogging reaches the log target l names and lets go of it, as `run`
+// does before anything else: `sluice check` refuses a syslog that cannot
+// be reached, which `run` (and a reload) would refuse.
+func CheckLogging(l conf.Logging) error {
+	_, c, err := logHandler(l, io.Discard, slog.LevelInfo)
+	if c != nil {
+		c.Close()
+	}
+	return err
+}
+
 func formatHandler(f conf.LogFormat, w io.Writer, opts *slog.HandlerOptions) slog.Handler {
 	if f == conf.LogJSON {
 		return slog.NewJSONHandler(w, opts)

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"sluice/conf"
@@ -42,7 +43,7 @@ func RunMaster(opt MasterOptions, stderr io.Writer) int {
 		logs:   newLogSwitch(newLogger(stderr, level).Handler()),
 		stderr: stderr,
 		level:  level,
-		file:   opt.File,
+		file:   absPath(opt.File),
 		debug:  opt.Debug,
 		old:    map[*worker]bool{},
 		events: make(chan any, 64),
@@ -91,4 +92,13 @@ func Dialable(bind string) string {
 		host = "::1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// absPath is p made absolute: the master reports its file (status, diff,
+// logs) to clients that run in other directories.
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }

@@ -46,6 +46,11 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: live\n", *file)
 		return 0
 	}
+	// Reached as run reaches it (not for --live: the running sluice did).
+	if err := supervisor.CheckLogging(cfg.Global.Logging); err != nil {
+		fmt.Fprintf(stderr, "%s: 1 problem(s):\n  %s: %v\n", *file, *file, err)
+		return 1
+	}
 	fmt.Fprintf(stdout, "%s: valid (%d frontends, %d backends)\n", *file, len(cfg.Frontends), len(cfg.Backends))
 	for _, w := range cfg.Warnings {
 		fmt.Fprintf(stdout, "warning: %s\n", w.Error())

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +40,13 @@ func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		path = p
+	}
+	if (name == "reload" || name == "upgrade") && flagGiven(fs, "f") {
+		// A reload re-reads the master's own file: naming another one must
+		// not look like checking or applying it.
+		if code := sameConfig(name, path, *file, *timeout, stderr); code != 0 {
+			return code
+		}
 	}
 	if name == "reload" && (*diff || *dry) {
 		if code := printDiff(path, *timeout, stdout, stderr); code != 0 || *dry {
@@ -81,6 +90,30 @@ func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
 		stdout.Write(raw)
 	}
 	return 0
+}
+
+// sameConfig returns 0 when the master on path runs file, else prints why
+// not and returns 1.
+func sameConfig(name, path, file string, timeout time.Duration, stderr io.Writer) int {
+	r, _, err := supervisor.Control(path, map[string]any{"cmd": "status"}, timeout)
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice %s: %v\n", name, err)
+		return 1
+	}
+	if r.Config == "" {
+		return 0
+	}
+	a, errA := os.Stat(file)
+	b, errB := os.Stat(r.Config)
+	if errA == nil && errB == nil && os.SameFile(a, b) {
+		return 0
+	}
+	if abs, err := filepath.Abs(file); errA != nil && err == nil && abs == r.Config {
+		return 0 // the master's file, gone or unreadable: the reload says so
+	}
+	fmt.Fprintf(stderr, "sluice %s: the master on %s runs %s, not %s: a reload re-reads the file the master was started with; edit that file (or start a master on %s)\n",
+		name, path, r.Config, file, file)
+	return 1
 }
 
 // printDiff prints what reloading the master on path would change.
