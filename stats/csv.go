@@ -143,13 +143,39 @@ func csvRecord(r *Row, pid string, iid, sid int, algo string) []string {
 		u("req_tot", r.ReqTot)
 	}
 	if c := r.Check; c != nil {
-		set("check_status", c.Desc)
+		status, desc := checkStatus(c)
+		set("check_status", status)
 		if c.Code != 0 {
 			i("check_code", int64(c.Code))
 		}
 		i("check_duration", int64(c.Duration+0.5))
 		set("last_chk", c.Desc)
-		set("check_desc", c.Desc)
+		set("check_desc", desc)
 	}
 	return rec
+}
+
+// checkStatus is HAProxy's check_status code for c and its check_desc
+// wording: scripts compare the code ("L4OK", "L7STS"), so the detail
+// sluice has (c.Desc) goes to last_chk only. Checks with an answer (http,
+// dns, udp, agent) are layer 7; a failure with no answer is L4TOUT or
+// L4CON, one with an answer that does not pass L7STS (a status) or L7RSP.
+func checkStatus(c *CheckResult) (string, string) {
+	d := c.Desc
+	switch {
+	case c.OK && d == "L4OK":
+		return "L4OK", "Layer4 check passed"
+	case c.OK:
+		return "L7OK", "Layer7 check passed"
+	case c.Code != 0:
+		return "L7STS", "Layer7 wrong status"
+	case strings.HasPrefix(d, "no UDP reply"):
+		return "L7TOUT", "Layer7 timeout"
+	case strings.Contains(d, "timeout"):
+		return "L4TOUT", "Layer4 timeout"
+	case strings.HasPrefix(d, "bad HTTP response"), strings.Contains(d, "before a response"),
+		strings.Contains(d, " lacks "), strings.HasPrefix(d, "agent:"):
+		return "L7RSP", "Layer7 invalid response"
+	}
+	return "L4CON", "Layer4 connection problem"
 }
