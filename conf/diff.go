@@ -1,6 +1,8 @@
 package conf
 
 import (
+	"bytes"
+	"crypto/tls"
 	"fmt"
 	"reflect"
 	"sort"
@@ -177,8 +179,35 @@ func (d *differ) frontend(sec string, o, n *Frontend) {
 			d.add("-", sec, key, "", "")
 		case op != np:
 			d.add("~", sec, key, strconv.Quote(op), strconv.Quote(np))
+		case !bytes.Equal(o.ErrorBodies[code], n.ErrorBodies[code]):
+			// The same path, new content: a reload reads it again.
+			d.add("~", sec, key+" content", "", "the file changed")
 		}
 	}
+	for _, nt := range n.TLS {
+		for _, ot := range o.TLS {
+			if ot.Cert == nt.Cert && ot.Key == nt.Key && !samePair(ot.Pair, nt.Pair) {
+				d.add("~", sec, "tls cert "+nt.Cert+" content", "", "the certificate or key file changed")
+			}
+		}
+	}
+}
+
+// samePair reports whether two loaded key pairs hold the same certificate
+// chain and key.
+func samePair(a, b *tls.Certificate) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if len(a.Certificate) != len(b.Certificate) {
+		return false
+	}
+	for i := range a.Certificate {
+		if !bytes.Equal(a.Certificate[i], b.Certificate[i]) {
+			return false
+		}
+	}
+	return reflect.DeepEqual(a.PrivateKey, b.PrivateKey)
 }
 
 func (d *differ) backend(sec string, o, n *Backend) {

@@ -152,6 +152,8 @@ func TestDiffCoversEveryField(t *testing.T) {
 		"Global.MaxConnSet": true, "Stats.AdminToken": true, "Frontend.Name": true,
 		"Frontend.Routes": true, "Frontend.ErrorPages": true, "Backend.Name": true,
 		"Backend.Servers": true, "Health.ExpectStatus": true,
+		"Frontend.ErrorBodies": true, "TLS.Pair": true, // contents of the files, compared by Diff
+		"Backend.used": true, // derived: some frontend or route names it
 	}
 	for _, tc := range []struct {
 		prefix string
@@ -188,5 +190,37 @@ func TestDiffCoversEveryField(t *testing.T) {
 				t.Errorf("%s is shown as %s%s, which the decoder does not accept", id, tc.prefix, key)
 			}
 		}
+	}
+}
+
+// An error page whose file changed at the same path is a change: the
+// reload reads it again.
+func TestDiffErrorPageContent(t *testing.T) {
+	dir := t.TempDir()
+	page := filepath.Join(dir, "503.html")
+	write := func(body string) *Config {
+		t.Helper()
+		if err := os.WriteFile(page, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(dir, "s.toml")
+		src := strings.Replace(diffBase, "default_backend = \"app\"\n", "default_backend = \"app\"\nerror_page_503 = \"503.html\"\n", 1)
+		if err := os.WriteFile(f, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	old := write("<p>busy</p>")
+	cur := write("<p>back soon</p>")
+	var got []string
+	for _, c := range Diff(old, cur) {
+		got = append(got, c.String())
+	}
+	if len(got) != 1 || !strings.Contains(got[0], "error_page_503 content") {
+		t.Fatalf("Diff = %q, want one change of error_page_503's content", got)
 	}
 }
