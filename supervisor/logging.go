@@ -79,7 +79,20 @@ func CheckLogging(l conf.Logging) error {
 
 func formatHandler(f conf.LogFormat, w io.Writer, opts *slog.HandlerOptions) slog.Handler {
 	if f == conf.LogJSON {
-		return slog.NewJSONHandler(w, opts)
+		// Durations as the text format and the configuration write them
+		// ("30s"), not as nanoseconds.
+		o := *opts
+		prev := o.ReplaceAttr
+		o.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if prev != nil {
+				a = prev(groups, a)
+			}
+			if a.Value.Kind() == slog.KindDuration {
+				a.Value = slog.StringValue(a.Value.Duration().String())
+			}
+			return a
+		}
+		return slog.NewJSONHandler(w, &o)
 	}
 	return slog.NewTextHandler(w, opts)
 }

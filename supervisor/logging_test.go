@@ -1,8 +1,11 @@
 package supervisor
 
 import (
+	"log/slog"
 	"log/syslog"
+	"strings"
 	"testing"
+	"time"
 
 	"sluice/conf"
 )
@@ -26,5 +29,15 @@ func TestEveryFacilityHasItsNumber(t *testing.T) {
 	}
 	if len(facilities) != len(conf.SyslogFacilityNames) {
 		t.Errorf("%d facilities mapped, conf accepts %d", len(facilities), len(conf.SyslogFacilityNames))
+	}
+}
+
+// JSON lines write durations as the configuration does ("30s"), not in
+// nanoseconds.
+func TestJSONLogDurations(t *testing.T) {
+	var b strings.Builder
+	slog.New(formatHandler(conf.LogJSON, &b, &slog.HandlerOptions{})).Info("draining", "hard_stop_after", 30*time.Second)
+	if !strings.Contains(b.String(), `"hard_stop_after":"30s"`) {
+		t.Fatalf("JSON line %s: want \"hard_stop_after\":\"30s\"", b.String())
 	}
 }
