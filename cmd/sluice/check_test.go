@@ -77,6 +77,7 @@ func TestSubcommandHelp(t *testing.T) {
 		{[]string{"help", "stop"}, []string{"usage: sluice stop", "-drain"}, nil},
 		{[]string{"help", "check"}, []string{"usage: sluice check", "-live", "/etc/sluice/sluice.toml"}, nil},
 		{[]string{"help"}, []string{"commands:", "sluice help COMMAND"}, nil},
+		{[]string{"help", "-h"}, []string{"commands:", "sluice help COMMAND"}, nil},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := Main(tc.args, &stdout, &stderr)

@@ -49,7 +49,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
 
 // cmdHelp prints the general usage, or one command's with its flags.
 func cmdHelp(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
