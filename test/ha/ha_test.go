@@ -43,6 +43,9 @@ const (
 	lb2IP    = subnet + "12"
 	beIP     = subnet + "21"
 	resume   = 5 * time.Second // the longest traffic may stop on failover
+	// stopGrace is global.stop_grace: how long a stopping sluice keeps
+	// accepting after its track file said fault.
+	stopGrace = 2 * time.Second
 )
 
 func TestMain(m *testing.M) {
@@ -261,6 +264,8 @@ type node struct {
 	prio           int
 	sluice, kad    *proc
 	vrrpPID        string
+	track, ctl     string // its global.track_file and control socket
+	conf           string // its sluice configuration
 }
 
 func (l *lab) write(name, content string) string {
@@ -275,8 +280,13 @@ func (l *lab) write(name, content string) string {
 func (l *lab) startNode(n *node, run int) {
 	tag := fmt.Sprintf("%s-%d", n.name, run)
 	secret := l.write("secret", "the same on both nodes, 32 bytes\n")
+	n.track = filepath.Join(l.dir, tag+".track")
+	n.ctl = filepath.Join(l.dir, tag+".sock")
 	conf := l.write(tag+".toml", fmt.Sprintf(`[global]
 vital_frontends = ["www"]
+track_file = %q
+control_socket = %q
+stop_grace = %q
 
 [frontend.www]
 mode = "http"
@@ -288,6 +298,13 @@ default_backend = "app"
 sticky = "source"
 sticky_ttl = "30m"
 timeout_connect = "1s"
+
+[backend.app.health]
+check = "tcp"
+interval = "100ms"
+timeout = "100ms"
+fall = 2
+rise = 2
 
 [[backend.app.server]]
 name = "s1"
@@ -302,7 +319,7 @@ bind = "%s:7070"
 peers = ["%s:7070"]
 secret_file = %q
 flush_interval = "50ms"
-`, vip, beIP, beIP, n.ip, n.peer, secret))
+`, n.track, n.ctl, stopGrace.String(), vip, beIP, beIP, n.ip, n.peer, secret))
 	notify := l.write(tag+"-notify.sh", fmt.Sprintf("#!/bin/sh\necho \"$(date +%%s.%%N) $*\" >> %s\n", filepath.Join(l.dir, tag+"-notify.log")))
 	os.Chmod(notify, 0o755)
 	n.vrrpPID = filepath.Join(l.dir, tag+"-vrrp.pid")
@@ -322,6 +339,11 @@ vrrp_script chk_sluice {
     weight -20
 }
 
+track_file sluice_track {
+    file "%s"
+    weight -20
+}
+
 vrrp_instance VI_SLUICE {
     state BACKUP
     interface eth0
@@ -338,9 +360,13 @@ vrrp_instance VI_SLUICE {
     track_script {
         chk_sluice
     }
+    track_file {
+        sluice_track
+    }
     notify %s
 }
-`, n.name, l.sluice, conf, n.prio, n.ip, n.peer, vip, notify))
+`, n.name, l.sluice, conf, n.track, n.prio, n.ip, n.peer, vip, notify))
+	n.conf = conf
 	n.sluice = l.start(tag+"-sluice", n.name, l.sluice, nil, "run", "-f", conf)
 	n.kad = l.start(tag+"-keepalived", n.name, "keepalived", nil, "-n", "-l", "-D", "-G", "-P", "-f", kconf,
 		"-p", filepath.Join(l.dir, tag+"-keepalived.pid"), "-r", n.vrrpPID, "-c", filepath.Join(l.dir, tag+"-checkers.pid"))
@@ -467,16 +493,43 @@ func (l *lab) once(from string) (string, error) {
 }
 
 // TestKeepalivedFailover runs the pair, makes lb1 the master, and fails it
-// in two ways; each time the VIP must move to lb2 and traffic resume within
-// 5 s, the sticky client still on its server.
+// in five ways; each time the VIP must move to lb2 and traffic resume, the
+// sticky client still on its server. keepalived hears of sluice at once:
+// track_process sees the master die, track_file (global.track_file) says
+// when it cannot serve or is stopping; `check --live` is the slow net.
 func TestKeepalivedFailover(t *testing.T) {
 	l := newLab(t)
+	type outcome struct {
+		noneFailed bool          // an orderly move: not one request may fail
+		within     time.Duration // else traffic must be back within this
+	}
 	for i, tc := range []struct {
 		desc string
-		fail func(lb1 *node)
+		want outcome
+		fail func(t *testing.T, lb1 *node)
 	}{
-		{"the active node's sluice dies", func(lb1 *node) { lb1.sluice.kill() }},
-		{"the active node's keepalived dies", func(lb1 *node) {
+		// Goal under 1 s. Asserted at 2 s: on this 2-core machine, shared
+		// with other test runs, a scheduling stall of keepalived or of the
+		// client's 300 ms connect timeout moves the figure by a few hundred
+		// ms; the figure is logged and recorded in docs/operations.md.
+		{"the active node's sluice is killed", outcome{within: 2 * time.Second}, func(t *testing.T, lb1 *node) {
+			lb1.sluice.kill()
+		}},
+		{"the active node's sluice is stopped", outcome{noneFailed: true}, func(t *testing.T, lb1 *node) {
+			lb1.sluice.cmd.Process.Signal(syscall.SIGTERM)
+		}},
+		{"the active node is put into maintenance", outcome{noneFailed: true}, func(t *testing.T, lb1 *node) {
+			out, err := exec.Command("ip", "netns", "exec", l.ns["lb1"], l.sluice, "ctl", "-f", lb1.conf, "set", "node", "maint").CombinedOutput()
+			if err != nil {
+				t.Fatalf("sluice ctl set node maint: %v\n%s", err, out)
+			}
+		}},
+		{"the active node's only backend dies", outcome{within: resume}, func(t *testing.T, lb1 *node) {
+			// From lb1 only: lb2 still reaches the servers.
+			l.ip("-n", l.ns["lb1"], "route", "add", "blackhole", beIP+"/32")
+			t.Cleanup(func() { exec.Command("ip", "-n", l.ns["lb1"], "route", "del", "blackhole", beIP+"/32").Run() })
+		}},
+		{"the active node's keepalived dies", outcome{within: resume}, func(t *testing.T, lb1 *node) {
 			// Both keepalived processes, as in a crash: the VIP is not
 			// released, the VRRP adverts just stop.
 			if b, err := os.ReadFile(lb1.vrrpPID); err == nil {
@@ -491,12 +544,24 @@ func TestKeepalivedFailover(t *testing.T) {
 			parent := l.t
 			l.t = t
 			defer func() { l.t = parent }()
-			failover(t, l, i, tc.fail)
+			r := failover(t, l, i, func(lb1 *node) { tc.fail(t, lb1) })
+			switch {
+			case tc.want.noneFailed && r.failed > 0:
+				t.Errorf("%d requests failed, want none: the address must move before sluice stops taking connections", r.failed)
+			case !tc.want.noneFailed && r.outage > tc.want.within:
+				t.Errorf("traffic back %v after the failure, want within %v", r.outage, tc.want.within)
+			}
 		})
 	}
 }
 
-func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) {
+// measured is what one failover cost the client.
+type measured struct {
+	failed int
+	outage time.Duration // from the failure to the first success after the last failed request (0: none failed)
+}
+
+func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) measured {
 	// Fresh processes; a VIP left behind by a killed keepalived is removed.
 	for _, ns := range []string{"lb1", "lb2"} {
 		exec.Command("ip", "-n", l.ns[ns], "addr", "del", vip+"/24", "dev", "eth0").Run()
@@ -593,20 +658,23 @@ func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) {
 	if back.IsZero() {
 		t.Fatalf("no request succeeded after the last failure (+%v)", lastFail.Sub(killed))
 	}
+	// The outage runs from the failure (or the first failed request, when
+	// its timeout began a moment before) to the first success after it.
 	outage := back.Sub(killed)
 	failures := "none failed"
 	if failed > 0 {
 		failures = fmt.Sprintf("%d failed (from +%v to +%v)", failed,
 			firstFail.Sub(killed).Round(time.Millisecond), lastFail.Sub(killed).Round(time.Millisecond))
 	}
-	t.Logf("failover: VIP on lb2 after %v; traffic back for good %v after the kill; requests every 50 ms: %s, %d ok since",
-		vipMoved.Round(time.Millisecond), outage.Round(time.Millisecond), failures, okSince)
-	if outage > resume {
-		t.Errorf("traffic back %v after the kill, want within %v", outage, resume)
+	if failed == 0 {
+		outage = 0
 	}
+	t.Logf("failover: VIP on lb2 after %v; requests failed for %v; requests every 50 ms: %s, %d ok since",
+		vipMoved.Round(time.Millisecond), outage.Round(time.Millisecond), failures, okSince)
 	if okSince < 10 {
 		t.Errorf("only %d requests succeeded after the last failure: traffic is not steady", okSince)
 	}
+	return measured{failed: failed, outage: outage}
 }
 
 // TestExampleKeepalivedConf: keepalived accepts both example configurations
