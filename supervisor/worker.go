@@ -155,6 +155,7 @@ func RunWorker(stderr io.Writer) int {
 					continue
 				}
 				log.Info("server state set", "backend", s.Backend, "server", s.Server, "admin", s.Admin)
+				w.reportNode() // a server out of service may leave a vital frontend without one
 				// The new state rides on the answer: the master knows it
 				// before the operator's command returns.
 				st, _ := json.Marshal(eng.State())

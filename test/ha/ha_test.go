@@ -693,6 +693,21 @@ func TestExampleKeepalivedConf(t *testing.T) {
 		if !strings.Contains(string(src), script) {
 			t.Fatalf("%s: the vrrp_script does not run %q", n, script)
 		}
+		// keepalived watches the file sluice writes, and tracks the master
+		// as the sluice service starts it.
+		toml, err := os.ReadFile(filepath.Join("..", "..", "examples", "keepalived", n, "sluice.toml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []struct{ in, what string }{
+			{string(toml), `track_file = "/run/sluice/keepalived.track"`},
+			{string(src), "file /run/sluice/keepalived.track"},
+			{string(src), "process /usr/local/bin/sluice run -f /etc/sluice/sluice.toml"},
+		} {
+			if !strings.Contains(want.in, want.what) {
+				t.Errorf("%s: the example does not contain %q", n, want.what)
+			}
+		}
 		p := filepath.Join(t.TempDir(), "keepalived.conf")
 		os.WriteFile(p, []byte(strings.ReplaceAll(string(src), script, "/bin/true")), 0o644)
 		out, err := exec.Command("keepalived", "-t", "-f", p).CombinedOutput()
