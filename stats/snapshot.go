@@ -268,4 +268,3 @@ func serverStatus(sv *backend.Server, checked bool) (status, state string) {
 	}
 	return "UP", "up"
 }
-

@@ -1,6 +1,14 @@
 // Package ha proves a keepalived pair of sluice boxes in network
-// namespaces: the VIP moves when the active node's sluice or keepalived
-// dies, traffic resumes within 5 s, and a sticky client keeps its server.
+// namespaces: the VIP moves when the active node's sluice is killed or
+// stopped, put into maintenance, loses its backend, or its keepalived dies;
+// no request fails on a stop or maintenance, traffic resumes within 1 s of
+// a kill, and a sticky client keeps its server.
+//
+// keepalived here does not use track_process, as the examples do: the
+// kernel's process events (the proc connector) are only sent in the
+// initial network namespace (keepalived logs "Failed to set/clear process
+// event listen - errno 111" in another). A killed master is seen through
+// the track file, which its orphaned worker sets at once.
 //
 // Topology (every namespace and link is created here and deleted at the
 // end; nothing is added to the host's own namespace):
@@ -508,11 +516,11 @@ func TestKeepalivedFailover(t *testing.T) {
 		want outcome
 		fail func(t *testing.T, lb1 *node)
 	}{
-		// Goal under 1 s. Asserted at 2 s: on this 2-core machine, shared
-		// with other test runs, a scheduling stall of keepalived or of the
-		// client's 300 ms connect timeout moves the figure by a few hundred
-		// ms; the figure is logged and recorded in docs/operations.md.
-		{"the active node's sluice is killed", outcome{within: 2 * time.Second}, func(t *testing.T, lb1 *node) {
+		// Under 1 s: measured about 0.33 s in 8 runs on a 2-core machine (the
+		// orphaned worker writes 254, keepalived faults at once, node2
+		// takes over after its skew; one request of the 300 ms client
+		// fails), so 1 s leaves three times the margin.
+		{"the active node's sluice is killed", outcome{within: time.Second}, func(t *testing.T, lb1 *node) {
 			lb1.sluice.kill()
 		}},
 		{"the active node's sluice is stopped", outcome{noneFailed: true}, func(t *testing.T, lb1 *node) {
@@ -527,7 +535,11 @@ func TestKeepalivedFailover(t *testing.T) {
 		{"the active node's only backend dies", outcome{within: resume}, func(t *testing.T, lb1 *node) {
 			// From lb1 only: lb2 still reaches the servers.
 			l.ip("-n", l.ns["lb1"], "route", "add", "blackhole", beIP+"/32")
-			t.Cleanup(func() { exec.Command("ip", "-n", l.ns["lb1"], "route", "del", "blackhole", beIP+"/32").Run() })
+			t.Cleanup(func() {
+				if out, err := exec.Command("ip", "-n", l.ns["lb1"], "route", "del", beIP+"/32").CombinedOutput(); err != nil {
+					t.Errorf("remove the blackhole route: %v %s", err, out)
+				}
+			})
 		}},
 		{"the active node's keepalived dies", outcome{within: resume}, func(t *testing.T, lb1 *node) {
 			// Both keepalived processes, as in a crash: the VIP is not
@@ -570,14 +582,22 @@ func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) measured {
 	lb2 := &node{name: "lb2", ip: lb2IP, peer: lb1IP, prio: 100}
 	l.startNode(lb1, run)
 	l.startNode(lb2, run)
+	// stop kills everything in the node's namespace: sluice's master, a
+	// worker still draining after its master was killed (it holds the
+	// listeners the next run binds), keepalived and its VRRP process.
 	stop := func(n *node) {
 		n.sluice.kill()
 		n.kad.kill()
-		if b, err := os.ReadFile(n.vrrpPID); err == nil {
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-				syscall.Kill(pid, syscall.SIGKILL)
+		l.waitFor(n.name+"'s processes to go", 10*time.Second, func() bool {
+			out, _ := exec.Command("ip", "netns", "pids", l.ns[n.name]).Output()
+			pids := strings.Fields(string(out))
+			for _, f := range pids {
+				if pid, err := strconv.Atoi(f); err == nil {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
 			}
-		}
+			return len(pids) == 0
+		})
 	}
 	defer stop(lb1)
 	defer stop(lb2)
