@@ -43,7 +43,14 @@ type Global struct {
 	ControlSocket  string
 	PIDFile        string
 	VitalFrontends []string
-	Logging        // process logs: log_format, log_target, log_syslog_* (logging.go)
+	// TrackFile is where the master writes 0 while this node can serve
+	// and 1 while it cannot (keepalived's track_file); "" for none.
+	TrackFile string
+	// StopGrace is how long an orderly stop keeps serving after the
+	// track file says fault, before the listeners close: the address
+	// moves to the other node first, then connections drain.
+	StopGrace time.Duration
+	Logging   // process logs: log_format, log_target, log_syslog_* (logging.go)
 }
 
 // Stats is the stats listener.

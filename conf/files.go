@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
@@ -169,4 +170,34 @@ func (v *validator) systemResolvers(key string, d *DNS) {
 		return
 	}
 	d.Resolvers = rs
+}
+
+// trackFile resolves global.track_file beside the configuration and checks
+// that its directory exists: the master writes it with a rename in that
+// directory, and a typo must not be found only when a failover is missed.
+func (v *validator) trackFile(path string) string {
+	const key = "global.track_file"
+	if path == "" {
+		if v.defined(key) {
+			v.errf(key, "is empty; write a path like \"/run/sluice/keepalived.track\", or remove the key")
+		}
+		return ""
+	}
+	p := v.besideConfig(path)
+	if strings.HasSuffix(path, "/") {
+		v.errf(key, "%q names a directory; name the file, like \"/run/sluice/keepalived.track\"", path)
+		return p
+	}
+	dir := filepath.Dir(p)
+	st, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		v.errf(key, "directory %s of %s does not exist: create it (mkdir -p %s; systemd: RuntimeDirectory=sluice)", dir, p, dir)
+	case !st.IsDir():
+		v.errf(key, "%s is not a directory, so %s cannot be written", dir, p)
+	}
+	if st, err := os.Stat(p); err == nil && st.IsDir() {
+		v.errf(key, "%s is a directory; name a file in it", p)
+	}
+	return p
 }

@@ -101,6 +101,8 @@ func TestKeepalivedExamples(t *testing.T) {
 			t.Fatal(err)
 		}
 		src = bytes.ReplaceAll(src, []byte("/etc/sluice/peers.secret"), []byte(secret))
+		// /run/sluice exists where sluice runs (RuntimeDirectory=), not here.
+		src = bytes.ReplaceAll(src, []byte("/run/sluice/keepalived.track"), []byte(filepath.Join(filepath.Dir(secret), "keepalived.track")))
 		cfg, err := conf.Parse(p, src)
 		if err != nil {
 			t.Fatalf("%s:\n%v", p, err)

@@ -29,6 +29,8 @@ type rawGlobal struct {
 	ControlSocket  string   `toml:"control_socket"`
 	PIDFile        string   `toml:"pid_file"`
 	VitalFrontends []string `toml:"vital_frontends"`
+	TrackFile      string   `toml:"track_file"`
+	StopGrace      string   `toml:"stop_grace"`
 	rawLog                  // log_* keys (logging.go)
 }
 
@@ -222,6 +224,7 @@ func intOr(p *int, def int) int {
 const (
 	DefaultMaxConn            = 50000
 	DefaultHardStopAfter      = 30 * time.Second
+	MaxStopGrace              = time.Minute // global.stop_grace
 	DefaultTimeoutConnect     = 5 * time.Second
 	DefaultTimeoutClient      = 50 * time.Second
 	DefaultTimeoutServer      = 50 * time.Second
@@ -268,7 +271,12 @@ func (v *validator) build(raw *rawFile) *Config {
 		ControlSocket:  v.besideConfig(g.ControlSocket),
 		PIDFile:        v.besideConfig(g.PIDFile),
 		VitalFrontends: g.VitalFrontends,
+		TrackFile:      v.trackFile(g.TrackFile),
+		StopGrace:      v.dur("global.stop_grace", g.StopGrace, 0),
 		Logging:        v.logging(g.rawLog),
+	}
+	if cfg.Global.StopGrace > MaxStopGrace {
+		v.errf("global.stop_grace", "%s is longer than %s: the grace only has to outlast a VRRP or BGP move (about a second); the drain after it is hard_stop_after", cfg.Global.StopGrace, MaxStopGrace)
 	}
 	v.count("global.maxconn", cfg.Global.MaxConn, 1, MaxCount, "connections at once; each holds two file descriptors")
 

@@ -21,6 +21,12 @@ func (e *Engine) counters() []stats.Counter {
 	gauge := func(name, help string, v func() float64, labels ...[2]string) {
 		out = append(out, stats.Counter{Name: name, Help: help, Labels: labels, Gauge: true, Value: v})
 	}
+	// The node's own state: what global.track_file and /healthz follow.
+	node := e.Node
+	gauge("node_maint", "1 while the node is in maintenance (sluice ctl set node maint): it serves what reaches it but asks keepalived (track_file), /healthz and check --live to send traffic elsewhere.",
+		func() float64 { return b2f(node.Maint()) })
+	gauge("track_file_fault", "1 while this node cannot serve (node in maintenance, or a vital frontend without a server up): what the master writes to global.track_file while this worker runs.",
+		func() float64 { return b2f(e.Unserved() != "") })
 	// The descriptor budget (fdlimit.Plan): what accept and the flows of
 	// udp frontends may hold.
 	fds := e.FDs
@@ -109,4 +115,11 @@ func (e *Engine) counters() []stats.Counter {
 		add("peers_refused_total", "Connections to peers.bind closed at once: too many were waiting to authenticate (in all, or from one address that is no peer).", &c.Refused)
 	}
 	return out
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -44,6 +44,11 @@ type Engine struct {
 	// updates its Workers and Reloads.
 	Process *stats.Process
 	Peers   *peers.Syncer // stick-table sync; nil without [peers]
+	// Node is this node's admin state (maintenance), shared with the
+	// stats admin API; Unserved reads it.
+	Node *stats.Node
+	// fronts is Front.Frontends by name, for Unserved.
+	fronts map[string]*frontend.Frontend
 	// FDs is how the descriptor limit is shared between connections and
 	// UDP flows (Config holds the maxconn and max_flows it chose).
 	FDs fdlimit.Budget
@@ -130,6 +135,14 @@ type Options struct {
 	// AfterAdminChange is called after the stats admin API changed a
 	// server, before it answers (see stats.Options).
 	AfterAdminChange func()
+	// NodeMaint starts the node in maintenance (the master carries it
+	// over reloads and restarts).
+	NodeMaint bool
+	// OnServeChange, when set, is called after anything that may change
+	// Unserved's answer: a server going up or down (health checks), an
+	// admin API change, the node's maintenance. It may be called from
+	// several goroutines at once and must not block for long.
+	OnServeChange func()
 }
 
 // Listeners lists every socket cfg needs: each frontend bind address (tcp,
@@ -212,7 +225,8 @@ func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Option
 		e = nil
 	}()
 	e = &Engine{Config: cfg, Backends: map[string]*backend.Backend{}, Discovery: map[string]*backend.Discovery{},
-		Health: map[string]*backend.HealthChecks{}, FDs: budget}
+		Health: map[string]*backend.HealthChecks{}, FDs: budget, Node: &stats.Node{}}
+	e.Node.SetMaint(opts.NodeMaint)
 	for _, bc := range cfg.Backends {
 		b, err := backend.New(bc)
 		if err != nil {
@@ -220,6 +234,9 @@ func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Option
 		}
 		e.Backends[bc.Name] = b
 		h := backend.NewHealthChecks(b, bc, log)
+		if fn := opts.OnServeChange; fn != nil {
+			h.OnChange = func(*backend.Server, bool) { fn() }
+		}
 		e.Health[bc.Name] = h
 		// Stopped also when never started: discovery starts checks of
 		// the servers it finds (Sync) before Start does.
@@ -245,6 +262,13 @@ func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Option
 	e.Front, err = frontend.New(cfg, e.Backends, socks, log)
 	if err != nil {
 		return nil, err
+	}
+	e.fronts = map[string]*frontend.Frontend{}
+	for _, f := range e.Front.Frontends {
+		e.fronts[f.Name] = f
+	}
+	if fn := opts.OnServeChange; fn != nil {
+		e.Node.OnChange(fn)
 	}
 	for name, d := range e.Discovery {
 		// Discovered servers are checked like listed ones; removed ones
@@ -383,6 +407,34 @@ func (e *Engine) Shutdown(ctx context.Context) int {
 	return cut
 }
 
+// Unserved says why this node cannot serve, or "" while it can: the one
+// rule (frontend.Unserved) that /healthz answers, `check --live` asks and
+// the master's global.track_file follows.
+func (e *Engine) Unserved() string {
+	return frontend.Unserved(e.Node.Maint(), e.Config.Global.VitalFrontends, e.fronts, e.Backends)
+}
+
+// Down is Unserved with the node's maintenance left aside: why a vital
+// frontend has no server up, or "". The master's track file tells a node
+// that cannot serve (a fault) from one handing over (maintenance, a stop).
+func (e *Engine) Down() string {
+	return frontend.Unserved(false, e.Config.Global.VitalFrontends, e.fronts, e.Backends)
+}
+
+// afterAdmin is what runs after an admin API change: the serving verdict
+// may have changed (a server put in maintenance), then the caller's own.
+func afterAdmin(opts Options) func() {
+	if opts.OnServeChange == nil {
+		return opts.AfterAdminChange
+	}
+	return func() {
+		opts.OnServeChange()
+		if opts.AfterAdminChange != nil {
+			opts.AfterAdminChange()
+		}
+	}
+}
+
 func (e *Engine) closeStats(ctx context.Context) {
 	if e.Stats != nil {
 		e.Stats.Close(ctx)
@@ -419,7 +471,10 @@ func (e *Engine) startStats(cfg *conf.Config, log *slog.Logger, opts Options) er
 		AdminToken:       cfg.Stats.AdminToken,
 		Log:              log,
 		Counters:         e.counters(),
-		AfterAdminChange: opts.AfterAdminChange,
+		AfterAdminChange: afterAdmin(opts),
+		Node:             e.Node,
+		Unserved:         e.Unserved,
+		TrackFile:        cfg.Global.TrackFile,
 	})
 	e.Stats.Serve(sock.Listener)
 	return nil

@@ -12,6 +12,7 @@ import (
 
 	"sluice/backend"
 	"sluice/conf"
+	"sluice/frontend"
 )
 
 func (s *Server) routes() *http.ServeMux {
@@ -24,6 +25,7 @@ func (s *Server) routes() *http.ServeMux {
 	// rather than the page's 404 from "GET /".
 	m.HandleFunc("/api/servers/{backend}/{server}/state", s.admin(http.MethodPost, "set state", s.setState))
 	m.HandleFunc("/api/servers/{backend}/{server}/weight", s.admin(http.MethodPost, "set weight", s.setWeight))
+	m.HandleFunc("/api/node/state", s.admin(http.MethodPost, "set node state", s.setNode))
 	m.HandleFunc("/api/backends/{backend}/sticky", s.admin(http.MethodGet, "show sticky", s.showSticky))
 	return m
 }
@@ -93,45 +95,14 @@ func (s *Server) serveHealthz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
-// unhealthy returns why /healthz fails, or "". A vital frontend is healthy
-// when its default backend (or, with none, one of its route backends) has a
-// server up, ready and weighted above zero.
+// unhealthy returns why /healthz fails, or "": the engine's rule when it
+// gave one, else frontend.Unserved (the same function) over this server's
+// frontends and backends.
 func (s *Server) unhealthy() string {
-	for _, name := range s.opt.VitalFrontends {
-		f := s.fronts[name]
-		if f == nil {
-			return fmt.Sprintf("vital frontend %s does not exist", name)
-		}
-		var bes []*backend.Backend
-		if b := f.Backend(); b != nil {
-			bes = append(bes, b)
-		} else if cfg := f.Config(); cfg != nil {
-			for _, rt := range cfg.Routes {
-				if b := s.backends[rt.Backend]; b != nil {
-					bes = append(bes, b)
-				}
-			}
-		}
-		if !anyUp(bes) {
-			names := make([]string, len(bes))
-			for i, b := range bes {
-				names[i] = b.Name
-			}
-			return fmt.Sprintf("vital frontend %s has no server up (backend %s)", name, strings.Join(names, ", "))
-		}
+	if s.opt.Unserved != nil {
+		return s.opt.Unserved()
 	}
-	return ""
-}
-
-func anyUp(bes []*backend.Backend) bool {
-	for _, b := range bes {
-		for _, sv := range b.Servers() {
-			if serverUp(sv) {
-				return true
-			}
-		}
-	}
-	return false
+	return frontend.Unserved(s.node.Maint(), s.opt.VitalFrontends, s.fronts, s.backends)
 }
 
 func hashToken(t string) []byte {

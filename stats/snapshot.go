@@ -91,6 +91,12 @@ type ProcessInfo struct {
 	MaxConn int       `json:"maxconn"`
 	FDs     *FDs      `json:"fds,omitempty"` // the descriptor budget
 	Admin   bool      `json:"admin"`         // the admin API is enabled
+	// Node is the node's admin state, "ready" or "maint".
+	Node string `json:"node"`
+	// Unserved is why this node cannot serve ("" while it can): what
+	// /healthz answers and global.track_file follows.
+	Unserved  string `json:"unserved,omitempty"`
+	TrackFile string `json:"track_file,omitempty"` // global.track_file
 }
 
 func (s *Server) snapshot() Snapshot {
@@ -100,6 +106,7 @@ func (s *Server) snapshot() Snapshot {
 		Version: p.Version, PID: p.PID, Started: p.Started, Uptime: int64(now.Sub(p.Started).Seconds()),
 		Workers: p.Workers.Load(), Reloads: p.Reloads.Load(),
 		Current: s.current(), MaxConn: s.opt.MaxConn, Admin: s.token != nil,
+		Node: NodeAdminName(s.node.Maint()), Unserved: s.unhealthy(), TrackFile: s.opt.TrackFile,
 	}}
 	if s.opt.FDs != nil {
 		fds := *s.opt.FDs
@@ -260,10 +267,4 @@ func serverStatus(sv *backend.Server, checked bool) (status, state string) {
 		return "no check", "no-check"
 	}
 	return "UP", "up"
-}
-
-// serverUp reports whether a server can take new traffic: up, ready and
-// weighted above zero (it may be at its maxconn).
-func serverUp(sv *backend.Server) bool {
-	return sv.Up() && sv.Admin() == backend.AdminReady && sv.Weight() > 0
 }

@@ -40,6 +40,15 @@ type Options struct {
 	FDs *FDs
 	// VitalFrontends must each have a server up for /healthz to answer 200.
 	VitalFrontends []string
+	// Node is the node's admin state (maintenance); nil: a fresh one.
+	Node *Node
+	// Unserved, when set, says why this node cannot serve, or "": /healthz
+	// and the page ask it (the engine passes its one rule, which the
+	// master's track file follows too). nil: frontend.Unserved over the
+	// frontends and backends above.
+	Unserved func() string
+	// TrackFile is global.track_file, shown on the page; "" for none.
+	TrackFile string
 	// AdminToken enables the admin API; "" disables it.
 	AdminToken string
 	Log        *slog.Logger
@@ -95,6 +104,7 @@ type Server struct {
 	opt      Options
 	fronts   map[string]*frontend.Frontend
 	backends map[string]*backend.Backend
+	node     *Node
 	token    []byte // sha256 of the admin token, nil when admin is off
 	registry *prometheus.Registry
 	rates    *rates
@@ -118,6 +128,9 @@ func New(opt Options) *Server {
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
+	if opt.Node == nil {
+		opt.Node = &Node{}
+	}
 	if opt.RateInterval <= 0 {
 		opt.RateInterval = time.Second
 	}
@@ -129,6 +142,7 @@ func New(opt Options) *Server {
 		fronts:   map[string]*frontend.Frontend{},
 		backends: map[string]*backend.Backend{},
 		log:      opt.Log,
+		node:     opt.Node,
 		stop:     make(chan struct{}),
 	}
 	for _, f := range opt.Frontends {

@@ -26,7 +26,10 @@ const liveTimeout = time.Second
 // VIP?": nil when sluice runs and can serve, else a one-line reason. It
 // requires, in this order:
 //
-//  1. the master to answer on global.control_socket (when one is set);
+//  1. the master to answer on global.control_socket (when one is set), with
+//     a worker running and no reason this node cannot serve (the verdict
+//     global.track_file follows: node maintenance, a vital frontend without
+//     a server up, a stop under way);
 //  2. GET http://STATS/healthz to answer 200 (when [stats] bind is set):
 //     every vital frontend has a server up;
 //  3. every frontend of global.vital_frontends to accept TCP connections on
@@ -79,6 +82,10 @@ func pingMaster(cfg *conf.Config) error {
 	}
 	if r.WorkerPID <= 0 {
 		return fmt.Errorf("master %d on %s has no worker running", r.PID, path)
+	}
+	if r.Unserved != "" {
+		// The verdict global.track_file follows (the rule of /healthz).
+		return fmt.Errorf("master %d: this node cannot serve: %s", r.PID, r.Unserved)
 	}
 	return nil
 }

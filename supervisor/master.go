@@ -25,6 +25,7 @@ import (
 	"sluice/engine"
 	"sluice/internal/sdnotify"
 	"sluice/internal/sockets"
+	"sluice/stats"
 )
 
 const (
@@ -69,6 +70,11 @@ type master struct {
 	// lost is the server state last heard from a worker that died, for the
 	// worker restarted in its place.
 	lost engine.State
+
+	// track keeps global.track_file; maint is the node's maintenance as
+	// the master last knew it, handed to every worker it starts.
+	track *tracker
+	maint bool
 }
 
 // ctlCall is a control request waiting for the master's loop.
@@ -101,6 +107,9 @@ func ControlPath(controlSocket, pidFile string) string {
 // file, first worker. It returns the process exit code.
 func runMaster(m *master, cfg *conf.Config, src []byte, takeover string, sigs chan os.Signal) int {
 	m.cfg, m.src = cfg, src
+	m.track = &tracker{path: cfg.Global.TrackFile, log: m.log}
+	// Created at once, at 1: nothing serves until the first worker is ready.
+	m.track.refresh()
 	have := sockets.Set{}
 	var state engine.State
 	if takeover != "" {
@@ -159,6 +168,7 @@ func runMaster(m *master, cfg *conf.Config, src []byte, takeover string, sigs ch
 		return 1
 	}
 	m.cur = w
+	m.track.setCur(w)
 	m.log.Info("sluice started", "version", engine.Version, "config", m.file, "pid", os.Getpid(), "worker_pid", w.pid, "control", m.ctlPath)
 	sdnotify.Ready(m.status())
 	return m.loop(sigs)
@@ -174,7 +184,18 @@ func rolesOf(specs []sockets.Spec) map[sockets.Key]string {
 
 func (m *master) workerStart(cfg *conf.Config, src []byte, st engine.State) workerStart {
 	m.gen++
-	return workerStart{File: m.file, Config: src, State: st, Gen: m.gen, Debug: m.debug}
+	return workerStart{File: m.file, Config: src, State: st, Gen: m.gen, Debug: m.debug, NodeMaint: m.nodeMaint(), TrackFile: m.track.path}
+}
+
+// nodeMaint is the node's maintenance: as the current worker last
+// reported it, else as the master last knew it.
+func (m *master) nodeMaint() bool {
+	if m.cur != nil {
+		if r, ok := m.cur.nodeReport(); ok {
+			m.maint = r.Maint
+		}
+	}
+	return m.maint
 }
 
 func (m *master) status() string {
@@ -405,6 +426,22 @@ func (m *master) handle(call *ctlCall) ctlResult {
 		}
 		m.cur.setKnown(r.State)
 		return ctlResult{reply: Reply{OK: true}}
+	case "set-node":
+		maint, err := stats.ParseNodeAdmin(call.req.Admin)
+		if err != nil {
+			return fail(err)
+		}
+		prev := m.nodeMaint()
+		if m.cur != nil {
+			req := call.req
+			if _, err := m.cur.call(workerMsg{Op: "set-node", Set: &req}, workerCallTimeout); err != nil {
+				return fail(err)
+			}
+		}
+		m.maint = maint
+		m.track.refresh()
+		m.log.Info("node state set", "from", stats.NodeAdminName(prev), "to", stats.NodeAdminName(maint))
+		return ctlResult{reply: m.statusReply()}
 	case "get-sockets":
 		var res ctlResult
 		for _, k := range sortedKeys(m.socks) {
@@ -432,6 +469,8 @@ func (m *master) statusReply() Reply {
 	if m.cur != nil {
 		r.WorkerPID, r.Generation = m.cur.pid, m.cur.gen
 	}
+	r.Unserved, _ = m.track.unserved()
+	r.NodeMaint = m.nodeMaint()
 	return r
 }
 
@@ -491,6 +530,10 @@ func (m *master) reload() error {
 	}
 	old := m.cur
 	m.cur, m.cfg, m.src = w, cfg, src
+	m.track.setCur(w) // the old worker's verdict held until now: no flap
+	if cfg.Global.TrackFile != m.track.path {
+		m.log.Warn("global.track_file changed; it takes effect at the next start", "running", m.track.path, "configured", cfg.Global.TrackFile)
+	}
 	if err := m.applyLogging(cfg); err != nil {
 		m.log.Warn("the master keeps its previous log settings", "err", err)
 	}
@@ -552,7 +595,11 @@ func (m *master) reaped(w *worker) {
 	if w != m.cur || w.stopping {
 		return
 	}
+	if r, ok := w.nodeReport(); ok {
+		m.maint = r.Maint
+	}
 	m.cur = nil
+	m.track.setCur(nil) // a crash is a fault: 1 until a worker serves again
 	if st := w.knownState(); st != nil {
 		m.lost = st
 	}
@@ -584,6 +631,7 @@ func (m *master) restartWorker() {
 		return
 	}
 	m.cur = w
+	m.track.setCur(w)
 	m.log.Info("worker restarted", "worker_pid", w.pid, "generation", w.gen, "servers_restored", len(m.lost))
 	sdnotify.Status(m.status())
 }
@@ -595,8 +643,19 @@ func (m *master) stop(drain bool, call *ctlCall, sigs chan os.Signal) int {
 	if drain {
 		d = m.cfg.Global.HardStopAfter
 	}
-	m.log.Info("stopping", "drain", drain, "hard_stop_after", d)
+	// The address moves first, then connections drain: the track file says
+	// 1 at once, and with drain the listeners stay open for stop_grace so
+	// that keepalived moves the VIP before anything is refused.
+	m.track.stop()
+	grace := time.Duration(0)
+	if drain {
+		grace = m.cfg.Global.StopGrace
+	}
+	m.log.Info("stopping", "drain", drain, "stop_grace", grace, "hard_stop_after", d)
 	sdnotify.Stopping("stopping")
+	if grace > 0 {
+		m.graceWait(grace, sigs)
+	}
 	if m.cur != nil {
 		m.drain(m.cur, d)
 		m.cur = nil
@@ -641,6 +700,33 @@ func (m *master) stop(drain bool, call *ctlCall, sigs chan os.Signal) int {
 	return 0
 }
 
+// graceWait keeps serving for d after the track file went to 1: control
+// requests are refused (a stop is under way), a worker that dies is
+// reaped, and a second stop signal ends the wait.
+func (m *master) graceWait(d time.Duration, sigs chan os.Signal) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return
+		case <-sigs:
+			return
+		case ev := <-m.events:
+			switch ev := ev.(type) {
+			case workerExit:
+				if ev.w == m.cur {
+					m.cur = nil
+				} else {
+					m.reaped(ev.w)
+				}
+			case *ctlCall:
+				ev.done <- ctlResult{reply: Reply{Error: "stopping"}}
+			}
+		}
+	}
+}
+
 func (m *master) closeControl() {
 	if m.ctl == nil {
 		return
@@ -664,6 +750,7 @@ func (m *master) removePIDFile() {
 }
 
 func (m *master) cleanup() {
+	m.track.stop()
 	m.socks.Close()
 	m.closeControl()
 	m.removePIDFile()

@@ -36,6 +36,11 @@ type worker struct {
 	// change, or on the answer to set-server), first the state it was
 	// started with: what a worker restarted after a crash gets.
 	known json.RawMessage
+	// node is the worker's last node report (hasNode: it sent one);
+	// onNode runs after each (the master's tracker refreshes).
+	node    nodeReport
+	hasNode bool
+	onNode  func()
 
 	ready    chan workerMsg // the first message: ready or a start error
 	exited   chan struct{}  // closed once the process is reaped
@@ -97,6 +102,7 @@ func (m *master) startWorker(start workerStart) (*worker, error) {
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
 	w := newWorker(start.Gen, cmd.Process, conn)
+	w.onNode = m.track.refresh
 	if start.State != nil {
 		w.known, _ = json.Marshal(start.State)
 	}
@@ -171,6 +177,12 @@ func (w *worker) read(first bool) {
 		var msg workerMsg
 		if json.Unmarshal(line, &msg) != nil {
 			continue
+		}
+		if msg.Node != nil {
+			w.setNode(*msg.Node)
+			if msg.ID == 0 && msg.Op == "node" {
+				continue
+			}
 		}
 		if first {
 			w.ready <- msg
@@ -284,4 +296,22 @@ func (w *worker) knownState() engine.State {
 		return nil
 	}
 	return st
+}
+
+// setNode records the worker's node report and tells the master.
+func (w *worker) setNode(r nodeReport) {
+	w.mu.Lock()
+	w.node, w.hasNode = r, true
+	fn := w.onNode
+	w.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
+}
+
+// nodeReport is the worker's last node report; false: none yet.
+func (w *worker) nodeReport() (nodeReport, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.node, w.hasNode
 }

@@ -19,6 +19,7 @@ import (
 //	{"cmd":"show-servers","known":true}  the state the master last heard (kept across a worker crash)
 //	{"cmd":"set-server-state","backend":"b","server":"s",
 //	 "admin":"drain","up":false,"weight":3}   (each of the last three optional)
+//	{"cmd":"set-node","admin":"maint"}   the node's admin state: maint or ready (global.track_file)
 //	{"cmd":"get-sockets"}                the listeners, as SCM_RIGHTS (sluice run -x)
 //
 // Every reply has "ok" and, when ok is false, "error".
@@ -49,6 +50,11 @@ type Reply struct {
 	// Changes (diff): conf.Change lines from the running configuration
 	// to the file as it is now.
 	Changes []string `json:"changes,omitempty"`
+	// Unserved (status): why this node cannot serve ("" while it can),
+	// the verdict global.track_file follows; NodeMaint: the node is in
+	// maintenance.
+	Unserved  string `json:"unserved,omitempty"`
+	NodeMaint bool   `json:"node_maint,omitempty"`
 }
 
 // Between master and worker: a socketpair on the worker's fd 3, JSON lines.
@@ -62,12 +68,18 @@ type workerStart struct {
 	State   engine.State    `json:"state,omitempty"`
 	Gen     int             `json:"gen"`
 	Debug   bool            `json:"debug,omitempty"`
+	// NodeMaint starts the worker with the node in maintenance.
+	NodeMaint bool `json:"node_maint,omitempty"`
+	// TrackFile is the master's global.track_file: a worker whose master
+	// dies writes 1 there (the master cannot).
+	TrackFile string `json:"track_file,omitempty"`
 }
 
 type workerMsg struct {
 	ID int `json:"id,omitempty"`
-	// "state" | "set-server" | "drain" | "stop"; a worker also sends
-	// "state" with ID 0, unasked, when its server state changes. A push
+	// "state" | "set-server" | "set-node" | "node" | "drain" | "stop"; a
+	// worker also sends "state" with ID 0, unasked, when its server state
+	// changes, and "node" with ID 0 when its node report does. A push
 	// with Ack set asks the master for a "state-ack" with the same Ack
 	// once it holds that state (an admin API change waits for it).
 	Op    string `json:"op,omitempty"`
@@ -79,6 +91,7 @@ type workerMsg struct {
 	HardStopAfter string          `json:"hard_stop_after,omitempty"` // drain
 	Set           *Request        `json:"set,omitempty"`             // set-server
 	State         json.RawMessage `json:"state,omitempty"`           // reply to state and set-server; the push
+	Node          *nodeReport     `json:"node,omitempty"`            // ready, set-node, node, and the "node" push
 }
 
 // upgradeState is what a master hands to its own re-executed image (binary
@@ -90,7 +103,9 @@ type upgradeState struct {
 	Gen     int             `json:"gen"`
 	Sockets []sockets.Entry `json:"sockets"` // listeners and the control socket
 	Workers []adoptWorker   `json:"workers"`
-	Reply   int             `json:"reply"` // the upgrade request's connection, or -1
+	// NodeMaint: the node is in maintenance.
+	NodeMaint bool `json:"node_maint,omitempty"`
+	Reply     int  `json:"reply"` // the upgrade request's connection, or -1
 }
 
 type adoptWorker struct {

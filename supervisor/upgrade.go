@@ -29,7 +29,7 @@ func (m *master) upgrade(call *ctlCall) error {
 	if err := checkBinary(m.exe, m.file); err != nil {
 		return err
 	}
-	st := upgradeState{File: m.file, Config: m.src, Debug: m.debug, Gen: m.gen, Reply: -1}
+	st := upgradeState{File: m.file, Config: m.src, Debug: m.debug, Gen: m.gen, Reply: -1, NodeMaint: m.nodeMaint()}
 	var fds []int
 	defer func() { // reached only on failure: exec replaced us otherwise
 		for _, fd := range fds {
@@ -126,7 +126,7 @@ func resumeMaster(m *master, fdStr string, sigs chan os.Signal) int {
 		m.log.Error("cannot read the upgrade manifest", "err", err)
 		return 1
 	}
-	m.file, m.src, m.gen = st.File, st.Config, st.Gen
+	m.file, m.src, m.gen, m.maint = st.File, st.Config, st.Gen, st.NodeMaint
 	m.cfg, err = conf.Parse(st.File, st.Config)
 	if err != nil {
 		// The running workers' configuration no longer validates with this
@@ -137,6 +137,9 @@ func resumeMaster(m *master, fdStr string, sigs chan os.Signal) int {
 	if err := m.applyLogging(m.cfg); err != nil {
 		m.log.Warn("process logs stay on stderr", "err", err)
 	}
+	// The track file stays as the old image left it until a worker of
+	// this one reports (the reload below): an upgrade is not a fault.
+	m.track = &tracker{path: m.cfg.Global.TrackFile, log: m.log}
 	var listeners []sockets.Entry
 	m.roles = map[sockets.Key]string{}
 	for _, e := range st.Sockets {
@@ -177,8 +180,10 @@ func resumeMaster(m *master, fdStr string, sigs chan os.Signal) int {
 		close(w.ready) // it was ready long ago
 		go w.wait(m.events)
 		go w.read(false)
+		w.onNode = m.track.refresh
 		if aw.Current {
 			m.cur = w
+			m.track.setCur(w)
 		} else {
 			w.stopping = true
 			m.old[w] = true

@@ -19,6 +19,7 @@ import (
 	"sluice/conf"
 	"sluice/engine"
 	"sluice/internal/sockets"
+	"sluice/stats"
 )
 
 // RunWorker is the process a master starts with the hidden sub-command
@@ -70,16 +71,23 @@ func RunWorker(stderr io.Writer) int {
 
 	var eng *engine.Engine
 	if err == nil {
-		eng, err = startEngine(start, cfg, log, w.pushNow)
+		eng, err = startEngine(start, cfg, log, engine.Options{
+			AfterAdminChange: w.pushNow, NodeMaint: start.NodeMaint, OnServeChange: w.reportNode})
 	}
 	if err != nil {
 		w.send(workerMsg{Error: err.Error()})
 		log.Error("worker start failed", "err", err)
 		return 1
 	}
+	// The ready message carries the first node report; nodeMu keeps a
+	// report pushed by a health check from going out before it.
+	w.nodeMu.Lock()
 	w.eng = eng
 	close(w.engSet)
-	w.send(workerMsg{Ready: true})
+	nr := w.nodeNow()
+	w.lastNode, w.nodeSent = nr, true
+	w.send(workerMsg{Ready: true, Node: &nr})
+	w.nodeMu.Unlock()
 	log.Info("worker serving", "config", start.File)
 	pushDone := make(chan struct{})
 	defer func() {
@@ -118,6 +126,16 @@ func RunWorker(stderr io.Writer) int {
 		case q := <-reqs:
 			if q.err != nil {
 				log.Warn("master gone; draining", "err", q.err)
+				// The master died (it closes nothing on an orderly stop
+				// before telling us): say so to keepalived at once, from
+				// here, before anything drains.
+				if start.TrackFile != "" {
+					if err := writeAtomic(start.TrackFile, cannotServe); err != nil {
+						log.Error("cannot write the track file", "err", err)
+					} else {
+						log.Warn("this node cannot serve", "reason", "master gone", "track_file", start.TrackFile)
+					}
+				}
 				return w.stop(hard)
 			}
 			switch q.m.Op {
@@ -137,10 +155,23 @@ func RunWorker(stderr io.Writer) int {
 					continue
 				}
 				log.Info("server state set", "backend", s.Backend, "server", s.Server, "admin", s.Admin)
+				w.reportNode() // a server out of service may leave a vital frontend without one
 				// The new state rides on the answer: the master knows it
 				// before the operator's command returns.
 				st, _ := json.Marshal(eng.State())
 				w.send(workerMsg{ID: q.m.ID, OK: true, State: st})
+			case "set-node":
+				maint := false
+				if q.m.Set != nil {
+					maint = q.m.Set.Admin == "maint"
+				}
+				eng.Node.SetMaint(maint) // reports through OnServeChange
+				log.Info("node state set", "state", stats.NodeAdminName(maint))
+				nr := w.nodeNow()
+				w.send(workerMsg{ID: q.m.ID, OK: true, Node: &nr})
+			case "node":
+				nr := w.nodeNow()
+				w.send(workerMsg{ID: q.m.ID, OK: true, Node: &nr})
 			case "drain", "stop":
 				d := time.Duration(0)
 				if q.m.Op == "drain" {
@@ -164,12 +195,13 @@ func RunWorker(stderr io.Writer) int {
 	}
 }
 
-func startEngine(start workerStart, cfg *conf.Config, log *slog.Logger, afterAdmin func()) (*engine.Engine, error) {
+func startEngine(start workerStart, cfg *conf.Config, log *slog.Logger, opts engine.Options) (*engine.Engine, error) {
 	have, err := sockets.Adopt(start.Sockets)
 	if err != nil {
 		return nil, err
 	}
-	eng, err := engine.StartWith(cfg, have, log, engine.Options{State: start.State, AfterAdminChange: afterAdmin})
+	opts.State = start.State
+	eng, err := engine.StartWith(cfg, have, log, opts)
 	if err != nil {
 		have.Close()
 		return nil, err
@@ -189,8 +221,15 @@ type workerProc struct {
 	eng  *engine.Engine
 	sigs chan os.Signal
 
-	engSet   chan struct{} // closed once eng is set
-	draining atomic.Bool   // told to drain: its state is no longer the one to keep
+	engSet chan struct{} // closed once eng is set
+
+	// nodeMu makes computing a node report and sending it one step, so a
+	// stale verdict is never sent after a newer one.
+	nodeMu   sync.Mutex
+	lastNode nodeReport
+	nodeSent bool
+
+	draining atomic.Bool // told to drain: its state is no longer the one to keep
 	// pushMu makes reading the state and sending it one step, so that a
 	// periodic push read before an admin change is never sent after it.
 	pushMu  sync.Mutex
@@ -242,6 +281,9 @@ func (w *workerProc) pushState(done <-chan struct{}) {
 	defer t.Stop()
 	var last []byte
 	for {
+		// The safety net of the node report: changes no event announces
+		// (an agent's word, a DNS pool) are seen within a tick.
+		w.reportNode()
 		w.pushMu.Lock()
 		st, err := json.Marshal(w.eng.State())
 		if err == nil && !bytes.Equal(st, last) {
@@ -319,4 +361,32 @@ func (w *workerProc) acked(id int) {
 	if ch != nil {
 		close(ch)
 	}
+}
+
+// nodeNow is the engine's node report at this moment.
+func (w *workerProc) nodeNow() nodeReport {
+	return nodeReport{Maint: w.eng.Node.Maint(), Down: w.eng.Down()}
+}
+
+// reportNode sends the master the node report when it changed. The engine
+// calls it on every event that may change it (a server up or down, an
+// admin change, the node's maintenance), so the master's track file
+// follows at once; a draining worker's verdict no longer counts.
+func (w *workerProc) reportNode() {
+	w.nodeMu.Lock()
+	defer w.nodeMu.Unlock()
+	select {
+	case <-w.engSet:
+	default:
+		return // the ready message carries the first report
+	}
+	if w.draining.Load() {
+		return
+	}
+	r := w.nodeNow()
+	if w.nodeSent && r == w.lastNode {
+		return
+	}
+	w.lastNode, w.nodeSent = r, true
+	w.send(workerMsg{Op: "node", Node: &r})
 }

@@ -23,7 +23,10 @@ const ctlUsage = `usage: sluice ctl [-f FILE] [-addr HOST:PORT] COMMAND
   show sticky BACKEND                    the backend's sticky table (needs the admin token)
   set state BACKEND/SERVER ready|drain|maint
   set weight BACKEND/SERVER N
-The stats address and the admin token come from [stats] in FILE.
+  set node maint|ready                   this node's maintenance: still serves, but global.track_file,
+                                         /healthz and check --live send traffic elsewhere
+The stats address and the admin token come from [stats] in FILE; set node goes
+through the control socket when [stats] has no admin token.
 `
 
 // cmdCtl is the command-line client of the stats listener's API.
@@ -43,6 +46,9 @@ func cmdCtl(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	c := &ctlClient{base: *addr, token: cfg.Stats.AdminToken, http: &http.Client{Timeout: *timeout}}
+	if a := fs.Args(); len(a) == 3 && a[0] == "set" && a[1] == "node" && (cfg.Stats.Bind == "" || c.token == "") && *addr == "" {
+		return ctlNodeViaControl(cfg, a[2], *timeout, stdout, stderr)
+	}
 	if c.base == "" {
 		if cfg.Stats.Bind == "" {
 			fmt.Fprintf(stderr, "sluice ctl: %s has no [stats] table, so sluice serves no stats listener to talk to\n", *file)
@@ -85,6 +91,8 @@ func (c *ctlClient) run(args []string, out io.Writer) error {
 		return c.showSticky(out, rest[0])
 	case cmd == "set state" && len(rest) == 2:
 		return c.set(out, rest[0], "state", url.Values{"state": {rest[1]}})
+	case cmd == "set node" && len(rest) == 1:
+		return c.setNode(out, rest[0])
 	case cmd == "set weight" && len(rest) == 2:
 		return c.set(out, rest[0], "weight", url.Values{"weight": {rest[1]}})
 	}
@@ -221,4 +229,46 @@ func (c *ctlClient) showSticky(out io.Writer, be string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Client, e.Server, time.Duration(e.Expires)*time.Second)
 	}
 	return tw.Flush()
+}
+
+// setNode is `set node maint|ready` through the admin API.
+func (c *ctlClient) setNode(out io.Writer, state string) error {
+	if _, err := stats.ParseNodeAdmin(state); err != nil {
+		return usageError(err.Error())
+	}
+	req, err := http.NewRequest(http.MethodPost, c.base+"/api/node/state", strings.NewReader(url.Values{"state": {state}}.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	body, err := c.do(req)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(out, string(body))
+	return nil
+}
+
+// ctlNodeViaControl is `set node` through the master's control socket, for
+// a configuration without the admin API.
+func ctlNodeViaControl(cfg *conf.Config, state string, timeout time.Duration, stdout, stderr io.Writer) int {
+	if _, err := stats.ParseNodeAdmin(state); err != nil {
+		fmt.Fprintf(stderr, "sluice ctl: %v\n", err)
+		return 2
+	}
+	path := supervisor.ControlPath(cfg.Global.ControlSocket, cfg.Global.PIDFile)
+	if path == "" {
+		fmt.Fprintln(stderr, "sluice ctl: set node needs the admin API (stats.admin_token_file) or a control socket (global.control_socket)")
+		return 1
+	}
+	r, _, err := supervisor.Control(path, supervisor.Request{Cmd: "set-node", Admin: state}, timeout)
+	if err == nil && !r.OK {
+		err = errors.New(r.Error)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice ctl: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "node: state %s\n", stats.NodeAdminName(r.NodeMaint))
+	return 0
 }

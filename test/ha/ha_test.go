@@ -1,6 +1,14 @@
 // Package ha proves a keepalived pair of sluice boxes in network
-// namespaces: the VIP moves when the active node's sluice or keepalived
-// dies, traffic resumes within 5 s, and a sticky client keeps its server.
+// namespaces: the VIP moves when the active node's sluice is killed or
+// stopped, put into maintenance, loses its backend, or its keepalived dies;
+// no request fails on a stop or maintenance, traffic resumes within 1 s of
+// a kill, and a sticky client keeps its server.
+//
+// keepalived here does not use track_process, as the examples do: the
+// kernel's process events (the proc connector) are only sent in the
+// initial network namespace (keepalived logs "Failed to set/clear process
+// event listen - errno 111" in another). A killed master is seen through
+// the track file, which its orphaned worker sets at once.
 //
 // Topology (every namespace and link is created here and deleted at the
 // end; nothing is added to the host's own namespace):
@@ -43,6 +51,9 @@ const (
 	lb2IP    = subnet + "12"
 	beIP     = subnet + "21"
 	resume   = 5 * time.Second // the longest traffic may stop on failover
+	// stopGrace is global.stop_grace: how long a stopping sluice keeps
+	// accepting after its track file said fault.
+	stopGrace = 2 * time.Second
 )
 
 func TestMain(m *testing.M) {
@@ -261,6 +272,8 @@ type node struct {
 	prio           int
 	sluice, kad    *proc
 	vrrpPID        string
+	track, ctl     string // its global.track_file and control socket
+	conf           string // its sluice configuration
 }
 
 func (l *lab) write(name, content string) string {
@@ -275,8 +288,13 @@ func (l *lab) write(name, content string) string {
 func (l *lab) startNode(n *node, run int) {
 	tag := fmt.Sprintf("%s-%d", n.name, run)
 	secret := l.write("secret", "the same on both nodes, 32 bytes\n")
+	n.track = filepath.Join(l.dir, tag+".track")
+	n.ctl = filepath.Join(l.dir, tag+".sock")
 	conf := l.write(tag+".toml", fmt.Sprintf(`[global]
 vital_frontends = ["www"]
+track_file = %q
+control_socket = %q
+stop_grace = %q
 
 [frontend.www]
 mode = "http"
@@ -288,6 +306,13 @@ default_backend = "app"
 sticky = "source"
 sticky_ttl = "30m"
 timeout_connect = "1s"
+
+[backend.app.health]
+check = "tcp"
+interval = "100ms"
+timeout = "100ms"
+fall = 2
+rise = 2
 
 [[backend.app.server]]
 name = "s1"
@@ -302,7 +327,7 @@ bind = "%s:7070"
 peers = ["%s:7070"]
 secret_file = %q
 flush_interval = "50ms"
-`, vip, beIP, beIP, n.ip, n.peer, secret))
+`, n.track, n.ctl, stopGrace.String(), vip, beIP, beIP, n.ip, n.peer, secret))
 	notify := l.write(tag+"-notify.sh", fmt.Sprintf("#!/bin/sh\necho \"$(date +%%s.%%N) $*\" >> %s\n", filepath.Join(l.dir, tag+"-notify.log")))
 	os.Chmod(notify, 0o755)
 	n.vrrpPID = filepath.Join(l.dir, tag+"-vrrp.pid")
@@ -322,6 +347,11 @@ vrrp_script chk_sluice {
     weight -20
 }
 
+track_file sluice_track {
+    file "%s"
+    weight -20
+}
+
 vrrp_instance VI_SLUICE {
     state BACKUP
     interface eth0
@@ -338,9 +368,13 @@ vrrp_instance VI_SLUICE {
     track_script {
         chk_sluice
     }
+    track_file {
+        sluice_track
+    }
     notify %s
 }
-`, n.name, l.sluice, conf, n.prio, n.ip, n.peer, vip, notify))
+`, n.name, l.sluice, conf, n.track, n.prio, n.ip, n.peer, vip, notify))
+	n.conf = conf
 	n.sluice = l.start(tag+"-sluice", n.name, l.sluice, nil, "run", "-f", conf)
 	n.kad = l.start(tag+"-keepalived", n.name, "keepalived", nil, "-n", "-l", "-D", "-G", "-P", "-f", kconf,
 		"-p", filepath.Join(l.dir, tag+"-keepalived.pid"), "-r", n.vrrpPID, "-c", filepath.Join(l.dir, tag+"-checkers.pid"))
@@ -467,16 +501,47 @@ func (l *lab) once(from string) (string, error) {
 }
 
 // TestKeepalivedFailover runs the pair, makes lb1 the master, and fails it
-// in two ways; each time the VIP must move to lb2 and traffic resume within
-// 5 s, the sticky client still on its server.
+// in five ways; each time the VIP must move to lb2 and traffic resume, the
+// sticky client still on its server. keepalived hears of sluice at once:
+// track_process sees the master die, track_file (global.track_file) says
+// when it cannot serve or is stopping; `check --live` is the slow net.
 func TestKeepalivedFailover(t *testing.T) {
 	l := newLab(t)
+	type outcome struct {
+		noneFailed bool          // an orderly move: not one request may fail
+		within     time.Duration // else traffic must be back within this
+	}
 	for i, tc := range []struct {
 		desc string
-		fail func(lb1 *node)
+		want outcome
+		fail func(t *testing.T, lb1 *node)
 	}{
-		{"the active node's sluice dies", func(lb1 *node) { lb1.sluice.kill() }},
-		{"the active node's keepalived dies", func(lb1 *node) {
+		// Under 1 s: measured about 0.33 s in 8 runs on a 2-core machine (the
+		// orphaned worker writes 254, keepalived faults at once, node2
+		// takes over after its skew; one request of the 300 ms client
+		// fails), so 1 s leaves three times the margin.
+		{"the active node's sluice is killed", outcome{within: time.Second}, func(t *testing.T, lb1 *node) {
+			lb1.sluice.kill()
+		}},
+		{"the active node's sluice is stopped", outcome{noneFailed: true}, func(t *testing.T, lb1 *node) {
+			lb1.sluice.cmd.Process.Signal(syscall.SIGTERM)
+		}},
+		{"the active node is put into maintenance", outcome{noneFailed: true}, func(t *testing.T, lb1 *node) {
+			out, err := exec.Command("ip", "netns", "exec", l.ns["lb1"], l.sluice, "ctl", "-f", lb1.conf, "set", "node", "maint").CombinedOutput()
+			if err != nil {
+				t.Fatalf("sluice ctl set node maint: %v\n%s", err, out)
+			}
+		}},
+		{"the active node's only backend dies", outcome{within: resume}, func(t *testing.T, lb1 *node) {
+			// From lb1 only: lb2 still reaches the servers.
+			l.ip("-n", l.ns["lb1"], "route", "add", "blackhole", beIP+"/32")
+			t.Cleanup(func() {
+				if out, err := exec.Command("ip", "-n", l.ns["lb1"], "route", "del", beIP+"/32").CombinedOutput(); err != nil {
+					t.Errorf("remove the blackhole route: %v %s", err, out)
+				}
+			})
+		}},
+		{"the active node's keepalived dies", outcome{within: resume}, func(t *testing.T, lb1 *node) {
 			// Both keepalived processes, as in a crash: the VIP is not
 			// released, the VRRP adverts just stop.
 			if b, err := os.ReadFile(lb1.vrrpPID); err == nil {
@@ -491,12 +556,24 @@ func TestKeepalivedFailover(t *testing.T) {
 			parent := l.t
 			l.t = t
 			defer func() { l.t = parent }()
-			failover(t, l, i, tc.fail)
+			r := failover(t, l, i, func(lb1 *node) { tc.fail(t, lb1) })
+			switch {
+			case tc.want.noneFailed && r.failed > 0:
+				t.Errorf("%d requests failed, want none: the address must move before sluice stops taking connections", r.failed)
+			case !tc.want.noneFailed && r.outage > tc.want.within:
+				t.Errorf("traffic back %v after the failure, want within %v", r.outage, tc.want.within)
+			}
 		})
 	}
 }
 
-func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) {
+// measured is what one failover cost the client.
+type measured struct {
+	failed int
+	outage time.Duration // from the failure to the first success after the last failed request (0: none failed)
+}
+
+func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) measured {
 	// Fresh processes; a VIP left behind by a killed keepalived is removed.
 	for _, ns := range []string{"lb1", "lb2"} {
 		exec.Command("ip", "-n", l.ns[ns], "addr", "del", vip+"/24", "dev", "eth0").Run()
@@ -505,14 +582,22 @@ func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) {
 	lb2 := &node{name: "lb2", ip: lb2IP, peer: lb1IP, prio: 100}
 	l.startNode(lb1, run)
 	l.startNode(lb2, run)
+	// stop kills everything in the node's namespace: sluice's master, a
+	// worker still draining after its master was killed (it holds the
+	// listeners the next run binds), keepalived and its VRRP process.
 	stop := func(n *node) {
 		n.sluice.kill()
 		n.kad.kill()
-		if b, err := os.ReadFile(n.vrrpPID); err == nil {
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-				syscall.Kill(pid, syscall.SIGKILL)
+		l.waitFor(n.name+"'s processes to go", 10*time.Second, func() bool {
+			out, _ := exec.Command("ip", "netns", "pids", l.ns[n.name]).Output()
+			pids := strings.Fields(string(out))
+			for _, f := range pids {
+				if pid, err := strconv.Atoi(f); err == nil {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
 			}
-		}
+			return len(pids) == 0
+		})
 	}
 	defer stop(lb1)
 	defer stop(lb2)
@@ -593,20 +678,23 @@ func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) {
 	if back.IsZero() {
 		t.Fatalf("no request succeeded after the last failure (+%v)", lastFail.Sub(killed))
 	}
+	// The outage runs from the failure (or the first failed request, when
+	// its timeout began a moment before) to the first success after it.
 	outage := back.Sub(killed)
 	failures := "none failed"
 	if failed > 0 {
 		failures = fmt.Sprintf("%d failed (from +%v to +%v)", failed,
 			firstFail.Sub(killed).Round(time.Millisecond), lastFail.Sub(killed).Round(time.Millisecond))
 	}
-	t.Logf("failover: VIP on lb2 after %v; traffic back for good %v after the kill; requests every 50 ms: %s, %d ok since",
-		vipMoved.Round(time.Millisecond), outage.Round(time.Millisecond), failures, okSince)
-	if outage > resume {
-		t.Errorf("traffic back %v after the kill, want within %v", outage, resume)
+	if failed == 0 {
+		outage = 0
 	}
+	t.Logf("failover: VIP on lb2 after %v; requests failed for %v; requests every 50 ms: %s, %d ok since",
+		vipMoved.Round(time.Millisecond), outage.Round(time.Millisecond), failures, okSince)
 	if okSince < 10 {
 		t.Errorf("only %d requests succeeded after the last failure: traffic is not steady", okSince)
 	}
+	return measured{failed: failed, outage: outage}
 }
 
 // TestExampleKeepalivedConf: keepalived accepts both example configurations
@@ -624,6 +712,21 @@ func TestExampleKeepalivedConf(t *testing.T) {
 		script := "/usr/local/bin/sluice check --live -f /etc/sluice/sluice.toml"
 		if !strings.Contains(string(src), script) {
 			t.Fatalf("%s: the vrrp_script does not run %q", n, script)
+		}
+		// keepalived watches the file sluice writes, and tracks the master
+		// as the sluice service starts it.
+		toml, err := os.ReadFile(filepath.Join("..", "..", "examples", "keepalived", n, "sluice.toml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []struct{ in, what string }{
+			{string(toml), `track_file = "/run/sluice/keepalived.track"`},
+			{string(src), "file /run/sluice/keepalived.track"},
+			{string(src), "process /usr/local/bin/sluice run -f /etc/sluice/sluice.toml"},
+		} {
+			if !strings.Contains(want.in, want.what) {
+				t.Errorf("%s: the example does not contain %q", n, want.what)
+			}
 		}
 		p := filepath.Join(t.TempDir(), "keepalived.conf")
 		os.WriteFile(p, []byte(strings.ReplaceAll(string(src), script, "/bin/true")), 0o644)

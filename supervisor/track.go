@@ -1,0 +1,168 @@
+package supervisor
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"sluice/frontend"
+)
+
+// nodeReport is a worker's answer to "can this node serve?" (engine's
+// Unserved, the rule of /healthz) and its node admin state. A worker sends
+// it in its ready message, unasked whenever it changes, and in answer to
+// set-node and node.
+type nodeReport struct {
+	Maint bool `json:"maint,omitempty"`
+	// Down is why a vital frontend cannot serve, maintenance aside ("":
+	// every one has a server up).
+	Down string `json:"down,omitempty"`
+}
+
+// The values of the track file. keepalived multiplies the value by the
+// track_file's weight and adds it to the priority; a result under -253 is
+// a fault. With weight -20 (the examples), stepDown lowers the priority
+// by 20, so the peer takes the address over while this node still holds
+// it and serves (nothing is lost), and cannotServe is a fault at once.
+// With weight 0 any non-zero value is a fault.
+const (
+	canServe    = "0\n"
+	stepDown    = "1\n"   // a stop or maintenance: still serving, hand over
+	cannotServe = "254\n" // a fault: no worker, no server up, master gone
+)
+
+// tracker keeps global.track_file: 0 while this node can serve, non-zero
+// the moment it cannot or is handing over (stepDown, cannotServe). The master writes it, not the workers, so that:
+//
+//   - a reload never flaps it: the old worker's verdict holds until the new
+//     worker is ready, and the new one's (carried in its ready message)
+//     replaces it in one write;
+//   - a worker crash does: the master sets it to 1 when it reaps the worker
+//     and back to 0 when the restarted worker serves;
+//   - an orderly stop sets it to 1 before anything drains.
+//
+// A master killed outright cannot write anything: keepalived's
+// track_process sees it die. The worker's read goroutine and the master's
+// loop both call refresh, hence the lock.
+type tracker struct {
+	path string // "" when global.track_file is not set: the verdict is kept for status only
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	cur      *worker // whose verdict counts; nil: no worker serves
+	stopping bool
+	reason   string // the last verdict: "" can serve
+	logged   bool   // reason has been logged
+	written  string // the content last written ("0\n", "1\n"); "" not yet
+}
+
+// setCur makes w the worker whose verdict counts (nil: none serves).
+func (t *tracker) setCur(w *worker) {
+	t.mu.Lock()
+	t.cur = w
+	t.mu.Unlock()
+	t.refresh()
+}
+
+// stop records that a stop has begun, and writes stepDown (cannotServe
+// when the worker cannot serve anyway).
+func (t *tracker) stop() {
+	t.mu.Lock()
+	t.stopping = true
+	t.mu.Unlock()
+	t.refresh()
+}
+
+// unserved is the master's verdict: why the node cannot serve, or "".
+// known is false while the current worker has not reported yet (a master
+// that just adopted its workers in an upgrade).
+func (t *tracker) unserved() (reason string, known bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	reason, _, known = t.verdictLocked()
+	return reason, known
+}
+
+// verdictLocked is why the node cannot serve ("" while it can) and the
+// value for the file.
+func (t *tracker) verdictLocked() (reason, content string, known bool) {
+	if t.cur == nil {
+		if t.stopping {
+			return "stopping", cannotServe, true
+		}
+		return "no worker running", cannotServe, true
+	}
+	r, ok := t.cur.nodeReport()
+	switch {
+	case !ok && t.stopping:
+		return "stopping", stepDown, true
+	case !ok:
+		return "", "", false
+	case r.Down != "":
+		return r.Down, cannotServe, true
+	case t.stopping:
+		return "stopping", stepDown, true
+	case r.Maint:
+		return maintReason, stepDown, true
+	}
+	return "", canServe, true
+}
+
+const maintReason = frontend.MaintReason
+
+// refresh writes the file when the verdict changed. A verdict not known
+// yet leaves the file as it is.
+func (t *tracker) refresh() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	reason, content, known := t.verdictLocked()
+	if !known {
+		return
+	}
+	if reason != t.reason || !t.logged {
+		if reason != "" {
+			t.log.Warn("this node cannot serve", "reason", reason, "track_file", t.path)
+		} else {
+			t.log.Info("this node can serve", "track_file", t.path)
+		}
+		t.reason, t.logged = reason, true
+	}
+	if t.path == "" || content == t.written {
+		return
+	}
+	if err := writeAtomic(t.path, content); err != nil {
+		t.log.Error("cannot write the track file: keepalived does not see this node's state", "path", t.path, "err", err)
+		t.written = "" // try again at the next change
+		return
+	}
+	t.written = content
+}
+
+// writeAtomic replaces path with content through a temporary file in the
+// same directory and a rename: a reader (keepalived's inotify watch) sees
+// the old content or the new, never an empty or half-written file.
+func writeAtomic(path, content string) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.WriteString(content)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
