@@ -138,8 +138,12 @@ func (c *ctlClient) set(out io.Writer, target, what string, form url.Values) err
 	if !ok || be == "" || sv == "" {
 		return usageError(fmt.Sprintf("%q is not BACKEND/SERVER", target))
 	}
-	u := fmt.Sprintf("%s/api/servers/%s/%s/%s", c.base, url.PathEscape(be), url.PathEscape(sv), what)
-	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+	return c.post(out, fmt.Sprintf("/api/servers/%s/%s/%s", url.PathEscape(be), url.PathEscape(sv), what), form)
+}
+
+// post sends form to the admin API's path and prints its answer.
+func (c *ctlClient) post(out io.Writer, path string, form url.Values) error {
+	req, err := http.NewRequest(http.MethodPost, c.base+path, strings.NewReader(form.Encode()))
 	if err != nil {
 		return err
 	}
@@ -236,17 +240,7 @@ func (c *ctlClient) setNode(out io.Writer, state string) error {
 	if _, err := stats.ParseNodeAdmin(state); err != nil {
 		return usageError(err.Error())
 	}
-	req, err := http.NewRequest(http.MethodPost, c.base+"/api/node/state", strings.NewReader(url.Values{"state": {state}}.Encode()))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	body, err := c.do(req)
-	if err != nil {
-		return err
-	}
-	fmt.Fprint(out, string(body))
-	return nil
+	return c.post(out, "/api/node/state", url.Values{"state": {state}})
 }
 
 // ctlNodeViaControl is `set node` through the master's control socket, for
