@@ -188,12 +188,16 @@ func writeAtomic(path, content string) error {
 		return err
 	}
 	tmp := f.Name()
-	_, err = f.WriteString(content)
+	// CreateTemp opens a new random name with O_EXCL (a planted symlink is
+	// never followed); the mode is set through the descriptor, not the
+	// name, which another user of a shared directory could swap for a
+	// symlink between the close and a chmod by path.
+	err = f.Chmod(0o644)
+	if err == nil {
+		_, err = f.WriteString(content)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
 	}
 	if err == nil {
 		err = os.Rename(tmp, path)
