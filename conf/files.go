@@ -201,3 +201,24 @@ func (v *validator) trackFile(path string) string {
 	}
 	return p
 }
+
+// trackFileClash refuses a track_file that is also the pid file or the
+// control socket (as set, or its default beside the pid file): the master
+// renames "0" over it, which would leave a pid file saying 0 (kill 0 is the
+// caller's whole process group) or put a file where the socket was.
+func (v *validator) trackFileClash(g *Global) {
+	const key = "global.track_file"
+	if g.TrackFile == "" {
+		return
+	}
+	ctl := g.ControlSocket
+	if ctl == "" && g.PIDFile != "" {
+		ctl = filepath.Join(filepath.Dir(g.PIDFile), "sluice.sock") // supervisor.ControlPath's default
+	}
+	switch filepath.Clean(g.TrackFile) {
+	case filepath.Clean(g.PIDFile):
+		v.errf(key, "%s is also global.pid_file; give the track file its own name, like \"/run/sluice/keepalived.track\"", g.TrackFile)
+	case filepath.Clean(ctl):
+		v.errf(key, "%s is also global.control_socket; give the track file its own name, like \"/run/sluice/keepalived.track\"", g.TrackFile)
+	}
+}

@@ -27,6 +27,7 @@ func TestTrackFileKey(t *testing.T) {
 		t.Errorf("stop_grace %v, want 2s", cfg.Global.StopGrace)
 	}
 	os.Mkdir(filepath.Join(dir, "adir"), 0o755)
+	os.Mkdir(filepath.Join(dir, "run"), 0o755)
 	for _, tc := range []struct {
 		desc, lines string
 		want        want
@@ -36,6 +37,13 @@ func TestTrackFileKey(t *testing.T) {
 		{"empty", "track_file = \"\"", want{2, "global.track_file", "is empty"}},
 		{"grace too long", "stop_grace = \"5m\"", want{2, "global.stop_grace", "longer than 1m0s"}},
 		{"grace not a duration", "stop_grace = \"soon\"", want{2, "global.stop_grace", "not a duration"}},
+		// The master renames its file over the path: a pid file saying 0
+		// (kill $(cat pid) is kill 0, the caller's process group) or a
+		// control socket replaced by a file (reload and stop cannot reach
+		// the master) must be refused before they happen.
+		{"the pid file", "pid_file = \"run/s.pid\"\ntrack_file = \"run/s.pid\"", want{3, "global.track_file", "is also global.pid_file"}},
+		{"the control socket", "control_socket = \"s.sock\"\ntrack_file = \"s.sock\"", want{3, "global.track_file", "is also global.control_socket"}},
+		{"the default control socket", "pid_file = \"run/s.pid\"\ntrack_file = \"run/sluice.sock\"", want{3, "global.track_file", "is also global.control_socket"}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			_, err := conf.Parse(file, []byte("[global]\n"+tc.lines+"\n"+base))

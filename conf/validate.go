@@ -275,6 +275,7 @@ func (v *validator) build(raw *rawFile) *Config {
 		StopGrace:      v.dur("global.stop_grace", g.StopGrace, 0),
 		Logging:        v.logging(g.rawLog),
 	}
+	v.trackFileClash(&cfg.Global)
 	if cfg.Global.StopGrace > MaxStopGrace {
 		v.errf("global.stop_grace", "%s is longer than %s: the grace only has to outlast a VRRP or BGP move (about a second); the drain after it is hard_stop_after", cfg.Global.StopGrace, MaxStopGrace)
 	}

@@ -108,7 +108,12 @@ func ControlPath(controlSocket, pidFile string) string {
 func runMaster(m *master, cfg *conf.Config, src []byte, takeover string, sigs chan os.Signal) int {
 	m.cfg, m.src = cfg, src
 	m.track = &tracker{path: cfg.Global.TrackFile, log: m.log}
-	// Created at once, at 1: nothing serves until the first worker is ready.
+	if takeover != "" {
+		// The old master serves until this one's worker is ready: its
+		// verdict stands until then, and stands if this start fails.
+		m.track.takingOver()
+	}
+	// Created at once, at 254: nothing serves until the first worker is ready.
 	m.track.refresh()
 	have := sockets.Set{}
 	var state engine.State
@@ -456,6 +461,7 @@ func (m *master) handle(call *ctlCall) ctlResult {
 			res.files = append(res.files, f)
 		}
 		res.reply.OK, res.reply.PID = true, os.Getpid()
+		m.track.handOver() // the new master keeps the track file once this one stops
 		m.log.Info("listening sockets handed to another process", "count", len(res.files))
 		return res
 	default:
@@ -599,7 +605,7 @@ func (m *master) reaped(w *worker) {
 		m.maint = r.Maint
 	}
 	m.cur = nil
-	m.track.setCur(nil) // a crash is a fault: 1 until a worker serves again
+	m.track.setCur(nil) // a crash is a fault: 254 until a worker serves again
 	if st := w.knownState(); st != nil {
 		m.lost = st
 	}
@@ -690,6 +696,7 @@ func (m *master) stop(drain bool, call *ctlCall, sigs chan os.Signal) int {
 			}
 		}
 	}
+	m.track.exited() // nothing serves any more: 254, not the stop's 1
 	m.removePIDFile()
 	if call != nil {
 		writeReply(call.conn, Reply{OK: true, PID: os.Getpid()}, nil)
@@ -717,6 +724,7 @@ func (m *master) graceWait(d time.Duration, sigs chan os.Signal) {
 			case workerExit:
 				if ev.w == m.cur {
 					m.cur = nil
+					m.track.setCur(nil) // nothing serves: 254, not the stop's 1
 				} else {
 					m.reaped(ev.w)
 				}

@@ -39,9 +39,10 @@ const (
 //   - a reload never flaps it: the old worker's verdict holds until the new
 //     worker is ready, and the new one's (carried in its ready message)
 //     replaces it in one write;
-//   - a worker crash does: the master sets it to 1 when it reaps the worker
-//     and back to 0 when the restarted worker serves;
-//   - an orderly stop sets it to 1 before anything drains.
+//   - a worker crash does: the master sets it to 254 when it reaps the
+//     worker and back to 0 when the restarted worker serves;
+//   - an orderly stop sets it to 1 before anything drains, and to 254 once
+//     nothing serves.
 //
 // A master killed outright cannot write anything: keepalived's
 // track_process sees it die. The worker's read goroutine and the master's
@@ -56,12 +57,37 @@ type tracker struct {
 	reason   string // the last verdict: "" can serve
 	logged   bool   // reason has been logged
 	written  string // the content last written ("0\n", "1\n"); "" not yet
+	// quiet: this master does not write the file. A master taking the
+	// sockets over (run -x) is quiet until its first worker serves, so that
+	// neither its start nor its failure says fault while the old master
+	// serves; a master that handed its sockets over is quiet from its stop
+	// on, so that its stop leaves the new master's verdict in place.
+	quiet      bool
+	handedOver bool
+}
+
+// takingOver makes the tracker quiet until a worker of this master serves.
+func (t *tracker) takingOver() {
+	t.mu.Lock()
+	t.quiet = true
+	t.mu.Unlock()
+}
+
+// handOver records that another master took this one's sockets (run -x):
+// this one's stop writes nothing.
+func (t *tracker) handOver() {
+	t.mu.Lock()
+	t.handedOver = true
+	t.mu.Unlock()
 }
 
 // setCur makes w the worker whose verdict counts (nil: none serves).
 func (t *tracker) setCur(w *worker) {
 	t.mu.Lock()
 	t.cur = w
+	if w != nil && !t.stopping {
+		t.quiet = false
+	}
 	t.mu.Unlock()
 	t.refresh()
 }
@@ -71,8 +97,20 @@ func (t *tracker) setCur(w *worker) {
 func (t *tracker) stop() {
 	t.mu.Lock()
 	t.stopping = true
+	t.quiet = t.quiet || t.handedOver
 	t.mu.Unlock()
 	t.refresh()
+}
+
+// exited records that no worker serves any more at the end of a stop:
+// the file says cannotServe, not the stepDown ("still serving") of the
+// stop's start, so that keepalived does not elect a node with nothing
+// listening should its peer fail.
+func (t *tracker) exited() {
+	t.mu.Lock()
+	t.cur = nil
+	t.mu.Unlock()
+	t.stop()
 }
 
 // unserved is the master's verdict: why the node cannot serve, or "".
@@ -129,7 +167,7 @@ func (t *tracker) refresh() {
 		}
 		t.reason, t.logged = reason, true
 	}
-	if t.path == "" || content == t.written {
+	if t.path == "" || t.quiet || content == t.written {
 		return
 	}
 	if err := writeAtomic(t.path, content); err != nil {
@@ -150,12 +188,16 @@ func writeAtomic(path, content string) error {
 		return err
 	}
 	tmp := f.Name()
-	_, err = f.WriteString(content)
+	// CreateTemp opens a new random name with O_EXCL (a planted symlink is
+	// never followed); the mode is set through the descriptor, not the
+	// name, which another user of a shared directory could swap for a
+	// symlink between the close and a chmod by path.
+	err = f.Chmod(0o644)
+	if err == nil {
+		_, err = f.WriteString(content)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
 	}
 	if err == nil {
 		err = os.Rename(tmp, path)

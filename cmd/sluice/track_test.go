@@ -187,10 +187,109 @@ address = %q
 	case <-time.After(10 * time.Second):
 		t.Fatal("sluice did not stop")
 	}
-	if got := readTrack(t, track); got == "0" {
-		t.Errorf("after exit the track file says 0; want non-zero")
+	// 254, not the 1 of "still serving": with weight -20 a 1 leaves this
+	// node electable, and it would take the address with nothing behind it
+	// should its peer fail.
+	if got := readTrack(t, track); got != "254" {
+		t.Errorf("after exit the track file says %q; want 254 (nothing serves)", got)
 	}
 	if _, _, err := supervisor.Control(ctl, map[string]any{"cmd": "status"}, time.Second); err == nil {
 		t.Errorf("the master still answers after its stop")
+	}
+}
+
+// TestTrackFileTakeover: `sluice run -x` hands one node's sockets from one
+// master to another with the same track_file. The new master must not say
+// fault while the old one serves (not at its start, nor when it fails to
+// start), and the old master's stop after the hand-over must not leave its
+// 1 over the new master's 0: the file follows whoever serves.
+func TestTrackFileTakeover(t *testing.T) {
+	dir := shortDir(t)
+	track := filepath.Join(dir, "node.track")
+	be, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	go func() {
+		for {
+			c, err := be.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	wl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := wl.Addr().String()
+	wl.Close()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	config := func(name, extraBind string) (file, ctl string) {
+		ctl = filepath.Join(dir, name+".sock")
+		extra := ""
+		if extraBind != "" {
+			extra = fmt.Sprintf("\n[frontend.extra]\nmode = \"tcp\"\nbind = [%q]\ndefault_backend = \"app\"\n", extraBind)
+		}
+		src := fmt.Sprintf(`[global]
+control_socket = %q
+vital_frontends = ["web"]
+track_file = "node.track"
+
+[frontend.web]
+mode = "tcp"
+bind = [%q]
+default_backend = "app"
+%s
+[[backend.app.server]]
+name = "s1"
+address = %q
+`, ctl, web, extra, be.Addr().String())
+		file = filepath.Join(dir, name+".toml")
+		if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return file, ctl
+	}
+	fileA, ctlA := config("a", "")
+	a := startLB(t, binary, fileA, ctlA)
+	waitFor(t, 5*time.Second, "track file 0", func() bool { return readTrack(t, track) == "0" })
+
+	// A takeover that fails (its extra frontend's address is taken): the
+	// old master still serves, so the file must still say 0.
+	w := watchTrack(t, track)
+	fileB, _ := config("b", busy.Addr().String())
+	if out, err := exec.Command(binary, "run", "-f", fileB, "-x", ctlA).CombinedOutput(); err == nil {
+		t.Fatalf("the takeover with a busy address started: %s", out)
+	}
+	if n, got := w.writes(), readTrack(t, track); n != 0 || got != "0" {
+		t.Errorf("a failed takeover wrote the track file %d times, now %q, while the old master serves; want no write, 0", n, got)
+	}
+
+	// A takeover that works, then the old master drains and exits.
+	fileC, ctlC := config("c", "")
+	startLB(t, binary, fileC, ctlC, "-x", ctlA)
+	if got := readTrack(t, track); got != "0" {
+		t.Errorf("with the new master serving, the track file says %q; want 0", got)
+	}
+	if out, err := exec.Command(binary, "stop", "-drain", "-S", ctlA).CombinedOutput(); err != nil {
+		t.Fatalf("stop the old master: %v\n%s", err, out)
+	}
+	select {
+	case <-a.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the old master did not stop")
+	}
+	if got := readTrack(t, track); got != "0" {
+		t.Errorf("after the old master's stop the track file says %q while the new master serves; want 0", got)
+	}
+	if out, err := exec.Command(binary, "check", "--live", "-f", fileC).CombinedOutput(); err != nil {
+		t.Errorf("check --live on the new master: %v %s; want live, as the track file", err, out)
 	}
 }
