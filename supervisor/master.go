@@ -462,11 +462,28 @@ func (m *master) handle(call *ctlCall) ctlResult {
 		}
 		res.reply.OK, res.reply.PID = true, os.Getpid()
 		m.track.handOver() // the new master keeps the track file once this one stops
+		for _, w := range m.workers() {
+			if _, err := w.call(workerMsg{Op: "track-off"}, workerCallTimeout); err != nil {
+				m.log.Warn("worker did not take the track-off order", "worker_pid", w.pid, "err", err)
+			}
+		}
 		m.log.Info("listening sockets handed to another process", "count", len(res.files))
 		return res
 	default:
 		return fail(fmt.Errorf("unknown command %q", call.req.Cmd))
 	}
+}
+
+// workers are the running workers: the current one and those draining.
+func (m *master) workers() []*worker {
+	var ws []*worker
+	if m.cur != nil {
+		ws = append(ws, m.cur)
+	}
+	for w := range m.old {
+		ws = append(ws, w)
+	}
+	return ws
 }
 
 func (m *master) statusReply() Reply {

@@ -172,6 +172,12 @@ func RunWorker(stderr io.Writer) int {
 			case "node":
 				nr := w.nodeNow()
 				w.send(workerMsg{ID: q.m.ID, OK: true, Node: &nr})
+			case "track-off":
+				// Another master took the sockets (run -x) and keeps the
+				// track file now: this worker's "master gone" must not
+				// overwrite its verdict.
+				start.TrackFile = ""
+				w.send(workerMsg{ID: q.m.ID, OK: true})
 			case "drain", "stop":
 				d := time.Duration(0)
 				if q.m.Op == "drain" {

@@ -204,6 +204,11 @@ address = %q
 // start), and the old master's stop after the hand-over must not leave its
 // 1 over the new master's 0: the file follows whoever serves.
 func TestTrackFileTakeover(t *testing.T) {
+	t.Run("old master stops", func(t *testing.T) { trackFileTakeover(t, false) })
+	t.Run("old master killed", func(t *testing.T) { trackFileTakeover(t, true) })
+}
+
+func trackFileTakeover(t *testing.T, killOld bool) {
 	dir := shortDir(t)
 	track := filepath.Join(dir, "node.track")
 	be, err := net.Listen("tcp", "127.0.0.1:0")
@@ -278,13 +283,24 @@ address = %q
 	if got := readTrack(t, track); got != "0" {
 		t.Errorf("with the new master serving, the track file says %q; want 0", got)
 	}
-	if out, err := exec.Command(binary, "stop", "-drain", "-S", ctlA).CombinedOutput(); err != nil {
-		t.Fatalf("stop the old master: %v\n%s", err, out)
-	}
-	select {
-	case <-a.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the old master did not stop")
+	if killOld {
+		// The old master dies instead: its worker, orphaned, must not
+		// write "cannot serve" over the new master's verdict.
+		oldWorker := a.status().WorkerPID
+		a.cmd.Process.Signal(syscall.SIGKILL)
+		<-a.done
+		waitFor(t, 10*time.Second, "the orphaned worker to exit", func() bool {
+			return syscall.Kill(oldWorker, 0) != nil
+		})
+	} else {
+		if out, err := exec.Command(binary, "stop", "-drain", "-S", ctlA).CombinedOutput(); err != nil {
+			t.Fatalf("stop the old master: %v\n%s", err, out)
+		}
+		select {
+		case <-a.done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the old master did not stop")
+		}
 	}
 	if got := readTrack(t, track); got != "0" {
 		t.Errorf("after the old master's stop the track file says %q while the new master serves; want 0", got)
