@@ -73,6 +73,13 @@ func pingMaster(cfg *conf.Config) error {
 	if path == "" {
 		return nil
 	}
+	return CheckLiveSocket(path)
+}
+
+// CheckLiveSocket asks the master on the control socket path whether a
+// worker runs and this node can serve (the verdict of the configuration it
+// runs, which the track file follows).
+func CheckLiveSocket(path string) error {
 	r, _, err := Control(path, map[string]any{"cmd": "status"}, liveTimeout)
 	if err != nil {
 		return fmt.Errorf("master not answering on control socket %s: %v", path, err)

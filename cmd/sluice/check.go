@@ -28,6 +28,16 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "sluice check: no -f FILE given and the default %s cannot be read (%v); name the file with -f FILE\n", *file, pe.Err)
 			return 1
 		}
+		if *live {
+			// A file being edited must not move the VIP away from a node
+			// that serves: the running master answers for the
+			// configuration it runs.
+			if path, perr := supervisor.ControlPathOf(*file); perr == nil && path != "" && supervisor.CheckLiveSocket(path) == nil {
+				fmt.Fprintf(stderr, "%s: warning: the file does not load (%v); the master on %s runs its last good configuration and serves\n", *file, err, path)
+				fmt.Fprintf(stdout, "%s: live\n", *file)
+				return 0
+			}
+		}
 		if errors.As(err, &errs) {
 			fmt.Fprintf(stderr, "%s: %d problem(s):\n", *file, len(errs))
 			for _, p := range errs {

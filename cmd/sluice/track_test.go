@@ -309,3 +309,46 @@ address = %q
 		t.Errorf("check --live on the new master: %v %s; want live, as the track file", err, out)
 	}
 }
+
+// TestLiveWhileFileBroken: a configuration file half edited on disk does
+// not make `check --live` fail on a node that serves (keepalived would move
+// the VIP for nothing): the running master answers for the configuration
+// it runs. With the master gone the broken file fails as before.
+func TestLiveWhileFileBroken(t *testing.T) {
+	dir := shortDir(t)
+	be, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	ctl := filepath.Join(dir, "m.sock")
+	file := filepath.Join(dir, "m.toml")
+	src := fmt.Sprintf(`[global]
+control_socket = %q
+
+[frontend.web]
+mode = "tcp"
+bind = ["127.0.0.1:0"]
+default_backend = "app"
+
+[[backend.app.server]]
+name = "s1"
+address = %q
+`, ctl, be.Addr().String())
+	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := startLB(t, binary, file, ctl)
+	if err := os.WriteFile(file, []byte(src+"\n[frontend.half\nmode = \n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binary, "check", "--live", "-f", file).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "live") {
+		t.Fatalf("check --live with a broken file and a serving master: %v\n%s\nwant live (with a warning)", err, out)
+	}
+	l.cmd.Process.Signal(syscall.SIGQUIT)
+	<-l.done
+	if out, err := exec.Command(binary, "check", "--live", "-f", file).CombinedOutput(); err == nil {
+		t.Fatalf("check --live with a broken file and no master passed:\n%s", out)
+	}
+}
