@@ -52,10 +52,10 @@ type Counters struct {
 	// limit of concurrent streams of a connection; H2Calm the HTTP/2
 	// connections ended with ENHANCE_YOUR_CALM (rapid reset, CONTINUATION
 	// or control-frame floods).
-	H2Refused       atomic.Uint64
-	H2Calm          atomic.Uint64
-	BytesIn         atomic.Uint64
-	BytesOut        atomic.Uint64
+	H2Refused atomic.Uint64
+	H2Calm    atomic.Uint64
+	BytesIn   atomic.Uint64
+	BytesOut  atomic.Uint64
 }
 
 // ConnInfo is what the frontend knows about a client connection.
