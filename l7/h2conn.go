@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -258,7 +259,7 @@ func (c *h2Conn) linger() {
 	cw.CloseWrite()
 	c.conn.SetReadDeadline(time.Now().Add(time.Second))
 	var buf [4096]byte
-	for range 16 {
+	for range 256 { // at most 1 MiB, within a second
 		if _, err := c.conn.Read(buf[:]); err != nil {
 			return
 		}
@@ -670,7 +671,7 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 		c.mu.Unlock()
 		c.p.Counters.H2Refused.Add(1)
 		c.rst(id, http2.ErrCodeRefusedStream, true)
-		return nil
+		return c.meaningless() // refused streams cost little, but not nothing
 	}
 	c.mu.Unlock()
 	if c.hbad {
@@ -682,9 +683,11 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 		c.rst(id, http2.ErrCodeProtocol, true)
 		return nil
 	}
+	s.ctx, s.cancel = context.WithCancel(c.p.stopCtx())
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		s.cancel()
 		return io.EOF
 	}
 	c.streams[id] = s

@@ -391,12 +391,6 @@ func (c *h2Conn) sendWindow(connInc int64, id uint32, inc int64, reader bool) {
 func (s *h2Stream) serve() {
 	c := s.c
 	p := c.p
-	s.ctx, s.cancel = context.WithCancel(p.stopCtx())
-	c.mu.Lock()
-	if s.reset != nil {
-		s.cancel()
-	}
-	c.mu.Unlock()
 	defer c.streamDone(s)
 	defer s.cancel()
 	defer func() {
