@@ -342,4 +342,3 @@ func TestH2DrainServesStreamsInFlight(t *testing.T) {
 		t.Fatalf("stream 3: %q %q", c.status[3], c.body[3])
 	}
 }
-
