@@ -427,8 +427,16 @@ func (c *h2Conn) readLoop() {
 		}
 		if err := c.handle(f); err != nil {
 			var ce connErr
-			if errors.As(err, &ce) {
+			var fe http2.ConnectionError
+			switch {
+			case errors.As(err, &ce):
 				c.goAway(errCode(ce))
+				c.linger()
+			case errors.As(err, &fe): // from the framer, within a header block
+				c.goAway(errCode(fe))
+				c.linger()
+			case errors.Is(err, http2.ErrFrameTooLarge):
+				c.goAway(http2.ErrCodeFrameSize)
 				c.linger()
 			}
 			return
