@@ -643,7 +643,7 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 		return nil
 	}
 	c.mu.Lock()
-	if s := c.streams[id]; s != nil {
+	if s := c.streams[id]; s != nil && !(s.remoteClosed && s.done) {
 		// Trailers: they end the request.
 		switch {
 		case s.remoteClosed || s.reset != nil:
@@ -667,6 +667,7 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 		return nil
 	}
 	if id <= c.lastID {
+		// Closed (both sides ended, its goroutine may still be finishing).
 		c.mu.Unlock()
 		return connErr(http2.ErrCodeStreamClosed)
 	}
