@@ -63,6 +63,8 @@ func (e *Engine) counters() []stats.Counter {
 			add("frontend_http_server_conns_exhausted_total", "Requests answered 503 because the process's server connections (global.maxconn) were all in use; also in refused_total{code=\"503\"}.",
 				&c.NoServerConn503, fl)
 			add("frontend_http_too_many_headers_total", "Requests refused with 431 for more header lines than max_header_count.", &c.TooManyHeaders, fl)
+			add("frontend_http2_refused_streams_total", "HTTP/2 streams refused (REFUSED_STREAM) past 100 concurrent streams on a connection.", &c.H2Refused, fl)
+			add("frontend_http2_calm_total", "HTTP/2 connections ended with ENHANCE_YOUR_CALM (rapid reset, CONTINUATION or control-frame flood).", &c.H2Calm, fl)
 		}
 		if f.Mode == conf.ModeTCP {
 			add("frontend_tcp_server_conns_exhausted_total", "TCP connections closed because the process's server connections (global.maxconn) were all in use.",

@@ -18,7 +18,6 @@ import (
 	"golang.org/x/net/http2"
 
 	"sluice/backend"
-	"sluice/internal/recovery"
 	"sluice/l4"
 )
 
@@ -34,8 +33,7 @@ type stdProxy struct {
 	once  sync.Once
 	ready atomic.Bool
 	rp    *httputil.ReverseProxy
-	hs    *http.Server // base of HTTP/2 client connections: Shutdown sends GOAWAY
-	h2s   *http2.Server
+	hs    *http.Server // the server ReverseProxy runs under (its abort panics)
 	// transports holds one RoundTripper per backend: *http.Transport
 	// (HTTP/1.1, keep-alive pool) or *http2.Transport (h2c).
 	transports sync.Map
@@ -65,18 +63,6 @@ func (p *Proxy) std() *stdProxy {
 			IdleTimeout:    p.TimeoutClient,
 			ErrorLog:       errLog,
 		}
-		s.h2s = &http2.Server{
-			IdleTimeout:      p.TimeoutClient,
-			WriteByteTimeout: p.TimeoutClient,
-			// Each stream may hold a server connection: this bounds what
-			// one client connection can hold (HAProxy's default too).
-			MaxConcurrentStreams: MaxH2Streams,
-		}
-		// Registers the HTTP/2 connections with s.hs, so that
-		// s.hs.Shutdown sends each of them GOAWAY.
-		if err := http2.ConfigureServer(s.hs, s.h2s); err != nil {
-			panic(err) // only for a TLSConfig with bad cipher suites; s.hs has none
-		}
 		s.ready.Store(true)
 	})
 	return s
@@ -93,14 +79,9 @@ type copyBuffers struct{}
 func (copyBuffers) Get() []byte  { return *copyBufPool.Get().(*[]byte) }
 func (copyBuffers) Put(b []byte) { copyBufPool.Put(&b) }
 
-// drainStd sends GOAWAY to every HTTP/2 client connection: streams in
-// flight finish, then the connection closes.
-func (p *Proxy) drainStd() {
-	if s := &p.stdp; s.ready.Load() {
-		// Returns at once: s.hs tracks no connections of its own.
-		s.hs.Shutdown(context.Background())
-	}
-}
+// testStreamHook, set by tests only (export_test.go), runs before every
+// HTTP/2 request is served: a test makes it panic.
+var testStreamHook func(r *http.Request)
 
 // closeIdleStd closes the idle server connections of the net/http side.
 func (p *Proxy) closeIdleStd() {
@@ -108,49 +89,6 @@ func (p *Proxy) closeIdleStd() {
 		v.(interface{ CloseIdleConnections() }).CloseIdleConnections()
 		return true
 	})
-}
-
-// serveH2 serves HTTP/2 on conn until the client or a drain ends it.
-func (p *Proxy) serveH2(conn net.Conn, info ConnInfo) {
-	defer conn.Close()
-	if info.priv == nil && p.sendsProxy() {
-		info.priv = &privTransports{}
-	}
-	defer info.priv.close()
-	s := p.std()
-	s.h2s.ServeConn(conn, &http2.ServeConnOpts{
-		Context:    p.stopCtx(), // a hard stop ends every stream
-		BaseConfig: s.hs,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			defer p.recoverStream(&info)
-			if testStreamHook != nil {
-				testStreamHook(r)
-			}
-			p.serveH2Req(newStream(w, p.TimeoutClient), r, &info)
-		}),
-	})
-}
-
-// testStreamHook, set by tests only (export_test.go), runs before every
-// HTTP/2 request is served: a test makes it panic.
-var testStreamHook func(r *http.Request)
-
-// recoverStream counts and logs a panic in one HTTP/2 stream's handler,
-// then lets the HTTP/2 server reset that stream (http.ErrAbortHandler, which
-// it does not log again); the connection's other streams go on.
-// ReverseProxy's own ErrAbortHandler (a client gone mid-body) is no bug.
-func (p *Proxy) recoverStream(info *ConnInfo) {
-	v := recover()
-	if v == nil {
-		return
-	}
-	if v != http.ErrAbortHandler {
-		if p.Panics != nil {
-			p.Panics.Add(1)
-		}
-		recovery.Log(p.Log, v, "frontend", p.Frontend, "client", info.Client.String(), "proto", "h2")
-	}
-	panic(http.ErrAbortHandler)
 }
 
 // MaxH2Streams is the number of concurrent streams an HTTP/2 client

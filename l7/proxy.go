@@ -48,8 +48,14 @@ type Counters struct {
 	// in NoServer503 too.
 	NoServerConn503 atomic.Uint64
 	GatewayTime504  atomic.Uint64
-	BytesIn         atomic.Uint64
-	BytesOut        atomic.Uint64
+	// H2Refused counts HTTP/2 streams refused (REFUSED_STREAM) past the
+	// limit of concurrent streams of a connection; H2Calm the HTTP/2
+	// connections ended with ENHANCE_YOUR_CALM (rapid reset, CONTINUATION
+	// or control-frame floods).
+	H2Refused atomic.Uint64
+	H2Calm    atomic.Uint64
+	BytesIn   atomic.Uint64
+	BytesOut  atomic.Uint64
 }
 
 // ConnInfo is what the frontend knows about a client connection.
@@ -99,7 +105,8 @@ type Proxy struct {
 	// anySendProxy: some backend has send_proxy (see sendsProxy).
 	sendsProxyOnce sync.Once
 	anySendProxy   bool
-	stdp           stdProxy // HTTP/2 and h2c backends (h2.go)
+	stdp           stdProxy // h2c backends (h2.go)
+	h2conns        sync.Map // *h2Conn: the HTTP/2 client connections, for Drain
 }
 
 // BackendOptions are the HTTP settings of a backend.
@@ -118,7 +125,7 @@ type BackendOptions struct {
 // GOAWAY and close once their streams in flight are done.
 func (p *Proxy) Drain() {
 	p.draining.Store(true)
-	p.drainStd()
+	p.drainH2()
 }
 
 // count records a response of status (and bytesOut bytes of it) for the

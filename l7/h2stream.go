@@ -1,0 +1,1293 @@
+package l7
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"sluice/backend"
+	"sluice/internal/recovery"
+	"sluice/l4"
+)
+
+// h2Stream is one HTTP/2 request: read by the connection's reader,
+// served by its own goroutine through the HTTP policy core, to an HTTP/1.1
+// server over the pooled connections of the lean path (or, for proto =
+// "h2c" backends, through the net/http side).
+type h2Stream struct {
+	c             *h2Conn
+	id            uint32
+	fields        []hpack.HeaderField // the decoded head: req's slices point into its strings
+	req           message
+	resp          message
+	endStream     bool // the request has no body
+	large         bool // its head was over max_header_bytes: 431
+	connect       bool
+	contentLength int64
+	start         time.Time
+	ctx           context.Context
+	cancel        context.CancelFunc
+	timer         *time.Timer
+	lname         []byte // a lower-cased header name being encoded
+	num           [20]byte
+	wake          chan struct{}
+	bodyDone      chan error       // the request body copy's end, while it runs
+	keepSC        *serverConn      // the server connection to keep after the response
+	keepBE        *backend.Backend // its backend
+
+	// Guarded by c.mu.
+	in           []byte // request body received, not yet read
+	recvWin      int64
+	unacked      int64
+	recvd        int64
+	remoteClosed bool
+	reset        error
+	sendWin      int64
+	done         bool // our side ended the stream
+	served       bool
+	trailers     []hpack.HeaderField
+	server       net.Conn // the server connection in use: closed on reset
+}
+
+var (
+	errStreamReset   = errors.New("stream reset by the client")
+	errStreamGone    = errors.New("stream or connection gone")
+	errClientStalled = stalled{}
+)
+
+// stalled is a stream the client did not move (window or body) within
+// timeout_client: a timeout, as the HTTP/1 path's deadlines give.
+type stalled struct{}
+
+func (stalled) Error() string   { return "client stalled the stream" }
+func (stalled) Timeout() bool   { return true }
+func (stalled) Temporary() bool { return true }
+
+// bytesOf views a decoded header string as bytes without a copy; they are
+// only read.
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+func stringOf(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// newH2Stream checks a request head (RFC 9113 §8.2-8.3) and makes its
+// stream; nil for a malformed one (a stream error PROTOCOL_ERROR).
+func newH2Stream(c *h2Conn, id uint32, fields []hpack.HeaderField, end, large bool) *h2Stream {
+	s := &h2Stream{c: c, id: id, fields: fields, endStream: end, large: large, contentLength: -1,
+		start: time.Now(), recvWin: h2StreamWindow, sendWin: c.peerInitWin, remoteClosed: end,
+		wake: make(chan struct{}, 1)}
+	s.req.reset()
+	var method, scheme, path, authority string
+	var cl []byte
+	for _, f := range fields {
+		if f.Name[0] == ':' {
+			var dst *string
+			switch f.Name {
+			case ":method":
+				dst = &method
+			case ":scheme":
+				dst = &scheme
+			case ":path":
+				dst = &path
+			case ":authority":
+				dst = &authority
+			default:
+				return nil // :status, :protocol (no extended CONNECT) or unknown
+			}
+			if *dst != "" || f.Value == "" {
+				return nil
+			}
+			*dst = f.Value
+			continue
+		}
+		switch f.Name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+			return nil // connection-specific (RFC 9113 §8.2.2)
+		case "te":
+			if f.Value != "trailers" {
+				return nil
+			}
+		case "content-length":
+			if cl != nil && string(cl) != f.Value || !isDigits(bytesOf(f.Value)) {
+				return nil
+			}
+			cl = bytesOf(f.Value)
+		case "host":
+			if s.req.host == nil {
+				s.req.host = bytesOf(f.Value)
+			}
+		case "expect":
+			s.req.expectCont = strings.EqualFold(f.Value, "100-continue")
+		}
+		s.req.fields = append(s.req.fields, field{name: bytesOf(f.Name), value: bytesOf(f.Value)})
+	}
+	if authority != "" {
+		s.req.host = bytesOf(authority)
+	}
+	s.req.method, s.req.target = bytesOf(method), bytesOf(path)
+	if large {
+		return s
+	}
+	if method == "CONNECT" {
+		if scheme != "" || path != "" || authority == "" {
+			return nil
+		}
+		s.connect = true
+		s.req.target = s.req.host
+		return s
+	}
+	if method == "" || scheme == "" || path == "" || !isToken(s.req.method) || !validTarget(s.req.target) ||
+		path[0] != '/' && (path != "*" || method != "OPTIONS") || s.req.host != nil && !isHostChars(s.req.host) {
+		return nil
+	}
+	if cl != nil {
+		s.contentLength, _ = parseDigits(cl)
+		if end && s.contentLength != 0 {
+			return nil
+		}
+	}
+	s.req.contentLength = s.contentLength
+	s.req.chunked = !end && cl == nil
+	return s
+}
+
+// wakeLocked wakes the stream's goroutine if it waits.
+func (s *h2Stream) wakeLocked() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// resetLocked ends the stream for err: the client reset it, it broke the
+// rules, or the connection is gone. Whatever the stream waits on gives up.
+func (s *h2Stream) resetLocked(err error) {
+	if s.reset == nil {
+		s.reset = err
+	}
+	s.done = true
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.server != nil {
+		s.server.Close()
+	}
+	s.wakeLocked()
+}
+
+func (s *h2Stream) resetErr() bool { return s.reset != nil }
+
+// endLocked records END_STREAM from the client.
+func (s *h2Stream) endLocked() error {
+	s.remoteClosed = true
+	s.wakeLocked()
+	if s.contentLength >= 0 && s.recvd != s.contentLength {
+		return errBadMessage
+	}
+	return nil
+}
+
+// wait waits for the reader to wake the stream, at most timeout_client.
+func (s *h2Stream) wait() bool {
+	t := s.c.p.TimeoutClient
+	if t <= 0 {
+		<-s.wake
+		return true
+	}
+	if s.timer == nil {
+		s.timer = time.NewTimer(t)
+	} else {
+		s.timer.Reset(t)
+	}
+	select {
+	case <-s.wake:
+		s.timer.Stop()
+		return true
+	case <-s.timer.C:
+		return false
+	}
+}
+
+// Read reads the request body; what it takes goes back to the client's
+// windows, so the client sends more only as the server takes it.
+func (s *h2Stream) Read(b []byte) (int, error) {
+	c := s.c
+	for {
+		c.mu.Lock()
+		if len(s.in) > 0 {
+			n := copy(b, s.in)
+			s.in = s.in[:copy(s.in, s.in[n:])]
+			var inc int64
+			s.unacked += int64(n)
+			if !s.remoteClosed && s.unacked >= h2StreamWindow/4 {
+				inc, s.unacked = s.unacked, 0
+				s.recvWin += inc
+			}
+			connInc := c.giveBack(int64(n))
+			c.mu.Unlock()
+			c.sendWindow(connInc, s.id, inc, false)
+			return n, nil
+		}
+		if s.reset != nil {
+			c.mu.Unlock()
+			return 0, s.reset
+		}
+		if s.remoteClosed {
+			c.mu.Unlock()
+			return 0, io.EOF
+		}
+		c.mu.Unlock()
+		if !s.wait() {
+			return 0, errClientStalled
+		}
+	}
+}
+
+func (s *h2Stream) Close() error { return nil }
+
+// sendHead writes a HEADERS frame (and CONTINUATIONs) whose block build
+// encodes; end ends the stream.
+func (s *h2Stream) sendHead(build func(e *hpack.Encoder), end bool) error {
+	c := s.c
+	c.mu.Lock()
+	if s.reset != nil {
+		c.mu.Unlock()
+		return s.reset
+	}
+	if end {
+		s.done = true
+	}
+	maxFrame := int(c.peerMaxFrame)
+	c.mu.Unlock()
+	return c.write(func() error {
+		c.encB.b = c.encB.b[:0]
+		build(c.enc)
+		block := c.encB.b
+		first := true
+		for first || len(block) > 0 {
+			n := min(len(block), maxFrame)
+			frag := block[:n]
+			block = block[n:]
+			var err error
+			if first {
+				err = c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: frag,
+					EndStream: end, EndHeaders: len(block) == 0})
+			} else {
+				err = c.wfr.WriteContinuation(s.id, len(block) == 0, frag)
+			}
+			if err != nil {
+				return err
+			}
+			first = false
+		}
+		return nil
+	}, false)
+}
+
+// field encodes one header field, the name lower-cased.
+func (s *h2Stream) field(e *hpack.Encoder, name, value []byte) {
+	s.lname = append(s.lname[:0], name...)
+	for i, ch := range s.lname {
+		if ch >= 'A' && ch <= 'Z' {
+			s.lname[i] = ch + 'a' - 'A'
+		}
+	}
+	// No dynamic table: the encoder keeps neither string.
+	e.WriteField(hpack.HeaderField{Name: stringOf(s.lname), Value: stringOf(value)})
+}
+
+func (s *h2Stream) status(e *hpack.Encoder, code int) {
+	e.WriteField(hpack.HeaderField{Name: ":status", Value: stringOf(strconv.AppendInt(s.num[:0], int64(code), 10))})
+}
+
+// writeData sends b as DATA frames as the windows allow, waiting at most
+// timeout_client for the client to open them; end ends the stream.
+func (s *h2Stream) writeData(b []byte, end bool) error {
+	c := s.c
+	for {
+		c.mu.Lock()
+		if s.reset != nil {
+			c.mu.Unlock()
+			return s.reset
+		}
+		if len(b) == 0 {
+			if end {
+				s.done = true
+			}
+			c.mu.Unlock()
+			if !end {
+				return nil
+			}
+			return c.write(func() error { return c.wfr.WriteData(s.id, true, nil) }, false)
+		}
+		n := int64(len(b))
+		n = min(n, s.sendWin, c.sendWin, int64(c.peerMaxFrame))
+		if n <= 0 {
+			c.mu.Unlock()
+			if !s.wait() {
+				return errClientStalled
+			}
+			continue
+		}
+		s.sendWin -= n
+		c.sendWin -= n
+		last := end && n == int64(len(b))
+		if last {
+			s.done = true
+		}
+		c.mu.Unlock()
+		chunk := b[:n]
+		if err := c.write(func() error { return c.wfr.WriteData(s.id, last, chunk) }, false); err != nil {
+			return err
+		}
+		b = b[n:]
+		if last {
+			return nil
+		}
+	}
+}
+
+// giveBack returns n consumed bytes to the connection's receive window
+// and says how much WINDOW_UPDATE to send (0: not yet). c.mu held.
+func (c *h2Conn) giveBack(n int64) int64 {
+	c.connUnacked += n
+	if c.connUnacked < h2ConnWindow/4 {
+		return 0
+	}
+	inc := c.connUnacked
+	c.connUnacked = 0
+	c.recvWin += inc
+	return inc
+}
+
+func (c *h2Conn) sendWindow(connInc int64, id uint32, inc int64, reader bool) {
+	if connInc == 0 && inc == 0 {
+		return
+	}
+	c.write(func() error {
+		if connInc > 0 {
+			if err := c.wfr.WriteWindowUpdate(0, uint32(connInc)); err != nil {
+				return err
+			}
+		}
+		if inc > 0 {
+			return c.wfr.WriteWindowUpdate(id, uint32(inc))
+		}
+		return nil
+	}, reader)
+}
+
+// serve serves the stream's request, in its own goroutine.
+func (s *h2Stream) serve() {
+	c := s.c
+	p := c.p
+	defer c.streamDone(s)
+	defer s.cancel()
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if v != http.ErrAbortHandler {
+			if p.Panics != nil {
+				p.Panics.Add(1)
+			}
+			recovery.Log(p.Log, v, "frontend", p.Frontend, "client", c.info.Client.String(), "proto", "h2")
+		}
+		s.abort(http2.ErrCodeInternal)
+	}()
+	var x exchange
+	x.start, x.headDone = s.start, s.start
+	x.proto = "HTTP/2.0"
+	if p.Access != nil {
+		x.method, x.path = string(s.req.method), string(s.req.target)
+	}
+	p.Counters.Requests.Add(1)
+	if testStreamHook != nil {
+		u, _ := url.ParseRequestURI(string(s.req.target))
+		testStreamHook(&http.Request{Method: string(s.req.method), URL: u})
+	}
+	if s.large {
+		s.fail(failHeadTooLarge, nil, &x)
+		return
+	}
+	if s.connect {
+		// CONNECT over HTTP/2 (and RFC 8441's extended CONNECT) is not
+		// proxied.
+		s.fail(failBadRequest, nil, &x)
+		return
+	}
+	v := h1View(&s.req)
+	be := p.route(&v)
+	if be == nil {
+		s.fail(failNoRoute, nil, &x)
+		return
+	}
+	x.backend = be.Name
+	if p.Backends[be].Proto == "h2c" {
+		s.forwardStd(be, &x)
+		return
+	}
+	s.forward(be, &x)
+}
+
+// abort resets the stream towards the client.
+func (s *h2Stream) abort(code http2.ErrCode) {
+	c := s.c
+	c.mu.Lock()
+	already := s.reset != nil
+	s.resetLocked(errStreamGone)
+	c.mu.Unlock()
+	if !already {
+		c.rst(s.id, code, false)
+	}
+}
+
+// endBody stops a request body that is no longer wanted (the response
+// is complete): RST_STREAM NO_ERROR tells the client to stop sending.
+func (s *h2Stream) endBody() {
+	c := s.c
+	c.mu.Lock()
+	open := !s.remoteClosed && s.reset == nil
+	if open {
+		s.reset = errStreamGone
+		s.wakeLocked()
+	}
+	c.mu.Unlock()
+	if open {
+		c.rst(s.id, http2.ErrCodeNo, false)
+	}
+}
+
+// fail answers the stream with sluice's own answer for f, as the HTTP/1
+// path does (clientConn.fail), as an HTTP/2 response.
+func (s *h2Stream) fail(f failure, be *backend.Backend, x *exchange) {
+	p := s.c.p
+	a := &failures[f]
+	p.countFailure(f, be)
+	x.terminated = a.term
+	x.status = a.status
+	body := p.errorPage(a.status)
+	err := s.sendHead(func(e *hpack.Encoder) {
+		s.status(e, a.status)
+		for _, h := range errorHeaders {
+			s.field(e, bytesOf(h[0]), bytesOf(h[1]))
+		}
+		s.field(e, []byte("content-length"), strconv.AppendInt(s.num[:0:0], int64(len(body)), 10))
+	}, false)
+	if err == nil {
+		err = s.writeData(body, true)
+	}
+	if err == nil {
+		x.bytesOut = int64(len(body))
+	}
+	p.count(nil, a.status, x.bytesOut)
+	s.endBody()
+	s.log(x)
+}
+
+func (s *h2Stream) log(x *exchange) { s.c.p.logRequest(x, &s.c.info) }
+
+// forward sends the request to a server of be over HTTP/1.1 and relays
+// the response: clientConn.forward's connect, retry and observation rules.
+func (s *h2Stream) forward(be *backend.Backend, x *exchange) {
+	p := s.c.p
+	cn := backend.Connect{Client: backend.Client{Addr: s.c.info.Client.Addr()}, Budget: p.ServerConns}
+	var cookie []byte
+	if be.Sticky == "cookie" {
+		v := h1View(&s.req)
+		cookie = v.cookie(be.StickyCookie)
+		cn.Pinned = pinned(be, cookie)
+	}
+	fresh := false
+	var sc *serverConn
+	dial := func(ctx context.Context, _ *backend.Server) error {
+		var err error
+		sc, err = s.serverConn(ctx, &cn, be, fresh)
+		return err
+	}
+	for {
+		err := be.Connect(s.ctx, &cn, dial)
+		x.retries = cn.Retries
+		if cn.Server != nil {
+			x.server = cn.Server.Name
+		}
+		switch {
+		case err == nil:
+		case backend.IsConnectError(err):
+			s.fail(failConnect, be, x)
+			return
+		case errors.Is(err, backend.ErrNoServer), errors.Is(err, backend.ErrQueueTimeout), errors.Is(err, errServerConns):
+			s.fail(failureOf(err), be, x)
+			return
+		default:
+			x.terminated = "client"
+			s.log(x)
+			return
+		}
+		srv := cn.Server
+		x.connected = time.Now()
+		retry := s.exchange(sc, be, x, setCookie(be, cookie, srv))
+		srv.Release()
+		observe(srv, x, retry)
+		if !retry {
+			return
+		}
+		if cn.Retries >= be.Retries {
+			srv.Counters.RespErrors.Add(1)
+			s.fail(failServerError, be, x)
+			return
+		}
+		cn.Retries++
+		x.retries = cn.Retries
+		srv.Counters.Retries.Add(1)
+		cn.Pinned = srv
+		fresh = true
+	}
+}
+
+// serverConn is clientConn.serverConn for a stream: a pooled connection
+// or a new one; with send_proxy, one of this client connection's own.
+func (s *h2Stream) serverConn(ctx context.Context, cn *backend.Connect, be *backend.Backend, fresh bool) (*serverConn, error) {
+	c := s.c
+	srv := cn.Server
+	version := c.p.Backends[be].SendProxy
+	var hdr *l4.ProxyHeader
+	if version != 0 {
+		if !fresh {
+			if sc := c.takeOwn(srv); sc != nil {
+				return sc, nil
+			}
+		}
+		hdr = proxyHeader(version, &c.info)
+	} else if !fresh {
+		if sc := c.p.getIdle(srv, be); sc != nil {
+			return sc, nil
+		}
+	}
+	if err := cn.TakeSlot(); err != nil {
+		return nil, err
+	}
+	conn, err := l4.Dial(ctx, srv.Addr, be.TimeoutConnect, hdr)
+	if err != nil {
+		return nil, backend.ConnectFailed(err)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	return newServerConn(conn, srv, c.p.MaxHeaderBytes, c.p.ServerConns), nil
+}
+
+// takeOwn returns an idle server connection of this client connection to
+// srv (send_proxy), if one is quiet.
+func (c *h2Conn) takeOwn(srv *backend.Server) *serverConn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, sc := range c.own {
+		if sc.srv == srv {
+			c.own = append(c.own[:i], c.own[i+1:]...)
+			if sc.quiet() {
+				sc.reused = true
+				return sc
+			}
+			sc.close()
+			return nil
+		}
+	}
+	return nil
+}
+
+// keepServerConn keeps sc for another request: pooled, or this client
+// connection's own (send_proxy).
+func (s *h2Stream) keepServerConn(sc *serverConn, be *backend.Backend) {
+	c := s.c
+	opts := c.p.Backends[be]
+	if opts.SendProxy == 0 {
+		c.p.putIdle(sc, be)
+		return
+	}
+	c.mu.Lock()
+	if opts.PoolMaxIdle <= 0 || c.p.draining.Load() || sc.hr.buffered() > 0 || c.closed || len(c.own) >= opts.PoolMaxIdle {
+		c.mu.Unlock()
+		sc.close()
+		return
+	}
+	c.own = append(c.own, sc)
+	c.mu.Unlock()
+}
+
+// setServer records the server connection in use, closed if the stream
+// is reset; false when it already was.
+func (s *h2Stream) setServer(conn net.Conn) bool {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.server = conn
+	return s.reset == nil
+}
+
+// buildRequestHead writes the HTTP/1.1 request for the server: as the
+// HTTP/1 path writes it (clientConn.buildRequestHead), cookies joined in
+// one header (RFC 9113 §8.2.3).
+func (s *h2Stream) buildRequestHead(b []byte) []byte {
+	req := &s.req
+	c := s.c
+	b = append(b, req.method...)
+	b = append(b, ' ')
+	b = append(b, req.target...)
+	b = append(b, " HTTP/1.1\r\n"...)
+	if req.host != nil {
+		b = append(b, "Host: "...)
+		b = append(b, req.host...)
+		b = append(b, "\r\n"...)
+	}
+	switch {
+	case req.chunked:
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	case req.contentLength >= 0:
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, req.contentLength, 10)
+		b = append(b, "\r\n"...)
+	}
+	cookies := 0
+	for _, f := range req.fields {
+		switch {
+		case framing(f.name), equalFold(f.name, "host"), equalFold(f.name, "te"), isForwarding(f.name):
+			continue
+		case equalFold(f.name, "cookie"):
+			if cookies == 0 {
+				b = append(b, "cookie: "...)
+			} else {
+				b = append(b, "; "...)
+			}
+			b = append(b, f.value...)
+			cookies++
+			continue
+		}
+		if cookies > 0 {
+			b = append(b, "\r\n"...)
+			cookies = -1 << 30
+		}
+		b = append(b, f.name...)
+		b = append(b, ": "...)
+		b = append(b, f.value...)
+		b = append(b, "\r\n"...)
+	}
+	if cookies > 0 {
+		b = append(b, "\r\n"...)
+	}
+	v := h1View(req)
+	for i, name := range fwdNames {
+		b = append(b, name...)
+		b = append(b, ": "...)
+		b = c.p.appendForwardValue(b, i, &v, &c.info, c.addr)
+		b = append(b, "\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// exchange sends the request on sc and relays the response. It returns
+// whether the request never reached the server (a stale pooled
+// connection) and may be sent again.
+func (s *h2Stream) exchange(sc *serverConn, be *backend.Backend, x *exchange, sticky bool) (retry bool) {
+	c := s.c
+	p := c.p
+	idempotent := isIdempotent(s.req.method)
+	isHead := equalFold(s.req.method, "HEAD")
+	hasBody := !s.endStream
+	op := outPool.Get().(*[]byte)
+	out := s.buildRequestHead((*op)[:0])
+	sc.dl.write(sc.conn, time.Now(), be.TimeoutServer)
+	_, err := sc.conn.Write(out)
+	*op = out[:0]
+	outPool.Put(op)
+	if err != nil {
+		sc.close()
+		if sc.reused && !hasBody {
+			return true
+		}
+		s.fail(failServerError, be, x)
+		return false
+	}
+	sc.srv.Counters.BytesIn.Add(uint64(len(out)))
+	if !s.setServer(sc.conn) {
+		sc.close()
+		x.terminated = "client"
+		s.log(x)
+		return false
+	}
+	defer s.setServer(nil)
+
+	s.bodyDone, s.keepSC, s.keepBE = nil, nil, nil
+	if hasBody {
+		sc.conn.SetReadDeadline(time.Time{})
+		sc.dl.forget()
+		sc.w = deadlineWriter{conn: sc.conn, dl: &sc.dl, timeout: be.TimeoutServer}
+		bodyDone := make(chan error, 1)
+		s.bodyDone = bodyDone
+		go func() {
+			n, err := s.copyBody(&sc.w, s.req.chunked)
+			p.Counters.BytesIn.Add(uint64(n))
+			sc.srv.Counters.BytesIn.Add(uint64(n))
+			if err != nil {
+				sc.conn.Close()
+			} else if t := be.TimeoutServer; t > 0 {
+				sc.conn.SetReadDeadline(time.Now().Add(t + slackOf(t)))
+			}
+			bodyDone <- err
+		}()
+	}
+	bodyErr := s.waitBody
+	resp := &s.resp
+	gotAny := false
+	for {
+		if s.bodyDone == nil {
+			sc.dl.read(sc.conn, time.Now(), be.TimeoutServer)
+		}
+		head, err := sc.hr.readHead()
+		if err != nil {
+			sc.close()
+			berr := bodyErr()
+			var werr writeError
+			c.mu.Lock()
+			gone := s.reset != nil
+			c.mu.Unlock()
+			switch {
+			case errors.Is(berr, errClientStalled):
+				s.fail(failClientTimeout, be, x)
+			case gone:
+				x.terminated = "client"
+				s.log(x)
+			case isTimeout(err) || errors.As(berr, &werr) && isTimeout(berr):
+				sc.srv.Counters.RespErrors.Add(1)
+				s.fail(failServerTimeout, be, x)
+			case !gotAny && sc.reused && idempotent && !hasBody && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)):
+				return true
+			default:
+				sc.srv.Counters.RespErrors.Add(1)
+				s.fail(failServerError, be, x)
+			}
+			return false
+		}
+		gotAny = true
+		if err := resp.parseResponse(head); err != nil {
+			sc.close()
+			bodyErr()
+			sc.srv.Counters.RespErrors.Add(1)
+			s.fail(failBadResponse, be, x)
+			return false
+		}
+		if resp.status >= 100 && resp.status < 200 && resp.status != 101 {
+			s.sendRespHead(resp, "", "", false)
+			continue
+		}
+		break
+	}
+	x.respHead = time.Now()
+	x.status = resp.status
+	if resp.status == 101 {
+		// A switch nobody could ask for: HTTP/2 has no Upgrade.
+		sc.close()
+		bodyErr()
+		sc.srv.Counters.RespErrors.Add(1)
+		s.fail(failBadResponse, be, x)
+		return false
+	}
+	noBody := isHead || resp.status == 204 || resp.status == 304 || !resp.chunked && resp.contentLength == 0
+	untilClose := !noBody && !resp.chunked && resp.contentLength < 0
+	srv := sc.srv
+	cookie := ""
+	if sticky {
+		cookie = be.StickyCookie
+	}
+	if !untilClose && !resp.connClose {
+		// Back to the pool as soon as the response is read whole, before
+		// the client sees its end and sends the next request.
+		s.keepSC, s.keepBE = sc, be
+	}
+	if noBody {
+		s.releaseEarly()
+	}
+	err = s.sendRespHead(resp, cookie, srv.ID, noBody)
+	var n int64
+	if err == nil && !noBody {
+		n, err = s.copyResponse(sc, resp, be)
+	}
+	if s.keepSC == nil && (untilClose || resp.connClose) {
+		// Not to be kept.
+	} else if s.keepSC == nil {
+		// Kept already: the exchange is over.
+		s.served = err == nil
+		p.count(srv, resp.status, n)
+		x.bytesOut = n
+		if err != nil {
+			s.clientBroke(err)
+			x.terminated = "body"
+		}
+		s.log(x)
+		return false
+	}
+	s.keepSC = nil
+	p.count(srv, resp.status, n)
+	x.bytesOut = n
+	if err != nil {
+		sc.close()
+		s.clientBroke(err)
+		bodyErr()
+		x.terminated = "body"
+		s.log(x)
+		return false
+	}
+	if s.bodyDone != nil {
+		select {
+		case berr := <-s.bodyDone:
+			s.bodyDone = nil
+			if berr != nil {
+				sc.close()
+				s.log(x)
+				return false
+			}
+		default:
+			// The server answered before the whole request body: stop it.
+			s.endBody()
+			bodyErr()
+			sc.close()
+			s.log(x)
+			return false
+		}
+	}
+	if !untilClose && !resp.connClose {
+		s.keepServerConn(sc, be)
+	} else {
+		sc.close()
+	}
+	s.served = true
+	s.log(x)
+	return false
+}
+
+// clientBroke resets the stream after a broken response body: CANCEL
+// for a client that stalled, INTERNAL_ERROR for a server that broke off.
+func (s *h2Stream) clientBroke(err error) {
+	var werr writeError
+	if errors.As(err, &werr) {
+		if errors.Is(werr.err, errClientStalled) {
+			s.abort(http2.ErrCodeCancel)
+		}
+	} else {
+		s.abort(http2.ErrCodeInternal)
+	}
+	s.endBody()
+}
+
+// waitBody waits for the request body's copy to end and returns its error.
+func (s *h2Stream) waitBody() error {
+	if s.bodyDone == nil {
+		return nil
+	}
+	err := <-s.bodyDone
+	s.bodyDone = nil
+	return err
+}
+
+// releaseEarly gives the server connection back once the response is read
+// whole (and the request body sent whole): before the last frame goes to
+// the client.
+func (s *h2Stream) releaseEarly() {
+	sc := s.keepSC
+	if sc == nil {
+		return
+	}
+	if s.bodyDone != nil {
+		select {
+		case err := <-s.bodyDone:
+			s.bodyDone = nil
+			if err != nil {
+				return
+			}
+		default:
+			return
+		}
+	}
+	s.keepSC = nil
+	s.setServer(nil)
+	sc.dl.r = time.Time{} // the body copy moved the read deadline
+	s.keepServerConn(sc, s.keepBE)
+}
+
+// connSpecific reports a header HTTP/2 has no place for (RFC 9113
+// §8.2.2), on top of the message's hop-by-hop ones.
+func connSpecific(name []byte) bool {
+	return equalFold(name, "connection") || equalFold(name, "keep-alive") || equalFold(name, "proxy-connection") ||
+		equalFold(name, "transfer-encoding") || equalFold(name, "upgrade") || equalFold(name, "te")
+}
+
+// sendRespHead sends a server's response head (final or interim) as
+// HEADERS.
+func (s *h2Stream) sendRespHead(resp *message, cookie, id string, end bool) error {
+	return s.sendHead(func(e *hpack.Encoder) {
+		s.status(e, resp.status)
+		if resp.status >= 200 && resp.contentLength >= 0 && !resp.chunked {
+			s.field(e, []byte("content-length"), strconv.AppendInt(s.num[:0:0], resp.contentLength, 10))
+		}
+		for _, f := range resp.fields {
+			if framing(f.name) || resp.hopByHop(f.name) || connSpecific(f.name) {
+				continue
+			}
+			s.field(e, f.name, f.value)
+		}
+		if cookie != "" && resp.status >= 200 {
+			var buf [128]byte
+			s.field(e, []byte("set-cookie"), appendStickyCookie(buf[:0], cookie, id))
+		}
+	}, end)
+}
+
+// copyResponse relays the response body from the server as DATA frames,
+// never reading more than one buffer ahead of the client's windows.
+func (s *h2Stream) copyResponse(sc *serverConn, resp *message, be *backend.Backend) (int64, error) {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := (*bp)[:16384]
+	p := s.c.p
+	dl := deadliner{conn: sc.conn, lazyDeadline: lazyDeadline{timeout: be.TimeoutServer}}
+	var done int64
+	send := func(b []byte, end bool) error {
+		if err := s.writeData(b, end); err != nil {
+			return writeError{err}
+		}
+		done += int64(len(b))
+		p.Counters.BytesOut.Add(uint64(len(b)))
+		sc.srv.Counters.BytesOut.Add(uint64(len(b)))
+		return nil
+	}
+	hr := sc.hr
+	if !resp.chunked {
+		left := resp.contentLength // < 0: until the server closes
+		for left != 0 {
+			dl.touch()
+			want := int64(len(buf))
+			if left > 0 {
+				want = min(want, left)
+			}
+			r, err := hr.Read(buf[:want])
+			if r > 0 {
+				if left > 0 {
+					left -= int64(r)
+				}
+				if left == 0 {
+					s.releaseEarly()
+				}
+				if werr := send(buf[:r], left == 0); werr != nil {
+					return done, werr
+				}
+			}
+			if err == io.EOF && left < 0 {
+				return done, send(nil, true)
+			}
+			if err != nil && left != 0 {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return done, err
+			}
+		}
+		return done, nil
+	}
+	for {
+		dl.touch()
+		line, err := hr.readLine()
+		if err != nil {
+			return done, chunkErr(err)
+		}
+		size, ok := parseChunkSize(line)
+		if !ok {
+			return done, errBadChunk
+		}
+		if size == 0 {
+			return done, s.relayTrailers(hr, &dl, s.releaseEarly)
+		}
+		for size > 0 {
+			if hr.buffered() == 0 {
+				dl.touch()
+				if err := hr.fill(); err != nil {
+					return done, chunkErr(err)
+				}
+			}
+			n := min(int64(hr.buffered()), size, int64(len(buf)))
+			copy(buf, hr.buf[hr.r:hr.r+int(n)])
+			hr.r += int(n)
+			size -= n
+			if werr := send(buf[:n], false); werr != nil {
+				return done, werr
+			}
+		}
+		crlf, err := hr.readLine()
+		if err != nil {
+			return done, chunkErr(err)
+		}
+		if len(crlf) != 0 {
+			return done, errBadChunk
+		}
+	}
+}
+
+// relayTrailers reads the trailers of a chunked response and ends the
+// stream with them (a HEADERS frame), or with an empty DATA frame.
+func (s *h2Stream) relayTrailers(hr *headReader, dl *deadliner, release func()) error {
+	var lines [][]byte
+	for {
+		dl.touch()
+		t, err := hr.readLine()
+		if err != nil {
+			return chunkErr(err)
+		}
+		if !validTrailer(t) {
+			return errBadChunk
+		}
+		if len(t) == 0 {
+			break
+		}
+		// Copied: the next line may move the buffer.
+		lines = append(lines, append([]byte(nil), t...))
+	}
+	release()
+	if len(lines) == 0 {
+		if err := s.writeData(nil, true); err != nil {
+			return writeError{err}
+		}
+		return nil
+	}
+	err := s.sendHead(func(e *hpack.Encoder) {
+		for _, l := range lines {
+			i := strings.IndexByte(stringOf(l), ':')
+			name := l[:i]
+			if framing(name) || connSpecific(name) {
+				continue
+			}
+			s.field(e, name, trimOWS(l[i+1:]))
+		}
+	}, true)
+	if err != nil {
+		return writeError{err}
+	}
+	return nil
+}
+
+// copyBody sends the request body to the server: as it came when its
+// length is known, else chunked. Request trailers are not passed to an
+// HTTP/1 server (as the HTTP/1 path with chunked trailers to h2c servers).
+func (s *h2Stream) copyBody(w io.Writer, chunked bool) (int64, error) {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	const pre = 10 // room for a chunk-size line before the data
+	var done int64
+	for {
+		n, err := s.Read(buf[pre : len(buf)-2])
+		if n > 0 {
+			out := buf[pre : pre+n]
+			if chunked {
+				var hx [pre]byte
+				h := strconv.AppendInt(hx[:0], int64(n), 16)
+				h = append(h, '\r', '\n')
+				start := pre - len(h)
+				copy(buf[start:], h)
+				buf[pre+n], buf[pre+n+1] = '\r', '\n'
+				out = buf[start : pre+n+2]
+			}
+			if _, werr := w.Write(out); werr != nil {
+				return done, writeError{werr}
+			}
+			done += int64(n)
+		}
+		if err == io.EOF {
+			if chunked {
+				if _, werr := w.Write([]byte("0\r\n\r\n")); werr != nil {
+					return done, writeError{werr}
+				}
+			}
+			return done, nil
+		}
+		if err != nil {
+			return done, err
+		}
+	}
+}
+
+// forwardStd forwards the stream to an h2c backend through the net/http
+// side (ReverseProxy, http2.Transport): gRPC with its trailers.
+func (s *h2Stream) forwardStd(be *backend.Backend, x *exchange) {
+	c := s.c
+	p := c.p
+	target := string(s.req.target)
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		s.fail(failBadRequest, be, x)
+		return
+	}
+	r := &http.Request{
+		Method: string(s.req.method), URL: u, Proto: "HTTP/2.0", ProtoMajor: 2,
+		Header: make(http.Header, len(s.req.fields)), Host: string(s.req.host), RequestURI: target,
+		RemoteAddr: c.info.Client.String(), Body: http.NoBody,
+	}
+	for _, f := range s.req.fields {
+		if equalFold(f.name, "host") || equalFold(f.name, "content-length") {
+			continue
+		}
+		k := http.CanonicalHeaderKey(string(f.name))
+		r.Header[k] = append(r.Header[k], string(f.value))
+	}
+	if !s.endStream {
+		r.Body, r.ContentLength = s, s.contentLength
+	}
+	w := &h2Writer{s: s, hdr: make(http.Header)}
+	sr := &stdReq{be: be, info: &c.info}
+	sr.start, sr.headDone = x.start, x.headDone
+	std := p.std()
+	ctx := context.WithValue(context.WithValue(s.ctx, http.ServerContextKey, std.hs), stdReqKey{}, sr)
+	aborted := false
+	func() {
+		defer func() {
+			if e := recover(); e != nil {
+				if e != http.ErrAbortHandler {
+					panic(e)
+				}
+				aborted = true
+			}
+		}()
+		std.rp.ServeHTTP(w, r.WithContext(ctx))
+	}()
+	if aborted || w.err != nil {
+		s.abort(http2.ErrCodeInternal)
+	} else {
+		w.finish()
+		s.served = true
+	}
+	s.endBody()
+	if srv := sr.srv.Load(); srv != nil {
+		x.server = srv.Name
+	}
+	x.connected, x.respHead = sr.connected, sr.respHead
+	x.status, x.retries = sr.status, sr.retries
+	x.bytesOut = sr.sent.Load()
+	x.terminated = sr.terminated
+	if aborted {
+		x.terminated = "body"
+	}
+	s.log(x)
+}
+
+// h2Writer is the http.ResponseWriter of forwardStd: the response goes
+// out as HEADERS, DATA and trailing HEADERS on the stream.
+type h2Writer struct {
+	s           *h2Stream
+	hdr         http.Header
+	wroteHeader bool
+	err         error
+}
+
+func (w *h2Writer) Header() http.Header { return w.hdr }
+
+func (w *h2Writer) WriteHeader(code int) {
+	if w.wroteHeader || w.err != nil {
+		return
+	}
+	if code >= 100 && code < 200 {
+		if code == 101 {
+			code = http.StatusBadGateway
+		} else {
+			w.err = w.s.sendHead(func(e *hpack.Encoder) { w.s.status(e, code); w.fields(e, false) }, false)
+			return
+		}
+	}
+	w.wroteHeader = true
+	w.err = w.s.sendHead(func(e *hpack.Encoder) { w.s.status(e, code); w.fields(e, false) }, false)
+}
+
+// fields encodes the header map; trailers: only the trailer fields.
+func (w *h2Writer) fields(e *hpack.Encoder, trailers bool) {
+	if trailers {
+		for _, decl := range w.hdr["Trailer"] {
+			for k := range strings.SplitSeq(decl, ",") {
+				k = http.CanonicalHeaderKey(strings.TrimSpace(k))
+				for _, v := range w.hdr[k] {
+					w.s.field(e, bytesOf(k), bytesOf(v))
+				}
+			}
+		}
+		for k, vs := range w.hdr {
+			if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+				for _, v := range vs {
+					w.s.field(e, bytesOf(name), bytesOf(v))
+				}
+			}
+		}
+		return
+	}
+	for k, vs := range w.hdr {
+		if strings.HasPrefix(k, http.TrailerPrefix) || k == "Trailer" || connSpecific(bytesOf(k)) {
+			continue
+		}
+		for _, v := range vs {
+			w.s.field(e, bytesOf(k), bytesOf(v))
+		}
+	}
+}
+
+func (w *h2Writer) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if err := w.s.writeData(b, false); err != nil {
+		w.err = err
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// FlushError: frames go out as they are written.
+func (w *h2Writer) FlushError() error { return w.err }
+
+func (w *h2Writer) Flush() {}
+
+// finish ends the stream: with the trailers, or an empty DATA frame.
+func (w *h2Writer) finish() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return
+	}
+	has := false
+	for k := range w.hdr {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			has = true
+		}
+	}
+	for _, decl := range w.hdr["Trailer"] {
+		for k := range strings.SplitSeq(decl, ",") {
+			if w.hdr[http.CanonicalHeaderKey(strings.TrimSpace(k))] != nil {
+				has = true
+			}
+		}
+	}
+	if has {
+		w.err = w.s.sendHead(func(e *hpack.Encoder) { w.fields(e, true) }, true)
+		return
+	}
+	w.err = w.s.writeData(nil, true)
+}
