@@ -8,12 +8,22 @@ import (
 	"time"
 )
 
-// runH2load drives addr with HTTP/2 over cleartext (prior knowledge), one
-// stream in flight per connection, for the same duration as wrk runs.
-func runH2load(ctx context.Context, reg *registry, o wrkOpts, addr string) (wrkResult, string, error) {
+// h2URL is what h2load asks for: http:// is h2c with prior knowledge,
+// https:// HTTP/2 over TLS chosen by ALPN (h2load does not check the
+// bench's self-signed certificate).
+func h2URL(mode, addr string) string {
+	if mode == "h2tls" {
+		return "https://" + addr + "/"
+	}
+	return "http://" + addr + "/"
+}
+
+// runH2load drives url with HTTP/2, H2Streams streams in flight on each of
+// H2Conns connections, for the same duration as wrk runs.
+func runH2load(ctx context.Context, reg *registry, o wrkOpts, url string) (wrkResult, string, error) {
 	secs := max(1, int(o.Duration.Round(time.Second)/time.Second))
-	args := []string{"-t", strconv.Itoa(o.Threads), "-c", strconv.Itoa(o.Conns), "-m", "1",
-		"-D", strconv.Itoa(secs), "http://" + addr + "/"}
+	args := []string{"-t", strconv.Itoa(min(o.Threads, o.H2Conns)), "-c", strconv.Itoa(o.H2Conns), "-m", strconv.Itoa(o.H2Streams),
+		"-D", strconv.Itoa(secs), url}
 	out, err := runTool(ctx, reg, "h2load", args)
 	if err != nil {
 		return wrkResult{}, out, err

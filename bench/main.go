@@ -26,6 +26,7 @@ import (
 type options struct {
 	duration, warmup, pause time.Duration
 	rounds, conns, threads  int
+	h2conns, h2streams      int
 	out, sluiceBin, modes   string
 	keep                    bool
 	idle                    int
@@ -40,10 +41,12 @@ func main() {
 	flag.DurationVar(&o.pause, "pause", 500*time.Millisecond, "idle time between runs")
 	flag.IntVar(&o.rounds, "rounds", 2, "how many times each target is measured per scenario")
 	flag.IntVar(&o.conns, "conns", 50, "wrk connections (-c)")
-	flag.IntVar(&o.threads, "threads", 2, "wrk threads (-t)")
+	flag.IntVar(&o.threads, "threads", 2, "wrk and h2load threads (-t)")
+	flag.IntVar(&o.h2conns, "h2conns", 32, "h2load connections (-c), modes h2 and h2tls")
+	flag.IntVar(&o.h2streams, "h2streams", 10, "h2load streams in flight per connection (-m), modes h2 and h2tls")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.StringVar(&o.sluiceBin, "sluice", "", "sluice binary to use instead of building ./cmd/sluice")
-	flag.StringVar(&o.modes, "modes", "tcp,http,h2", "comma-separated balancer modes to measure: tcp, http, h2 (h2c driven by h2load), udp")
+	flag.StringVar(&o.modes, "modes", "tcp,http,h2,h2tls", "comma-separated balancer modes to measure: tcp, http, h2 (h2c driven by h2load), h2tls (HTTP/2 over TLS, h2load), udp")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, logs)")
 	flag.IntVar(&o.idle, "idle", 4000, "open this many connections through each tcp and http balancer after the rounds and report the memory they cost (0: skip)")
 	flag.Parse()
@@ -61,8 +64,8 @@ func run(o options) int {
 		fmt.Println("wrk not installed: nothing to drive the load with, no benchmark run; apt-get install -y wrk")
 		return 0
 	}
-	if o.rounds < 1 || o.conns < 1 || o.threads < 1 || o.threads > o.conns || o.duration < time.Second {
-		fmt.Fprintln(os.Stderr, "bench: need -rounds >= 1, -duration >= 1s, 1 <= -threads <= -conns")
+	if o.rounds < 1 || o.conns < 1 || o.threads < 1 || o.threads > o.conns || o.duration < time.Second || o.h2conns < 1 || o.h2streams < 1 {
+		fmt.Fprintln(os.Stderr, "bench: need -rounds >= 1, -duration >= 1s, 1 <= -threads <= -conns, -h2conns and -h2streams >= 1")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -112,8 +115,8 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 	}
 	var modes []string
 	for _, m := range strings.Split(o.modes, ",") {
-		if m = strings.TrimSpace(m); m != "tcp" && m != "http" && m != "h2" && m != "udp" {
-			return "", fmt.Errorf("-modes: %q is not tcp, http, h2 or udp", m)
+		if m = strings.TrimSpace(m); m != "tcp" && m != "http" && !isH2(m) && m != "udp" {
+			return "", fmt.Errorf("-modes: %q is not tcp, http, h2, h2tls or udp", m)
 		}
 		modes = append(modes, m)
 	}
@@ -130,6 +133,12 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 			return "", err
 		}
 		logf("udp backends on %s", strings.Join(udpBackends, ", "))
+	}
+	var cert tlsFiles
+	if slices.Contains(modes, "h2tls") {
+		if cert, err = writeCert(dir); err != nil {
+			return "", err
+		}
 	}
 	var notes []string
 	type live struct {
@@ -155,7 +164,7 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 		if t.Mode == "udp" {
 			bs = udpBackends
 		}
-		env := Env{Dir: dir, Backends: bs, reg: reg, Settings: Settings{
+		env := Env{Dir: dir, Backends: bs, TLS: cert, reg: reg, Settings: Settings{
 			Mode: t.Mode, MaxConn: 9000, Threads: runtime.NumCPU(),
 			TimeoutConnect: 5 * time.Second, TimeoutClient: 50 * time.Second, TimeoutServer: 50 * time.Second,
 			TimeoutHTTPReq: 10 * time.Second, Retries: 2,
@@ -169,13 +178,13 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 		lives = append(lives, live{t, r, env})
 	}
 
-	wo := wrkOpts{Threads: o.threads, Conns: o.conns, Duration: o.duration}
+	wo := wrkOpts{Threads: o.threads, Conns: o.conns, Duration: o.duration, H2Conns: o.h2conns, H2Streams: o.h2streams}
 	if o.warmup > 0 {
 		ww := wo
 		ww.Duration = o.warmup
 		for _, l := range lives {
 			for _, sc := range scenariosFor(l.Mode) {
-				if _, out, err := drive(ctx, reg, ww, sc, l.Addr); err != nil {
+				if _, out, err := drive(ctx, reg, ww, sc, l.Mode, l.Addr); err != nil {
 					return "", fmt.Errorf("warm-up of %s: %v\n%s", l.Name(), err, out)
 				}
 			}
@@ -192,7 +201,7 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 				if err := sleep(ctx, o.pause); err != nil {
 					return "", err
 				}
-				s, err := measure(ctx, reg, wo, sc, l.Running)
+				s, err := measure(ctx, reg, wo, sc, l.Mode, l.Running)
 				if err != nil {
 					return "", fmt.Errorf("%s, %s: %v", sc.Name, l.Name(), err)
 				}
@@ -238,10 +247,10 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 
 // measure drives one balancer with one scenario and reads its CPU time and
 // peak RSS around the run.
-func measure(ctx context.Context, reg *registry, wo wrkOpts, sc Scenario, r *Running) (sample, error) {
+func measure(ctx context.Context, reg *registry, wo wrkOpts, sc Scenario, mode string, r *Running) (sample, error) {
 	resetPeakRSS(r.PID)
 	before := readUsage(r.PID)
-	w, out, err := drive(ctx, reg, wo, sc, r.Addr)
+	w, out, err := drive(ctx, reg, wo, sc, mode, r.Addr)
 	after := readUsage(r.PID)
 	if err != nil {
 		return sample{}, fmt.Errorf("%v\n%s", err, out)
@@ -282,6 +291,10 @@ func header(o options, notes []string) string {
 	fmt.Fprintf(&b, "- machine: %d CPUs (%s), shared by wrk, the balancer and the backends\n", runtime.NumCPU(), cpuModel())
 	fmt.Fprintf(&b, "- load: `wrk -t%d -c%d -d%s --latency`; rounds: %d, interleaved A B A B; warm-up: %s per target and scenario\n",
 		o.threads, o.conns, o.duration, o.rounds, o.warmup)
+	if slices.ContainsFunc(strings.Split(o.modes, ","), func(m string) bool { return isH2(strings.TrimSpace(m)) }) {
+		fmt.Fprintf(&b, "- h2 (h2c, prior knowledge) and h2tls (HTTP/2 over TLS 1.3, ALPN h2, ECDSA P-256 certificate): `h2load -t%d -c%d -m%d -D%s`\n",
+			min(o.threads, o.h2conns), o.h2conns, o.h2streams, o.duration)
+	}
 	fmt.Fprintf(&b, "- peers: %s; %s; %s\n", firstLine("haproxy", "-v"), firstLine("nginx", "-v"), firstLine("wrk", "-v"))
 	if strings.Contains(o.modes, "udp") {
 		fmt.Fprintf(&b, "- udp: bench's own driver, %d clients each sending a %d-byte datagram and waiting for its echo (lost after 500 ms, counted as an error); one flow per datagram on both balancers (sluice `responses = 1`, nginx `proxy_responses 1`); \"req/s\" is replies/s\n", o.conns, udpPayload)

@@ -29,6 +29,7 @@ type Settings struct {
 type Env struct {
 	Dir      string
 	Backends []string
+	TLS      tlsFiles // the certificate of mode h2tls
 	Settings
 	reg *registry
 }
@@ -90,11 +91,14 @@ func startSluice(ctx context.Context, env Env, bin string) (*Running, error) {
 	fmt.Fprintf(&b, "[global]\nmaxconn = %d\nhard_stop_after = \"1s\"\n\n", env.MaxConn)
 	fmt.Fprintf(&b, "[defaults]\ntimeout_connect = %q\ntimeout_client = %q\ntimeout_server = %q\ntimeout_http_request = %q\nretries = %d\n\n",
 		env.TimeoutConnect, env.TimeoutClient, env.TimeoutServer, env.TimeoutHTTPReq, env.Retries)
-	mode, h2c := env.Mode, ""
-	if mode == "h2" {
+	mode, h2c, tls := env.Mode, "", ""
+	switch mode {
+	case "h2":
 		mode, h2c = "http", "h2c = true\n"
+	case "h2tls":
+		mode, tls = "http", fmt.Sprintf("[[frontend.bench.tls]]\ncert = %q\nkey = %q\n\n", env.TLS.Cert, env.TLS.Key)
 	}
-	fmt.Fprintf(&b, "[frontend.bench]\nmode = %q\n%sbind = [%q]\ndefault_backend = \"app\"\n\n", mode, h2c, addr)
+	fmt.Fprintf(&b, "[frontend.bench]\nmode = %q\n%sbind = [%q]\ndefault_backend = \"app\"\n\n%s", mode, h2c, addr, tls)
 	fmt.Fprintf(&b, "[backend.app]\nbalance = \"roundrobin\"\n")
 	if env.Mode == "udp" {
 		b.WriteString("responses = 1\n") // as nginx's proxy_responses 1
@@ -119,8 +123,11 @@ func startHAProxy(ctx context.Context, env Env) (*Running, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "global\n    maxconn %d\n    nbthread %d\n\n", env.MaxConn, env.Threads)
 	mode, proto := env.Mode, ""
-	if mode == "h2" {
+	switch mode {
+	case "h2":
 		mode, proto = "http", " proto h2"
+	case "h2tls":
+		mode, proto = "http", fmt.Sprintf(" ssl crt %s alpn h2,http/1.1", env.TLS.Pem)
 	}
 	fmt.Fprintf(&b, "defaults\n    mode %s\n    timeout connect %s\n    timeout client %s\n    timeout server %s\n    retries %d\n",
 		mode, ms(env.TimeoutConnect), ms(env.TimeoutClient), ms(env.TimeoutServer), env.Retries)
@@ -181,8 +188,8 @@ func launch(ctx context.Context, env Env, name, addr string, cmd *exec.Cmd) (*Ru
 
 // probe sends one request through addr and expects the backends' 200.
 func probe(mode, addr string) error {
-	if mode == "h2" {
-		out, err := exec.Command("h2load", "-n", "1", "-c", "1", "http://"+addr+"/").CombinedOutput()
+	if isH2(mode) {
+		out, err := exec.Command("h2load", "-n", "1", "-c", "1", h2URL(mode, addr)).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "1 succeeded") {
 			return fmt.Errorf("h2load probe: %v: %s", err, out)
 		}
@@ -231,7 +238,7 @@ func tail(path string) string {
 // startNginx runs nginx in the foreground with its own prefix: `stream`
 // proxy_pass for tcp, `proxy_pass` to an upstream with keepalive for http
 // (the configuration nginx's docs give for keep-alive to servers), and an
-// http2 listener for h2.
+// http2 listener for h2 (with ssl for h2tls).
 func startNginx(ctx context.Context, env Env) (*Running, error) {
 	addr, err := freeAddr()
 	if err != nil {
@@ -257,14 +264,18 @@ func startNginx(ctx context.Context, env Env) (*Running, error) {
 		fmt.Fprintf(&b, "stream {\n    upstream app {\n%s    }\n    server {\n        listen %s;\n        proxy_pass app;\n        proxy_connect_timeout %s;\n        proxy_timeout %s;\n    }\n}\n",
 			up.String(), addr, sec(env.TimeoutConnect), sec(env.TimeoutServer))
 	} else {
-		listen := addr
-		if env.Mode == "h2" {
+		listen, tls := addr, ""
+		switch env.Mode {
+		case "h2":
 			listen += " http2"
+		case "h2tls":
+			listen += " ssl http2"
+			tls = fmt.Sprintf("        ssl_certificate %s;\n        ssl_certificate_key %s;\n", env.TLS.Cert, env.TLS.Key)
 		}
 		fmt.Fprintf(&b, "http {\n    access_log off;\n    keepalive_requests 1000000;\n    keepalive_timeout %s;\n    client_header_timeout %s;\n", sec(env.TimeoutClient), sec(env.TimeoutHTTPReq))
 		fmt.Fprintf(&b, "    upstream app {\n%s        keepalive 64;\n    }\n", up.String())
-		fmt.Fprintf(&b, "    server {\n        listen %s;\n        location / {\n            proxy_pass http://app;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n            proxy_connect_timeout %s;\n            proxy_read_timeout %s;\n        }\n    }\n}\n",
-			listen, sec(env.TimeoutConnect), sec(env.TimeoutServer))
+		fmt.Fprintf(&b, "    server {\n        listen %s;\n%s        location / {\n            proxy_pass http://app;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n            proxy_connect_timeout %s;\n            proxy_read_timeout %s;\n        }\n    }\n}\n",
+			listen, tls, sec(env.TimeoutConnect), sec(env.TimeoutServer))
 	}
 	cfg := filepath.Join(prefix, "nginx.conf")
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {

@@ -15,13 +15,13 @@ import (
 type Scenario struct {
 	Name    string
 	WrkArgs []string // added to the common -t -c -d --latency
-	H2      bool     // driven by h2load, for mode h2 only
+	H2      bool     // driven by h2load, for modes h2 and h2tls only
 	UDP     bool     // driven by udpLoad instead of wrk, for udp targets only
 }
 
 // fits reports whether the scenario applies to targets of mode.
 func (sc Scenario) fits(mode string) bool {
-	return sc.UDP == (mode == "udp") && sc.H2 == (mode == "h2")
+	return sc.UDP == (mode == "udp") && sc.H2 == isH2(mode)
 }
 
 var allScenarios = []Scenario{
@@ -30,7 +30,8 @@ var allScenarios = []Scenario{
 	// backends say it when asked, so every request pays a new connection
 	// from wrk to the balancer and from the balancer to a backend.
 	{Name: "conn-per-req", WrkArgs: []string{"-H", "Connection: close"}},
-	// HTTP/2 with prior knowledge, one stream at a time per connection.
+	// HTTP/2 (h2c with prior knowledge, or over TLS with ALPN), several
+	// streams in flight on each connection.
 	{Name: "h2 keep-alive", H2: true},
 	{Name: "udp-echo", UDP: true},
 }
@@ -56,16 +57,22 @@ type wrkResult struct {
 type wrkOpts struct {
 	Threads, Conns int
 	Duration       time.Duration
+	// H2Conns and H2Streams are h2load's -c and -m.
+	H2Conns, H2Streams int
 }
 
-// drive runs one scenario against addr with wrk, or with udpLoad.
-func drive(ctx context.Context, reg *registry, o wrkOpts, sc Scenario, addr string) (wrkResult, string, error) {
+// isH2 reports whether mode is one of the HTTP/2 modes: h2 (h2c) or h2tls.
+func isH2(mode string) bool { return mode == "h2" || mode == "h2tls" }
+
+// drive runs one scenario against a balancer of mode on addr with wrk, or
+// with h2load or udpLoad.
+func drive(ctx context.Context, reg *registry, o wrkOpts, sc Scenario, mode, addr string) (wrkResult, string, error) {
 	if sc.UDP {
 		r, err := udpLoad(ctx, addr, o.Conns, o.Duration)
 		return r, "", err
 	}
 	if sc.H2 {
-		return runH2load(ctx, reg, o, addr)
+		return runH2load(ctx, reg, o, h2URL(mode, addr))
 	}
 	return runWrk(ctx, reg, o, sc, addr)
 }
