@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -46,6 +47,9 @@ type clientConn struct {
 	// for a backend with send_proxy: its PROXY header names this client,
 	// so it never goes to the shared pool.
 	own *serverConn
+	// h2c: the frontend also takes HTTP/2 with prior knowledge, so a
+	// first request line of no HTTP/1 version is a broken preface.
+	h2c bool
 }
 
 var (
@@ -67,9 +71,11 @@ func (c *clientConn) returnOut() {
 }
 
 // ServeConn serves HTTP/1.x requests on conn until it closes. It closes conn.
-func (p *Proxy) ServeConn(conn net.Conn, info ConnInfo) {
+func (p *Proxy) ServeConn(conn net.Conn, info ConnInfo) { p.serveConn(conn, info, false) }
+
+func (p *Proxy) serveConn(conn net.Conn, info ConnInfo, h2c bool) {
 	c := clientConnPool.Get().(*clientConn)
-	c.p, c.conn, c.info = p, conn, info
+	c.p, c.conn, c.info, c.h2c = p, conn, info, h2c
 	c.hr = newHeadReader(conn, p.MaxHeaderBytes)
 	c.req.maxFields, c.resp.maxFields = p.MaxHeaderCount, p.MaxHeaderCount
 	c.takeOut()
@@ -96,6 +102,14 @@ func (p *Proxy) ServeConn(conn net.Conn, info ConnInfo) {
 		}
 		first = false
 	}
+}
+
+// h1Version reports whether the request line of head ends in an HTTP/1
+// version token.
+func h1Version(head []byte) bool {
+	line, _ := cutLine(head)
+	v := line[bytes.LastIndexByte(line, ' ')+1:]
+	return string(v) == "HTTP/1.1" || string(v) == "HTTP/1.0"
 }
 
 // exchange is the timing and outcome of one request, the access log's
@@ -164,6 +178,12 @@ func (c *clientConn) serveOne(first bool) bool {
 	if err := c.req.parseRequest(head); err != nil {
 		if err == errTooManyFields {
 			return c.fail(failTooManyHeaders, nil, &x)
+		}
+		if first && c.h2c && !h1Version(head) {
+			// Neither HTTP/1 nor the HTTP/2 preface: a broken preface
+			// (RFC 9113 §3.4), which gets no HTTP/1 answer, only the close.
+			p.countFailure(failBadRequest, nil)
+			return false
 		}
 		return c.fail(failBadRequest, nil, &x)
 	}

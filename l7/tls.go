@@ -134,7 +134,7 @@ func (p *Proxy) ServeClient(conn net.Conn, info ConnInfo) {
 			p.serveH2(c, info)
 			return
 		}
-		p.ServeConn(c, info)
+		p.serveConn(c, info, true)
 		return
 	}
 	p.ServeConn(conn, info)
