@@ -528,26 +528,18 @@ func (c *h2Conn) handle(f http2.Frame) error {
 }
 
 func (c *h2Conn) settings(f *http2.SettingsFrame) error {
+	initWin := int64(-1)
 	if err := f.ForeachSetting(func(s http2.Setting) error {
 		if err := s.Valid(); err != nil {
 			return err
 		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
-			// Applied in order: of several values the last one holds.
-			delta := int64(s.Val) - c.peerInitWin
-			c.peerInitWin = int64(s.Val)
-			for _, st := range c.streams {
-				st.sendWin += delta
-				if st.sendWin > 1<<31-1 {
-					return connErr(http2.ErrCodeFlowControl)
-				}
-				st.wakeLocked()
-			}
+			initWin = int64(s.Val) // applied in order: of several values the last one holds
 		case http2.SettingMaxFrameSize:
+			c.mu.Lock()
 			c.peerMaxFrame = s.Val
+			c.mu.Unlock()
 		}
 		return nil
 	}); err != nil {
@@ -557,7 +549,46 @@ func (c *h2Conn) settings(f *http2.SettingsFrame) error {
 		}
 		return err
 	}
-	return c.write(func() error { return c.wfr.WriteSettingsAck() }, true)
+	// A smaller window holds from before the ACK, a larger one from after
+	// it: a DATA frame the new window allows then follows the ACK, as a
+	// client checking the window it set expects (h2spec 6.9.2/1 drops
+	// frames read while it waits for the ACK).
+	if initWin >= 0 && initWin < c.peerInitWinNow() {
+		c.applyInitWin(initWin)
+	}
+	if err := c.write(func() error { return c.wfr.WriteSettingsAck() }, true); err != nil {
+		return err
+	}
+	if initWin >= 0 {
+		return c.applyInitWin(initWin)
+	}
+	return nil
+}
+
+func (c *h2Conn) peerInitWinNow() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peerInitWin
+}
+
+// applyInitWin moves every stream's send window by the change of
+// SETTINGS_INITIAL_WINDOW_SIZE to v (RFC 9113 §6.9.2).
+func (c *h2Conn) applyInitWin(v int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delta := v - c.peerInitWin
+	c.peerInitWin = v
+	if delta == 0 {
+		return nil
+	}
+	for _, st := range c.streams {
+		st.sendWin += delta
+		if st.sendWin > 1<<31-1 {
+			return connErr(http2.ErrCodeFlowControl)
+		}
+		st.wakeLocked()
+	}
+	return nil
 }
 
 func (c *h2Conn) windowUpdate(f *http2.WindowUpdateFrame) error {
