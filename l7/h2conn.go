@@ -81,6 +81,7 @@ type h2Conn struct {
 	mu           sync.Mutex
 	streams      map[uint32]*h2Stream
 	working      int    // stream goroutines running, reset or not
+	halfOpen     int    // streams without a goroutine discarding their request body
 	lastID       uint32 // highest stream id the client opened
 	sendWin      int64  // connection send window
 	recvWin      int64  // connection receive window left
@@ -449,6 +450,7 @@ func (c *h2Conn) streamError(id uint32, code errCode) {
 	c.mu.Lock()
 	if s := c.streams[id]; s != nil {
 		s.resetLocked(errStreamGone)
+		c.closedLocked(s)
 	}
 	c.mu.Unlock()
 	c.rst(id, code, true)
@@ -506,6 +508,7 @@ func (c *h2Conn) handle(f http2.Frame) error {
 				}
 			}
 			s.resetLocked(errStreamReset)
+			c.closedLocked(s)
 		}
 		return nil
 	case *http2.PriorityFrame:
@@ -691,6 +694,9 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 		}
 		s.trailers = c.hfields
 		err := s.endLocked()
+		if err == nil {
+			c.closedLocked(s)
+		}
 		c.mu.Unlock()
 		if err != nil {
 			c.streamError(id, http2.ErrCodeProtocol)
@@ -772,6 +778,7 @@ func (c *h2Conn) data(f *http2.DataFrame) error {
 	if code != 0 {
 		if s != nil {
 			s.resetLocked(errStreamGone)
+			c.closedLocked(s)
 		}
 		inc := c.giveBack(n)
 		c.mu.Unlock()
@@ -790,7 +797,7 @@ func (c *h2Conn) data(f *http2.DataFrame) error {
 	}
 	s.recvd += int64(len(data))
 	bad := s.contentLength >= 0 && s.recvd > s.contentLength
-	if !bad && !s.resetErr() {
+	if !bad && !s.resetErr() && !s.discard {
 		s.in = append(s.in, data...)
 		s.wakeLocked()
 	} else {
@@ -802,6 +809,7 @@ func (c *h2Conn) data(f *http2.DataFrame) error {
 	if bad {
 		s.resetLocked(errStreamGone)
 	}
+	c.closedLocked(s)
 	c.mu.Unlock()
 	c.sendWindow(inc, 0, 0, true)
 	if bad {
@@ -810,11 +818,25 @@ func (c *h2Conn) data(f *http2.DataFrame) error {
 	return nil
 }
 
+// closedLocked forgets a discarding stream whose goroutine has ended once
+// the client has ended or reset it. c.mu held.
+func (c *h2Conn) closedLocked(s *h2Stream) {
+	if s.exited && (s.remoteClosed || s.reset != nil) && c.streams[s.id] == s {
+		delete(c.streams, s.id)
+		c.halfOpen--
+	}
+}
+
 // streamDone is called when a stream's goroutine ends.
 func (c *h2Conn) streamDone(s *h2Stream) {
 	c.mu.Lock()
+	s.exited = true
 	if c.streams[s.id] == s {
-		delete(c.streams, s.id)
+		if s.discard && !s.remoteClosed && s.reset == nil {
+			c.halfOpen++ // the reader closes it at the client's END_STREAM
+		} else {
+			delete(c.streams, s.id)
+		}
 	}
 	// Unread request body: its bytes go back to the connection window.
 	var inc int64

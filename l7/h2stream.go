@@ -55,9 +55,14 @@ type h2Stream struct {
 	reset        error
 	sendWin      int64
 	done         bool // our side ended the stream
-	served       bool
-	trailers     []hpack.HeaderField
-	server       net.Conn // the server connection in use: closed on reset
+	// discard: the response is over and the rest of the request body is
+	// read and dropped, still checked against content-length, until the
+	// client's END_STREAM (half-closed (local), RFC 9113 §5.1).
+	discard  bool
+	exited   bool // its goroutine has ended (a discarding stream stays in c.streams)
+	served   bool
+	trailers []hpack.HeaderField
+	server   net.Conn // the server connection in use: closed on reset
 }
 
 var (
@@ -224,6 +229,10 @@ func (s *h2Stream) Read(b []byte) (int, error) {
 	c := s.c
 	for {
 		c.mu.Lock()
+		if s.discard && s.reset == nil {
+			c.mu.Unlock()
+			return 0, errStreamGone
+		}
 		if len(s.in) > 0 {
 			n := copy(b, s.in)
 			s.in = s.in[:copy(s.in, s.in[n:])]
@@ -454,19 +463,30 @@ func (s *h2Stream) abort(code http2.ErrCode) {
 }
 
 // endBody stops a request body that is no longer wanted (the response
-// is complete): RST_STREAM NO_ERROR tells the client to stop sending.
+// is complete). A body of known length the client can finish within the
+// stream's window is read to its END_STREAM and dropped, so its length is
+// still checked (a malformed request is PROTOCOL_ERROR even once
+// answered); any other is stopped with RST_STREAM NO_ERROR (RFC 9113 §8.1).
 func (s *h2Stream) endBody() {
 	c := s.c
 	c.mu.Lock()
-	open := !s.remoteClosed && s.reset == nil
-	if open {
-		s.reset = errStreamGone
+	if s.remoteClosed || s.reset != nil || s.discard {
+		c.mu.Unlock()
+		return
+	}
+	if s.contentLength >= 0 && s.contentLength-s.recvd <= s.recvWin && c.halfOpen < MaxH2Streams {
+		s.discard = true
+		inc := c.giveBack(int64(len(s.in)))
+		s.in = s.in[:0]
 		s.wakeLocked()
+		c.mu.Unlock()
+		c.sendWindow(inc, 0, 0, false)
+		return
 	}
+	s.reset = errStreamGone
+	s.wakeLocked()
 	c.mu.Unlock()
-	if open {
-		c.rst(s.id, http2.ErrCodeNo, false)
-	}
+	c.rst(s.id, http2.ErrCodeNo, false)
 }
 
 // fail answers the stream with sluice's own answer for f, as the HTTP/1
