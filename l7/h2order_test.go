@@ -28,7 +28,7 @@ type seqH2 struct {
 func dialSeq(t *testing.T, front string, settings ...http2.Setting) *seqH2 {
 	t.Helper()
 	conn := testutil.Dial(t, front)
-	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
 	c := &seqH2{t: t, conn: conn, fr: http2.NewFramer(conn, conn)}
 	c.enc = hpack.NewEncoder(&c.hb)
 	conn.Write([]byte(http2.ClientPreface))
@@ -113,9 +113,10 @@ func TestH2WindowOpenedBySettingsAfterAck(t *testing.T) {
 // length closes the stream quietly. A body too large for the window left
 // is stopped with RST_STREAM NO_ERROR (RFC 9113 §8.1).
 func TestH2BodyCheckedAfterResponse(t *testing.T) {
-	// The server answers as soon as it has the head, body or not.
+	// The server answers as soon as it has the head, body or not, once
+	// per connection.
 	addr := rawServer(t, func(c net.Conn) {
-		c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly"))
+		c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nearly"))
 		io.Copy(io.Discard, c)
 	})
 	_, front := testutil.Start(t, h2Config("default_backend = \"app\"\nh2c = true", "",
