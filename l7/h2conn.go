@@ -78,6 +78,12 @@ type h2Conn struct {
 	hregular bool
 	hlarge   bool
 
+	// ctx is the parent of the streams' contexts: one per connection, so
+	// a stream's start and end lock this connection's context, not the
+	// Proxy's.
+	ctx       context.Context
+	ctxCancel context.CancelFunc
+
 	mu           sync.Mutex
 	streams      map[uint32]*h2Stream
 	working      int    // stream goroutines running, reset or not
@@ -159,8 +165,10 @@ func (p *Proxy) serveH2(conn net.Conn, info ConnInfo) {
 	maxStr := max(p.MaxHeaderBytes, 16<<10)
 	c.dec = hpack.NewDecoder(4096, c.emit)
 	c.dec.SetMaxStringLength(maxStr)
+	c.ctx, c.ctxCancel = context.WithCancel(p.stopCtx())
 	p.h2conns.Store(c, struct{}{})
 	defer func() {
+		c.ctxCancel()
 		p.h2conns.Delete(c)
 		c.shutdown()
 		c.wg.Wait()
@@ -205,7 +213,11 @@ func (p *Proxy) serveH2(conn net.Conn, info ConnInfo) {
 // write runs fn under the write lock and flushes unless another writer
 // waits (it will flush) or, for the reader (reader true), unless more
 // input is buffered (it flushes before its next read). fn nil: flush only.
-func (c *h2Conn) write(fn func() error, reader bool) error {
+func (c *h2Conn) write(fn func() error, reader bool) error { return c.writeFlush(fn, reader, false) }
+
+// writeFlush is write; lazy leaves the flush to the writer's next write
+// (or to the reader, before it blocks).
+func (c *h2Conn) writeFlush(fn func() error, reader, lazy bool) error {
 	c.wwait.Add(1)
 	c.wmu.Lock()
 	c.wwait.Add(-1)
@@ -218,7 +230,7 @@ func (c *h2Conn) write(fn func() error, reader bool) error {
 		err = fn()
 	}
 	if err == nil {
-		if c.wwait.Load() > 0 || reader && fn != nil && c.br.Buffered() > 0 {
+		if c.wwait.Load() > 0 || reader && fn != nil && c.br.Buffered() > 0 || lazy {
 			c.dirty.Store(true)
 			return nil
 		}
@@ -235,6 +247,13 @@ func (c *h2Conn) write(fn func() error, reader bool) error {
 		c.conn.Close()
 	}
 	return err
+}
+
+// flushDirty flushes what a writer left unflushed, before a wait.
+func (c *h2Conn) flushDirty() {
+	if c.dirty.Load() {
+		c.write(nil, false)
+	}
 }
 
 // goAway ends the connection with code: GOAWAY naming the last stream
@@ -729,7 +748,7 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 		c.rst(id, http2.ErrCodeProtocol, true)
 		return nil
 	}
-	s.ctx, s.cancel = context.WithCancel(c.p.stopCtx())
+	s.ctx, s.cancel = context.WithCancel(c.ctx)
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()

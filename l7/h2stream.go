@@ -267,6 +267,13 @@ func (s *h2Stream) Close() error { return nil }
 // sendHead writes a HEADERS frame (and CONTINUATIONs) whose block build
 // encodes; end ends the stream.
 func (s *h2Stream) sendHead(build func(e *hpack.Encoder), end bool) error {
+	return s.sendHeadLazy(build, end, false)
+}
+
+// sendHeadLazy is sendHead; lazy leaves the frame unflushed for the DATA
+// that follows at once (one write for a small response): the stream
+// flushes before anything it may wait on.
+func (s *h2Stream) sendHeadLazy(build func(e *hpack.Encoder), end, lazy bool) error {
 	c := s.c
 	c.mu.Lock()
 	if s.reset != nil {
@@ -278,7 +285,7 @@ func (s *h2Stream) sendHead(build func(e *hpack.Encoder), end bool) error {
 	}
 	maxFrame := int(c.peerMaxFrame)
 	c.mu.Unlock()
-	return c.write(func() error {
+	return c.writeFlush(func() error {
 		c.encB.b = c.encB.b[:0]
 		build(c.enc)
 		block := c.encB.b
@@ -300,7 +307,7 @@ func (s *h2Stream) sendHead(build func(e *hpack.Encoder), end bool) error {
 			first = false
 		}
 		return nil
-	}, false)
+	}, false, lazy)
 }
 
 // field encodes one header field, the name lower-cased.
@@ -343,6 +350,7 @@ func (s *h2Stream) writeData(b []byte, end bool) error {
 		n = min(n, s.sendWin, c.sendWin, int64(c.peerMaxFrame))
 		if n <= 0 {
 			c.mu.Unlock()
+			c.flushDirty()
 			if !s.wait() {
 				return errClientStalled
 			}
@@ -808,7 +816,7 @@ func (s *h2Stream) exchange(sc *serverConn, be *backend.Backend, x *exchange, st
 			return false
 		}
 		if resp.status >= 100 && resp.status < 200 && resp.status != 101 {
-			s.sendRespHead(resp, "", "", false)
+			s.sendRespHead(resp, "", "", false, false)
 			continue
 		}
 		break
@@ -838,7 +846,9 @@ func (s *h2Stream) exchange(sc *serverConn, be *backend.Backend, x *exchange, st
 	if noBody {
 		s.releaseEarly()
 	}
-	err = s.sendRespHead(resp, cookie, srv.ID, noBody)
+	// A body already read whole goes in the same write as the head.
+	lazy := !noBody && !resp.chunked && resp.contentLength > 0 && int64(sc.hr.buffered()) >= resp.contentLength
+	err = s.sendRespHead(resp, cookie, srv.ID, noBody, lazy)
 	var n int64
 	if err == nil && !noBody {
 		n, err = s.copyResponse(sc, resp, be)
@@ -954,8 +964,8 @@ func connSpecific(name []byte) bool {
 
 // sendRespHead sends a server's response head (final or interim) as
 // HEADERS.
-func (s *h2Stream) sendRespHead(resp *message, cookie, id string, end bool) error {
-	return s.sendHead(func(e *hpack.Encoder) {
+func (s *h2Stream) sendRespHead(resp *message, cookie, id string, end, lazy bool) error {
+	return s.sendHeadLazy(func(e *hpack.Encoder) {
 		s.status(e, resp.status)
 		if resp.status >= 200 && resp.contentLength >= 0 && !resp.chunked {
 			s.field(e, []byte("content-length"), strconv.AppendInt(s.num[:0:0], resp.contentLength, 10))
@@ -970,7 +980,7 @@ func (s *h2Stream) sendRespHead(resp *message, cookie, id string, end bool) erro
 			var buf [128]byte
 			s.field(e, []byte("set-cookie"), appendStickyCookie(buf[:0], cookie, id))
 		}
-	}, end)
+	}, end, lazy)
 }
 
 // copyResponse relays the response body from the server as DATA frames,
