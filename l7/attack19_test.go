@@ -7,6 +7,7 @@ package l7_test
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -30,6 +31,7 @@ type a19Stream struct {
 	rst      bool
 	rstCode  http2.ErrCode
 	dataSeen chan struct{} // closed at the first DATA byte
+	corrupt  error         // the framer refused its header block
 }
 
 // a19Client is an HTTP/2 client made of a bare Framer; a sync.Cond wakes
@@ -42,13 +44,15 @@ type a19Client struct {
 	enc  *hpack.Encoder
 	hb   bytes.Buffer
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	streams map[uint32]*a19Stream
-	goaways []http2.GoAwayFrame
-	pings   [][8]byte
-	closed  bool
-	autoWin bool // give back every DATA byte at once (stream and connection)
+	mu       sync.Mutex
+	cond     *sync.Cond
+	streams  map[uint32]*a19Stream
+	goaways  []http2.GoAwayFrame
+	pings    [][8]byte
+	closed   bool
+	autoWin  bool // windows as large as can be: the client reads all at once
+	sentBack uint32
+	readErr  error
 }
 
 func a19Dial(t *testing.T, front string, autoWin bool, settings ...http2.Setting) *a19Client {
@@ -63,8 +67,17 @@ func a19Dial(t *testing.T, front string, autoWin bool, settings ...http2.Setting
 	if _, err := conn.Write([]byte(http2.ClientPreface)); err != nil {
 		t.Fatal(err)
 	}
+	if autoWin {
+		settings = append(settings, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	}
 	if err := c.fr.WriteSettings(settings...); err != nil {
 		t.Fatal(err)
+	}
+	if autoWin {
+		// Windows at most from the start, and more as DATA comes.
+		if err := c.fr.WriteWindowUpdate(0, 1<<30); err != nil {
+			t.Fatal(err)
+		}
 	}
 	go c.read()
 	return c
@@ -88,8 +101,21 @@ func (c *a19Client) read() {
 	}()
 	for {
 		f, err := c.fr.ReadFrame()
+		var se http2.StreamError
+		if errors.As(err, &se) {
+			// A header block no HTTP/2 peer may send (e.g. a name with
+			// CR LF): recorded, as the stream's end.
+			c.mu.Lock()
+			s := c.stream(se.StreamID)
+			s.corrupt, s.rst = se, true
+			c.cond.Broadcast()
+			c.mu.Unlock()
+			continue
+		}
 		if err != nil {
-			c.t.Logf("read: %v", err)
+			c.mu.Lock()
+			c.readErr = err
+			c.mu.Unlock()
 			return
 		}
 		c.mu.Lock()
@@ -118,13 +144,13 @@ func (c *a19Client) read() {
 				s.ended = true
 			}
 			if n := uint32(len(f.Data())); c.autoWin && n > 0 {
-				id := f.StreamID
-				c.send(func(fr *http2.Framer) error {
-					if err := fr.WriteWindowUpdate(0, n); err != nil {
-						return err
-					}
-					return fr.WriteWindowUpdate(id, n)
-				})
+				// Not under wmu: a writer blocked on a peer that does not
+				// read must not stop this reader.
+				c.sentBack += n
+				if c.sentBack > 1<<29 {
+					c.sentBack = 0
+					go c.send(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(0, 1<<29) })
+				}
 			}
 		case *http2.RSTStreamFrame:
 			s := c.stream(f.StreamID)
@@ -442,5 +468,261 @@ func TestA19WindowUpdateWakesWriterWhileBodyReaderWaits(t *testing.T) {
 	c.send(func(fr *http2.Framer) error { return fr.WriteData(1, true, nil) })
 	if _, body, rst, _ := c.result(1); len(body) != size || rst != 0 {
 		t.Fatalf("body %d bytes, reset %v", len(body), rst)
+	}
+}
+
+// a19Smuggled is a whole response a broken server sends where none belongs:
+// any stream that shows it got another exchange's bytes.
+const a19Smuggled = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED"
+
+// a19Mixed answers by the path's first segment, with every framing an
+// HTTP/1.1 server may use (and some it should not).
+func a19Mixed(w *bufio.Writer, head string, body []byte, _ net.Conn) bool {
+	rl := strings.Fields(requestLine(head))
+	method, path := rl[0], rl[1]
+	kind := strings.Split(path, "/")[1]
+	resp := "resp:" + path
+	switch kind {
+	case "cl":
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(resp), resp)
+	case "chunked":
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-trail\r\n\r\n%x\r\n%s\r\n0\r\nx-trail: %s\r\n\r\n", len(resp), resp, path)
+	case "close":
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\n\r\n%s", resp)
+		return false
+	case "head":
+		if method != "HEAD" {
+			resp = "not a HEAD"
+		}
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n")
+	case "204", "304":
+		// A body where none may be, one write with the head.
+		fmt.Fprintf(w, "HTTP/1.1 %s X\r\nContent-Length: %d\r\n\r\n%s", kind, len(a19Smuggled), a19Smuggled)
+	case "1xx":
+		fmt.Fprintf(w, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n")
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(resp), resp)
+	case "extra":
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s%s", len(resp), resp, a19Smuggled)
+	case "mid":
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n%s", resp)
+		return false
+	case "echo":
+		resp = "resp:" + path + ":" + string(body)
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(resp), resp)
+	case "big":
+		// Larger than any window: the client resets it midway.
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", 1<<20)
+		for range 64 {
+			w.WriteString(strings.Repeat(path[len(path)-1:], 16<<10))
+		}
+	}
+	return true
+}
+
+// Many concurrent streams on several client connections, through a small
+// pool of server connections, with every response framing: each stream
+// gets its own response, whole, and nothing else — including after
+// servers that send bytes after a response, close mid-body, or streams
+// the client resets mid-response or mid-upload.
+func TestA19NoResponseMixUpAcrossStreamsAndClients(t *testing.T) {
+	srv := a19Serve(t, a19Mixed)
+	front := a19Front(t, `timeout_client = "10s"`, "pool_max_idle = 4", srv.addr)
+	kinds := []string{"cl", "chunked", "close", "head", "204", "304", "1xx", "extra", "mid", "echo", "echo-chunked", "big", "upload-rst"}
+	const conns, perConn, rounds = 4, 26, 3
+	var wg sync.WaitGroup
+	errs := make(chan string, conns*perConn*rounds)
+	for ci := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := a19Dial(t, front, true)
+			for r := range rounds {
+				base := uint32(r*perConn*2 + 1)
+				paths := map[uint32]string{}
+				for i := range perConn {
+					id := base + uint32(2*i)
+					kind := kinds[(i+ci+r)%len(kinds)]
+					path := fmt.Sprintf("/%s/%d-%d", kind, ci, id)
+					paths[id] = path
+					var err error
+					switch kind {
+					case "head":
+						err = c.open(id, true, ":method", "HEAD", ":scheme", "http", ":authority", "x", ":path", path)
+					case "echo", "echo-chunked", "upload-rst":
+						path = strings.Replace(path, "/echo-chunked/", "/echo/", 1)
+						path = strings.Replace(path, "/upload-rst/", "/echo/", 1)
+						paths[id] = path
+						f := []string{":method", "POST", ":scheme", "http", ":authority", "x", ":path", path}
+						if kind == "echo" {
+							f = append(f, "content-length", "9")
+						}
+						if err = c.open(id, false, f...); err == nil {
+							err = c.send(func(fr *http2.Framer) error {
+								if kind == "upload-rst" {
+									if err := fr.WriteData(id, false, []byte("part")); err != nil {
+										return err
+									}
+									return fr.WriteRSTStream(id, http2.ErrCodeCancel)
+								}
+								return fr.WriteData(id, true, []byte("body-"+path[len(path)-4:]))
+							})
+						}
+					default:
+						err = c.get(id, path)
+					}
+					if err != nil {
+						errs <- fmt.Sprintf("conn %d: %v", ci, err)
+						return
+					}
+				}
+				for id, path := range paths {
+					kind := strings.Split(path, "/")[1]
+					if kind == "big" {
+						// Reset once the response is moving.
+						c.wait(func() bool { s := c.streams[id]; return s != nil && (s.body.Len() > 0 || s.rst) })
+						c.send(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeCancel) })
+						continue
+					}
+					if strings.Contains(path, "/echo/") && kinds[(int(id-base)/2+ci+r)%len(kinds)] == "upload-rst" {
+						continue
+					}
+					status, body, rst, ok := c.result(id)
+					c.mu.Lock()
+					var trail string
+					ended := c.streams[id] != nil && c.streams[id].ended
+					if s := c.streams[id]; s != nil && len(s.heads) > 1 {
+						trail = s.heads[len(s.heads)-1].Fields[0].Value
+					}
+					c.mu.Unlock()
+					want, wantStatus := "resp:"+path, "200"
+					switch kind {
+					case "head", "204", "304":
+						want = ""
+						if kind != "head" {
+							wantStatus = kind
+						}
+					case "echo":
+						want = "resp:" + path + ":body-" + path[len(path)-4:]
+					case "mid":
+						// Cut short: must not look complete.
+						if ended && rst == 0 {
+							errs <- fmt.Sprintf("%s: a truncated body ended as complete: %q", path, body)
+						}
+						continue
+					}
+					if !ok || status != wantStatus || body != want || rst != 0 {
+						errs <- fmt.Sprintf("%s (stream %d): status %q body %q rst %v ended %v", path, id, status, body, rst, ok)
+					}
+					if kind == "chunked" && trail != path {
+						errs <- fmt.Sprintf("%s: trailer %q", path, trail)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	n := 0
+	for e := range errs {
+		if n++; n <= 20 {
+			t.Error(e)
+		}
+	}
+	if n > 20 {
+		t.Errorf("... %d errors in all", n)
+	}
+}
+
+// Responses without a body (204, 304, HEAD, Content-Length: 0) give their
+// server connection back to the pool before their HEADERS frame is
+// encoded, while the response's header fields still point into that
+// connection's read buffer: the next stream on it reads its own response
+// over them, and a client gets another client's headers (Set-Cookie).
+func TestA19BodylessResponseHeadersNotMixedUp(t *testing.T) {
+	srv := a19Serve(t, func(w *bufio.Writer, head string, _ []byte, _ net.Conn) bool {
+		rl := strings.Fields(requestLine(head))
+		path := rl[1]
+		code := "204 No Content"
+		if strings.HasPrefix(path, "/304/") {
+			code = "304 Not Modified"
+		}
+		if strings.HasPrefix(path, "/big/") {
+			// Keeps the client connection's writer busy.
+			fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", 4<<20)
+			w.Write(make([]byte, 4<<20))
+			return true
+		}
+		// Long values: a wide window for the overwrite.
+		owner := strings.Repeat(path, 20)
+		fmt.Fprintf(w, "HTTP/1.1 %s\r\nx-owner: %s\r\nset-cookie: session=%s\r\n\r\n", code, owner, owner)
+		return true
+	})
+	front := a19Front(t, "", "pool_max_idle = 1", srv.addr)
+	const conns, perConn, rounds = 4, 40, 3
+	var wg sync.WaitGroup
+	errs := make(chan string, conns*perConn*rounds)
+	for ci := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := a19Dial(t, front, true)
+			for r := range rounds {
+				ids := map[uint32]string{}
+				for i := range perConn {
+					id := uint32(2*(r*perConn+i) + 1)
+					kind := []string{"204", "304", "head", "big"}[i%4]
+					path := fmt.Sprintf("/%s/%d-%d", kind, ci, id)
+					ids[id] = path
+					var err error
+					if kind == "head" {
+						err = c.open(id, true, ":method", "HEAD", ":scheme", "http", ":authority", "x", ":path", path)
+					} else {
+						err = c.get(id, path)
+					}
+					if err != nil {
+						errs <- err.Error()
+						return
+					}
+				}
+				for id, path := range ids {
+					c.result(id)
+					if strings.HasPrefix(path, "/big/") {
+						continue
+					}
+					c.mu.Lock()
+					s := c.streams[id]
+					var owner, cookie string
+					if s != nil && len(s.heads) > 0 {
+						for _, f := range s.heads[0].Fields {
+							switch f.Name {
+							case "x-owner":
+								owner = f.Value
+							case "set-cookie":
+								cookie = f.Value
+							}
+						}
+					}
+					c.mu.Unlock()
+					want := strings.Repeat(path, 20)
+					if owner != want || cookie != "session="+want {
+						c.mu.Lock()
+						corrupt := s.corrupt
+						c.mu.Unlock()
+						errs <- fmt.Sprintf("stream %s got x-owner %.40q... set-cookie %.50q... (%v)", path, owner, cookie, corrupt)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	n := 0
+	for e := range errs {
+		if n++; n <= 10 {
+			t.Error(e)
+		}
+	}
+	if n > 10 {
+		t.Errorf("... %d mixed-up responses in all", n)
 	}
 }
