@@ -11,6 +11,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -724,5 +727,195 @@ func TestA19BodylessResponseHeadersNotMixedUp(t *testing.T) {
 	}
 	if n > 10 {
 		t.Errorf("... %d mixed-up responses in all", n)
+	}
+}
+
+// a19Case is one attacker's request head (and body) and what the HTTP/1.1
+// server may see of it.
+type a19Case struct {
+	name   string
+	fields []string
+	body   []string // DATA frames; the last ends the stream
+	// want: "refused" (RST_STREAM, GOAWAY or a 4xx), or "ok" with check on
+	// the server's view of the request.
+	want  string
+	check func(head string) string
+}
+
+var a19Base = []string{":method", "GET", ":scheme", "http", ":authority", "x"}
+
+func a19With(path string, extra ...string) []string {
+	return append(append(append([]string{}, a19Base...), ":path", path), extra...)
+}
+
+func a19Cases() []a19Case {
+	post := func(extra ...string) []string {
+		return append([]string{":method", "POST", ":scheme", "http", ":authority", "x", ":path", "/p"}, extra...)
+	}
+	many := []string{}
+	for i := range 200 {
+		many = append(many, fmt.Sprintf("x-h%d", i), "v")
+	}
+	return []a19Case{
+		{name: "value CRLF", fields: a19With("/v", "x-a", "1\r\nx-injected: 1"), want: "refused"},
+		{name: "value LF", fields: a19With("/v", "x-a", "1\nx-injected: 1"), want: "refused"},
+		{name: "value NUL", fields: a19With("/v", "x-a", "1\x00x"), want: "refused"},
+		{name: "name CRLF", fields: a19With("/v", "x-a\r\nx-injected", "1"), want: "refused"},
+		{name: "path space", fields: a19With("/a b HTTP/1.1\r\nx: y"), want: "refused"},
+		{name: "path no slash", fields: a19With("a"), want: "refused"},
+		{name: "path absolute", fields: a19With("http://evil/x"), want: "refused"},
+		{name: "method with space", fields: []string{":method", "GET /smuggled HTTP/1.1\r\n", ":scheme", "http", ":authority", "x", ":path", "/"}, want: "refused"},
+		{name: "authority CRLF", fields: []string{":method", "GET", ":scheme", "http", ":authority", "x\r\nx-injected: 1", ":path", "/"}, want: "refused"},
+		{name: "authority vs host", fields: a19With("/h", "host", "other"), want: "ok", check: func(h string) string {
+			if strings.Count(strings.ToLower(h), "\r\nhost:") != 1 || !strings.Contains(h, "\r\nHost: x\r\n") {
+				return "want exactly one Host: x"
+			}
+			return ""
+		}},
+		{name: "transfer-encoding", fields: post("transfer-encoding", "chunked"), body: []string{"0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"}, want: "refused"},
+		{name: "uppercase name", fields: a19With("/u", "X-Upper", "1"), want: "refused"},
+		{name: "pseudo after regular", fields: append(append([]string{}, a19Base...), "x-a", "1", ":path", "/late"), want: "refused"},
+		{name: "duplicate path", fields: a19With("/a", ":path", "/b"), want: "refused"},
+		{name: "connection", fields: a19With("/c", "connection", "close"), want: "refused"},
+		{name: "keep-alive", fields: a19With("/c", "keep-alive", "1"), want: "refused"},
+		{name: "upgrade", fields: a19With("/c", "upgrade", "websocket"), want: "refused"},
+		{name: "te gzip", fields: a19With("/c", "te", "gzip"), want: "refused"},
+		{name: "te trailers", fields: a19With("/c", "te", "trailers"), want: "ok", check: func(h string) string {
+			if strings.Contains(strings.ToLower(h), "\r\nte:") {
+				return "te passed to the server"
+			}
+			return ""
+		}},
+		{name: "cl above data", fields: post("content-length", "10"), body: []string{"abc"}, want: "refused"},
+		{name: "cl below data", fields: post("content-length", "2"), body: []string{"abcdef"}, want: "refused"},
+		{name: "cl twice differing", fields: post("content-length", "3", "content-length", "4"), body: []string{"abc"}, want: "refused"},
+		{name: "cl with a body in a smuggled request", fields: post("content-length", "3"), body: []string{"abc"}, want: "ok", check: func(h string) string {
+			if !strings.Contains(h, "Content-Length: 3\r\n") || strings.Contains(strings.ToLower(h), "transfer-encoding") {
+				return "framing"
+			}
+			return ""
+		}},
+		{name: "no cl body chunked", fields: post(), body: []string{"abc", "def"}, want: "ok", check: func(h string) string {
+			if !strings.Contains(h, "Transfer-Encoding: chunked\r\n") {
+				return "want chunked"
+			}
+			return ""
+		}},
+		{name: "200 headers", fields: a19With("/m", many...), want: "refused"},
+	}
+}
+
+// a19Run sends each case on its own connection to front and reports how it
+// ended: "refused" or "ok", and the server's view if it got the request.
+func a19Run(t *testing.T, front string, srv *a19Server, cs a19Case) (string, string) {
+	c := a19Dial(t, front, true)
+	before := srv.count()
+	if err := c.open(1, len(cs.body) == 0, cs.fields...); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range cs.body {
+		last := i == len(cs.body)-1
+		c.send(func(fr *http2.Framer) error { return fr.WriteData(1, last, []byte(d)) })
+	}
+	status, _, rst, ended := c.result(1)
+	c.mu.Lock()
+	gone := len(c.goaways) > 0 || c.closed
+	c.mu.Unlock()
+	var head string
+	if srv.count() > before {
+		head = srv.lastHead()
+	}
+	switch {
+	case rst != 0 || !ended || gone && status == "":
+		return "refused", head
+	case status != "" && status[0] == '4':
+		return "refused", head
+	case status == "200":
+		return "ok", head
+	}
+	return fmt.Sprintf("status %s rst %v", status, rst), head
+}
+
+func (s *a19Server) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.heads)
+}
+
+// Request smuggling from HTTP/2 to HTTP/1.1: what hpack lets a client put
+// in a head must never become a second request, a second header or other
+// framing on the server connection.
+func TestA19SmugglingH2ToH1(t *testing.T) {
+	srv := a19Serve(t, func(w *bufio.Writer, head string, body []byte, _ net.Conn) bool {
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	front := a19Front(t, "", "", srv.addr)
+	for _, cs := range a19Cases() {
+		got, head := a19Run(t, front, srv, cs)
+		if strings.Contains(head, "injected") || strings.Contains(head, "smuggled") {
+			t.Errorf("%s: the server saw\n%s", cs.name, head)
+		}
+		if got != cs.want {
+			t.Errorf("%s: %s, want %s (server saw %q)", cs.name, got, cs.want, head)
+			continue
+		}
+		if cs.check != nil && head != "" {
+			if e := cs.check(head); e != "" {
+				t.Errorf("%s: %s:\n%s", cs.name, e, head)
+			}
+		}
+	}
+}
+
+// a19HAProxy runs HAProxy 2.6 in front of addr (h2c prior knowledge on its
+// bind) for side-by-side runs: A19_HAPROXY=1 go test -run HAProxy ./l7/
+func a19HAProxy(t *testing.T, addr string) string {
+	if os.Getenv("A19_HAPROXY") == "" {
+		t.Skip("A19_HAPROXY not set")
+	}
+	front := testutil.FreeAddr(t)
+	cfg := filepath.Join(t.TempDir(), "h.cfg")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`global
+  maxconn 1000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 10s
+  timeout server 10s
+  option forwardfor
+frontend f
+  bind %s proto h2
+  default_backend b
+backend b
+  http-reuse always
+  server s1 %s
+`, front, addr)), 0o644)
+	cmd := exec.Command("haproxy", "-db", "-f", cfg)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	testutil.WaitFor(t, "haproxy listening", 5*time.Second, func() bool {
+		c, err := net.Dial("tcp", front)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return front
+}
+
+// The smuggling cases against HAProxy, to compare (not part of the gate).
+func TestA19HAProxySideBySide(t *testing.T) {
+	srv := a19Serve(t, func(w *bufio.Writer, head string, body []byte, _ net.Conn) bool {
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	front := a19HAProxy(t, srv.addr)
+	for _, cs := range a19Cases() {
+		got, head := a19Run(t, front, srv, cs)
+		t.Logf("%-22s haproxy: %s (server saw %q)", cs.name, got, requestLine(head))
 	}
 }
