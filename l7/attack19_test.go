@@ -874,6 +874,13 @@ func a19HAProxy(t *testing.T, addr string) string {
 	if os.Getenv("A19_HAPROXY") == "" {
 		t.Skip("A19_HAPROXY not set")
 	}
+	return a19HAProxyMaybe(t, addr)
+}
+
+func a19HAProxyMaybe(t *testing.T, addr string) string {
+	if os.Getenv("A19_HAPROXY") == "" {
+		return ""
+	}
 	front := testutil.FreeAddr(t)
 	cfg := filepath.Join(t.TempDir(), "h.cfg")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`global
