@@ -843,12 +843,14 @@ func (s *h2Stream) exchange(sc *serverConn, be *backend.Backend, x *exchange, st
 		// the client sees its end and sends the next request.
 		s.keepSC, s.keepBE = sc, be
 	}
-	if noBody {
-		s.releaseEarly()
-	}
 	// A body already read whole goes in the same write as the head.
 	lazy := !noBody && !resp.chunked && resp.contentLength > 0 && int64(sc.hr.buffered()) >= resp.contentLength
 	err = s.sendRespHead(resp, cookie, srv.ID, noBody, lazy)
+	if noBody {
+		// Only now: resp's fields point into sc's read buffer, which the
+		// next stream given sc reads its own response into.
+		s.releaseEarly()
+	}
 	var n int64
 	if err == nil && !noBody {
 		n, err = s.copyResponse(sc, resp, be)
