@@ -687,31 +687,34 @@ func (s *h2Stream) buildRequestHead(b []byte) []byte {
 		b = strconv.AppendInt(b, req.contentLength, 10)
 		b = append(b, "\r\n"...)
 	}
-	cookies := 0
+	cookies := false
 	for _, f := range req.fields {
 		switch {
 		case framing(f.name), equalFold(f.name, "host"), equalFold(f.name, "te"), isForwarding(f.name):
 			continue
 		case equalFold(f.name, "cookie"):
-			if cookies == 0 {
-				b = append(b, "cookie: "...)
-			} else {
-				b = append(b, "; "...)
-			}
-			b = append(b, f.value...)
-			cookies++
+			cookies = true // joined below, wherever the crumbs stood
 			continue
-		}
-		if cookies > 0 {
-			b = append(b, "\r\n"...)
-			cookies = -1 << 30
 		}
 		b = append(b, f.name...)
 		b = append(b, ": "...)
 		b = append(b, f.value...)
 		b = append(b, "\r\n"...)
 	}
-	if cookies > 0 {
+	if cookies {
+		// HTTP/2 clients may split the cookie into crumbs anywhere in the
+		// list; HTTP/1.1 wants one line with them joined by "; ".
+		b = append(b, "cookie: "...)
+		first := true
+		for _, f := range req.fields {
+			if equalFold(f.name, "cookie") {
+				if !first {
+					b = append(b, "; "...)
+				}
+				b = append(b, f.value...)
+				first = false
+			}
+		}
 		b = append(b, "\r\n"...)
 	}
 	v := h1View(req)
