@@ -38,13 +38,16 @@ type h2Stream struct {
 	start         time.Time
 	ctx           context.Context
 	cancel        context.CancelFunc
-	timer         *time.Timer
 	lname         []byte // a lower-cased header name being encoded
 	num           [20]byte
-	wake          chan struct{}
-	bodyDone      chan error       // the request body copy's end, while it runs
-	keepSC        *serverConn      // the server connection to keep after the response
-	keepBE        *backend.Backend // its backend
+	// The request body reader (Read, in the body copy's goroutine) and
+	// the response writer (writeData) wait for different things at the
+	// same time: each has its own wake-up and timer, or one takes the
+	// other's wake-up and the other sleeps on.
+	rd, wr   waker
+	bodyDone chan error       // the request body copy's end, while it runs
+	keepSC   *serverConn      // the server connection to keep after the response
+	keepBE   *backend.Backend // its backend
 
 	// Guarded by c.mu.
 	in           []byte // request body received, not yet read
@@ -90,7 +93,7 @@ func stringOf(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b
 func newH2Stream(c *h2Conn, id uint32, fields []hpack.HeaderField, end, large bool) *h2Stream {
 	s := &h2Stream{c: c, id: id, fields: fields, endStream: end, large: large, contentLength: -1,
 		start: time.Now(), recvWin: h2StreamWindow, sendWin: c.peerInitWin, remoteClosed: end,
-		wake: make(chan struct{}, 1)}
+		rd: newWaker(), wr: newWaker()}
 	s.req.reset()
 	var method, scheme, path, authority string
 	var cl []byte
@@ -166,11 +169,45 @@ func newH2Stream(c *h2Conn, id uint32, fields []hpack.HeaderField, end, large bo
 	return s
 }
 
-// wakeLocked wakes the stream's goroutine if it waits.
+// wakeLocked wakes whatever of the stream waits (both look again at what
+// they wait for).
 func (s *h2Stream) wakeLocked() {
+	s.rd.wake()
+	s.wr.wake()
+}
+
+// waker is one goroutine's wait for the connection's reader.
+type waker struct {
+	ch    chan struct{}
+	timer *time.Timer
+}
+
+func newWaker() waker { return waker{ch: make(chan struct{}, 1)} }
+
+func (w *waker) wake() {
 	select {
-	case s.wake <- struct{}{}:
+	case w.ch <- struct{}{}:
 	default:
+	}
+}
+
+// wait waits for a wake-up, at most t (0: no limit); false when t ran out.
+func (w *waker) wait(t time.Duration) bool {
+	if t <= 0 {
+		<-w.ch
+		return true
+	}
+	if w.timer == nil {
+		w.timer = time.NewTimer(t)
+	} else {
+		w.timer.Reset(t)
+	}
+	select {
+	case <-w.ch:
+		w.timer.Stop()
+		return true
+	case <-w.timer.C:
+		return false
 	}
 }
 
@@ -200,27 +237,6 @@ func (s *h2Stream) endLocked() error {
 		return errBadMessage
 	}
 	return nil
-}
-
-// wait waits for the reader to wake the stream, at most timeout_client.
-func (s *h2Stream) wait() bool {
-	t := s.c.p.TimeoutClient
-	if t <= 0 {
-		<-s.wake
-		return true
-	}
-	if s.timer == nil {
-		s.timer = time.NewTimer(t)
-	} else {
-		s.timer.Reset(t)
-	}
-	select {
-	case <-s.wake:
-		s.timer.Stop()
-		return true
-	case <-s.timer.C:
-		return false
-	}
 }
 
 // Read reads the request body; what it takes goes back to the client's
@@ -256,7 +272,7 @@ func (s *h2Stream) Read(b []byte) (int, error) {
 			return 0, io.EOF
 		}
 		c.mu.Unlock()
-		if !s.wait() {
+		if !s.rd.wait(c.p.TimeoutClient) {
 			return 0, errClientStalled
 		}
 	}
@@ -351,7 +367,7 @@ func (s *h2Stream) writeData(b []byte, end bool) error {
 		if n <= 0 {
 			c.mu.Unlock()
 			c.flushDirty()
-			if !s.wait() {
+			if !s.wr.wait(c.p.TimeoutClient) {
 				return errClientStalled
 			}
 			continue
