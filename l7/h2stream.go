@@ -486,7 +486,7 @@ func (s *h2Stream) serve() {
 	}
 	x.backend = be.Name
 	if s.protocol != "" {
-		s.websocket(be, &x)
+		s.websocket(be, &x) // h2ws.go
 		return
 	}
 	if p.Backends[be].Proto == "h2c" {

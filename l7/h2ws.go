@@ -48,6 +48,11 @@ func wsAccept(key string) string {
 // policy core's rules and failure answers), upgrade, relay.
 func (s *h2Stream) websocket(be *backend.Backend, x *exchange) {
 	p := s.c.p
+	if p.Backends[be].Proto == "h2c" {
+		// Its servers would need extended CONNECT themselves: not carried.
+		s.fail(failBadRequest, be, x)
+		return
+	}
 	cn := backend.Connect{Client: backend.Client{Addr: s.c.info.Client.Addr()}, Budget: p.ServerConns}
 	if be.Sticky == "cookie" {
 		v := h1View(&s.req)

@@ -1,7 +1,10 @@
 package l7_test
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -367,4 +370,92 @@ func TestH2WebSocketServerRefuses(t *testing.T) {
 	if st, _, _ := c2.answer(t, 1); st != "502" {
 		t.Fatalf("wrong Sec-WebSocket-Accept: %q, want 502", st)
 	}
+}
+
+// wsRawServer accepts WebSocket handshakes by hand (RFC 6455 §4.2.2) and
+// then hands each connection, its head read, to fn.
+func wsRawServer(t *testing.T, fn func(c net.Conn, r *bufio.Reader)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				r := bufio.NewReader(c)
+				req, err := http.ReadRequest(r)
+				if err != nil {
+					return
+				}
+				h := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+				fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+					base64.StdEncoding.EncodeToString(h[:]))
+				fn(c, r)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// The client's END_STREAM half-closes the server connection, whose answer
+// still reaches the client before the server's close ends the stream.
+func TestH2WebSocketHalfClose(t *testing.T) {
+	got := make(chan string, 1)
+	addr := wsRawServer(t, func(c net.Conn, r *bufio.Reader) {
+		b, _ := io.ReadAll(r) // to the half-close
+		got <- string(b)
+		io.WriteString(c, "bye")
+	})
+	_, front := testutil.Start(t, wsConfig(addr))
+	c := dialH2WS(t, front, true)
+	c.headers(t, 1, false, extConnect("/")...)
+	if f := c.next(t, 1); f.status != "200" {
+		t.Fatalf("%+v, want 200", f)
+	}
+	c.data(t, 1, []byte("ping"), true)
+	if st, body, code := c.answer(t, 1); st != "" || body != "bye" || code != 0 {
+		t.Fatalf("got %q %q %v, want bye and END_STREAM", st, body, code)
+	}
+	if s := <-got; s != "ping" {
+		t.Fatalf("server read %q", s)
+	}
+}
+
+// RST_STREAM from the client closes the server connection; a tunnel
+// where nothing moves for timeout_tunnel is reset and closed too.
+func TestH2WebSocketResetAndIdle(t *testing.T) {
+	closed := make(chan struct{}, 4)
+	addr := wsRawServer(t, func(c net.Conn, r *bufio.Reader) {
+		io.Copy(io.Discard, r)
+		closed <- struct{}{}
+	})
+	_, front := testutil.Start(t, wsConfig(addr)+"\n[defaults]\ntimeout_tunnel = \"300ms\"\n")
+	c := dialH2WS(t, front, true)
+	c.headers(t, 1, false, extConnect("/")...)
+	if f := c.next(t, 1); f.status != "200" {
+		t.Fatalf("%+v, want 200", f)
+	}
+	c.wmu.Lock()
+	c.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	c.wmu.Unlock()
+	<-closed
+
+	c.headers(t, 3, false, extConnect("/")...)
+	if f := c.next(t, 3); f.status != "200" {
+		t.Fatalf("%+v, want 200", f)
+	}
+	if _, _, code := c.answer(t, 3); code != http2.ErrCodeCancel {
+		t.Fatalf("idle tunnel: %v, want RST_STREAM CANCEL", code)
+	}
+	<-closed
 }
