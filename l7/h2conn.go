@@ -77,6 +77,9 @@ type h2Conn struct {
 	hbad     bool
 	hregular bool
 	hlarge   bool
+	// acked: the client acknowledged our SETTINGS (reader only); before,
+	// it cannot know extended CONNECT is allowed (RFC 8441 §3).
+	acked bool
 
 	// ctx is the parent of the streams' contexts: one per connection, so
 	// a stream's start and end lock this connection's context, not the
@@ -193,6 +196,8 @@ func (p *Proxy) serveH2(conn net.Conn, info ConnInfo) {
 		{ID: http2.SettingMaxConcurrentStreams, Val: MaxH2Streams},
 		{ID: http2.SettingInitialWindowSize, Val: h2StreamWindow},
 		{ID: http2.SettingEnablePush, Val: 0},
+		// WebSocket over HTTP/2 (RFC 8441 §3): extended CONNECT, h2ws.go.
+		{ID: http2.SettingEnableConnectProtocol, Val: 1},
 	}
 	if p.MaxHeaderBytes > 0 {
 		settings = append(settings, http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: uint32(p.MaxHeaderBytes)})
@@ -490,6 +495,7 @@ func (c *h2Conn) handle(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.SettingsFrame:
 		if f.IsAck() {
+			c.acked = true
 			return nil
 		}
 		if err := c.meaningless(); err != nil {

@@ -34,6 +34,8 @@ type h2Stream struct {
 	endStream     bool // the request has no body
 	large         bool // its head was over max_header_bytes: 431
 	connect       bool
+	protocol      string        // :protocol of an extended CONNECT (RFC 8441)
+	idle          time.Duration // a tunnel's wait limit (timeout_tunnel); 0: timeout_client
 	contentLength int64
 	start         time.Time
 	ctx           context.Context
@@ -95,7 +97,7 @@ func newH2Stream(c *h2Conn, id uint32, fields []hpack.HeaderField, end, large bo
 		start: time.Now(), recvWin: h2StreamWindow, sendWin: c.peerInitWin, remoteClosed: end,
 		rd: newWaker(), wr: newWaker()}
 	s.req.reset()
-	var method, scheme, path, authority string
+	var method, scheme, path, authority, protocol string
 	var cl []byte
 	for _, f := range fields {
 		if f.Name[0] == ':' {
@@ -109,8 +111,10 @@ func newH2Stream(c *h2Conn, id uint32, fields []hpack.HeaderField, end, large bo
 				dst = &path
 			case ":authority":
 				dst = &authority
+			case ":protocol":
+				dst = &protocol
 			default:
-				return nil // :status, :protocol (no extended CONNECT) or unknown
+				return nil // :status or unknown
 			}
 			if *dst != "" || f.Value == "" {
 				return nil
@@ -144,6 +148,16 @@ func newH2Stream(c *h2Conn, id uint32, fields []hpack.HeaderField, end, large bo
 	}
 	s.req.method, s.req.target = bytesOf(method), bytesOf(path)
 	if large {
+		return s
+	}
+	if protocol != "" {
+		// Extended CONNECT (RFC 8441 §4): only once the client has our
+		// SETTINGS, with the fields of a request to a path.
+		if method != "CONNECT" || !c.acked || scheme == "" || path == "" || path[0] != '/' || authority == "" ||
+			!validTarget(s.req.target) || !isHostChars(s.req.host) {
+			return nil
+		}
+		s.protocol = protocol
 		return s
 	}
 	if method == "CONNECT" {
@@ -272,7 +286,7 @@ func (s *h2Stream) Read(b []byte) (int, error) {
 			return 0, io.EOF
 		}
 		c.mu.Unlock()
-		if !s.rd.wait(c.p.TimeoutClient) {
+		if !s.rd.wait(s.waitLimit()) {
 			return 0, errClientStalled
 		}
 	}
@@ -367,7 +381,7 @@ func (s *h2Stream) writeData(b []byte, end bool) error {
 		if n <= 0 {
 			c.mu.Unlock()
 			c.flushDirty()
-			if !s.wr.wait(c.p.TimeoutClient) {
+			if !s.wr.wait(s.waitLimit()) {
 				return errClientStalled
 			}
 			continue
@@ -460,6 +474,10 @@ func (s *h2Stream) serve() {
 		s.fail(failBadRequest, nil, &x)
 		return
 	}
+	if s.protocol != "" && !wsProtocol(s.protocol) {
+		s.fail(failBadRequest, nil, &x) // a protocol sluice cannot carry
+		return
+	}
 	v := h1View(&s.req)
 	be := p.route(&v)
 	if be == nil {
@@ -467,6 +485,10 @@ func (s *h2Stream) serve() {
 		return
 	}
 	x.backend = be.Name
+	if s.protocol != "" {
+		s.websocket(be, &x) // h2ws.go
+		return
+	}
 	if p.Backends[be].Proto == "h2c" {
 		s.forwardStd(be, &x)
 		return
