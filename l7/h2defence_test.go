@@ -292,6 +292,8 @@ func TestH2HeaderListTooLarge(t *testing.T) {
 		defer c.mu.Unlock()
 		return c.ended[1] && c.ended[3]
 	})
+	c.mu.Lock() // the client's reader goes on filling these maps
+	defer c.mu.Unlock()
 	if c.status[1] != "431" || c.status[3] != "200" || !strings.Contains(c.body[3], "path=/small") {
 		t.Fatalf("statuses %q %q", c.status[1], c.status[3])
 	}
