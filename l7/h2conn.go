@@ -69,6 +69,12 @@ type h2Conn struct {
 	wdl   lazyDeadline
 	wwait atomic.Int32
 	dirty atomic.Bool
+	// ready counts the streams holding a whole response about to be
+	// written (nothing left to wait on but the write lock): the last
+	// write of each is left unflushed, and the one that takes ready to 0
+	// yields once (the streams woken with it write theirs) and flushes,
+	// so responses finishing together go out in one write, not one each.
+	ready atomic.Int32
 
 	// Header block decoding (reader goroutine only).
 	hblock   []byte

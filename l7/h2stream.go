@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,6 +51,7 @@ type h2Stream struct {
 	bodyDone chan error       // the request body copy's end, while it runs
 	keepSC   *serverConn      // the server connection to keep after the response
 	keepBE   *backend.Backend // its backend
+	ready    bool             // counted in c.ready (see there)
 
 	// Guarded by c.mu.
 	in           []byte // request body received, not yet read
@@ -374,12 +376,13 @@ func (s *h2Stream) writeData(b []byte, end bool) error {
 			if !end {
 				return nil
 			}
-			return c.write(func() error { return c.wfr.WriteData(s.id, true, nil) }, false)
+			return c.writeFlush(func() error { return c.wfr.WriteData(s.id, true, nil) }, false, s.batched())
 		}
 		n := int64(len(b))
 		n = min(n, s.sendWin, c.sendWin, int64(c.peerMaxFrame))
 		if n <= 0 {
 			c.mu.Unlock()
+			s.unready() // it waits: no longer one to leave the flush to
 			c.flushDirty()
 			if !s.wr.wait(s.waitLimit()) {
 				return errClientStalled
@@ -394,13 +397,41 @@ func (s *h2Stream) writeData(b []byte, end bool) error {
 		}
 		c.mu.Unlock()
 		chunk := b[:n]
-		if err := c.write(func() error { return c.wfr.WriteData(s.id, last, chunk) }, false); err != nil {
+		if err := c.writeFlush(func() error { return c.wfr.WriteData(s.id, last, chunk) }, false, last && s.batched()); err != nil {
 			return err
 		}
 		b = b[n:]
 		if last {
 			return nil
 		}
+	}
+}
+
+// batched says whether the stream's last frame may stay unflushed: it is
+// ready, and its unready (or another ready stream's) flushes it.
+func (s *h2Stream) batched() bool { return s.ready }
+
+// setReady counts the stream in c.ready: its whole response is in hand.
+func (s *h2Stream) setReady() {
+	if !s.ready {
+		s.ready = true
+		s.c.ready.Add(1)
+	}
+}
+
+// unready ends setReady, after the stream's last write (or instead of
+// it): the last ready stream flushes what the others left.
+func (s *h2Stream) unready() {
+	if !s.ready {
+		return
+	}
+	s.ready = false
+	c := s.c
+	if c.ready.Add(-1) == 0 && c.dirty.Load() {
+		// Let the streams woken with this one (their server responses
+		// came in the same poll) write theirs first: one flush for all.
+		runtime.Gosched()
+		c.flushDirty()
 	}
 }
 
@@ -886,7 +917,16 @@ func (s *h2Stream) exchange(sc *serverConn, be *backend.Backend, x *exchange, st
 	}
 	// A body already read whole goes in the same write as the head.
 	lazy := !noBody && !resp.chunked && resp.contentLength > 0 && int64(sc.hr.buffered()) >= resp.contentLength
-	err = s.sendRespHead(resp, cookie, srv.ID, noBody, lazy)
+	if noBody || lazy {
+		// Nothing left to wait on but the writes: batched with the other
+		// streams' (see h2Conn.ready).
+		s.setReady()
+		defer s.unready()
+	}
+	err = s.sendRespHead(resp, cookie, srv.ID, noBody, lazy || noBody && s.batched())
+	if noBody {
+		s.unready()
+	}
 	if noBody {
 		// Only now: resp's fields point into sc's read buffer, which the
 		// next stream given sc reads its own response into.
@@ -896,6 +936,7 @@ func (s *h2Stream) exchange(sc *serverConn, be *backend.Backend, x *exchange, st
 	if err == nil && !noBody {
 		n, err = s.copyResponse(sc, resp, be)
 	}
+	s.unready()
 	if s.keepSC == nil && (untilClose || resp.connClose) {
 		// Not to be kept.
 	} else if s.keepSC == nil {
