@@ -352,6 +352,13 @@ func (c *clientConn) serverConn(ctx context.Context, cn *backend.Connect, be *ba
 	} else if sc := c.p.getIdle(srv, be); sc != nil {
 		return sc, nil
 	}
+	return c.p.dialServer(ctx, cn, srv, be, hdr)
+}
+
+// dialServer opens a new connection to srv for cn (a slot of the
+// server-connection budget, the PROXY header hdr when not nil): the one
+// dial of both HTTP paths.
+func (p *Proxy) dialServer(ctx context.Context, cn *backend.Connect, srv *backend.Server, be *backend.Backend, hdr *l4.ProxyHeader) (*serverConn, error) {
 	if err := cn.TakeSlot(); err != nil {
 		return nil, err
 	}
@@ -362,7 +369,7 @@ func (c *clientConn) serverConn(ctx context.Context, cn *backend.Connect, be *ba
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	return newServerConn(conn, srv, c.p.MaxHeaderBytes, c.p.ServerConns), nil
+	return newServerConn(conn, srv, p.MaxHeaderBytes, p.ServerConns), nil
 }
 
 // keepServerConn keeps sc for another request: in the shared pool, or as

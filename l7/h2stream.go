@@ -619,17 +619,7 @@ func (s *h2Stream) forward(be *backend.Backend, x *exchange) {
 		if cn.Server != nil {
 			x.server = cn.Server.Name
 		}
-		switch {
-		case err == nil:
-		case backend.IsConnectError(err):
-			s.fail(failConnect, be, x)
-			return
-		case errors.Is(err, backend.ErrNoServer), errors.Is(err, backend.ErrQueueTimeout), errors.Is(err, errServerConns):
-			s.fail(failureOf(err), be, x)
-			return
-		default:
-			x.terminated = "client"
-			s.log(x)
+		if s.notConnected(err, be, x) {
 			return
 		}
 		srv := cn.Server
@@ -672,17 +662,25 @@ func (s *h2Stream) serverConn(ctx context.Context, cn *backend.Connect, be *back
 			return sc, nil
 		}
 	}
-	if err := cn.TakeSlot(); err != nil {
-		return nil, err
+	return c.p.dialServer(ctx, cn, srv, be, hdr)
+}
+
+// notConnected answers the stream when backend.Connect failed (err not
+// nil) and reports whether it did: a failure from the table, or only the
+// log line of a client that left.
+func (s *h2Stream) notConnected(err error, be *backend.Backend, x *exchange) bool {
+	switch {
+	case err == nil:
+		return false
+	case backend.IsConnectError(err):
+		s.fail(failConnect, be, x)
+	case errors.Is(err, backend.ErrNoServer), errors.Is(err, backend.ErrQueueTimeout), errors.Is(err, errServerConns):
+		s.fail(failureOf(err), be, x)
+	default:
+		x.terminated = "client"
+		s.log(x)
 	}
-	conn, err := l4.Dial(ctx, srv.Addr, be.TimeoutConnect, hdr)
-	if err != nil {
-		return nil, backend.ConnectFailed(err)
-	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
-	return newServerConn(conn, srv, c.p.MaxHeaderBytes, c.p.ServerConns), nil
+	return true
 }
 
 // takeOwn returns an idle server connection of this client connection to

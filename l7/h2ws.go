@@ -69,17 +69,7 @@ func (s *h2Stream) websocket(be *backend.Backend, x *exchange) {
 	if cn.Server != nil {
 		x.server = cn.Server.Name
 	}
-	switch {
-	case err == nil:
-	case backend.IsConnectError(err):
-		s.fail(failConnect, be, x)
-		return
-	case errors.Is(err, backend.ErrNoServer), errors.Is(err, backend.ErrQueueTimeout), errors.Is(err, errServerConns):
-		s.fail(failureOf(err), be, x)
-		return
-	default:
-		x.terminated = "client"
-		s.log(x)
+	if s.notConnected(err, be, x) {
 		return
 	}
 	srv := cn.Server
