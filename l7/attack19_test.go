@@ -935,3 +935,50 @@ func TestA19HAProxySideBySide(t *testing.T) {
 		t.Logf("%-22s haproxy: %s (server saw %q)", cs.name, got, requestLine(head))
 	}
 }
+
+// A request body still in flight when sluice resets its stream (the
+// response was complete first: RST_STREAM NO_ERROR) is ignored, as RFC
+// 9113 §5.1 asks, not answered with a second reset per frame (a CI run
+// saw STREAM_CLOSED overwrite NO_ERROR this way).
+func TestA19DataAfterOurResetIsIgnored(t *testing.T) {
+	addr := a19Listen(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil || line == "\r\n" {
+				break
+			}
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		io.Copy(io.Discard, br)
+	})
+	front := a19Front(t, `timeout_client = "5s"`, "", addr)
+	c := a19Dial(t, front, true)
+	if err := c.open(1, false, ":method", "POST", ":scheme", "http", ":authority", "x", ":path", "/up"); err != nil {
+		t.Fatal(err)
+	}
+	c.wait(func() bool { s := c.streams[1]; return s != nil && s.rst || c.closed })
+	c.mu.Lock()
+	s := c.streams[1]
+	rst, code := s.rst, s.rstCode
+	c.mu.Unlock()
+	if !rst || code != http2.ErrCodeNo {
+		t.Fatalf("request body still open after a whole response: reset %v %v, want RST_STREAM NO_ERROR", rst, code)
+	}
+	for range 3 {
+		c.send(func(fr *http2.Framer) error { return fr.WriteData(1, false, []byte("late body")) })
+	}
+	c.send(func(fr *http2.Framer) error { return fr.WriteData(1, true, nil) })
+	// Frames are ordered: a reset for the late DATA would come before
+	// stream 3's answer.
+	c.get(3, "/next")
+	if status, _, rst3, _ := c.result(3); status != "200" || rst3 != 0 {
+		t.Fatalf("next stream: status %q reset %v", status, rst3)
+	}
+	c.mu.Lock()
+	code = c.streams[1].rstCode
+	c.mu.Unlock()
+	if code != http2.ErrCodeNo {
+		t.Fatalf("late DATA on a stream sluice reset was answered with RST_STREAM %v; it must be ignored", code)
+	}
+}

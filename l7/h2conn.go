@@ -105,13 +105,18 @@ type h2Conn struct {
 	peerMaxFrame uint32
 	calm         int
 	meanless     int
-	draining     bool   // first GOAWAY sent
-	final        bool   // final GOAWAY sent: streams above goawayID are ignored
-	goawayID     uint32 // last stream id of the final GOAWAY
-	closed       bool
-	own          []*serverConn // idle server connections of this client (send_proxy)
-	wg           sync.WaitGroup
-	drainTimer   *time.Timer
+	draining     bool // first GOAWAY sent
+	final        bool // final GOAWAY sent: streams above goawayID are ignored
+	// resetSent holds the last streams sluice reset: frames the client
+	// sent before it saw the RST_STREAM are ignored, not answered with
+	// another reset each (RFC 9113 §5.1, "closed").
+	resetSent  [16]uint32
+	resetNext  int
+	goawayID   uint32 // last stream id of the final GOAWAY
+	closed     bool
+	own        []*serverConn // idle server connections of this client (send_proxy)
+	wg         sync.WaitGroup
+	drainTimer *time.Timer
 }
 
 // h2Buf is a bytes buffer for the HPACK encoder.
@@ -299,6 +304,10 @@ func (c *h2Conn) linger() {
 
 // rst resets stream id towards the client.
 func (c *h2Conn) rst(id uint32, code http2.ErrCode, reader bool) {
+	c.mu.Lock()
+	c.resetSent[c.resetNext%len(c.resetSent)] = id
+	c.resetNext++
+	c.mu.Unlock()
 	c.write(func() error { return c.wfr.WriteRSTStream(id, code) }, reader)
 }
 
@@ -476,6 +485,16 @@ func (c *h2Conn) readLoop() {
 }
 
 // streamError resets stream id for a stream error found while reading.
+// resetByUsLocked reports whether sluice recently reset stream id. c.mu held.
+func (c *h2Conn) resetByUsLocked(id uint32) bool {
+	for _, r := range c.resetSent {
+		if r == id {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *h2Conn) streamError(id uint32, code errCode) {
 	c.mu.Lock()
 	if s := c.streams[id]; s != nil {
@@ -711,6 +730,10 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 	if s := c.streams[id]; s != nil && !(s.remoteClosed && s.done) {
 		// Trailers: they end the request.
 		switch {
+		case s.reset != nil && c.resetByUsLocked(id):
+			c.closedLocked(s)
+			c.mu.Unlock()
+			return nil
 		case s.remoteClosed || s.reset != nil:
 			c.mu.Unlock()
 			c.streamError(id, http2.ErrCodeStreamClosed)
@@ -735,6 +758,10 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 		return nil
 	}
 	if id <= c.lastID {
+		if c.resetByUsLocked(id) {
+			c.mu.Unlock()
+			return nil
+		}
 		// Closed (both sides ended, its goroutine may still be finishing).
 		c.mu.Unlock()
 		return connErr(http2.ErrCodeStreamClosed)
@@ -801,6 +828,15 @@ func (c *h2Conn) data(f *http2.DataFrame) error {
 	s := c.streams[id]
 	var code errCode
 	switch {
+	case (s == nil || s.reset != nil) && c.resetByUsLocked(id):
+		// In flight when sluice reset it: ignored, its bytes given back.
+		if s != nil {
+			c.closedLocked(s)
+		}
+		inc := c.giveBack(n)
+		c.mu.Unlock()
+		c.sendWindow(inc, 0, 0, true)
+		return nil
 	case s == nil || s.remoteClosed || s.reset != nil:
 		code = http2.ErrCodeStreamClosed
 	case n > s.recvWin:
