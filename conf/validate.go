@@ -234,7 +234,7 @@ const (
 	DefaultTimeoutTunnel      = time.Hour
 	DefaultMaxHeaderBytes     = 64 << 10
 	DefaultMaxHeaderCount     = 100 // HAProxy's tune.http.maxhdr is 101
-	DefaultPoolMaxIdle        = 64
+	DefaultPoolMaxIdle        = 1000
 	DefaultPoolIdleTimeout    = 15 * time.Second
 	MaxWeight                 = 256
 	DefaultQueueTimeout       = 5 * time.Second

@@ -982,3 +982,44 @@ func TestA19DataAfterOurResetIsIgnored(t *testing.T) {
 		t.Fatalf("late DATA on a stream sluice reset was answered with RST_STREAM %v; it must be ignored", code)
 	}
 }
+
+// Pooled server connections idle past pool_idle_timeout are closed with no
+// traffic to trigger it: after a burst, a pool of hundreds must give its
+// descriptors (and the servers' slots) back.
+func TestIdlePoolSweptWithoutTraffic(t *testing.T) {
+	const n = 6
+	closed := make(chan struct{}, n)
+	addr := a19Listen(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				closed <- struct{}{}
+				return
+			}
+			if line == "\r\n" {
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
+		}
+	})
+	front := a19Front(t, "", `pool_idle_timeout = "1s"`, addr)
+	// n streams at once on one HTTP/2 connection: n server connections,
+	// all pooled after.
+	c := a19Dial(t, front, true)
+	for i := range n {
+		c.get(uint32(2*i+1), "/")
+	}
+	for i := range n {
+		if status, _, _, _ := c.result(uint32(2*i + 1)); status != "200" {
+			t.Fatalf("stream %d: status %q", 2*i+1, status)
+		}
+	}
+	deadline := time.After(15 * time.Second)
+	for got := 0; got < n; got++ {
+		select {
+		case <-closed:
+		case <-deadline:
+			t.Fatalf("%d of %d idle pooled server connections closed 15 s after a 1 s pool_idle_timeout", got, n)
+		}
+	}
+}

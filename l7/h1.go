@@ -392,6 +392,7 @@ func (c *clientConn) keepServerConn(sc *serverConn, be *backend.Backend) {
 	if c.own != nil {
 		c.own.close()
 	}
+	sc.hr.release() // an idle connection holds no buffer
 	c.own = sc
 }
 

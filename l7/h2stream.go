@@ -717,6 +717,7 @@ func (s *h2Stream) keepServerConn(sc *serverConn, be *backend.Backend) {
 		sc.close()
 		return
 	}
+	sc.hr.release() // an idle connection holds no buffer
 	c.own = append(c.own, sc)
 	c.mu.Unlock()
 }

@@ -16,6 +16,7 @@ import (
 type headReader struct {
 	conn net.Conn
 	buf  []byte
+	bp   *[]byte // buf's pool slot while buf is the pooled 8 KiB one
 	r, w int // unread bytes are buf[r:w]
 	max  int
 	// scanned is how far (from r) the end-of-head search has already looked.
@@ -25,17 +26,27 @@ type headReader struct {
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
 
 func newHeadReader(c net.Conn, max int) *headReader {
-	bp := bufPool.Get().(*[]byte)
-	return &headReader{conn: c, buf: *bp, max: max}
+	h := &headReader{conn: c, max: max}
+	h.acquire()
+	return h
 }
 
-// release returns the buffer to the pool; the reader must not be used after.
+// acquire takes a buffer from the pool for an empty reader.
+func (h *headReader) acquire() {
+	h.bp = bufPool.Get().(*[]byte)
+	h.buf = *h.bp
+	h.r, h.w, h.scanned = 0, 0, 0
+}
+
+// release returns the buffer to the pool (its slot kept, so no allocation);
+// the next fill takes one again. Only for a reader with nothing buffered.
 func (h *headReader) release() {
-	if h.buf != nil && cap(h.buf) == 8<<10 {
-		b := h.buf[:cap(h.buf)]
-		bufPool.Put(&b)
+	if h.bp != nil {
+		bufPool.Put(h.bp)
+		h.bp = nil
 	}
 	h.buf = nil
+	h.r, h.w, h.scanned = 0, 0, 0
 }
 
 // Errors of readHead.
@@ -49,6 +60,9 @@ func (h *headReader) buffered() int { return h.w - h.r }
 
 // fill reads more from the connection into the buffer, growing it when full.
 func (h *headReader) fill() error {
+	if h.buf == nil {
+		h.acquire() // released while idle (an idle pooled server connection)
+	}
 	if h.r > 0 && h.r == h.w {
 		h.r, h.w, h.scanned = 0, 0, 0
 	}
@@ -62,7 +76,10 @@ func (h *headReader) fill() error {
 			}
 			nb := make([]byte, min(2*len(h.buf), h.max))
 			copy(nb, h.buf[:h.w])
-			h.release()
+			if h.bp != nil {
+				bufPool.Put(h.bp)
+				h.bp = nil
+			}
 			h.buf = nb
 		}
 	}
@@ -128,9 +145,8 @@ func (h *headReader) readHead() ([]byte, error) {
 func (h *headReader) waitIdle(small []byte) error {
 	h.release()
 	n, err := h.conn.Read(small)
-	bp := bufPool.Get().(*[]byte)
-	h.buf = *bp
-	h.r, h.w, h.scanned = 0, copy(h.buf, small[:n]), 0
+	h.acquire()
+	h.w = copy(h.buf, small[:n])
 	if n > 0 {
 		return nil
 	}

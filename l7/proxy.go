@@ -102,6 +102,7 @@ type Proxy struct {
 
 	draining atomic.Bool
 	pools    sync.Map // *backend.Server -> *connPool
+	sweep    sync.Once // starts sweepIdle at the first pooled connection
 	// anySendProxy: some backend has send_proxy (see sendsProxy).
 	sendsProxyOnce sync.Once
 	anySendProxy   bool
@@ -336,6 +337,7 @@ func (p *Proxy) putIdle(sc *serverConn, be *backend.Backend) {
 		return
 	}
 	sc.idleSince = time.Now()
+	sc.hr.release() // an idle connection holds no buffer
 	cp.mu.Lock()
 	if len(cp.idle) >= cp.opts.PoolMaxIdle {
 		cp.mu.Unlock()
@@ -344,6 +346,49 @@ func (p *Proxy) putIdle(sc *serverConn, be *backend.Backend) {
 	}
 	cp.idle = append(cp.idle, sc)
 	cp.mu.Unlock()
+	p.sweep.Do(func() { go p.sweepIdle() })
+}
+
+// sweepIdle closes, once a second, the pooled connections idle longer than
+// their backend's pool_idle_timeout, oldest first: getIdle takes the newest,
+// so after a burst the rest would keep their descriptors (and servers their
+// slots) forever. It ends with the proxy's drain or hard stop.
+func (p *Proxy) sweepIdle() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var stop <-chan struct{}
+	if p.Stop != nil {
+		stop = p.Stop.Done()
+	}
+	var old []*serverConn
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		if p.draining.Load() {
+			p.CloseIdle()
+			return
+		}
+		now := time.Now()
+		p.pools.Range(func(_, v any) bool {
+			cp := v.(*connPool)
+			cp.mu.Lock()
+			n := 0
+			for n < len(cp.idle) && now.Sub(cp.idle[n].idleSince) >= cp.opts.PoolIdleTimeout {
+				n++
+			}
+			old = append(old[:0], cp.idle[:n]...)
+			cp.idle = append(cp.idle[:0], cp.idle[n:]...)
+			cp.mu.Unlock()
+			for _, sc := range old {
+				sc.close()
+			}
+			clear(old)
+			return true
+		})
+	}
 }
 
 // CloseIdle closes every pooled server connection.
