@@ -17,7 +17,7 @@ type headReader struct {
 	conn net.Conn
 	buf  []byte
 	bp   *[]byte // buf's pool slot while buf is the pooled 8 KiB one
-	r, w int // unread bytes are buf[r:w]
+	r, w int     // unread bytes are buf[r:w]
 	max  int
 	// scanned is how far (from r) the end-of-head search has already looked.
 	scanned int

@@ -101,7 +101,7 @@ type Proxy struct {
 	Counters Counters
 
 	draining atomic.Bool
-	pools    sync.Map // *backend.Server -> *connPool
+	pools    sync.Map  // *backend.Server -> *connPool
 	sweep    sync.Once // starts sweepIdle at the first pooled connection
 	// anySendProxy: some backend has send_proxy (see sendsProxy).
 	sendsProxyOnce sync.Once
