@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -1021,5 +1022,36 @@ func TestIdlePoolSweptWithoutTraffic(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("%d of %d idle pooled server connections closed 15 s after a 1 s pool_idle_timeout", got, n)
 		}
+	}
+}
+
+// A server that answers before it reads the request (a "503, too busy" at
+// accept): the answer is in the socket before sluice writes. Whatever the
+// path's write-then-wait does, it must see those bytes at once, on HTTP/1
+// and HTTP/2 alike, not wait for more until timeout_server.
+func TestServerAnswerBeforeRequestIsSeen(t *testing.T) {
+	addr := a19Listen(t, func(c net.Conn) {
+		fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy")
+		io.Copy(io.Discard, c)
+	})
+	front := a19Front(t, `timeout_client = "30s"`, `timeout_server = "30s"`, addr)
+	c := a19Dial(t, front, true)
+	c.get(1, "/")
+	if status, body, _, _ := c.result(1); status != "503" || body != "busy" {
+		t.Fatalf("HTTP/2: status %q body %q, want the server's early 503", status, body)
+	}
+	hc, err := net.Dial("tcp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	hc.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(hc, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(hc), nil)
+	if err != nil {
+		t.Fatalf("HTTP/1: %v (the early answer was not seen)", err)
+	}
+	if resp.StatusCode != 503 {
+		t.Fatalf("HTTP/1: status %d, want 503", resp.StatusCode)
 	}
 }

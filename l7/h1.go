@@ -455,7 +455,17 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	}
 	now := time.Now()
 	sc.dl.write(sc.conn, now, be.TimeoutServer)
-	if _, err := sc.conn.Write(c.out); err != nil {
+	var err error
+	if c.hasBody() && !bodyInHead {
+		_, err = sc.conn.Write(c.out)
+	} else {
+		sc.dl.read(sc.conn, now, be.TimeoutServer)
+		var n int
+		if n, err = sc.writeThenRead(c.out); err == nil && n < len(c.out) {
+			_, err = sc.conn.Write(c.out[n:])
+		}
+	}
+	if err != nil {
 		sc.close()
 		if sc.reused && (!c.hasBody() || bodyInHead) {
 			return retryStale()
@@ -645,7 +655,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 		return false, false
 	}
 	var n int64
-	var err error
+	err = nil
 	switch {
 	case noBody || sent > 0 || resp.contentLength == 0:
 	case resp.chunked:

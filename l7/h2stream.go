@@ -804,10 +804,29 @@ func (s *h2Stream) exchange(sc *serverConn, be *backend.Backend, x *exchange, st
 	idempotent := isIdempotent(s.req.method)
 	isHead := equalFold(s.req.method, "HEAD")
 	hasBody := !s.endStream
+	// Set first: a reset of the stream closes the connection, and so ends
+	// the wait for the answer below.
+	if !s.setServer(sc.conn) {
+		sc.close()
+		x.terminated = "client"
+		s.log(x)
+		return false
+	}
+	defer s.setServer(nil)
 	op := outPool.Get().(*[]byte)
 	out := s.buildRequestHead((*op)[:0])
-	sc.dl.write(sc.conn, time.Now(), be.TimeoutServer)
-	_, err := sc.conn.Write(out)
+	now := time.Now()
+	sc.dl.write(sc.conn, now, be.TimeoutServer)
+	var err error
+	if hasBody {
+		_, err = sc.conn.Write(out)
+	} else {
+		sc.dl.read(sc.conn, now, be.TimeoutServer)
+		var n int
+		if n, err = sc.writeThenRead(out); err == nil && n < len(out) {
+			_, err = sc.conn.Write(out[n:])
+		}
+	}
 	*op = out[:0]
 	outPool.Put(op)
 	if err != nil {
@@ -819,13 +838,6 @@ func (s *h2Stream) exchange(sc *serverConn, be *backend.Backend, x *exchange, st
 		return false
 	}
 	sc.srv.Counters.BytesIn.Add(uint64(len(out)))
-	if !s.setServer(sc.conn) {
-		sc.close()
-		x.terminated = "client"
-		s.log(x)
-		return false
-	}
-	defer s.setServer(nil)
 
 	s.bodyDone, s.keepSC, s.keepBE = nil, nil, nil
 	if hasBody {

@@ -256,6 +256,11 @@ type serverConn struct {
 	// or EOF, EAGAIN: nothing).
 	peekBuf [1]byte
 	peekErr syscall.Errno
+	// send and its state (see writeThenRead): bound once, no allocation.
+	send     func(fd uintptr) bool
+	sendBuf  []byte
+	sendErr  syscall.Errno
+	sendRead int
 }
 
 // newServerConn wraps a fresh connection to srv.
@@ -265,6 +270,7 @@ func newServerConn(conn net.Conn, srv *backend.Server, maxHead int, budget *back
 		if raw, err := c.SyscallConn(); err == nil {
 			sc.raw = raw
 			sc.peek = sc.peekFd
+			sc.send = sc.sendFd
 		}
 	}
 	return sc
@@ -276,6 +282,73 @@ func (sc *serverConn) peekFd(fd uintptr) bool {
 	_, _, sc.peekErr = unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&sc.peekBuf[0])), 1,
 		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 	return true // never wait: a peek, not a read
+}
+
+// writeThenRead writes b (a request head, with its body when it came
+// whole) and reads the first bytes of the answer into the head reader, for
+// one write and one read. conn.Write then conn.Read would cost a third
+// syscall each request: the read runs at once, meets EAGAIN (the server
+// has not answered yet) and only then waits. Here the write runs inside
+// RawRead, after its readiness reset, so an answer arriving during the
+// write is not missed, and the read runs once the socket is readable. The
+// read deadline bounds the wait. It returns how much of b was written (the
+// caller writes the rest) and the write's error; a failed read is left to
+// the next fill to see again.
+//
+// Only on a reused connection, just found quiet (nothing readable): bytes
+// already waiting when RawRead resets the readiness would not wake it. A
+// fresh one may hold an answer sent before any request (a server's "503,
+// too busy" at accept), so it writes and reads the plain way.
+func (sc *serverConn) writeThenRead(b []byte) (int, error) {
+	if sc.raw == nil || !sc.reused || sc.hr.buffered() > 0 {
+		n, err := sc.conn.Write(b)
+		return n, err
+	}
+	if sc.hr.buf == nil {
+		sc.hr.acquire()
+	}
+	sc.hr.r, sc.hr.w, sc.hr.scanned = 0, 0, 0
+	sc.sendBuf, sc.sendErr, sc.sendRead = b, 0, 0
+	err := sc.raw.Read(sc.send)
+	written := len(b) - len(sc.sendBuf)
+	sc.sendBuf = nil
+	sc.hr.w += sc.sendRead
+	switch {
+	case err != nil && written < len(b):
+		return written, err // deadline or closed while writing
+	case sc.sendErr != 0 && written < len(b) && sc.sendErr != unix.EAGAIN:
+		return written, sc.sendErr
+	}
+	return written, nil
+}
+
+func (sc *serverConn) sendFd(fd uintptr) bool {
+	if len(sc.sendBuf) > 0 {
+		for len(sc.sendBuf) > 0 {
+			n, err := unix.Write(int(fd), sc.sendBuf)
+			if n > 0 {
+				sc.sendBuf = sc.sendBuf[n:]
+			}
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				sc.sendErr = err.(syscall.Errno)
+				return true // the caller sees it, or writes the rest (EAGAIN)
+			}
+		}
+		return false // written: wait for the answer before reading
+	}
+	n, err := unix.Read(int(fd), sc.hr.buf[sc.hr.w:])
+	switch {
+	case err == unix.EAGAIN:
+		return false // wait until readable
+	case err == unix.EINTR:
+		return sc.sendFd(fd)
+	case n > 0:
+		sc.sendRead = n
+	}
+	return true // EOF or an error: the next fill reads it again and sees it
 }
 
 // quiet reports whether an idle server connection may carry a request: the
