@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
+
+	"golang.org/x/net/http2"
 )
 
 // The backends answer every request head with the same tiny 200 response.
@@ -144,3 +147,49 @@ func startBackends(reg *registry, flag string, n int, logPath string) ([]string,
 	}
 	return addrs, nil
 }
+
+// h2cBackendFlag re-executes this binary as HTTP/2 cleartext backends, for
+// mode h2be (proto = "h2c" servers behind the balancers).
+const h2cBackendFlag = "serve-h2c-backends"
+
+// serveH2CBackends runs in the child: n loopback listeners speaking HTTP/2
+// with prior knowledge (x/net/http2's server, one ServeConn per
+// connection), each request answered with the same tiny 200 "ok" as the
+// HTTP/1 backends, until stdin closes.
+func serveH2CBackends(n int) int {
+	srv := &http2.Server{MaxConcurrentStreams: 1000}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		hd := w.Header()
+		hd["Content-Type"] = textPlain
+		hd["Content-Length"] = contentLen2
+		w.Write(ok)
+	})
+	var addrs []string
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "h2c backend:", err)
+			return 1
+		}
+		addrs = append(addrs, ln.Addr().String())
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go srv.ServeConn(c, &http2.ServeConnOpts{Handler: h})
+			}
+		}()
+	}
+	fmt.Println("LISTEN", strings.Join(addrs, " "))
+	io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+var (
+	textPlain   = []string{"text/plain"}
+	contentLen2 = []string{"2"}
+	ok          = []byte("ok")
+)

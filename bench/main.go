@@ -36,17 +36,18 @@ func main() {
 	var o options
 	nBackends := flag.Int(backendFlag, 0, "internal: serve this many backends and print their addresses")
 	nUDPBackends := flag.Int(udpBackendFlag, 0, "internal: serve this many UDP echo backends and print their addresses")
+	nH2CBackends := flag.Int(h2cBackendFlag, 0, "internal: serve this many HTTP/2 cleartext backends and print their addresses")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured wrk run (whole seconds)")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured run per target and scenario before the first round (0: none)")
 	flag.DurationVar(&o.pause, "pause", 500*time.Millisecond, "idle time between runs")
 	flag.IntVar(&o.rounds, "rounds", 2, "how many times each target is measured per scenario")
 	flag.IntVar(&o.conns, "conns", 50, "wrk connections (-c)")
 	flag.IntVar(&o.threads, "threads", 2, "wrk and h2load threads (-t)")
-	flag.IntVar(&o.h2conns, "h2conns", 32, "h2load connections (-c), modes h2 and h2tls")
-	flag.IntVar(&o.h2streams, "h2streams", 10, "h2load streams in flight per connection (-m), modes h2 and h2tls")
+	flag.IntVar(&o.h2conns, "h2conns", 32, "h2load connections (-c), modes h2, h2tls and h2be")
+	flag.IntVar(&o.h2streams, "h2streams", 10, "h2load streams in flight per connection (-m), modes h2, h2tls and h2be")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.StringVar(&o.sluiceBin, "sluice", "", "sluice binary to use instead of building ./cmd/sluice")
-	flag.StringVar(&o.modes, "modes", "tcp,http,h2,h2tls", "comma-separated balancer modes to measure: tcp, http, h2 (h2c driven by h2load), h2tls (HTTP/2 over TLS, h2load), udp")
+	flag.StringVar(&o.modes, "modes", "tcp,http,h2,h2tls", "comma-separated balancer modes to measure: tcp, http, h2 (h2c driven by h2load), h2tls (HTTP/2 over TLS, h2load), h2be (h2c from h2load to h2c servers), udp")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, logs)")
 	flag.IntVar(&o.idle, "idle", 4000, "open this many connections through each tcp and http balancer after the rounds and report the memory they cost (0: skip)")
 	flag.Parse()
@@ -55,6 +56,9 @@ func main() {
 	}
 	if *nUDPBackends > 0 {
 		os.Exit(serveUDPBackends(*nUDPBackends))
+	}
+	if *nH2CBackends > 0 {
+		os.Exit(serveH2CBackends(*nH2CBackends))
 	}
 	os.Exit(run(o))
 }
@@ -116,13 +120,13 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 	var modes []string
 	for _, m := range strings.Split(o.modes, ",") {
 		if m = strings.TrimSpace(m); m != "tcp" && m != "http" && !isH2(m) && m != "udp" {
-			return "", fmt.Errorf("-modes: %q is not tcp, http, h2, h2tls or udp", m)
+			return "", fmt.Errorf("-modes: %q is not tcp, http, h2, h2tls, h2be or udp", m)
 		}
 		modes = append(modes, m)
 	}
-	var backends, udpBackends []string
+	var backends, udpBackends, h2cBackends []string
 	var err error
-	if slices.ContainsFunc(modes, func(m string) bool { return m != "udp" }) {
+	if slices.ContainsFunc(modes, func(m string) bool { return m != "udp" && m != "h2be" }) {
 		if backends, err = startBackends(reg, backendFlag, 2, filepath.Join(dir, "backends.log")); err != nil {
 			return "", err
 		}
@@ -133,6 +137,12 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 			return "", err
 		}
 		logf("udp backends on %s", strings.Join(udpBackends, ", "))
+	}
+	if slices.Contains(modes, "h2be") {
+		if h2cBackends, err = startBackends(reg, h2cBackendFlag, 2, filepath.Join(dir, "h2c-backends.log")); err != nil {
+			return "", err
+		}
+		logf("h2c backends on %s", strings.Join(h2cBackends, ", "))
 	}
 	var cert tlsFiles
 	if slices.Contains(modes, "h2tls") {
@@ -161,8 +171,11 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 			}
 		}
 		bs := backends
-		if t.Mode == "udp" {
+		switch t.Mode {
+		case "udp":
 			bs = udpBackends
+		case "h2be":
+			bs = h2cBackends
 		}
 		env := Env{Dir: dir, Backends: bs, TLS: cert, reg: reg, Settings: Settings{
 			Mode: t.Mode, MaxConn: 9000, Threads: runtime.NumCPU(),
@@ -294,6 +307,9 @@ func header(o options, notes []string) string {
 	if slices.ContainsFunc(strings.Split(o.modes, ","), func(m string) bool { return isH2(strings.TrimSpace(m)) }) {
 		fmt.Fprintf(&b, "- h2 (h2c, prior knowledge) and h2tls (HTTP/2 over TLS 1.3, ALPN h2, ECDSA P-256 certificate): `h2load -t%d -c%d -m%d -D%s`\n",
 			min(o.threads, o.h2conns), o.h2conns, o.h2streams, o.duration)
+	}
+	if strings.Contains(o.modes, "h2be") {
+		b.WriteString("- h2be: h2c from h2load as h2, to HTTP/2 cleartext servers (x/net/http2's server, prior knowledge): sluice `proto = \"h2c\"`, HAProxy `server ... proto h2`; nginx has no HTTP/2 to servers but grpc_pass, so no row\n")
 	}
 	fmt.Fprintf(&b, "- peers: %s; %s; %s\n", firstLine("haproxy", "-v"), firstLine("nginx", "-v"), firstLine("wrk", "-v"))
 	if strings.Contains(o.modes, "udp") {

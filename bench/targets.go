@@ -15,7 +15,7 @@ import (
 // Settings are what every balancer is configured with, so that each config
 // generator renders the same numbers.
 type Settings struct {
-	Mode           string // "tcp" or "http"
+	Mode           string // "tcp", "http", "h2", "h2tls", "h2be" or "udp"
 	MaxConn        int
 	Threads        int // HAProxy nbthread; sluice uses GOMAXPROCS, which defaults to the CPU count too
 	TimeoutConnect time.Duration
@@ -68,6 +68,16 @@ func targets(modes []string, sluiceBin string) []Target {
 			)
 			continue
 		}
+		if m == "h2be" {
+			// nginx proxies to HTTP/2 servers only with grpc_pass.
+			out = append(out,
+				Target{Balancer: "sluice", Mode: m, Start: func(ctx context.Context, env Env) (*Running, error) {
+					return startSluice(ctx, env, sluiceBin)
+				}},
+				Target{Balancer: "haproxy", Mode: m, Need: "haproxy", Install: "apt-get install -y haproxy", Start: startHAProxy},
+			)
+			continue
+		}
 		out = append(out,
 			Target{Balancer: "sluice", Mode: m, Start: func(ctx context.Context, env Env) (*Running, error) {
 				return startSluice(ctx, env, sluiceBin)
@@ -91,15 +101,17 @@ func startSluice(ctx context.Context, env Env, bin string) (*Running, error) {
 	fmt.Fprintf(&b, "[global]\nmaxconn = %d\nhard_stop_after = \"1s\"\n\n", env.MaxConn)
 	fmt.Fprintf(&b, "[defaults]\ntimeout_connect = %q\ntimeout_client = %q\ntimeout_server = %q\ntimeout_http_request = %q\nretries = %d\n\n",
 		env.TimeoutConnect, env.TimeoutClient, env.TimeoutServer, env.TimeoutHTTPReq, env.Retries)
-	mode, h2c, tls := env.Mode, "", ""
+	mode, h2c, tls, proto := env.Mode, "", "", ""
 	switch mode {
 	case "h2":
 		mode, h2c = "http", "h2c = true\n"
+	case "h2be":
+		mode, h2c, proto = "http", "h2c = true\n", "proto = \"h2c\"\n"
 	case "h2tls":
 		mode, tls = "http", fmt.Sprintf("[[frontend.bench.tls]]\ncert = %q\nkey = %q\n\n", env.TLS.Cert, env.TLS.Key)
 	}
 	fmt.Fprintf(&b, "[frontend.bench]\nmode = %q\n%sbind = [%q]\ndefault_backend = \"app\"\n\n%s", mode, h2c, addr, tls)
-	fmt.Fprintf(&b, "[backend.app]\nbalance = \"roundrobin\"\n")
+	fmt.Fprintf(&b, "[backend.app]\nbalance = \"roundrobin\"\n%s", proto)
 	if env.Mode == "udp" {
 		b.WriteString("responses = 1\n") // as nginx's proxy_responses 1
 	}
@@ -122,10 +134,12 @@ func startHAProxy(ctx context.Context, env Env) (*Running, error) {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%dms", d.Milliseconds()) }
 	var b strings.Builder
 	fmt.Fprintf(&b, "global\n    maxconn %d\n    nbthread %d\n\n", env.MaxConn, env.Threads)
-	mode, proto := env.Mode, ""
+	mode, proto, srvProto := env.Mode, "", ""
 	switch mode {
 	case "h2":
 		mode, proto = "http", " proto h2"
+	case "h2be":
+		mode, proto, srvProto = "http", " proto h2", " proto h2"
 	case "h2tls":
 		mode, proto = "http", fmt.Sprintf(" ssl crt %s alpn h2,http/1.1", env.TLS.Pem)
 	}
@@ -138,7 +152,7 @@ func startHAProxy(ctx context.Context, env Env) (*Running, error) {
 	}
 	fmt.Fprintf(&b, "\nfrontend bench\n    bind %s%s\n    default_backend app\n\nbackend app\n    balance roundrobin\n", addr, proto)
 	for i, s := range env.Backends {
-		fmt.Fprintf(&b, "    server b%d %s\n", i+1, s)
+		fmt.Fprintf(&b, "    server b%d %s%s\n", i+1, s, srvProto)
 	}
 	cfg := filepath.Join(env.Dir, "haproxy-"+env.Mode+".cfg")
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {

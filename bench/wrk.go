@@ -15,7 +15,7 @@ import (
 type Scenario struct {
 	Name    string
 	WrkArgs []string // added to the common -t -c -d --latency
-	H2      bool     // driven by h2load, for modes h2 and h2tls only
+	H2      bool     // driven by h2load, for modes h2, h2tls and h2be only
 	UDP     bool     // driven by udpLoad instead of wrk, for udp targets only
 }
 
@@ -61,8 +61,9 @@ type wrkOpts struct {
 	H2Conns, H2Streams int
 }
 
-// isH2 reports whether mode is one of the HTTP/2 modes: h2 (h2c) or h2tls.
-func isH2(mode string) bool { return mode == "h2" || mode == "h2tls" }
+// isH2 reports whether mode is one of the HTTP/2 modes: h2 (h2c), h2tls,
+// or h2be (h2c on both sides).
+func isH2(mode string) bool { return mode == "h2" || mode == "h2tls" || mode == "h2be" }
 
 // drive runs one scenario against a balancer of mode on addr with wrk, or
 // with h2load or udpLoad.
