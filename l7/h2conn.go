@@ -79,6 +79,7 @@ type h2Conn struct {
 	// Header block decoding (reader goroutine only).
 	hblock   []byte
 	hfields  []hpack.HeaderField
+	hcap     int // fields in the last head, capped: the next slice's size
 	hsize    int
 	hbad     bool
 	hregular bool
@@ -700,7 +701,9 @@ func (c *h2Conn) readBlock(f *http2.HeadersFrame) error {
 		}
 		ended = cont.HeadersEnded()
 	}
-	c.hfields = nil
+	// The stream keeps the slice; the next one is made at the size the
+	// last head needed, one allocation instead of a doubling per field.
+	c.hfields = make([]hpack.HeaderField, 0, max(c.hcap, 8))
 	c.hsize, c.hbad, c.hregular, c.hlarge = 0, false, false, false
 	if _, err := c.dec.Write(c.hblock); err != nil {
 		return connErr(http2.ErrCodeCompression)
@@ -708,6 +711,7 @@ func (c *h2Conn) readBlock(f *http2.HeadersFrame) error {
 	if err := c.dec.Close(); err != nil {
 		return connErr(http2.ErrCodeCompression)
 	}
+	c.hcap = min(len(c.hfields), 64)
 	if cap(c.hblock) > 64<<10 {
 		c.hblock = nil
 	}
