@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -989,8 +990,10 @@ func TestA19DataAfterOurResetIsIgnored(t *testing.T) {
 // descriptors (and the servers' slots) back.
 func TestIdlePoolSweptWithoutTraffic(t *testing.T) {
 	const n = 6
+	var accepted atomic.Int32
 	closed := make(chan struct{}, n)
 	addr := a19Listen(t, func(c net.Conn) {
+		accepted.Add(1)
 		br := bufio.NewReader(c)
 		for {
 			line, err := br.ReadString('\n')
@@ -1004,8 +1007,9 @@ func TestIdlePoolSweptWithoutTraffic(t *testing.T) {
 		}
 	})
 	front := a19Front(t, "", `pool_idle_timeout = "1s"`, addr)
-	// n streams at once on one HTTP/2 connection: n server connections,
-	// all pooled after.
+	// n streams at once on one HTTP/2 connection: up to n server
+	// connections (fewer when a busy machine serves them in turn), all
+	// pooled after.
 	c := a19Dial(t, front, true)
 	for i := range n {
 		c.get(uint32(2*i+1), "/")
@@ -1015,12 +1019,16 @@ func TestIdlePoolSweptWithoutTraffic(t *testing.T) {
 			t.Fatalf("stream %d: status %q", 2*i+1, status)
 		}
 	}
+	opened := int(accepted.Load())
+	if opened == 0 {
+		t.Fatal("no server connection was opened")
+	}
 	deadline := time.After(15 * time.Second)
-	for got := 0; got < n; got++ {
+	for got := 0; got < opened; got++ {
 		select {
 		case <-closed:
 		case <-deadline:
-			t.Fatalf("%d of %d idle pooled server connections closed 15 s after a 1 s pool_idle_timeout", got, n)
+			t.Fatalf("%d of %d idle pooled server connections closed 15 s after a 1 s pool_idle_timeout", got, opened)
 		}
 	}
 }
