@@ -365,6 +365,23 @@ func (p *Proxy) newTransport(be *backend.Backend, hdr *l4.ProxyHeader) http.Roun
 type privTransports struct {
 	mu  sync.Mutex
 	rts map[*backend.Backend]http.RoundTripper
+	ups map[*backend.Server]*upPool // HTTP/2 connections to h2c servers (h2up.go)
+}
+
+// upPool returns the pool of this client connection's own HTTP/2
+// connections to srv.
+func (t *privTransports) upPool(srv *backend.Server) *upPool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pl := t.ups[srv]
+	if pl == nil {
+		if t.ups == nil {
+			t.ups = map[*backend.Server]*upPool{}
+		}
+		pl = &upPool{}
+		t.ups[srv] = pl
+	}
+	return pl
 }
 
 func (t *privTransports) get(be *backend.Backend, mk func() http.RoundTripper) http.RoundTripper {
@@ -392,6 +409,10 @@ func (t *privTransports) close() {
 		rt.(interface{ CloseIdleConnections() }).CloseIdleConnections()
 	}
 	t.rts = nil
+	for _, pl := range t.ups {
+		pl.closeIdle(true)
+	}
+	t.ups = nil
 }
 
 // sendsProxy reports whether any backend of p has send_proxy, so client

@@ -106,7 +106,8 @@ type Proxy struct {
 	// anySendProxy: some backend has send_proxy (see sendsProxy).
 	sendsProxyOnce sync.Once
 	anySendProxy   bool
-	stdp           stdProxy // h2c backends (h2.go)
+	stdp           stdProxy // the net/http side (h2.go, h1std.go)
+	ups            sync.Map // *backend.Server -> *upPool: HTTP/2 connections to h2c servers (h2up.go)
 	h2conns        sync.Map // *h2Conn: the HTTP/2 client connections, for Drain
 }
 
@@ -467,6 +468,7 @@ func (p *Proxy) sweepIdle() {
 // CloseIdle closes every pooled server connection.
 func (p *Proxy) CloseIdle() {
 	p.closeIdleStd()
+	p.closeIdleUp()
 	p.pools.Range(func(_, v any) bool {
 		cp := v.(*connPool)
 		cp.mu.Lock()

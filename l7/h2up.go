@@ -1,0 +1,1244 @@
+package l7
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"sluice/backend"
+	"sluice/l4"
+)
+
+// sluice's own HTTP/2 client, for proto = "h2c" servers (gRPC), the
+// counterpart of h2conn.go: x/net's Framer and hpack frame and compress,
+// this file keeps the connections (one reader goroutine each dispatching
+// frames to streams, writes under a lock flushed by the last writer
+// waiting, flow control both ways) and a pool of them per server, shared
+// by every client (streams multiplexed up to the server's
+// MAX_CONCURRENT_STREAMS, another connection opened when full).
+//
+// Memory is bounded as on the client side: a server may send ahead what
+// the windows advertised allow (upStreamWindow per stream, upConnWindow
+// per connection), given back only as the client stream takes it, so a
+// slow client stops its server stream, never makes sluice buffer.
+
+const (
+	upStreamWindow = 1 << 16 // receive window of each upstream stream
+	upConnWindow   = 1 << 20 // receive window of an upstream connection
+	// upReplayMax is how much request body a stream keeps to send it again
+	// on another connection when the server refuses the stream (GOAWAY,
+	// REFUSED_STREAM: never processed); past it, a refused stream fails.
+	upReplayMax = 1 << 16
+	// upMaxRefused bounds the refusals one request goes through.
+	upMaxRefused = 8
+)
+
+var (
+	errUpGone    = errors.New("server connection gone")
+	errUpRefused = errors.New("stream refused by the server")
+	errUpClosed  = errors.New("upstream stream closed") // by our side
+)
+
+// upReset is a server's RST_STREAM.
+type upReset http2.ErrCode
+
+func (e upReset) Error() string { return "server reset the stream: " + http2.ErrCode(e).String() }
+
+// upPool holds the HTTP/2 connections to one server: shared by every
+// client, or (send_proxy) one client connection's own.
+type upPool struct {
+	mu    sync.Mutex
+	conns []*h2Up
+	dead  bool // the client connection of a private pool is gone
+}
+
+// h2Up is one HTTP/2 connection to a server.
+type h2Up struct {
+	p      *Proxy
+	pool   *upPool
+	srv    *backend.Server
+	conn   net.Conn
+	budget *backend.ServerConns
+	idle   time.Duration // pool_idle_timeout
+	fr     *http2.Framer
+	br     *bufio.Reader
+
+	wmu   sync.Mutex
+	bw    *bufio.Writer
+	wfr   *http2.Framer
+	enc   *hpack.Encoder
+	encB  h2Buf
+	werr  error
+	wwait atomic.Int32
+	dirty atomic.Bool
+	wdl   lazyDeadline
+
+	mu           sync.Mutex
+	streams      map[uint32]*upStream
+	nextID       uint32
+	active       int // streams reserved or open
+	maxStreams   uint32
+	sendWin      int64
+	peerInitWin  int64
+	peerMaxFrame uint32
+	connUnacked  int64
+	goaway       bool // no new streams: GOAWAY received, ids spent, or closing
+	goawayID     uint32
+	closed       bool
+	idleTimer    *time.Timer
+}
+
+// upStream is one request on an h2Up.
+type upStream struct {
+	u  *h2Up
+	id uint32
+	// Guarded by u.mu.
+	status   int
+	interim  int // a 1xx status not yet relayed
+	head     []hpack.HeaderField
+	gotHead  bool
+	in       []byte
+	unacked  int64
+	recvWin  int64
+	ended    bool // END_STREAM from the server
+	trailers []hpack.HeaderField
+	err      error // reset, refused, or the connection gone
+	sendWin  int64
+	local    bool // our side ended the stream (END_STREAM or RST_STREAM)
+	gone     bool // the server ended it (RST_STREAM, GOAWAY) or the connection did
+	released bool
+	// rd wakes the response reader, wr the request body writer.
+	rd, wr waker
+}
+
+// upReader flushes the reader's own replies before it blocks on a read.
+type upReader struct{ u *h2Up }
+
+func (r upReader) Read(b []byte) (int, error) {
+	if r.u.dirty.Load() {
+		r.u.write(nil, false, false)
+	}
+	return r.u.conn.Read(b)
+}
+
+// upPoolOf returns the pool of srv: with send_proxy, that of the client
+// connection of info.
+func (p *Proxy) upPoolOf(srv *backend.Server, info *ConnInfo, priv bool) *upPool {
+	if priv {
+		return info.priv.upPool(srv)
+	}
+	if v, ok := p.ups.Load(srv); ok {
+		return v.(*upPool)
+	}
+	v, _ := p.ups.LoadOrStore(srv, &upPool{})
+	return v.(*upPool)
+}
+
+// openUp opens a stream to cn.Server for the request of s: on a pooled
+// connection with room, else on a new one (a slot of the budget, the
+// PROXY header of the client with send_proxy). It is the callback of
+// Backend.Connect; the stream's HEADERS are out when it returns.
+func (s *h2Stream) openUp(ctx context.Context, cn *backend.Connect, be *backend.Backend, ub *upBody) (*upStream, error) {
+	c := s.c
+	p := c.p
+	srv := cn.Server
+	opts := p.Backends[be]
+	priv := opts.SendProxy != 0 && c.info.priv != nil
+	pool := p.upPoolOf(srv, &c.info, priv)
+	for range 4 {
+		u := pool.reserve()
+		if u == nil {
+			break
+		}
+		us, err := u.open(s, ub)
+		if err == nil {
+			return us, nil
+		}
+	}
+	var hdr *l4.ProxyHeader
+	if priv {
+		hdr = proxyHeader(opts.SendProxy, &c.info)
+	}
+	u, err := p.dialUp(ctx, cn, srv, be, hdr, pool)
+	if err != nil {
+		return nil, err
+	}
+	us, err := u.open(s, ub)
+	if err != nil {
+		return nil, backend.ConnectFailed(err)
+	}
+	return us, nil
+}
+
+// reserve takes a stream of a connection with room, or nil.
+func (pl *upPool) reserve() *h2Up {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	for i := len(pl.conns) - 1; i >= 0; i-- {
+		u := pl.conns[i]
+		u.mu.Lock()
+		if !u.goaway && !u.closed && u.active < int(u.maxStreams) {
+			u.active++
+			u.idleTimer.Stop()
+			u.mu.Unlock()
+			return u
+		}
+		u.mu.Unlock()
+	}
+	return nil
+}
+
+func (pl *upPool) remove(u *h2Up) {
+	pl.mu.Lock()
+	for i, x := range pl.conns {
+		if x == u {
+			pl.conns = append(pl.conns[:i], pl.conns[i+1:]...)
+			break
+		}
+	}
+	pl.mu.Unlock()
+}
+
+// closeIdle closes the connections without a stream; dead: the pool's
+// client is gone, the rest close as their streams end.
+func (pl *upPool) closeIdle(dead bool) {
+	pl.mu.Lock()
+	if dead {
+		pl.dead = true
+	}
+	var idle []*h2Up
+	for _, u := range pl.conns {
+		u.mu.Lock()
+		if u.active == 0 {
+			u.goaway = true
+			idle = append(idle, u)
+		} else if dead {
+			u.goaway = true
+		}
+		u.mu.Unlock()
+	}
+	pl.mu.Unlock()
+	for _, u := range idle {
+		u.close()
+	}
+}
+
+// closeIdleUp closes the idle HTTP/2 server connections of p.
+func (p *Proxy) closeIdleUp() {
+	p.ups.Range(func(_, v any) bool {
+		v.(*upPool).closeIdle(false)
+		return true
+	})
+}
+
+// dialUp opens a connection to srv for pool: preface and SETTINGS out,
+// the server's SETTINGS read (its MAX_CONCURRENT_STREAMS known before the
+// first stream), then its reader runs. The slot of the budget is the
+// connection's from now on.
+func (p *Proxy) dialUp(ctx context.Context, cn *backend.Connect, srv *backend.Server, be *backend.Backend, hdr *l4.ProxyHeader, pool *upPool) (*h2Up, error) {
+	if err := cn.TakeSlot(); err != nil {
+		return nil, err
+	}
+	conn, err := l4.Dial(ctx, srv.Addr, be.TimeoutConnect, hdr)
+	if err != nil {
+		return nil, backend.ConnectFailed(err)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	cn.Slot = false // released by u.close
+	opts := p.Backends[be]
+	u := &h2Up{p: p, pool: pool, srv: srv, conn: conn, budget: p.ServerConns, idle: opts.PoolIdleTimeout,
+		streams: map[uint32]*upStream{}, nextID: 1, maxStreams: 100, sendWin: 65535,
+		peerInitWin: 65535, peerMaxFrame: 16384}
+	u.active = 1 // the stream of the caller
+	u.idleTimer = time.AfterFunc(time.Hour, u.idleCheck)
+	u.idleTimer.Stop()
+	u.br = bufio.NewReaderSize(upReader{u}, 16<<10)
+	u.bw = bufio.NewWriterSize(conn, 16<<10)
+	u.wdl.timeout = be.TimeoutServer
+	u.fr = http2.NewFramer(nil, u.br)
+	u.fr.SetMaxReadFrameSize(h2MaxFrame)
+	u.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	u.fr.MaxHeaderListSize = uint32(max(p.MaxHeaderBytes, 16<<10))
+	u.wfr = http2.NewFramer(u.bw, nil)
+	u.enc = hpack.NewEncoder(&u.encB)
+	// No dynamic table: header strings point into reused buffers.
+	u.enc.SetMaxDynamicTableSizeLimit(0)
+	fail := func(err error) (*h2Up, error) {
+		u.close()
+		return nil, backend.ConnectFailed(err)
+	}
+	err = u.write(func() error {
+		if _, err := u.bw.WriteString(preface); err != nil {
+			return err
+		}
+		if err := u.wfr.WriteSettings(
+			http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+			http2.Setting{ID: http2.SettingInitialWindowSize, Val: upStreamWindow},
+			http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: u.fr.MaxHeaderListSize},
+		); err != nil {
+			return err
+		}
+		return u.wfr.WriteWindowUpdate(0, upConnWindow-65535)
+	}, false, false)
+	if err != nil {
+		return fail(err)
+	}
+	if t := be.TimeoutConnect; t > 0 {
+		conn.SetReadDeadline(time.Now().Add(t))
+	}
+	f, err := u.fr.ReadFrame()
+	conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		return fail(err)
+	}
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok || sf.IsAck() {
+		return fail(errors.New("server did not start with SETTINGS"))
+	}
+	if err := u.settings(sf); err != nil {
+		return fail(err)
+	}
+	pool.mu.Lock()
+	if pool.dead {
+		u.goaway = true
+	}
+	pool.conns = append(pool.conns, u)
+	pool.mu.Unlock()
+	go u.readLoop()
+	return u, nil
+}
+
+// write runs fn under the write lock and flushes unless another writer
+// waits (it will flush), lazy, or (reader) more input is buffered: the
+// reader flushes before it blocks. fn nil: flush only.
+func (u *h2Up) write(fn func() error, reader, lazy bool) error {
+	u.wwait.Add(1)
+	u.wmu.Lock()
+	u.wwait.Add(-1)
+	defer u.wmu.Unlock()
+	return u.writeLocked(fn, reader, lazy)
+}
+
+func (u *h2Up) writeLocked(fn func() error, reader, lazy bool) error {
+	if u.werr != nil {
+		return u.werr
+	}
+	// The deadline moves before fn: a frame larger than the buffer's
+	// room goes to the socket at once.
+	if t, ok := u.wdl.next(); ok {
+		u.conn.SetWriteDeadline(t)
+	}
+	var err error
+	if fn != nil {
+		err = fn()
+	}
+	if err == nil {
+		if u.wwait.Load() > 0 || reader && u.br.Buffered() > 0 || lazy {
+			u.dirty.Store(true)
+			return nil
+		}
+		if u.bw.Buffered() > 0 {
+			err = u.bw.Flush()
+		}
+		u.dirty.Store(false)
+	}
+	if err != nil {
+		u.werr = err
+		u.conn.Close()
+	}
+	return err
+}
+
+// open sends the request head of s as a new stream; ub (nil: no body)
+// says what of the body goes with it. The stream was reserved (active).
+func (u *h2Up) open(s *h2Stream, ub *upBody) (*upStream, error) {
+	us := &upStream{u: u, recvWin: upStreamWindow, rd: newWaker(), wr: newWaker()}
+	end := ub == nil
+	u.wwait.Add(1)
+	u.wmu.Lock()
+	u.wwait.Add(-1)
+	defer u.wmu.Unlock()
+	u.mu.Lock()
+	if u.goaway || u.closed || u.werr != nil || u.nextID > 1<<31-1 {
+		u.mu.Unlock()
+		u.unreserve()
+		return nil, errUpRefused
+	}
+	us.id = u.nextID
+	u.nextID += 2
+	if u.nextID > 1<<31-1 {
+		u.goaway = true
+	}
+	us.sendWin = u.peerInitWin
+	us.local = end
+	u.streams[us.id] = us
+	maxFrame := int(u.peerMaxFrame)
+	u.mu.Unlock()
+	err := u.writeLocked(func() error {
+		u.encB.b = u.encB.b[:0]
+		s.encodeUpHead(u.enc)
+		block := u.encB.b
+		first := true
+		for first || len(block) > 0 {
+			n := min(len(block), maxFrame)
+			frag := block[:n]
+			block = block[n:]
+			var err error
+			if first {
+				err = u.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: us.id, BlockFragment: frag,
+					EndStream: end, EndHeaders: len(block) == 0})
+			} else {
+				err = u.wfr.WriteContinuation(us.id, len(block) == 0, frag)
+			}
+			if err != nil {
+				return err
+			}
+			first = false
+		}
+		return nil
+	}, false, !end)
+	if err != nil {
+		us.release()
+		return nil, err
+	}
+	return us, nil
+}
+
+// unreserve gives back a stream reserved and never opened.
+func (u *h2Up) unreserve() {
+	u.mu.Lock()
+	u.active--
+	u.idleLocked()
+	u.mu.Unlock()
+}
+
+// idleLocked arms the idle timer of a connection left without a stream,
+// or closes it when it takes no more. u.mu held.
+func (u *h2Up) idleLocked() {
+	if u.active > 0 {
+		return
+	}
+	if u.goaway || u.closed || u.p.draining.Load() || u.idle <= 0 {
+		u.goaway = true
+		go u.close()
+		return
+	}
+	u.idleTimer.Reset(u.idle)
+}
+
+// idleCheck closes the connection if it is still idle.
+func (u *h2Up) idleCheck() {
+	u.pool.mu.Lock()
+	u.mu.Lock()
+	idle := u.active == 0
+	if idle {
+		u.goaway = true
+	}
+	u.mu.Unlock()
+	u.pool.mu.Unlock()
+	if idle {
+		u.close()
+	}
+}
+
+// close closes the connection; its reader ends every stream.
+func (u *h2Up) close() {
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		return
+	}
+	u.closed = true
+	u.goaway = true
+	u.idleTimer.Stop()
+	u.mu.Unlock()
+	u.pool.remove(u)
+	u.conn.Close()
+	u.budget.Release()
+}
+
+// readLoop reads frames until the connection ends, then ends its streams.
+func (u *h2Up) readLoop() {
+	var err error
+	for {
+		var f http2.Frame
+		f, err = u.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				// A malformed response head: that stream only.
+				u.resetStream(se.StreamID, se.Code, upReset(http2.ErrCodeProtocol))
+				continue
+			}
+			break
+		}
+		if err = u.handle(f); err != nil {
+			break
+		}
+	}
+	var ce http2.ConnectionError
+	if errors.As(err, &ce) {
+		u.write(func() error { return u.wfr.WriteGoAway(0, http2.ErrCode(ce), nil) }, false, false)
+	}
+	u.close()
+	u.mu.Lock()
+	for _, us := range u.streams {
+		if us.err == nil {
+			us.err = errUpGone
+		}
+		us.gone = true
+		us.wakeLocked()
+	}
+	u.mu.Unlock()
+}
+
+func (us *upStream) wakeLocked() {
+	us.rd.wake()
+	us.wr.wake()
+}
+
+// resetStream resets stream id towards the server, the stream failing
+// with err.
+func (u *h2Up) resetStream(id uint32, code http2.ErrCode, err error) {
+	u.mu.Lock()
+	if us := u.streams[id]; us != nil {
+		if us.err == nil {
+			us.err = err
+		}
+		us.gone = true
+		us.wakeLocked()
+	}
+	u.mu.Unlock()
+	u.write(func() error { return u.wfr.WriteRSTStream(id, code) }, true, false)
+}
+
+func (u *h2Up) handle(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return nil
+		}
+		return u.settings(f)
+	case *http2.MetaHeadersFrame:
+		return u.headers(f)
+	case *http2.DataFrame:
+		return u.data(f)
+	case *http2.RSTStreamFrame:
+		u.mu.Lock()
+		if us := u.streams[f.StreamID]; us != nil {
+			if us.err == nil {
+				if f.ErrCode == http2.ErrCodeRefusedStream && !us.gotHead {
+					us.err = errUpRefused
+				} else {
+					us.err = upReset(f.ErrCode)
+				}
+			}
+			us.gone = true
+			us.wakeLocked()
+		}
+		u.mu.Unlock()
+		return nil
+	case *http2.WindowUpdateFrame:
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if f.StreamID == 0 {
+			u.sendWin += int64(f.Increment)
+			if u.sendWin > 1<<31-1 {
+				return http2.ConnectionError(http2.ErrCodeFlowControl)
+			}
+			for _, us := range u.streams {
+				us.wr.wake()
+			}
+			return nil
+		}
+		if us := u.streams[f.StreamID]; us != nil {
+			us.sendWin += int64(f.Increment)
+			us.wr.wake()
+		}
+		return nil
+	case *http2.PingFrame:
+		if f.IsAck() {
+			return nil
+		}
+		return u.write(func() error { return u.wfr.WritePing(true, f.Data) }, true, false)
+	case *http2.GoAwayFrame:
+		u.mu.Lock()
+		u.goaway = true
+		u.goawayID = f.LastStreamID
+		for id, us := range u.streams {
+			if id > f.LastStreamID && us.err == nil {
+				us.err = errUpRefused // never processed: sent again elsewhere
+				us.gone = true
+				us.wakeLocked()
+			}
+		}
+		idle := u.active == 0
+		u.mu.Unlock()
+		u.pool.remove(u)
+		if idle {
+			u.close()
+		}
+		return nil
+	case *http2.PushPromiseFrame:
+		return http2.ConnectionError(http2.ErrCodeProtocol) // push is off
+	}
+	return nil
+}
+
+func (u *h2Up) settings(f *http2.SettingsFrame) error {
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		switch s.ID {
+		case http2.SettingMaxConcurrentStreams:
+			u.maxStreams = s.Val
+		case http2.SettingMaxFrameSize:
+			u.peerMaxFrame = s.Val
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - u.peerInitWin
+			u.peerInitWin = int64(s.Val)
+			for _, us := range u.streams {
+				us.sendWin += delta
+				us.wr.wake()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return u.write(func() error { return u.wfr.WriteSettingsAck() }, true, false)
+}
+
+func (u *h2Up) headers(f *http2.MetaHeadersFrame) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	us := u.streams[f.StreamID]
+	if us == nil || us.ended {
+		return nil // reset by us, or gone: its bytes were counted by hpack
+	}
+	if f.Truncated {
+		us.err = upReset(http2.ErrCodeProtocol)
+		us.wakeLocked()
+		return nil
+	}
+	if !us.gotHead {
+		st := f.PseudoValue("status")
+		code, ok := parseDigits(bytesOf(st))
+		if !ok || len(st) != 3 {
+			us.err = upReset(http2.ErrCodeProtocol)
+			us.wakeLocked()
+			return nil
+		}
+		if code >= 100 && code < 200 {
+			if code != 101 {
+				us.interim = int(code)
+				us.rd.wake()
+			}
+			return nil
+		}
+		us.status = int(code)
+		us.head = f.RegularFields()
+		us.gotHead = true
+	} else {
+		if !f.StreamEnded() {
+			us.err = upReset(http2.ErrCodeProtocol)
+			us.wakeLocked()
+			return nil
+		}
+		us.trailers = f.RegularFields()
+	}
+	if f.StreamEnded() {
+		us.ended = true
+	}
+	us.rd.wake()
+	return nil
+}
+
+func (u *h2Up) data(f *http2.DataFrame) error {
+	n := int64(f.Length)
+	u.mu.Lock()
+	us := u.streams[f.StreamID]
+	if us == nil || us.ended || us.err != nil || !us.gotHead {
+		// Reset by us, or ours is in flight: given back at once.
+		inc := u.giveBackLocked(n)
+		u.mu.Unlock()
+		u.sendWindow(inc, 0, 0)
+		return nil
+	}
+	if n > us.recvWin {
+		inc := u.giveBackLocked(n)
+		u.mu.Unlock()
+		u.sendWindow(inc, 0, 0)
+		u.resetStream(f.StreamID, http2.ErrCodeFlowControl, upReset(http2.ErrCodeFlowControl))
+		return nil
+	}
+	us.recvWin -= n
+	data := f.Data()
+	inc := u.giveBackLocked(n - int64(len(data))) // padding
+	us.in = append(us.in, data...)
+	if f.StreamEnded() {
+		us.ended = true
+	}
+	us.rd.wake()
+	u.mu.Unlock()
+	u.sendWindow(inc, 0, 0)
+	return nil
+}
+
+// giveBackLocked returns n consumed bytes to the connection's window and
+// says how much WINDOW_UPDATE to send. u.mu held.
+func (u *h2Up) giveBackLocked(n int64) int64 {
+	u.connUnacked += n
+	if u.connUnacked < upConnWindow/4 {
+		return 0
+	}
+	inc := u.connUnacked
+	u.connUnacked = 0
+	return inc
+}
+
+func (u *h2Up) sendWindow(connInc int64, id uint32, inc int64) {
+	if connInc == 0 && inc == 0 {
+		return
+	}
+	u.write(func() error {
+		if connInc > 0 {
+			if err := u.wfr.WriteWindowUpdate(0, uint32(connInc)); err != nil {
+				return err
+			}
+		}
+		if inc > 0 {
+			return u.wfr.WriteWindowUpdate(id, uint32(inc))
+		}
+		return nil
+	}, false, false)
+}
+
+// release ends the stream on our side (RST_STREAM CANCEL if it is still
+// open) and gives its place on the connection back.
+func (us *upStream) release() {
+	u := us.u
+	u.mu.Lock()
+	if us.released {
+		u.mu.Unlock()
+		return
+	}
+	us.released = true
+	rst := !us.gone && !(us.local && us.ended)
+	if us.err == nil {
+		us.err = errUpClosed
+	}
+	us.wakeLocked()
+	delete(u.streams, us.id)
+	inc := u.giveBackLocked(int64(len(us.in)))
+	us.in = nil
+	u.active--
+	u.idleLocked()
+	u.mu.Unlock()
+	if rst {
+		u.write(func() error { return u.wfr.WriteRSTStream(us.id, http2.ErrCodeCancel) }, false, false)
+	}
+	u.sendWindow(inc, 0, 0)
+}
+
+// take moves up to len(b) bytes of response body into b; it reports the
+// state once nothing is left: ended (with trailers), or err.
+func (us *upStream) take(b []byte) (n int, ended bool, trailers []hpack.HeaderField, err error) {
+	u := us.u
+	u.mu.Lock()
+	if len(us.in) > 0 {
+		n = copy(b, us.in)
+		us.in = us.in[:copy(us.in, us.in[n:])]
+		var inc int64
+		us.unacked += int64(n)
+		if !us.ended && us.unacked >= upStreamWindow/4 {
+			inc, us.unacked = us.unacked, 0
+			us.recvWin += inc
+		}
+		connInc := u.giveBackLocked(int64(n))
+		last := len(us.in) == 0 && us.ended && us.trailers == nil
+		u.mu.Unlock()
+		u.sendWindow(connInc, us.id, inc)
+		return n, last, nil, nil
+	}
+	ended, trailers, err = us.ended, us.trailers, us.err
+	u.mu.Unlock()
+	if ended {
+		return 0, true, trailers, nil
+	}
+	return 0, false, nil, err
+}
+
+// wait waits for the server (rd) or the client's stream context, at most
+// t (0: no limit); false when t ran out.
+func (w *waker) waitCtx(done <-chan struct{}, t time.Duration) bool {
+	if t <= 0 {
+		select {
+		case <-w.ch:
+		case <-done:
+		}
+		return true
+	}
+	if w.timer == nil {
+		w.timer = time.NewTimer(t)
+	} else {
+		w.timer.Reset(t)
+	}
+	select {
+	case <-w.ch:
+		w.timer.Stop()
+		return true
+	case <-done:
+		w.timer.Stop()
+		return true
+	case <-w.timer.C:
+		return false
+	}
+}
+
+// writeData sends b as DATA frames as the server's windows allow, waiting
+// at most t each time; end ends the stream.
+func (us *upStream) writeData(b []byte, end bool, t time.Duration) error {
+	u := us.u
+	for {
+		u.mu.Lock()
+		if us.err != nil {
+			u.mu.Unlock()
+			return us.err
+		}
+		if len(b) == 0 {
+			if end {
+				us.local = true
+			}
+			u.mu.Unlock()
+			if !end {
+				return nil
+			}
+			return u.write(func() error { return u.wfr.WriteData(us.id, true, nil) }, false, false)
+		}
+		n := min(int64(len(b)), us.sendWin, u.sendWin, int64(u.peerMaxFrame))
+		if n <= 0 {
+			u.mu.Unlock()
+			if !us.wr.wait(t) {
+				return serverTimeout{}
+			}
+			continue
+		}
+		us.sendWin -= n
+		u.sendWin -= n
+		last := end && n == int64(len(b))
+		if last {
+			us.local = true
+		}
+		u.mu.Unlock()
+		chunk := b[:n]
+		if err := u.write(func() error { return u.wfr.WriteData(us.id, last, chunk) }, false, false); err != nil {
+			return err
+		}
+		b = b[n:]
+		if last {
+			return nil
+		}
+	}
+}
+
+// writeTrailers ends the stream with the client's request trailers.
+func (us *upStream) writeTrailers(s *h2Stream, fields []hpack.HeaderField) error {
+	u := us.u
+	u.mu.Lock()
+	if us.err != nil {
+		u.mu.Unlock()
+		return us.err
+	}
+	us.local = true
+	u.mu.Unlock()
+	return u.write(func() error {
+		u.encB.b = u.encB.b[:0]
+		for _, f := range fields {
+			if !connSpecific(bytesOf(f.Name)) {
+				u.enc.WriteField(f)
+			}
+		}
+		// Trailers fit a frame: the client's came in a bounded block.
+		return u.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: us.id, BlockFragment: u.encB.b,
+			EndStream: true, EndHeaders: true})
+	}, false, false)
+}
+
+// upBody is the request body's copy to the server: what of it was sent,
+// kept for a stream the server refuses, and its progress for
+// timeout_server.
+type upBody struct {
+	replay   []byte
+	noReplay bool // more was sent than replay keeps
+	sent     int64
+	last     atomic.Int64 // when a write last ended (UnixNano)
+	reading  atomic.Bool  // waiting for the client
+	done     chan error
+}
+
+// copyUp sends the request body of s on us: first what an earlier,
+// refused stream had sent, then the rest as the client sends it.
+func (s *h2Stream) copyUp(us *upStream, ub *upBody, be *backend.Backend) error {
+	p := s.c.p
+	t := be.TimeoutServer
+	if len(ub.replay) > 0 {
+		if err := us.writeData(ub.replay, false, t); err != nil {
+			return err
+		}
+	}
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := (*bp)[:16384]
+	for {
+		ub.reading.Store(true)
+		n, err := s.Read(buf)
+		ub.reading.Store(false)
+		ub.last.Store(time.Now().UnixNano())
+		if n > 0 {
+			if !ub.noReplay {
+				if len(ub.replay)+n <= upReplayMax {
+					ub.replay = append(ub.replay, buf[:n]...)
+				} else {
+					ub.noReplay, ub.replay = true, nil
+				}
+			}
+			if werr := us.writeData(buf[:n], false, t); werr != nil {
+				return werr
+			}
+			ub.sent += int64(n)
+			ub.last.Store(time.Now().UnixNano())
+			p.Counters.BytesIn.Add(uint64(n))
+			us.u.srv.Counters.BytesIn.Add(uint64(n))
+		}
+		if err == io.EOF {
+			s.c.mu.Lock()
+			tr := s.trailers
+			s.c.mu.Unlock()
+			if len(tr) > 0 {
+				return us.writeTrailers(s, tr)
+			}
+			return us.writeData(nil, true, t)
+		}
+		if err != nil {
+			return writeError{err} // the client's side
+		}
+	}
+}
+
+// encodeUpHead encodes the request head for an HTTP/2 server: the
+// fields as the client sent them but the connection-specific and
+// forwarding ones, then sluice's forwarding headers (as buildRequestHead
+// writes them to HTTP/1 servers).
+func (s *h2Stream) encodeUpHead(e *hpack.Encoder) {
+	req := &s.req
+	c := s.c
+	e.WriteField(hpack.HeaderField{Name: ":method", Value: stringOf(req.method)})
+	e.WriteField(hpack.HeaderField{Name: ":scheme", Value: "http"})
+	if req.host != nil {
+		e.WriteField(hpack.HeaderField{Name: ":authority", Value: stringOf(req.host)})
+	}
+	e.WriteField(hpack.HeaderField{Name: ":path", Value: stringOf(req.target)})
+	for _, f := range req.fields {
+		switch {
+		case equalFold(f.name, "host"), isForwarding(f.name), equalFold(f.name, "transfer-encoding"):
+			continue
+		case equalFold(f.name, "te"):
+			if !equalFold(f.value, "trailers") {
+				continue
+			}
+		case connSpecific(f.name), req.hopByHop(f.name):
+			continue
+		}
+		s.field(e, f.name, f.value)
+	}
+	v := h1View(req)
+	var buf [256]byte
+	for i, name := range fwdNames {
+		s.field(e, bytesOf(name), c.p.appendForwardValue(buf[:0], i, &v, &c.info, c.addr))
+	}
+}
+
+// fail ends the stream for err from our side (the request body's copy
+// broke): the response's reader wakes to it.
+func (us *upStream) fail(err error) {
+	u := us.u
+	u.mu.Lock()
+	if us.err == nil {
+		us.err = err
+	}
+	us.wakeLocked()
+	u.mu.Unlock()
+}
+
+// forwardUp sends the stream to an h2c server of be over sluice's own
+// HTTP/2 client and relays the response: forward's connect, retry and
+// observation rules. A stream the server refused (GOAWAY above it,
+// REFUSED_STREAM) was never processed: it goes again, on another
+// connection.
+func (s *h2Stream) forwardUp(be *backend.Backend, x *exchange) {
+	p := s.c.p
+	cn := backend.Connect{Client: backend.Client{Addr: s.c.info.Client.Addr()}, Budget: p.ServerConns}
+	var cookie []byte
+	if be.Sticky == "cookie" {
+		v := h1View(&s.req)
+		cookie = v.cookie(be.StickyCookie)
+		cn.Pinned = pinned(be, cookie)
+	}
+	var ub *upBody
+	if !s.endStream {
+		ub = &upBody{}
+	}
+	var us *upStream
+	dial := func(ctx context.Context, _ *backend.Server) error {
+		var err error
+		us, err = s.openUp(ctx, &cn, be, ub)
+		return err
+	}
+	for refused := 0; ; refused++ {
+		err := be.Connect(s.ctx, &cn, dial)
+		x.retries = cn.Retries
+		if cn.Server != nil {
+			x.server = cn.Server.Name
+		}
+		if s.notConnected(err, be, x) {
+			return
+		}
+		srv := cn.Server
+		x.connected = time.Now()
+		retry := s.exchangeUp(us, ub, be, x, setCookie(be, cookie, srv))
+		srv.Release()
+		observe(srv, x, retry)
+		if !retry {
+			return
+		}
+		if refused >= upMaxRefused {
+			srv.Counters.RespErrors.Add(1)
+			s.fail(failServerError, be, x)
+			return
+		}
+		cn.Pinned = srv
+	}
+}
+
+// upClientCode is the code a stream the server reset after its response
+// head is reset with towards the client: the server's own, but for the
+// codes that name a fault of this hop's connection.
+func upClientCode(c http2.ErrCode) http2.ErrCode {
+	switch c {
+	case http2.ErrCodeNo, http2.ErrCodeCancel, http2.ErrCodeRefusedStream, http2.ErrCodeEnhanceYourCalm,
+		http2.ErrCodeInadequateSecurity, http2.ErrCodeHTTP11Required, http2.ErrCodeInternal:
+		return c
+	}
+	return http2.ErrCodeInternal
+}
+
+// exchangeUp relays the response of us to the client stream, the
+// request body going up meanwhile (its own goroutine, only for a request
+// with a body). It returns whether the server refused the stream and the
+// request may go again.
+func (s *h2Stream) exchangeUp(us *upStream, ub *upBody, be *backend.Backend, x *exchange, sticky bool) (retry bool) {
+	p := s.c.p
+	u := us.u
+	srv := u.srv
+	t := be.TimeoutServer
+	if ub != nil {
+		ub.done = make(chan error, 1)
+		go func() {
+			err := s.copyUp(us, ub, be)
+			if err != nil {
+				us.fail(err)
+			}
+			ub.done <- err
+		}()
+	}
+	// bodyErr waits for the body's copy to end; us is released (or the
+	// client stream answered) first, so that it does.
+	bodyErr := func() error {
+		if ub == nil || ub.done == nil {
+			return nil
+		}
+		err := <-ub.done
+		ub.done = nil
+		return err
+	}
+	done := s.ctx.Done()
+	failed := func(f failure) bool {
+		us.release()
+		s.fail(f, be, x)
+		bodyErr()
+		return false
+	}
+	for {
+		u.mu.Lock()
+		got, interim, err := us.gotHead, us.interim, us.err
+		us.interim = 0
+		u.mu.Unlock()
+		if got {
+			break
+		}
+		if interim != 0 {
+			s.sendHead(func(e *hpack.Encoder) { s.status(e, interim) }, false)
+			continue
+		}
+		if s.ctx.Err() != nil {
+			us.release()
+			bodyErr()
+			x.terminated = "client"
+			s.log(x)
+			return false
+		}
+		if err != nil {
+			us.release()
+			var berr error
+			if ub != nil {
+				select {
+				case berr = <-ub.done:
+					ub.done = nil
+				default:
+				}
+			}
+			var werr writeError
+			switch {
+			case errors.As(berr, &werr) && errors.Is(werr.err, errClientStalled):
+				return failed(failClientTimeout)
+			case errors.As(berr, &werr):
+				bodyErr()
+				x.terminated = "client"
+				s.log(x)
+				return false
+			case err == errUpRefused && (ub == nil || !ub.noReplay):
+				bodyErr()
+				return true
+			case isTimeout(err):
+				srv.Counters.RespErrors.Add(1)
+				return failed(failServerTimeout)
+			}
+			srv.Counters.RespErrors.Add(1)
+			return failed(failServerError)
+		}
+		if !us.rd.waitCtx(done, t) {
+			if ub != nil && ub.done != nil && (ub.reading.Load() || time.Since(time.Unix(0, ub.last.Load())) < t) {
+				continue // the request body still moves: the wait starts at its end
+			}
+			srv.Counters.RespErrors.Add(1)
+			return failed(failServerTimeout)
+		}
+	}
+	x.respHead = time.Now()
+	u.mu.Lock()
+	status, head := us.status, us.head
+	endNow := us.ended && len(us.in) == 0 && us.trailers == nil
+	lazy := !endNow && len(us.in) > 0
+	u.mu.Unlock()
+	x.status = status
+	cookie := ""
+	if sticky {
+		cookie = be.StickyCookie
+	}
+	p.count(srv, status, 0) // bytes are counted as they pass
+	err := s.sendHeadLazy(func(e *hpack.Encoder) {
+		s.status(e, status)
+		for _, f := range head {
+			if !connSpecific(bytesOf(f.Name)) {
+				e.WriteField(f)
+			}
+		}
+		if cookie != "" {
+			var buf [128]byte
+			s.field(e, []byte("set-cookie"), appendStickyCookie(buf[:0], cookie, srv.ID))
+		}
+	}, endNow, lazy)
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := (*bp)[:16384]
+	for err == nil && !endNow {
+		n, last, trailers, uerr := us.take(buf)
+		if n > 0 {
+			if err = s.writeData(buf[:n], last); err != nil {
+				break
+			}
+			x.bytesOut += int64(n)
+			p.Counters.BytesOut.Add(uint64(n))
+			srv.Counters.BytesOut.Add(uint64(n))
+			endNow = last
+			continue
+		}
+		if last {
+			if len(trailers) > 0 {
+				err = s.sendHead(func(e *hpack.Encoder) {
+					for _, f := range trailers {
+						if !connSpecific(bytesOf(f.Name)) {
+							e.WriteField(f)
+						}
+					}
+				}, true)
+			} else {
+				err = s.writeData(nil, true)
+			}
+			endNow = true
+			break
+		}
+		if s.ctx.Err() != nil {
+			err = errStreamGone
+			break
+		}
+		if uerr != nil {
+			// The server broke off the response: the client's stream is
+			// reset as it was.
+			us.release()
+			code := http2.ErrCodeInternal
+			var rst upReset
+			if errors.As(uerr, &rst) {
+				code = upClientCode(http2.ErrCode(rst))
+			}
+			s.abort(code)
+			s.endBody()
+			bodyErr()
+			srv.Counters.RespErrors.Add(1)
+			x.terminated = "body"
+			s.log(x)
+			return false
+		}
+		if !us.rd.waitCtx(done, t) {
+			us.release()
+			s.abort(http2.ErrCodeCancel)
+			s.endBody()
+			bodyErr()
+			srv.Counters.RespErrors.Add(1)
+			x.terminated = "server-timeout"
+			s.log(x)
+			return false
+		}
+	}
+	us.release()
+	if err != nil {
+		s.clientBroke(writeError{err})
+		bodyErr()
+		x.terminated = "body"
+		if s.ctx.Err() != nil {
+			x.terminated = "client"
+		}
+		s.log(x)
+		return false
+	}
+	s.endBody()
+	bodyErr()
+	s.served = true
+	s.log(x)
+	return false
+}
