@@ -164,13 +164,13 @@ type pair struct {
 
 // loop is one epoll instance served by one goroutine.
 type loop struct {
-	p     *poller.Poller
-	mu    sync.Mutex
-	byFD  map[int]*pair
+	p    *poller.Poller
+	mu   sync.Mutex
+	byFD map[int]*pair
 	// acceptors are the listeners this loop accepts on (Accept).
 	acceptors map[int]*Acceptor
-	pairs map[*pair]struct{}
-	killq []*pair // pairs to end, handed over under mu
+	pairs     map[*pair]struct{}
+	killq     []*pair // pairs to end, handed over under mu
 	// closed: the loop ended its pairs and takes no more (under mu).
 	closed   bool
 	stopping atomic.Bool   // stop asked for
