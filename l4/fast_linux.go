@@ -587,7 +587,10 @@ func (l *loop) outFor(p *pair, s *side) uint32 {
 func (l *loop) watch(p *pair, s *side, events uint32) bool {
 	var err error
 	switch {
-	case s.hup && events == 0:
+	case events == 0:
+		// Nothing to wait for (its read side ended, nothing to write to it):
+		// out of the set at once, rather than a MOD now and a DEL at its HUP.
+		// An error on it shows at the next write.
 		if !s.watched {
 			return true
 		}
