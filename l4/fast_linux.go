@@ -508,6 +508,12 @@ func (l *loop) read(p *pair, src, dst *side) {
 		l.flush(p, src, dst)
 	case n == 0 && err == nil:
 		src.eof = true
+		if dst.eof && len(dst.pending) == 0 {
+			// The other way ended and was written on: this is the end of
+			// the pair, no epoll change first.
+			l.halfClose(p, src, dst)
+			return
+		}
 		if l.watch(p, src, l.outFor(p, src)) { // nothing more to read
 			l.halfClose(p, src, dst)
 		}
