@@ -70,6 +70,9 @@ type Connect struct {
 	// Slot reports that the callback took a slot of Budget (TakeSlot)
 	// for the connection it made: it belongs to that connection now.
 	Slot bool
+	// failed is the last failed connect of TryPick's caller: a NoServer
+	// after it is not counted, the connect error stands.
+	failed error
 }
 
 // ConnectError is a connect that failed before anything was sent: the
@@ -139,34 +142,104 @@ func (b *Backend) Connect(ctx context.Context, c *Connect, dial func(ctx context
 		}
 		c.Server, c.Slot = srv, false
 		if err = dial(ctx, srv); err == nil {
-			if c.ObserveConnect {
-				srv.ObserveOK()
-			}
+			c.Connected()
 			return nil
 		}
-		if c.Slot {
-			c.Budget.Release()
-			c.Slot = false
-		}
-		srv.Release()
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			// The client left or the process stops: nothing to say
 			// about the server.
+			c.Abandon()
 			return ctx.Err()
-		case errors.Is(err, ErrServerConns) || !IsConnectError(err):
+		}
+		if !b.Failed(c, err) {
 			return err
 		}
-		srv.Counters.ConnErrors.Add(1)
-		srv.ObserveError()
 		lastErr = err
-		if c.Retries >= b.Retries {
-			return err
-		}
-		srv.Counters.Retries.Add(1)
-		c.Retries++
 		skip = srv
 	}
+}
+
+// The steps of Connect for a caller that cannot wait (the tcp event
+// loops): TryPick, then TakeSlot and a non-blocking connect, then
+// Connected, Failed (and TryPick again when it says so) or Abandon. The
+// decisions are Connect's own: it is built of the same steps.
+
+// ErrWouldQueue is TryPick's answer when the connection would have to
+// wait in the queue (every server at its maxconn, or others already
+// waiting): the caller hands it to Connect, which waits.
+var ErrWouldQueue = errors.New("every server is at its maxconn: the connection would queue")
+
+// TryPick picks and acquires the server of c's next attempt without
+// waiting: c.Pinned first (first attempt only), else the algorithm,
+// avoiding c.Skip. It never queues: ErrWouldQueue says the connection
+// would, ErrNoServer that no server can take traffic (counted in NoServer
+// on a first attempt; after a failed connect that error stands, and the
+// caller reports it). c is not copied: it must live on the heap already
+// (the algorithms see the client through an interface).
+func (b *Backend) TryPick(c *Connect) (*Server, error) {
+	var srv *Server
+	if c.Pinned != nil && c.failed == nil && c.Pinned.Available() && c.Pinned.TryAcquire() {
+		srv = c.Pinned
+	} else if b.queue.waiting.Load() == 0 {
+		// Newcomers do not overtake connections already waiting.
+		srv = b.pickAcquire(&c.Client, c.Skip)
+	}
+	if srv == nil {
+		if !b.pool.Load().usable() {
+			if c.failed == nil {
+				b.Counters.NoServer.Add(1)
+			}
+			return nil, ErrNoServer
+		}
+		return nil, ErrWouldQueue
+	}
+	c.Server, c.Slot = srv, false
+	return srv, nil
+}
+
+// Connected reports that the attempt in progress (c.Server) succeeded: a
+// tcp server is observed alive (ObserveConnect).
+func (c *Connect) Connected() {
+	if c.ObserveConnect {
+		c.Server.ObserveOK()
+	}
+}
+
+// Abandon gives back the server and the budget slot of the attempt in
+// progress without a word about the server (the client left, the process
+// stops, or the caller hands the connection to another path).
+func (c *Connect) Abandon() {
+	if c.Slot {
+		c.Budget.Release()
+		c.Slot = false
+	}
+	if c.Server != nil {
+		c.Server.Release()
+	}
+}
+
+// Failed reports that the attempt in progress failed with err, gives its
+// server and slot back, and reports whether to try again on another
+// server (TryPick or Connect again; c.Skip then names the one that
+// failed). A ConnectError is counted in ConnErrors, observed, and retried
+// while the backend's retries last (counted in Retries); ErrServerConns
+// and other errors are not.
+func (b *Backend) Failed(c *Connect, err error) (retry bool) {
+	c.Abandon()
+	if errors.Is(err, ErrServerConns) || !IsConnectError(err) {
+		return false
+	}
+	srv := c.Server
+	srv.Counters.ConnErrors.Add(1)
+	srv.ObserveError()
+	c.failed = err
+	if c.Retries >= b.Retries {
+		return false
+	}
+	srv.Counters.Retries.Add(1)
+	c.Retries++
+	c.Skip = srv
+	return true
 }
 
 // connectPick picks and acquires a server, waiting in the queue unless

@@ -69,6 +69,8 @@ func (e *Engine) counters() []stats.Counter {
 		if f.Mode == conf.ModeTCP {
 			add("frontend_tcp_server_conns_exhausted_total", "TCP connections closed because the process's server connections (global.maxconn) were all in use.",
 				&f.Counters.ServerConnsExhausted, fl)
+			add("frontend_tcp_loop_connections_total", "TCP connections accepted and connected to their server by an epoll loop (plain tcp frontends); the others took the goroutine path (a connection cap reached, a queue, accept_proxy, send_proxy).",
+				&f.Counters.LoopConnections, fl)
 		}
 		if f.Mode == conf.ModeUDP {
 			u := &f.UDP

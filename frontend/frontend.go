@@ -43,6 +43,9 @@ type Counters struct {
 	// ServerConnsExhausted counts tcp connections closed because every
 	// server connection of the descriptor budget was in use.
 	ServerConnsExhausted atomic.Uint64
+	// LoopConnections counts tcp connections an epoll loop accepted and
+	// connected to their server itself (see l4.Accept).
+	LoopConnections atomic.Uint64
 }
 
 // Frontend is one configured frontend at run time.
@@ -59,6 +62,9 @@ type Frontend struct {
 	// servers in tcp mode (send_proxy).
 	sendProxy conf.ProxyVersion
 	peerLog   peerLog // rate-limits the log of unexpected PROXY headers
+	// loop and acceptors: when the epoll loops accept for the frontend.
+	loop      *l4.LoopTCP
+	acceptors []*l4.Acceptor
 
 	Counters Counters
 	// UDP holds the counters only udp frontends have (evicted and expired
@@ -90,6 +96,9 @@ type Server struct {
 	stop     context.Context
 	hardStop context.CancelFunc
 	relays   l4.Group // the epoll relays: killed when a drain runs out of time
+	// loopOpen counts the connections a loop accepted and serves (in
+	// no conns map): what a hard stop cuts besides the tracked ones.
+	loopOpen atomic.Int64
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
@@ -167,6 +176,9 @@ func (s *Server) Serve() {
 			continue
 		}
 		for _, sock := range f.socks {
+			if f.loopable() && s.serveLoop(f, sock) {
+				continue
+			}
 			s.wg.Add(1)
 			s.acceptW.Add(1)
 			go s.acceptLoop(f, sock.Listener)
@@ -261,7 +273,7 @@ func (s *Server) acceptLoop(f *Frontend, ln net.Listener) {
 		s.wg.Add(1)
 		s.connW.Add(1)
 		go func() {
-			if !s.handle(f, conn, accepted) {
+			if !s.handle(f, conn, accepted, false, 0) {
 				s.closed(f, conn)
 			}
 		}()
@@ -294,8 +306,9 @@ var testConnHook func(frontend string)
 
 // handle serves an accepted connection. It reports true when the connection
 // was handed to an epoll relay, whose end calls s.closed; false when it is
-// over and the caller calls it.
-func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time) (handedOn bool) {
+// over and the caller calls it. opened: it was counted already (a loop
+// accepted it, see fallback), and retries connects were retried.
+func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time, opened bool, retries int) (handedOn bool) {
 	raw := conn // conn becomes a wrapper below
 	defer func() {
 		if p := recover(); p != nil {
@@ -305,13 +318,8 @@ func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time) (handedO
 			handedOn = false
 		}
 	}()
-	f.Counters.Sessions.Add(1)
-	n := f.Counters.Current.Add(1)
-	for {
-		m := f.Counters.MaxActive.Load()
-		if n <= m || f.Counters.MaxActive.CompareAndSwap(m, n) {
-			break
-		}
+	if !opened {
+		f.opened()
 	}
 	m := connMeta{conn: conn, accepted: accepted, client: addrPort(conn.RemoteAddr()), local: addrPort(conn.LocalAddr())}
 	if tc, ok := conn.(*net.TCPConn); ok && f.http != nil {
@@ -342,14 +350,26 @@ func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time) (handedO
 		s.serveHTTP(f, conn, &m)
 		return false
 	}
-	return s.serveTCP(f, conn, &m)
+	return s.serveTCP(f, conn, &m, retries)
+}
+
+// opened counts a new connection of f.
+func (f *Frontend) opened() {
+	f.Counters.Sessions.Add(1)
+	n := f.Counters.Current.Add(1)
+	for {
+		m := f.Counters.MaxActive.Load()
+		if n <= m || f.Counters.MaxActive.CompareAndSwap(m, n) {
+			break
+		}
+	}
 }
 
 // serveTCP connects the client to a server of the default backend, retrying
 // the connect on another server, then relays bytes until both sides end. It
 // reports true when an epoll loop took the relay over (and calls s.closed
 // at its end), leaving this goroutine free to exit.
-func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) bool {
+func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta, retries int) bool {
 	be := f.backend
 	var hdr *l4.ProxyHeader
 	if f.sendProxy != 0 {
@@ -360,6 +380,7 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta) bool {
 		Budget:         s.serverConns,
 		Watch:          m.conn,
 		ObserveConnect: true, // a tcp server is alive once it accepts
+		Retries:        retries,
 	}
 	var server net.Conn
 	err := be.Connect(s.stop, &cn, func(ctx context.Context, srv *backend.Server) error {
@@ -446,6 +467,9 @@ func (s *Server) StopAccepting() {
 			f.udp.StopReading()
 			continue
 		}
+		for _, a := range f.acceptors {
+			a.Close() // before the socket: no loop accepts on it from here on
+		}
 		for _, sock := range f.socks {
 			sock.Close()
 		}
@@ -475,6 +499,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 			cut++
 		}
 		s.mu.Unlock()
+		cut += int(s.loopOpen.Load())
 		s.relays.Kill() // the epoll relays own their sockets
 		<-finished
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"sluice/backend"
 	"sluice/internal/poller"
 	"sluice/internal/recovery"
 )
@@ -146,15 +148,29 @@ type pair struct {
 	done  func(error)
 	ended bool
 	seen  bool // first bytes shown to first
+
+	// A connection the loop accepted (Accept) has lf, and while it
+	// connects no client registration and a server descriptor (or -1)
+	// registered for writability, until deadline (unix nanoseconds, 0:
+	// none).
+	lf         *LoopTCP
+	cn         backend.Connect
+	peer       netip.AddrPort
+	connecting bool
+	holding    bool // cn holds a server and a budget slot, given back at the end
+	deadline   int64
+	ctrs       [4]*atomic.Uint64 // the sides' counters: no slice allocated
 }
 
 // loop is one epoll instance served by one goroutine.
 type loop struct {
-	p     *poller.Poller
-	mu    sync.Mutex
-	byFD  map[int]*pair
-	pairs map[*pair]struct{}
-	killq []*pair // pairs to end, handed over under mu
+	p    *poller.Poller
+	mu   sync.Mutex
+	byFD map[int]*pair
+	// acceptors are the listeners this loop accepts on (Accept).
+	acceptors map[int]*Acceptor
+	pairs     map[*pair]struct{}
+	killq     []*pair // pairs to end, handed over under mu
 	// closed: the loop ended its pairs and takes no more (under mu).
 	closed   bool
 	stopping atomic.Bool   // stop asked for
@@ -234,7 +250,7 @@ func newLoop() (*loop, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &loop{p: p, byFD: map[int]*pair{}, pairs: map[*pair]struct{}{}, exited: make(chan struct{}), buf: make([]byte, BufSize)}
+	l := &loop{p: p, byFD: map[int]*pair{}, acceptors: map[int]*Acceptor{}, pairs: map[*pair]struct{}{}, exited: make(chan struct{}), buf: make([]byte, BufSize)}
 	go l.run()
 	return l, nil
 }
@@ -317,6 +333,7 @@ func (l *loop) serve() (stopped bool) {
 	defer l.recoverPanic()
 	events := make([]unix.EpollEvent, 256)
 	owners := make([]*pair, len(events))
+	accs := make([]*Acceptor, len(events))
 	var kills []*pair
 	lastScan := time.Now().UnixNano()
 	busy := false
@@ -347,6 +364,9 @@ func (l *loop) serve() (stopped bool) {
 		l.mu.Lock()
 		for i := 0; i < n; i++ {
 			owners[i] = l.byFD[int(events[i].Fd)]
+			if owners[i] == nil {
+				accs[i] = l.acceptors[int(events[i].Fd)]
+			}
 		}
 		kills = append(kills[:0], l.killq...)
 		clear(l.killq)
@@ -360,7 +380,16 @@ func (l *loop) serve() (stopped bool) {
 			}
 			if p := owners[i]; p != nil && !p.ended {
 				l.cur = p
-				l.event(p, fd, events[i].Events)
+				if p.connecting {
+					if fd == p.sides[1].fd {
+						l.connecting(p, events[i].Events)
+					}
+				} else {
+					l.event(p, fd, events[i].Events)
+				}
+			} else if a := accs[i]; a != nil {
+				accs[i] = nil
+				l.accept(a)
 			}
 		}
 		l.cur = nil
@@ -467,6 +496,8 @@ func (l *loop) read(p *pair, src, dst *side) {
 			p.seen = true
 			if p.first != nil {
 				p.first(b)
+			} else if p.lf != nil && p.lf.First != nil {
+				p.lf.First(p.peer.Addr(), b)
 			}
 		}
 		src.unflush += uint64(n)
@@ -477,6 +508,12 @@ func (l *loop) read(p *pair, src, dst *side) {
 		l.flush(p, src, dst)
 	case n == 0 && err == nil:
 		src.eof = true
+		if dst.eof && len(dst.pending) == 0 {
+			// The other way ended and was written on: this is the end of
+			// the pair, no epoll change first.
+			l.halfClose(p, src, dst)
+			return
+		}
 		if l.watch(p, src, l.outFor(p, src)) { // nothing more to read
 			l.halfClose(p, src, dst)
 		}
@@ -556,7 +593,10 @@ func (l *loop) outFor(p *pair, s *side) uint32 {
 func (l *loop) watch(p *pair, s *side, events uint32) bool {
 	var err error
 	switch {
-	case s.hup && events == 0:
+	case events == 0:
+		// Nothing to wait for (its read side ended, nothing to write to it):
+		// out of the set at once, rather than a MOD now and a DEL at its HUP.
+		// An error on it shows at the next write.
 		if !s.watched {
 			return true
 		}
@@ -618,8 +658,14 @@ func (s *side) flushCounters() {
 // still being read (the smaller one when both are).
 func (l *loop) scanIdle(now int64) {
 	l.mu.Lock()
-	var idle []*pair
+	var idle, late []*pair
 	for p := range l.pairs {
+		if p.connecting {
+			if p.deadline != 0 && now >= p.deadline && p.sides[1].fd >= 0 {
+				late = append(late, p)
+			}
+			continue
+		}
 		var limit time.Duration
 		for i := range p.sides {
 			s := &p.sides[i]
@@ -642,6 +688,13 @@ func (l *loop) scanIdle(now int64) {
 	for _, p := range idle {
 		l.cur = p
 		l.end(p, ErrIdle)
+	}
+	for _, p := range late {
+		// timeout_connect: on to the next server, or the end.
+		l.cur = p
+		if !p.ended && p.connecting {
+			l.retry(p, unix.ETIMEDOUT)
+		}
 	}
 	l.cur = nil
 }
@@ -703,6 +756,9 @@ func (l *loop) end(p *pair, err error) {
 	for i := range p.sides {
 		s := &p.sides[i]
 		s.flushCounters()
+		if s.fd < 0 {
+			continue // a server not connected (yet)
+		}
 		rawClose(s.fd) // the last descriptor of the socket: epoll forgets it too
 		if s.buf != nil {
 			bufPool.Put(s.buf)
@@ -712,7 +768,9 @@ func (l *loop) end(p *pair, err error) {
 	if ignorable(err) {
 		err = nil
 	}
-	if p.done != nil {
+	if p.lf != nil {
+		p.finish(err)
+	} else if p.done != nil {
 		p.done(err)
 	}
 }
