@@ -68,6 +68,9 @@ func (s *Server) serveLoop(f *Frontend, sock *sockets.Socket) bool {
 		return false
 	}
 	f.acceptors = append(f.acceptors, a)
+	if err := sock.Park(); err != nil {
+		s.log.Debug("listener left in Go's netpoller", "frontend", f.Name, "addr", sock.Key.Addr, "err", err)
+	}
 	return true
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -87,8 +88,8 @@ func Accept(ln net.Listener, t *LoopTCP) (*Acceptor, error) {
 	if ls == nil {
 		return nil, errors.New("epoll loops not running")
 	}
-	tl, ok := ln.(*net.TCPListener)
-	if !ok {
+	tl, ok := ln.(syscall.Conn) // *net.TCPListener, or a parked one
+	if !ok || ln.Addr().Network() != "tcp" {
 		return nil, fmt.Errorf("%T is not a TCP listener", ln)
 	}
 	rc, err := tl.SyscallConn()

@@ -1,0 +1,117 @@
+package sockets
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Park takes a tcp listener out of Go's netpoller, for a socket whose
+// connections sluice's own epoll loops accept (on a duplicate of their
+// own). Left registered, every new connection woke Go's netpoller as well:
+// an epoll_pwait and a context switch per connection for nothing
+// (measured: 1.2 context switches per relayed connection, 0.8 parked).
+// The socket stays open on a duplicate: File hands it to other processes
+// as before, and Accept on the parked listener builds a Go listener again
+// on first use, for a later user that accepts with goroutines.
+func (s *Socket) Park() error {
+	tl, ok := s.Listener.(*net.TCPListener)
+	if !ok {
+		return fmt.Errorf("socket %s: %T cannot be parked", s.Key, s.Listener)
+	}
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return err
+	}
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(lfd uintptr) {
+		fd, derr = unix.FcntlInt(lfd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return err
+	}
+	if derr != nil {
+		return fmt.Errorf("socket %s: dup: %w", s.Key, derr)
+	}
+	p := &parked{fd: fd, addr: tl.Addr()}
+	tl.Close() // leaves the netpoller; the duplicate keeps the socket
+	s.Listener = p
+	return nil
+}
+
+// parked is a listening socket held as a bare descriptor.
+type parked struct {
+	mu     sync.Mutex
+	fd     int
+	addr   net.Addr
+	ln     net.Listener // built by the first Accept
+	closed bool
+}
+
+var _ syscall.Conn = (*parked)(nil)
+
+func (p *parked) Accept() (net.Conn, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, net.ErrClosed
+	}
+	if p.ln == nil {
+		nfd, err := unix.FcntlInt(uintptr(p.fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			p.mu.Unlock()
+			return nil, err
+		}
+		f := os.NewFile(uintptr(nfd), p.addr.String())
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			p.mu.Unlock()
+			return nil, err
+		}
+		noKeepAlive(ln)
+		p.ln = ln
+	}
+	ln := p.ln
+	p.mu.Unlock()
+	return ln.Accept()
+}
+
+func (p *parked) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return net.ErrClosed
+	}
+	p.closed = true
+	if p.ln != nil {
+		p.ln.Close()
+	}
+	return unix.Close(p.fd)
+}
+
+func (p *parked) Addr() net.Addr { return p.addr }
+
+// SyscallConn gives File (and l4.Accept) the descriptor through Control.
+func (p *parked) SyscallConn() (syscall.RawConn, error) { return parkedRaw{p}, nil }
+
+type parkedRaw struct{ p *parked }
+
+func (r parkedRaw) Control(f func(fd uintptr)) error {
+	r.p.mu.Lock()
+	defer r.p.mu.Unlock()
+	if r.p.closed {
+		return net.ErrClosed
+	}
+	f(uintptr(r.p.fd))
+	return nil
+}
+
+var errParkedIO = errors.New("a parked listener is not read or written")
+
+func (parkedRaw) Read(func(uintptr) bool) error  { return errParkedIO }
+func (parkedRaw) Write(func(uintptr) bool) error { return errParkedIO }

@@ -1,0 +1,76 @@
+package sockets
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// A parked listener keeps its socket: a Go accept still works on it (built
+// again on first use), File still hands it over, Close closes it.
+func TestParkKeepsTheSocket(t *testing.T) {
+	s, err := Listen(Key{Network: "tcp", Addr: "127.0.0.1:0"}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := s.Listener.Addr().String()
+	if err := s.Park(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Listener.Addr().String() != addr {
+		t.Fatalf("parked address %s, want %s", s.Listener.Addr(), addr)
+	}
+	if err := s.Park(); err == nil {
+		t.Fatal("parking a parked listener succeeded")
+	}
+
+	// Handed over, as to a new worker: the other copy accepts.
+	f, err := s.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := FromFile(s.Key, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+
+	for _, ln := range []net.Listener{s.Listener, other.Listener} {
+		done := make(chan error, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err == nil {
+				c.Write([]byte("hi"))
+				c.Close()
+			}
+			done <- err
+		}()
+		// Both hold the same socket: dial until this one accepts (the
+		// other may take a connection first).
+		for i := 0; ; i++ {
+			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			b, _ := io.ReadAll(c)
+			c.Close()
+			if string(b) == "hi" {
+				break
+			}
+			if i > 50 {
+				t.Fatalf("%T never accepted", ln)
+			}
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Listener.Accept(); err == nil {
+		t.Fatal("accept on a closed parked listener succeeded")
+	}
+}
