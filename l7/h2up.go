@@ -1268,17 +1268,23 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 
 // The upClient side of an HTTP/2 stream.
 
-func (s *h2Stream) proxy() *Proxy                   { return s.c.p }
-func (s *h2Stream) upInfo() *ConnInfo               { return &s.c.info }
-func (s *h2Stream) upReq() *message                 { return &s.req }
-func (s *h2Stream) upCtx() context.Context          { return s.ctx }
-func (s *h2Stream) startBody()                      {}
-func (s *h2Stream) canResend() bool                 { return true }
-func (s *h2Stream) stopBody()                       { s.endBody() }
-func (s *h2Stream) upAbort(code http2.ErrCode)      { s.abort(code); s.endBody() }
-func (s *h2Stream) upDone()                         { s.endBody(); s.served = true }
-func (s *h2Stream) upInterim(code int)              { s.sendHead(func(e *hpack.Encoder) { s.status(e, code) }, false) }
-func (s *h2Stream) upTrailers() []hpack.HeaderField { s.c.mu.Lock(); defer s.c.mu.Unlock(); return s.trailers }
+func (s *h2Stream) proxy() *Proxy              { return s.c.p }
+func (s *h2Stream) upInfo() *ConnInfo          { return &s.c.info }
+func (s *h2Stream) upReq() *message            { return &s.req }
+func (s *h2Stream) upCtx() context.Context     { return s.ctx }
+func (s *h2Stream) startBody()                 {}
+func (s *h2Stream) canResend() bool            { return true }
+func (s *h2Stream) stopBody()                  { s.endBody() }
+func (s *h2Stream) upAbort(code http2.ErrCode) { s.abort(code); s.endBody() }
+func (s *h2Stream) upDone()                    { s.endBody(); s.served = true }
+func (s *h2Stream) upInterim(code int) {
+	s.sendHead(func(e *hpack.Encoder) { s.status(e, code) }, false)
+}
+func (s *h2Stream) upTrailers() []hpack.HeaderField {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return s.trailers
+}
 
 func (s *h2Stream) upHead(status int, head []hpack.HeaderField, cookie string, srv *backend.Server, end, lazy bool) error {
 	return s.sendHeadLazy(func(e *hpack.Encoder) {
