@@ -1153,14 +1153,18 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 		if err != nil {
 			us.release()
 			var berr error
-			if ub != nil {
+			var werr writeError
+			switch {
+			case ub == nil:
+			case errors.As(err, &werr):
+				berr = bodyErr() // the body's copy failed the stream and is ending
+			default:
 				select {
 				case berr = <-ub.done:
 					ub.done = nil
 				default:
 				}
 			}
-			var werr writeError
 			switch {
 			case errors.As(berr, &werr) && errors.Is(werr.err, errClientStalled):
 				return failed(failClientTimeout)
