@@ -72,4 +72,3 @@ func (p *Proxy) logRequest(x *exchange, info *ConnInfo) {
 		slog.String("termination", x.terminated),
 	)
 }
-
