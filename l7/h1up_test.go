@@ -258,3 +258,54 @@ func TestH1UpBadChunkedBody(t *testing.T) {
 	}
 	testutil.WaitFor(t, "BadRequest counted", 5*time.Second, func() bool { return f.Counters.BadRequest.Load() == before+1 })
 }
+
+// Sticky cookies: the first answer names its server in Set-Cookie; a
+// request carrying it goes to that server and gets no new cookie.
+func TestH1UpStickyCookie(t *testing.T) {
+	serve := func(name string) string {
+		addr, _ := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, name) }), nil)
+		return addr
+	}
+	a, b := serve("a"), serve("b")
+	_, front := testutil.Start(t, h2Config(`default_backend = "app"`, "", map[string]h2Backend{"app": {
+		extra: "proto = \"h2c\"\nbalance = \"roundrobin\"\nsticky = \"cookie\"\nsticky_cookie = \"SRV\"", addrs: []string{a, b}}}))
+	c := testutil.Dial(t, front)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	resp, first := readRaw(t, br, "GET")
+	cookie := resp.Header.Get("Set-Cookie")
+	if !strings.HasPrefix(cookie, "SRV=") {
+		t.Fatalf("first answer %q without the sticky cookie (headers %v)", first, resp.Header)
+	}
+	val, _, _ := strings.Cut(strings.TrimPrefix(cookie, "SRV="), ";")
+	for range 4 {
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: h\r\nCookie: SRV=%s\r\n\r\n", val)
+		resp, got := readRaw(t, br, "GET")
+		if got != first || resp.Header.Get("Set-Cookie") != "" {
+			t.Fatalf("pinned request went to %q (Set-Cookie %q), want %q", got, resp.Header.Get("Set-Cookie"), first)
+		}
+	}
+}
+
+// A server slower than timeout_server: 504 to the HTTP/1 client, with
+// "Connection: close" (the exchange failed midway), and the stream reset.
+func TestH1UpServerTimeout(t *testing.T) {
+	var cancelled atomic.Int64
+	addr, _ := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			cancelled.Add(1)
+		case <-time.After(10 * time.Second):
+		}
+	}), nil)
+	_, front := h1UpFront(t, addr, "timeout_server = \"200ms\"")
+	c := testutil.Dial(t, front)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+	resp, _ := readRaw(t, bufio.NewReader(c), "GET")
+	if resp.StatusCode != 504 || !resp.Close {
+		t.Fatalf("status %d close %v, want 504 with Connection: close", resp.StatusCode, resp.Close)
+	}
+	testutil.WaitFor(t, "the server's stream cancelled", 5*time.Second, func() bool { return cancelled.Load() == 1 })
+}
