@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http"
 	"time"
 )
 
@@ -72,21 +71,4 @@ func (p *Proxy) logRequest(x *exchange, info *ConnInfo) {
 		slog.Float64("t_total_ms", ms(end.Sub(x.start))),
 		slog.String("termination", x.terminated),
 	)
-}
-
-// logStd writes the access log line of a net/http request.
-func (p *Proxy) logStd(r *http.Request, sr *stdReq) {
-	if p.Access == nil {
-		return
-	}
-	x := &sr.exchange
-	x.proto, x.method, x.path = r.Proto, r.Method, r.URL.RequestURI()
-	if s := sr.srv.Load(); s != nil {
-		x.server = s.Name
-	}
-	if sr.be != nil {
-		x.backend = sr.be.Name
-	}
-	x.bytesOut = sr.sent.Load()
-	p.logRequest(x, sr.info)
 }

@@ -2,9 +2,6 @@ package l7
 
 import (
 	"context"
-	"errors"
-	"net"
-	"sync/atomic"
 
 	"sluice/backend"
 )
@@ -20,28 +17,4 @@ func (p *Proxy) stopCtx() context.Context {
 		return p.Stop
 	}
 	return context.Background()
-}
-
-// budgetConn is a server connection of the net/http transports that gives
-// its slot back when closed.
-type budgetConn struct {
-	net.Conn
-	b    *backend.ServerConns
-	done atomic.Bool
-}
-
-func (c *budgetConn) Close() error {
-	err := c.Conn.Close()
-	if c.done.CompareAndSwap(false, true) {
-		c.b.Release()
-	}
-	return err
-}
-
-// CloseWrite half-closes the connection when the underlying one can.
-func (c *budgetConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.ErrUnsupported
 }

@@ -11,9 +11,9 @@ import (
 	"sluice/backend"
 )
 
-// failure is a reason sluice answers a request itself. Both paths name the
-// failure and leave the rest to the table below: the HTTP/1 path through
-// clientConn.fail, the net/http path through Proxy.failStd.
+// failure is a reason sluice answers a request itself. Every path names the
+// failure and leaves the rest to the table below: HTTP/1 through
+// clientConn.fail (h1Up.fail for h2c servers), HTTP/2 through h2Stream.fail.
 type failure uint8
 
 const (
@@ -165,20 +165,6 @@ func (p *Proxy) errorResponse(b []byte, status int, close bool) []byte {
 	return append(b, body...)
 }
 
-// writeErrorStd writes the same answer through an http.ResponseWriter and
-// returns the body's length.
-func (p *Proxy) writeErrorStd(w http.ResponseWriter, status int) int {
-	body := p.errorPage(status)
-	h := w.Header()
-	for _, kv := range errorHeaders {
-		h.Set(kv[0], kv[1])
-	}
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	w.Write(body)
-	return len(body)
-}
-
 // fail answers the current HTTP/1 request for failure f: counted, logged
 // and the connection kept or closed as the table says. be is the chosen
 // backend, nil before routing. It returns whether the connection may serve
@@ -201,22 +187,6 @@ func (c *clientConn) fail(f failure, be *backend.Backend, x *exchange) bool {
 		return false
 	}
 	return c.reply(a.status, x, false) && c.discardBody()
-}
-
-// failStd answers a net/http request for failure f, as fail does for the
-// HTTP/1 path.
-func (p *Proxy) failStd(w http.ResponseWriter, f failure, sr *stdReq) {
-	a := &failures[f]
-	p.countFailure(f, sr.be)
-	sr.terminated, sr.status = a.term, a.status
-	if hw, ok := w.(*h1Writer); ok && (a.after != keepConn || hw.hasBody) {
-		// An HTTP/1 client of an h2c backend: a failed exchange, or a body
-		// that may be left half read, closes the connection; say so.
-		hw.close = true
-	}
-	n := p.writeErrorStd(w, a.status)
-	sr.sent.Add(int64(n))
-	p.count(nil, a.status, int64(n))
 }
 
 // reply answers the current request with an error sluice produced. It

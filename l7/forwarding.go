@@ -66,19 +66,10 @@ func (p *Proxy) appendForwardValue(b []byte, which int, v *reqView, info *ConnIn
 // canonical form), each followed by ", ": the list an element of our own
 // is then appended to.
 func (v *reqView) appendValues(b []byte, name string) []byte {
-	if v.m != nil {
-		for _, f := range v.m.fields {
-			// One the client listed in Connection is not forwarded.
-			if len(f.value) > 0 && equalFold(f.name, name) && !v.m.hopByHop(f.name) {
-				b = append(b, f.value...)
-				b = append(b, ", "...)
-			}
-		}
-		return b
-	}
-	for _, s := range v.h[name] {
-		if s != "" {
-			b = append(b, s...)
+	for _, f := range v.m.fields {
+		// One the client listed in Connection is not forwarded.
+		if len(f.value) > 0 && equalFold(f.name, name) && !v.m.hopByHop(f.name) {
+			b = append(b, f.value...)
 			b = append(b, ", "...)
 		}
 	}

@@ -47,6 +47,8 @@ type clientConn struct {
 	// for a backend with send_proxy: its PROXY header names this client,
 	// so it never goes to the shared pool.
 	own *serverConn
+	// up is the request in progress to an h2c server (h1up.go).
+	up h1Up
 	// h2c: the frontend also takes HTTP/2 with prior knowledge, so a
 	// first request line of no HTTP/1 version is a broken preface.
 	h2c bool
@@ -81,7 +83,7 @@ func (p *Proxy) serveConn(conn net.Conn, info ConnInfo, h2c bool) {
 	c.takeOut()
 	c.addr = info.Client.Addr().String()
 	if c.info.priv == nil && p.sendsProxy() {
-		c.info.priv = &privTransports{}
+		c.info.priv = &privConns{}
 	}
 	defer func() {
 		if c.own != nil {
@@ -113,7 +115,7 @@ func h1Version(head []byte) bool {
 }
 
 // exchange is the timing and outcome of one request, the access log's
-// record: filled by the HTTP/1 path and, in stdReq, by the net/http path.
+// record: filled by the HTTP/1 and HTTP/2 paths.
 type exchange struct {
 	start      time.Time
 	headDone   time.Time
@@ -204,7 +206,7 @@ func (c *clientConn) serveOne(first bool) bool {
 	}
 	x.backend = be.Name
 	if p.Backends[be].Proto == "h2c" {
-		return c.forwardStd(be, &x)
+		return c.forwardUp(be, &x) // h1up.go
 	}
 	return c.forward(be, &x)
 }

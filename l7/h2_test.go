@@ -702,7 +702,7 @@ func TestHTTP1ClientToH2CServer(t *testing.T) {
 		}
 		f := fields(t, string(b))
 		if f["proto"] == "HTTP/1.1" {
-			t.Fatal("the request reached the h2c server as HTTP/1.1: the HTTP/1 path must hand requests for proto = \"h2c\" backends to clientConn.forwardStd")
+			t.Fatal("the request reached the h2c server as HTTP/1.1: the HTTP/1 path must hand requests for proto = \"h2c\" backends to clientConn.forwardUp")
 		}
 		if resp.StatusCode != 200 || f["proto"] != "HTTP/2.0" || f["body"] != wantBody[i] || f["xfp"] != "http" {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)

@@ -164,7 +164,7 @@ func (p *Proxy) serveH2(conn net.Conn, info ConnInfo) {
 		streams: map[uint32]*h2Stream{}, sendWin: 65535, recvWin: 65535,
 		peerInitWin: 65535, peerMaxFrame: 16384, calm: h2CalmBudget}
 	if c.info.priv == nil && p.sendsProxy() {
-		c.info.priv = &privTransports{}
+		c.info.priv = &privConns{}
 	}
 	rd := &h2Reader{c: c, dl: lazyDeadline{timeout: p.TimeoutClient}}
 	c.br = bufio.NewReaderSize(rd, 16<<10)

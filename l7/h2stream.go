@@ -343,15 +343,19 @@ func (s *h2Stream) sendHeadLazy(build func(e *hpack.Encoder), end, lazy bool) er
 }
 
 // field encodes one header field, the name lower-cased.
-func (s *h2Stream) field(e *hpack.Encoder, name, value []byte) {
-	s.lname = append(s.lname[:0], name...)
-	for i, ch := range s.lname {
+func (s *h2Stream) field(e *hpack.Encoder, name, value []byte) { lowerField(e, &s.lname, name, value) }
+
+// lowerField encodes one header field, the name lower-cased in lname.
+func lowerField(e *hpack.Encoder, lname *[]byte, name, value []byte) {
+	l := append((*lname)[:0], name...)
+	for i, ch := range l {
 		if ch >= 'A' && ch <= 'Z' {
-			s.lname[i] = ch + 'a' - 'A'
+			l[i] = ch + 'a' - 'A'
 		}
 	}
+	*lname = l
 	// No dynamic table: the encoder keeps neither string.
-	e.WriteField(hpack.HeaderField{Name: stringOf(s.lname), Value: stringOf(value)})
+	e.WriteField(hpack.HeaderField{Name: stringOf(l), Value: stringOf(value)})
 }
 
 func (s *h2Stream) status(e *hpack.Encoder, code int) {
@@ -669,16 +673,21 @@ func (s *h2Stream) serverConn(ctx context.Context, cn *backend.Connect, be *back
 // nil) and reports whether it did: a failure from the table, or only the
 // log line of a client that left.
 func (s *h2Stream) notConnected(err error, be *backend.Backend, x *exchange) bool {
+	return notConnected(s, err, be, x)
+}
+
+// notConnected is h2Stream.notConnected for any upClient.
+func notConnected(cl upClient, err error, be *backend.Backend, x *exchange) bool {
 	switch {
 	case err == nil:
 		return false
 	case backend.IsConnectError(err):
-		s.fail(failConnect, be, x)
+		cl.fail(failConnect, be, x)
 	case errors.Is(err, backend.ErrNoServer), errors.Is(err, backend.ErrQueueTimeout), errors.Is(err, errServerConns):
-		s.fail(failureOf(err), be, x)
+		cl.fail(failureOf(err), be, x)
 	default:
 		x.terminated = "client"
-		s.log(x)
+		cl.log(x)
 	}
 	return true
 }

@@ -129,6 +129,38 @@ func (r upReader) Read(b []byte) (int, error) {
 	return r.u.conn.Read(b)
 }
 
+// upClient is the client side of a request to an h2c server: an HTTP/2
+// stream (h2Stream) or the current request of an HTTP/1 connection (h1Up,
+// h1up.go). The connect, retry and exchange rules below are the same for
+// both; only how the request is read and the response written differ.
+type upClient interface {
+	proxy() *Proxy
+	upInfo() *ConnInfo
+	upReq() *message // the request head, for the sticky cookie
+	upCtx() context.Context
+	// encodeUpHead encodes the request head for the server.
+	encodeUpHead(e *hpack.Encoder)
+	// Read reads the request body (io.EOF at its end); upTrailers are
+	// its trailers, once Read returned io.EOF.
+	Read(b []byte) (int, error)
+	upTrailers() []hpack.HeaderField
+	// startBody runs before the body's copy starts (HTTP/1: the 100
+	// Continue a client waits for).
+	startBody()
+	// canResend says whether a stream the server refused may go again.
+	canResend() bool
+	upInterim(code int)
+	upHead(status int, head []hpack.HeaderField, cookie string, srv *backend.Server, end, lazy bool) error
+	writeData(b []byte, end bool) error
+	upEnd(trailers []hpack.HeaderField) error
+	upAbort(code http2.ErrCode) // the response broke off: reset/close towards the client
+	clientBroke(err error)      // writing the response to the client failed
+	upDone()                    // the response went out whole
+	stopBody()                  // the request body is no longer wanted
+	fail(f failure, be *backend.Backend, x *exchange)
+	log(x *exchange)
+}
+
 // upPoolOf returns the pool of srv: with send_proxy, that of the client
 // connection of info.
 func (p *Proxy) upPoolOf(srv *backend.Server, info *ConnInfo, priv bool) *upPool {
@@ -142,36 +174,36 @@ func (p *Proxy) upPoolOf(srv *backend.Server, info *ConnInfo, priv bool) *upPool
 	return v.(*upPool)
 }
 
-// openUp opens a stream to cn.Server for the request of s: on a pooled
+// openUp opens a stream to cn.Server for the request of cl: on a pooled
 // connection with room, else on a new one (a slot of the budget, the
 // PROXY header of the client with send_proxy). It is the callback of
 // Backend.Connect; the stream's HEADERS are out when it returns.
-func (s *h2Stream) openUp(ctx context.Context, cn *backend.Connect, be *backend.Backend, ub *upBody) (*upStream, error) {
-	c := s.c
-	p := c.p
+func openUp(ctx context.Context, cl upClient, cn *backend.Connect, be *backend.Backend, ub *upBody) (*upStream, error) {
+	p := cl.proxy()
+	info := cl.upInfo()
 	srv := cn.Server
 	opts := p.Backends[be]
-	priv := opts.SendProxy != 0 && c.info.priv != nil
-	pool := p.upPoolOf(srv, &c.info, priv)
+	priv := opts.SendProxy != 0 && info.priv != nil
+	pool := p.upPoolOf(srv, info, priv)
 	for range 4 {
 		u := pool.reserve()
 		if u == nil {
 			break
 		}
-		us, err := u.open(s, ub)
+		us, err := u.open(cl, ub)
 		if err == nil {
 			return us, nil
 		}
 	}
 	var hdr *l4.ProxyHeader
 	if priv {
-		hdr = proxyHeader(opts.SendProxy, &c.info)
+		hdr = proxyHeader(opts.SendProxy, info)
 	}
 	u, err := p.dialUp(ctx, cn, srv, be, hdr, pool)
 	if err != nil {
 		return nil, err
 	}
-	us, err := u.open(s, ub)
+	us, err := u.open(cl, ub)
 	if err != nil {
 		return nil, backend.ConnectFailed(err)
 	}
@@ -359,9 +391,9 @@ func (u *h2Up) writeLocked(fn func() error, reader, lazy bool) error {
 	return err
 }
 
-// open sends the request head of s as a new stream; ub (nil: no body)
+// open sends the request head of cl as a new stream; ub (nil: no body)
 // says what of the body goes with it. The stream was reserved (active).
-func (u *h2Up) open(s *h2Stream, ub *upBody) (*upStream, error) {
+func (u *h2Up) open(cl upClient, ub *upBody) (*upStream, error) {
 	us := &upStream{u: u, recvWin: upStreamWindow, rd: newWaker(), wr: newWaker()}
 	end := ub == nil
 	u.wwait.Add(1)
@@ -386,7 +418,7 @@ func (u *h2Up) open(s *h2Stream, ub *upBody) (*upStream, error) {
 	u.mu.Unlock()
 	err := u.writeLocked(func() error {
 		u.encB.b = u.encB.b[:0]
-		s.encodeUpHead(u.enc)
+		cl.encodeUpHead(u.enc)
 		block := u.encB.b
 		first := true
 		for first || len(block) > 0 {
@@ -857,7 +889,7 @@ func (us *upStream) writeData(b []byte, end bool, t time.Duration) error {
 }
 
 // writeTrailers ends the stream with the client's request trailers.
-func (us *upStream) writeTrailers(s *h2Stream, fields []hpack.HeaderField) error {
+func (us *upStream) writeTrailers(fields []hpack.HeaderField) error {
 	u := us.u
 	u.mu.Lock()
 	if us.err != nil {
@@ -891,10 +923,10 @@ type upBody struct {
 	done     chan error
 }
 
-// copyUp sends the request body of s on us: first what an earlier,
+// copyUp sends the request body of cl on us: first what an earlier,
 // refused stream had sent, then the rest as the client sends it.
-func (s *h2Stream) copyUp(us *upStream, ub *upBody, be *backend.Backend) error {
-	p := s.c.p
+func copyUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend) error {
+	p := cl.proxy()
 	t := be.TimeoutServer
 	if len(ub.replay) > 0 {
 		if err := us.writeData(ub.replay, false, t); err != nil {
@@ -906,7 +938,7 @@ func (s *h2Stream) copyUp(us *upStream, ub *upBody, be *backend.Backend) error {
 	buf := (*bp)[:16384]
 	for {
 		ub.reading.Store(true)
-		n, err := s.Read(buf)
+		n, err := cl.Read(buf)
 		ub.reading.Store(false)
 		ub.last.Store(time.Now().UnixNano())
 		if n > 0 {
@@ -926,11 +958,8 @@ func (s *h2Stream) copyUp(us *upStream, ub *upBody, be *backend.Backend) error {
 			us.u.srv.Counters.BytesIn.Add(uint64(n))
 		}
 		if err == io.EOF {
-			s.c.mu.Lock()
-			tr := s.trailers
-			s.c.mu.Unlock()
-			if len(tr) > 0 {
-				return us.writeTrailers(s, tr)
+			if tr := cl.upTrailers(); len(tr) > 0 {
+				return us.writeTrailers(tr)
 			}
 			return us.writeData(nil, true, t)
 		}
@@ -940,19 +969,23 @@ func (s *h2Stream) copyUp(us *upStream, ub *upBody, be *backend.Backend) error {
 	}
 }
 
-// encodeUpHead encodes the request head for an HTTP/2 server: the
-// fields as the client sent them but the connection-specific and
-// forwarding ones, then sluice's forwarding headers (as buildRequestHead
-// writes them to HTTP/1 servers).
+// encodeUpHead encodes the request head for an HTTP/2 server.
 func (s *h2Stream) encodeUpHead(e *hpack.Encoder) {
-	req := &s.req
-	c := s.c
+	s.c.p.encodeUpHead(e, &s.req, &s.c.info, s.c.addr, &s.lname, false)
+}
+
+// encodeUpHead encodes the head of req for an HTTP/2 server: the fields
+// as the client sent them but the connection-specific and forwarding ones
+// (and, h1, Expect: the HTTP/1 side answers 100-continue itself), then
+// sluice's forwarding headers (as buildRequestHead writes them to HTTP/1
+// servers). lname is scratch space for lower-cased names.
+func (p *Proxy) encodeUpHead(e *hpack.Encoder, req *message, info *ConnInfo, addr string, lname *[]byte, h1 bool) {
 	e.WriteField(hpack.HeaderField{Name: ":method", Value: stringOf(req.method)})
 	e.WriteField(hpack.HeaderField{Name: ":scheme", Value: "http"})
 	if req.host != nil {
 		e.WriteField(hpack.HeaderField{Name: ":authority", Value: stringOf(req.host)})
 	}
-	e.WriteField(hpack.HeaderField{Name: ":path", Value: stringOf(req.target)})
+	e.WriteField(hpack.HeaderField{Name: ":path", Value: stringOf(pathOf(req.target))})
 	for _, f := range req.fields {
 		switch {
 		case equalFold(f.name, "host"), isForwarding(f.name), equalFold(f.name, "transfer-encoding"):
@@ -963,13 +996,15 @@ func (s *h2Stream) encodeUpHead(e *hpack.Encoder) {
 			}
 		case connSpecific(f.name), req.hopByHop(f.name):
 			continue
+		case h1 && equalFold(f.name, "expect"):
+			continue
 		}
-		s.field(e, f.name, f.value)
+		lowerField(e, lname, f.name, f.value)
 	}
 	v := h1View(req)
 	var buf [256]byte
 	for i, name := range fwdNames {
-		s.field(e, bytesOf(name), c.p.appendForwardValue(buf[:0], i, &v, &c.info, c.addr))
+		lowerField(e, lname, bytesOf(name), p.appendForwardValue(buf[:0], i, &v, info, addr))
 	}
 }
 
@@ -986,41 +1021,48 @@ func (us *upStream) fail(err error) {
 }
 
 // forwardUp sends the stream to an h2c server of be over sluice's own
-// HTTP/2 client and relays the response: forward's connect, retry and
-// observation rules. A stream the server refused (GOAWAY above it,
-// REFUSED_STREAM) was never processed: it goes again, on another
-// connection.
+// HTTP/2 client and relays the response.
 func (s *h2Stream) forwardUp(be *backend.Backend, x *exchange) {
-	p := s.c.p
-	cn := backend.Connect{Client: backend.Client{Addr: s.c.info.Client.Addr()}, Budget: p.ServerConns}
+	forwardUp(s, be, x, !s.endStream, nil)
+}
+
+// forwardUp sends the request of cl (body: it has one) to an h2c server
+// of be over sluice's own HTTP/2 client and relays the response: forward's
+// connect, retry and observation rules. watch is an HTTP/1 client's
+// connection, watched while the request waits in the queue. A stream the
+// server refused (GOAWAY above it, REFUSED_STREAM) was never processed: it
+// goes again, on another connection.
+func forwardUp(cl upClient, be *backend.Backend, x *exchange, body bool, watch net.Conn) {
+	p := cl.proxy()
+	cn := backend.Connect{Client: backend.Client{Addr: cl.upInfo().Client.Addr()}, Budget: p.ServerConns, Watch: watch}
 	var cookie []byte
 	if be.Sticky == "cookie" {
-		v := h1View(&s.req)
+		v := h1View(cl.upReq())
 		cookie = v.cookie(be.StickyCookie)
 		cn.Pinned = pinned(be, cookie)
 	}
 	var ub *upBody
-	if !s.endStream {
+	if body {
 		ub = &upBody{}
 	}
 	var us *upStream
 	dial := func(ctx context.Context, _ *backend.Server) error {
 		var err error
-		us, err = s.openUp(ctx, &cn, be, ub)
+		us, err = openUp(ctx, cl, &cn, be, ub)
 		return err
 	}
 	for refused := 0; ; refused++ {
-		err := be.Connect(s.ctx, &cn, dial)
+		err := be.Connect(cl.upCtx(), &cn, dial)
 		x.retries = cn.Retries
 		if cn.Server != nil {
 			x.server = cn.Server.Name
 		}
-		if s.notConnected(err, be, x) {
+		if notConnected(cl, err, be, x) {
 			return
 		}
 		srv := cn.Server
 		x.connected = time.Now()
-		retry := s.exchangeUp(us, ub, be, x, setCookie(be, cookie, srv))
+		retry := exchangeUp(cl, us, ub, be, x, setCookie(be, cookie, srv))
 		srv.Release()
 		observe(srv, x, retry)
 		if !retry {
@@ -1028,7 +1070,7 @@ func (s *h2Stream) forwardUp(be *backend.Backend, x *exchange) {
 		}
 		if refused >= upMaxRefused {
 			srv.Counters.RespErrors.Add(1)
-			s.fail(failServerError, be, x)
+			cl.fail(failServerError, be, x)
 			return
 		}
 		cn.Pinned = srv
@@ -1047,19 +1089,20 @@ func upClientCode(c http2.ErrCode) http2.ErrCode {
 	return http2.ErrCodeInternal
 }
 
-// exchangeUp relays the response of us to the client stream, the
-// request body going up meanwhile (its own goroutine, only for a request
-// with a body). It returns whether the server refused the stream and the
-// request may go again.
-func (s *h2Stream) exchangeUp(us *upStream, ub *upBody, be *backend.Backend, x *exchange, sticky bool) (retry bool) {
-	p := s.c.p
+// exchangeUp relays the response of us to the client, the request body
+// going up meanwhile (its own goroutine, only for a request with a body).
+// It returns whether the server refused the stream and the request may go
+// again.
+func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *exchange, sticky bool) (retry bool) {
+	p := cl.proxy()
 	u := us.u
 	srv := u.srv
 	t := be.TimeoutServer
 	if ub != nil {
+		cl.startBody()
 		ub.done = make(chan error, 1)
 		go func() {
-			err := s.copyUp(us, ub, be)
+			err := copyUp(cl, us, ub, be)
 			if err != nil {
 				us.fail(err)
 			}
@@ -1067,7 +1110,7 @@ func (s *h2Stream) exchangeUp(us *upStream, ub *upBody, be *backend.Backend, x *
 		}()
 	}
 	// bodyErr waits for the body's copy to end; us is released (or the
-	// client stream answered) first, so that it does.
+	// client answered, or its body stopped) first, so that it does.
 	bodyErr := func() error {
 		if ub == nil || ub.done == nil {
 			return nil
@@ -1076,11 +1119,19 @@ func (s *h2Stream) exchangeUp(us *upStream, ub *upBody, be *backend.Backend, x *
 		ub.done = nil
 		return err
 	}
-	done := s.ctx.Done()
+	ctx := cl.upCtx()
+	done := ctx.Done()
 	failed := func(f failure) bool {
 		us.release()
-		s.fail(f, be, x)
+		cl.fail(f, be, x)
 		bodyErr()
+		return false
+	}
+	gone := func(term string) bool {
+		cl.stopBody()
+		bodyErr()
+		x.terminated = term
+		cl.log(x)
 		return false
 	}
 	for {
@@ -1092,36 +1143,36 @@ func (s *h2Stream) exchangeUp(us *upStream, ub *upBody, be *backend.Backend, x *
 			break
 		}
 		if interim != 0 {
-			s.sendHead(func(e *hpack.Encoder) { s.status(e, interim) }, false)
+			cl.upInterim(interim)
 			continue
 		}
-		if s.ctx.Err() != nil {
+		if ctx.Err() != nil {
 			us.release()
-			bodyErr()
-			x.terminated = "client"
-			s.log(x)
-			return false
+			return gone("client")
 		}
 		if err != nil {
 			us.release()
 			var berr error
-			if ub != nil {
+			var werr writeError
+			switch {
+			case ub == nil:
+			case errors.As(err, &werr):
+				berr = bodyErr() // the body's copy failed the stream and is ending
+			default:
 				select {
 				case berr = <-ub.done:
 					ub.done = nil
 				default:
 				}
 			}
-			var werr writeError
 			switch {
 			case errors.As(berr, &werr) && errors.Is(werr.err, errClientStalled):
 				return failed(failClientTimeout)
+			case errors.As(berr, &werr) && errors.Is(werr.err, errBadChunk):
+				return failed(failBadRequest)
 			case errors.As(berr, &werr):
-				bodyErr()
-				x.terminated = "client"
-				s.log(x)
-				return false
-			case err == errUpRefused && (ub == nil || !ub.noReplay):
+				return gone("client")
+			case err == errUpRefused && (ub == nil || !ub.noReplay) && cl.canResend():
 				bodyErr()
 				return true
 			case isTimeout(err):
@@ -1151,7 +1202,96 @@ func (s *h2Stream) exchangeUp(us *upStream, ub *upBody, be *backend.Backend, x *
 		cookie = be.StickyCookie
 	}
 	p.count(srv, status, 0) // bytes are counted as they pass
-	err := s.sendHeadLazy(func(e *hpack.Encoder) {
+	err := cl.upHead(status, head, cookie, srv, endNow, lazy)
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := (*bp)[:16384]
+	for err == nil && !endNow {
+		n, last, trailers, uerr := us.take(buf)
+		if n > 0 {
+			if err = cl.writeData(buf[:n], last); err != nil {
+				break
+			}
+			x.bytesOut += int64(n)
+			p.Counters.BytesOut.Add(uint64(n))
+			srv.Counters.BytesOut.Add(uint64(n))
+			endNow = last
+			continue
+		}
+		if last {
+			err = cl.upEnd(trailers)
+			endNow = true
+			break
+		}
+		if ctx.Err() != nil {
+			err = errStreamGone
+			break
+		}
+		if uerr != nil {
+			// The server broke off the response: the client's stream is
+			// reset as it was (an HTTP/1 client's connection closes).
+			us.release()
+			code := http2.ErrCodeInternal
+			var rst upReset
+			if errors.As(uerr, &rst) {
+				code = upClientCode(http2.ErrCode(rst))
+			}
+			cl.upAbort(code)
+			bodyErr()
+			srv.Counters.RespErrors.Add(1)
+			x.terminated = "body"
+			cl.log(x)
+			return false
+		}
+		if !us.rd.waitCtx(done, t) {
+			us.release()
+			cl.upAbort(http2.ErrCodeCancel)
+			bodyErr()
+			srv.Counters.RespErrors.Add(1)
+			x.terminated = "server-timeout"
+			cl.log(x)
+			return false
+		}
+	}
+	us.release()
+	if err != nil {
+		cl.clientBroke(writeError{err})
+		bodyErr()
+		x.terminated = "body"
+		if ctx.Err() != nil {
+			x.terminated = "client"
+		}
+		cl.log(x)
+		return false
+	}
+	cl.upDone()
+	bodyErr()
+	cl.log(x)
+	return false
+}
+
+// The upClient side of an HTTP/2 stream.
+
+func (s *h2Stream) proxy() *Proxy              { return s.c.p }
+func (s *h2Stream) upInfo() *ConnInfo          { return &s.c.info }
+func (s *h2Stream) upReq() *message            { return &s.req }
+func (s *h2Stream) upCtx() context.Context     { return s.ctx }
+func (s *h2Stream) startBody()                 {}
+func (s *h2Stream) canResend() bool            { return true }
+func (s *h2Stream) stopBody()                  { s.endBody() }
+func (s *h2Stream) upAbort(code http2.ErrCode) { s.abort(code); s.endBody() }
+func (s *h2Stream) upDone()                    { s.endBody(); s.served = true }
+func (s *h2Stream) upInterim(code int) {
+	s.sendHead(func(e *hpack.Encoder) { s.status(e, code) }, false)
+}
+func (s *h2Stream) upTrailers() []hpack.HeaderField {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return s.trailers
+}
+
+func (s *h2Stream) upHead(status int, head []hpack.HeaderField, cookie string, srv *backend.Server, end, lazy bool) error {
+	return s.sendHeadLazy(func(e *hpack.Encoder) {
 		s.status(e, status)
 		for _, f := range head {
 			if !connSpecific(bytesOf(f.Name)) {
@@ -1162,83 +1302,18 @@ func (s *h2Stream) exchangeUp(us *upStream, ub *upBody, be *backend.Backend, x *
 			var buf [128]byte
 			s.field(e, []byte("set-cookie"), appendStickyCookie(buf[:0], cookie, srv.ID))
 		}
-	}, endNow, lazy)
-	bp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bp)
-	buf := (*bp)[:16384]
-	for err == nil && !endNow {
-		n, last, trailers, uerr := us.take(buf)
-		if n > 0 {
-			if err = s.writeData(buf[:n], last); err != nil {
-				break
-			}
-			x.bytesOut += int64(n)
-			p.Counters.BytesOut.Add(uint64(n))
-			srv.Counters.BytesOut.Add(uint64(n))
-			endNow = last
-			continue
-		}
-		if last {
-			if len(trailers) > 0 {
-				err = s.sendHead(func(e *hpack.Encoder) {
-					for _, f := range trailers {
-						if !connSpecific(bytesOf(f.Name)) {
-							e.WriteField(f)
-						}
-					}
-				}, true)
-			} else {
-				err = s.writeData(nil, true)
-			}
-			endNow = true
-			break
-		}
-		if s.ctx.Err() != nil {
-			err = errStreamGone
-			break
-		}
-		if uerr != nil {
-			// The server broke off the response: the client's stream is
-			// reset as it was.
-			us.release()
-			code := http2.ErrCodeInternal
-			var rst upReset
-			if errors.As(uerr, &rst) {
-				code = upClientCode(http2.ErrCode(rst))
-			}
-			s.abort(code)
-			s.endBody()
-			bodyErr()
-			srv.Counters.RespErrors.Add(1)
-			x.terminated = "body"
-			s.log(x)
-			return false
-		}
-		if !us.rd.waitCtx(done, t) {
-			us.release()
-			s.abort(http2.ErrCodeCancel)
-			s.endBody()
-			bodyErr()
-			srv.Counters.RespErrors.Add(1)
-			x.terminated = "server-timeout"
-			s.log(x)
-			return false
-		}
+	}, end, lazy)
+}
+
+func (s *h2Stream) upEnd(trailers []hpack.HeaderField) error {
+	if len(trailers) == 0 {
+		return s.writeData(nil, true)
 	}
-	us.release()
-	if err != nil {
-		s.clientBroke(writeError{err})
-		bodyErr()
-		x.terminated = "body"
-		if s.ctx.Err() != nil {
-			x.terminated = "client"
+	return s.sendHead(func(e *hpack.Encoder) {
+		for _, f := range trailers {
+			if !connSpecific(bytesOf(f.Name)) {
+				e.WriteField(f)
+			}
 		}
-		s.log(x)
-		return false
-	}
-	s.endBody()
-	bodyErr()
-	s.served = true
-	s.log(x)
-	return false
+	}, true)
 }

@@ -11,7 +11,6 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -68,9 +67,10 @@ type ConnInfo struct {
 	SNI      string // server name the client asked for when TLS was terminated here
 	ConnID   string // unique id, in the access log ("id") and sent in PROXY v2 TLVs
 
-	// priv holds the server connections of this client connection alone,
-	// for backends with send_proxy (std side; h1.go keeps its own).
-	priv *privTransports
+	// priv holds the HTTP/2 server connections of this client connection
+	// alone, for h2c backends with send_proxy (HTTP/1 servers: h1.go and
+	// h2stream.go keep their own).
+	priv *privConns
 }
 
 // Proxy serves HTTP for one frontend.
@@ -106,7 +106,6 @@ type Proxy struct {
 	// anySendProxy: some backend has send_proxy (see sendsProxy).
 	sendsProxyOnce sync.Once
 	anySendProxy   bool
-	stdp           stdProxy // the net/http side (h2.go, h1std.go)
 	ups            sync.Map // *backend.Server -> *upPool: HTTP/2 connections to h2c servers (h2up.go)
 	h2conns        sync.Map // *h2Conn: the HTTP/2 client connections, for Drain
 }
@@ -145,14 +144,12 @@ func (p *Proxy) count(srv *backend.Server, status int, bytesOut int64) {
 	}
 }
 
-// reqView is the neutral view of a request that the HTTP policy reads:
-// the HTTP/1 path fills it from its parsed head (slices into the read
-// buffer, no copy), the net/http path from its *http.Request. Exactly one
-// of m and h is set; header reads through it.
+// reqView is the view of a request that the HTTP policy reads, filled
+// from a parsed head (HTTP/1, or an HTTP/2 stream's decoded one): slices
+// into it, no copy.
 type reqView struct {
-	method, host, path []byte      // path is the request-target's path and query
-	m                  *message    // HTTP/1 headers
-	h                  http.Header // net/http headers (Host is not among them)
+	method, host, path []byte   // path is the request-target's path and query
+	m                  *message // the headers
 }
 
 // h1View is the view of a parsed HTTP/1 request.
@@ -160,24 +157,8 @@ func h1View(m *message) reqView {
 	return reqView{method: m.method, host: m.host, path: pathOf(m.target), m: m}
 }
 
-// stdView is the view of a net/http request.
-func stdView(r *http.Request) reqView {
-	return reqView{method: []byte(r.Method), host: []byte(r.Host), path: []byte(r.URL.RequestURI()), h: r.Header}
-}
-
 // header returns the first value of the named header, or nil.
-func (v *reqView) header(name string) []byte {
-	if v.m != nil {
-		return v.m.get(name)
-	}
-	if strings.EqualFold(name, "host") {
-		return v.host // net/http moves Host out of the header map
-	}
-	if vs := v.h.Values(name); len(vs) > 0 {
-		return []byte(vs[0])
-	}
-	return nil
-}
+func (v *reqView) header(name string) []byte { return v.m.get(name) }
 
 // route finds the backend for a request, for both paths: routes in order,
 // each matching by host, path prefix and headers; the default otherwise.
@@ -467,7 +448,6 @@ func (p *Proxy) sweepIdle() {
 
 // CloseIdle closes every pooled server connection.
 func (p *Proxy) CloseIdle() {
-	p.closeIdleStd()
 	p.closeIdleUp()
 	p.pools.Range(func(_, v any) bool {
 		cp := v.(*connPool)

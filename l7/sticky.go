@@ -26,19 +26,11 @@ func setCookie(be *backend.Backend, cookie []byte, srv *backend.Server) bool {
 // cookie returns the value of the named cookie in the Cookie headers of
 // the request, or nil: the same parse for both paths.
 func (v *reqView) cookie(name string) []byte {
-	if v.m != nil {
-		for _, f := range v.m.fields {
-			if equalFold(f.name, "cookie") {
-				if c := cookieIn(f.value, name); c != nil {
-					return c
-				}
+	for _, f := range v.m.fields {
+		if equalFold(f.name, "cookie") {
+			if c := cookieIn(f.value, name); c != nil {
+				return c
 			}
-		}
-		return nil
-	}
-	for _, s := range v.h["Cookie"] {
-		if c := cookieIn([]byte(s), name); c != nil {
-			return c
 		}
 	}
 	return nil
