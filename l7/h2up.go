@@ -923,6 +923,16 @@ type upBody struct {
 	done     chan error
 }
 
+// replayable reports whether the body sent on a refused stream can go
+// again: read once its copy has ended (wait), as the copy writes it.
+func replayable(ub *upBody, wait func() error) bool {
+	if ub == nil {
+		return true
+	}
+	wait()
+	return !ub.noReplay
+}
+
 // copyUp sends the request body of cl on us: first what an earlier,
 // refused stream had sent, then the rest as the client sends it.
 func copyUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend) error {
@@ -1172,8 +1182,7 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 				return failed(failBadRequest)
 			case errors.As(berr, &werr):
 				return gone("client")
-			case err == errUpRefused && (ub == nil || !ub.noReplay) && cl.canResend():
-				bodyErr()
+			case err == errUpRefused && cl.canResend() && replayable(ub, bodyErr):
 				return true
 			case isTimeout(err):
 				srv.Counters.RespErrors.Add(1)
