@@ -82,3 +82,32 @@ func idleTable(rows []idleRow) string {
 	}
 	return b.String()
 }
+
+// busyRow is one balancer's cost of many busy keep-alive clients.
+type busyRow struct {
+	Balancer string
+	Conns    int
+	sample
+}
+
+// busyTable renders the rows of the -busy run, with each peak against
+// HAProxy's.
+func busyTable(rows []busyRow) string {
+	var ref float64
+	for _, r := range rows {
+		if r.Balancer == "haproxy" {
+			ref = r.PeakRSSMiB
+		}
+	}
+	var b strings.Builder
+	b.WriteString("| balancer | keep-alive connections | req/s | p99 | errors | peak RSS MiB | vs HAProxy |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range rows {
+		vs := "—"
+		if ref > 0 {
+			vs = fmt.Sprintf("%.2f×", r.PeakRSSMiB/ref)
+		}
+		fmt.Fprintf(&b, "| %s | %d | %.0f | %s | %d | %.1f | %s |\n", r.Balancer, r.Conns, r.ReqPerSec, ms(r.P99), r.Errors, r.PeakRSSMiB, vs)
+	}
+	return b.String()
+}

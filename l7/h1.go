@@ -30,12 +30,19 @@ type clientConn struct {
 	conn net.Conn
 	info ConnInfo
 	hr   *headReader
-	req  message
-	resp message
-	out  []byte    // outgoing head being built
-	outp *[]byte   // the pool's box of out, while it is lent
-	idle [512]byte // the first bytes after a keep-alive wait (headReader.waitIdle)
-	addr string    // client IP as text, computed once
+	// req and resp are the messages of msgs, lent with out for the time
+	// a request is served: an idle client holds neither.
+	req, resp *message
+	msgs      *msgPair
+	out       []byte  // outgoing head being built
+	outp      *[]byte // the pool's box of out, while it is lent
+	// raw waits for a keep-alive client's next request in the poller
+	// (headReader.waitRaw), when the connection allows it.
+	raw syscall.RawConn
+	// small takes the first bytes after a keep-alive wait otherwise
+	// (headReader.waitIdle); allocated at the first such wait.
+	small *[512]byte
+	addr  string // client IP as text, computed once
 
 	// A response to insert the sticky cookie into (sticky = "cookie").
 	stickyName string
@@ -55,52 +62,122 @@ type clientConn struct {
 var (
 	clientConnPool = sync.Pool{New: func() any { return new(clientConn) }}
 	outPool        = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+	msgPool        = sync.Pool{New: func() any { return new(msgPair) }}
 )
 
-// takeOut and returnOut lend the head-building buffer for the time a
-// request is served: an idle keep-alive client holds none.
+// msgPair is the parsed request and response of an exchange; their field
+// slices, grown once, come back with them from the pool.
+type msgPair struct{ req, resp message }
+
+// takeOut and returnOut lend the head-building buffer and the messages
+// for the time a request is served: an idle keep-alive client holds none.
 func (c *clientConn) takeOut() {
 	c.outp = outPool.Get().(*[]byte)
 	c.out = (*c.outp)[:0]
+	c.msgs = msgPool.Get().(*msgPair)
+	c.req, c.resp = &c.msgs.req, &c.msgs.resp
+	c.req.maxFields, c.resp.maxFields = c.p.MaxHeaderCount, c.p.MaxHeaderCount
 }
 
 func (c *clientConn) returnOut() {
+	if c.outp == nil {
+		return
+	}
 	*c.outp = c.out[:0]
 	outPool.Put(c.outp)
 	c.outp, c.out = nil, nil
+	// Slices into the head buffers go: a pooled pair keeps none alive.
+	c.req.reset()
+	c.resp.reset()
+	msgPool.Put(c.msgs)
+	c.msgs, c.req, c.resp = nil, nil, nil
 }
 
 // ServeConn serves HTTP/1.x requests on conn until it closes. It closes conn.
 func (p *Proxy) ServeConn(conn net.Conn, info ConnInfo) { p.serveConn(conn, info, false) }
 
-func (p *Proxy) serveConn(conn net.Conn, info ConnInfo, h2c bool) {
+// serveConn serves conn. It reports true when it handed the connection on
+// to another goroutine (only with info.Done), which closes it and calls
+// info.Done at its end.
+func (p *Proxy) serveConn(conn net.Conn, info ConnInfo, h2c bool) (handedOn bool) {
 	c := clientConnPool.Get().(*clientConn)
 	c.p, c.conn, c.info, c.h2c = p, conn, info, h2c
 	c.hr = newHeadReader(conn, p.MaxHeaderBytes)
-	c.req.maxFields, c.resp.maxFields = p.MaxHeaderCount, p.MaxHeaderCount
 	c.takeOut()
 	c.addr = info.Client.Addr().String()
 	if c.info.priv == nil && p.sendsProxy() {
 		c.info.priv = &privTransports{}
 	}
+	if info.Done != nil {
+		if sc, ok := conn.(syscall.Conn); ok {
+			c.raw, _ = sc.SyscallConn()
+		}
+	}
+	handed := false
 	defer func() {
-		if c.own != nil {
-			c.own.close()
-			c.own = nil
+		if !handed {
+			c.finish()
 		}
-		c.info.priv.close()
-		conn.Close()
-		c.hr.release()
-		c.p, c.conn, c.hr = nil, nil, nil
-		c.returnOut()
-		clientConnPool.Put(c)
 	}()
-	first := true
+	handed = c.serve(true, false)
+	return handed
+}
+
+// finish closes the connection and puts c back in its pool.
+func (c *clientConn) finish() {
+	if c.own != nil {
+		c.own.close()
+		c.own = nil
+	}
+	c.info.priv.close()
+	c.conn.Close()
+	c.hr.release()
+	c.p, c.conn, c.hr, c.raw, c.small = nil, nil, nil, nil, nil
+	c.info = ConnInfo{}
+	c.returnOut()
+	clientConnPool.Put(c)
+}
+
+// serve serves requests until the connection must close (false), or until
+// it would wait for a keep-alive client's next request on a stack grown by
+// serving (true): that wait goes to a fresh goroutine, whose stack is the
+// runtime's smallest, and the grown one is freed for the next busy
+// connection. An idle client then holds a 2 KiB stack instead of 8 KiB.
+// resumed says this goroutine is that fresh one, about to wait.
+func (c *clientConn) serve(first, resumed bool) bool {
 	for {
-		if !c.serveOne(first) {
-			return
+		if !first && !resumed && c.raw != nil && c.hr.buffered() == 0 {
+			go c.resume()
+			return true
 		}
-		first = false
+		if !c.serveOne(first) {
+			return false
+		}
+		first, resumed = false, false
+	}
+}
+
+// resume serves a connection handed on by serve, from the wait for its
+// next request. A panic here is outside the frontend's recover: it costs
+// this connection only, counted and logged as the frontend does.
+func (c *clientConn) resume() {
+	p, done := c.p, c.info.Done
+	handed := false
+	defer func() {
+		if v := recover(); v != nil {
+			if p.Panics != nil {
+				p.Panics.Add(1)
+			}
+			recovery.Log(p.Log, v, "frontend", p.Frontend, "client", c.addr)
+			handed = false
+		}
+		if !handed {
+			c.finish()
+			done()
+		}
+	}()
+	if c.waitNext() {
+		handed = c.serve(false, true)
 	}
 }
 
@@ -130,23 +207,36 @@ type exchange struct {
 	path       string
 }
 
+// waitNext waits for a keep-alive client's next request, holding no buffer:
+// false when the client left or stayed quiet too long (nothing to answer).
+// Its call chain is short, so that the goroutine of resume waits on the
+// runtime's smallest stack.
+func (c *clientConn) waitNext() bool {
+	// Between requests the client may stay quiet for timeout_client; once a
+	// request starts, its whole head must arrive within timeout_http_request.
+	if c.p.TimeoutClient > 0 {
+		c.conn.SetReadDeadline(time.Now().Add(c.p.TimeoutClient))
+	}
+	c.returnOut()
+	var err error
+	if c.raw != nil {
+		err = c.hr.waitRaw(c.raw)
+	} else {
+		if c.small == nil {
+			c.small = new([512]byte)
+		}
+		err = c.hr.waitIdle(c.small[:])
+	}
+	c.takeOut()
+	return err == nil
+}
+
 // serveOne reads one request and forwards it. It returns false when the
 // connection must close.
 func (c *clientConn) serveOne(first bool) bool {
 	p := c.p
-	// Between requests the client may stay quiet for timeout_client; once a
-	// request starts, its whole head must arrive within timeout_http_request.
-	if !first && c.hr.buffered() == 0 {
-		if p.TimeoutClient > 0 {
-			c.conn.SetReadDeadline(time.Now().Add(p.TimeoutClient))
-		}
-		// Quiet keep-alive clients hold neither buffer while they wait.
-		c.returnOut()
-		err := c.hr.waitIdle(c.idle[:])
-		c.takeOut()
-		if err != nil {
-			return false // idle timeout or client gone: nothing to answer
-		}
+	if !first && c.hr.buffered() == 0 && !c.waitNext() {
+		return false
 	}
 	var x exchange
 	x.start = time.Now()
@@ -197,7 +287,7 @@ func (c *clientConn) serveOne(first bool) bool {
 	}
 	// The head is in the read buffer; body reads may overwrite it, so
 	// everything needed from it is used (or copied) before the body moves.
-	v := h1View(&c.req)
+	v := h1View(c.req)
 	be := p.route(&v)
 	if be == nil {
 		return c.fail(failNoRoute, nil, &x)
@@ -245,7 +335,7 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 	}
 	var cookie []byte
 	if be.Sticky == "cookie" {
-		v := h1View(&c.req)
+		v := h1View(c.req)
 		cookie = v.cookie(be.StickyCookie)
 		cn.Pinned = pinned(be, cookie)
 	}
@@ -415,7 +505,7 @@ func proxyHeader(version conf.ProxyVersion, info *ConnInfo) *l4.ProxyHeader {
 // sent again.
 func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) (keep, retry bool) {
 	p := c.p
-	req := &c.req
+	req := c.req
 	// Read all we need from the head now: once the body streams, the
 	// buffer under req's slices is reused.
 	isHead := equalFold(req.method, "HEAD")
@@ -533,7 +623,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	}
 
 	clientClose := req.connClose || p.draining.Load()
-	resp := &c.resp
+	resp := c.resp
 	gotAny := false
 	for {
 		if bodyDone == nil {
@@ -712,7 +802,7 @@ func isIdempotent(m []byte) bool {
 // hop-by-hop headers dropped, forwarding headers added, Host and the
 // framing written from the parsed request rather than copied.
 func (c *clientConn) buildRequestHead(b []byte) []byte {
-	req := &c.req
+	req := c.req
 	b = append(b, req.method...)
 	b = append(b, ' ')
 	b = append(b, req.target...)
@@ -772,7 +862,7 @@ func isHostChars(h []byte) bool {
 
 // buildResponseHead writes the status line and headers for the client.
 func (c *clientConn) buildResponseHead(b []byte, close bool) []byte {
-	resp := &c.resp
+	resp := c.resp
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(resp.status), 10)
 	b = append(b, ' ')

@@ -26,7 +26,7 @@ import (
 // request.
 func (c *clientConn) forwardStd(be *backend.Backend, x *exchange) bool {
 	p := c.p
-	req := &c.req
+	req := c.req
 	u, err := url.ParseRequestURI(string(req.target))
 	if err != nil {
 		return c.fail(failBadRequest, be, x)

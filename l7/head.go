@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 )
 
 // headReader buffers one connection's input. It reads a message head
@@ -154,6 +156,45 @@ func (h *headReader) waitIdle(small []byte) error {
 		err = io.ErrNoProgress
 	}
 	return err
+}
+
+// waitRaw is waitIdle for a connection whose descriptor it can read: it
+// waits in the poller holding no buffer at all (not even waitIdle's small
+// array), and reads what came straight into a pooled one. It reads before
+// it waits, as waitIdle does: bytes may wait with no readiness left to
+// announce them (a skipped first read was measured to hang clients).
+func (h *headReader) waitRaw(rc syscall.RawConn) error {
+	h.release()
+	var n int
+	var rerr error
+	err := rc.Read(func(fd uintptr) bool {
+		h.acquire()
+		for {
+			n, rerr = syscall.Read(int(fd), h.buf)
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			h.release() // woken with nothing to read: wait again
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		if h.buf == nil {
+			h.acquire()
+		}
+		return err
+	}
+	if rerr != nil {
+		return os.NewSyscallError("read", rerr)
+	}
+	if n <= 0 {
+		return io.EOF
+	}
+	h.w = n
+	return nil
 }
 
 // Read reads body bytes: buffered ones first, then from the connection.

@@ -68,6 +68,12 @@ type ConnInfo struct {
 	SNI      string // server name the client asked for when TLS was terminated here
 	ConnID   string // unique id, in the access log ("id") and sent in PROXY v2 TLVs
 
+	// Done, when set, lets ServeClient hand the connection on to another
+	// goroutine and return true before it is over: Done then runs once,
+	// after the connection is closed. Left nil, ServeClient returns when
+	// the connection is over.
+	Done func()
+
 	// priv holds the server connections of this client connection alone,
 	// for backends with send_proxy (std side; h1.go keeps its own).
 	priv *privTransports
