@@ -24,7 +24,8 @@ type idleRow struct {
 // them with a server connection behind it (tcp: a relayed pair; http: a
 // client connection and a pooled or attached server one), then reports how
 // much the resident memory of the balancer's process tree grew per
-// connection. The connections are closed before it returns.
+// connection, once they have been quiet for two seconds. The connections
+// are closed before it returns.
 func idleMemory(ctx context.Context, addr string, pid, n int) (idleRow, error) {
 	row := idleRow{Conns: n}
 	before := rssKiB(pid)
@@ -56,6 +57,11 @@ func idleMemory(ctx context.Context, addr string, pid, n int) (idleRow, error) {
 		if err != nil || !strings.Contains(line, " 200 ") {
 			return row, fmt.Errorf("connection %d of %d: response %q, %v", i+1, n, line, err)
 		}
+	}
+	// Idle means quiet for a while: sluice moves a keep-alive client's wait
+	// to a small goroutine after a quiet second (l7 idleHandOff).
+	if err := sleep(ctx, 2*time.Second); err != nil {
+		return row, err
 	}
 	after := rssKiB(pid)
 	row.BeforeMiB, row.AfterMiB = float64(before)/1024, float64(after)/1024

@@ -23,6 +23,11 @@ type headReader struct {
 	max  int
 	// scanned is how far (from r) the end-of-head search has already looked.
 	scanned int
+	// rawRead, bound at the first waitRaw, reads the descriptor; rawN and
+	// rawErr are what it saw.
+	rawRead func(fd uintptr) bool
+	rawN    int
+	rawErr  error
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
@@ -165,36 +170,40 @@ func (h *headReader) waitIdle(small []byte) error {
 // announce them (a skipped first read was measured to hang clients).
 func (h *headReader) waitRaw(rc syscall.RawConn) error {
 	h.release()
-	var n int
-	var rerr error
-	err := rc.Read(func(fd uintptr) bool {
-		h.acquire()
-		for {
-			n, rerr = syscall.Read(int(fd), h.buf)
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
-		if rerr == syscall.EAGAIN {
-			h.release() // woken with nothing to read: wait again
-			return false
-		}
-		return true
-	})
-	if err != nil {
-		if h.buf == nil {
-			h.acquire()
-		}
-		return err
+	if h.rawRead == nil {
+		h.rawRead = h.readFd
 	}
-	if rerr != nil {
-		return os.NewSyscallError("read", rerr)
+	h.rawN, h.rawErr = 0, nil
+	if err := rc.Read(h.rawRead); err != nil {
+		return err // no buffer held: the wait goes on elsewhere, or the connection ends
 	}
-	if n <= 0 {
+	if h.rawErr != nil {
+		return os.NewSyscallError("read", h.rawErr)
+	}
+	if h.rawN <= 0 {
 		return io.EOF
 	}
-	h.w = n
+	h.w = h.rawN
 	return nil
+}
+
+// readFd is waitRaw's read: false, with no buffer held, when there is
+// nothing to read yet.
+func (h *headReader) readFd(fd uintptr) bool {
+	h.acquire()
+	var err error
+	for {
+		h.rawN, err = syscall.Read(int(fd), h.buf)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err == syscall.EAGAIN {
+		h.release()
+		return false
+	}
+	h.rawErr = err
+	return true
 }
 
 // Read reads body bytes: buffered ones first, then from the connection.

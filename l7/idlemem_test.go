@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"sluice/internal/testutil"
+	"sluice/l7"
 )
 
 // idleClients is how many keep-alive clients TestIdleKeepAliveMemory holds.
@@ -37,6 +38,8 @@ func TestIdleKeepAliveMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("opens thousands of connections")
 	}
+	// Every wait moves to its small goroutine at once, not after a second.
+	defer l7.SetIdleHandOff(l7.SetIdleHandOff(0))
 	be := testutil.Serve(t, "be", answerFixed)
 	front := "default_backend = \"app\"\ntimeout_client = \"60s\"\ntimeout_http_request = \"10s\""
 	_, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
@@ -133,5 +136,35 @@ func readFixed(c net.Conn, buf []byte) error {
 		if got == len(buf) {
 			return io.ErrShortBuffer
 		}
+	}
+}
+
+// TestIdleHandOffKeepsTimeouts: a keep-alive client whose wait moved to a
+// fresh goroutine is still served when it speaks, and still closed when
+// it stays quiet for timeout_client (not sooner: the hand-on carries the
+// deadline over).
+func TestIdleHandOffKeepsTimeouts(t *testing.T) {
+	defer l7.SetIdleHandOff(l7.SetIdleHandOff(0))
+	be := testutil.Serve(t, "be", answerFixed)
+	front := "default_backend = \"app\"\ntimeout_client = \"400ms\""
+	_, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
+	c := testutil.Dial(t, addr)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 512)
+	for i := range 3 {
+		if _, err := c.Write([]byte("GET /x HTTP/1.1\r\nHost: h\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if err := readFixed(c, buf); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	start := time.Now()
+	n, err := c.Read(buf)
+	if err != io.EOF || n != 0 {
+		t.Fatalf("quiet client: read %q, %v; want the close", buf[:n], err)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("closed after %v of quiet, before timeout_client (400ms)", d)
 	}
 }
