@@ -59,7 +59,7 @@ func idleMemory(ctx context.Context, addr string, pid, n int) (idleRow, error) {
 		}
 	}
 	// Idle means quiet for a while: sluice moves a keep-alive client's wait
-	// to a small goroutine after a quiet second (l7 idleHandOff).
+	// to a small goroutine once it is quiet (l7 idleHandOff, 10 ms).
 	if err := sleep(ctx, 2*time.Second); err != nil {
 		return row, err
 	}

@@ -17,7 +17,5 @@ func SetBodyHook(h func()) { testBodyHook = h }
 // that served it before the wait moves to a fresh one; it returns the
 // previous value.
 func SetIdleHandOff(d time.Duration) time.Duration {
-	old := idleHandOff
-	idleHandOff = d
-	return old
+	return time.Duration(idleHandOff.Swap(int64(d)))
 }

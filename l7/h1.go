@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -144,8 +145,13 @@ func (c *clientConn) finish() {
 
 // idleHandOff is how long a keep-alive client may stay quiet on the
 // goroutine that served it before its wait moves to a fresh goroutine (see
-// serve). A variable for tests, which set 0: move at once.
-var idleHandOff = time.Second
+// serve): longer than a busy client's pause between a response and its
+// next request, short enough that a burst of clients going quiet never
+// holds its grown stacks all at once (the resident memory keeps that
+// peak). Nanoseconds, atomic for tests, which set 0: move at once.
+var idleHandOff atomic.Int64
+
+func init() { idleHandOff.Store(int64(10 * time.Millisecond)) }
 
 // serve serves requests until the connection must close (false), or until
 // it hands the connection on (true): a keep-alive client quiet for
@@ -153,7 +159,7 @@ var idleHandOff = time.Second
 // runtime's smallest (2 KiB), and the one serving grew (8 KiB) is freed.
 // Moving at every wait would cost each request a goroutine start and a
 // stack growth (round trips measured 45 -> 70 µs); moving after a quiet
-// second costs the busy clients nothing. resumed says this goroutine is
+// spell costs the busy clients nothing. resumed says this goroutine is
 // the fresh one, its wait already done.
 func (c *clientConn) serve(first, resumed bool) bool {
 	for {
@@ -191,7 +197,7 @@ func (c *clientConn) waitBrief() int {
 	if c.p.TimeoutClient > 0 {
 		c.idleUntil = now.Add(c.p.TimeoutClient)
 	}
-	dl := now.Add(idleHandOff)
+	dl := now.Add(time.Duration(idleHandOff.Load()))
 	brief := c.idleUntil.IsZero() || dl.Before(c.idleUntil)
 	if !brief {
 		dl = c.idleUntil

@@ -38,7 +38,7 @@ func TestIdleKeepAliveMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("opens thousands of connections")
 	}
-	// Every wait moves to its small goroutine at once, not after a second.
+	// Every wait moves to its small goroutine at once, not after idleHandOff.
 	defer l7.SetIdleHandOff(l7.SetIdleHandOff(0))
 	be := testutil.Serve(t, "be", answerFixed)
 	front := "default_backend = \"app\"\ntimeout_client = \"60s\"\ntimeout_http_request = \"10s\""
@@ -85,8 +85,12 @@ func TestIdleKeepAliveMemory(t *testing.T) {
 	total := per(heap0+stack0, heap1+stack1)
 	t.Logf("%d idle keep-alive clients: %.2f KiB each (heap %.2f, stacks %.2f), %.2f goroutines each",
 		idleClients, total, per(heap0, heap1), per(stack0, stack1), float64(g1-g0)/idleClients)
-	if total > idleBoundKiB {
-		t.Errorf("an idle keep-alive client costs %.2f KiB, want at most %d", total, idleBoundKiB)
+	bound := float64(idleBoundKiB)
+	if raceEnabled {
+		bound += 2 // 4 KiB stacks under the race detector
+	}
+	if total > bound {
+		t.Errorf("an idle keep-alive client costs %.2f KiB, want at most %.0f", total, bound)
 	}
 	// Every idle client is still served, on its own connection.
 	for i, c := range conns {
