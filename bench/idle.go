@@ -24,7 +24,8 @@ type idleRow struct {
 // them with a server connection behind it (tcp: a relayed pair; http: a
 // client connection and a pooled or attached server one), then reports how
 // much the resident memory of the balancer's process tree grew per
-// connection. The connections are closed before it returns.
+// connection, once they have been quiet for two seconds. The connections
+// are closed before it returns.
 func idleMemory(ctx context.Context, addr string, pid, n int) (idleRow, error) {
 	row := idleRow{Conns: n}
 	before := rssKiB(pid)
@@ -57,6 +58,11 @@ func idleMemory(ctx context.Context, addr string, pid, n int) (idleRow, error) {
 			return row, fmt.Errorf("connection %d of %d: response %q, %v", i+1, n, line, err)
 		}
 	}
+	// Idle means quiet for a while: sluice moves a keep-alive client's wait
+	// to a small goroutine once it is quiet (l7 idleHandOff, 10 ms).
+	if err := sleep(ctx, 2*time.Second); err != nil {
+		return row, err
+	}
 	after := rssKiB(pid)
 	row.BeforeMiB, row.AfterMiB = float64(before)/1024, float64(after)/1024
 	row.KiBPerConn = float64(after-before) / float64(n)
@@ -79,6 +85,35 @@ func idleTable(rows []idleRow) string {
 	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rows {
 		fmt.Fprintf(&b, "| %s | %s | %d | %.1f | %.1f | %.1f |\n", r.Mode, r.Balancer, r.Conns, r.BeforeMiB, r.AfterMiB, r.KiBPerConn)
+	}
+	return b.String()
+}
+
+// busyRow is one balancer's cost of many busy keep-alive clients.
+type busyRow struct {
+	Balancer string
+	Conns    int
+	sample
+}
+
+// busyTable renders the rows of the -busy run, with each peak against
+// HAProxy's.
+func busyTable(rows []busyRow) string {
+	var ref float64
+	for _, r := range rows {
+		if r.Balancer == "haproxy" {
+			ref = r.PeakRSSMiB
+		}
+	}
+	var b strings.Builder
+	b.WriteString("| balancer | keep-alive connections | req/s | p99 | errors | peak RSS MiB | vs HAProxy |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range rows {
+		vs := "—"
+		if ref > 0 {
+			vs = fmt.Sprintf("%.2f×", r.PeakRSSMiB/ref)
+		}
+		fmt.Fprintf(&b, "| %s | %d | %.0f | %s | %d | %.1f | %s |\n", r.Balancer, r.Conns, r.ReqPerSec, ms(r.P99), r.Errors, r.PeakRSSMiB, vs)
 	}
 	return b.String()
 }

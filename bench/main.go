@@ -29,7 +29,7 @@ type options struct {
 	h2conns, h2streams      int
 	out, sluiceBin, modes   string
 	keep                    bool
-	idle                    int
+	idle, busy              int
 }
 
 func main() {
@@ -50,6 +50,7 @@ func main() {
 	flag.StringVar(&o.modes, "modes", "tcp,http,h2,h2tls", "comma-separated balancer modes to measure: tcp, http, h2 (h2c driven by h2load), h2tls (HTTP/2 over TLS, h2load), h2be (h2c from h2load to h2c servers), udp")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, logs)")
 	flag.IntVar(&o.idle, "idle", 4000, "open this many connections through each tcp and http balancer after the rounds and report the memory they cost (0: skip)")
+	flag.IntVar(&o.busy, "busy", 8000, "drive each http balancer (sluice, HAProxy) with this many keep-alive wrk connections for -duration after the rounds and report its peak memory (0: skip; at most 9000, the balancers' maxconn)")
 	flag.Parse()
 	if *nBackends > 0 {
 		os.Exit(serveBackends(*nBackends))
@@ -67,6 +68,10 @@ func run(o options) int {
 	if _, err := exec.LookPath("wrk"); err != nil && o.modes != "udp" {
 		fmt.Println("wrk not installed: nothing to drive the load with, no benchmark run; apt-get install -y wrk")
 		return 0
+	}
+	if o.busy > 9000 {
+		fmt.Fprintln(os.Stderr, "bench: -busy is at most 9000: the balancers' maxconn (HAProxy's must stay below the descriptor limit)")
+		return 2
 	}
 	if o.rounds < 1 || o.conns < 1 || o.threads < 1 || o.threads > o.conns || o.duration < time.Second || o.h2conns < 1 || o.h2streams < 1 {
 		fmt.Fprintln(os.Stderr, "bench: need -rounds >= 1, -duration >= 1s, 1 <= -threads <= -conns, -h2conns and -h2streams >= 1")
@@ -253,6 +258,38 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 		}
 		if len(rows) > 0 {
 			out += "\nMemory of open connections: each balancer's resident memory (all its processes) before and while holding the connections, each with one keep-alive request answered (so a server connection is behind it, or pooled for http).\n\n" + idleTable(rows)
+		}
+	}
+	if o.busy > 0 {
+		var rows []busyRow
+		bo := wo
+		bo.Conns = o.busy
+		for _, l := range lives {
+			// nginx's worker_connections (maxconn per worker) is too few
+			// for both sides of as many clients: the row compares with
+			// HAProxy.
+			if l.Mode != "http" || l.Balancer == "nginx" {
+				continue
+			}
+			if err := sleep(ctx, o.pause); err != nil {
+				return "", err
+			}
+			// A fresh instance: its peak is what these clients cost.
+			l.Stop()
+			fresh, err := l.Start(ctx, l.env)
+			if err != nil {
+				return "", err
+			}
+			s, err := measure(ctx, reg, bo, allScenarios[0], l.Mode, fresh)
+			fresh.Stop()
+			if err != nil {
+				return "", fmt.Errorf("busy clients, %s: %v", l.Name(), err)
+			}
+			logf("busy clients %-12s %d: %.0f req/s, peak %.1f MiB, %d errors", l.Name(), o.busy, s.ReqPerSec, s.PeakRSSMiB, s.Errors)
+			rows = append(rows, busyRow{Balancer: l.Balancer, Conns: o.busy, sample: s})
+		}
+		if len(rows) > 0 {
+			out += "\nMemory of busy keep-alive clients: a fresh balancer driven by wrk with that many keep-alive connections for the run's duration; peak resident memory of its processes.\n\n" + busyTable(rows)
 		}
 	}
 	return out, nil

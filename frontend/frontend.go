@@ -305,9 +305,10 @@ func (s *Server) track(c net.Conn, add bool) {
 var testConnHook func(frontend string)
 
 // handle serves an accepted connection. It reports true when the connection
-// was handed to an epoll relay, whose end calls s.closed; false when it is
-// over and the caller calls it. opened: it was counted already (a loop
-// accepted it, see fallback), and retries connects were retried.
+// was handed on (to an epoll relay, or to the goroutine that waits for a
+// keep-alive client's next request), whose end calls s.closed; false when
+// it is over and the caller calls it. opened: it was counted already (a
+// loop accepted it, see fallback), and retries connects were retried.
 func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time, opened bool, retries int) (handedOn bool) {
 	raw := conn // conn becomes a wrapper below
 	defer func() {
@@ -347,8 +348,7 @@ func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time, opened b
 		testConnHook(f.Name)
 	}
 	if f.http != nil {
-		s.serveHTTP(f, conn, &m)
-		return false
+		return s.serveHTTP(f, conn, &m)
 	}
 	return s.serveTCP(f, conn, &m, retries)
 }

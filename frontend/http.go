@@ -77,11 +77,16 @@ func newHTTPProxy(fc *conf.Frontend, cfgBackends []*conf.Backend, backends map[s
 	return p, nil
 }
 
-func (s *Server) serveHTTP(f *Frontend, conn net.Conn, m *connMeta) {
-	f.http.ServeClient(conn, l7.ConnInfo{
+// serveHTTP serves an accepted connection of an http frontend. It reports
+// true when l7 handed the connection on to another goroutine (a keep-alive
+// client's wait for its next request), whose end calls s.closed.
+func (s *Server) serveHTTP(f *Frontend, conn net.Conn, m *connMeta) bool {
+	raw := m.conn
+	return f.http.ServeClient(conn, l7.ConnInfo{
 		Accepted: m.accepted,
 		Client:   m.client,
 		Local:    m.local,
 		ConnID:   m.id,
+		Done:     func() { s.closed(f, raw) },
 	})
 }

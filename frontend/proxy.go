@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
@@ -310,6 +311,16 @@ func (c *sniffConn) inspect(b []byte) {
 }
 
 func (c *sniffConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// SyscallConn lets l7 wait for a keep-alive client's next request in the
+// poller and read it from the descriptor: reads there skip inspect, which
+// looks at the connection's first read only, long done by then.
+func (c *sniffConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
+}
 
 // NetConn is the accepted connection, for backend.Connect's watch of a
 // queued client.

@@ -1,6 +1,9 @@
 package l7
 
-import "net/http"
+import (
+	"net/http"
+	"time"
+)
 
 // SetStreamHook makes h run before every HTTP/2 request is served (nil:
 // none); a test panics in it to see the stream reset and the rest go on.
@@ -9,3 +12,10 @@ func SetStreamHook(h func(r *http.Request)) { testStreamHook = h }
 // SetBodyHook makes h run as an HTTP/1 request body starts to move to the
 // server (nil: none); a test panics in it.
 func SetBodyHook(h func()) { testBodyHook = h }
+
+// SetIdleHandOff sets how long a keep-alive client waits on the goroutine
+// that served it before the wait moves to a fresh one; it returns the
+// previous value.
+func SetIdleHandOff(d time.Duration) time.Duration {
+	return time.Duration(idleHandOff.Swap(int64(d)))
+}

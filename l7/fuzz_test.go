@@ -52,10 +52,14 @@ func headOf(data []byte) []byte {
 }
 
 func fuzzConn() *clientConn {
+	m := new(msgPair)
 	return &clientConn{
 		p:    &Proxy{Port: "80"},
 		info: ConnInfo{Client: netip.MustParseAddrPort("192.0.2.1:1234")},
 		addr: "192.0.2.1",
+		msgs: m,
+		req:  &m.req,
+		resp: &m.resp,
 	}
 }
 
@@ -101,7 +105,7 @@ func FuzzParseRequest(f *testing.F) {
 		if err := again.parseRequest(head); err != nil {
 			t.Fatalf("request written for the server does not parse (%v):\n%q\nfrom\n%q", err, out, data)
 		}
-		req := &c.req
+		req := c.req
 		switch {
 		case !bytes.Equal(again.method, req.method), !bytes.Equal(again.target, req.target):
 			t.Fatalf("request line changed: %q %q -> %q %q", req.method, req.target, again.method, again.target)
@@ -141,7 +145,7 @@ func FuzzParseResponse(f *testing.F) {
 		if err := again.parseResponse(head); err != nil {
 			t.Fatalf("response written for the client does not parse (%v):\n%q\nfrom\n%q", err, out, data)
 		}
-		resp := &c.resp
+		resp := c.resp
 		if again.status != resp.status || again.chunked != resp.chunked || again.contentLength != resp.contentLength {
 			t.Fatalf("status or framing changed: %d chunked %v length %d -> %d chunked %v length %d\n%q\nfrom\n%q",
 				resp.status, resp.chunked, resp.contentLength, again.status, again.chunked, again.contentLength, out, data)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,12 +31,23 @@ type clientConn struct {
 	conn net.Conn
 	info ConnInfo
 	hr   *headReader
-	req  message
-	resp message
-	out  []byte    // outgoing head being built
-	outp *[]byte   // the pool's box of out, while it is lent
-	idle [512]byte // the first bytes after a keep-alive wait (headReader.waitIdle)
-	addr string    // client IP as text, computed once
+	// req and resp are the messages of msgs, lent with out for the time
+	// a request is served: an idle client holds neither.
+	req, resp *message
+	msgs      *msgPair
+	out       []byte  // outgoing head being built
+	outp      *[]byte // the pool's box of out, while it is lent
+	// raw waits for a keep-alive client's next request in the poller
+	// (headReader.waitRaw), when the connection allows it.
+	raw      syscall.RawConn
+	resumeFn func()
+	// idleUntil is when timeout_client ends the current keep-alive wait
+	// (zero: never), for the goroutine that waits it out (resume).
+	idleUntil time.Time
+	// small takes the first bytes after a keep-alive wait otherwise
+	// (headReader.waitIdle); allocated at the first such wait.
+	small *[512]byte
+	addr  string // client IP as text, computed once
 
 	// A response to insert the sticky cookie into (sticky = "cookie").
 	stickyName string
@@ -57,53 +69,200 @@ type clientConn struct {
 var (
 	clientConnPool = sync.Pool{New: func() any { return new(clientConn) }}
 	outPool        = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+	msgPool        = sync.Pool{New: func() any { return new(msgPair) }}
 )
 
-// takeOut and returnOut lend the head-building buffer for the time a
-// request is served: an idle keep-alive client holds none.
+// msgPair is the parsed request and response of an exchange; their field
+// slices, grown once, come back with them from the pool.
+type msgPair struct{ req, resp message }
+
+// takeOut and returnOut lend the head-building buffer and the messages
+// for the time a request is served: an idle keep-alive client holds none.
 func (c *clientConn) takeOut() {
 	c.outp = outPool.Get().(*[]byte)
 	c.out = (*c.outp)[:0]
+	c.msgs = msgPool.Get().(*msgPair)
+	c.req, c.resp = &c.msgs.req, &c.msgs.resp
+	c.req.maxFields, c.resp.maxFields = c.p.MaxHeaderCount, c.p.MaxHeaderCount
 }
 
 func (c *clientConn) returnOut() {
+	if c.outp == nil {
+		return
+	}
 	*c.outp = c.out[:0]
 	outPool.Put(c.outp)
 	c.outp, c.out = nil, nil
+	// Slices into the head buffers go: a pooled pair keeps none alive.
+	c.req.reset()
+	c.resp.reset()
+	msgPool.Put(c.msgs)
+	c.msgs, c.req, c.resp = nil, nil, nil
 }
 
 // ServeConn serves HTTP/1.x requests on conn until it closes. It closes conn.
 func (p *Proxy) ServeConn(conn net.Conn, info ConnInfo) { p.serveConn(conn, info, false) }
 
-func (p *Proxy) serveConn(conn net.Conn, info ConnInfo, h2c bool) {
+// serveConn serves conn. It reports true when it handed the connection on
+// to another goroutine (only with info.Done), which closes it and calls
+// info.Done at its end.
+func (p *Proxy) serveConn(conn net.Conn, info ConnInfo, h2c bool) (handedOn bool) {
 	c := clientConnPool.Get().(*clientConn)
 	c.p, c.conn, c.info, c.h2c = p, conn, info, h2c
 	c.hr = newHeadReader(conn, p.MaxHeaderBytes)
-	c.req.maxFields, c.resp.maxFields = p.MaxHeaderCount, p.MaxHeaderCount
 	c.takeOut()
 	c.addr = info.Client.Addr().String()
 	if c.info.priv == nil && p.sendsProxy() {
 		c.info.priv = &privConns{}
 	}
-	defer func() {
-		if c.own != nil {
-			c.own.close()
-			c.own = nil
+	if info.Done != nil {
+		if sc, ok := conn.(syscall.Conn); ok {
+			c.raw, _ = sc.SyscallConn()
 		}
-		c.info.priv.close()
-		conn.Close()
-		c.hr.release()
-		c.p, c.conn, c.hr = nil, nil, nil
-		c.returnOut()
-		clientConnPool.Put(c)
-	}()
-	first := true
-	for {
-		if !c.serveOne(first) {
-			return
-		}
-		first = false
 	}
+	handed := false
+	defer func() {
+		if !handed {
+			c.finish()
+		}
+	}()
+	handed = c.serve(true, false)
+	return handed
+}
+
+// finish closes the connection and puts c back in its pool.
+func (c *clientConn) finish() {
+	if c.own != nil {
+		c.own.close()
+		c.own = nil
+	}
+	c.info.priv.close()
+	c.conn.Close()
+	c.hr.release()
+	c.p, c.conn, c.hr, c.raw, c.small = nil, nil, nil, nil, nil
+	c.info = ConnInfo{}
+	c.returnOut()
+	clientConnPool.Put(c)
+}
+
+// idleHandOff is how long a keep-alive client may stay quiet on the
+// goroutine that served it before its wait moves to a fresh goroutine (see
+// serve): longer than a busy client's pause between a response and its
+// next request, short enough that a burst of clients going quiet never
+// holds its grown stacks all at once (the resident memory keeps that
+// peak). Nanoseconds, atomic for tests, which set 0: move at once.
+var idleHandOff atomic.Int64
+
+func init() { idleHandOff.Store(int64(10 * time.Millisecond)) }
+
+// serve serves requests until the connection must close (false), or until
+// it hands the connection on (true): a keep-alive client quiet for
+// idleHandOff waits on from a fresh goroutine, whose stack is the
+// runtime's smallest (2 KiB), and the one serving grew (8 KiB) is freed.
+// Moving at every wait would cost each request a goroutine start and a
+// stack growth (round trips measured 45 -> 70 µs); moving after a quiet
+// spell costs the busy clients nothing. resumed says this goroutine is
+// the fresh one, its wait already done.
+func (c *clientConn) serve(first, resumed bool) bool {
+	for {
+		if !first && !resumed && c.raw != nil && c.hr.buffered() == 0 {
+			switch c.waitBrief() {
+			case waitEnd:
+				return false
+			case waitQuiet:
+				if c.resumeFn == nil {
+					c.resumeFn = c.resume // bound once: kept with c in its pool
+				}
+				go c.resumeFn()
+				return true
+			}
+		}
+		if !c.serveOne(first) {
+			return false
+		}
+		first, resumed = false, false
+	}
+}
+
+// Outcomes of waitBrief.
+const (
+	waitGot   = iota // a request came
+	waitQuiet        // none in idleHandOff: hand the wait on
+	waitEnd          // the client left or timeout_client passed
+)
+
+// waitBrief waits for the next request on this goroutine for idleHandOff
+// at most (within timeout_client), holding no buffer.
+func (c *clientConn) waitBrief() int {
+	now := time.Now()
+	c.idleUntil = time.Time{}
+	if c.p.TimeoutClient > 0 {
+		c.idleUntil = now.Add(c.p.TimeoutClient)
+	}
+	dl := now.Add(time.Duration(idleHandOff.Load()))
+	brief := c.idleUntil.IsZero() || dl.Before(c.idleUntil)
+	if !brief {
+		dl = c.idleUntil
+	}
+	c.conn.SetReadDeadline(dl)
+	c.returnOut()
+	err := c.hr.waitRaw(c.raw)
+	switch {
+	case err == nil:
+		if c.p.TimeoutHTTPRequest == 0 {
+			// serveOne sets no deadline of its own: timeout_client's
+			// holds, as after waitNext.
+			c.conn.SetReadDeadline(c.idleUntil)
+		}
+		c.takeOut()
+		return waitGot
+	case brief && isTimeout(err):
+		return waitQuiet
+	}
+	return waitEnd
+}
+
+// resume is the fresh goroutine of a connection serve handed on: it waits
+// out the rest of timeout_client on its small stack, then serves the
+// request that came (the stack grows once per quiet spell).
+func (c *clientConn) resume() {
+	if c.guard(false) {
+		c.guard(true)
+	}
+}
+
+// guard runs the waitNext of resume (serve false) or the serving of the
+// request it waited for (serve true), and ends the connection when it is
+// over. A panic here is outside the frontend's recover: it costs this
+// connection only, counted and logged as the frontend does. It reports
+// whether the connection goes on here.
+func (c *clientConn) guard(serve bool) (goOn bool) {
+	p, done := c.p, c.info.Done
+	defer func() {
+		if v := recover(); v != nil {
+			if p.Panics != nil {
+				p.Panics.Add(1)
+			}
+			recovery.Log(p.Log, v, "frontend", p.Frontend, "client", c.addr)
+			goOn = false
+			c.finish()
+			done()
+		}
+	}()
+	if serve {
+		goOn = c.serve(false, true) // true: handed on again
+		if !goOn {
+			c.finish()
+			done()
+		}
+		return false
+	}
+	if !c.waitNext() {
+		c.finish()
+		done()
+		return false
+	}
+	return true
 }
 
 // h1Version reports whether the request line of head ends in an HTTP/1
@@ -132,23 +291,42 @@ type exchange struct {
 	path       string
 }
 
+// waitNext waits for a keep-alive client's next request, holding no buffer:
+// false when the client left or stayed quiet too long (nothing to answer).
+// Its call chain is short, so that the goroutine of resume waits on the
+// runtime's smallest stack.
+func (c *clientConn) waitNext() bool {
+	// Between requests the client may stay quiet for timeout_client; once a
+	// request starts, its whole head must arrive within timeout_http_request.
+	switch {
+	case !c.idleUntil.IsZero():
+		c.conn.SetReadDeadline(c.idleUntil) // the rest, after waitBrief
+		c.idleUntil = time.Time{}
+	case c.p.TimeoutClient > 0:
+		c.conn.SetReadDeadline(time.Now().Add(c.p.TimeoutClient))
+	default:
+		c.conn.SetReadDeadline(time.Time{}) // waitBrief's, if any
+	}
+	c.returnOut()
+	var err error
+	if c.raw != nil {
+		err = c.hr.waitRaw(c.raw)
+	} else {
+		if c.small == nil {
+			c.small = new([512]byte)
+		}
+		err = c.hr.waitIdle(c.small[:])
+	}
+	c.takeOut()
+	return err == nil
+}
+
 // serveOne reads one request and forwards it. It returns false when the
 // connection must close.
 func (c *clientConn) serveOne(first bool) bool {
 	p := c.p
-	// Between requests the client may stay quiet for timeout_client; once a
-	// request starts, its whole head must arrive within timeout_http_request.
-	if !first && c.hr.buffered() == 0 {
-		if p.TimeoutClient > 0 {
-			c.conn.SetReadDeadline(time.Now().Add(p.TimeoutClient))
-		}
-		// Quiet keep-alive clients hold neither buffer while they wait.
-		c.returnOut()
-		err := c.hr.waitIdle(c.idle[:])
-		c.takeOut()
-		if err != nil {
-			return false // idle timeout or client gone: nothing to answer
-		}
+	if !first && c.hr.buffered() == 0 && !c.waitNext() {
+		return false
 	}
 	var x exchange
 	x.start = time.Now()
@@ -199,7 +377,7 @@ func (c *clientConn) serveOne(first bool) bool {
 	}
 	// The head is in the read buffer; body reads may overwrite it, so
 	// everything needed from it is used (or copied) before the body moves.
-	v := h1View(&c.req)
+	v := h1View(c.req)
 	be := p.route(&v)
 	if be == nil {
 		return c.fail(failNoRoute, nil, &x)
@@ -247,7 +425,7 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 	}
 	var cookie []byte
 	if be.Sticky == "cookie" {
-		v := h1View(&c.req)
+		v := h1View(c.req)
 		cookie = v.cookie(be.StickyCookie)
 		cn.Pinned = pinned(be, cookie)
 	}
@@ -417,7 +595,7 @@ func proxyHeader(version conf.ProxyVersion, info *ConnInfo) *l4.ProxyHeader {
 // sent again.
 func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) (keep, retry bool) {
 	p := c.p
-	req := &c.req
+	req := c.req
 	// Read all we need from the head now: once the body streams, the
 	// buffer under req's slices is reused.
 	isHead := equalFold(req.method, "HEAD")
@@ -535,7 +713,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	}
 
 	clientClose := req.connClose || p.draining.Load()
-	resp := &c.resp
+	resp := c.resp
 	gotAny := false
 	for {
 		if bodyDone == nil {
@@ -714,7 +892,7 @@ func isIdempotent(m []byte) bool {
 // hop-by-hop headers dropped, forwarding headers added, Host and the
 // framing written from the parsed request rather than copied.
 func (c *clientConn) buildRequestHead(b []byte) []byte {
-	req := &c.req
+	req := c.req
 	b = append(b, req.method...)
 	b = append(b, ' ')
 	b = append(b, req.target...)
@@ -774,7 +952,7 @@ func isHostChars(h []byte) bool {
 
 // buildResponseHead writes the status line and headers for the client.
 func (c *clientConn) buildResponseHead(b []byte, close bool) []byte {
-	resp := &c.resp
+	resp := c.resp
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(resp.status), 10)
 	b = append(b, ' ')

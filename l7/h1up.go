@@ -67,7 +67,7 @@ type h1Up struct {
 // forwardUp forwards the current request, routed to be (proto = "h2c"),
 // and reports whether the connection may serve another request.
 func (c *clientConn) forwardUp(be *backend.Backend, x *exchange) bool {
-	req := &c.req
+	req := c.req
 	if equalFold(req.method, "CONNECT") {
 		return c.fail(failBadRequest, be, x) // no tunnel through an HTTP/2 server
 	}
@@ -88,14 +88,14 @@ func (c *clientConn) forwardUp(be *backend.Backend, x *exchange) bool {
 
 func (u *h1Up) proxy() *Proxy          { return u.c.p }
 func (u *h1Up) upInfo() *ConnInfo      { return &u.c.info }
-func (u *h1Up) upReq() *message        { return &u.c.req }
+func (u *h1Up) upReq() *message        { return u.c.req }
 func (u *h1Up) upCtx() context.Context { return u.c.p.stopCtx() }
 func (u *h1Up) canResend() bool        { return u.resend }
 func (u *h1Up) log(x *exchange)        { u.c.log(x) }
 
 func (u *h1Up) encodeUpHead(e *hpack.Encoder) {
 	c := u.c
-	c.p.encodeUpHead(e, &c.req, &c.info, c.addr, &u.lname, true)
+	c.p.encodeUpHead(e, c.req, &c.info, c.addr, &u.lname, true)
 }
 
 // startBody tells a client waiting with "Expect: 100-continue" to send

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 )
 
 // headReader buffers one connection's input. It reads a message head
@@ -21,6 +23,11 @@ type headReader struct {
 	max  int
 	// scanned is how far (from r) the end-of-head search has already looked.
 	scanned int
+	// rawRead, bound at the first waitRaw, reads the descriptor; rawN and
+	// rawErr are what it saw.
+	rawRead func(fd uintptr) bool
+	rawN    int
+	rawErr  error
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
@@ -154,6 +161,49 @@ func (h *headReader) waitIdle(small []byte) error {
 		err = io.ErrNoProgress
 	}
 	return err
+}
+
+// waitRaw is waitIdle for a connection whose descriptor it can read: it
+// waits in the poller holding no buffer at all (not even waitIdle's small
+// array), and reads what came straight into a pooled one. It reads before
+// it waits, as waitIdle does: bytes may wait with no readiness left to
+// announce them (a skipped first read was measured to hang clients).
+func (h *headReader) waitRaw(rc syscall.RawConn) error {
+	h.release()
+	if h.rawRead == nil {
+		h.rawRead = h.readFd
+	}
+	h.rawN, h.rawErr = 0, nil
+	if err := rc.Read(h.rawRead); err != nil {
+		return err // no buffer held: the wait goes on elsewhere, or the connection ends
+	}
+	if h.rawErr != nil {
+		return os.NewSyscallError("read", h.rawErr)
+	}
+	if h.rawN <= 0 {
+		return io.EOF
+	}
+	h.w = h.rawN
+	return nil
+}
+
+// readFd is waitRaw's read: false, with no buffer held, when there is
+// nothing to read yet.
+func (h *headReader) readFd(fd uintptr) bool {
+	h.acquire()
+	var err error
+	for {
+		h.rawN, err = syscall.Read(int(fd), h.buf)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err == syscall.EAGAIN {
+		h.release()
+		return false
+	}
+	h.rawErr = err
+	return true
 }
 
 // Read reads body bytes: buffered ones first, then from the connection.

@@ -67,6 +67,12 @@ type ConnInfo struct {
 	SNI      string // server name the client asked for when TLS was terminated here
 	ConnID   string // unique id, in the access log ("id") and sent in PROXY v2 TLVs
 
+	// Done, when set, lets ServeClient hand the connection on to another
+	// goroutine and return true before it is over: Done then runs once,
+	// after the connection is closed. Left nil, ServeClient returns when
+	// the connection is over.
+	Done func()
+
 	// priv holds the HTTP/2 server connections of this client connection
 	// alone, for h2c backends with send_proxy (HTTP/1 servers: h1.go and
 	// h2stream.go keep their own).

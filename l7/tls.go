@@ -96,8 +96,13 @@ func (p *Proxy) handshakeTimeout() time.Duration {
 // ServeClient serves one client connection of an http frontend until it
 // closes, and closes it: TLS is terminated first when the proxy has a TLS
 // config; then HTTP/2 (ALPN "h2", or the h2c preface on a plain frontend
-// with H2C) goes to the net/http side, everything else to ServeConn.
-func (p *Proxy) ServeClient(conn net.Conn, info ConnInfo) {
+// with H2C) goes to the net/http side, everything else to ServeConn. It
+// reports true when it handed the connection on (see ConnInfo.Done).
+func (p *Proxy) ServeClient(conn net.Conn, info ConnInfo) (handedOn bool) {
+	if p.TLS != nil || p.H2C {
+		// These keep their goroutine to the end (see ConnInfo.Done).
+		info.Done = nil
+	}
 	if p.TLS != nil {
 		tc := tls.Server(conn, p.TLS)
 		start := info.Accepted
@@ -112,30 +117,30 @@ func (p *Proxy) ServeClient(conn net.Conn, info ConnInfo) {
 				p.Log.Debug("tls handshake failed", "frontend", p.Frontend, "client", info.Client, "err", err)
 			}
 			conn.Close()
-			return
+			return false
 		}
 		info.TLS = true
 		cs := tc.ConnectionState()
 		info.ALPN, info.SNI = cs.NegotiatedProtocol, cs.ServerName
 		if cs.NegotiatedProtocol == "h2" {
 			p.serveH2(tc, info)
-			return
+			return false
 		}
 		p.ServeConn(tc, info)
-		return
+		return false
 	}
 	if p.H2C {
 		c, h2, ok := p.peekPreface(conn, info)
 		if !ok {
 			conn.Close()
-			return
+			return false
 		}
 		if h2 {
 			p.serveH2(c, info)
-			return
+			return false
 		}
 		p.serveConn(c, info, true)
-		return
+		return false
 	}
-	p.ServeConn(conn, info)
+	return p.serveConn(conn, info, false)
 }

@@ -1,0 +1,174 @@
+package l7_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+
+	"sluice/internal/testutil"
+	"sluice/l7"
+)
+
+// idleClients is how many keep-alive clients TestIdleKeepAliveMemory holds.
+const idleClients = 2000
+
+// idleBoundKiB is the most an idle keep-alive client may cost the process
+// (the test's own end of each connection included, a few hundred bytes).
+const idleBoundKiB = 6
+
+// inUse is the memory the process holds for its live objects and stacks:
+// after a collection, what idle connections keep.
+func inUse() (heap, stack uint64) {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse, ms.StackInuse
+}
+
+// TestIdleKeepAliveMemory opens idleClients keep-alive clients through a
+// real sluice to a real server, each with one request answered, and checks
+// what the process holds per idle client; then every one of them is
+// served again on the same connection.
+func TestIdleKeepAliveMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens thousands of connections")
+	}
+	// Every wait moves to its small goroutine at once, not after idleHandOff.
+	defer l7.SetIdleHandOff(l7.SetIdleHandOff(0))
+	be := testutil.Serve(t, "be", answerFixed)
+	front := "default_backend = \"app\"\ntimeout_client = \"60s\"\ntimeout_http_request = \"10s\""
+	_, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
+
+	req := []byte("GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+	buf := make([]byte, 512)
+	deadline := time.Now().Add(60 * time.Second)
+	exchange := func(c net.Conn, i int) {
+		t.Helper()
+		if _, err := c.Write(req); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		if err := readFixed(c, buf); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+	}
+	// A first client warms pools and the server connection up.
+	warm := testutil.Dial(t, addr)
+	warm.SetDeadline(deadline)
+	exchange(warm, -1)
+	warm.Close()
+
+	heap0, stack0 := inUse()
+	g0 := runtime.NumGoroutine()
+	conns := make([]net.Conn, 0, idleClients)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range idleClients {
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		conns = append(conns, c)
+		c.SetDeadline(deadline)
+		exchange(c, i)
+	}
+	heap1, stack1 := inUse()
+	g1 := runtime.NumGoroutine()
+	per := func(a, b uint64) float64 { return (float64(b) - float64(a)) / idleClients / 1024 }
+	total := per(heap0+stack0, heap1+stack1)
+	t.Logf("%d idle keep-alive clients: %.2f KiB each (heap %.2f, stacks %.2f), %.2f goroutines each",
+		idleClients, total, per(heap0, heap1), per(stack0, stack1), float64(g1-g0)/idleClients)
+	bound := float64(idleBoundKiB)
+	if raceEnabled {
+		bound += 2 // 4 KiB stacks under the race detector
+	}
+	if total > bound {
+		t.Errorf("an idle keep-alive client costs %.2f KiB, want at most %.0f", total, bound)
+	}
+	// Every idle client is still served, on its own connection.
+	for i, c := range conns {
+		exchange(c, i)
+	}
+}
+
+// answerFixed answers every request on c with a small fixed response.
+func answerFixed(c net.Conn) {
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+	buf := make([]byte, 4096)
+	var pending []byte
+	for {
+		n, err := c.Read(buf)
+		pending = append(pending, buf[:n]...)
+		for {
+			i := bytes.Index(pending, []byte("\r\n\r\n"))
+			if i < 0 {
+				break
+			}
+			pending = pending[i+4:]
+			if _, err := c.Write(resp); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// readFixed reads one answerFixed response, relayed, from c into buf.
+func readFixed(c net.Conn, buf []byte) error {
+	got := 0
+	for {
+		n, err := c.Read(buf[got:])
+		got += n
+		if i := bytes.Index(buf[:got], []byte("\r\n\r\n")); i >= 0 && got >= i+4+5 {
+			if !bytes.HasPrefix(buf, []byte("HTTP/1.1 200 ")) || string(buf[i+4:got]) != "hello" {
+				return fmt.Errorf("response %q", buf[:got])
+			}
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("after %q: %w", buf[:got], err)
+		}
+		if got == len(buf) {
+			return io.ErrShortBuffer
+		}
+	}
+}
+
+// TestIdleHandOffKeepsTimeouts: a keep-alive client whose wait moved to a
+// fresh goroutine is still served when it speaks, and still closed when
+// it stays quiet for timeout_client (not sooner: the hand-on carries the
+// deadline over).
+func TestIdleHandOffKeepsTimeouts(t *testing.T) {
+	defer l7.SetIdleHandOff(l7.SetIdleHandOff(0))
+	be := testutil.Serve(t, "be", answerFixed)
+	front := "default_backend = \"app\"\ntimeout_client = \"400ms\""
+	_, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
+	c := testutil.Dial(t, addr)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 512)
+	for i := range 3 {
+		if _, err := c.Write([]byte("GET /x HTTP/1.1\r\nHost: h\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if err := readFixed(c, buf); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	start := time.Now()
+	n, err := c.Read(buf)
+	if err != io.EOF || n != 0 {
+		t.Fatalf("quiet client: read %q, %v; want the close", buf[:n], err)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("closed after %v of quiet, before timeout_client (400ms)", d)
+	}
+}
