@@ -419,31 +419,38 @@ func (u *h2Up) open(cl upClient, ub *upBody) (*upStream, error) {
 	err := u.writeLocked(func() error {
 		u.encB.b = u.encB.b[:0]
 		cl.encodeUpHead(u.enc)
-		block := u.encB.b
-		first := true
-		for first || len(block) > 0 {
-			n := min(len(block), maxFrame)
-			frag := block[:n]
-			block = block[n:]
-			var err error
-			if first {
-				err = u.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: us.id, BlockFragment: frag,
-					EndStream: end, EndHeaders: len(block) == 0})
-			} else {
-				err = u.wfr.WriteContinuation(us.id, len(block) == 0, frag)
-			}
-			if err != nil {
-				return err
-			}
-			first = false
-		}
-		return nil
+		return u.writeBlock(us.id, u.encB.b, end, maxFrame)
 	}, false, !end)
 	if err != nil {
 		us.release()
 		return nil, err
 	}
 	return us, nil
+}
+
+// writeBlock writes a header block on stream id as HEADERS then
+// CONTINUATION frames of at most maxFrame (the server's
+// SETTINGS_MAX_FRAME_SIZE): a larger frame is a connection error that
+// would end every stream on the shared connection. u.wmu held.
+func (u *h2Up) writeBlock(id uint32, block []byte, end bool, maxFrame int) error {
+	first := true
+	for first || len(block) > 0 {
+		n := min(len(block), maxFrame)
+		frag := block[:n]
+		block = block[n:]
+		var err error
+		if first {
+			err = u.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag,
+				EndStream: end, EndHeaders: len(block) == 0})
+		} else {
+			err = u.wfr.WriteContinuation(id, len(block) == 0, frag)
+		}
+		if err != nil {
+			return err
+		}
+		first = false
+	}
+	return nil
 }
 
 // unreserve gives back a stream reserved and never opened.
@@ -897,6 +904,7 @@ func (us *upStream) writeTrailers(fields []hpack.HeaderField) error {
 		return us.err
 	}
 	us.local = true
+	maxFrame := int(u.peerMaxFrame)
 	u.mu.Unlock()
 	return u.write(func() error {
 		u.encB.b = u.encB.b[:0]
@@ -905,9 +913,7 @@ func (us *upStream) writeTrailers(fields []hpack.HeaderField) error {
 				u.enc.WriteField(f)
 			}
 		}
-		// Trailers fit a frame: the client's came in a bounded block.
-		return u.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: us.id, BlockFragment: u.encB.b,
-			EndStream: true, EndHeaders: true})
+		return u.writeBlock(us.id, u.encB.b, true, maxFrame)
 	}, false, false)
 }
 
