@@ -39,12 +39,19 @@ const (
 	upReplayMax = 1 << 16
 	// upMaxRefused bounds the refusals one request goes through.
 	upMaxRefused = 8
+	// upMaxDials bounds the connections one request dials: its refused
+	// retries go on pooled connections past it, or fail.
+	upMaxDials = 2
 )
 
 var (
 	errUpGone    = errors.New("server connection gone")
 	errUpRefused = errors.New("stream refused by the server")
 	errUpClosed  = errors.New("upstream stream closed") // by our side
+	// errUpNoStreams: the server takes no stream now
+	// (SETTINGS_MAX_CONCURRENT_STREAMS 0), or this request dialed
+	// upMaxDials connections already: it is refused, never sent.
+	errUpNoStreams = errors.New("server takes no stream (SETTINGS_MAX_CONCURRENT_STREAMS 0)")
 )
 
 // upReset is a server's RST_STREAM.
@@ -57,7 +64,8 @@ func (e upReset) Error() string { return "server reset the stream: " + http2.Err
 type upPool struct {
 	mu    sync.Mutex
 	conns []*h2Up
-	dead  bool // the client connection of a private pool is gone
+	dead  bool         // the client connection of a private pool is gone
+	idle  atomic.Int32 // connections without a stream, kept (pool_max_idle)
 }
 
 // h2Up is one HTTP/2 connection to a server.
@@ -68,8 +76,10 @@ type h2Up struct {
 	conn   net.Conn
 	budget *backend.ServerConns
 	idle   time.Duration // pool_idle_timeout
-	fr     *http2.Framer
-	br     *bufio.Reader
+	// maxIdle is pool_max_idle: idle connections kept per server.
+	maxIdle int
+	fr      *http2.Framer
+	br      *bufio.Reader
 
 	wmu   sync.Mutex
 	bw    *bufio.Writer
@@ -93,6 +103,7 @@ type h2Up struct {
 	goaway       bool // no new streams: GOAWAY received, ids spent, or closing
 	goawayID     uint32
 	closed       bool
+	isIdle       bool // counted in pool.idle
 	idleTimer    *time.Timer
 }
 
@@ -154,9 +165,13 @@ type upClient interface {
 	writeData(b []byte, end bool) error
 	upEnd(trailers []hpack.HeaderField) error
 	upAbort(code http2.ErrCode) // the response broke off: reset/close towards the client
-	clientBroke(err error)      // writing the response to the client failed
-	upDone()                    // the response went out whole
-	stopBody()                  // the request body is no longer wanted
+	// upRefused answers a request the server would take no stream for
+	// (never sent): REFUSED_STREAM to an HTTP/2 client, which may send it
+	// again, 503 to an HTTP/1 one; counted as failNoServer.
+	upRefused(be *backend.Backend, x *exchange)
+	clientBroke(err error) // writing the response to the client failed
+	upDone()               // the response went out whole
+	stopBody()             // the request body is no longer wanted
 	fail(f failure, be *backend.Backend, x *exchange)
 	log(x *exchange)
 }
@@ -178,7 +193,7 @@ func (p *Proxy) upPoolOf(srv *backend.Server, info *ConnInfo, priv bool) *upPool
 // connection with room, else on a new one (a slot of the budget, the
 // PROXY header of the client with send_proxy). It is the callback of
 // Backend.Connect; the stream's HEADERS are out when it returns.
-func openUp(ctx context.Context, cl upClient, cn *backend.Connect, be *backend.Backend, ub *upBody) (*upStream, error) {
+func openUp(ctx context.Context, cl upClient, cn *backend.Connect, be *backend.Backend, ub *upBody, dials *int) (*upStream, error) {
 	p := cl.proxy()
 	info := cl.upInfo()
 	srv := cn.Server
@@ -195,6 +210,10 @@ func openUp(ctx context.Context, cl upClient, cn *backend.Connect, be *backend.B
 			return us, nil
 		}
 	}
+	if *dials >= upMaxDials {
+		return nil, errUpNoStreams
+	}
+	*dials++
 	var hdr *l4.ProxyHeader
 	if priv {
 		hdr = proxyHeader(opts.SendProxy, info)
@@ -220,6 +239,7 @@ func (pl *upPool) reserve() *h2Up {
 		if !u.goaway && !u.closed && u.active < int(u.maxStreams) {
 			u.active++
 			u.idleTimer.Stop()
+			u.notIdleLocked()
 			u.mu.Unlock()
 			return u
 		}
@@ -289,9 +309,8 @@ func (p *Proxy) dialUp(ctx context.Context, cn *backend.Connect, srv *backend.Se
 	cn.Slot = false // released by u.close
 	opts := p.Backends[be]
 	u := &h2Up{p: p, pool: pool, srv: srv, conn: conn, budget: p.ServerConns, idle: opts.PoolIdleTimeout,
-		streams: map[uint32]*upStream{}, nextID: 1, maxStreams: 100, sendWin: 65535,
+		maxIdle: opts.PoolMaxIdle, streams: map[uint32]*upStream{}, nextID: 1, maxStreams: 100, sendWin: 65535,
 		peerInitWin: 65535, peerMaxFrame: 16384}
-	u.active = 1 // the stream of the caller
 	u.idleTimer = time.AfterFunc(time.Hour, u.idleCheck)
 	u.idleTimer.Stop()
 	u.br = bufio.NewReaderSize(upReader{u}, 16<<10)
@@ -340,6 +359,14 @@ func (p *Proxy) dialUp(ctx context.Context, cn *backend.Connect, srv *backend.Se
 	if err := u.settings(sf); err != nil {
 		return fail(err)
 	}
+	// The caller's stream is counted once the server's limit is known: a
+	// server taking none (shedding load) gets none, and no connection
+	// kept open that can carry nothing.
+	if u.maxStreams == 0 {
+		u.close()
+		return nil, errUpNoStreams
+	}
+	u.active = 1
 	pool.mu.Lock()
 	if pool.dead {
 		u.goaway = true
@@ -467,12 +494,29 @@ func (u *h2Up) idleLocked() {
 	if u.active > 0 {
 		return
 	}
-	if u.goaway || u.closed || u.p.draining.Load() || u.idle <= 0 {
+	if !u.isIdle && !u.goaway && !u.closed && u.maxStreams > 0 && u.idle > 0 && u.maxIdle > 0 &&
+		!u.p.draining.Load() {
+		if int(u.pool.idle.Add(1)) <= u.maxIdle {
+			u.isIdle = true
+		} else {
+			u.pool.idle.Add(-1) // pool_max_idle idle connections are kept already
+		}
+	}
+	if !u.isIdle {
 		u.goaway = true
 		go u.close()
 		return
 	}
 	u.idleTimer.Reset(u.idle)
+}
+
+// notIdleLocked takes the connection out of its pool's idle count. u.mu
+// held.
+func (u *h2Up) notIdleLocked() {
+	if u.isIdle {
+		u.isIdle = false
+		u.pool.idle.Add(-1)
+	}
 }
 
 // idleCheck closes the connection if it is still idle.
@@ -500,6 +544,7 @@ func (u *h2Up) close() {
 	u.closed = true
 	u.goaway = true
 	u.idleTimer.Stop()
+	u.notIdleLocked()
 	u.mu.Unlock()
 	u.pool.remove(u)
 	u.conn.Close()
@@ -567,7 +612,21 @@ func (u *h2Up) handle(f http2.Frame) error {
 		if f.IsAck() {
 			return nil
 		}
-		return u.settings(f)
+		if err := u.settings(f); err != nil {
+			return err
+		}
+		// A server that now takes no stream: an idle connection to it
+		// carries nothing until it says otherwise, it is not kept.
+		u.mu.Lock()
+		useless := u.maxStreams == 0 && u.active == 0
+		if useless {
+			u.goaway = true
+		}
+		u.mu.Unlock()
+		if useless {
+			u.close()
+		}
+		return nil
 	case *http2.MetaHeadersFrame:
 		return u.headers(f)
 	case *http2.DataFrame:
@@ -1062,9 +1121,10 @@ func forwardUp(cl upClient, be *backend.Backend, x *exchange, body bool, watch n
 		ub = &upBody{}
 	}
 	var us *upStream
+	dials := 0
 	dial := func(ctx context.Context, _ *backend.Server) error {
 		var err error
-		us, err = openUp(ctx, cl, &cn, be, ub)
+		us, err = openUp(ctx, cl, &cn, be, ub, &dials)
 		return err
 	}
 	for refused := 0; ; refused++ {
@@ -1072,6 +1132,10 @@ func forwardUp(cl upClient, be *backend.Backend, x *exchange, body bool, watch n
 		x.retries = cn.Retries
 		if cn.Server != nil {
 			x.server = cn.Server.Name
+		}
+		if errors.Is(err, errUpNoStreams) {
+			cl.upRefused(be, x)
+			return
 		}
 		if notConnected(cl, err, be, x) {
 			return
@@ -1296,6 +1360,13 @@ func (s *h2Stream) canResend() bool            { return true }
 func (s *h2Stream) stopBody()                  { s.endBody() }
 func (s *h2Stream) upAbort(code http2.ErrCode) { s.abort(code); s.endBody() }
 func (s *h2Stream) upDone()                    { s.endBody(); s.served = true }
+func (s *h2Stream) upRefused(be *backend.Backend, x *exchange) {
+	s.c.p.countFailure(failNoServer, be)
+	x.terminated = failures[failNoServer].term
+	s.abort(http2.ErrCodeRefusedStream)
+	s.endBody()
+	s.log(x)
+}
 func (s *h2Stream) upInterim(code int) {
 	s.sendHead(func(e *hpack.Encoder) { s.status(e, code) }, false)
 }
