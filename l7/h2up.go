@@ -51,7 +51,10 @@ var (
 	// errUpNoStreams: the server takes no stream now
 	// (SETTINGS_MAX_CONCURRENT_STREAMS 0), or this request dialed
 	// upMaxDials connections already: it is refused, never sent.
-	errUpNoStreams = errors.New("server takes no stream (SETTINGS_MAX_CONCURRENT_STREAMS 0)")
+	// errUpBadResponse: the server's response head is no valid response
+	// (failBadResponse, 502, as on the HTTP/1 path).
+	errUpBadResponse = errors.New("invalid response from the server")
+	errUpNoStreams   = errors.New("server takes no stream (SETTINGS_MAX_CONCURRENT_STREAMS 0)")
 )
 
 // upReset is a server's RST_STREAM.
@@ -736,8 +739,9 @@ func (u *h2Up) headers(f *http2.MetaHeadersFrame) error {
 	if !us.gotHead {
 		st := f.PseudoValue("status")
 		code, ok := parseDigits(bytesOf(st))
-		if !ok || len(st) != 3 {
-			us.err = upReset(http2.ErrCodeProtocol)
+		// Three digits, the first not 0 (RFC 9110 §15): "099" is no status.
+		if !ok || len(st) != 3 || code < 100 {
+			us.err = errUpBadResponse
 			us.wakeLocked()
 			return nil
 		}
@@ -1257,6 +1261,9 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 			case isTimeout(err):
 				srv.Counters.RespErrors.Add(1)
 				return failed(failServerTimeout)
+			case err == errUpBadResponse:
+				srv.Counters.RespErrors.Add(1)
+				return failed(failBadResponse)
 			}
 			srv.Counters.RespErrors.Add(1)
 			return failed(failServerError)
