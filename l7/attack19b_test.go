@@ -554,7 +554,6 @@ func a19bOne(t *testing.T, answer func(c *rawUpConn, id uint32)) (status, body s
 // a timeout). HAProxy ends the stream at once (REFUSED_STREAM for the
 // first, 502 for the second).
 func TestA19bInterimEndStreamIsNotATimeout(t *testing.T) {
-	t.Skip("finding 3: 1xx with END_STREAM / 101 from an h2c server wait for timeout_server, then 504 (h2up.go headers)")
 	for _, cs := range []struct {
 		name string
 		end  bool

@@ -746,10 +746,17 @@ func (u *h2Up) headers(f *http2.MetaHeadersFrame) error {
 			return nil
 		}
 		if code >= 100 && code < 200 {
-			if code != 101 {
-				us.interim = int(code)
-				us.rd.wake()
+			// A 1xx ending the stream, or a 101 (RFC 9113 §8.6: no
+			// upgrade in HTTP/2), can never be followed by a final
+			// response: a bad response now, not a wait for
+			// timeout_server.
+			if code == 101 || f.StreamEnded() {
+				us.err = errUpBadResponse
+				us.wakeLocked()
+				return nil
 			}
+			us.interim = int(code)
+			us.rd.wake()
 			return nil
 		}
 		us.status = int(code)
