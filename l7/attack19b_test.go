@@ -583,7 +583,6 @@ func TestA19bStatusOutOfRange(t *testing.T) {
 // further HTTP/1 hop reads the surplus as the next response. HAProxy
 // forwards at most the 2 bytes announced.
 func TestA19bContentLengthMismatchForwarded(t *testing.T) {
-	t.Skip("finding 5: an h2c server's DATA beyond its content-length are relayed (h2up.go exchangeUp)")
 	status, body, rst, heads := a19bOne(t, func(c *rawUpConn, id uint32) {
 		a19bHead(c, id, false, ":status", "200", "content-length", "2")
 		c.write(func(fr *http2.Framer) error { return fr.WriteData(id, true, []byte("hello")) })
@@ -598,6 +597,33 @@ func TestA19bContentLengthMismatchForwarded(t *testing.T) {
 	}
 	if rst == 0 && cl == "2" && len(body) > 2 {
 		t.Fatalf("status %s, content-length %s, %d body bytes relayed: %q", status, cl, len(body), body)
+	}
+	if len(body) > 2 || rst == 0 {
+		t.Fatalf("status %s, %q, reset %v: want at most the 2 bytes announced, then a reset", status, body, rst)
+	}
+}
+
+// Finding 5, HTTP/1 client: the 2 bytes announced, then the connection
+// closes (the excess never on the wire, no keep-alive after a broken
+// response).
+func TestA19bContentLengthExcessH1(t *testing.T) {
+	st := &a19bStats{}
+	addr := a19bRawServer(t, st, nil, func(c *rawUpConn, f *http2.MetaHeadersFrame) {
+		id := f.StreamID
+		a19bHead(c, id, false, ":status", "200", "content-length", "2")
+		c.write(func(fr *http2.Framer) error { return fr.WriteData(id, true, []byte("hello")) })
+	})
+	front := a19Front(t, "", "proto = \"h2c\"", addr)
+	conn := testutil.Dial(t, front)
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+	got, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatalf("%v after %q (want the connection closed)", err, got)
+	}
+	_, body, _ := strings.Cut(string(got), "\r\n\r\n")
+	if body != "he" {
+		t.Fatalf("client read %q", got)
 	}
 }
 

@@ -120,6 +120,7 @@ type upStream struct {
 	head     []hpack.HeaderField
 	gotHead  bool
 	in       []byte
+	clen     int64 // the response's content-length; -1: none
 	unacked  int64
 	recvWin  int64
 	ended    bool // END_STREAM from the server
@@ -424,7 +425,7 @@ func (u *h2Up) writeLocked(fn func() error, reader, lazy bool) error {
 // open sends the request head of cl as a new stream; ub (nil: no body)
 // says what of the body goes with it. The stream was reserved (active).
 func (u *h2Up) open(cl upClient, ub *upBody) (*upStream, error) {
-	us := &upStream{u: u, recvWin: upStreamWindow, rd: newWaker(), wr: newWaker()}
+	us := &upStream{u: u, recvWin: upStreamWindow, clen: -1, rd: newWaker(), wr: newWaker()}
 	end := ub == nil
 	u.wwait.Add(1)
 	u.wmu.Lock()
@@ -762,6 +763,7 @@ func (u *h2Up) headers(f *http2.MetaHeadersFrame) error {
 		us.status = int(code)
 		us.head = f.RegularFields()
 		us.gotHead = true
+		us.clen = contentLength(us.head)
 	} else {
 		if !f.StreamEnded() {
 			us.err = upReset(http2.ErrCodeProtocol)
@@ -798,6 +800,21 @@ func (u *h2Up) data(f *http2.DataFrame) error {
 	us.recvWin -= n
 	data := f.Data()
 	inc := u.giveBackLocked(n - int64(len(data))) // padding
+	if us.clen >= 0 && int64(len(data)) > us.clen {
+		// DATA beyond the content-length: a malformed response (RFC
+		// 9113 §8.1.1). What was announced goes on, the rest nowhere;
+		// the client's side is reset as for a broken response.
+		us.in = append(us.in, data[:us.clen]...)
+		inc += u.giveBackLocked(int64(len(data)) - us.clen)
+		us.clen = 0
+		u.mu.Unlock()
+		u.sendWindow(inc, 0, 0)
+		u.resetStream(f.StreamID, http2.ErrCodeProtocol, errUpLength)
+		return nil
+	}
+	if us.clen >= 0 {
+		us.clen -= int64(len(data))
+	}
 	us.in = append(us.in, data...)
 	if f.StreamEnded() {
 		us.ended = true
@@ -806,6 +823,23 @@ func (u *h2Up) data(f *http2.DataFrame) error {
 	u.mu.Unlock()
 	u.sendWindow(inc, 0, 0)
 	return nil
+}
+
+// contentLength is the value of the content-length fields of head, -1
+// when there is none or they are not one number (not enforced then).
+func contentLength(head []hpack.HeaderField) int64 {
+	cl := int64(-1)
+	for _, f := range head {
+		if f.Name != "content-length" {
+			continue
+		}
+		n, ok := parseDigits(bytesOf(f.Value))
+		if !ok || cl >= 0 && n != cl {
+			return -1
+		}
+		cl = n
+	}
+	return cl
 }
 
 // giveBackLocked returns n consumed bytes to the connection's window and
