@@ -269,6 +269,9 @@ func (u *h1Up) fail(f failure, be *backend.Backend, x *exchange) {
 	u.keep = false
 }
 
+// upRefused: the server takes no stream; the request was never sent.
+func (u *h1Up) upRefused(be *backend.Backend, x *exchange) { u.fail(failNoServer, be, x) }
+
 // upInterim passes an interim response on (not to HTTP/1.0 clients; 100
 // Continue is this side's own business).
 func (u *h1Up) upInterim(code int) {

@@ -39,12 +39,22 @@ const (
 	upReplayMax = 1 << 16
 	// upMaxRefused bounds the refusals one request goes through.
 	upMaxRefused = 8
+	// upMaxDials bounds the connections one request dials: its refused
+	// retries go on pooled connections past it, or fail.
+	upMaxDials = 2
 )
 
 var (
 	errUpGone    = errors.New("server connection gone")
 	errUpRefused = errors.New("stream refused by the server")
 	errUpClosed  = errors.New("upstream stream closed") // by our side
+	// errUpNoStreams: the server takes no stream now
+	// (SETTINGS_MAX_CONCURRENT_STREAMS 0), or this request dialed
+	// upMaxDials connections already: it is refused, never sent.
+	// errUpBadResponse: the server's response head is no valid response
+	// (failBadResponse, 502, as on the HTTP/1 path).
+	errUpBadResponse = errors.New("invalid response from the server")
+	errUpNoStreams   = errors.New("server takes no stream (SETTINGS_MAX_CONCURRENT_STREAMS 0)")
 )
 
 // upReset is a server's RST_STREAM.
@@ -57,7 +67,8 @@ func (e upReset) Error() string { return "server reset the stream: " + http2.Err
 type upPool struct {
 	mu    sync.Mutex
 	conns []*h2Up
-	dead  bool // the client connection of a private pool is gone
+	dead  bool         // the client connection of a private pool is gone
+	idle  atomic.Int32 // connections without a stream, kept (pool_max_idle)
 }
 
 // h2Up is one HTTP/2 connection to a server.
@@ -68,8 +79,10 @@ type h2Up struct {
 	conn   net.Conn
 	budget *backend.ServerConns
 	idle   time.Duration // pool_idle_timeout
-	fr     *http2.Framer
-	br     *bufio.Reader
+	// maxIdle is pool_max_idle: idle connections kept per server.
+	maxIdle int
+	fr      *http2.Framer
+	br      *bufio.Reader
 
 	wmu   sync.Mutex
 	bw    *bufio.Writer
@@ -93,6 +106,7 @@ type h2Up struct {
 	goaway       bool // no new streams: GOAWAY received, ids spent, or closing
 	goawayID     uint32
 	closed       bool
+	isIdle       bool // counted in pool.idle
 	idleTimer    *time.Timer
 }
 
@@ -106,6 +120,7 @@ type upStream struct {
 	head     []hpack.HeaderField
 	gotHead  bool
 	in       []byte
+	clen     int64 // the response's content-length; -1: none
 	unacked  int64
 	recvWin  int64
 	ended    bool // END_STREAM from the server
@@ -154,9 +169,13 @@ type upClient interface {
 	writeData(b []byte, end bool) error
 	upEnd(trailers []hpack.HeaderField) error
 	upAbort(code http2.ErrCode) // the response broke off: reset/close towards the client
-	clientBroke(err error)      // writing the response to the client failed
-	upDone()                    // the response went out whole
-	stopBody()                  // the request body is no longer wanted
+	// upRefused answers a request the server would take no stream for
+	// (never sent): REFUSED_STREAM to an HTTP/2 client, which may send it
+	// again, 503 to an HTTP/1 one; counted as failNoServer.
+	upRefused(be *backend.Backend, x *exchange)
+	clientBroke(err error) // writing the response to the client failed
+	upDone()               // the response went out whole
+	stopBody()             // the request body is no longer wanted
 	fail(f failure, be *backend.Backend, x *exchange)
 	log(x *exchange)
 }
@@ -178,7 +197,7 @@ func (p *Proxy) upPoolOf(srv *backend.Server, info *ConnInfo, priv bool) *upPool
 // connection with room, else on a new one (a slot of the budget, the
 // PROXY header of the client with send_proxy). It is the callback of
 // Backend.Connect; the stream's HEADERS are out when it returns.
-func openUp(ctx context.Context, cl upClient, cn *backend.Connect, be *backend.Backend, ub *upBody) (*upStream, error) {
+func openUp(ctx context.Context, cl upClient, cn *backend.Connect, be *backend.Backend, ub *upBody, dials *int) (*upStream, error) {
 	p := cl.proxy()
 	info := cl.upInfo()
 	srv := cn.Server
@@ -195,6 +214,10 @@ func openUp(ctx context.Context, cl upClient, cn *backend.Connect, be *backend.B
 			return us, nil
 		}
 	}
+	if *dials >= upMaxDials {
+		return nil, errUpNoStreams
+	}
+	*dials++
 	var hdr *l4.ProxyHeader
 	if priv {
 		hdr = proxyHeader(opts.SendProxy, info)
@@ -220,6 +243,7 @@ func (pl *upPool) reserve() *h2Up {
 		if !u.goaway && !u.closed && u.active < int(u.maxStreams) {
 			u.active++
 			u.idleTimer.Stop()
+			u.notIdleLocked()
 			u.mu.Unlock()
 			return u
 		}
@@ -289,9 +313,8 @@ func (p *Proxy) dialUp(ctx context.Context, cn *backend.Connect, srv *backend.Se
 	cn.Slot = false // released by u.close
 	opts := p.Backends[be]
 	u := &h2Up{p: p, pool: pool, srv: srv, conn: conn, budget: p.ServerConns, idle: opts.PoolIdleTimeout,
-		streams: map[uint32]*upStream{}, nextID: 1, maxStreams: 100, sendWin: 65535,
+		maxIdle: opts.PoolMaxIdle, streams: map[uint32]*upStream{}, nextID: 1, maxStreams: 100, sendWin: 65535,
 		peerInitWin: 65535, peerMaxFrame: 16384}
-	u.active = 1 // the stream of the caller
 	u.idleTimer = time.AfterFunc(time.Hour, u.idleCheck)
 	u.idleTimer.Stop()
 	u.br = bufio.NewReaderSize(upReader{u}, 16<<10)
@@ -340,6 +363,14 @@ func (p *Proxy) dialUp(ctx context.Context, cn *backend.Connect, srv *backend.Se
 	if err := u.settings(sf); err != nil {
 		return fail(err)
 	}
+	// The caller's stream is counted once the server's limit is known: a
+	// server taking none (shedding load) gets none, and no connection
+	// kept open that can carry nothing.
+	if u.maxStreams == 0 {
+		u.close()
+		return nil, errUpNoStreams
+	}
+	u.active = 1
 	pool.mu.Lock()
 	if pool.dead {
 		u.goaway = true
@@ -394,7 +425,7 @@ func (u *h2Up) writeLocked(fn func() error, reader, lazy bool) error {
 // open sends the request head of cl as a new stream; ub (nil: no body)
 // says what of the body goes with it. The stream was reserved (active).
 func (u *h2Up) open(cl upClient, ub *upBody) (*upStream, error) {
-	us := &upStream{u: u, recvWin: upStreamWindow, rd: newWaker(), wr: newWaker()}
+	us := &upStream{u: u, recvWin: upStreamWindow, clen: -1, rd: newWaker(), wr: newWaker()}
 	end := ub == nil
 	u.wwait.Add(1)
 	u.wmu.Lock()
@@ -419,31 +450,38 @@ func (u *h2Up) open(cl upClient, ub *upBody) (*upStream, error) {
 	err := u.writeLocked(func() error {
 		u.encB.b = u.encB.b[:0]
 		cl.encodeUpHead(u.enc)
-		block := u.encB.b
-		first := true
-		for first || len(block) > 0 {
-			n := min(len(block), maxFrame)
-			frag := block[:n]
-			block = block[n:]
-			var err error
-			if first {
-				err = u.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: us.id, BlockFragment: frag,
-					EndStream: end, EndHeaders: len(block) == 0})
-			} else {
-				err = u.wfr.WriteContinuation(us.id, len(block) == 0, frag)
-			}
-			if err != nil {
-				return err
-			}
-			first = false
-		}
-		return nil
+		return u.writeBlock(us.id, u.encB.b, end, maxFrame)
 	}, false, !end)
 	if err != nil {
 		us.release()
 		return nil, err
 	}
 	return us, nil
+}
+
+// writeBlock writes a header block on stream id as HEADERS then
+// CONTINUATION frames of at most maxFrame (the server's
+// SETTINGS_MAX_FRAME_SIZE): a larger frame is a connection error that
+// would end every stream on the shared connection. u.wmu held.
+func (u *h2Up) writeBlock(id uint32, block []byte, end bool, maxFrame int) error {
+	first := true
+	for first || len(block) > 0 {
+		n := min(len(block), maxFrame)
+		frag := block[:n]
+		block = block[n:]
+		var err error
+		if first {
+			err = u.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag,
+				EndStream: end, EndHeaders: len(block) == 0})
+		} else {
+			err = u.wfr.WriteContinuation(id, len(block) == 0, frag)
+		}
+		if err != nil {
+			return err
+		}
+		first = false
+	}
+	return nil
 }
 
 // unreserve gives back a stream reserved and never opened.
@@ -460,12 +498,29 @@ func (u *h2Up) idleLocked() {
 	if u.active > 0 {
 		return
 	}
-	if u.goaway || u.closed || u.p.draining.Load() || u.idle <= 0 {
+	if !u.isIdle && !u.goaway && !u.closed && u.maxStreams > 0 && u.idle > 0 && u.maxIdle > 0 &&
+		!u.p.draining.Load() {
+		if int(u.pool.idle.Add(1)) <= u.maxIdle {
+			u.isIdle = true
+		} else {
+			u.pool.idle.Add(-1) // pool_max_idle idle connections are kept already
+		}
+	}
+	if !u.isIdle {
 		u.goaway = true
 		go u.close()
 		return
 	}
 	u.idleTimer.Reset(u.idle)
+}
+
+// notIdleLocked takes the connection out of its pool's idle count. u.mu
+// held.
+func (u *h2Up) notIdleLocked() {
+	if u.isIdle {
+		u.isIdle = false
+		u.pool.idle.Add(-1)
+	}
 }
 
 // idleCheck closes the connection if it is still idle.
@@ -493,6 +548,7 @@ func (u *h2Up) close() {
 	u.closed = true
 	u.goaway = true
 	u.idleTimer.Stop()
+	u.notIdleLocked()
 	u.mu.Unlock()
 	u.pool.remove(u)
 	u.conn.Close()
@@ -560,7 +616,21 @@ func (u *h2Up) handle(f http2.Frame) error {
 		if f.IsAck() {
 			return nil
 		}
-		return u.settings(f)
+		if err := u.settings(f); err != nil {
+			return err
+		}
+		// A server that now takes no stream: an idle connection to it
+		// carries nothing until it says otherwise, it is not kept.
+		u.mu.Lock()
+		useless := u.maxStreams == 0 && u.active == 0
+		if useless {
+			u.goaway = true
+		}
+		u.mu.Unlock()
+		if useless {
+			u.close()
+		}
+		return nil
 	case *http2.MetaHeadersFrame:
 		return u.headers(f)
 	case *http2.DataFrame:
@@ -670,21 +740,30 @@ func (u *h2Up) headers(f *http2.MetaHeadersFrame) error {
 	if !us.gotHead {
 		st := f.PseudoValue("status")
 		code, ok := parseDigits(bytesOf(st))
-		if !ok || len(st) != 3 {
-			us.err = upReset(http2.ErrCodeProtocol)
+		// Three digits, the first not 0 (RFC 9110 §15): "099" is no status.
+		if !ok || len(st) != 3 || code < 100 {
+			us.err = errUpBadResponse
 			us.wakeLocked()
 			return nil
 		}
 		if code >= 100 && code < 200 {
-			if code != 101 {
-				us.interim = int(code)
-				us.rd.wake()
+			// A 1xx ending the stream, or a 101 (RFC 9113 §8.6: no
+			// upgrade in HTTP/2), can never be followed by a final
+			// response: a bad response now, not a wait for
+			// timeout_server.
+			if code == 101 || f.StreamEnded() {
+				us.err = errUpBadResponse
+				us.wakeLocked()
+				return nil
 			}
+			us.interim = int(code)
+			us.rd.wake()
 			return nil
 		}
 		us.status = int(code)
 		us.head = f.RegularFields()
 		us.gotHead = true
+		us.clen = contentLength(us.head)
 	} else {
 		if !f.StreamEnded() {
 			us.err = upReset(http2.ErrCodeProtocol)
@@ -721,6 +800,21 @@ func (u *h2Up) data(f *http2.DataFrame) error {
 	us.recvWin -= n
 	data := f.Data()
 	inc := u.giveBackLocked(n - int64(len(data))) // padding
+	if us.clen >= 0 && int64(len(data)) > us.clen {
+		// DATA beyond the content-length: a malformed response (RFC
+		// 9113 §8.1.1). What was announced goes on, the rest nowhere;
+		// the client's side is reset as for a broken response.
+		us.in = append(us.in, data[:us.clen]...)
+		inc += u.giveBackLocked(int64(len(data)) - us.clen)
+		us.clen = 0
+		u.mu.Unlock()
+		u.sendWindow(inc, 0, 0)
+		u.resetStream(f.StreamID, http2.ErrCodeProtocol, errUpLength)
+		return nil
+	}
+	if us.clen >= 0 {
+		us.clen -= int64(len(data))
+	}
 	us.in = append(us.in, data...)
 	if f.StreamEnded() {
 		us.ended = true
@@ -729,6 +823,23 @@ func (u *h2Up) data(f *http2.DataFrame) error {
 	u.mu.Unlock()
 	u.sendWindow(inc, 0, 0)
 	return nil
+}
+
+// contentLength is the value of the content-length fields of head, -1
+// when there is none or they are not one number (not enforced then).
+func contentLength(head []hpack.HeaderField) int64 {
+	cl := int64(-1)
+	for _, f := range head {
+		if f.Name != "content-length" {
+			continue
+		}
+		n, ok := parseDigits(bytesOf(f.Value))
+		if !ok || cl >= 0 && n != cl {
+			return -1
+		}
+		cl = n
+	}
+	return cl
 }
 
 // giveBackLocked returns n consumed bytes to the connection's window and
@@ -897,6 +1008,7 @@ func (us *upStream) writeTrailers(fields []hpack.HeaderField) error {
 		return us.err
 	}
 	us.local = true
+	maxFrame := int(u.peerMaxFrame)
 	u.mu.Unlock()
 	return u.write(func() error {
 		u.encB.b = u.encB.b[:0]
@@ -905,9 +1017,7 @@ func (us *upStream) writeTrailers(fields []hpack.HeaderField) error {
 				u.enc.WriteField(f)
 			}
 		}
-		// Trailers fit a frame: the client's came in a bounded block.
-		return u.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: us.id, BlockFragment: u.encB.b,
-			EndStream: true, EndHeaders: true})
+		return u.writeBlock(us.id, u.encB.b, true, maxFrame)
 	}, false, false)
 }
 
@@ -1056,9 +1166,10 @@ func forwardUp(cl upClient, be *backend.Backend, x *exchange, body bool, watch n
 		ub = &upBody{}
 	}
 	var us *upStream
+	dials := 0
 	dial := func(ctx context.Context, _ *backend.Server) error {
 		var err error
-		us, err = openUp(ctx, cl, &cn, be, ub)
+		us, err = openUp(ctx, cl, &cn, be, ub, &dials)
 		return err
 	}
 	for refused := 0; ; refused++ {
@@ -1066,6 +1177,10 @@ func forwardUp(cl upClient, be *backend.Backend, x *exchange, body bool, watch n
 		x.retries = cn.Retries
 		if cn.Server != nil {
 			x.server = cn.Server.Name
+		}
+		if errors.Is(err, errUpNoStreams) {
+			cl.upRefused(be, x)
+			return
 		}
 		if notConnected(cl, err, be, x) {
 			return
@@ -1187,6 +1302,9 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 			case isTimeout(err):
 				srv.Counters.RespErrors.Add(1)
 				return failed(failServerTimeout)
+			case err == errUpBadResponse:
+				srv.Counters.RespErrors.Add(1)
+				return failed(failBadResponse)
 			}
 			srv.Counters.RespErrors.Add(1)
 			return failed(failServerError)
@@ -1290,6 +1408,13 @@ func (s *h2Stream) canResend() bool            { return true }
 func (s *h2Stream) stopBody()                  { s.endBody() }
 func (s *h2Stream) upAbort(code http2.ErrCode) { s.abort(code); s.endBody() }
 func (s *h2Stream) upDone()                    { s.endBody(); s.served = true }
+func (s *h2Stream) upRefused(be *backend.Backend, x *exchange) {
+	s.c.p.countFailure(failNoServer, be)
+	x.terminated = failures[failNoServer].term
+	s.abort(http2.ErrCodeRefusedStream)
+	s.endBody()
+	s.log(x)
+}
 func (s *h2Stream) upInterim(code int) {
 	s.sendHead(func(e *hpack.Encoder) { s.status(e, code) }, false)
 }
