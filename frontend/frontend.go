@@ -323,9 +323,6 @@ func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time, opened b
 		f.opened()
 	}
 	m := connMeta{conn: conn, accepted: accepted, client: addrPort(conn.RemoteAddr()), local: addrPort(conn.LocalAddr())}
-	if tc, ok := conn.(*net.TCPConn); ok && f.http != nil {
-		tc.SetNoDelay(true)
-	}
 	if f.cfg.AcceptProxy {
 		// Read here, in the connection's own goroutine: a slow header
 		// holds this connection only, never the accept loop.

@@ -307,9 +307,6 @@ func (p *Proxy) dialUp(ctx context.Context, cn *backend.Connect, srv *backend.Se
 	if err != nil {
 		return nil, backend.ConnectFailed(err)
 	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
 	cn.Slot = false // released by u.close
 	opts := p.Backends[be]
 	u := &h2Up{p: p, pool: pool, srv: srv, conn: conn, budget: p.ServerConns, idle: opts.PoolIdleTimeout,
