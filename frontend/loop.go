@@ -150,5 +150,12 @@ func fdConn(fd int) (net.Conn, error) {
 		return nil, os.ErrInvalid
 	}
 	defer f.Close()
-	return net.FileConn(f)
+	c, err := net.FileConn(f)
+	if tc, ok := c.(*net.TCPConn); ok {
+		// FileConn turns on TCP keep-alive probes (15 s), which the
+		// listener's connections never have (sockets.noKeepAlive): the
+		// idle timeouts bound dead clients, as HAProxy's default does.
+		tc.SetKeepAlive(false)
+	}
+	return c, err
 }
