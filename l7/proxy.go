@@ -114,6 +114,12 @@ type Proxy struct {
 	anySendProxy   bool
 	ups            sync.Map // *backend.Server -> *upPool: HTTP/2 connections to h2c servers (h2up.go)
 	h2conns        sync.Map // *h2Conn: the HTTP/2 client connections, for Drain
+	// idleH1 are the HTTP/1 clients waiting for their next request in
+	// waitNext (after a quiet idleHandOff): Drain wakes them to close, as
+	// HAProxy closes its idle keep-alive clients at a soft stop, rather
+	// than hold the old worker until timeout_client or the hard stop cuts
+	// them.
+	idleH1 sync.Map // *clientConn
 }
 
 // BackendOptions are the HTTP settings of a backend.
@@ -131,9 +137,16 @@ type BackendOptions struct {
 // "Connection: close" and close after the response; HTTP/2 connections get
 // GOAWAY and close once their streams in flight are done.
 func (p *Proxy) Drain() {
-	p.draining.Store(true)
+	p.draining.Store(true) // before the scan: a wait starting after it sees the flag
 	p.drainH2()
+	p.idleH1.Range(func(k, _ any) bool {
+		k.(*clientConn).wake()
+		return true
+	})
 }
+
+// aLongTimeAgo is a read deadline that has passed: a wait ends at once.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // count records a response of status (and bytesOut bytes of it) for the
 // frontend and, when one answered, the server.
