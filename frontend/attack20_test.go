@@ -77,3 +77,27 @@ func TestDrainServesConnectionHeldAtMaxconn(t *testing.T) {
 		t.Fatalf("cut %d, want 0", cut)
 	}
 }
+
+// TestQueuedTCPClientThatHalfClosesIsServed (attack 20, finding 3): a tcp
+// client that sends its request and half-closes (shutdown(SHUT_WR), as
+// `nc -N` does) while it waits in a server's queue is dropped: the watch
+// of the queued connection takes the FIN for a close (commit b46155c),
+// and the client gets a reset with nothing counted (no denied, no error,
+// no queue timeout). HAProxy keeps it (abortonclose is off by default and
+// is an HTTP option): in a side-by-side run of 400 such clients against
+// two servers of maxconn 2, sluice reset 207, HAProxy none.
+func TestQueuedTCPClientThatHalfClosesIsServed(t *testing.T) {
+	t.Skip("finding 3: a queued tcp client's half-close is taken for a close (backend/gone_linux.go); design call for the lead")
+	srv := testutil.Serve(t, "s", testutil.Namer("s"))
+	eng, front := testutil.Start(t, queueConfig(srv.Addr, "5s"))
+	first := testutil.Dial(t, front)
+	testutil.ReadLine(t, bufio.NewReader(first))
+	second := testutil.Dial(t, front)
+	fmt.Fprintln(second, "request")
+	second.CloseWrite()
+	testutil.WaitFor(t, "the second connection queued", 5*time.Second, func() bool { return eng.Backends["b"].Counters.Queued.Load() == 1 })
+	first.Close()
+	if got := testutil.ReadLine(t, bufio.NewReader(second)); got != "s" {
+		t.Fatalf("a queued client that half-closed got %q, want the server's answer", got)
+	}
+}
