@@ -322,7 +322,7 @@ func (c *clientConn) waitNext() bool {
 	c.idleMu.Lock()
 	c.idle, c.quietSince, c.waitDL = true, quiet, dl
 	c.idleMu.Unlock()
-	c.p.idleH1.Store(c, nil)
+	c.p.idleH1.add(c)
 	if c.p.draining.Load() {
 		c.wake()
 	}
@@ -335,7 +335,7 @@ func (c *clientConn) waitNext() bool {
 		}
 		err = c.hr.waitIdle(c.small[:])
 	}
-	c.p.idleH1.Delete(c)
+	c.p.idleH1.del(c)
 	c.idleMu.Lock()
 	woken := c.woken
 	c.idle, c.woken = false, false
