@@ -198,10 +198,10 @@ func (s *Server) Current() int {
 // acquire takes a connection slot of the frontend and of the process,
 // waiting while either is full. It returns false when shutting down.
 //
-// It is called with a connection already accepted, so a free slot is taken
-// even while the server stops (a select would pick the closed done channel
-// half the time and reset a client in the middle of a reload); only a wait
-// at the cap gives up when the server stops.
+// It is called with a connection already accepted, which no other process
+// can take any more: it is served even while the server stops, with the
+// slot a draining connection frees (a reload at the cap reset it before);
+// only a hard stop gives up the wait.
 func (s *Server) acquire(f *Frontend) bool {
 	if f.sem != nil {
 		select {
@@ -209,7 +209,7 @@ func (s *Server) acquire(f *Frontend) bool {
 		default:
 			select {
 			case f.sem <- struct{}{}:
-			case <-s.done:
+			case <-s.stop.Done():
 				return false
 			}
 		}
@@ -222,7 +222,7 @@ func (s *Server) acquire(f *Frontend) bool {
 	select {
 	case s.global <- struct{}{}:
 		return true
-	case <-s.done:
+	case <-s.stop.Done():
 		if f.sem != nil {
 			<-f.sem
 		}
@@ -479,8 +479,17 @@ func (s *Server) StopAccepting() {
 func (s *Server) Shutdown(ctx context.Context) int {
 	s.StopAccepting()
 	// No connection is counted in connW after the accept loops are gone,
-	// so its Wait does not race with an Add.
-	s.acceptW.Wait()
+	// so its Wait does not race with an Add. A loop holding a connection
+	// it accepted at the cap waits for a slot a drained one frees, until
+	// the hard stop.
+	accepted := make(chan struct{})
+	go func() { s.acceptW.Wait(); close(accepted) }()
+	select {
+	case <-accepted:
+	case <-ctx.Done():
+		s.hardStop()
+		<-accepted
+	}
 	finished := make(chan struct{})
 	go func() { s.connW.Wait(); close(finished) }()
 	cut := 0

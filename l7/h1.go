@@ -48,6 +48,13 @@ type clientConn struct {
 	// (headReader.waitIdle); allocated at the first such wait.
 	small *[512]byte
 	addr  string // client IP as text, computed once
+	// idle is set while waitNext waits (under idleMu), woken once Drain
+	// ended that wait with a past read deadline: the lock orders Drain's
+	// deadline before the one a request that came meanwhile gets back.
+	idleMu      sync.Mutex
+	idle, woken bool
+	quietSince  time.Time // when the client's last response ended
+	waitDL      time.Time // the wait's own deadline (zero: none)
 
 	// A response to insert the sticky cookie into (sticky = "cookie").
 	stickyName string
@@ -298,16 +305,27 @@ type exchange struct {
 func (c *clientConn) waitNext() bool {
 	// Between requests the client may stay quiet for timeout_client; once a
 	// request starts, its whole head must arrive within timeout_http_request.
+	var dl time.Time
+	quiet := time.Now()
 	switch {
 	case !c.idleUntil.IsZero():
-		c.conn.SetReadDeadline(c.idleUntil) // the rest, after waitBrief
+		dl = c.idleUntil // the rest, after waitBrief
+		quiet = dl.Add(-c.p.TimeoutClient)
 		c.idleUntil = time.Time{}
 	case c.p.TimeoutClient > 0:
-		c.conn.SetReadDeadline(time.Now().Add(c.p.TimeoutClient))
-	default:
-		c.conn.SetReadDeadline(time.Time{}) // waitBrief's, if any
+		dl = quiet.Add(c.p.TimeoutClient)
 	}
+	c.conn.SetReadDeadline(dl) // none: clears waitBrief's, if any
 	c.returnOut()
+	// Drain wakes the wait to close; a request already there (read before
+	// the wait) is served first, with "Connection: close".
+	c.idleMu.Lock()
+	c.idle, c.quietSince, c.waitDL = true, quiet, dl
+	c.idleMu.Unlock()
+	c.p.idleH1.add(c)
+	if c.p.draining.Load() {
+		c.wake()
+	}
 	var err error
 	if c.raw != nil {
 		err = c.hr.waitRaw(c.raw)
@@ -317,8 +335,53 @@ func (c *clientConn) waitNext() bool {
 		}
 		err = c.hr.waitIdle(c.small[:])
 	}
+	c.p.idleH1.del(c)
+	c.idleMu.Lock()
+	woken := c.woken
+	c.idle, c.woken = false, false
+	c.idleMu.Unlock()
+	if woken {
+		if err != nil && c.raw != nil {
+			// The deadline is checked before readiness: a request that
+			// came while the woken goroutine waited for its turn (many wake
+			// at once) would be cut. One more read takes it (waitRaw
+			// reads before it waits, and the past deadline ends the wait).
+			err = c.hr.waitRaw(c.raw)
+		}
+		if err == nil {
+			// The rest of its head and its body are read under the
+			// deadline the wait had.
+			c.conn.SetReadDeadline(dl)
+		}
+	}
 	c.takeOut()
 	return err == nil
+}
+
+// drainQuiet is how long a keep-alive client must have been quiet for a
+// drain to close it at once. A busier one keeps the rest of that time to
+// send its next request, answered with "Connection: close": closing it at
+// once had most clients of a busy reload write a request to a connection
+// closed a moment before (an error to them; HAProxy's reloads showed
+// none).
+const drainQuiet = time.Second
+
+// wake ends a waitNext in progress (Drain): its read deadline passes, now
+// or once the client has been quiet for drainQuiet.
+func (c *clientConn) wake() {
+	c.idleMu.Lock()
+	if c.idle {
+		c.woken = true
+		end := c.quietSince.Add(drainQuiet)
+		if !c.waitDL.IsZero() && c.waitDL.Before(end) {
+			end = c.waitDL
+		}
+		if !end.After(time.Now()) {
+			end = aLongTimeAgo
+		}
+		c.conn.SetReadDeadline(end)
+	}
+	c.idleMu.Unlock()
 }
 
 // serveOne reads one request and forwards it. It returns false when the

@@ -114,6 +114,55 @@ type Proxy struct {
 	anySendProxy   bool
 	ups            sync.Map // *backend.Server -> *upPool: HTTP/2 connections to h2c servers (h2up.go)
 	h2conns        sync.Map // *h2Conn: the HTTP/2 client connections, for Drain
+	// idleH1 are the HTTP/1 clients waiting for their next request in
+	// waitNext (after a quiet idleHandOff): Drain wakes them to close, as
+	// HAProxy closes its idle keep-alive clients at a soft stop, rather
+	// than hold the old worker until timeout_client or the hard stop cuts
+	// them.
+	idleH1 idleSet
+}
+
+// idleSet is a set of waiting clients, sharded so that the clients of a
+// busy frontend (a TLS one registers at every wait) do not share one lock.
+type idleSet struct {
+	shards [16]struct {
+		mu sync.Mutex
+		m  map[*clientConn]struct{}
+		_  [40]byte // a cache line each
+	}
+}
+
+func (s *idleSet) shard(c *clientConn) int {
+	return int(uintptr(unsafe.Pointer(c))>>8) % len(s.shards)
+}
+
+func (s *idleSet) add(c *clientConn) {
+	sh := &s.shards[s.shard(c)]
+	sh.mu.Lock()
+	if sh.m == nil {
+		sh.m = make(map[*clientConn]struct{})
+	}
+	sh.m[c] = struct{}{}
+	sh.mu.Unlock()
+}
+
+func (s *idleSet) del(c *clientConn) {
+	sh := &s.shards[s.shard(c)]
+	sh.mu.Lock()
+	delete(sh.m, c)
+	sh.mu.Unlock()
+}
+
+// each calls f for every client in the set (f must not add or delete).
+func (s *idleSet) each(f func(*clientConn)) {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for c := range sh.m {
+			f(c)
+		}
+		sh.mu.Unlock()
+	}
 }
 
 // BackendOptions are the HTTP settings of a backend.
@@ -131,9 +180,13 @@ type BackendOptions struct {
 // "Connection: close" and close after the response; HTTP/2 connections get
 // GOAWAY and close once their streams in flight are done.
 func (p *Proxy) Drain() {
-	p.draining.Store(true)
+	p.draining.Store(true) // before the scan: a wait starting after it sees the flag
 	p.drainH2()
+	p.idleH1.each((*clientConn).wake)
 }
+
+// aLongTimeAgo is a read deadline that has passed: a wait ends at once.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // count records a response of status (and bytesOut bytes of it) for the
 // frontend and, when one answered, the server.
