@@ -49,6 +49,11 @@ type Connect struct {
 	// when the client closes it. Nothing watches a connection that finds
 	// a free server at once.
 	Watch net.Conn
+	// WatchResetOnly (tcp): only a reset of Watch gives up the wait; a FIN
+	// is a half-close (the client sent all it had, as `nc -N` does, and
+	// still reads the answer), kept as HAProxy keeps it. Unset (HTTP/1):
+	// a FIN leaves the queue too, as HAProxy's `option abortonclose`.
+	WatchResetOnly bool
 	// ObserveConnect marks the server OK when the connect succeeds (tcp).
 	ObserveConnect bool
 	// NoQueue refuses at once (ErrQueueTimeout, counted in QueueTimeouts
@@ -246,7 +251,7 @@ func (b *Backend) Failed(c *Connect, err error) (retry bool) {
 // c.NoQueue.
 func (b *Backend) connectPick(ctx context.Context, c *Connect, cl *Client, skip *Server) (*Server, error) {
 	if !c.NoQueue {
-		return b.pickWait(ctx, cl, skip, c.Watch)
+		return b.pickWait(ctx, cl, skip, c.Watch, c.WatchResetOnly)
 	}
 	if s := b.pickAcquire(cl, skip); s != nil {
 		return s, nil

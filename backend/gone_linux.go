@@ -9,14 +9,15 @@ import (
 )
 
 // watchGone watches the client connection conn while its connect waits and
-// calls gone when the client closes it: a FIN or a reset, whether or not
-// bytes wait unread (as HAProxy's `option abortonclose` for a queued
-// connection; a client that only half-closed its side loses its place
-// too, which TCP cannot tell from a close). The goroutine sleeps on the
-// runtime's poller (a peek at each wake-up, no byte consumed) until stop,
-// which returns once it is gone and leaves the read deadline cleared.
-// nil when conn is no socket it can wait on.
-func watchGone(conn net.Conn, gone func()) (stop func()) {
+// calls gone when the client closes it: a reset, and unless resetOnly a
+// FIN, whether or not bytes wait unread (as HAProxy's `option
+// abortonclose` for a queued HTTP request; TCP cannot tell a half-close
+// from a close). resetOnly (tcp) keeps a client that half-closed: it sent
+// all it had and may still read. The goroutine sleeps on the runtime's
+// poller (a peek at each wake-up, no byte consumed) until stop, which
+// returns once it is gone and leaves the read deadline cleared. nil when
+// conn is no socket it can wait on.
+func watchGone(conn net.Conn, resetOnly bool, gone func()) (stop func()) {
 	conn = rawConn(conn)
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
@@ -41,13 +42,21 @@ func watchGone(conn net.Conn, gone func()) (stop func()) {
 					continue
 				case err == unix.EAGAIN:
 					return false // sleep until the socket changes
-				case err != nil || n == 0:
+				case err != nil:
+					gone() // reset
+					return true
+				case n == 0 && !resetOnly:
 					gone()
 					return true
+				case n == 0:
+					// A FIN: the socket stays readable, but the
+					// edge-triggered poller wakes again only for a
+					// change, such as a reset.
+					return false
 				}
 				// Bytes wait to be read, so the peek cannot see an end
 				// behind them: the TCP state can.
-				if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && (info.State == tcpCloseWait || info.State == tcpClose) {
+				if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && (info.State == tcpClose || info.State == tcpCloseWait && !resetOnly) {
 					gone()
 					return true
 				}

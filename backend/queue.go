@@ -26,13 +26,13 @@ var (
 // (ErrQueueTimeout) or ctx ends (its error). When no server is up at all it
 // returns ErrNoServer at once. QueueTimeout 0 disables waiting.
 func (b *Backend) PickWait(ctx context.Context, c *Client, skip *Server) (*Server, error) {
-	return b.pickWait(ctx, c, skip, nil)
+	return b.pickWait(ctx, c, skip, nil, false)
 }
 
 // pickWait is PickWait; while it waits in the queue it watches the
 // client's connection watch (when not nil) and leaves when the client
 // closes it.
-func (b *Backend) pickWait(ctx context.Context, c *Client, skip *Server, watch net.Conn) (*Server, error) {
+func (b *Backend) pickWait(ctx context.Context, c *Client, skip *Server, watch net.Conn, resetOnly bool) (*Server, error) {
 	// Newcomers go straight to a server only while nobody queues, so they
 	// do not overtake those already waiting.
 	if b.queue.waiting.Load() == 0 {
@@ -52,7 +52,7 @@ func (b *Backend) pickWait(ctx context.Context, c *Client, skip *Server, watch n
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
-		if stop := watchGone(watch, cancel); stop != nil {
+		if stop := watchGone(watch, resetOnly, cancel); stop != nil {
 			defer stop()
 		}
 	}

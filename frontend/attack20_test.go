@@ -87,7 +87,6 @@ func TestDrainServesConnectionHeldAtMaxconn(t *testing.T) {
 // is an HTTP option): in a side-by-side run of 400 such clients against
 // two servers of maxconn 2, sluice reset 207, HAProxy none.
 func TestQueuedTCPClientThatHalfClosesIsServed(t *testing.T) {
-	t.Skip("finding 3: a queued tcp client's half-close is taken for a close (backend/gone_linux.go); design call for the lead")
 	srv := testutil.Serve(t, "s", testutil.Namer("s"))
 	eng, front := testutil.Start(t, queueConfig(srv.Addr, "5s"))
 	first := testutil.Dial(t, front)

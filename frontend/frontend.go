@@ -376,6 +376,7 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta, retries int) 
 		Client:         backend.Client{Addr: m.client.Addr()},
 		Budget:         s.serverConns,
 		Watch:          m.conn,
+		WatchResetOnly: true, // a half-closed tcp client still reads its answer
 		ObserveConnect: true, // a tcp server is alive once it accepts
 		Retries:        retries,
 	}

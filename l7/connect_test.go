@@ -57,7 +57,10 @@ func connectModes(t *testing.T) []connectMode {
 				return "", err
 			}
 			defer c.Close()
-			stop := context.AfterFunc(ctx, func() { c.Close() })
+			// Leaving is a reset: a tcp client's FIN is a half-close (it
+			// may still read) and keeps its place in the queue, as
+			// HAProxy keeps it (TestQueuedTCPClientThatHalfClosesIsServed).
+			stop := context.AfterFunc(ctx, func() { c.(*net.TCPConn).SetLinger(0); c.Close() })
 			defer stop()
 			c.SetDeadline(time.Now().Add(20 * time.Second))
 			fmt.Fprintf(c, "hello\n")
