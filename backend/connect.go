@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"syscall"
 )
 
 // Connect is one connection's (tcp, udp flow) or one request's (http) way
@@ -90,6 +91,18 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 
 // ConnectFailed wraps err as a failed connect.
 func ConnectFailed(err error) error { return &ConnectError{Err: err} }
+
+// LocalFailure reports whether a connect failed for want of a resource of
+// this host (descriptors, memory, ephemeral ports), not because of the
+// server: the server is neither marked (passive observation) nor counted,
+// and no other server is tried, as it would fail the same way. Under
+// descriptor exhaustion healthy servers were counted thousands of
+// connection errors and could have been taken down.
+func LocalFailure(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
+		errors.Is(err, syscall.EADDRNOTAVAIL)
+}
 
 // IsConnectError reports whether err is (or wraps) a ConnectError.
 func IsConnectError(err error) bool {
@@ -231,7 +244,7 @@ func (c *Connect) Abandon() {
 // and other errors are not.
 func (b *Backend) Failed(c *Connect, err error) (retry bool) {
 	c.Abandon()
-	if errors.Is(err, ErrServerConns) || !IsConnectError(err) {
+	if errors.Is(err, ErrServerConns) || !IsConnectError(err) || LocalFailure(err) {
 		return false
 	}
 	srv := c.Server

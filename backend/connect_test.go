@@ -3,8 +3,11 @@ package backend
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
+	"os"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -93,5 +96,35 @@ func TestConnectLeaverDuringRetryGetsContextError(t *testing.T) {
 	}
 	if n := b.Counters.Queue.Load(); n != 0 {
 		t.Errorf("queue = %d after the client left, want 0", n)
+	}
+}
+
+// A connect that fails for want of a local resource (out of descriptors,
+// as a real socket(2) reports it through net's errors) is not the server's
+// fault: no connection error counted, no passive observation, and no
+// retry on another server, which would fail the same way.
+func TestConnectLocalFailureMarksNoServer(t *testing.T) {
+	b := newTestBackend(t, 2)
+	b.Retries = 3
+	dials := 0
+	dial := func(context.Context, *Server) error {
+		dials++
+		return ConnectFailed(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", syscall.EMFILE)})
+	}
+	cn := Connect{Client: Client{Addr: netip.MustParseAddr("192.0.2.1")}}
+	err := b.Connect(context.Background(), &cn, dial)
+	if !errors.Is(err, syscall.EMFILE) {
+		t.Fatalf("Connect = %v, want the EMFILE", err)
+	}
+	if dials != 1 {
+		t.Fatalf("%d dials, want 1: another server fails the same way", dials)
+	}
+	for _, s := range b.Servers() {
+		if n := s.Counters.ConnErrors.Load(); n != 0 {
+			t.Fatalf("server %s: %d connection errors counted for a local failure", s.Name, n)
+		}
+		if n := s.Counters.Retries.Load(); n != 0 {
+			t.Fatalf("server %s: %d retries", s.Name, n)
+		}
 	}
 }
