@@ -955,27 +955,7 @@ func isIdempotent(m []byte) bool {
 // framing written from the parsed request rather than copied.
 func (c *clientConn) buildRequestHead(b []byte) []byte {
 	req := c.req
-	b = append(b, req.method...)
-	b = append(b, ' ')
-	b = append(b, req.target...)
-	if req.http10 {
-		b = append(b, " HTTP/1.0\r\n"...)
-	} else {
-		b = append(b, " HTTP/1.1\r\n"...)
-	}
-	if req.host != nil {
-		b = append(b, "Host: "...)
-		b = append(b, req.host...)
-		b = append(b, "\r\n"...)
-	}
-	switch {
-	case req.chunked:
-		b = append(b, "Transfer-Encoding: chunked\r\n"...)
-	case req.contentLength >= 0:
-		b = append(b, "Content-Length: "...)
-		b = strconv.AppendInt(b, req.contentLength, 10)
-		b = append(b, "\r\n"...)
-	}
+	b = appendRequestStart(b, req, req.http10)
 	for _, f := range req.fields {
 		if framing(f.name) || equalFold(f.name, "host") || req.hopByHop(f.name) || isForwarding(f.name) {
 			continue
@@ -1058,5 +1038,34 @@ func (c *clientConn) buildResponseHead(b []byte, close bool) []byte {
 		b = append(b, "\r\n"...)
 	}
 	b = append(b, "\r\n"...)
+	return b
+}
+
+// appendRequestStart writes what every request to an HTTP/1 server starts
+// with, from the parsed request (HTTP/1 and HTTP/2 clients alike): the
+// request line, Host, and the framing sluice decided, never the client's
+// copy of it.
+func appendRequestStart(b []byte, req *message, http10 bool) []byte {
+	b = append(b, req.method...)
+	b = append(b, ' ')
+	b = append(b, req.target...)
+	if http10 {
+		b = append(b, " HTTP/1.0\r\n"...)
+	} else {
+		b = append(b, " HTTP/1.1\r\n"...)
+	}
+	if req.host != nil {
+		b = append(b, "Host: "...)
+		b = append(b, req.host...)
+		b = append(b, "\r\n"...)
+	}
+	switch {
+	case req.chunked:
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	case req.contentLength >= 0:
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, req.contentLength, 10)
+		b = append(b, "\r\n"...)
+	}
 	return b
 }

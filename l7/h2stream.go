@@ -747,23 +747,7 @@ func (s *h2Stream) setServer(conn net.Conn) bool {
 func (s *h2Stream) buildRequestHead(b []byte) []byte {
 	req := &s.req
 	c := s.c
-	b = append(b, req.method...)
-	b = append(b, ' ')
-	b = append(b, req.target...)
-	b = append(b, " HTTP/1.1\r\n"...)
-	if req.host != nil {
-		b = append(b, "Host: "...)
-		b = append(b, req.host...)
-		b = append(b, "\r\n"...)
-	}
-	switch {
-	case req.chunked:
-		b = append(b, "Transfer-Encoding: chunked\r\n"...)
-	case req.contentLength >= 0:
-		b = append(b, "Content-Length: "...)
-		b = strconv.AppendInt(b, req.contentLength, 10)
-		b = append(b, "\r\n"...)
-	}
+	b = appendRequestStart(b, req, false)
 	cookies := false
 	for _, f := range req.fields {
 		switch {
