@@ -24,18 +24,9 @@ func (s *Socket) Park() error {
 	if !ok {
 		return fmt.Errorf("socket %s: %T cannot be parked", s.Key, s.Listener)
 	}
-	rc, err := tl.SyscallConn()
+	fd, err := s.dup(tl)
 	if err != nil {
 		return err
-	}
-	fd, derr := -1, error(nil)
-	if err := rc.Control(func(lfd uintptr) {
-		fd, derr = unix.FcntlInt(lfd, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return err
-	}
-	if derr != nil {
-		return fmt.Errorf("socket %s: dup: %w", s.Key, derr)
 	}
 	p := &parked{fd: fd, addr: tl.Addr()}
 	tl.Close() // leaves the netpoller; the duplicate keeps the socket

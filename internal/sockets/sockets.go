@@ -68,20 +68,29 @@ func (s *Socket) File() (*os.File, error) {
 	if sc == nil {
 		return nil, fmt.Errorf("socket %s cannot be handed over", s.Key)
 	}
+	nfd, err := s.dup(sc)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(nfd), s.Key.String()), nil
+}
+
+// dup duplicates the descriptor of sc (close on exec, its flags kept).
+func (s *Socket) dup(sc syscall.Conn) (int, error) {
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return nil, fmt.Errorf("socket %s: %w", s.Key, err)
+		return -1, fmt.Errorf("socket %s: %w", s.Key, err)
 	}
 	nfd, derr := -1, error(nil)
 	if err := rc.Control(func(fd uintptr) {
 		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
 	}); err != nil {
-		return nil, fmt.Errorf("socket %s: %w", s.Key, err)
+		return -1, fmt.Errorf("socket %s: %w", s.Key, err)
 	}
 	if derr != nil {
-		return nil, fmt.Errorf("socket %s: dup: %w", s.Key, derr)
+		return -1, fmt.Errorf("socket %s: dup: %w", s.Key, derr)
 	}
-	return os.NewFile(uintptr(nfd), s.Key.String()), nil
+	return nfd, nil
 }
 
 // Listen binds k with SO_REUSEADDR (and IP_FREEBIND when asked).
