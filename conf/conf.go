@@ -79,6 +79,8 @@ type Frontend struct {
 	TimeoutTunnel      time.Duration
 	TLS                []TLS
 	Routes             []Route
+	Rules              []Rule     // [[frontend.NAME.rule]], in file order (policy.go)
+	RateLimit          *RateLimit // [frontend.NAME.rate_limit]; nil: none
 
 	// HTTP mode.
 	H2C             bool           // accept HTTP/2 with prior knowledge on a plain listener

@@ -57,6 +57,7 @@ var layers = [][]string{
 	{"frontend", "stats", "peers"},
 	{"l7"},
 	{"l4"},
+	{"policy"},
 	{"backend"},
 	{"health"},
 	{"conf"},
