@@ -20,6 +20,7 @@ import (
 
 	"sluice/backend"
 	"sluice/conf"
+	"sluice/policy"
 )
 
 // Route sends matching requests to Backend. Empty fields match anything.
@@ -103,6 +104,10 @@ type Proxy struct {
 	// Stop ends at a hard stop: requests queued or dialing give up, and
 	// HTTP/2 streams (whose contexts derive from it) end. nil: never.
 	Stop context.Context
+	// Policy is the frontend's rules and rate limit ([[frontend.NAME.rule]],
+	// [frontend.NAME.rate_limit]); nil: none. Built by package frontend,
+	// asked once per request by both HTTP paths.
+	Policy *policy.Frontend
 
 	Counters Counters
 
