@@ -117,6 +117,10 @@ func (e *Engine) counters() []stats.Counter {
 		add("peers_entries_dropped_total", "Stick-table entries not sent because a queue was full.", &c.Dropped)
 		add("peers_connects_total", "Successful connections to peers.", &c.Connects)
 		add("peers_refused_total", "Connections to peers.bind closed at once: too many were waiting to authenticate (in all, or from one address that is no peer).", &c.Refused)
+		add("peers_rates_sent_total", "Rate-limit increments (one client, one period) sent to peers, for rate limits with shared = true.", &c.RatesSent)
+		add("peers_rates_received_total", "Rate-limit increments from peers added to this node's shared rate limits.", &c.RatesReceived)
+		add("peers_rates_dropped_total", "Rate-limit increments not sent: a peer's queue was full (peer down or slow) or the peer speaks protocol 1 (an older sluice).", &c.RatesDropped)
+		add("peers_rates_ignored_total", "Rate-limit increments from peers for a frontend without a shared rate_limit on this node.", &c.RatesIgnored)
 	}
 	return out
 }

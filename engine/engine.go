@@ -20,6 +20,7 @@ import (
 	"sluice/internal/sockets"
 	"sluice/l4"
 	"sluice/peers"
+	"sluice/policy"
 	"sluice/stats"
 )
 
@@ -379,12 +380,36 @@ func (e *Engine) startPeers(log *slog.Logger) error {
 		}
 		ln = sock.Listener
 	}
-	p, err := peers.Start(pc, ln, e.Backends, log)
+	p, err := peers.Start(pc, ln, e.Backends, e.sharedLimits(), log)
 	if err != nil {
 		return fmt.Errorf("peers: %w", err)
 	}
 	e.Peers = p
 	return nil
+}
+
+// sharedLimits are the rate limits with shared = true, by frontend name:
+// the limiters the frontends enforce, so that what peers count adds up in
+// them.
+func (e *Engine) sharedLimits() map[string]*policy.Limiter {
+	out := map[string]*policy.Limiter{}
+	for _, f := range e.Front.Frontends {
+		if rl := f.Config().RateLimit; rl == nil || !rl.Shared {
+			continue
+		}
+		var p *policy.Frontend
+		if h := f.HTTP(); h != nil {
+			p = h.Policy
+		}
+		if p == nil {
+			// The frontend does not expose the policy it enforces (tcp
+			// frontends, for now): a limiter of its own keeps the
+			// exchange going, but enforces nothing.
+			p = policy.New(f.Config())
+		}
+		out[f.Name] = p.Limit
+	}
+	return out
 }
 
 // Shutdown stops accepting and drains open connections until ctx ends, then

@@ -22,7 +22,7 @@ func listener(t *testing.T) (*peers.Syncer, string, *logBuf) {
 	bind := testutil.FreeAddr(t)
 	lb := &logBuf{}
 	log := slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	s, err := peers.Start(conf.Peers{Bind: bind, SecretFile: secretFile(t, "correct horse battery staple"), FlushInterval: 20 * time.Millisecond}, nil, nil, log)
+	s, err := peers.Start(conf.Peers{Bind: bind, SecretFile: secretFile(t, "correct horse battery staple"), FlushInterval: 20 * time.Millisecond}, nil, nil, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

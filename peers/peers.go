@@ -13,6 +13,14 @@
 // they happen (batched for up to flush_interval) and, periodically, entries
 // whose last use moved, so the peer's copies do not expire while a client is
 // active.
+//
+// The same connections carry the counts of rate limits with shared = true:
+// every flush_interval each node takes what its shared limiters counted
+// since the last flush (policy.Limiter.TakeIncrements) and sends it to every
+// peer, which adds it to the limiter of the frontend of the same name
+// (AddRemote), so each node enforces the sum. Rates are best-effort: a
+// peer's queue is bounded, and what does not fit while it is down is
+// dropped (and counted); the sliding window forgets it soon anyway.
 package peers
 
 import (
@@ -29,6 +37,7 @@ import (
 
 	"sluice/backend"
 	"sluice/conf"
+	"sluice/policy"
 )
 
 // Counters are the syncer's running totals. Must not be copied.
@@ -42,6 +51,12 @@ type Counters struct {
 	// maxUnauthenticated others were still to prove the secret, or
 	// maxPerSource from the same address (not a configured peer's).
 	Refused atomic.Uint64
+
+	// Shared rate limits: per-client increments of one period.
+	RatesSent     atomic.Uint64 // increments written to peers
+	RatesReceived atomic.Uint64 // increments added to this node's limiters
+	RatesDropped  atomic.Uint64 // increments not sent: a peer's queue was full (peer down or slow) or it speaks protocol 1
+	RatesIgnored  atomic.Uint64 // increments received for a frontend without a shared rate_limit here
 }
 
 // Syncer runs the peers protocol for one engine.
@@ -50,6 +65,9 @@ type Syncer struct {
 	secret  []byte
 	tables  map[string]*backend.StickyTable // backend name -> its sticky = "source" table
 	names   []string                        // sorted keys of tables
+	limits  map[string]*policy.Limiter      // frontend name -> its shared rate limit
+	fronts  []string                        // sorted keys of limits
+	incs    []policy.Increment              // collect's buffer for TakeIncrements
 	log     *slog.Logger
 	ln      net.Listener
 	changes chan change
@@ -71,6 +89,7 @@ type Syncer struct {
 	bySource    map[netip.Addr]int // handshakes per other address
 	authLog     lograte.Limiter    // failed handshakes on accepted connections
 	capLog      lograte.Limiter    // connections refused by the cap
+	ignoreLog   lograte.Limiter    // increments for an unknown frontend
 
 	// Refresh is how often entries whose last use moved are pushed again;
 	// set before Start returns to take effect (tests). Defaults from the
@@ -86,16 +105,26 @@ type change struct {
 	e       backend.StickyEntry
 }
 
+// rate is one increment of one frontend's shared rate limit.
+type rate struct {
+	frontend string
+	inc      policy.Increment
+}
+
 type peer struct {
 	addr  string
 	queue chan []change
+	rates chan []rate // kept across reconnections: still in the window, mostly
+	// v1 is set (by push only) when the peer refused the version 2
+	// handshake: an older sluice, spoken to in version 1 without rates.
+	v1 bool
 }
 
 // Tuning.
 const (
 	changeQueue  = 8192 // picks' notifications waiting for the sync goroutine
 	peerQueue    = 64   // batches waiting for one peer's connection
-	maxBatch     = 1024 // entries per frame
+	maxBatch     = 1024 // entries, or rate increments, per frame
 	heartbeat    = 2 * time.Second
 	readIdle     = 3 * heartbeat // a receiver drops a connection silent this long
 	dialTimeout  = 2 * time.Second
@@ -109,6 +138,11 @@ const (
 	// maxPerSource is how many of the strangers' maxUnauthenticated one
 	// address may hold: one host alone cannot fill them.
 	maxPerSource = 4
+	// reprobe is how long a connection in protocol 1 (to a peer that
+	// refused version 2) lasts when this node has shared rate limits,
+	// before version 2 is tried again: the peer may have been upgraded,
+	// or the refusal was a network failure at the wrong moment.
+	reprobe = 5 * time.Minute
 )
 
 // authTimeout bounds the handshake of an accepted connection (a variable
@@ -120,9 +154,10 @@ func (s *Syncer) Waiting() int { return int(s.unauth.Load()) }
 
 // Start reads the secret, binds cfg.Bind (or uses ln when not nil: a socket
 // inherited from the master), hooks every sticky = "source" table of
-// backends, and starts syncing. It returns nil, nil when [peers] is not
+// backends, and starts syncing them and the limiters of limits (by
+// frontend name) that are Shared. It returns nil, nil when [peers] is not
 // configured.
-func Start(cfg conf.Peers, ln net.Listener, backends map[string]*backend.Backend, log *slog.Logger) (*Syncer, error) {
+func Start(cfg conf.Peers, ln net.Listener, backends map[string]*backend.Backend, limits map[string]*policy.Limiter, log *slog.Logger) (*Syncer, error) {
 	if !cfg.Enabled() {
 		return nil, nil
 	}
@@ -144,6 +179,14 @@ func Start(cfg conf.Peers, ln net.Listener, backends map[string]*backend.Backend
 		}
 	}
 	sort.Strings(s.names)
+	s.limits = map[string]*policy.Limiter{}
+	for name, l := range limits {
+		if l.Shared() {
+			s.limits[name] = l
+			s.fronts = append(s.fronts, name)
+		}
+	}
+	sort.Strings(s.fronts)
 	if cfg.Bind != "" && ln == nil {
 		if ln, err = net.Listen("tcp", cfg.Bind); err != nil {
 			return nil, err
@@ -152,7 +195,7 @@ func Start(cfg conf.Peers, ln net.Listener, backends map[string]*backend.Backend
 	s.ln = ln
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, a := range cfg.Peers {
-		s.peers = append(s.peers, &peer{addr: a, queue: make(chan []change, peerQueue)})
+		s.peers = append(s.peers, &peer{addr: a, queue: make(chan []change, peerQueue), rates: make(chan []rate, peerQueue)})
 	}
 	for _, name := range s.names {
 		s.tables[name].SetNotify(s.notifier(name))
@@ -169,7 +212,7 @@ func Start(cfg conf.Peers, ln net.Listener, backends map[string]*backend.Backend
 			go s.push(p)
 		}
 	}
-	s.log.Info("stick-table sync started", "bind", cfg.Bind, "peers", cfg.Peers, "tables", s.names)
+	s.log.Info("stick-table sync started", "bind", cfg.Bind, "peers", cfg.Peers, "tables", s.names, "shared_rate_limits", s.fronts)
 	return s, nil
 }
 
@@ -248,6 +291,7 @@ func (s *Syncer) collect() {
 			}
 		case <-flush.C:
 			send()
+			s.sendRates()
 		case now := <-refresh.C:
 			for _, name := range s.names {
 				for _, e := range s.tables[name].UsedSince(lastSweep) {
@@ -263,6 +307,36 @@ func (s *Syncer) collect() {
 	}
 }
 
+// sendRates takes what the shared limiters counted since the last call and
+// queues it for every peer, maxBatch increments a frame; a full queue drops
+// (and counts) the batch.
+func (s *Syncer) sendRates() {
+	var batch []rate
+	queue := func() {
+		if len(batch) == 0 {
+			return
+		}
+		for _, p := range s.peers {
+			select {
+			case p.rates <- batch:
+			default:
+				s.Counters.RatesDropped.Add(uint64(len(batch)))
+			}
+		}
+		batch = nil // shared read-only by the queues: start a new one
+	}
+	for _, name := range s.fronts {
+		s.incs = s.limits[name].TakeIncrements(s.incs[:0])
+		for _, inc := range s.incs {
+			batch = append(batch, rate{frontend: name, inc: inc})
+			if len(batch) >= maxBatch {
+				queue()
+			}
+		}
+	}
+	queue()
+}
+
 // push keeps a connection to one peer and writes to it, reconnecting with
 // backoff (reset once a connection got through the handshake).
 func (s *Syncer) push(p *peer) {
@@ -276,6 +350,12 @@ func (s *Syncer) push(p *peer) {
 		}
 		if connected {
 			backoff, failing = backoffMin, false
+		}
+		if errors.Is(err, errOldPeer) && !p.v1 {
+			p.v1 = true
+			s.log.Warn("peer refused protocol 2: an older sluice? Syncing sticky entries with it in protocol 1; shared rate limits are not sent to it until it is upgraded",
+				"peer", p.addr)
+			continue // at once: the peer answered, it is not down
 		}
 		switch {
 		case errors.Is(err, errAuth):
@@ -310,7 +390,11 @@ func (s *Syncer) session(p *peer) (connected bool, err error) {
 	defer stop()
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(handshakeMax))
-	w, err := clientHandshake(c, s.secret)
+	version := 2
+	if p.v1 {
+		version = 1
+	}
+	w, err := clientHandshake(c, s.secret, version)
 	if err != nil {
 		return false, err
 	}
@@ -340,14 +424,33 @@ func (s *Syncer) session(p *peer) (connected bool, err error) {
 	}
 	beat := time.NewTicker(heartbeat)
 	defer beat.Stop()
+	var again <-chan time.Time // protocol 1 with shared limits: try 2 again later
+	if version == 1 && len(s.fronts) > 0 {
+		t := time.NewTimer(reprobe)
+		defer t.Stop()
+		again = t.C
+	}
 	for {
 		select {
 		case <-s.ctx.Done():
 			return true, nil
+		case <-again:
+			p.v1 = false
+			return true, errors.New("trying protocol 2 again")
 		case batch := <-p.queue:
 			if err := s.write(c, w, batch); err != nil {
 				return true, err
 			}
+		case batch := <-p.rates:
+			if version < 2 {
+				s.Counters.RatesDropped.Add(uint64(len(batch)))
+				continue
+			}
+			c.SetWriteDeadline(time.Now().Add(readIdle))
+			if err := w.writeRates(c, batch); err != nil {
+				return true, err
+			}
+			s.Counters.RatesSent.Add(uint64(len(batch)))
 		case <-beat.C:
 			if err := s.write(c, w, nil); err != nil {
 				return true, err
@@ -464,8 +567,9 @@ func (s *Syncer) receive(c net.Conn, release func()) {
 	s.log.Info("peer authenticated", "from", from)
 	for {
 		c.SetReadDeadline(time.Now().Add(readIdle))
-		n, err := r.read(c, time.Now(), s.apply)
-		s.Counters.Received.Add(uint64(n))
+		entries, rates, err := r.read(c, time.Now(), handler{entry: s.apply, rate: s.applyRate})
+		s.Counters.Received.Add(uint64(entries))
+		s.Counters.RatesReceived.Add(uint64(rates))
 		if err != nil {
 			if errors.Is(err, errAuth) {
 				s.Counters.AuthFailures.Add(1)
@@ -486,6 +590,23 @@ func (s *Syncer) apply(name string, client netip.Addr, serverID string, used tim
 		return false
 	}
 	t.SetEntry(backend.StickyEntry{Client: client, ServerID: serverID, LastUsed: used})
+	return true
+}
+
+// applyRate adds one received increment to the shared limiter of the
+// frontend of that name; others are counted and skipped (the nodes'
+// configurations differ).
+func (s *Syncer) applyRate(frontend string, inc policy.Increment) bool {
+	l := s.limits[frontend]
+	if l == nil {
+		s.Counters.RatesIgnored.Add(1)
+		if ok, n := s.ignoreLog.Allow(time.Now()); ok {
+			s.log.Warn("peer sent rate increments for a frontend without a shared rate_limit here; give both nodes the same frontends with shared = true",
+				"frontend", frontend, "suppressed", n)
+		}
+		return false
+	}
+	l.AddRemote(inc, time.Now())
 	return true
 }
 

@@ -24,7 +24,7 @@ func TestPeersFloodFromStrangerLeavesRoomForPeer(t *testing.T) {
 	peer := testutil.FreeAddr(t) // the configured peer: 127.0.0.1
 	log := slog.New(slog.NewTextHandler(&logBuf{}, nil))
 	s, err := peers.Start(conf.Peers{Bind: bind, Peers: []string{peer}, SecretFile: secretFile(t, "correct horse battery staple"),
-		FlushInterval: 20 * time.Millisecond}, nil, nil, log)
+		FlushInterval: 20 * time.Millisecond}, nil, nil, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
