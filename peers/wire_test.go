@@ -242,7 +242,10 @@ func TestRateFrames(t *testing.T) {
 	var gotEntries int
 	h := handler{
 		entry: func(string, netip.Addr, string, time.Time) bool { gotEntries++; return true },
-		rate:  func(f string, inc policy.Increment) bool { gotRates = append(gotRates, rate{f, inc}); return f == "web" },
+		rate: func(f string, inc policy.Increment) bool {
+			gotRates = append(gotRates, rate{f, inc})
+			return f == "web"
+		},
 	}
 	if e, n, err := r.read(&wire, now, h); err != nil || e != 0 || n != 1 {
 		t.Fatalf("rates frame: %d entries, %d rates taken, %v; want 0, 1 (the handler takes web only)", e, n, err)
