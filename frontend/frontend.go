@@ -57,11 +57,11 @@ type Frontend struct {
 	backend *backend.Backend
 	sem     chan struct{} // per-frontend maxconn; nil when unlimited
 	socks   []*sockets.Socket
-	http    *l7.Proxy    // http mode
+	http    *l7.Proxy // http mode
 	// policy is the frontend's rules and rate limit (tcp and http modes);
 	// nil: none.
 	policy *policy.Frontend
-	udp     *l4.UDPProxy // udp mode
+	udp    *l4.UDPProxy // udp mode
 	// sendProxy is the PROXY header version sent to the default backend's
 	// servers in tcp mode (send_proxy).
 	sendProxy conf.ProxyVersion
@@ -107,9 +107,9 @@ type Server struct {
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
 	held    map[*held]struct{} // connections a tarpit holds (policy.go)
-	wg      sync.WaitGroup // accept loops and connections
-	connW   sync.WaitGroup // connections only
-	acceptW sync.WaitGroup // accept loops only
+	wg      sync.WaitGroup     // accept loops and connections
+	connW   sync.WaitGroup     // connections only
+	acceptW sync.WaitGroup     // accept loops only
 }
 
 // New builds the frontends of cfg over the given backends and sockets; the
