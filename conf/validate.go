@@ -54,39 +54,41 @@ type rawStats struct {
 }
 
 type rawFrontend struct {
-	Mode               rawMode       `toml:"mode"`
-	Bind               []string      `toml:"bind"`
-	AcceptProxy        bool          `toml:"accept_proxy"`
-	ProxyTrusted       []string      `toml:"proxy_trusted"`
-	Freebind           bool          `toml:"freebind"`
-	MaxConn            *int          `toml:"maxconn"`
-	DefaultBackend     string        `toml:"default_backend"`
-	TimeoutClient      string        `toml:"timeout_client"`
-	TimeoutHTTPRequest string        `toml:"timeout_http_request"`
-	TimeoutProxyHeader string        `toml:"timeout_proxy_header"`
-	TimeoutTunnel      string        `toml:"timeout_tunnel"`
-	TLS                []rawTLS      `toml:"tls"`
-	Route              []rawRoute    `toml:"route"`
-	Rule               []rawRule     `toml:"rule"`       // policy_validate.go
-	RateLimit          *rawRateLimit `toml:"rate_limit"` // policy_validate.go
-	H2C                bool          `toml:"h2c"`
-	MaxHeaderBytes     *int          `toml:"max_header_bytes"`
-	MaxHeaderCount     *int          `toml:"max_header_count"`
-	AccessLog          bool          `toml:"access_log"`
-	AccessLogFormat    string        `toml:"access_log_format"`
-	AccessLogFile      string        `toml:"access_log_file"`
-	ErrorPage400       string        `toml:"error_page_400"`
-	ErrorPage403       string        `toml:"error_page_403"`
-	ErrorPage404       string        `toml:"error_page_404"`
-	ErrorPage408       string        `toml:"error_page_408"`
-	ErrorPage431       string        `toml:"error_page_431"`
-	ErrorPage500       string        `toml:"error_page_500"`
-	ErrorPage502       string        `toml:"error_page_502"`
-	ErrorPage503       string        `toml:"error_page_503"`
-	ErrorPage504       string        `toml:"error_page_504"`
-	TimeoutUDP         string        `toml:"timeout_udp"`
-	MaxFlows           *int          `toml:"max_flows"`
-	MaxFlowsPerSource  *int          `toml:"max_flows_per_source"`
+	Mode               rawMode    `toml:"mode"`
+	Bind               []string   `toml:"bind"`
+	AcceptProxy        bool       `toml:"accept_proxy"`
+	ProxyTrusted       []string   `toml:"proxy_trusted"`
+	Freebind           bool       `toml:"freebind"`
+	MaxConn            *int       `toml:"maxconn"`
+	DefaultBackend     string     `toml:"default_backend"`
+	TimeoutClient      string     `toml:"timeout_client"`
+	TimeoutHTTPRequest string     `toml:"timeout_http_request"`
+	TimeoutProxyHeader string     `toml:"timeout_proxy_header"`
+	TimeoutTunnel      string     `toml:"timeout_tunnel"`
+	TLS                []rawTLS   `toml:"tls"`
+	Route              []rawRoute `toml:"route"`
+	H2C                bool       `toml:"h2c"`
+	MaxHeaderBytes     *int       `toml:"max_header_bytes"`
+	MaxHeaderCount     *int       `toml:"max_header_count"`
+	AccessLog          bool       `toml:"access_log"`
+	AccessLogFormat    string     `toml:"access_log_format"`
+	AccessLogFile      string     `toml:"access_log_file"`
+	ErrorPage400       string     `toml:"error_page_400"`
+	ErrorPage403       string     `toml:"error_page_403"`
+	ErrorPage404       string     `toml:"error_page_404"`
+	ErrorPage408       string     `toml:"error_page_408"`
+	ErrorPage431       string     `toml:"error_page_431"`
+	ErrorPage500       string     `toml:"error_page_500"`
+	ErrorPage502       string     `toml:"error_page_502"`
+	ErrorPage503       string     `toml:"error_page_503"`
+	ErrorPage504       string     `toml:"error_page_504"`
+	TimeoutUDP         string     `toml:"timeout_udp"`
+	MaxFlows           *int       `toml:"max_flows"`
+	MaxFlowsPerSource  *int       `toml:"max_flows_per_source"`
+
+	// Edge policy (policy_validate.go).
+	Rule      []rawRule     `toml:"rule"`
+	RateLimit *rawRateLimit `toml:"rate_limit"`
 }
 
 type rawTLS struct {
