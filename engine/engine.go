@@ -394,20 +394,9 @@ func (e *Engine) startPeers(log *slog.Logger) error {
 func (e *Engine) sharedLimits() map[string]*policy.Limiter {
 	out := map[string]*policy.Limiter{}
 	for _, f := range e.Front.Frontends {
-		if rl := f.Config().RateLimit; rl == nil || !rl.Shared {
-			continue
+		if p := f.Policy(); p != nil && p.Limit.Shared() {
+			out[f.Name] = p.Limit
 		}
-		var p *policy.Frontend
-		if h := f.HTTP(); h != nil {
-			p = h.Policy
-		}
-		if p == nil {
-			// The frontend does not expose the policy it enforces (tcp
-			// frontends, for now): a limiter of its own keeps the
-			// exchange going, but enforces nothing.
-			p = policy.New(f.Config())
-		}
-		out[f.Name] = p.Limit
 	}
 	return out
 }
