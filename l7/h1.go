@@ -41,6 +41,11 @@ type clientConn struct {
 	// (headReader.waitRaw), when the connection allows it.
 	raw      syscall.RawConn
 	resumeFn func()
+	// parkIdx is 1 + the slot of a client parked with no goroutine (0:
+	// not parked), and parkTimer its timeout_client (park_linux.go); both
+	// under parking.mu.
+	parkIdx   int32
+	parkTimer *time.Timer
 	// idleUntil is when timeout_client ends the current keep-alive wait
 	// (zero: never), for the goroutine that waits it out (resume).
 	idleUntil time.Time
@@ -177,6 +182,9 @@ func (c *clientConn) serve(first, resumed bool) bool {
 			case waitEnd:
 				return false
 			case waitQuiet:
+				if c.park() {
+					return true
+				}
 				if c.resumeFn == nil {
 					c.resumeFn = c.resume // bound once: kept with c in its pool
 				}

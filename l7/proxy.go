@@ -187,6 +187,7 @@ type BackendOptions struct {
 func (p *Proxy) Drain() {
 	p.draining.Store(true) // before the scan: a wait starting after it sees the flag
 	p.drainH2()
+	p.unparkAll()
 	p.idleH1.each((*clientConn).wake)
 }
 
