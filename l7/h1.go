@@ -130,6 +130,7 @@ func (p *Proxy) serveConn(conn net.Conn, info ConnInfo, h2c bool) (handedOn bool
 	if info.Done != nil {
 		if sc, ok := conn.(syscall.Conn); ok {
 			c.raw, _ = sc.SyscallConn()
+			c.hr.raw = c.raw // the first request is waited for with no buffer
 		}
 	}
 	handed := false

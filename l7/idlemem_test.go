@@ -278,3 +278,79 @@ func readPaths(t *testing.T, c net.Conn, buf []byte, reqs ...string) {
 		t.Fatalf("responses %q, want bodies in order %q", got, want)
 	}
 }
+
+// busyClients is how many requests TestBusyKeepAliveMemory holds at the
+// server at once, and busyBoundKiB the most each may cost the process:
+// the client's read buffer with its request (8 KiB), the head-building
+// buffer (4 KiB), the connections' structures and the test's own
+// server end (a goroutine and a 4 KiB buffer each). A server connection
+// waiting for its answer holds no read buffer (8 KiB more each before).
+const (
+	busyClients  = 1000
+	busyBoundKiB = 25
+)
+
+// TestBusyKeepAliveMemory sends busyClients requests through a real
+// sluice to a server that holds every one of them unanswered, and checks
+// the heap each costs while it waits; then all are answered.
+func TestBusyKeepAliveMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens thousands of connections")
+	}
+	release := make(chan struct{})
+	arrived := make(chan struct{}, busyClients)
+	be := testutil.Serve(t, "be", func(c net.Conn) {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+			arrived <- struct{}{}
+			<-release
+			if _, err := c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")); err != nil {
+				return
+			}
+		}
+	})
+	front := "default_backend = \"app\"\ntimeout_client = \"60s\""
+	_, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
+	heap0, stack0 := inUse()
+	deadline := time.Now().Add(60 * time.Second)
+	conns := make([]net.Conn, 0, busyClients)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range busyClients {
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		conns = append(conns, c)
+		c.SetDeadline(deadline)
+		if _, err := c.Write([]byte("GET /x HTTP/1.1\r\nHost: h\r\n\r\n")); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+	}
+	for range busyClients {
+		select {
+		case <-arrived:
+		case <-time.After(time.Until(deadline)):
+			t.Fatal("requests did not all reach the server")
+		}
+	}
+	heap1, stack1 := inUse()
+	close(release)
+	per := func(a, b uint64) float64 { return (float64(b) - float64(a)) / busyClients / 1024 }
+	t.Logf("%d requests at the server: heap %.2f KiB, stacks %.2f KiB per client", busyClients, per(heap0, heap1), per(stack0, stack1))
+	if h := per(heap0, heap1); !raceEnabled && h > busyBoundKiB {
+		t.Errorf("a request at the server costs %.2f KiB of heap, want at most %d", h, busyBoundKiB)
+	}
+	buf := make([]byte, 512)
+	for i, c := range conns {
+		if err := readFixed(c, buf); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+	}
+}
