@@ -41,6 +41,11 @@ type clientConn struct {
 	// (headReader.waitRaw), when the connection allows it.
 	raw      syscall.RawConn
 	resumeFn func()
+	// parkIdx is 1 + the slot of a client parked with no goroutine (0:
+	// not parked), and parkTimer its timeout_client (park_linux.go); both
+	// under parking.mu.
+	parkIdx   int32
+	parkTimer *time.Timer
 	// idleUntil is when timeout_client ends the current keep-alive wait
 	// (zero: never), for the goroutine that waits it out (resume).
 	idleUntil time.Time
@@ -125,6 +130,7 @@ func (p *Proxy) serveConn(conn net.Conn, info ConnInfo, h2c bool) (handedOn bool
 	if info.Done != nil {
 		if sc, ok := conn.(syscall.Conn); ok {
 			c.raw, _ = sc.SyscallConn()
+			c.hr.raw = c.raw // the first request is waited for with no buffer
 		}
 	}
 	handed := false
@@ -177,6 +183,9 @@ func (c *clientConn) serve(first, resumed bool) bool {
 			case waitEnd:
 				return false
 			case waitQuiet:
+				if c.park() {
+					return true
+				}
 				if c.resumeFn == nil {
 					c.resumeFn = c.resume // bound once: kept with c in its pool
 				}

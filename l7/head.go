@@ -28,6 +28,10 @@ type headReader struct {
 	rawRead func(fd uintptr) bool
 	rawN    int
 	rawErr  error
+	// raw, when set, is the descriptor fill waits on with an empty buffer
+	// (waitRaw): a connection waiting for its peer's next bytes (a server's
+	// answer, a client's first request) holds no buffer.
+	raw syscall.RawConn
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
@@ -67,6 +71,9 @@ func (h *headReader) buffered() int { return h.w - h.r }
 
 // fill reads more from the connection into the buffer, growing it when full.
 func (h *headReader) fill() error {
+	if h.raw != nil && h.r == h.w {
+		return h.waitRaw(h.raw)
+	}
 	if h.buf == nil {
 		h.acquire() // released while idle (an idle pooled server connection)
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +20,10 @@ const idleClients = 2000
 // idleBoundKiB is the most an idle keep-alive client may cost the process
 // (the test's own end of each connection included, a few hundred bytes).
 const idleBoundKiB = 6
+
+// idleGoroutineSlack is how many more goroutines the process may run with
+// idleClients idle clients than without.
+const idleGoroutineSlack = 50
 
 // inUse is the memory the process holds for its live objects and stacks:
 // after a collection, what idle connections keep.
@@ -91,6 +96,12 @@ func TestIdleKeepAliveMemory(t *testing.T) {
 	}
 	if total > bound {
 		t.Errorf("an idle keep-alive client costs %.2f KiB, want at most %.0f", total, bound)
+	}
+	// On Linux an idle client waits in sluice's epoll set, with no
+	// goroutine: the few over are clients not yet done with their last
+	// response, and the set's own waiter.
+	if runtime.GOOS == "linux" && g1-g0 > idleGoroutineSlack {
+		t.Errorf("%d idle keep-alive clients hold %d goroutines, want at most %d", idleClients, g1-g0, idleGoroutineSlack)
 	}
 	// Every idle client is still served, on its own connection.
 	for i, c := range conns {
@@ -170,5 +181,176 @@ func TestIdleHandOffKeepsTimeouts(t *testing.T) {
 	}
 	if d := time.Since(start); d < 300*time.Millisecond {
 		t.Errorf("closed after %v of quiet, before timeout_client (400ms)", d)
+	}
+}
+
+// TestParkedClientsInOrder: keep-alive clients whose waits move to the
+// epoll set at once (idleHandOff 0) are served every request, in order:
+// one split over two writes (the rest arriving after the wait started
+// over the first bytes), and two pipelined in one write (the second
+// buffered, never left to wait for a readiness that already passed).
+func TestParkedClientsInOrder(t *testing.T) {
+	defer l7.SetIdleHandOff(l7.SetIdleHandOff(0))
+	be := testutil.Serve(t, "be", answerPath)
+	front := "default_backend = \"app\"\ntimeout_client = \"60s\""
+	_, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
+	const clients, rounds = 40, 10
+	conns := make([]net.Conn, clients)
+	for i := range conns {
+		conns[i] = testutil.Dial(t, addr)
+		conns[i].SetDeadline(time.Now().Add(30 * time.Second))
+	}
+	buf := make([]byte, 4096)
+	for r := range rounds {
+		for i, c := range conns {
+			a := fmt.Sprintf("GET /%d/%d/a HTTP/1.1\r\nHost: h\r\n\r\n", i, r)
+			b := fmt.Sprintf("GET /%d/%d/b HTTP/1.1\r\nHost: h\r\n\r\n", i, r)
+			if r%2 == 0 {
+				// Pipelined: both in one write.
+				if _, err := c.Write([]byte(a + b)); err != nil {
+					t.Fatal(err)
+				}
+				readPaths(t, c, buf, a, b)
+				continue
+			}
+			// Split: the head's first bytes, then the rest.
+			if _, err := c.Write([]byte(a[:7])); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write([]byte(a[7:])); err != nil {
+				t.Fatal(err)
+			}
+			readPaths(t, c, buf, a)
+			if _, err := c.Write([]byte(b)); err != nil {
+				t.Fatal(err)
+			}
+			readPaths(t, c, buf, b)
+		}
+	}
+}
+
+// answerPath answers every request on c with its target as the body.
+func answerPath(c net.Conn) {
+	buf := make([]byte, 4096)
+	var pending []byte
+	for {
+		n, err := c.Read(buf)
+		pending = append(pending, buf[:n]...)
+		for {
+			i := bytes.Index(pending, []byte("\r\n\r\n"))
+			if i < 0 {
+				break
+			}
+			f := bytes.Fields(pending[:i])
+			pending = pending[i+4:]
+			body := f[1]
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// readPaths reads one answerPath response per request in reqs, in order.
+func readPaths(t *testing.T, c net.Conn, buf []byte, reqs ...string) {
+	t.Helper()
+	want := ""
+	for _, r := range reqs {
+		p := strings.Fields(r)[1]
+		want += fmt.Sprintf("\r\n\r\n%s", p)
+	}
+	got := ""
+	for strings.Count(got, "\r\n\r\n") < len(reqs) || !strings.HasSuffix(got, strings.Fields(reqs[len(reqs)-1])[1]) {
+		n, err := c.Read(buf)
+		got += string(buf[:n])
+		if err != nil {
+			t.Fatalf("after %q: %v", got, err)
+		}
+	}
+	var bodies string
+	for _, part := range strings.Split(got, "HTTP/1.1 200 OK")[1:] {
+		bodies += part[strings.Index(part, "\r\n\r\n"):]
+	}
+	if bodies != want {
+		t.Fatalf("responses %q, want bodies in order %q", got, want)
+	}
+}
+
+// busyClients is how many requests TestBusyKeepAliveMemory holds at the
+// server at once, and busyBoundKiB the most each may cost the process:
+// the client's read buffer with its request (8 KiB), the head-building
+// buffer (4 KiB), the connections' structures and the test's own
+// server end (a goroutine and a 4 KiB buffer each). A server connection
+// waiting for its answer holds no read buffer (8 KiB more each before).
+const (
+	busyClients  = 1000
+	busyBoundKiB = 25
+)
+
+// TestBusyKeepAliveMemory sends busyClients requests through a real
+// sluice to a server that holds every one of them unanswered, and checks
+// the heap each costs while it waits; then all are answered.
+func TestBusyKeepAliveMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens thousands of connections")
+	}
+	release := make(chan struct{})
+	arrived := make(chan struct{}, busyClients)
+	be := testutil.Serve(t, "be", func(c net.Conn) {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+			arrived <- struct{}{}
+			<-release
+			if _, err := c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")); err != nil {
+				return
+			}
+		}
+	})
+	front := "default_backend = \"app\"\ntimeout_client = \"60s\""
+	_, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
+	heap0, stack0 := inUse()
+	deadline := time.Now().Add(60 * time.Second)
+	conns := make([]net.Conn, 0, busyClients)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range busyClients {
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		conns = append(conns, c)
+		c.SetDeadline(deadline)
+		if _, err := c.Write([]byte("GET /x HTTP/1.1\r\nHost: h\r\n\r\n")); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+	}
+	for range busyClients {
+		select {
+		case <-arrived:
+		case <-time.After(time.Until(deadline)):
+			t.Fatal("requests did not all reach the server")
+		}
+	}
+	heap1, stack1 := inUse()
+	close(release)
+	per := func(a, b uint64) float64 { return (float64(b) - float64(a)) / busyClients / 1024 }
+	t.Logf("%d requests at the server: heap %.2f KiB, stacks %.2f KiB per client", busyClients, per(heap0, heap1), per(stack0, stack1))
+	if h := per(heap0, heap1); !raceEnabled && h > busyBoundKiB {
+		t.Errorf("a request at the server costs %.2f KiB of heap, want at most %d", h, busyBoundKiB)
+	}
+	buf := make([]byte, 512)
+	for i, c := range conns {
+		if err := readFixed(c, buf); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
 	}
 }

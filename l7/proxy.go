@@ -187,6 +187,7 @@ type BackendOptions struct {
 func (p *Proxy) Drain() {
 	p.draining.Store(true) // before the scan: a wait starting after it sees the flag
 	p.drainH2()
+	p.unparkAll()
 	p.idleH1.each((*clientConn).wake)
 }
 
@@ -314,7 +315,7 @@ func newServerConn(conn net.Conn, srv *backend.Server, maxHead int, budget *back
 	sc := &serverConn{conn: conn, hr: newHeadReader(conn, maxHead), srv: srv, budget: budget}
 	if c, ok := conn.(syscall.Conn); ok {
 		if raw, err := c.SyscallConn(); err == nil {
-			sc.raw = raw
+			sc.raw, sc.hr.raw = raw, raw
 			sc.peek = sc.peekFd
 			sc.send = sc.sendFd
 		}
@@ -350,10 +351,9 @@ func (sc *serverConn) writeThenRead(b []byte) (int, error) {
 		n, err := sc.conn.Write(b)
 		return n, err
 	}
-	if sc.hr.buf == nil {
-		sc.hr.acquire()
-	}
-	sc.hr.r, sc.hr.w, sc.hr.scanned = 0, 0, 0
+	// No buffer while the server thinks: sendFd takes one when there is
+	// something to read (8 KiB less per request in flight).
+	sc.hr.release()
 	sc.sendBuf, sc.sendErr, sc.sendRead = b, 0, 0
 	err := sc.raw.Read(sc.send)
 	written := len(b) - len(sc.sendBuf)
@@ -385,9 +385,13 @@ func (sc *serverConn) sendFd(fd uintptr) bool {
 		}
 		return false // written: wait for the answer before reading
 	}
+	if sc.hr.buf == nil {
+		sc.hr.acquire()
+	}
 	n, err := unix.Read(int(fd), sc.hr.buf[sc.hr.w:])
 	switch {
 	case err == unix.EAGAIN:
+		sc.hr.release()
 		return false // wait until readable
 	case err == unix.EINTR:
 		return sc.sendFd(fd)

@@ -45,6 +45,14 @@ func (p *Poller) Add(fd int, events uint32) error {
 	return unix.EpollCtl(p.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: events, Fd: int32(fd)})
 }
 
+// AddTag is Add with a tag of the caller's reported in the event's Fd and
+// Pad fields instead of fd: a waiter that must tell a registration from a
+// later one of the same descriptor number (closed and reused) tags each.
+// A tag's pad must not be 0, which marks the wake-up's event.
+func (p *Poller) AddTag(fd int, events uint32, tag, pad int32) error {
+	return unix.EpollCtl(p.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: events, Fd: tag, Pad: pad})
+}
+
 func (p *Poller) Mod(fd int, events uint32) error {
 	return unix.EpollCtl(p.ep, unix.EPOLL_CTL_MOD, fd, &unix.EpollEvent{Events: events, Fd: int32(fd)})
 }
