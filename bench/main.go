@@ -47,7 +47,7 @@ func main() {
 	flag.IntVar(&o.h2streams, "h2streams", 10, "h2load streams in flight per connection (-m), modes h2, h2tls and h2be")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.StringVar(&o.sluiceBin, "sluice", "", "sluice binary to use instead of building ./cmd/sluice")
-	flag.StringVar(&o.modes, "modes", "tcp,http,h2,h2tls", "comma-separated balancer modes to measure: tcp, http, h2 (h2c driven by h2load), h2tls (HTTP/2 over TLS, h2load), h2be (h2c from h2load to h2c servers), udp")
+	flag.StringVar(&o.modes, "modes", "tcp,http,h2,h2tls", "comma-separated balancer modes to measure: tcp, http, policy (http keep-alive with three rules and a rate limit), h2 (h2c driven by h2load), h2tls (HTTP/2 over TLS, h2load), h2be (h2c from h2load to h2c servers), udp")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, logs)")
 	flag.IntVar(&o.idle, "idle", 4000, "open this many connections through each tcp and http balancer after the rounds and report the memory they cost (0: skip)")
 	flag.IntVar(&o.busy, "busy", 8000, "drive each http balancer (sluice, HAProxy) with this many keep-alive wrk connections for -duration after the rounds and report its peak memory (0: skip; at most 9000, the balancers' maxconn)")
@@ -124,8 +124,8 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 	}
 	var modes []string
 	for _, m := range strings.Split(o.modes, ",") {
-		if m = strings.TrimSpace(m); m != "tcp" && m != "http" && !isH2(m) && m != "udp" {
-			return "", fmt.Errorf("-modes: %q is not tcp, http, h2, h2tls, h2be or udp", m)
+		if m = strings.TrimSpace(m); m != "tcp" && m != "http" && m != "policy" && !isH2(m) && m != "udp" {
+			return "", fmt.Errorf("-modes: %q is not tcp, http, policy, h2, h2tls, h2be or udp", m)
 		}
 		modes = append(modes, m)
 	}

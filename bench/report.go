@@ -90,5 +90,23 @@ func (r *results) table(header string) string {
 		fmt.Fprintf(&b, "- %s, %s: %s/%s req/s = **%.2f** (per round: %s); CPU per request = %.2f× %s's\n",
 			k.Scenario, k.Mode, k.Balancer, shown, a.ReqPerSec/h.ReqPerSec, strings.Join(per, ", "), a.CPUPer100k/h.CPUPer100k, shown)
 	}
+	// What the policy costs each balancer: its policy row against its own
+	// plain http row of the same rounds.
+	for _, k := range r.order {
+		if k.Mode != "policy" {
+			continue
+		}
+		with, without := r.samples[k], r.samples[rowKey{k.Scenario, "http", k.Balancer}]
+		if len(without) == 0 {
+			continue
+		}
+		var per []string
+		for i := 0; i < min(len(with), len(without)); i++ {
+			per = append(per, fmt.Sprintf("%.2f", with[i].ReqPerSec/without[i].ReqPerSec))
+		}
+		a, h := mean(with), mean(without)
+		fmt.Fprintf(&b, "- policy cost, %s, %s: with three rules and a rate limit / without, req/s = **%.2f** (per round: %s); CPU per request = %.2f×\n",
+			k.Scenario, k.Balancer, a.ReqPerSec/h.ReqPerSec, strings.Join(per, ", "), a.CPUPer100k/h.CPUPer100k)
+	}
 	return b.String()
 }

@@ -68,7 +68,7 @@ func targets(modes []string, sluiceBin string) []Target {
 			)
 			continue
 		}
-		if m == "h2be" {
+		if m == "h2be" || m == "policy" {
 			// nginx proxies to HTTP/2 servers only with grpc_pass.
 			out = append(out,
 				Target{Balancer: "sluice", Mode: m, Start: func(ctx context.Context, env Env) (*Running, error) {
@@ -103,6 +103,8 @@ func startSluice(ctx context.Context, env Env, bin string) (*Running, error) {
 		env.TimeoutConnect, env.TimeoutClient, env.TimeoutServer, env.TimeoutHTTPReq, env.Retries)
 	mode, h2c, tls, proto := env.Mode, "", "", ""
 	switch mode {
+	case "policy":
+		mode, tls = "http", sluicePolicy
 	case "h2":
 		mode, h2c = "http", "h2c = true\n"
 	case "h2be":
@@ -134,8 +136,10 @@ func startHAProxy(ctx context.Context, env Env) (*Running, error) {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%dms", d.Milliseconds()) }
 	var b strings.Builder
 	fmt.Fprintf(&b, "global\n    maxconn %d\n    nbthread %d\n\n", env.MaxConn, env.Threads)
-	mode, proto, srvProto := env.Mode, "", ""
+	mode, proto, srvProto, rules := env.Mode, "", "", ""
 	switch mode {
+	case "policy":
+		mode, rules = "http", haproxyPolicy
 	case "h2":
 		mode, proto = "http", " proto h2"
 	case "h2be":
@@ -150,7 +154,7 @@ func startHAProxy(ctx context.Context, env Env) (*Running, error) {
 		// between clients, as sluice's pools do.
 		fmt.Fprintf(&b, "    timeout http-request %s\n    option http-keep-alive\n    http-reuse always\n", ms(env.TimeoutHTTPReq))
 	}
-	fmt.Fprintf(&b, "\nfrontend bench\n    bind %s%s\n    default_backend app\n\nbackend app\n    balance roundrobin\n", addr, proto)
+	fmt.Fprintf(&b, "\nfrontend bench\n    bind %s%s\n%s    default_backend app\n\nbackend app\n    balance roundrobin\n", addr, proto, rules)
 	for i, s := range env.Backends {
 		fmt.Fprintf(&b, "    server b%d %s%s\n", i+1, s, srvProto)
 	}
@@ -299,3 +303,37 @@ func startNginx(ctx context.Context, env Env) (*Running, error) {
 	// the tree's CPU and RSS are measured.
 	return launch(ctx, env, "nginx "+env.Mode, addr, exec.Command("nginx", "-p", prefix, "-c", cfg, "-g", "daemon off;"))
 }
+
+// The policy row: three rules (a redirect, a deny by path and network, a
+// header set) and a per-client request rate that the load never reaches,
+// the same on both balancers, so the row shows what evaluating them costs.
+const sluicePolicy = `[[frontend.bench.rule]]
+host = "old.example.com"
+tls = false
+action = "redirect"
+scheme = "https"
+code = 301
+
+[[frontend.bench.rule]]
+path_prefix = "/admin"
+not_src = ["10.0.0.0/8"]
+action = "deny"
+
+[[frontend.bench.rule]]
+action = "set_header"
+name = "X-Env"
+value = "prod"
+
+[frontend.bench.rate_limit]
+requests = 100000000
+period = "10s"
+
+`
+
+const haproxyPolicy = `    stick-table type ip size 100k expire 30s store http_req_rate(10s)
+    http-request track-sc0 src
+    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }
+    http-request redirect scheme https code 301 if { hdr(host) -i old.example.com } !{ ssl_fc }
+    http-request deny if { path_beg /admin } !{ src 10.0.0.0/8 }
+    http-request set-header X-Env prod
+`

@@ -84,7 +84,10 @@ type Frontend struct {
 // New compiles f's rules and rate limit; nil when it has neither, so the
 // paths pay one nil check.
 func New(f *conf.Frontend) *Frontend {
-	panic("TODO")
+	if len(f.Rules) == 0 && f.RateLimit == nil {
+		return nil
+	}
+	return &Frontend{Name: f.Name, Mode: f.Mode, Rules: Compile(f.Rules), Limit: NewLimiter(f.RateLimit)}
 }
 
 // CheckConn decides a new connection from client: in tcp mode the rules
@@ -92,122 +95,62 @@ func New(f *conf.Frontend) *Frontend {
 // limits of the rate limit. A connection that passes must be followed by
 // Closed when it ends. Counted.
 func (p *Frontend) CheckConn(client netip.Addr, tls bool, now time.Time) Verdict {
-	panic("TODO")
+	if p.Mode != conf.ModeHTTP && p.Rules != nil {
+		req := Request{Client: client, TLS: tls}
+		switch v := p.Rules.Eval(&req); v.Outcome {
+		case Deny:
+			p.Counters.ConnDenied.Add(1)
+			return v
+		case Tarpit:
+			p.Counters.ConnDenied.Add(1)
+			p.Counters.Tarpitted.Add(1)
+			return v
+		}
+	}
+	if l := p.Limit; l.limitsConns() && !l.open(client, now) {
+		p.Counters.ConnLimited.Add(1)
+		return p.refusal(0)
+	}
+	return Verdict{Rule: -1}
 }
 
 // Closed tells the rate limit that a connection CheckConn passed has ended.
 func (p *Frontend) Closed(client netip.Addr) {
-	panic("TODO")
+	if l := p.Limit; l.limitsConns() {
+		l.close(client)
+	}
 }
 
 // CheckRequest decides an HTTP request: the request rate of the client
 // first (a client over it is refused before any rule runs), then the rules
 // in order. Counted.
 func (p *Frontend) CheckRequest(req *Request, now time.Time) Verdict {
-	panic("TODO")
+	if l := p.Limit; l != nil && l.cfg.Requests > 0 && !l.request(req.Client, now) {
+		p.Counters.Limited.Add(1)
+		return p.refusal(429)
+	}
+	if p.Rules == nil {
+		return Verdict{Rule: -1}
+	}
+	v := p.Rules.Eval(req)
+	switch v.Outcome {
+	case Deny:
+		p.Counters.Denied.Add(1)
+	case Redirect:
+		p.Counters.Redirected.Add(1)
+	case Tarpit:
+		p.Counters.Tarpitted.Add(1)
+	}
+	return v
 }
 
-// Vars are the values a header value template may use.
-type Vars struct {
-	Client   netip.AddrPort // {client_ip} {client_port}
-	Frontend string         // {frontend}
-	SNI      string         // {tls_sni}
-	ConnID   string         // {request_id} is ConnID "-" Seq
-	Seq      uint64         //   (the request's number on its connection, or its HTTP/2 stream id)
+// refusal is the verdict for a client over the limit: status for HTTP
+// requests (0 for a connection, which closes).
+func (p *Frontend) refusal(status int) Verdict {
+	v := Verdict{Outcome: Deny, Status: status, Rule: -1, Limited: true}
+	if p.Limit.cfg.Action == conf.LimitTarpit {
+		v.Outcome, v.Hold = Tarpit, p.Limit.cfg.Tarpit
+		p.Counters.Tarpitted.Add(1)
+	}
+	return v
 }
-
-// Drops reports whether a header named name (any case) of the request
-// (response false) or response (true) is to be left out because a rule in
-// edits deletes or sets it.
-func (r *Rules) Drops(edits uint64, response bool, name []byte) bool {
-	panic("TODO")
-}
-
-// Adds returns the rules of edits that write a header (set_header,
-// add_header) on the given side, in rule order: iterate with
-// bits.TrailingZeros64 and Edit.
-func (r *Rules) Adds(edits uint64, response bool) uint64 {
-	panic("TODO")
-}
-
-// Edit is a header a rule writes.
-type Edit struct {
-	Name  string // as configured
-	Lower string // lower case, for HTTP/2
-	value []segment
-}
-
-type segment struct {
-	lit string
-	v   uint8 // 0: literal; else one of the template variables
-}
-
-// Edit returns rule i's header edit.
-func (r *Rules) Edit(i int) *Edit {
-	panic("TODO")
-}
-
-// AppendValue appends the edit's value with its template variables
-// filled from v. Characters that could split a header (CR, LF, NUL) never
-// come out of it.
-func (e *Edit) AppendValue(b []byte, v *Vars) []byte {
-	panic("TODO")
-}
-
-// AppendLocation appends the Location of a Redirect verdict for req.
-func (r *Rules) AppendLocation(b []byte, v Verdict, req *Request) []byte {
-	panic("TODO")
-}
-
-// Rules are a frontend's compiled rules.
-type Rules struct {
-	list []conf.Rule
-}
-
-// Limiter holds the per-client counters of a rate_limit: a sliding window
-// (HAProxy's http_req_rate: the previous period's count weighted by the
-// part of it still in the window, plus the current one) for requests and
-// new connections, and the concurrent connections. Sharded; bounded to
-// table_size clients, the least recently seen evicted.
-type Limiter struct {
-	cfg conf.RateLimit
-}
-
-// ClientRate is one client's counters, for `sluice ctl show limits`.
-type ClientRate struct {
-	Client         netip.Addr
-	Requests       float64 // requests in the sliding window (peers' included when shared)
-	ConnectionRate float64 // new connections in the sliding window
-	Connections    int     // open now, on this node
-}
-
-// Tracked returns how many clients the table holds.
-func (l *Limiter) Tracked() int { panic("TODO") }
-
-// Evicted returns how many clients were evicted to keep table_size.
-func (l *Limiter) Evicted() uint64 { panic("TODO") }
-
-// Top returns up to n clients with the highest request rates (then
-// connection rates).
-func (l *Limiter) Top(n int, now time.Time) []ClientRate { panic("TODO") }
-
-// Increment is a node's count for one client in one period, sent to peers
-// when the limit is shared. Periods are numbered from the Unix epoch
-// (unix time / period), so that nodes agree on them.
-type Increment struct {
-	Client      netip.Addr
-	Period      int64
-	Requests    uint32
-	Connections uint32 // new connections
-}
-
-// Shared reports whether the limit's counters are summed with peers.
-func (l *Limiter) Shared() bool { return l != nil && l.cfg.Shared }
-
-// TakeIncrements appends the counts made on this node since the last call
-// (only when shared) and forgets them.
-func (l *Limiter) TakeIncrements(dst []Increment) []Increment { panic("TODO") }
-
-// AddRemote adds a peer's increment to the client's counters; one for a
-// period that has left the window is ignored.
-func (l *Limiter) AddRemote(inc Increment, now time.Time) { panic("TODO") }
