@@ -9,6 +9,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"sluice/backend"
+	"sluice/conf"
 	"sluice/policy"
 )
 
@@ -39,6 +40,18 @@ func (p *Proxy) decide(v *reqView, info *ConnInfo) policy.Verdict {
 func (p *Proxy) appendLocation(b []byte, vd policy.Verdict, v *reqView, info *ConnInfo) []byte {
 	req := policyRequest(v, info)
 	return p.Policy.Rules.AppendLocation(b, vd, &req)
+}
+
+// policyStatus is the status to answer a verdict with: its own, or the
+// default of its kind when it has none.
+func policyStatus(vd policy.Verdict, f failure) int {
+	if vd.Status != 0 {
+		return vd.Status
+	}
+	if vd.Outcome == policy.Redirect {
+		return conf.DefaultRedirectCode
+	}
+	return failures[f].status
 }
 
 // policyFailure names a Deny or Tarpit verdict for the failure table.
@@ -99,10 +112,26 @@ func (p *Proxy) appendEdits(b []byte, edits uint64, response bool, info *ConnInf
 		e := r.Edit(bits.TrailingZeros64(m))
 		b = append(b, e.Name...)
 		b = append(b, ": "...)
-		b = e.AppendValue(b, &vars)
+		b = appendValue(b, e, &vars)
 		b = append(b, "\r\n"...)
 	}
 	return b
+}
+
+// appendValue appends an edit's value for vars without the control
+// characters that could split a header or smuggle one in: conf refuses
+// them in the configured part, and the writers here do not rely on it.
+func appendValue(b []byte, e *policy.Edit, vars *policy.Vars) []byte {
+	n := len(b)
+	b = e.AppendValue(b, vars)
+	j := n
+	for i := n; i < len(b); i++ {
+		if c := b[i]; c >= ' ' && c != 0x7f || c == '\t' {
+			b[j] = c
+			j++
+		}
+	}
+	return b[:j]
 }
 
 // encodeEdits encodes, as HTTP/2 fields, the headers the edits write on
@@ -116,7 +145,7 @@ func (p *Proxy) encodeEdits(e *hpack.Encoder, edits uint64, response bool, info 
 	vars := p.vars(info, seq)
 	for m := r.Adds(edits, response); m != 0; m &= m - 1 {
 		ed := r.Edit(bits.TrailingZeros64(m))
-		*scratch = ed.AppendValue((*scratch)[:0], &vars)
+		*scratch = appendValue((*scratch)[:0], ed, &vars)
 		e.WriteField(hpack.HeaderField{Name: ed.Lower, Value: stringOf(*scratch)})
 	}
 }
@@ -142,15 +171,17 @@ func (c *clientConn) answerPolicy(vd policy.Verdict, v *reqView, x *exchange) bo
 			return false
 		}
 	}
-	return c.failStatus(policyFailure(vd), vd.Status, nil, x)
+	f := policyFailure(vd)
+	return c.failStatus(f, policyStatus(vd, f), nil, x)
 }
 
 // redirect answers a Redirect verdict: its code, Location, no body.
 func (c *clientConn) redirect(vd policy.Verdict, v *reqView, x *exchange) bool {
 	p := c.p
 	req := c.req
+	status := policyStatus(vd, 0)
 	close := req.connClose || p.draining.Load() || req.http10 || !req.chunked && req.contentLength > maxDiscard
-	b := appendStatusLine(c.out[:0], vd.Status)
+	b := appendStatusLine(c.out[:0], status)
 	b = append(b, "Location: "...)
 	b = p.appendLocation(b, vd, v, &c.info)
 	b = append(b, "\r\nContent-Length: 0\r\n"...)
@@ -161,8 +192,8 @@ func (c *clientConn) redirect(vd policy.Verdict, v *reqView, x *exchange) bool {
 	c.dl.forget()
 	c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_, err := c.conn.Write(c.out)
-	p.count(nil, vd.Status, int64(len(c.out)))
-	x.status, x.bytesOut, x.terminated = vd.Status, int64(len(c.out)), "redirect"
+	p.count(nil, status, int64(len(c.out)))
+	x.status, x.bytesOut, x.terminated = status, int64(len(c.out)), "redirect"
 	c.log(x)
 	return err == nil && !close && c.discardBody()
 }
@@ -181,21 +212,23 @@ func (s *h2Stream) answerPolicy(vd policy.Verdict, v *reqView, x *exchange) {
 			return
 		}
 	}
-	s.failStatus(policyFailure(vd), vd.Status, nil, x)
+	f := policyFailure(vd)
+	s.failStatus(f, policyStatus(vd, f), nil, x)
 }
 
 // redirect answers a Redirect verdict on a stream: its code and Location
 // in a HEADERS frame that ends it.
 func (s *h2Stream) redirect(vd policy.Verdict, v *reqView, x *exchange) {
 	p := s.c.p
+	status := policyStatus(vd, 0)
 	var buf [512]byte
 	loc := p.appendLocation(buf[:0], vd, v, &s.c.info)
 	s.sendHead(func(e *hpack.Encoder) {
-		s.status(e, vd.Status)
+		s.status(e, status)
 		e.WriteField(hpack.HeaderField{Name: "location", Value: stringOf(loc)})
 	}, true)
-	p.count(nil, vd.Status, 0)
-	x.status, x.terminated = vd.Status, "redirect"
+	p.count(nil, status, 0)
+	x.status, x.terminated = status, "redirect"
 	s.endBody()
 	s.log(x)
 }
