@@ -104,8 +104,12 @@ func (p *Proxy) dropsField(edits uint64, response bool, name []byte) bool {
 // write on the request (response false) or response side.
 func (p *Proxy) appendEdits(b []byte, edits uint64, response bool, info *ConnInfo, seq uint64) []byte {
 	if edits == 0 {
-		return b
+		return b // inlined: no call without edits
 	}
+	return p.appendEditLines(b, edits, response, info, seq)
+}
+
+func (p *Proxy) appendEditLines(b []byte, edits uint64, response bool, info *ConnInfo, seq uint64) []byte {
 	r := p.Policy.Rules
 	vars := p.vars(info, seq)
 	for m := r.Adds(edits, response); m != 0; m &= m - 1 {
@@ -138,9 +142,12 @@ func appendValue(b []byte, e *policy.Edit, vars *policy.Vars) []byte {
 // the request (response false) or response side. lname is scratch space
 // for the value.
 func (p *Proxy) encodeEdits(e *hpack.Encoder, edits uint64, response bool, info *ConnInfo, seq uint64, scratch *[]byte) {
-	if edits == 0 {
-		return
+	if edits != 0 {
+		p.encodeEditFields(e, edits, response, info, seq, scratch)
 	}
+}
+
+func (p *Proxy) encodeEditFields(e *hpack.Encoder, edits uint64, response bool, info *ConnInfo, seq uint64, scratch *[]byte) {
 	r := p.Policy.Rules
 	vars := p.vars(info, seq)
 	for m := r.Adds(edits, response); m != 0; m &= m - 1 {
