@@ -168,6 +168,11 @@ func (d *differ) frontend(sec string, o, n *Frontend) {
 	if !reflect.DeepEqual(or, nr) && sameMultiset(or, nr) {
 		d.add("~", sec, "route order (the first route that matches wins)", strings.Join(or, "; "), strings.Join(nr, "; "))
 	}
+	ol, nl := ruleItems(o.Rules), ruleItems(n.Rules)
+	d.set(sec, "rule ", ol, nl)
+	if !reflect.DeepEqual(ol, nl) && sameMultiset(ol, nl) {
+		d.add("~", sec, "rule order (rules run in order; the first that ends the request decides)", strings.Join(ol, "; "), strings.Join(nl, "; "))
+	}
 	for _, code := range unionKeys(o.ErrorPages, n.ErrorPages) {
 		key := "error_page_" + strconv.Itoa(code)
 		op, oin := o.ErrorPages[code]
@@ -291,6 +296,72 @@ func routeItems(rs []Route) []string {
 			c = append(c, "any request")
 		}
 		out[i] = strings.Join(c, " ") + " -> " + r.Backend
+	}
+	return out
+}
+
+// ruleItems renders each rule as its conditions and its action with the
+// action's keys, in the file's order; the line is left out, so moving a
+// rule without changing it is only an order change.
+func ruleItems(rs []Rule) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		var c []string
+		add := func(key string, v any) { c = append(c, key+" "+render(reflect.ValueOf(v))) }
+		if len(r.Src) > 0 {
+			add("src", r.Src)
+		}
+		if len(r.NotSrc) > 0 {
+			add("not_src", r.NotSrc)
+		}
+		if r.Host != "" {
+			add("host", r.Host)
+		}
+		if r.PathPrefix != "" {
+			add("path_prefix", r.PathPrefix)
+		}
+		if len(r.Method) > 0 {
+			add("method", r.Method)
+		}
+		if r.Header != "" {
+			h := r.Header
+			if r.HasHeaderVal {
+				h += ": " + r.HeaderVal
+			}
+			add("header", h)
+		}
+		if r.TLS != nil {
+			add("tls", *r.TLS)
+		}
+		if len(c) == 0 {
+			c = append(c, "any")
+		}
+		a := []string{string(r.Action)}
+		switch r.Action {
+		case ActionDeny:
+			a = append(a, fmt.Sprint(r.Status))
+		case ActionTarpit:
+			a = append(a, r.Tarpit.String(), fmt.Sprint(r.Status))
+		case ActionRedirect:
+			if r.Location != "" {
+				a = append(a, strconv.Quote(r.Location))
+			} else {
+				a = append(a, "scheme "+r.Scheme)
+				if r.Port != 0 {
+					a = append(a, "port "+strconv.Itoa(r.Port))
+				}
+			}
+			a = append(a, strconv.Itoa(r.Code))
+		case ActionSetHeader, ActionAddHeader, ActionDelHeader:
+			if r.Response {
+				a = append(a, "response")
+			}
+			a = append(a, r.Name)
+			if r.Action != ActionDelHeader {
+				a = append(a, strconv.Quote(r.Value))
+			}
+		}
+		out[i] = strings.Join(c, " ") + " -> " + strings.Join(a, " ")
 	}
 	return out
 }

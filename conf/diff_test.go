@@ -150,7 +150,7 @@ func TestDiffCoversEveryField(t *testing.T) {
 	keys := acceptedKeys()
 	handled := map[string]bool{ // compared by Diff itself, or derived
 		"Global.MaxConnSet": true, "Stats.AdminToken": true, "Frontend.Name": true,
-		"Frontend.Routes": true, "Frontend.ErrorPages": true, "Backend.Name": true,
+		"Frontend.Routes": true, "Frontend.Rules": true, "Frontend.ErrorPages": true, "Backend.Name": true,
 		"Backend.Servers": true, "Health.ExpectStatus": true,
 		"Frontend.ErrorBodies": true, "TLS.Pair": true, // contents of the files, compared by Diff
 		"Backend.used": true, // derived: some frontend or route names it
@@ -167,6 +167,7 @@ func TestDiffCoversEveryField(t *testing.T) {
 		{"frontend.NAME.", reflect.TypeFor[Frontend](), reflect.TypeFor[rawFrontend]()},
 		{"frontend.NAME.tls.", reflect.TypeFor[TLS](), reflect.TypeFor[rawTLS]()},
 		{"frontend.NAME.route.", reflect.TypeFor[Route](), reflect.TypeFor[rawRoute]()},
+		{"frontend.NAME.rate_limit.", reflect.TypeFor[RateLimit](), reflect.TypeFor[rawRateLimit]()},
 		{"backend.NAME.", reflect.TypeFor[Backend](), reflect.TypeFor[rawBackend]()},
 		{"backend.NAME.server.", reflect.TypeFor[Server](), reflect.TypeFor[rawServer]()},
 		{"backend.NAME.health.", reflect.TypeFor[Health](), reflect.TypeFor[rawHealth]()},

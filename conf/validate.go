@@ -85,6 +85,10 @@ type rawFrontend struct {
 	TimeoutUDP         string     `toml:"timeout_udp"`
 	MaxFlows           *int       `toml:"max_flows"`
 	MaxFlowsPerSource  *int       `toml:"max_flows_per_source"`
+
+	// Edge policy (policy_validate.go).
+	Rule      []rawRule     `toml:"rule"`
+	RateLimit *rawRateLimit `toml:"rate_limit"`
 }
 
 type rawTLS struct {
@@ -394,6 +398,7 @@ func (v *validator) build(raw *rawFile) *Config {
 			v.useBackend(cfg, key+".backend", r.Backend, f, usedBy)
 			f.Routes = append(f.Routes, Route{Host: r.Host, PathPrefix: r.PathPrefix, Header: r.Header, Backend: r.Backend})
 		}
+		v.policy(p, &rf, f, cfg.Peers)
 		if f.DefaultBackend != "" {
 			v.useBackend(cfg, p+".default_backend", f.DefaultBackend, f, usedBy)
 		} else if len(f.Routes) == 0 {

@@ -19,6 +19,7 @@ import (
 	"sluice/internal/sockets"
 	"sluice/l4"
 	"sluice/l7"
+	"sluice/policy"
 )
 
 // Counters are a frontend's running totals. Must not be copied.
@@ -56,8 +57,11 @@ type Frontend struct {
 	backend *backend.Backend
 	sem     chan struct{} // per-frontend maxconn; nil when unlimited
 	socks   []*sockets.Socket
-	http    *l7.Proxy    // http mode
-	udp     *l4.UDPProxy // udp mode
+	http    *l7.Proxy // http mode
+	// policy is the frontend's rules and rate limit (tcp and http modes);
+	// nil: none.
+	policy *policy.Frontend
+	udp    *l4.UDPProxy // udp mode
 	// sendProxy is the PROXY header version sent to the default backend's
 	// servers in tcp mode (send_proxy).
 	sendProxy conf.ProxyVersion
@@ -102,9 +106,10 @@ type Server struct {
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
-	wg      sync.WaitGroup // accept loops and connections
-	connW   sync.WaitGroup // connections only
-	acceptW sync.WaitGroup // accept loops only
+	held    map[*held]struct{} // connections a tarpit holds (policy.go)
+	wg      sync.WaitGroup     // accept loops and connections
+	connW   sync.WaitGroup     // connections only
+	acceptW sync.WaitGroup     // accept loops only
 }
 
 // New builds the frontends of cfg over the given backends and sockets; the
@@ -116,6 +121,7 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 		global: make(chan struct{}, cfg.Global.MaxConn),
 		done:   make(chan struct{}),
 		conns:  map[net.Conn]struct{}{},
+		held:   map[*held]struct{}{},
 	}
 	// Server connections of every http frontend share one budget, the
 	// size of global.maxconn: the descriptor limit is fitted to maxconn
@@ -126,13 +132,16 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 	for _, fc := range cfg.Frontends {
 		f := &Frontend{Name: fc.Name, Mode: fc.Mode, cfg: fc, backend: backends[fc.DefaultBackend]}
 		f.peerLog = peerLog{interval: time.Minute, max: 1024}
+		if fc.Mode != conf.ModeUDP {
+			f.policy = policy.New(fc)
+		}
 		for _, bc := range cfg.Backends {
 			if bc.Name == fc.DefaultBackend {
 				f.sendProxy = bc.SendProxy
 			}
 		}
 		if fc.Mode == conf.ModeHTTP {
-			p, err := newHTTPProxy(fc, cfg.Backends, backends, log)
+			p, err := newHTTPProxy(fc, f.policy, cfg.Backends, backends, log)
 			if p != nil {
 				p.Panics = &f.Counters.Panics
 			}
@@ -341,6 +350,19 @@ func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time, opened b
 	if m.id == "" {
 		m.id = newConnID()
 	}
+	if f.policy != nil {
+		// opened: a loop accepted it, and its Check passed it.
+		if !opened && !s.admit(f, raw, &m, func() { s.closed(f, raw) }) {
+			return true // closed, or held: its end calls s.closed
+		}
+		m.passed = true
+		client := m.client.Addr()
+		defer func() {
+			if !handedOn {
+				f.policy.Closed(client)
+			}
+		}()
+	}
 	if testConnHook != nil {
 		testConnHook(f.Name)
 	}
@@ -435,8 +457,12 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta, retries int) 
 	if sc, ok := conn.(*sniffConn); ok {
 		raw, first = sc.Conn, sc.inspect
 	}
+	client, passed := m.client.Addr(), m.passed
 	if l4.FastRelay(raw, server, opts, &s.relays, first, func(err error) {
 		ended(err)
+		if passed {
+			f.policy.Closed(client)
+		}
 		s.closed(f, m.conn) // as accepted and tracked, not a wrapper
 	}) {
 		return true
@@ -455,6 +481,7 @@ func (s *Server) StopAccepting() {
 	default:
 	}
 	close(s.done)
+	s.endHolds()
 	for _, f := range s.Frontends {
 		if f.http != nil {
 			f.http.Drain()

@@ -11,11 +11,14 @@ import (
 	"sluice/backend"
 	"sluice/conf"
 	"sluice/l7"
+	"sluice/policy"
 )
 
-// newHTTPProxy builds the l7 proxy of an http frontend.
-func newHTTPProxy(fc *conf.Frontend, cfgBackends []*conf.Backend, backends map[string]*backend.Backend, log *slog.Logger) (*l7.Proxy, error) {
+// newHTTPProxy builds the l7 proxy of an http frontend, which asks pol
+// (nil: none) about each request.
+func newHTTPProxy(fc *conf.Frontend, pol *policy.Frontend, cfgBackends []*conf.Backend, backends map[string]*backend.Backend, log *slog.Logger) (*l7.Proxy, error) {
 	p := &l7.Proxy{
+		Policy:             pol,
 		Frontend:           fc.Name,
 		Default:            backends[fc.DefaultBackend],
 		TimeoutClient:      fc.TimeoutClient,
@@ -81,12 +84,17 @@ func newHTTPProxy(fc *conf.Frontend, cfgBackends []*conf.Backend, backends map[s
 // true when l7 handed the connection on to another goroutine (a keep-alive
 // client's wait for its next request), whose end calls s.closed.
 func (s *Server) serveHTTP(f *Frontend, conn net.Conn, m *connMeta) bool {
-	raw := m.conn
+	raw, client, passed := m.conn, m.client.Addr(), m.passed
 	return f.http.ServeClient(conn, l7.ConnInfo{
 		Accepted: m.accepted,
 		Client:   m.client,
 		Local:    m.local,
 		ConnID:   m.id,
-		Done:     func() { s.closed(f, raw) },
+		Done: func() {
+			if passed {
+				f.policy.Closed(client)
+			}
+			s.closed(f, raw)
+		},
 	})
 }

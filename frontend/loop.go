@@ -11,6 +11,7 @@ import (
 	"sluice/conf"
 	"sluice/internal/sockets"
 	"sluice/l4"
+	"sluice/policy"
 )
 
 // loopable reports whether the epoll loops may accept f's connections and
@@ -42,25 +43,27 @@ func (s *Server) serveLoop(f *Frontend, sock *sockets.Socket) bool {
 				s.loopOpen.Add(1)
 				f.opened()
 			},
-			Closed: func() {
-				s.loopOpen.Add(-1)
-				f.Counters.Current.Add(-1)
-				s.release(f)
-				s.connW.Done()
-				s.wg.Done()
+			Closed: func(peer netip.Addr) {
+				if f.policy != nil {
+					f.policy.Closed(peer)
+				}
+				s.loopClosed(f)
 			},
 			First: func(peer netip.Addr, b []byte) {
 				c := sniffConn{f: f, s: s, peer: peer}
 				c.inspect(b)
 			},
-			Fallback: func(a *l4.Acceptor, fd int, admitted bool, retries int) {
-				s.fallback(f, a, fd, admitted, retries)
+			Fallback: func(a *l4.Acceptor, fd int, peer netip.AddrPort, admitted bool, retries int) {
+				s.fallback(f, a, fd, peer.Addr(), admitted, retries)
 			},
 			Denied:               &f.Counters.Denied,
 			Errors:               &f.Counters.Errors,
 			ServerConnsExhausted: &f.Counters.ServerConnsExhausted,
 			Loop:                 &f.Counters.LoopConnections,
 		}
+	}
+	if f.policy != nil && f.loop.Check == nil {
+		f.loop.Check = func(fd int, peer netip.Addr) bool { return s.loopCheck(f, fd, peer) }
 	}
 	a, err := l4.Accept(sock.Listener, f.loop)
 	if err != nil {
@@ -72,6 +75,36 @@ func (s *Server) serveLoop(f *Frontend, sock *sockets.Socket) bool {
 		s.log.Debug("listener left in Go's netpoller", "frontend", f.Name, "addr", sock.Key.Addr, "err", err)
 	}
 	return true
+}
+
+// loopClosed is the end of a connection a loop counted (Opened).
+func (s *Server) loopClosed(f *Frontend) {
+	s.loopOpen.Add(-1)
+	f.Counters.Current.Add(-1)
+	s.release(f)
+	s.connW.Done()
+	s.wg.Done()
+}
+
+// loopCheck asks f's policy about a connection a loop accepted and
+// counted, as admit does on the goroutine path: false when it is closed
+// (deny) or held (tarpit; a timer closes the descriptor), and ended here.
+func (s *Server) loopCheck(f *Frontend, fd int, peer netip.Addr) bool {
+	v := f.policy.CheckConn(peer, false, time.Now())
+	if v.Outcome == policy.Pass {
+		return true
+	}
+	f.Counters.Denied.Add(1)
+	end := func() {
+		unix.Close(fd)
+		s.loopClosed(f)
+	}
+	if v.Outcome == policy.Tarpit {
+		s.hold(v.Hold, end)
+	} else {
+		end()
+	}
+	return false
 }
 
 // tryAcquire is acquire without waiting: the frontend's slot and the
@@ -99,13 +132,13 @@ func (s *Server) tryAcquire(f *Frontend) bool {
 // not serve: admitted false, at a connection cap (it waits for a slot as
 // the accept loop would, then the listener resumes); true, it would queue
 // for a server.
-func (s *Server) fallback(f *Frontend, a *l4.Acceptor, fd int, admitted bool, retries int) {
+func (s *Server) fallback(f *Frontend, a *l4.Acceptor, fd int, peer netip.Addr, admitted bool, retries int) {
 	accepted := time.Now()
 	conn, err := fdConn(fd)
 	if err != nil {
 		s.log.Warn("cannot serve an accepted connection", "frontend", f.Name, "err", err)
 		if admitted {
-			f.loop.Closed()
+			f.loop.Closed(peer)
 		} else {
 			a.Resume()
 		}

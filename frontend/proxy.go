@@ -30,6 +30,9 @@ type connMeta struct {
 	client   netip.AddrPort // the client: the peer, or the header's source
 	local    netip.AddrPort // the address the client reached
 	id       string         // unique connection id
+	// passed: the edge policy passed the connection, and hears of its end
+	// (policy.Frontend.Closed) once.
+	passed bool
 }
 
 func addrPort(a net.Addr) netip.AddrPort {

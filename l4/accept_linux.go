@@ -42,18 +42,23 @@ type LoopTCP struct {
 
 	// Admit takes the frontend's and the process's connection slots
 	// without waiting, and reports whether it did; Opened then counts the
-	// connection and Closed, once, its end.
+	// connection and Closed, once, its end (peer: the client).
 	Admit  func() bool
 	Opened func()
-	Closed func()
+	Closed func(peer netip.Addr)
+	// Check, when set, decides a connection Opened counted before a
+	// server is picked (the frontend's edge policy): false when it took
+	// the connection over (closed fd, or holds it) and ends it itself,
+	// without Closed.
+	Check func(fd int, peer netip.Addr) bool
 	// First sees the client's first bytes.
 	First func(peer netip.Addr, b []byte)
 	// Fallback takes over a connection the loop cannot serve, owning fd
 	// (the client's, non-blocking): admitted false when Admit refused it
 	// (the frontend is at a cap: the listener is paused until Resume),
-	// true when it would queue for a server (Opened ran; retries is how
-	// many connects were already retried).
-	Fallback func(a *Acceptor, fd int, admitted bool, retries int)
+	// true when it would queue for a server (Opened and Check ran; retries
+	// is how many connects were already retried).
+	Fallback func(a *Acceptor, fd int, peer netip.AddrPort, admitted bool, retries int)
 
 	// Counted in as serveTCP does: refused before reaching a server, a
 	// connect that failed after the retries, the budget spent.
@@ -225,10 +230,13 @@ func (l *loop) accepted(a *Acceptor, fd int, peer netip.AddrPort) {
 		// holds this one connection until a slot frees, and the listener
 		// takes no more meanwhile (clients wait in the kernel's queue).
 		a.pause()
-		t.Fallback(a, fd, false, 0)
+		t.Fallback(a, fd, peer, false, 0)
 		return
 	}
 	t.Opened()
+	if t.Check != nil && !t.Check(fd, peer.Addr()) {
+		return
+	}
 	p := &pair{lf: t, peer: peer, group: t.Group}
 	p.opts.Panics, p.opts.Log = t.Panics, t.Log
 	p.cn.Client.Addr = peer.Addr()
@@ -396,7 +404,7 @@ func (l *loop) handOff(p *pair) {
 	l.mu.Lock()
 	delete(l.pairs, p)
 	l.mu.Unlock()
-	p.lf.Fallback(nil, p.sides[0].fd, true, p.cn.Retries)
+	p.lf.Fallback(nil, p.sides[0].fd, p.peer, true, p.cn.Retries)
 }
 
 // finish is the end of a pair the loop accepted: the server and its budget
@@ -409,7 +417,7 @@ func (p *pair) finish(err error) {
 	if err != nil && !errors.Is(err, ErrIdle) {
 		p.lf.Log.Debug("relay ended", "client", p.peer, "err", err)
 	}
-	p.lf.Closed()
+	p.lf.Closed(p.peer.Addr())
 }
 
 // rawAccept is accept4 (non-blocking, close on exec) with the peer's

@@ -60,7 +60,7 @@ type Verdict struct {
 
 // MaxRules is the most rules a frontend may have (one bit of
 // Verdict.Edits each).
-const MaxRules = 64
+const MaxRules = conf.MaxRules
 
 // Counters are a frontend's policy totals. Must not be copied.
 type Counters struct {

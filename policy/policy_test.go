@@ -316,3 +316,15 @@ func BenchmarkCheckRequest(b *testing.B) {
 		}
 	}
 }
+
+// conf refuses a value template that names a variable policy does not fill.
+func TestTemplateVariablesAgreeWithConf(t *testing.T) {
+	if len(conf.TemplateVars) != len(Variables) {
+		t.Fatalf("conf accepts %v, policy fills %v", conf.TemplateVars, Variables)
+	}
+	for _, name := range conf.TemplateVars {
+		if _, ok := Variables[name]; !ok {
+			t.Errorf("conf accepts {%s}, which policy does not fill", name)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"sluice/backend"
 	"sluice/conf"
 	"sluice/frontend"
+	"sluice/policy"
 )
 
 func (s *Server) routes() *http.ServeMux {
@@ -27,6 +28,7 @@ func (s *Server) routes() *http.ServeMux {
 	m.HandleFunc("/api/servers/{backend}/{server}/weight", s.admin(http.MethodPost, "set weight", s.setWeight))
 	m.HandleFunc("/api/node/state", s.admin(http.MethodPost, "set node state", s.setNode))
 	m.HandleFunc("/api/backends/{backend}/sticky", s.admin(http.MethodGet, "show sticky", s.showSticky))
+	m.HandleFunc("/api/frontends/{frontend}/limits", s.admin(http.MethodGet, "show limits", s.showLimits))
 	return m
 }
 
@@ -145,7 +147,7 @@ func (s *Server) admin(method, what string, act adminAction) http.HandlerFunc {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-		target := r.PathValue("backend")
+		target := r.PathValue("backend") + r.PathValue("frontend")
 		if sv := r.PathValue("server"); sv != "" {
 			target += "/" + sv
 		}
@@ -265,4 +267,63 @@ func (s *Server) showSticky(r *http.Request) (int, string, any) {
 	}
 	s.log.Info("admin call", "remote", r.RemoteAddr, "action", "show sticky", "target", b.Name, "entries", len(out))
 	return http.StatusOK, "", map[string]any{"backend": b.Name, "sticky": b.Sticky, "entries": out}
+}
+
+// ClientLimit is one client of a frontend's rate limit table in the API.
+type ClientLimit struct {
+	Client         string  `json:"client"`
+	Requests       float64 `json:"requests"`        // in the sliding window (peers' included when shared)
+	ConnectionRate float64 `json:"connection_rate"` // new connections in the sliding window
+	Connections    int     `json:"connections"`     // open now, on this node
+}
+
+// Limits is the answer of GET /api/frontends/{frontend}/limits.
+type Limits struct {
+	Frontend       string        `json:"frontend"`
+	Period         float64       `json:"period"` // seconds
+	Requests       int           `json:"requests,omitempty"`
+	Connections    int           `json:"connections,omitempty"`
+	ConnectionRate int           `json:"connection_rate,omitempty"`
+	Shared         bool          `json:"shared"`
+	TableSize      int           `json:"table_size"`
+	Tracked        int           `json:"tracked"`
+	Evicted        uint64        `json:"evicted"`
+	Clients        []ClientLimit `json:"clients"` // the highest request rates first, then connection rates
+}
+
+// maxTopClients bounds ?n= of the limits call.
+const maxTopClients = 1000
+
+func (s *Server) showLimits(r *http.Request) (int, string, any) {
+	name := r.PathValue("frontend")
+	f := s.fronts[name]
+	if f == nil {
+		return http.StatusNotFound, fmt.Sprintf("no frontend %q", name), nil
+	}
+	var l *policy.Limiter
+	if p := f.Policy(); p != nil {
+		l = p.Limit
+	}
+	if l == nil {
+		return http.StatusNotFound, fmt.Sprintf("frontend %s has no rate limit: add [frontend.%s.rate_limit] (requests, connections or connection_rate) to count its clients", name, name), nil
+	}
+	n := 20
+	if v := r.URL.Query().Get("n"); v != "" {
+		k, err := strconv.Atoi(v)
+		if err != nil || k < 1 {
+			return http.StatusBadRequest, fmt.Sprintf("n=%q: give how many clients to list, 1 to %d", v, maxTopClients), nil
+		}
+		n = min(k, maxTopClients)
+	}
+	cfg := l.Config()
+	out := Limits{
+		Frontend: name, Period: cfg.Period.Seconds(), Requests: cfg.Requests, Connections: cfg.Connections,
+		ConnectionRate: cfg.ConnectionRate, Shared: cfg.Shared, TableSize: cfg.TableSize,
+		Tracked: l.Tracked(), Evicted: l.Evicted(), Clients: []ClientLimit{},
+	}
+	for _, c := range l.Top(n, time.Now()) {
+		out.Clients = append(out.Clients, ClientLimit{Client: c.Client.String(), Requests: c.Requests, ConnectionRate: c.ConnectionRate, Connections: c.Connections})
+	}
+	s.log.Info("admin call", "remote", r.RemoteAddr, "action", "show limits", "target", name, "clients", len(out.Clients))
+	return http.StatusOK, "", out
 }

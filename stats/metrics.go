@@ -52,6 +52,8 @@ type collector struct {
 
 	feCur, feMax, feLim, feTot, feRate, feIn, feOut, feDenied, feReqErr, feConnErr, feReq, feResp *prometheus.Desc
 
+	polDenied, polRedirected, polTarpitted, polLimited, polConnDenied, polConnLimited, rateClients, rateEvicted *prometheus.Desc
+
 	beUp, beCur, beTot, beRate, beIn, beOut, beConnErr, beRespErr, beRetry, beResp *prometheus.Desc
 	beQCur, beQMax, beQueued, beQTimeout, beNoServer, beWeight, beActive, beBackup *prometheus.Desc
 
@@ -96,6 +98,15 @@ func newCollector(s *Server) *collector {
 		feConnErr: d("frontend_connection_errors_total", "Connections whose server could not be reached after retries.", fe),
 		feReq:     d("frontend_http_requests_total", "HTTP requests received.", fe),
 		feResp:    d("frontend_http_responses_total", "HTTP responses by status class.", fe, "code"),
+
+		polDenied:      d("frontend_policy_denied_total", "HTTP requests denied by a rule ([[frontend.NAME.rule]] action deny).", fe),
+		polRedirected:  d("frontend_policy_redirected_total", "HTTP requests answered with a redirect by a rule.", fe),
+		polTarpitted:   d("frontend_policy_tarpitted_total", "Requests and connections held by a tarpit (a rule, or rate_limit.action = \"tarpit\"), then denied.", fe),
+		polLimited:     d("frontend_policy_rate_limited_total", "HTTP requests refused over rate_limit.requests (429).", fe),
+		polConnDenied:  d("frontend_policy_conn_denied_total", "Connections closed at accept by a rule (tcp mode).", fe),
+		polConnLimited: d("frontend_policy_conn_limited_total", "Connections closed at accept over rate_limit.connections or connection_rate.", fe),
+		rateClients:    d("frontend_rate_clients", "Clients the rate limit's table tracks now (at most table_size).", fe),
+		rateEvicted:    d("frontend_rate_evicted_total", "Clients evicted from the rate limit's table to keep table_size.", fe),
 
 		beUp:       d("backend_up", "1 when a server of the backend can take traffic.", be),
 		beCur:      d("backend_current_sessions", "Connections open to the backend's servers now.", be),
@@ -236,6 +247,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.feOut, r.BytesOut, n)
 		counter(c.feDenied, r.DReq, n)
 		counter(c.feConnErr, r.ECon, n)
+		if p := r.Policy; p != nil {
+			counter(c.polDenied, p.Denied, n)
+			counter(c.polRedirected, p.Redirected, n)
+			counter(c.polTarpitted, p.Tarpitted, n)
+			counter(c.polLimited, p.RateLimited, n)
+			counter(c.polConnDenied, p.ConnDenied, n)
+			counter(c.polConnLimited, p.ConnLimited, n)
+			if p.RateLimit {
+				gauge(c.rateClients, float64(p.RateClients), n)
+				counter(c.rateEvicted, p.RateEvicted, n)
+			}
+		}
 		if r.HTTP {
 			counter(c.feReqErr, r.EReq, n)
 			counter(c.feReq, r.ReqTot, n)

@@ -60,6 +60,42 @@ type Row struct {
 	Resp   [6]uint64 `json:"hrsp"` // [0] other, [1] 1xx … [5] 5xx
 
 	Servers []Row `json:"servers,omitempty"` // backends only
+
+	// Policy is a frontend's edge policy counters; nil without rules and
+	// rate limit.
+	Policy *PolicyCounters `json:"policy,omitempty"`
+}
+
+// PolicyCounters are a frontend's edge policy figures
+// ([[frontend.NAME.rule]], [frontend.NAME.rate_limit]).
+type PolicyCounters struct {
+	Denied      uint64 `json:"denied"`       // http requests denied by a rule
+	Redirected  uint64 `json:"redirected"`   // http requests redirected
+	Tarpitted   uint64 `json:"tarpitted"`    // requests and connections held, then denied
+	RateLimited uint64 `json:"rate_limited"` // http requests over rate_limit.requests (429)
+	ConnDenied  uint64 `json:"conn_denied"`  // connections closed by a rule (tcp)
+	ConnLimited uint64 `json:"conn_limited"` // connections closed over rate_limit.connections or connection_rate
+	// RateLimit: the frontend has a rate_limit; then the clients its table
+	// tracks now and those evicted to keep table_size.
+	RateLimit   bool   `json:"rate_limit"`
+	RateClients int64  `json:"rate_clients"`
+	RateEvicted uint64 `json:"rate_evicted"`
+}
+
+func policyCounters(f *frontend.Frontend) *PolicyCounters {
+	p := f.Policy()
+	if p == nil {
+		return nil
+	}
+	c := &p.Counters
+	pc := &PolicyCounters{
+		Denied: c.Denied.Load(), Redirected: c.Redirected.Load(), Tarpitted: c.Tarpitted.Load(),
+		RateLimited: c.Limited.Load(), ConnDenied: c.ConnDenied.Load(), ConnLimited: c.ConnLimited.Load(),
+	}
+	if l := p.Limit; l != nil {
+		pc.RateLimit, pc.RateClients, pc.RateEvicted = true, int64(l.Tracked()), l.Evicted()
+	}
+	return pc
 }
 
 // CheckResult is a server's last health check.
@@ -142,6 +178,7 @@ func (s *Server) frontendRow(f *frontend.Frontend) Row {
 		r.SLim = int64(p.MaxFlows()) // sessions are flows; maxconn does not apply
 	}
 	r.Rate, r.RateMax = s.rates.get(f)
+	r.Policy = policyCounters(f)
 	if p := f.HTTP(); p != nil {
 		h := &p.Counters
 		r.HTTP = true

@@ -21,6 +21,7 @@ const ctlUsage = `usage: sluice ctl [-f FILE] [-addr HOST:PORT] COMMAND
   show stat                              frontends, backends and servers
   show servers                           one line per server
   show sticky BACKEND                    the backend's sticky table (needs the admin token)
+  show limits FRONTEND [N]               the frontend's N (20) busiest clients of its rate_limit (admin token)
   set state BACKEND/SERVER ready|drain|maint
   set weight BACKEND/SERVER N
   set node maint|ready                   this node's maintenance: still serves, but global.track_file,
@@ -89,6 +90,8 @@ func (c *ctlClient) run(args []string, out io.Writer) error {
 		return c.showServers(out)
 	case cmd == "show sticky" && len(rest) == 1:
 		return c.showSticky(out, rest[0])
+	case cmd == "show limits" && (len(rest) == 1 || len(rest) == 2):
+		return c.showLimits(out, rest)
 	case cmd == "set state" && len(rest) == 2:
 		return c.set(out, rest[0], "state", url.Values{"state": {rest[1]}})
 	case cmd == "set node" && len(rest) == 1:
@@ -233,6 +236,38 @@ func (c *ctlClient) showSticky(out io.Writer, be string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Client, e.Server, time.Duration(e.Expires)*time.Second)
 	}
 	return tw.Flush()
+}
+
+// showLimits is `show limits FRONTEND [N]`: the rate limit's top clients.
+func (c *ctlClient) showLimits(out io.Writer, args []string) error {
+	path := "/api/frontends/" + url.PathEscape(args[0]) + "/limits"
+	if len(args) == 2 {
+		path += "?n=" + url.QueryEscape(args[1])
+	}
+	var l stats.Limits
+	if err := c.get(path, &l); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "frontend %s  period %s  clients tracked %d (table %d, evicted %d)", l.Frontend,
+		time.Duration(l.Period*float64(time.Second)), l.Tracked, l.TableSize, l.Evicted)
+	if l.Shared {
+		fmt.Fprint(out, "  shared with peers")
+	}
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "CLIENT\tREQUESTS%s\tCONN RATE%s\tCONNECTIONS%s\n", limitOf(l.Requests), limitOf(l.ConnectionRate), limitOf(l.Connections))
+	for _, e := range l.Clients {
+		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%d\n", e.Client, e.Requests, e.ConnectionRate, e.Connections)
+	}
+	return tw.Flush()
+}
+
+// limitOf names a limit in a column's title: " (max 100)", "" for none.
+func limitOf(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (max %d)", n)
 }
 
 // setNode is `set node maint|ready` through the admin API.
