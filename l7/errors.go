@@ -29,6 +29,11 @@ const (
 	failHeadTooLarge                      // request head over max_header_bytes
 	failTooManyHeaders                    // more header lines than max_header_count
 	failBadRequest                        // malformed or ambiguous request
+	// The edge policy's refusals (counted in policy.Counters); the
+	// status is the verdict's, the table's the default.
+	failDenied      // a deny rule
+	failRateLimited // over rate_limit.requests
+	failTarpit      // held by a tarpit (rule or rate limit), then refused
 )
 
 // afterFailure is what becomes of an HTTP/1 client connection after the
@@ -67,10 +72,14 @@ var failures = [...]struct {
 	failHeadTooLarge:   {431, "too-large", refuseConn},
 	failTooManyHeaders: {431, "too-large", refuseConn},
 	failBadRequest:     {400, "bad-request", refuseConn},
+	failDenied:         {403, "denied", keepConn},
+	failRateLimited:    {429, "rate-limited", keepConn},
+	failTarpit:         {403, "tarpit", keepConn},
 }
 
 // countFailure adds f to the refusal counters of the frontend and, for the
-// backend's own refusals, of be (nil when none was chosen).
+// backend's own refusals, of be (nil when none was chosen). The policy's
+// refusals are counted by package policy as it decides them.
 func (p *Proxy) countFailure(f failure, be *backend.Backend) {
 	c := &p.Counters
 	switch f {
@@ -125,7 +134,7 @@ var errorHeaders = [...][2]string{{"Content-Type", "text/html"}, {"Cache-Control
 // defaultPages are the bodies of the errors sluice produces, built once.
 var defaultPages = func() map[int][]byte {
 	m := map[int][]byte{}
-	for _, s := range []int{400, 403, 404, 408, 413, 431, 500, 502, 503, 504} {
+	for _, s := range []int{400, 403, 404, 408, 413, 429, 431, 500, 502, 503, 504} {
 		m[s] = []byte("<html><body><h1>" + strconv.Itoa(s) + " " + http.StatusText(s) + "</h1></body></html>\n")
 	}
 	return m
@@ -170,23 +179,29 @@ func (p *Proxy) errorResponse(b []byte, status int, close bool) []byte {
 // backend, nil before routing. It returns whether the connection may serve
 // another request.
 func (c *clientConn) fail(f failure, be *backend.Backend, x *exchange) bool {
+	return c.failStatus(f, failures[f].status, be, x)
+}
+
+// failStatus is fail answering status instead of the table's (the
+// policy's refusals answer the status their rule says).
+func (c *clientConn) failStatus(f failure, status int, be *backend.Backend, x *exchange) bool {
 	a := &failures[f]
 	c.p.countFailure(f, be)
 	x.terminated = a.term
 	switch a.after {
 	case refuseConn:
-		c.refuse(a.status, x)
+		c.refuse(status, x)
 		return false
 	case closeConn:
-		c.reply(a.status, x, true)
+		c.reply(status, x, true)
 		return false
 	}
 	// The request was not sent: its body is still to be read.
 	if !c.req.chunked && c.req.contentLength > maxDiscard {
-		c.reply(a.status, x, true)
+		c.reply(status, x, true)
 		return false
 	}
-	return c.reply(a.status, x, false) && c.discardBody()
+	return c.reply(status, x, false) && c.discardBody()
 }
 
 // reply answers the current request with an error sluice produced. It

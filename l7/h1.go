@@ -16,6 +16,7 @@ import (
 	"sluice/conf"
 	"sluice/internal/recovery"
 	"sluice/l4"
+	"sluice/policy"
 )
 
 // errBodyPanic ends an exchange whose request-body copy panicked.
@@ -76,6 +77,10 @@ type clientConn struct {
 	// h2c: the frontend also takes HTTP/2 with prior knowledge, so a
 	// first request line of no HTTP/1 version is a broken preface.
 	h2c bool
+	// seq numbers the connection's requests ({request_id}); edits are the
+	// current one's header edits (policy.Verdict.Edits; 0: none).
+	seq   uint64
+	edits uint64
 }
 
 var (
@@ -154,6 +159,7 @@ func (c *clientConn) finish() {
 	c.hr.release()
 	c.p, c.conn, c.hr, c.raw, c.small = nil, nil, nil, nil, nil
 	c.info = ConnInfo{}
+	c.seq, c.edits = 0, 0
 	c.returnOut()
 	clientConnPool.Put(c)
 }
@@ -440,6 +446,7 @@ func (c *clientConn) serveOne(first bool) bool {
 		return c.fail(failBadRequest, nil, &x)
 	}
 	p.Counters.Requests.Add(1)
+	c.seq++
 	if p.Access != nil {
 		x.method, x.path = string(c.req.method), string(c.req.target)
 		x.proto = "HTTP/1.1"
@@ -450,6 +457,14 @@ func (c *clientConn) serveOne(first bool) bool {
 	// The head is in the read buffer; body reads may overwrite it, so
 	// everything needed from it is used (or copied) before the body moves.
 	v := h1View(c.req)
+	if p.Policy != nil {
+		vd := p.decide(&v, &c.info)
+		if vd.Outcome != policy.Pass {
+			c.edits = 0
+			return c.answerPolicy(vd, &v, &x)
+		}
+		c.edits = vd.Edits
+	}
 	be := p.route(&v)
 	if be == nil {
 		return c.fail(failNoRoute, nil, &x)
@@ -966,7 +981,8 @@ func (c *clientConn) buildRequestHead(b []byte) []byte {
 	req := c.req
 	b = appendRequestStart(b, req, req.http10)
 	for _, f := range req.fields {
-		if framing(f.name) || equalFold(f.name, "host") || req.hopByHop(f.name) || isForwarding(f.name) {
+		if framing(f.name) || equalFold(f.name, "host") || req.hopByHop(f.name) || isForwarding(f.name) ||
+			c.p.dropsField(c.edits, false, f.name) {
 			continue
 		}
 		b = append(b, f.name...)
@@ -974,6 +990,7 @@ func (c *clientConn) buildRequestHead(b []byte) []byte {
 		b = append(b, f.value...)
 		b = append(b, "\r\n"...)
 	}
+	b = c.p.appendEdits(b, c.edits, false, &c.info, c.seq)
 	v := h1View(req)
 	for i, name := range fwdNames {
 		b = append(b, name...)
@@ -1023,8 +1040,14 @@ func (c *clientConn) buildResponseHead(b []byte, close bool) []byte {
 		b = strconv.AppendInt(b, resp.contentLength, 10)
 		b = append(b, "\r\n"...)
 	}
+	// Interim responses are the server's business with the client: the
+	// policy's edits go on the final one (or the switch, 101).
+	edits := c.edits
+	if resp.status < 200 && resp.status != 101 {
+		edits = 0
+	}
 	for _, f := range resp.fields {
-		if framing(f.name) || resp.hopByHop(f.name) {
+		if framing(f.name) || resp.hopByHop(f.name) || c.p.dropsField(edits, true, f.name) {
 			continue
 		}
 		b = append(b, f.name...)
@@ -1032,6 +1055,7 @@ func (c *clientConn) buildResponseHead(b []byte, close bool) []byte {
 		b = append(b, f.value...)
 		b = append(b, "\r\n"...)
 	}
+	b = c.p.appendEdits(b, edits, true, &c.info, c.seq)
 	switch {
 	case resp.status == 101:
 		b = append(b, "Connection: upgrade\r\n"...)

@@ -38,6 +38,7 @@ var (
 type h1Up struct {
 	c     *clientConn
 	lname []byte // scratch for lower-cased header names (kept across requests)
+	val   []byte // scratch for edited header values (kept across requests)
 
 	// The request body, read by copyUp's goroutine while the connection's
 	// goroutine writes the response; stop ends the reads before the
@@ -72,8 +73,8 @@ func (c *clientConn) forwardUp(be *backend.Backend, x *exchange) bool {
 		return c.fail(failBadRequest, be, x) // no tunnel through an HTTP/2 server
 	}
 	u := &c.up
-	lname := u.lname
-	*u = h1Up{c: c, lname: lname, body: c.hasBody(), chunked: req.chunked, left: req.contentLength,
+	lname, val := u.lname, u.val
+	*u = h1Up{c: c, lname: lname, val: val, body: c.hasBody(), chunked: req.chunked, left: req.contentLength,
 		expect: req.expectCont && !req.http10, isHead: equalFold(req.method, "HEAD"), http10: req.http10,
 		close: req.connClose || c.p.draining.Load(), fixed: -1}
 	if req.chunked {
@@ -95,7 +96,7 @@ func (u *h1Up) log(x *exchange)        { u.c.log(x) }
 
 func (u *h1Up) encodeUpHead(e *hpack.Encoder) {
 	c := u.c
-	c.p.encodeUpHead(e, c.req, &c.info, c.addr, &u.lname, true)
+	c.p.encodeUpHead(e, c.req, &c.info, c.addr, &u.lname, true, c.edits, c.seq, &u.val)
 }
 
 // startBody tells a client waiting with "Expect: 100-continue" to send
@@ -330,7 +331,8 @@ func (u *h1Up) upHead(status int, head []hpack.HeaderField, cookie string, srv *
 	b := appendStatusLine(c.out[:0], status)
 	for _, f := range head {
 		name := bytesOf(f.Name)
-		if connSpecific(name) || f.Name == "content-length" || !u.chunkedOut && f.Name == "trailer" {
+		if connSpecific(name) || f.Name == "content-length" || !u.chunkedOut && f.Name == "trailer" ||
+			c.p.dropsField(c.edits, true, name) {
 			continue
 		}
 		b = append(b, f.Name...)
@@ -338,6 +340,7 @@ func (u *h1Up) upHead(status int, head []hpack.HeaderField, cookie string, srv *
 		b = append(b, f.Value...)
 		b = append(b, "\r\n"...)
 	}
+	b = c.p.appendEdits(b, c.edits, true, &c.info, c.seq)
 	switch {
 	case u.fixed >= 0 || u.noBody && cl >= 0 && status != 204:
 		b = append(b, "content-length: "...)

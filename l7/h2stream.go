@@ -20,6 +20,7 @@ import (
 	"sluice/backend"
 	"sluice/internal/recovery"
 	"sluice/l4"
+	"sluice/policy"
 )
 
 // h2Stream is one HTTP/2 request: read by the connection's reader,
@@ -52,6 +53,8 @@ type h2Stream struct {
 	keepSC   *serverConn      // the server connection to keep after the response
 	keepBE   *backend.Backend // its backend
 	ready    bool             // counted in c.ready (see there)
+	edits    uint64           // the policy's header edits (policy.Verdict.Edits; 0: none)
+	val      []byte           // scratch for an edited header's value
 
 	// Guarded by c.mu.
 	in           []byte // request body received, not yet read
@@ -514,6 +517,14 @@ func (s *h2Stream) serve() {
 		return
 	}
 	v := h1View(&s.req)
+	if p.Policy != nil {
+		vd := p.decide(&v, &c.info)
+		if vd.Outcome != policy.Pass {
+			s.answerPolicy(vd, &v, &x)
+			return
+		}
+		s.edits = vd.Edits
+	}
 	be := p.route(&v)
 	if be == nil {
 		s.fail(failNoRoute, nil, &x)
@@ -573,14 +584,19 @@ func (s *h2Stream) endBody() {
 // fail answers the stream with sluice's own answer for f, as the HTTP/1
 // path does (clientConn.fail), as an HTTP/2 response.
 func (s *h2Stream) fail(f failure, be *backend.Backend, x *exchange) {
+	s.failStatus(f, failures[f].status, be, x)
+}
+
+// failStatus is fail answering status instead of the table's.
+func (s *h2Stream) failStatus(f failure, status int, be *backend.Backend, x *exchange) {
 	p := s.c.p
 	a := &failures[f]
 	p.countFailure(f, be)
 	x.terminated = a.term
-	x.status = a.status
-	body := p.errorPage(a.status)
+	x.status = status
+	body := p.errorPage(status)
 	err := s.sendHead(func(e *hpack.Encoder) {
-		s.status(e, a.status)
+		s.status(e, status)
 		for _, h := range errorHeaders {
 			s.field(e, bytesOf(h[0]), bytesOf(h[1]))
 		}
@@ -592,7 +608,7 @@ func (s *h2Stream) fail(f failure, be *backend.Backend, x *exchange) {
 	if err == nil {
 		x.bytesOut = int64(len(body))
 	}
-	p.count(nil, a.status, x.bytesOut)
+	p.count(nil, status, x.bytesOut)
 	s.endBody()
 	s.log(x)
 }
@@ -751,7 +767,8 @@ func (s *h2Stream) buildRequestHead(b []byte) []byte {
 	cookies := false
 	for _, f := range req.fields {
 		switch {
-		case framing(f.name), equalFold(f.name, "host"), equalFold(f.name, "te"), isForwarding(f.name):
+		case framing(f.name), equalFold(f.name, "host"), equalFold(f.name, "te"), isForwarding(f.name),
+			c.p.dropsField(s.edits, false, f.name):
 			continue
 		case equalFold(f.name, "cookie"):
 			cookies = true // joined below, wherever the crumbs stood
@@ -768,7 +785,7 @@ func (s *h2Stream) buildRequestHead(b []byte) []byte {
 		b = append(b, "cookie: "...)
 		first := true
 		for _, f := range req.fields {
-			if equalFold(f.name, "cookie") {
+			if equalFold(f.name, "cookie") && !c.p.dropsField(s.edits, false, f.name) {
 				if !first {
 					b = append(b, "; "...)
 				}
@@ -778,6 +795,7 @@ func (s *h2Stream) buildRequestHead(b []byte) []byte {
 		}
 		b = append(b, "\r\n"...)
 	}
+	b = c.p.appendEdits(b, s.edits, false, &c.info, uint64(s.id))
 	v := h1View(req)
 	for i, name := range fwdNames {
 		b = append(b, name...)
@@ -1058,12 +1076,17 @@ func (s *h2Stream) sendRespHead(resp *message, cookie, id string, end, lazy bool
 		if resp.status >= 200 && resp.contentLength >= 0 && !resp.chunked {
 			s.field(e, []byte("content-length"), strconv.AppendInt(s.num[:0:0], resp.contentLength, 10))
 		}
+		edits := s.edits
+		if resp.status < 200 {
+			edits = 0 // interim: the edits go on the final response
+		}
 		for _, f := range resp.fields {
-			if framing(f.name) || resp.hopByHop(f.name) || connSpecific(f.name) {
+			if framing(f.name) || resp.hopByHop(f.name) || connSpecific(f.name) || s.c.p.dropsField(edits, true, f.name) {
 				continue
 			}
 			s.field(e, f.name, f.value)
 		}
+		s.encodeEdits(e, edits, true)
 		if cookie != "" && resp.status >= 200 {
 			var buf [128]byte
 			s.field(e, []byte("set-cookie"), appendStickyCookie(buf[:0], cookie, id))

@@ -1088,15 +1088,17 @@ func copyUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend) error {
 
 // encodeUpHead encodes the request head for an HTTP/2 server.
 func (s *h2Stream) encodeUpHead(e *hpack.Encoder) {
-	s.c.p.encodeUpHead(e, &s.req, &s.c.info, s.c.addr, &s.lname, false)
+	s.c.p.encodeUpHead(e, &s.req, &s.c.info, s.c.addr, &s.lname, false, s.edits, uint64(s.id), &s.val)
 }
 
 // encodeUpHead encodes the head of req for an HTTP/2 server: the fields
 // as the client sent them but the connection-specific and forwarding ones
 // (and, h1, Expect: the HTTP/1 side answers 100-continue itself), then
 // sluice's forwarding headers (as buildRequestHead writes them to HTTP/1
-// servers). lname is scratch space for lower-cased names.
-func (p *Proxy) encodeUpHead(e *hpack.Encoder, req *message, info *ConnInfo, addr string, lname *[]byte, h1 bool) {
+// servers), with the policy's edits (seq: the request's number for
+// {request_id}). lname and val are scratch space for lower-cased names and
+// edited values.
+func (p *Proxy) encodeUpHead(e *hpack.Encoder, req *message, info *ConnInfo, addr string, lname *[]byte, h1 bool, edits, seq uint64, val *[]byte) {
 	e.WriteField(hpack.HeaderField{Name: ":method", Value: stringOf(req.method)})
 	e.WriteField(hpack.HeaderField{Name: ":scheme", Value: "http"})
 	if req.host != nil {
@@ -1115,9 +1117,12 @@ func (p *Proxy) encodeUpHead(e *hpack.Encoder, req *message, info *ConnInfo, add
 			continue
 		case h1 && equalFold(f.name, "expect"):
 			continue
+		case p.dropsField(edits, false, f.name):
+			continue
 		}
 		lowerField(e, lname, f.name, f.value)
 	}
+	p.encodeEdits(e, edits, false, info, seq, val)
 	v := h1View(req)
 	var buf [256]byte
 	for i, name := range fwdNames {
@@ -1425,10 +1430,11 @@ func (s *h2Stream) upHead(status int, head []hpack.HeaderField, cookie string, s
 	return s.sendHeadLazy(func(e *hpack.Encoder) {
 		s.status(e, status)
 		for _, f := range head {
-			if !connSpecific(bytesOf(f.Name)) {
+			if !connSpecific(bytesOf(f.Name)) && !s.c.p.dropsField(s.edits, true, bytesOf(f.Name)) {
 				e.WriteField(f)
 			}
 		}
+		s.encodeEdits(e, s.edits, true)
 		if cookie != "" {
 			var buf [128]byte
 			s.field(e, []byte("set-cookie"), appendStickyCookie(buf[:0], cookie, srv.ID))

@@ -184,11 +184,13 @@ func (s *h2Stream) wsExchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	err := s.sendHead(func(e *hpack.Encoder) {
 		s.status(e, 200)
 		for _, f := range resp.fields {
-			if framing(f.name) || resp.hopByHop(f.name) || connSpecific(f.name) || equalFold(f.name, "sec-websocket-accept") {
+			if framing(f.name) || resp.hopByHop(f.name) || connSpecific(f.name) || equalFold(f.name, "sec-websocket-accept") ||
+				p.dropsField(s.edits, true, f.name) {
 				continue
 			}
 			s.field(e, f.name, f.value)
 		}
+		s.encodeEdits(e, s.edits, true)
 	}, false)
 	x.status = 200
 	p.count(sc.srv, 200, 0)
