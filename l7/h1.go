@@ -965,6 +965,7 @@ func (c *clientConn) buildRequestHead(b []byte) []byte {
 		b = append(b, f.value...)
 		b = append(b, "\r\n"...)
 	}
+	b = appendClientCert(b, c.info.Cert)
 	v := h1View(req)
 	for i, name := range fwdNames {
 		b = append(b, name...)

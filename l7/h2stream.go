@@ -778,6 +778,7 @@ func (s *h2Stream) buildRequestHead(b []byte) []byte {
 		}
 		b = append(b, "\r\n"...)
 	}
+	b = appendClientCert(b, c.info.Cert)
 	v := h1View(req)
 	for i, name := range fwdNames {
 		b = append(b, name...)
