@@ -101,3 +101,37 @@ crl_file = "` + otherCRL + `"`, []want{{10, "frontend.f.client_auth.crl_file", "
 		})
 	}
 }
+
+// TestClientAuthDiff: a reload shows client_auth added, its verify mode
+// changed, and a CRL file rewritten in place.
+func TestClientAuthDiff(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeKeyPair(t, "www.example.com")
+	ca := testpki.NewCA(t, "clients")
+	caFile := testpki.Write(t, dir, "ca.pem", ca.PEM)
+	crl := testpki.Write(t, dir, "ca.crl", ca.CRL(t, time.Time{}))
+	body := `ca_file = "` + caFile + `"
+crl_file = "` + crl + `"`
+	none := mustParse(t, strings.Replace(clientAuthSrc(cert, key, false, ""), "[frontend.f.client_auth]\n", "", 1))
+	req := mustParse(t, clientAuthSrc(cert, key, false, body))
+	opt := mustParse(t, clientAuthSrc(cert, key, false, "verify = \"optional\"\n"+body))
+	testpki.Write(t, dir, "ca.crl", ca.CRL(t, time.Time{}, ca.Issue(t, "x", testpki.Options{}).Cert))
+	renewed := mustParse(t, clientAuthSrc(cert, key, false, body))
+	for _, tc := range []struct {
+		desc     string
+		old, cur *conf.Config
+		want     string
+	}{
+		{"added", none, req, "+ frontend f: client_auth"},
+		{"verify", req, opt, `~ frontend f: client_auth.verify "required" -> "optional"`},
+		{"crl rewritten", req, renewed, "~ frontend f: client_auth content"},
+	} {
+		var got []string
+		for _, c := range conf.Diff(tc.old, tc.cur) {
+			got = append(got, c.String())
+		}
+		if len(got) != 1 || !strings.HasPrefix(got[0], tc.want) {
+			t.Errorf("%s: diff = %q, want one change starting %q", tc.desc, got, tc.want)
+		}
+	}
+}
