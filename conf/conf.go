@@ -78,6 +78,7 @@ type Frontend struct {
 	TimeoutProxyHeader time.Duration
 	TimeoutTunnel      time.Duration
 	TLS                []TLS
+	ClientAuth         *ClientAuth // [frontend.NAME.client_auth]; nil: clients are not asked for certificates
 	Routes             []Route
 	Rules              []Rule     // [[frontend.NAME.rule]], in file order (policy.go)
 	RateLimit          *RateLimit // [frontend.NAME.rate_limit]; nil: none

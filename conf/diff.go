@@ -189,6 +189,9 @@ func (d *differ) frontend(sec string, o, n *Frontend) {
 			d.add("~", sec, key+" content", "", "the file changed")
 		}
 	}
+	if oc, nc := o.ClientAuth, n.ClientAuth; oc != nil && nc != nil && oc.CAFile == nc.CAFile && oc.CRLFile == nc.CRLFile && !sameClientAuthFiles(oc, nc) {
+		d.add("~", sec, "client_auth content", "", "the CA or CRL file changed")
+	}
 	for _, nt := range n.TLS {
 		for _, ot := range o.TLS {
 			if ot.Cert == nt.Cert && ot.Key == nt.Key && !samePair(ot.Pair, nt.Pair) {

@@ -153,7 +153,8 @@ func TestDiffCoversEveryField(t *testing.T) {
 		"Frontend.Routes": true, "Frontend.Rules": true, "Frontend.ErrorPages": true, "Backend.Name": true,
 		"Backend.Servers": true, "Health.ExpectStatus": true,
 		"Frontend.ErrorBodies": true, "TLS.Pair": true, // contents of the files, compared by Diff
-		"Backend.used": true, // derived: some frontend or route names it
+		"Backend.used":    true,                         // derived: some frontend or route names it
+		"ClientAuth.Pool": true, "ClientAuth.CRL": true, // contents of the files, compared by Diff
 	}
 	for _, tc := range []struct {
 		prefix string
@@ -166,6 +167,7 @@ func TestDiffCoversEveryField(t *testing.T) {
 		{"peers.", reflect.TypeFor[Peers](), reflect.TypeFor[rawPeers]()},
 		{"frontend.NAME.", reflect.TypeFor[Frontend](), reflect.TypeFor[rawFrontend]()},
 		{"frontend.NAME.tls.", reflect.TypeFor[TLS](), reflect.TypeFor[rawTLS]()},
+		{"frontend.NAME.client_auth.", reflect.TypeFor[ClientAuth](), reflect.TypeFor[rawClientAuth]()},
 		{"frontend.NAME.route.", reflect.TypeFor[Route](), reflect.TypeFor[rawRoute]()},
 		{"frontend.NAME.rate_limit.", reflect.TypeFor[RateLimit](), reflect.TypeFor[rawRateLimit]()},
 		{"backend.NAME.", reflect.TypeFor[Backend](), reflect.TypeFor[rawBackend]()},

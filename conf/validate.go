@@ -89,6 +89,8 @@ type rawFrontend struct {
 	// Edge policy (policy_validate.go).
 	Rule      []rawRule     `toml:"rule"`
 	RateLimit *rawRateLimit `toml:"rate_limit"`
+
+	ClientAuth *rawClientAuth `toml:"client_auth"` // tls_client.go
 }
 
 type rawTLS struct {
@@ -386,6 +388,7 @@ func (v *validator) build(raw *rawFile) *Config {
 			f.TLS = append(f.TLS, TLS{Cert: t.Cert, Key: t.Key})
 		}
 		v.tlsFiles(p, f)
+		v.clientAuth(p, &rf, f)
 		v.accessLogFile(p, f)
 		if len(rf.TLS) > 0 && f.Mode != ModeHTTP {
 			v.errf(p+".tls", "TLS termination needs mode = \"http\"")

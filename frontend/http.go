@@ -39,6 +39,10 @@ func newHTTPProxy(fc *conf.Frontend, pol *policy.Frontend, cfgBackends []*conf.B
 		if err != nil {
 			return nil, err
 		}
+		if fc.ClientAuth != nil {
+			tc = l7.WithClientAuth(tc, fc.ClientAuth)
+			p.ClientAuth = true
+		}
 		p.TLS = tc
 	}
 	for _, bc := range cfgBackends {

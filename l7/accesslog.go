@@ -53,7 +53,7 @@ func (p *Proxy) logRequest(x *exchange, info *ConnInfo) {
 		return
 	}
 	end := time.Now()
-	al.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
+	a := [...]slog.Attr{
 		slog.String("frontend", p.Frontend),
 		slog.String("backend", x.backend),
 		slog.String("server", x.server),
@@ -70,5 +70,18 @@ func (p *Proxy) logRequest(x *exchange, info *ConnInfo) {
 		slog.Float64("t_response_ms", ms(since(x.connected, x.respHead))),
 		slog.Float64("t_total_ms", ms(end.Sub(x.start))),
 		slog.String("termination", x.terminated),
-	)
+		{}, {}, // the client certificate's, below
+	}
+	attrs := a[:len(a)-2]
+	if p.ClientAuth {
+		// Every line of such a frontend has them, empty for a client
+		// without a certificate (verify = "optional").
+		var subj, fp string
+		if cc := info.Cert; cc != nil {
+			subj, fp = cc.Subject, cc.Fingerprint
+		}
+		a[len(a)-2], a[len(a)-1] = slog.String("client_cert_subject", subj), slog.String("client_cert_fp", fp)
+		attrs = a[:]
+	}
+	al.log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
 }

@@ -14,14 +14,15 @@ const (
 
 var fwdNames = [numFwd]string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Port", "Forwarded"}
 
-// isForwarding reports whether name is one of the headers sluice writes.
+// isForwarding reports whether name is one of the headers sluice writes:
+// the forwarding ones, and those of the client certificate (tls_client.go).
 func isForwarding(name []byte) bool {
 	for _, n := range fwdNames {
 		if equalFold(name, n) {
 			return true
 		}
 	}
-	return false
+	return isClientCertHeader(name)
 }
 
 // appendForwardValue appends the value of forwarding header which for

@@ -991,6 +991,7 @@ func (c *clientConn) buildRequestHead(b []byte) []byte {
 		b = append(b, "\r\n"...)
 	}
 	b = c.p.appendEdits(b, c.edits, false, &c.info, c.seq)
+	b = appendClientCert(b, c.info.Cert)
 	v := h1View(req)
 	for i, name := range fwdNames {
 		b = append(b, name...)

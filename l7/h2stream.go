@@ -796,6 +796,7 @@ func (s *h2Stream) buildRequestHead(b []byte) []byte {
 		b = append(b, "\r\n"...)
 	}
 	b = c.p.appendEdits(b, s.edits, false, &c.info, uint64(s.id))
+	b = appendClientCert(b, c.info.Cert)
 	v := h1View(req)
 	for i, name := range fwdNames {
 		b = append(b, name...)

@@ -1128,6 +1128,11 @@ func (p *Proxy) encodeUpHead(e *hpack.Encoder, req *message, info *ConnInfo, add
 	for i, name := range fwdNames {
 		lowerField(e, lname, bytesOf(name), p.appendForwardValue(buf[:0], i, &v, info, addr))
 	}
+	if cc := info.Cert; cc != nil {
+		for i, val := range cc.values() {
+			e.WriteField(hpack.HeaderField{Name: certNamesLower[i], Value: val})
+		}
+	}
 }
 
 // fail ends the stream for err from our side (the request body's copy

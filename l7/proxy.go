@@ -56,6 +56,8 @@ type Counters struct {
 	H2Calm    atomic.Uint64
 	BytesIn   atomic.Uint64
 	BytesOut  atomic.Uint64
+	// Handshakes counts the TLS handshakes of a TLS frontend (tls_client.go).
+	Handshakes HandshakeCounters
 }
 
 // ConnInfo is what the frontend knows about a client connection.
@@ -67,6 +69,8 @@ type ConnInfo struct {
 	ALPN     string // protocol negotiated with the client when TLS was terminated here
 	SNI      string // server name the client asked for when TLS was terminated here
 	ConnID   string // unique id, in the access log ("id") and sent in PROXY v2 TLVs
+	// Cert is the client's verified certificate (client_auth); nil: none.
+	Cert *ClientCert
 
 	// Done, when set, lets ServeClient hand the connection on to another
 	// goroutine and return true before it is over: Done then runs once,
@@ -96,6 +100,7 @@ type Proxy struct {
 	Log                *slog.Logger
 	Access             *AccessLog     // nil: no access log
 	TLS                *tls.Config    // nil: plain; else TLS termination (NewTLS)
+	ClientAuth         bool           // TLS asks clients for certificates (WithClientAuth): the access log gets their fields
 	H2C                bool           // a plain frontend also takes HTTP/2 with prior knowledge
 	Panics             *atomic.Uint64 // counts HTTP/2 streams reset because serving them panicked; may be nil
 	// ServerConns bounds the server connections of the whole process,

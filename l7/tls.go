@@ -111,17 +111,22 @@ func (p *Proxy) ServeClient(conn net.Conn, info ConnInfo) (handedOn bool) {
 		}
 		ctx, cancel := context.WithDeadline(context.Background(), start.Add(p.handshakeTimeout()))
 		err := tc.HandshakeContext(ctx)
+		timedOut := ctx.Err() != nil
 		cancel()
 		if err != nil {
+			reason := handshakeReason(err, timedOut)
+			p.Counters.Handshakes.Failed[reason].Add(1)
 			if p.Log != nil {
-				p.Log.Debug("tls handshake failed", "frontend", p.Frontend, "client", info.Client, "err", err)
+				p.Log.Debug("tls handshake failed", "frontend", p.Frontend, "client", info.Client, "reason", HandshakeReasons[reason], "err", err)
 			}
 			conn.Close()
 			return false
 		}
+		p.Counters.Handshakes.Completed.Add(1)
 		info.TLS = true
 		cs := tc.ConnectionState()
 		info.ALPN, info.SNI = cs.NegotiatedProtocol, cs.ServerName
+		info.Cert = clientCertOf(&cs)
 		if cs.NegotiatedProtocol == "h2" {
 			p.serveH2(tc, info)
 			return false

@@ -14,6 +14,7 @@ import (
 
 	"sluice/backend"
 	"sluice/conf"
+	"sluice/l7"
 )
 
 // newRegistry is the explicit registry behind /metrics: the sluice
@@ -61,6 +62,8 @@ type collector struct {
 	svConnErr, svRespErr, svRetry, svResp, svChkDur, svChkFail, svChkUpDown, svLastChange *prometheus.Desc
 	svDowntime                                                                            *prometheus.Desc
 
+	tlsHandshakes, tlsFailures *prometheus.Desc
+
 	extra extraDescs
 }
 
@@ -107,6 +110,10 @@ func newCollector(s *Server) *collector {
 		polConnLimited: d("frontend_policy_conn_limited_total", "Connections closed at accept over rate_limit.connections or connection_rate.", fe),
 		rateClients:    d("frontend_rate_clients", "Clients the rate limit's table tracks now (at most table_size).", fe),
 		rateEvicted:    d("frontend_rate_evicted_total", "Clients evicted from the rate limit's table to keep table_size.", fe),
+
+		tlsHandshakes: d("frontend_tls_handshakes_total", "TLS handshakes completed with clients.", fe),
+		tlsFailures: d("frontend_tls_handshake_failures_total", "TLS handshakes with clients that failed, by reason: no_cert (client_auth required, none sent), bad_cert, unknown_ca, revoked (crl_file), expired, protocol (no common version or cipher, a bad record, an alert from the client), timeout, other (the connection ended).",
+			fe, "reason"),
 
 		beUp:       d("backend_up", "1 when a server of the backend can take traffic.", be),
 		beCur:      d("backend_current_sessions", "Connections open to the backend's servers now.", be),
@@ -257,6 +264,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			if p.RateLimit {
 				gauge(c.rateClients, float64(p.RateClients), n)
 				counter(c.rateEvicted, p.RateEvicted, n)
+			}
+		}
+		if h := r.TLS; h != nil {
+			counter(c.tlsHandshakes, h.Handshakes, n)
+			for _, reason := range l7.HandshakeReasons {
+				counter(c.tlsFailures, h.Failures[reason], n, reason)
 			}
 		}
 		if r.HTTP {

@@ -64,6 +64,10 @@ type Row struct {
 	// Policy is a frontend's edge policy counters; nil without rules and
 	// rate limit.
 	Policy *PolicyCounters `json:"policy,omitempty"`
+
+	// TLS is a TLS frontend's handshakes (tls_client.go); nil on the
+	// others.
+	TLS *TLSCounters `json:"tls,omitempty"`
 }
 
 // PolicyCounters are a frontend's edge policy figures
@@ -179,6 +183,7 @@ func (s *Server) frontendRow(f *frontend.Frontend) Row {
 	}
 	r.Rate, r.RateMax = s.rates.get(f)
 	r.Policy = policyCounters(f)
+	r.TLS = tlsCounters(f)
 	if p := f.HTTP(); p != nil {
 		h := &p.Counters
 		r.HTTP = true

@@ -1,0 +1,144 @@
+package conf
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"time"
+)
+
+// rawClientAuth is [frontend.NAME.client_auth].
+type rawClientAuth struct {
+	Verify  rawClientVerify `toml:"verify"`
+	CAFile  string          `toml:"ca_file"`
+	CRLFile string          `toml:"crl_file"`
+}
+
+type rawClientVerify = choice[TLSVerify, *TLSVerify]
+
+// clientAuth validates [frontend.NAME.client_auth] of frontend f (prefix
+// p) and loads its files: the CA pool and the CRL are parsed here, so that
+// `sluice check` refuses what a worker would, and a reload reads them again.
+func (v *validator) clientAuth(p string, rf *rawFrontend, f *Frontend) {
+	rc := rf.ClientAuth
+	if rc == nil {
+		return
+	}
+	key := p + ".client_auth"
+	ca := &ClientAuth{Verify: rc.Verify.val, CAFile: rc.CAFile, CRLFile: rc.CRLFile}
+	switch {
+	case rc.Verify.err != nil:
+		v.errf(key+".verify", "%v; write \"required\" or \"optional\"", rc.Verify.err)
+	case ca.Verify == "":
+		ca.Verify = VerifyRequired // the table asks for certificates: required unless said otherwise
+	case ca.Verify != VerifyRequired && ca.Verify != VerifyOptional:
+		v.errf(key+".verify", "%q is not allowed for clients; write \"required\" (no certificate, no connection) or \"optional\" (checked when sent); to not ask for certificates, remove [%s]", ca.Verify, key)
+	}
+	if len(f.TLS) == 0 {
+		v.errf(key, "client certificates need TLS on this frontend; add a [[%s.tls]] entry with cert and key, or remove [%s]", p, key)
+	}
+	f.ClientAuth = ca
+	if ca.CAFile == "" {
+		v.errf(key+".ca_file", "is required: name the PEM file of the CA certificates that sign the client certificates")
+		return
+	}
+	ca.CAFile = v.besideConfig(ca.CAFile)
+	cas, err := loadCAFile(ca.CAFile)
+	if err != nil {
+		v.errf(key+".ca_file", "%v", err)
+		return
+	}
+	ca.Pool = x509.NewCertPool()
+	for _, c := range cas {
+		ca.Pool.AddCert(c)
+	}
+	if ca.CRLFile == "" {
+		return
+	}
+	ca.CRLFile = v.besideConfig(ca.CRLFile)
+	crl, err := loadCRL(ca.CRLFile, cas)
+	if err != nil {
+		v.errf(key+".crl_file", "%v", err)
+		return
+	}
+	ca.CRL = crl
+	if !crl.NextUpdate.IsZero() && time.Now().After(crl.NextUpdate) {
+		v.warnf(key+".crl_file", "%s was due for an update at %s (its next_update): certificates revoked since are not in it; fetch a fresh CRL from the CA and reload",
+			ca.CRLFile, crl.NextUpdate.UTC().Format(time.RFC3339))
+	}
+}
+
+// loadCAFile reads the CA certificates of a PEM file; a file without one
+// is refused, since it would refuse every client.
+func loadCAFile(path string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the CA file: %w", err)
+	}
+	var out []*x509.Certificate
+	for n := 1; ; n++ {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue // a key or parameters next to them: not ours to read
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: PEM block %d is not a valid certificate: %w", path, n, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----); name the file of the CA that signs the client certificates", path)
+	}
+	return out, nil
+}
+
+// loadCRL reads an X.509 CRL (PEM "X509 CRL" or DER) and checks that a CA
+// of cas signed it: a CRL of another CA would revoke nothing of ours.
+func loadCRL(path string, cas []*x509.Certificate) (*x509.RevocationList, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the CRL: %w", err)
+	}
+	der := b
+	if bytes.Contains(b, []byte("-----BEGIN")) {
+		var blk *pem.Block
+		for rest := b; ; {
+			if blk, rest = pem.Decode(rest); blk == nil || blk.Type == "X509 CRL" {
+				break
+			}
+		}
+		if blk == nil {
+			return nil, fmt.Errorf("%s has no PEM block \"X509 CRL\"; write the CRL as PEM (-----BEGIN X509 CRL-----) or DER", path)
+		}
+		der = blk.Bytes
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not an X.509 CRL: %w", path, err)
+	}
+	for _, c := range cas {
+		if crl.CheckSignatureFrom(c) == nil {
+			return crl, nil
+		}
+	}
+	return nil, fmt.Errorf("%s (issuer %s) is not signed by a CA of ca_file; use the CRL of the CA that signs the client certificates", path, crl.Issuer)
+}
+
+// sameClientAuthFiles reports whether the CA pool and CRL of a and b (read
+// from the same paths) have the same contents.
+func sameClientAuthFiles(a, b *ClientAuth) bool {
+	if (a.Pool == nil) != (b.Pool == nil) || a.Pool != nil && !a.Pool.Equal(b.Pool) {
+		return false
+	}
+	if a.CRL == nil || b.CRL == nil {
+		return a.CRL == b.CRL
+	}
+	return bytes.Equal(a.CRL.Raw, b.CRL.Raw)
+}
