@@ -325,14 +325,14 @@ name = "X-Env"
 value = "prod"
 
 [frontend.bench.rate_limit]
-requests = 100000000
+requests = 10000000
 period = "10s"
 
 `
 
 const haproxyPolicy = `    stick-table type ip size 100k expire 30s store http_req_rate(10s)
     http-request track-sc0 src
-    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }
+    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 10000000 }
     http-request redirect scheme https code 301 if { hdr(host) -i old.example.com } !{ ssl_fc }
     http-request deny if { path_beg /admin } !{ src 10.0.0.0/8 }
     http-request set-header X-Env prod
