@@ -27,12 +27,13 @@ import (
 // PKI is a CA in a directory: ca.pem, ca.key, the OCSP signer
 // (ocsp.pem, ocsp.key) and openssl's index.txt of the leaves issued.
 type PKI struct {
-	Dir    string
-	CA     *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-	mu     sync.Mutex
-	serial int64
-	index  []string
+	Dir     string
+	CA      *x509.Certificate
+	caKey   *ecdsa.PrivateKey
+	mu      sync.Mutex
+	serial  int64
+	index   []string
+	planned map[string]int64 // by name: serials listed by Plan, not issued yet
 }
 
 // Leaf is a certificate the PKI issued: Chain holds it and the CA
@@ -83,15 +84,45 @@ func New(t testing.TB) *PKI {
 	return p
 }
 
-// Issue makes a leaf certificate for name (a DNS name) valid until
-// notAfter, naming ocspURL ("" for none) as its responder, and lists it in
-// index.txt, revoked when revoked is set.
-func (p *PKI) Issue(t testing.TB, name string, notAfter time.Time, ocspURL string, revoked bool) *Leaf {
+// Plan lists the next certificate for name in index.txt before it is
+// issued: a responder reads the index when it starts (its reload on change
+// goes by whole seconds), and the certificate needs the responder's URL.
+// Issue for name then takes this serial.
+func (p *PKI) Plan(t testing.TB, name string, notAfter time.Time, revoked bool) {
 	t.Helper()
 	p.mu.Lock()
 	p.serial++
-	serial := p.serial
+	if p.planned == nil {
+		p.planned = map[string]int64{}
+	}
+	p.planned[name] = p.serial
+	line := fmt.Sprintf("V\t%s\t\t%X\tunknown\t/CN=%s", notAfter.UTC().Format("060102150405Z"), p.serial, name)
+	if revoked {
+		line = fmt.Sprintf("R\t%s\t%s\t%X\tunknown\t/CN=%s", notAfter.UTC().Format("060102150405Z"),
+			time.Now().Add(-time.Minute).UTC().Format("060102150405Z"), p.serial, name)
+	}
+	p.index = append(p.index, line)
+	idx := strings.Join(p.index, "\n") + "\n"
 	p.mu.Unlock()
+	p.write(t, "index.txt", []byte(idx))
+}
+
+// Issue makes a leaf certificate for name (a DNS name) valid until
+// notAfter, naming ocspURL ("" for none) as its responder, and lists it in
+// index.txt (revoked when revoked is set) unless Plan did.
+func (p *PKI) Issue(t testing.TB, name string, notAfter time.Time, ocspURL string, revoked bool) *Leaf {
+	t.Helper()
+	p.mu.Lock()
+	serial, ok := p.planned[name]
+	delete(p.planned, name)
+	p.mu.Unlock()
+	if !ok {
+		p.Plan(t, name, notAfter, revoked)
+		p.mu.Lock()
+		serial = p.planned[name]
+		delete(p.planned, name)
+		p.mu.Unlock()
+	}
 	key := newKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial),
@@ -111,18 +142,6 @@ func (p *PKI) Issue(t testing.TB, name string, notAfter time.Time, ocspURL strin
 		Key:   filepath.Join(p.Dir, fmt.Sprintf("%d.key", serial))}
 	p.write(t, filepath.Base(l.Chain), append(pemCert(cert.Raw), pemCert(p.CA.Raw)...))
 	p.write(t, filepath.Base(l.Key), pemKey(t, key))
-	// openssl's CA database: status, expiry, revocation time, serial
-	// (hex), file, subject.
-	exp := notAfter.UTC().Format("060102150405Z")
-	line := fmt.Sprintf("V\t%s\t\t%X\tunknown\t/CN=%s", exp, serial, name)
-	if revoked {
-		line = fmt.Sprintf("R\t%s\t%s\t%X\tunknown\t/CN=%s", exp, time.Now().Add(-time.Minute).UTC().Format("060102150405Z"), serial, name)
-	}
-	p.mu.Lock()
-	p.index = append(p.index, line)
-	idx := strings.Join(p.index, "\n") + "\n"
-	p.mu.Unlock()
-	p.write(t, "index.txt", []byte(idx))
 	return l
 }
 
@@ -155,7 +174,12 @@ func (p *PKI) Responder(t testing.TB, validity time.Duration) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	logged := make(chan struct{})
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-logged // its log ends with the process: no t.Logf after the test
+		cmd.Wait()
+	})
 	// It says where it listens once it does: "ACCEPT [::]:PORT PID=N".
 	accept := regexp.MustCompile(`ACCEPT .*:(\d+) `)
 	lines := bufio.NewScanner(stderr)
@@ -164,6 +188,7 @@ func (p *PKI) Responder(t testing.TB, validity time.Duration) string {
 		seen = append(seen, lines.Text())
 		if m := accept.FindStringSubmatch(lines.Text()); m != nil {
 			go func() {
+				defer close(logged)
 				for lines.Scan() {
 					t.Logf("openssl ocsp: %s", lines.Text())
 				}
@@ -171,6 +196,7 @@ func (p *PKI) Responder(t testing.TB, validity time.Duration) string {
 			return "http://127.0.0.1:" + m[1]
 		}
 	}
+	close(logged)
 	t.Fatalf("openssl ocsp did not start: %s", strings.Join(seen, "\n"))
 	return ""
 }
