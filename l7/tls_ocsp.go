@@ -94,6 +94,10 @@ func unixNano(t time.Time) int64 {
 	return t.UnixNano()
 }
 
+// Fetched gets a value after a fetch Run finished (one is kept when
+// nobody reads): tests wait on it.
+func (c *ServedCert) Fetched() <-chan struct{} { return c.fetched }
+
 // Current is the certificate handshakes get now.
 func (c *ServedCert) Current() *tls.Certificate { return c.cur.Load() }
 
