@@ -138,3 +138,33 @@ func TestCertExpiryWarning(t *testing.T) {
 		t.Errorf("warnings for a certificate valid 60 days: %v", cfg.Warnings)
 	}
 }
+
+// TestOCSPDiff: a renewed response at the same path is a change a reload
+// applies (reload --diff shows it).
+func TestOCSPDiff(t *testing.T) {
+	ocsptest.Openssl(t)
+	pki := ocsptest.New(t)
+	leaf := pki.Issue(t, "www.test", time.Now().Add(365*24*time.Hour), "", false)
+	path := filepath.Join(t.TempDir(), "www.ocsp.der")
+	parse := func(validity time.Duration) *conf.Config {
+		t.Helper()
+		der, err := os.ReadFile(pki.Response(t, leaf, validity))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(path, der, 0o600)
+		cfg, err := conf.Parse("t.toml", []byte(ocspConf(leaf, fmt.Sprintf("ocsp = %q", path))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	old, cur := parse(time.Hour), parse(2*time.Hour)
+	var got []string
+	for _, c := range conf.Diff(old, cur) {
+		got = append(got, c.String())
+	}
+	if len(got) != 1 || !strings.Contains(got[0], "tls ocsp "+path+" content") {
+		t.Fatalf("Diff = %q, want one change of the OCSP file's content", got)
+	}
+}
