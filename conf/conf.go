@@ -109,6 +109,14 @@ type TLS struct {
 	// Pair is the certificate and key, read and parsed at Parse: a file
 	// that `sluice check` accepts is the one the worker serves.
 	Pair *tls.Certificate
+	// OCSP is a DER OCSP response file to staple (tls_ocsp.go): read and
+	// checked against the certificate at Parse into OCSPStaple (and
+	// Pair.OCSPStaple). OCSPFetch fetches fresh ones from the
+	// certificate's responder in the worker; with both, the file is the
+	// first staple.
+	OCSP       string
+	OCSPFetch  bool
+	OCSPStaple []byte
 }
 
 // Route sends matching HTTP requests to Backend.

@@ -197,6 +197,9 @@ func (d *differ) frontend(sec string, o, n *Frontend) {
 			if ot.Cert == nt.Cert && ot.Key == nt.Key && !samePair(ot.Pair, nt.Pair) {
 				d.add("~", sec, "tls cert "+nt.Cert+" content", "", "the certificate or key file changed")
 			}
+			if ot.Cert == nt.Cert && ot.OCSP == nt.OCSP && nt.OCSP != "" && !bytes.Equal(ot.OCSPStaple, nt.OCSPStaple) {
+				d.add("~", sec, "tls ocsp "+nt.OCSP+" content", "", "the OCSP response file changed")
+			}
 		}
 	}
 }
@@ -276,6 +279,12 @@ func tlsItems(ts []TLS) []string {
 	out := make([]string, len(ts))
 	for i, t := range ts {
 		out[i] = fmt.Sprintf("cert %s key %s", t.Cert, t.Key)
+		if t.OCSP != "" {
+			out[i] += " ocsp " + t.OCSP
+		}
+		if t.OCSPFetch {
+			out[i] += " ocsp_fetch"
+		}
 	}
 	return out
 }

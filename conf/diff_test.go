@@ -152,7 +152,7 @@ func TestDiffCoversEveryField(t *testing.T) {
 		"Global.MaxConnSet": true, "Stats.AdminToken": true, "Frontend.Name": true,
 		"Frontend.Routes": true, "Frontend.Rules": true, "Frontend.ErrorPages": true, "Backend.Name": true,
 		"Backend.Servers": true, "Health.ExpectStatus": true,
-		"Frontend.ErrorBodies": true, "TLS.Pair": true, // contents of the files, compared by Diff
+		"Frontend.ErrorBodies": true, "TLS.Pair": true, "TLS.OCSPStaple": true, // contents of the files, compared by Diff
 		"Backend.used":    true,                         // derived: some frontend or route names it
 		"ClientAuth.Pool": true, "ClientAuth.CRL": true, // contents of the files, compared by Diff
 	}

@@ -94,8 +94,10 @@ type rawFrontend struct {
 }
 
 type rawTLS struct {
-	Cert string `toml:"cert"`
-	Key  string `toml:"key"`
+	Cert      string `toml:"cert"`
+	Key       string `toml:"key"`
+	OCSP      string `toml:"ocsp"`       // tls_ocsp.go
+	OCSPFetch bool   `toml:"ocsp_fetch"` // tls_ocsp.go
 }
 
 type rawRoute struct {
@@ -385,10 +387,11 @@ func (v *validator) build(raw *rawFile) *Config {
 			if t.Cert == "" || t.Key == "" {
 				v.errf(key, "a tls entry needs both cert and key files")
 			}
-			f.TLS = append(f.TLS, TLS{Cert: t.Cert, Key: t.Key})
+			f.TLS = append(f.TLS, TLS{Cert: t.Cert, Key: t.Key, OCSP: t.OCSP, OCSPFetch: t.OCSPFetch})
 		}
 		v.tlsFiles(p, f)
 		v.clientAuth(p, &rf, f)
+		v.tlsOCSP(p, f)
 		v.accessLogFile(p, f)
 		if len(rf.TLS) > 0 && f.Mode != ModeHTTP {
 			v.errf(p+".tls", "TLS termination needs mode = \"http\"")

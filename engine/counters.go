@@ -122,6 +122,7 @@ func (e *Engine) counters() []stats.Counter {
 		add("peers_rates_dropped_total", "Rate-limit increments not sent: a peer's queue was full (peer down or slow) or the peer speaks protocol 1 (an older sluice).", &c.RatesDropped)
 		add("peers_rates_ignored_total", "Rate-limit increments from peers for a frontend without a shared rate_limit on this node.", &c.RatesIgnored)
 	}
+	out = append(out, e.certCounters()...) // tls_ocsp.go
 	return out
 }
 

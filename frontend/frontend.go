@@ -69,6 +69,8 @@ type Frontend struct {
 	// loop and acceptors: when the epoll loops accept for the frontend.
 	loop      *l4.LoopTCP
 	acceptors []*l4.Acceptor
+	// certs: a TLS frontend's certificates as served (tls_ocsp.go).
+	certs []*l7.ServedCert
 
 	Counters Counters
 	// UDP holds the counters only udp frontends have (evicted and expired
@@ -110,6 +112,10 @@ type Server struct {
 	wg      sync.WaitGroup     // accept loops and connections
 	connW   sync.WaitGroup     // connections only
 	acceptW sync.WaitGroup     // accept loops only
+
+	// ocspStop and ocspW: the OCSP fetchers (tls_ocsp.go).
+	ocspStop context.CancelFunc
+	ocspW    sync.WaitGroup
 }
 
 // New builds the frontends of cfg over the given backends and sockets; the
@@ -152,6 +158,9 @@ func New(cfg *conf.Config, backends map[string]*backend.Backend, socks sockets.S
 			p.Stop = s.stop
 			serverConns.OnExhausted(p.CloseIdle)
 			f.http = p
+			if f.certs, err = servedCerts(fc, p.TLS); err != nil {
+				return nil, fmt.Errorf("frontend %s: %w", fc.Name, err)
+			}
 		}
 		if fc.MaxConn > 0 {
 			f.sem = make(chan struct{}, fc.MaxConn)
@@ -179,6 +188,7 @@ func (s *Server) ServerConns() *backend.ServerConns { return s.serverConns }
 
 // Serve starts accepting on every frontend and returns.
 func (s *Server) Serve() {
+	s.startOCSP()
 	for _, f := range s.Frontends {
 		if f.udp != nil {
 			f.udp.Serve()
@@ -481,6 +491,7 @@ func (s *Server) StopAccepting() {
 	default:
 	}
 	close(s.done)
+	s.stopOCSP()
 	s.endHolds()
 	for _, f := range s.Frontends {
 		if f.http != nil {
@@ -540,6 +551,7 @@ func (s *Server) Shutdown(ctx context.Context) int {
 	s.hardStop()
 	cut += s.shutdownUDP(ctx)
 	s.wg.Wait()
+	s.ocspW.Wait()
 	for _, f := range s.Frontends {
 		if f.http != nil {
 			f.http.CloseIdle()
