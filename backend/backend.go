@@ -49,7 +49,10 @@ type Backend struct {
 	// Checked: the servers' health is watched (an active check or
 	// passive observation); the stats show "no check" otherwise.
 	Checked bool
-	algo    conf.Balance
+	// TLS is how server connections speak TLS ([backend.NAME.tls]); nil:
+	// plain TCP.
+	TLS  *ClientTLS
+	algo conf.Balance
 
 	sticky *StickyTable // sticky = "source"
 	// pool is what picks read, lock-free. Writers (DNS discovery, agent
@@ -87,6 +90,7 @@ func New(c *conf.Backend) (*Backend, error) {
 		StickyCookie:   c.StickyCookie,
 		Checked:        c.Health.Check.Active() || c.Health.Observe,
 		algo:           c.Balance,
+		TLS:            NewClientTLS(c.TLS),
 	}
 	if c.Sticky == conf.StickySource {
 		size := c.StickySize

@@ -81,7 +81,11 @@ func (h *HealthChecks) Sync() {
 			s.lastChange.Store(time.Now().UnixNano())
 		}
 		sh := &serverHealth{hc: h, s: s, agentAdmin: -1, agentWeight: -1}
-		sh.checker = health.New(health.Spec{Health: h.cfg, Addr: s.Addr, SendProxy: h.sendProxy}, up, sh)
+		spec := health.Spec{Health: h.cfg, Addr: s.Addr, SendProxy: h.sendProxy}
+		if h.b.TLS != nil {
+			spec.TLS = h.b.TLS.CheckConfig(s.Addr)
+		}
+		sh.checker = health.New(spec, up, sh)
 		if h.cfg.Observe {
 			s.Observe(h.cfg.ObserveErrors, sh.tripped)
 		}

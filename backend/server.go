@@ -12,6 +12,8 @@ import (
 	"encoding/hex"
 	"sync/atomic"
 	"time"
+
+	"sluice/internal/lograte"
 )
 
 // Server is one backend server. It must not be copied: it holds atomics.
@@ -38,8 +40,9 @@ type Server struct {
 	queue   atomic.Pointer[waitQueue]       // the backend's queue, woken when a slot frees
 	backend atomic.Pointer[BackendCounters] // the backend's totals (its scur and smax)
 
-	passive   passive   // passive observation (observe.go)
-	slowStart slowStart // the ramp after coming back up (observe.go)
+	passive   passive         // passive observation (observe.go)
+	slowStart slowStart       // the ramp after coming back up (observe.go)
+	tlsLog    lograte.Limiter // failed handshakes logged once a second (tls.go)
 
 	Counters Counters
 }
@@ -56,6 +59,8 @@ type Counters struct {
 	Downs      atomic.Uint64 // up -> down transitions
 	// HTTP responses by status class: [1] 1xx … [5] 5xx, [0] other.
 	Resp [6]atomic.Uint64
+	// TLSErrors counts failed TLS handshakes by reason (TLSReasonNames).
+	TLSErrors [NumTLSReasons]atomic.Uint64
 }
 
 // NewServer builds a server that starts up, ready, with weight w.

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -112,12 +113,12 @@ func wantsClose(head []byte) bool {
 
 // startBackends starts the backend subprocess (flag: backendFlag or
 // udpBackendFlag) with n listeners and returns their addresses.
-func startBackends(reg *registry, flag string, n int, logPath string) ([]string, error) {
+func startBackends(reg *registry, flag string, n int, logPath string, args ...string) ([]string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, fmt.Sprintf("-%s=%d", flag, n))
+	cmd := exec.Command(self, append([]string{fmt.Sprintf("-%s=%d", flag, n)}, args...)...)
 	stdin, err := cmd.StdinPipe() // held open for the child's whole life
 	if err != nil {
 		return nil, err
@@ -193,3 +194,35 @@ var (
 	contentLen2 = []string{"2"}
 	ok          = []byte("ok")
 )
+
+// tlsBackendFlag re-executes this binary as HTTP/1.1 backends over TLS,
+// for mode tlsbe: the same tiny responses as backendFlag's, behind Go's
+// crypto/tls with the bench certificate (tlsBackendCertFlag and
+// tlsBackendKeyFlag), which the balancers verify against itself.
+const (
+	tlsBackendFlag     = "serve-tls-backends"
+	tlsBackendCertFlag = "tls-backend-cert"
+	tlsBackendKeyFlag  = "tls-backend-key"
+)
+
+func serveTLSBackends(n int, certFile, keyFile string) int {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tls backend:", err)
+		return 1
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
+	var addrs []string
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tls backend:", err)
+			return 1
+		}
+		addrs = append(addrs, ln.Addr().String())
+		go acceptLoop(tls.NewListener(ln, cfg))
+	}
+	fmt.Println("LISTEN", strings.Join(addrs, " "))
+	io.Copy(io.Discard, os.Stdin)
+	return 0
+}

@@ -21,7 +21,8 @@ type tlsFiles struct {
 	Pem       string // both in one file (HAProxy's crt)
 }
 
-// writeCert makes a self-signed certificate for 127.0.0.1 in dir.
+// writeCert makes a self-signed certificate for 127.0.0.1 in dir (mode
+// h2tls: the balancers serve it; mode tlsbe: the servers do).
 func writeCert(dir string) (tlsFiles, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -33,8 +34,12 @@ func writeCert(dir string) (tlsFiles, error) {
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(7 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		// Its own CA too: mode tlsbe's balancers verify the servers
+		// against this certificate (ca_file, ca-file).
+		IsCA:                  true,
+		BasicConstraintsValid: true,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {

@@ -37,6 +37,9 @@ func main() {
 	nBackends := flag.Int(backendFlag, 0, "internal: serve this many backends and print their addresses")
 	nUDPBackends := flag.Int(udpBackendFlag, 0, "internal: serve this many UDP echo backends and print their addresses")
 	nH2CBackends := flag.Int(h2cBackendFlag, 0, "internal: serve this many HTTP/2 cleartext backends and print their addresses")
+	nTLSBackends := flag.Int(tlsBackendFlag, 0, "internal: serve this many HTTP/1.1-over-TLS backends (-"+tlsBackendCertFlag+", -"+tlsBackendKeyFlag+") and print their addresses")
+	tlsCert := flag.String(tlsBackendCertFlag, "", "internal: certificate of the TLS backends")
+	tlsKey := flag.String(tlsBackendKeyFlag, "", "internal: key of the TLS backends")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured wrk run (whole seconds)")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured run per target and scenario before the first round (0: none)")
 	flag.DurationVar(&o.pause, "pause", 500*time.Millisecond, "idle time between runs")
@@ -47,7 +50,7 @@ func main() {
 	flag.IntVar(&o.h2streams, "h2streams", 10, "h2load streams in flight per connection (-m), modes h2, h2tls and h2be")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.StringVar(&o.sluiceBin, "sluice", "", "sluice binary to use instead of building ./cmd/sluice")
-	flag.StringVar(&o.modes, "modes", "tcp,http,h2,h2tls", "comma-separated balancer modes to measure: tcp, http, policy (http keep-alive with three rules and a rate limit), h2 (h2c driven by h2load), h2tls (HTTP/2 over TLS, h2load), h2be (h2c from h2load to h2c servers), udp")
+	flag.StringVar(&o.modes, "modes", "tcp,http,h2,h2tls,tlsbe", "comma-separated balancer modes to measure: tcp, http, policy (http keep-alive with three rules and a rate limit), h2 (h2c driven by h2load), h2tls (HTTP/2 over TLS, h2load), h2be (h2c from h2load to h2c servers), tlsbe (http keep-alive and conn-per-req to HTTP/1.1 servers over TLS, verified), udp")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, logs)")
 	flag.IntVar(&o.idle, "idle", 4000, "open this many connections through each tcp and http balancer after the rounds and report the memory they cost (0: skip)")
 	flag.IntVar(&o.busy, "busy", 8000, "drive each http balancer (sluice, HAProxy) with this many keep-alive wrk connections for -duration after the rounds and report its peak memory (0: skip; at most 9000, the balancers' maxconn)")
@@ -57,6 +60,9 @@ func main() {
 	}
 	if *nUDPBackends > 0 {
 		os.Exit(serveUDPBackends(*nUDPBackends))
+	}
+	if *nTLSBackends > 0 {
+		os.Exit(serveTLSBackends(*nTLSBackends, *tlsCert, *tlsKey))
 	}
 	if *nH2CBackends > 0 {
 		os.Exit(serveH2CBackends(*nH2CBackends))
@@ -124,14 +130,14 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 	}
 	var modes []string
 	for _, m := range strings.Split(o.modes, ",") {
-		if m = strings.TrimSpace(m); m != "tcp" && m != "http" && m != "policy" && !isH2(m) && m != "udp" {
-			return "", fmt.Errorf("-modes: %q is not tcp, http, policy, h2, h2tls, h2be or udp", m)
+		if m = strings.TrimSpace(m); m != "tcp" && m != "http" && m != "policy" && !isH2(m) && m != "udp" && m != "tlsbe" {
+			return "", fmt.Errorf("-modes: %q is not tcp, http, policy, h2, h2tls, h2be, tlsbe or udp", m)
 		}
 		modes = append(modes, m)
 	}
 	var backends, udpBackends, h2cBackends []string
 	var err error
-	if slices.ContainsFunc(modes, func(m string) bool { return m != "udp" && m != "h2be" }) {
+	if slices.ContainsFunc(modes, func(m string) bool { return m != "udp" && m != "h2be" && m != "tlsbe" }) {
 		if backends, err = startBackends(reg, backendFlag, 2, filepath.Join(dir, "backends.log")); err != nil {
 			return "", err
 		}
@@ -150,10 +156,18 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 		logf("h2c backends on %s", strings.Join(h2cBackends, ", "))
 	}
 	var cert tlsFiles
-	if slices.Contains(modes, "h2tls") {
+	if slices.Contains(modes, "h2tls") || slices.Contains(modes, "tlsbe") {
 		if cert, err = writeCert(dir); err != nil {
 			return "", err
 		}
+	}
+	var tlsBackends []string
+	if slices.Contains(modes, "tlsbe") {
+		if tlsBackends, err = startBackends(reg, tlsBackendFlag, 2, filepath.Join(dir, "tls-backends.log"),
+			"-"+tlsBackendCertFlag+"="+cert.Cert, "-"+tlsBackendKeyFlag+"="+cert.Key); err != nil {
+			return "", err
+		}
+		logf("TLS backends on %s", strings.Join(tlsBackends, ", "))
 	}
 	var notes []string
 	type live struct {
@@ -181,6 +195,8 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 			bs = udpBackends
 		case "h2be":
 			bs = h2cBackends
+		case "tlsbe":
+			bs = tlsBackends
 		}
 		env := Env{Dir: dir, Backends: bs, TLS: cert, reg: reg, Settings: Settings{
 			Mode: t.Mode, MaxConn: 9000, Threads: runtime.NumCPU(),
@@ -347,6 +363,9 @@ func header(o options, notes []string) string {
 	}
 	if strings.Contains(o.modes, "h2be") {
 		b.WriteString("- h2be: h2c from h2load as h2, to HTTP/2 cleartext servers (x/net/http2's server, prior knowledge): sluice `proto = \"h2c\"`, HAProxy `server ... proto h2`; nginx has no HTTP/2 to servers but grpc_pass, so no row\n")
+	}
+	if strings.Contains(o.modes, "tlsbe") {
+		b.WriteString("- tlsbe: wrk over plain HTTP/1.1 to the balancer, HTTP/1.1 over TLS (Go's crypto/tls servers, ECDSA P-256 certificate) to the servers, verified: sluice `[backend.app.tls] ca_file`, HAProxy `server ... ssl verify required ca-file`; both reuse TLS sessions; no nginx row\n")
 	}
 	fmt.Fprintf(&b, "- peers: %s; %s; %s\n", firstLine("haproxy", "-v"), firstLine("nginx", "-v"), firstLine("wrk", "-v"))
 	if strings.Contains(o.modes, "udp") {

@@ -15,7 +15,7 @@ import (
 // Settings are what every balancer is configured with, so that each config
 // generator renders the same numbers.
 type Settings struct {
-	Mode           string // "tcp", "http", "h2", "h2tls", "h2be" or "udp"
+	Mode           string // "tcp", "http", "h2", "h2tls", "h2be", "tlsbe" or "udp"
 	MaxConn        int
 	Threads        int // HAProxy nbthread; sluice uses GOMAXPROCS, which defaults to the CPU count too
 	TimeoutConnect time.Duration
@@ -29,7 +29,7 @@ type Settings struct {
 type Env struct {
 	Dir      string
 	Backends []string
-	TLS      tlsFiles // the certificate of mode h2tls
+	TLS      tlsFiles // the certificate of mode h2tls; of the servers' and their CA, mode tlsbe
 	Settings
 	reg *registry
 }
@@ -68,7 +68,7 @@ func targets(modes []string, sluiceBin string) []Target {
 			)
 			continue
 		}
-		if m == "h2be" || m == "policy" {
+		if m == "h2be" || m == "policy" || m == "tlsbe" {
 			// nginx proxies to HTTP/2 servers only with grpc_pass.
 			out = append(out,
 				Target{Balancer: "sluice", Mode: m, Start: func(ctx context.Context, env Env) (*Running, error) {
@@ -111,6 +111,8 @@ func startSluice(ctx context.Context, env Env, bin string) (*Running, error) {
 		mode, h2c, proto = "http", "h2c = true\n", "proto = \"h2c\"\n"
 	case "h2tls":
 		mode, tls = "http", fmt.Sprintf("[[frontend.bench.tls]]\ncert = %q\nkey = %q\n\n", env.TLS.Cert, env.TLS.Key)
+	case "tlsbe":
+		mode = "http"
 	}
 	fmt.Fprintf(&b, "[frontend.bench]\nmode = %q\n%sbind = [%q]\ndefault_backend = \"app\"\n\n%s", mode, h2c, addr, tls)
 	fmt.Fprintf(&b, "[backend.app]\nbalance = \"roundrobin\"\n%s", proto)
@@ -120,6 +122,9 @@ func startSluice(ctx context.Context, env Env, bin string) (*Running, error) {
 	fmt.Fprintf(&b, "\n[backend.app.health]\ncheck = \"none\"\n")
 	for i, s := range env.Backends {
 		fmt.Fprintf(&b, "\n[[backend.app.server]]\nname = \"b%d\"\naddress = %q\n", i+1, s)
+	}
+	if env.Mode == "tlsbe" {
+		fmt.Fprintf(&b, "\n[backend.app.tls]\nverify = \"required\"\nca_file = %q\n", env.TLS.Cert)
 	}
 	cfg := filepath.Join(env.Dir, "sluice-"+env.Mode+".toml")
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
@@ -146,6 +151,8 @@ func startHAProxy(ctx context.Context, env Env) (*Running, error) {
 		mode, proto, srvProto = "http", " proto h2", " proto h2"
 	case "h2tls":
 		mode, proto = "http", fmt.Sprintf(" ssl crt %s alpn h2,http/1.1", env.TLS.Pem)
+	case "tlsbe":
+		mode, srvProto = "http", fmt.Sprintf(" ssl verify required ca-file %s", env.TLS.Cert)
 	}
 	fmt.Fprintf(&b, "defaults\n    mode %s\n    timeout connect %s\n    timeout client %s\n    timeout server %s\n    retries %d\n",
 		mode, ms(env.TimeoutConnect), ms(env.TimeoutClient), ms(env.TimeoutServer), env.Retries)

@@ -147,6 +147,7 @@ type Backend struct {
 	Health          Health
 	Servers         []Server
 	DNS             *DNS
+	TLS             *BackendTLS // [backend.NAME.tls]; nil: plain TCP to the servers
 
 	// UDP mode.
 	TimeoutUDP time.Duration // overrides the frontend's timeout_udp when set

@@ -155,6 +155,7 @@ func TestDiffCoversEveryField(t *testing.T) {
 		"Frontend.ErrorBodies": true, "TLS.Pair": true, "TLS.OCSPStaple": true, // contents of the files, compared by Diff
 		"Backend.used":    true,                         // derived: some frontend or route names it
 		"ClientAuth.Pool": true, "ClientAuth.CRL": true, // contents of the files, compared by Diff
+		"BackendTLS.Roots": true, "BackendTLS.Pair": true, // read from ca_file, cert and key
 	}
 	for _, tc := range []struct {
 		prefix string
@@ -174,6 +175,7 @@ func TestDiffCoversEveryField(t *testing.T) {
 		{"backend.NAME.server.", reflect.TypeFor[Server](), reflect.TypeFor[rawServer]()},
 		{"backend.NAME.health.", reflect.TypeFor[Health](), reflect.TypeFor[rawHealth]()},
 		{"backend.NAME.dns.", reflect.TypeFor[DNS](), reflect.TypeFor[rawDNS]()},
+		{"backend.NAME.tls.", reflect.TypeFor[BackendTLS](), reflect.TypeFor[rawBackendTLS]()},
 	} {
 		for i := 0; i < tc.typ.NumField(); i++ {
 			f := tc.typ.Field(i)

@@ -127,6 +127,8 @@ type rawBackend struct {
 	DNS             *rawDNS     `toml:"dns"`
 	TimeoutUDP      string      `toml:"timeout_udp"`
 	Responses       *int        `toml:"responses"`
+
+	TLS *rawBackendTLS `toml:"tls"` // tls_backend.go
 }
 
 type rawServer struct {
@@ -423,6 +425,7 @@ func (v *validator) build(raw *rawFile) *Config {
 			v.errf("backend."+b.Name+".sticky", "sticky = \"cookie\" needs an http backend; use \"source\" for %s", b.Mode)
 		}
 		v.udpModeChecks(b)
+		v.backendTLSMode(b)
 	}
 	for _, name := range cfg.Global.VitalFrontends {
 		if cfg.Frontend(name) == nil {
@@ -532,6 +535,7 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer, d
 	}
 
 	b.Health = v.health(p+".health", rb.Health)
+	b.TLS = v.backendTLS(p, rb.TLS)
 
 	names := map[string]bool{}
 	for i, rs := range rb.Server {

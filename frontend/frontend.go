@@ -419,7 +419,7 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta, retries int) 
 		if err := cn.TakeSlot(); err != nil {
 			return err
 		}
-		c, err := l4.Dial(ctx, srv.Addr, be.TimeoutConnect, hdr)
+		c, err := l4.DialServer(ctx, be, srv, hdr, s.log)
 		if err != nil {
 			s.log.Debug("connect failed", "frontend", f.Name, "backend", be.Name, "server", srv.Name, "err", err)
 			return backend.ConnectFailed(err)
@@ -468,7 +468,9 @@ func (s *Server) serveTCP(f *Frontend, conn net.Conn, m *connMeta, retries int) 
 		raw, first = sc.Conn, sc.inspect
 	}
 	client, passed := m.client.Addr(), m.passed
-	if l4.FastRelay(raw, server, opts, &s.relays, first, func(err error) {
+	// TLS to the server is relayed by goroutines: the epoll relay moves
+	// raw bytes between descriptors.
+	if be.TLS == nil && l4.FastRelay(raw, server, opts, &s.relays, first, func(err error) {
 		ended(err)
 		if passed {
 			f.policy.Closed(client)

@@ -47,10 +47,14 @@ func newHTTPProxy(fc *conf.Frontend, pol *policy.Frontend, cfgBackends []*conf.B
 	}
 	for _, bc := range cfgBackends {
 		if b := backends[bc.Name]; b != nil {
+			proto := bc.Proto
+			if bc.HTTP2() {
+				proto = conf.ProtoH2C // HTTP/2 to the servers; over TLS when the backend has it (alpn "h2")
+			}
 			p.Backends[b] = l7.BackendOptions{
 				PoolMaxIdle:     bc.PoolMaxIdle,
 				PoolIdleTimeout: bc.PoolIdleTimeout,
-				Proto:           bc.Proto,
+				Proto:           proto,
 				SendProxy:       bc.SendProxy,
 			}
 		}

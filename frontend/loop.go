@@ -17,10 +17,10 @@ import (
 // loopable reports whether the epoll loops may accept f's connections and
 // connect them to their server themselves (l4.Accept): plain tcp, with
 // nothing to read from the client (accept_proxy) nor write before its
-// bytes (send_proxy) first.
+// bytes (send_proxy) first, and plain TCP to the servers (no TLS).
 func (f *Frontend) loopable() bool {
 	return f.Mode == conf.ModeTCP && !f.cfg.AcceptProxy && len(f.cfg.TLS) == 0 &&
-		f.sendProxy == conf.ProxyNone && f.backend != nil && testConnHook == nil
+		f.sendProxy == conf.ProxyNone && f.backend != nil && f.backend.TLS == nil && testConnHook == nil
 }
 
 // serveLoop has the loops accept sock's connections for f; false: they

@@ -71,7 +71,7 @@ func ParseAgent(line string) (AgentReply, error) {
 }
 
 func probeAgent(e *env, spec *Spec) Result {
-	c, err := dial(e, "tcp", spec.agentAddr(), conf.ProxyNone)
+	c, err := dial(e, "tcp", spec.agentAddr(), conf.ProxyNone, nil)
 	if err != nil {
 		return fail(err)
 	}

@@ -11,6 +11,7 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -52,6 +53,9 @@ type Spec struct {
 	conf.Health
 	Addr      string            // the server's host:port
 	SendProxy conf.ProxyVersion // the backend's send_proxy
+	// TLS, when not nil, is the backend's TLS to this server: tcp and
+	// http checks handshake with it after any PROXY header.
+	TLS *tls.Config
 }
 
 // checkAddr is where the check connects: the server's address, with

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -70,7 +71,11 @@ type env struct {
 // otherwise. Health checks are the proxy's own connections, so v2 sends the
 // LOCAL command (no client address); v1, which has no such command, carries
 // the check connection's own addresses.
-func dial(e *env, network, addr string, sendProxy conf.ProxyVersion) (*checkConn, error) {
+//
+// With tc (the backend's [backend.NAME.tls]), the TLS handshake follows
+// the PROXY header, as on the backend's traffic: the check passes only
+// when the server's certificate does.
+func dial(e *env, network, addr string, sendProxy conf.ProxyVersion, tc *tls.Config) (*checkConn, error) {
 	d := net.Dialer{Deadline: e.deadline}
 	ctx := e.ctx
 	if e.track != nil {
@@ -98,6 +103,14 @@ func dial(e *env, network, addr string, sendProxy conf.ProxyVersion) (*checkConn
 			c.abort()
 			return nil, err
 		}
+	}
+	if tc != nil {
+		t := tls.Client(c.Conn, tc)
+		if err := t.Handshake(); err != nil { // bounded by the check's deadline, cut by Stop
+			c.abort()
+			return nil, err
+		}
+		c.Conn = t
 	}
 	return c, nil
 }
@@ -136,14 +149,22 @@ func (e *env) watch(c net.Conn) (*checkConn, error) {
 // thousands of checks a second would use up local ports.
 func (c *checkConn) abort() {
 	c.unwatch()
-	if tc, ok := c.Conn.(*net.TCPConn); ok {
+	raw := c.Conn
+	if t, ok := raw.(*tls.Conn); ok {
+		raw = t.NetConn() // no close_notify: the reset ends it
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
 		tc.SetLinger(0)
+	}
+	if raw != c.Conn {
+		raw.Close()
+		return
 	}
 	c.Close()
 }
 
 func probeTCP(e *env, spec *Spec) Result {
-	c, err := dial(e, "tcp", spec.checkAddr(), spec.SendProxy)
+	c, err := dial(e, "tcp", spec.checkAddr(), spec.SendProxy, spec.TLS)
 	if err != nil {
 		return fail(err)
 	}
@@ -152,7 +173,7 @@ func probeTCP(e *env, spec *Spec) Result {
 }
 
 func probeHTTP(e *env, spec *Spec) Result {
-	c, err := dial(e, "tcp", spec.checkAddr(), spec.SendProxy)
+	c, err := dial(e, "tcp", spec.checkAddr(), spec.SendProxy, spec.TLS)
 	if err != nil {
 		return fail(err)
 	}
@@ -214,7 +235,7 @@ func probeDNS(e *env, spec *Spec) Result {
 }
 
 func probeUDP(e *env, spec *Spec) Result {
-	c, err := dial(e, "udp", spec.checkAddr(), conf.ProxyNone)
+	c, err := dial(e, "udp", spec.checkAddr(), conf.ProxyNone, nil)
 	if err != nil {
 		return fail(err)
 	}

@@ -63,9 +63,9 @@ func sharedLoop() *tcpLoop {
 }
 
 // startLoop hands c to the shared loop when its checks can run there (tcp,
-// no PROXY header, an IP address), and reports whether it did.
+// no PROXY header, no TLS, an IP address), and reports whether it did.
 func startLoop(c *Checker, first time.Duration) bool {
-	if c.spec.Check != conf.CheckTCP || c.spec.SendProxy != conf.ProxyNone {
+	if c.spec.Check != conf.CheckTCP || c.spec.SendProxy != conf.ProxyNone || c.spec.TLS != nil {
 		return false
 	}
 	ap, err := netip.ParseAddrPort(c.spec.checkAddr())

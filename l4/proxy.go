@@ -2,13 +2,16 @@ package l4
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
 
+	"sluice/backend"
 	"sluice/conf"
 )
 
@@ -88,6 +91,41 @@ func Dial(ctx context.Context, addr string, timeout time.Duration, hdr *ProxyHea
 		return nil, err
 	}
 	return c, nil
+}
+
+// DialServer connects to srv of be for a client: Dial, then, when be has
+// [backend.NAME.tls], the TLS handshake after the PROXY header (which goes
+// in clear, as HAProxy sends it), the whole within be.TimeoutConnect. A
+// failed handshake is a failed connect for the caller (retried elsewhere,
+// observed) and, unless ctx ended it, is counted on srv by reason and
+// logged with its reason at most once a second per server.
+func DialServer(ctx context.Context, be *backend.Backend, srv *backend.Server, hdr *ProxyHeader, log *slog.Logger) (net.Conn, error) {
+	if be.TLS == nil {
+		return Dial(ctx, srv.Addr, be.TimeoutConnect, hdr)
+	}
+	var deadline time.Time
+	if be.TimeoutConnect > 0 {
+		deadline = time.Now().Add(be.TimeoutConnect)
+	}
+	c, err := Dial(ctx, srv.Addr, be.TimeoutConnect, hdr)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := be.TLS.Handshake(ctx, c, srv.Addr, deadline)
+	if err != nil {
+		var te *backend.TLSError
+		if errors.As(err, &te) && ctx.Err() == nil {
+			if ok, held := srv.TLSFailed(te.Reason); ok {
+				if log == nil {
+					log = slog.Default()
+				}
+				log.Warn("TLS handshake with a server failed", "backend", be.Name, "server", srv.Name, "addr", srv.Addr,
+					"reason", backend.TLSReasonNames[te.Reason], "err", te.Err, "not_logged", held)
+			}
+		}
+		return nil, err
+	}
+	return tc, nil
 }
 
 // WriteProxyHeader writes hdr on a fresh server connection in one write, as

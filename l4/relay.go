@@ -2,6 +2,7 @@
 package l4
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -59,14 +60,10 @@ var testCopyHook, testLoopHook, testDatagramHook atomic.Pointer[func(b []byte)]
 func Relay(client, server net.Conn, o RelayOptions) error {
 	now := time.Now()
 	act := &activity{start: now}
-	if o.ClientIdle > 0 {
-		client.SetDeadline(now.Add(o.ClientIdle))
-	}
-	if o.ServerIdle > 0 {
-		server.SetDeadline(now.Add(o.ServerIdle))
-	}
-	up := &copier{name: "client->server", src: client, dst: server, srcIdle: o.ClientIdle, dstIdle: o.ServerIdle, act: act, counters: o.In}
-	down := &copier{name: "server->client", src: server, dst: client, srcIdle: o.ServerIdle, dstIdle: o.ClientIdle, act: act, counters: o.Out}
+	setIdle(client, now, o.ClientIdle)
+	setIdle(server, now, o.ServerIdle)
+	up := &copier{name: "client->server", src: client, dst: server, srcIdle: o.ClientIdle, dstIdle: o.ServerIdle, act: act, counters: o.In, dstTLS: isTLS(server)}
+	down := &copier{name: "server->client", src: server, dst: client, srcIdle: o.ServerIdle, dstIdle: o.ClientIdle, act: act, counters: o.Out, dstTLS: isTLS(client)}
 
 	errc := make(chan error, 1)
 	go func() {
@@ -90,6 +87,26 @@ func Relay(client, server net.Conn, o RelayOptions) error {
 		return nil
 	}
 	return err
+}
+
+// setIdle sets c's first deadlines. A TLS connection gets only its read
+// deadline: a write that times out leaves crypto/tls's state broken for
+// good, so the deadline that fires while the other direction is still
+// active (and is moved, see rearm) must not be a write's; copier.write
+// sets a TLS connection's write deadline before each write instead.
+func setIdle(c net.Conn, now time.Time, idle time.Duration) {
+	switch {
+	case idle <= 0:
+	case isTLS(c):
+		c.SetReadDeadline(now.Add(idle))
+	default:
+		c.SetDeadline(now.Add(idle))
+	}
+}
+
+func isTLS(c net.Conn) bool {
+	_, ok := c.(*tls.Conn)
+	return ok
 }
 
 // activity is the last time any byte moved, shared by both directions.
@@ -117,6 +134,7 @@ type copier struct {
 	srcIdle, dstIdle time.Duration
 	act              *activity
 	counters         []*atomic.Uint64
+	dstTLS           bool // dst is TLS: its write deadline is set before each write (setIdle)
 
 	// Bytes not yet added to counters. Shared counters (a frontend's) are
 	// written by every connection on every core, so each copier adds its
@@ -197,6 +215,9 @@ func (c *copier) run() error {
 }
 
 func (c *copier) write(b []byte) error {
+	if c.dstTLS && c.dstIdle > 0 {
+		c.dst.SetWriteDeadline(time.Now().Add(c.dstIdle))
+	}
 	for len(b) > 0 {
 		n, err := c.dst.Write(b)
 		b = b[n:]
@@ -204,7 +225,7 @@ func (c *copier) write(b []byte) error {
 			c.act.touch()
 		}
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && c.rearm(c.dst.SetWriteDeadline, c.dstIdle) {
+			if errors.Is(err, os.ErrDeadlineExceeded) && !c.dstTLS && c.rearm(c.dst.SetWriteDeadline, c.dstIdle) {
 				continue
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {

@@ -629,7 +629,7 @@ func (p *Proxy) dialServer(ctx context.Context, cn *backend.Connect, srv *backen
 	if err := cn.TakeSlot(); err != nil {
 		return nil, err
 	}
-	conn, err := l4.Dial(ctx, srv.Addr, be.TimeoutConnect, hdr)
+	conn, err := l4.DialServer(ctx, be, srv, hdr, p.Log)
 	if err != nil {
 		return nil, backend.ConnectFailed(err)
 	}

@@ -324,6 +324,20 @@ func newServerConn(conn net.Conn, srv *backend.Server, maxHead int, budget *back
 			sc.peek = sc.peekFd
 			sc.send = sc.sendFd
 		}
+	} else if t, ok := conn.(*tls.Conn); ok {
+		// TLS ([backend.NAME.tls]): bytes on the socket are records that
+		// only crypto/tls may read, so no writeThenRead (send stays nil).
+		// The peek before reuse still looks at the socket: a server that
+		// closed the idle connection (close_notify, FIN) or wrote on it
+		// has left bytes there. A close_notify crypto/tls already read
+		// with the last response is not seen; that request meets EOF and
+		// is sent again as on any stale reused connection.
+		if c, ok := t.NetConn().(syscall.Conn); ok {
+			if raw, err := c.SyscallConn(); err == nil {
+				sc.raw = raw
+				sc.peek = sc.peekFd
+			}
+		}
 	}
 	return sc
 }
@@ -352,7 +366,7 @@ func (sc *serverConn) peekFd(fd uintptr) bool {
 // fresh one may hold an answer sent before any request (a server's "503,
 // too busy" at accept), so it writes and reads the plain way.
 func (sc *serverConn) writeThenRead(b []byte) (int, error) {
-	if sc.raw == nil || !sc.reused || sc.hr.buffered() > 0 {
+	if sc.send == nil || !sc.reused || sc.hr.buffered() > 0 {
 		n, err := sc.conn.Write(b)
 		return n, err
 	}

@@ -328,6 +328,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			cnt(c.svConnErr, l, svCErr)
 			cnt(c.svRespErr, l, svRErr)
 			cnt(c.svRetry, l, svRetr)
+			collectTLSErrors(ch, b, sv)
 			if isHTTP {
 				for _, i := range classOrder {
 					v := sc.Resp[i].Load()

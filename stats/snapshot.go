@@ -51,6 +51,11 @@ type Row struct {
 	EResp    uint64 `json:"eresp"`
 	Retries  uint64 `json:"wretr"`
 
+	// Servers of a backend with TLS: failed handshakes, in total and by
+	// reason (unknown_authority, name_mismatch, expired, handshake, other).
+	TLSErr    uint64            `json:"tls_errors_total,omitempty"`
+	TLSErrors map[string]uint64 `json:"tls_errors,omitempty"`
+
 	ChkFail uint64       `json:"chkfail"`
 	ChkDown uint64       `json:"chkdown"`
 	Check   *CheckResult `json:"check,omitempty"`
@@ -266,6 +271,7 @@ func (s *Server) serverRow(b *backend.Backend, sv *backend.Server, now time.Time
 	} else {
 		r.Active = 1
 	}
+	tlsErrors(&r, b, sv)
 	r.Status, r.State = serverStatus(sv, b.Checked)
 	if a := sv.Admin(); a == backend.AdminMaint || a == backend.AdminDrain {
 		r.Weight = 0 // it gets no new traffic; UWeight is what it gets back when ready
