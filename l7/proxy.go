@@ -272,10 +272,8 @@ func pathOf(target []byte) []byte {
 // hostMatches compares a Host header (port ignored, case-insensitive) with a
 // route's host, which may be "*.example.com".
 func hostMatches(pattern string, host []byte) bool {
-	h := string(host)
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
-		h = h[:i]
-	}
+	h := string(policy.MatchHost(host)) // no port, no trailing dot
+	pattern = strings.TrimSuffix(pattern, ".")
 	if strings.HasPrefix(pattern, "*.") {
 		suffix := pattern[1:] // ".example.com"
 		return len(h) > len(suffix) && strings.EqualFold(h[len(h)-len(suffix):], suffix)

@@ -239,3 +239,14 @@ func (s *h2Stream) redirect(vd policy.Verdict, v *reqView, x *exchange) {
 	s.endBody()
 	s.log(x)
 }
+
+// HasValue reports whether any field line of name (any case) holds value
+// (policy.ValueIn): the policy.ValueMatcher of a request.
+func (m *message) HasValue(name, value string) bool {
+	for _, f := range m.fields {
+		if equalFold(f.name, name) && policy.ValueIn(f.value, value) {
+			return true
+		}
+	}
+	return false
+}

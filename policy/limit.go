@@ -75,11 +75,16 @@ func NewLimiter(cfg *conf.RateLimit) *Limiter {
 		n *= 2
 	}
 	l := &Limiter{cfg: c, period: int64(c.Period), seed: maphash.MakeSeed(), shards: make([]shard, n), mask: uint64(n - 1)}
-	per := (c.TableSize + n - 1) / n
+	// table_size is a bound: the shards share it, the first ones one
+	// more each for the remainder (never rounded up past it).
+	per, extra := c.TableSize/n, c.TableSize%n
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.m = make(map[netip.Addr]*entry)
 		s.max = per
+		if i < extra {
+			s.max++
+		}
 		s.lru.next, s.lru.prev = &s.lru, &s.lru
 	}
 	return l

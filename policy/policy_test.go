@@ -82,7 +82,7 @@ func TestLocationPortAndLiteral(t *testing.T) {
 		{"h:80", "/a/x", "https://h:8443/a/x"},
 		{"[::1]:80", "/b", "https://[::1]/b"},
 		{"h", "/c", "https://example.com/new"},
-		{"h\x01ost", "/b\x7f", "https://host/b"},
+		{"host", "/b\x7f", "https://host/b"},
 	} {
 		r := req("127.0.0.1", "GET", c.host, c.path, nil)
 		v := rs.Eval(r)
@@ -93,9 +93,12 @@ func TestLocationPortAndLiteral(t *testing.T) {
 			t.Errorf("%s%s: Location %q, want %q", c.host, c.path, got, c.want)
 		}
 	}
-	// No Host to keep: 400, not "https:///".
-	if v := rs.Eval(req("127.0.0.1", "GET", "", "/a", nil)); v.Outcome != Deny || v.Status != 400 {
-		t.Errorf("no host: %+v", v)
+	// No Host to keep, or one that is not a host: 400, not "https:///"
+	// or a Location somewhere else.
+	for _, h := range []string{"", "h\x01ost", "evil@h", "evil/h"} {
+		if v := rs.Eval(req("127.0.0.1", "GET", h, "/a", nil)); v.Outcome != Deny || v.Status != 400 {
+			t.Errorf("host %q: %+v", h, v)
+		}
 	}
 }
 

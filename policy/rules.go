@@ -38,8 +38,11 @@ func Compile(rs []conf.Rule) *Rules {
 	r := &Rules{list: make([]rule, len(rs)), edits: make([]Edit, len(rs))}
 	for i, c := range rs {
 		r.list[i] = rule{Rule: c}
+		// Compared without the trailing dot of an absolute name, as
+		// the request's host (matchHost).
+		r.list[i].Host = strings.TrimSuffix(c.Host, ".")
 		if strings.HasPrefix(c.Host, "*.") {
-			r.list[i].hostSuffix = c.Host[1:]
+			r.list[i].hostSuffix = r.list[i].Host[1:]
 		}
 		for j := range r.list[i].Src {
 			r.list[i].Src[j] = unmapPrefix(r.list[i].Src[j])
@@ -98,9 +101,10 @@ func (r *Rules) Eval(req *Request) Verdict {
 			v.Outcome, v.Status, v.Hold, v.Rule = Tarpit, ru.Status, ru.Tarpit, i
 			return v
 		case conf.ActionRedirect:
-			if ru.Scheme != "" && len(req.Host) == 0 {
+			if ru.Scheme != "" && !validAuthority(req.Host) {
 				// Nowhere to redirect to: a request without Host
-				// (HTTP/1.0) keeping "its" host has none.
+				// (HTTP/1.0) keeping "its" host has none, and a Host
+				// that is not one would point Location elsewhere.
 				v.Outcome, v.Status, v.Rule = Deny, 400, i
 				return v
 			}
@@ -145,8 +149,11 @@ func (ru *rule) matches(req *Request, client netip.Addr) bool {
 		if req.Headers == nil {
 			return false
 		}
-		hv := req.Headers.Get(ru.Header)
-		if hv == nil || ru.HasHeaderVal && string(hv) != ru.HeaderVal {
+		if ru.HasHeaderVal {
+			if !headerHas(req.Headers, ru.Header, ru.HeaderVal) {
+				return false
+			}
+		} else if req.Headers.Get(ru.Header) == nil {
 			return false
 		}
 	}
@@ -166,7 +173,7 @@ func inAny(ps []netip.Prefix, a netip.Addr) bool {
 // the rule's host, which may be "*.example.com" (any subdomain, not the
 // domain itself), as routes do.
 func (ru *rule) hostMatches(host []byte) bool {
-	h := hostOnly(host)
+	h := matchHost(host)
 	if ru.hostSuffix != "" {
 		n := len(ru.hostSuffix)
 		return len(h) > n && strings.EqualFold(string(h[len(h)-n:]), ru.hostSuffix)
