@@ -30,6 +30,7 @@ type Config struct {
 	Frontends []*Frontend // sorted by name
 	Backends  []*Backend  // sorted by name
 	Peers     Peers       // stick-table sync, see peers.go
+	ACME      *ACME       // [acme]; nil: none (acme.go)
 	// Warnings are worth telling the operator but do not refuse the file;
 	// the engine logs them at every start and reload.
 	Warnings []Problem
@@ -108,6 +109,9 @@ type TLS struct {
 	// Pair is the certificate and key, read and parsed at Parse: a file
 	// that `sluice check` accepts is the one the worker serves.
 	Pair *tls.Certificate
+	// ACME lists the names whose certificates are obtained and renewed
+	// through [acme] instead (Cert and Key are then empty).
+	ACME []string
 }
 
 // Route sends matching HTTP requests to Backend.
