@@ -14,7 +14,7 @@ import (
 func TestACMESection(t *testing.T) {
 	dir := t.TempDir()
 	storage := filepath.Join(dir, "acme-store") // created by Parse
-	roots, _ := writeKeyPair(t, "ca.example") // a PEM certificate will do as a root
+	roots, _ := writeKeyPair(t, "ca.example")   // a PEM certificate will do as a root
 	notPEM := filepath.Join(dir, "not.pem")
 	os.WriteFile(notPEM, []byte("hello\n"), 0o644)
 	const tail = `
