@@ -441,6 +441,9 @@ func (c *clientConn) serveOne(first bool) bool {
 	// The head is in the read buffer; body reads may overwrite it, so
 	// everything needed from it is used (or copied) before the body moves.
 	v := h1View(c.req)
+	if c.acmeChallenge(&v, &x) {
+		return false
+	}
 	be := p.route(&v)
 	if be == nil {
 		return c.fail(failNoRoute, nil, &x)
