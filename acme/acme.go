@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,6 +56,7 @@ type Manager struct {
 	log    *slog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
+	stop   sync.Once
 
 	// OrdersOK and OrdersFailed count orders (renewals included) that
 	// ended with a certificate, or failed: sluice_acme_orders_total.
@@ -150,10 +152,13 @@ func (m *Manager) Start() error {
 	return nil
 }
 
-// Stop ends the orders in progress and the renewal maintenance.
+// Stop ends the orders in progress and the renewal maintenance; a second
+// call does nothing.
 func (m *Manager) Stop() {
-	m.cancel()
-	m.cache.Stop()
+	m.stop.Do(func() {
+		m.cancel()
+		m.cache.Stop()
+	})
 }
 
 func (m *Manager) onEvent(_ context.Context, event string, data map[string]any) error {
