@@ -33,6 +33,7 @@ import (
 	"sluice/acme"
 	"sluice/conf"
 	"sluice/engine"
+	"sluice/internal/sockets"
 	"sluice/internal/testutil"
 )
 
@@ -91,6 +92,28 @@ func TestACMEPebble(t *testing.T) {
 		}
 		get(t, p, name)
 		stop(c)
+	})
+
+	// Two workers at once on one storage and the same listeners (a reload
+	// while the name is being ordered): one order between them, and both
+	// serve its certificate.
+	t.Run("two workers", func(t *testing.T) {
+		const name = "two.sluice.test"
+		src := p.config(t.TempDir(), "tls-alpn-01", name, app)
+		a := startEngine(t, src, acme.Options{})
+		b := startWorker(t, src, acme.Options{}, a.Sockets)
+		waitServed(t, p, name, nil)
+		testutil.WaitFor(t, "both workers to hold the certificate", 60*time.Second, func() bool {
+			return a.ACME.ExpirySeconds(name) > 0 && b.ACME.ExpirySeconds(name) > 0
+		})
+		if ok := a.ACME.OrdersOK.Load() + b.ACME.OrdersOK.Load(); ok != 1 {
+			t.Errorf("orders of the two workers: %d, want 1", ok)
+		}
+		if failed := a.ACME.OrdersFailed.Load() + b.ACME.OrdersFailed.Load(); failed != 0 {
+			t.Errorf("failed orders: %d", failed)
+		}
+		stop(b)
+		stop(a)
 	})
 
 	t.Run("http-01", func(t *testing.T) {
@@ -222,12 +245,19 @@ address = %q
 
 func startEngine(t *testing.T, src string, opts acme.Options) *engine.Engine {
 	t.Helper()
+	return startWorker(t, src, opts, nil)
+}
+
+// startWorker starts an engine on the sockets of have (nil: its own), as
+// a master hands them to the new worker of a reload.
+func startWorker(t *testing.T, src string, opts acme.Options, have sockets.Set) *engine.Engine {
+	t.Helper()
 	cfg, err := conf.Parse(filepath.Join(t.TempDir(), "sluice.toml"), []byte(src))
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, src)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	e, err := engine.StartWith(cfg, nil, log, engine.Options{ACME: opts})
+	e, err := engine.StartWith(cfg, have, log, engine.Options{ACME: opts})
 	if err != nil {
 		t.Fatal(err)
 	}
