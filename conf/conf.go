@@ -30,6 +30,7 @@ type Config struct {
 	Frontends []*Frontend // sorted by name
 	Backends  []*Backend  // sorted by name
 	Peers     Peers       // stick-table sync, see peers.go
+	ACME      *ACME       // [acme]; nil: none (acme.go)
 	// Warnings are worth telling the operator but do not refuse the file;
 	// the engine logs them at every start and reload.
 	Warnings []Problem
@@ -117,6 +118,9 @@ type TLS struct {
 	OCSP       string
 	OCSPFetch  bool
 	OCSPStaple []byte
+	// ACME lists the names whose certificates are obtained and renewed
+	// through [acme] instead (Cert and Key are then empty).
+	ACME []string
 }
 
 // Route sends matching HTTP requests to Backend.

@@ -152,7 +152,7 @@ func TestDiffCoversEveryField(t *testing.T) {
 		"Global.MaxConnSet": true, "Stats.AdminToken": true, "Frontend.Name": true,
 		"Frontend.Routes": true, "Frontend.Rules": true, "Frontend.ErrorPages": true, "Backend.Name": true,
 		"Backend.Servers": true, "Health.ExpectStatus": true,
-		"Frontend.ErrorBodies": true, "TLS.Pair": true, "TLS.OCSPStaple": true, // contents of the files, compared by Diff
+		"Frontend.ErrorBodies": true, "TLS.Pair": true, "TLS.OCSPStaple": true, "ACME.Roots": true, // contents of the files, compared by Diff
 		"Backend.used":    true,                         // derived: some frontend or route names it
 		"ClientAuth.Pool": true, "ClientAuth.CRL": true, // contents of the files, compared by Diff
 		"BackendTLS.Roots": true, "BackendTLS.Pair": true, // read from ca_file, cert and key
@@ -166,6 +166,7 @@ func TestDiffCoversEveryField(t *testing.T) {
 		{"global.", reflect.TypeFor[Logging](), reflect.TypeFor[rawGlobal]()},
 		{"stats.", reflect.TypeFor[Stats](), reflect.TypeFor[rawStats]()},
 		{"peers.", reflect.TypeFor[Peers](), reflect.TypeFor[rawPeers]()},
+		{"acme.", reflect.TypeFor[ACME](), reflect.TypeFor[rawACME]()},
 		{"frontend.NAME.", reflect.TypeFor[Frontend](), reflect.TypeFor[rawFrontend]()},
 		{"frontend.NAME.tls.", reflect.TypeFor[TLS](), reflect.TypeFor[rawTLS]()},
 		{"frontend.NAME.client_auth.", reflect.TypeFor[ClientAuth](), reflect.TypeFor[rawClientAuth]()},

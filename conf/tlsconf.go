@@ -57,7 +57,8 @@ type ClientAuth struct {
 type ACME struct {
 	Directory string
 	Email     string
-	Storage   string // directory of the account and certificates
-	CAFile    string // roots to trust the ACME server with; "" = the system's
-	Challenge string // "tls-alpn-01" (default) or "http-01"
+	Storage   string         // directory of the account and certificates
+	CAFile    string         // roots to trust the ACME server with; "" = the system's
+	Roots     *x509.CertPool // CAFile, read at Parse; nil = the system's
+	Challenge string         // "tls-alpn-01" (default) or "http-01"
 }

@@ -21,6 +21,7 @@ type rawFile struct {
 	Frontend map[string]rawFrontend `toml:"frontend"`
 	Backend  map[string]rawBackend  `toml:"backend"`
 	Peers    rawPeers               `toml:"peers"`
+	ACME     *rawACME               `toml:"acme"` // acme.go
 }
 
 type rawGlobal struct {
@@ -94,10 +95,11 @@ type rawFrontend struct {
 }
 
 type rawTLS struct {
-	Cert      string `toml:"cert"`
-	Key       string `toml:"key"`
-	OCSP      string `toml:"ocsp"`       // tls_ocsp.go
-	OCSPFetch bool   `toml:"ocsp_fetch"` // tls_ocsp.go
+	Cert      string   `toml:"cert"`
+	Key       string   `toml:"key"`
+	OCSP      string   `toml:"ocsp"`       // tls_ocsp.go
+	OCSPFetch bool     `toml:"ocsp_fetch"` // tls_ocsp.go
+	ACME      []string `toml:"acme"`       // names to obtain certificates for (acme.go)
 }
 
 type rawRoute struct {
@@ -317,6 +319,7 @@ func (v *validator) build(raw *rawFile) *Config {
 		binds["tcp "+cfg.Stats.Bind] = "stats.bind"
 	}
 	cfg.Peers = v.peers(raw.Peers, binds)
+	cfg.ACME = v.acme(raw.ACME)
 	usedBy := map[string]string{} // backend -> key of the reference that settled its mode
 	// Frontends in file order, so that the second of two conflicting ones
 	// is the one reported; cfg.Frontends is sorted by name afterwards.
@@ -386,6 +389,10 @@ func (v *validator) build(raw *rawFile) *Config {
 		}
 		for i, t := range rf.TLS {
 			key := fmt.Sprintf("%s.tls.%d", p, i)
+			if t.ACME != nil {
+				f.TLS = append(f.TLS, TLS{ACME: v.acmeEntry(key, t, cfg.ACME)})
+				continue
+			}
 			if t.Cert == "" || t.Key == "" {
 				v.errf(key, "a tls entry needs both cert and key files")
 			}
@@ -414,6 +421,7 @@ func (v *validator) build(raw *rawFile) *Config {
 		}
 		cfg.Frontends = append(cfg.Frontends, f)
 	}
+	v.acmeFrontends(cfg)
 	for _, b := range cfg.Backends {
 		if !b.used {
 			v.warnf("backend."+b.Name, "backend %s is not used by any frontend (default_backend or a route's backend); point a frontend at it or remove it", b.Name)

@@ -45,6 +45,7 @@ func (e *Engine) counters() []stats.Counter {
 		func() float64 { return float64(sc.Max()) })
 	add("l4_loop_panics_total", "Shared relay loops (an epoll relay loop, a UDP listener's reader) that recovered from a panic and went on: a bug, logged with where; the connection or datagram it cost is in frontend_panics_total.", &l4.LoopPanics)
 	add("l4_loop_errors_total", "Failures of the epoll relay's loops, handled without a panic: a start that failed (tcp is then relayed with goroutines), a connection epoll would not register (relayed with goroutines), a later epoll_ctl (its connection closed) or epoll_wait failure.", &l4.LoopErrors)
+	e.acmeCounters(add, gauge)
 	for _, f := range e.Front.Frontends {
 		fl := [2]string{"frontend", f.Name}
 		add("frontend_proxy_errors_total", "Connections closed for a missing, bad, late or untrusted PROXY header.", &f.Counters.ProxyErrors, fl)

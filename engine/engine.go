@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"sluice/acme"
 	"sluice/backend"
 	"sluice/conf"
 	"sluice/frontend"
@@ -45,6 +46,9 @@ type Engine struct {
 	// updates its Workers and Reloads.
 	Process *stats.Process
 	Peers   *peers.Syncer // stick-table sync; nil without [peers]
+	// ACME obtains and renews the certificates of acme names; nil
+	// without [acme].
+	ACME *acme.Manager
 	// Node is this node's admin state (maintenance), shared with the
 	// stats admin API; Unserved reads it.
 	Node *stats.Node
@@ -144,6 +148,8 @@ type Options struct {
 	// admin API change, the node's maintenance. It may be called from
 	// several goroutines at once and must not block for long.
 	OnServeChange func()
+	// ACME tunes the ACME certificates' renewal (tests).
+	ACME acme.Options
 }
 
 // Listeners lists every socket cfg needs: each frontend bind address (tcp,
@@ -263,6 +269,19 @@ func StartWith(cfg *conf.Config, have sockets.Set, log *slog.Logger, opts Option
 	e.Front, err = frontend.New(cfg, e.Backends, socks, log)
 	if err != nil {
 		return nil, err
+	}
+	if e.ACME, err = acme.New(cfg, log, opts.ACME); err != nil {
+		return nil, err
+	}
+	if err := e.Front.UseACME(e.ACME); err != nil {
+		return nil, err
+	}
+	if e.ACME != nil {
+		undo = append(undo, e.ACME.Stop)
+		// Loads the certificates in storage now; orders in the background.
+		if err := e.ACME.Start(); err != nil {
+			return nil, err
+		}
 	}
 	e.fronts = map[string]*frontend.Frontend{}
 	for _, f := range e.Front.Frontends {
@@ -417,6 +436,9 @@ func (e *Engine) Shutdown(ctx context.Context) int {
 	}
 	if e.Peers != nil {
 		e.Peers.Close() // after the drain: its last picks still reach the peer
+	}
+	if e.ACME != nil {
+		e.ACME.Stop() // an order in progress ends; the next worker takes it up
 	}
 	return cut
 }

@@ -82,6 +82,8 @@ func TestExamplesFitTheDescriptorLimit(t *testing.T) {
 		}
 		// /run/sluice is the service's RuntimeDirectory, absent here.
 		src = bytes.ReplaceAll(src, []byte("/run/sluice/keepalived.track"), []byte(filepath.Join(t.TempDir(), "keepalived.track")))
+		// /var/lib/sluice is the service's state directory, absent here.
+		src = bytes.ReplaceAll(src, []byte("/var/lib/sluice/acme"), []byte(t.TempDir()))
 		cfg, err := conf.Parse(f, src)
 		if err != nil {
 			t.Fatal(err)

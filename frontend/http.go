@@ -31,11 +31,16 @@ func newHTTPProxy(fc *conf.Frontend, pol *policy.Frontend, cfgBackends []*conf.B
 		H2C:                fc.H2C,
 	}
 	if len(fc.TLS) > 0 {
-		certs := make([]*tls.Certificate, len(fc.TLS))
-		for i, t := range fc.TLS {
-			certs[i] = t.Pair
+		var certs []*tls.Certificate
+		for _, t := range fc.TLS {
+			if t.ACME == nil { // acme names: see UseACME
+				certs = append(certs, t.Pair)
+			}
 		}
 		tc, err := l7.NewTLS(certs)
+		if len(certs) == 0 {
+			tc, err = nil, nil
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -457,6 +457,11 @@ func (c *clientConn) serveOne(first bool) bool {
 	// The head is in the read buffer; body reads may overwrite it, so
 	// everything needed from it is used (or copied) before the body moves.
 	v := h1View(c.req)
+	if c.acmeChallenge(&v, &x) {
+		return false
+	}
+	// ACME's http-01 answers come first: a rule redirecting plain http
+	// to https must not redirect the CA's validation.
 	if p.Policy != nil {
 		vd := p.decide(&v, &c.info)
 		if vd.Outcome != policy.Pass {

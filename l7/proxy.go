@@ -113,6 +113,9 @@ type Proxy struct {
 	// [frontend.NAME.rate_limit]); nil: none. Built by package frontend,
 	// asked once per request by both HTTP paths.
 	Policy *policy.Frontend
+	// ACME answers http-01 validations on a plain frontend (acme.go);
+	// nil: none.
+	ACME ACMEChallenges
 
 	Counters Counters
 

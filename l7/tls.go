@@ -126,6 +126,10 @@ func (p *Proxy) ServeClient(conn net.Conn, info ConnInfo) (handedOn bool) {
 		info.TLS = true
 		cs := tc.ConnectionState()
 		info.ALPN, info.SNI = cs.NegotiatedProtocol, cs.ServerName
+		if cs.NegotiatedProtocol == "acme-tls/1" {
+			tc.Close() // a tls-alpn-01 validation: the handshake was all of it
+			return false
+		}
 		info.Cert = clientCertOf(&cs)
 		if cs.NegotiatedProtocol == "h2" {
 			p.serveH2(tc, info)

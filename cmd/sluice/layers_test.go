@@ -56,6 +56,7 @@ var layers = [][]string{
 	{"engine"},
 	{"frontend", "stats", "peers"},
 	{"l7"},
+	{"acme"},
 	{"l4"},
 	{"policy"},
 	{"backend"},
