@@ -13,6 +13,9 @@ import (
 func servedCerts(fc *conf.Frontend, tc *tls.Config) ([]*l7.ServedCert, error) {
 	var out []*l7.ServedCert
 	for _, t := range fc.TLS {
+		if t.ACME != nil {
+			continue // obtained by ACME: no file certificate (UseACME)
+		}
 		c, err := l7.NewServedCert(t.Pair, t.OCSPFetch)
 		if err != nil {
 			return nil, err
