@@ -17,7 +17,7 @@ func (e *Engine) acmeCounters(add func(string, string, *atomic.Uint64, ...[2]str
 	for _, f := range e.Config.Frontends {
 		for _, t := range f.TLS {
 			for _, name := range t.ACME {
-				gauge("tls_cert_expiry_seconds", "Seconds until the certificate expires (NotAfter); for an acme name, cert is the name and 0 means none is issued yet.",
+				gauge("tls_cert_expiry_seconds", certExpiryHelp,
 					func() float64 { return m.ExpirySeconds(name) }, [2]string{"frontend", f.Name}, [2]string{"cert", name})
 			}
 		}

@@ -6,6 +6,10 @@ import (
 	"sluice/stats"
 )
 
+// certExpiryHelp is the help of sluice_tls_cert_expiry_seconds, for file
+// and ACME certificates alike (one metric, one help).
+const certExpiryHelp = "Seconds until the certificate's NotAfter (negative: expired); cert is its first DNS name or subject CN, or the acme name (0 while none is issued yet)."
+
 // certCounters are the figures of the frontends' certificates: expiry,
 // and the OCSP staple and its fetches (issue 22).
 func (e *Engine) certCounters() []stats.Counter {
@@ -15,7 +19,7 @@ func (e *Engine) certCounters() []stats.Counter {
 			l := [][2]string{{"frontend", f.Name}, {"cert", c.Name}}
 			notAfter := c.Leaf.NotAfter
 			out = append(out, stats.Counter{Name: "tls_cert_expiry_seconds", Gauge: true, Labels: l,
-				Help:  "Seconds until the certificate's NotAfter (negative: expired); cert is its first DNS name or subject CN.",
+				Help:  certExpiryHelp,
 				Value: func() float64 { return time.Until(notAfter).Seconds() }})
 			if !c.Fetch && !c.Stapled() {
 				continue
