@@ -184,3 +184,50 @@ when_vital = ["web"]
 		t.Errorf("the master did not log its withdrawals")
 	}
 }
+
+// TestCheckBGP: sluice check reports each [bgp] problem with its line and
+// key, and what to write instead.
+func TestCheckBGP(t *testing.T) {
+	bad := writeFile(t, "bgp.toml", `[frontend.web]
+bind = ["127.0.0.1:0"]
+default_backend = "b"
+[[backend.b.server]]
+address = "127.0.0.1:1"
+[bgp]
+asn = 65535
+router_id = "2001:db8::1"
+hold_time = "2s"
+listen_port = 0
+[[bgp.neighbor]]
+address = "192.0.2.1:179"
+asn = 4294967295
+[[bgp.announce]]
+prefix = "198.51.100.10"
+next_hop = "2001:db8::2"
+communities = ["65000-100"]
+when_vital = ["www"]
+[[bgp.announce]]
+prefix = "198.51.100.1/24"
+`)
+	cmd := exec.Command(binary, "check", "-f", bad)
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, out)
+	}
+	for _, w := range []string{
+		"bgp.toml:7: bgp.asn: 65535 is not a usable AS number",
+		"bgp.toml:8: bgp.router_id: \"2001:db8::1\" is not an IPv4 address",
+		"bgp.toml:9: bgp.hold_time: 2s is not a BGP hold time",
+		"bgp.toml:10: bgp.listen_port: 0 is not a port; use -1",
+		"bgp.toml:12: bgp.neighbor.0.address: \"192.0.2.1:179\" is not an IP address",
+		"bgp.toml:13: bgp.neighbor.0.asn: 4294967295 is not a usable AS number",
+		"bgp.toml:15: bgp.announce.0.prefix: \"198.51.100.10\" has no length; write \"198.51.100.10/32\"",
+		"bgp.toml:17: bgp.announce.0.communities: entry 1 \"65000-100\" is not a community",
+		"bgp.toml:18: bgp.announce.0.when_vital: frontend \"www\" does not exist",
+		"bgp.toml:20: bgp.announce.1.prefix: \"198.51.100.1/24\" has host bits set; write \"198.51.100.0/24\"",
+	} {
+		if !strings.Contains(string(out), w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+}
