@@ -31,6 +31,7 @@ type Config struct {
 	Backends  []*Backend  // sorted by name
 	Peers     Peers       // stick-table sync, see peers.go
 	ACME      *ACME       // [acme]; nil: none (acme.go)
+	BGP       BGP         // announcements to routers, see bgp.go
 	// Warnings are worth telling the operator but do not refuse the file;
 	// the engine logs them at every start and reload.
 	Warnings []Problem

@@ -236,6 +236,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	p := s.opt.Process
 	c.extra.collect(s.opt.Counters, ch)
+	s.collectBGP(ch)
 	gauge(c.build, 1, p.Version)
 	gauge(c.procCur, float64(s.current()))
 	gauge(c.procMax, float64(s.opt.MaxConn))

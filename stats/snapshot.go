@@ -122,6 +122,7 @@ type Snapshot struct {
 	Frontends []Row          `json:"frontends"`
 	Backends  []Row          `json:"backends"`
 	Counters  []CounterValue `json:"counters,omitempty"`
+	BGP       *BGP           `json:"bgp,omitempty"` // the master's BGP speaker; absent without [bgp]
 }
 
 // ProcessInfo is the process line of a snapshot.
@@ -169,6 +170,7 @@ func (s *Server) snapshot() Snapshot {
 		snap.Backends = append(snap.Backends, s.backendRow(b, now))
 	}
 	snap.Counters = s.counterValues()
+	snap.BGP = s.bgp()
 	return snap
 }
 

@@ -21,6 +21,7 @@ const ctlUsage = `usage: sluice ctl [-f FILE] [-addr HOST:PORT] COMMAND
   show stat                              frontends, backends and servers
   show servers                           one line per server
   show sticky BACKEND                    the backend's sticky table (needs the admin token)
+  show bgp                               BGP sessions and announced prefixes (from the master)
   show limits FRONTEND [N]               the frontend's N (20) busiest clients of its rate_limit (admin token)
   set state BACKEND/SERVER ready|drain|maint
   set weight BACKEND/SERVER N
@@ -49,6 +50,9 @@ func cmdCtl(args []string, stdout, stderr io.Writer) int {
 	c := &ctlClient{base: *addr, token: cfg.Stats.AdminToken, http: &http.Client{Timeout: *timeout}}
 	if a := fs.Args(); len(a) == 3 && a[0] == "set" && a[1] == "node" && (cfg.Stats.Bind == "" || c.token == "") && *addr == "" {
 		return ctlNodeViaControl(cfg, a[2], *timeout, stdout, stderr)
+	}
+	if a := fs.Args(); len(a) == 2 && a[0] == "show" && a[1] == "bgp" {
+		return ctlBGP(cfg, *timeout, stdout, stderr)
 	}
 	if c.base == "" {
 		if cfg.Stats.Bind == "" {
@@ -299,5 +303,24 @@ func ctlNodeViaControl(cfg *conf.Config, state string, timeout time.Duration, st
 		return 1
 	}
 	fmt.Fprintf(stdout, "node: state %s\n", stats.NodeAdminName(r.NodeMaint))
+	return 0
+}
+
+// ctlBGP prints the master's BGP state, asked on the control socket.
+func ctlBGP(cfg *conf.Config, timeout time.Duration, stdout, stderr io.Writer) int {
+	path := supervisor.ControlPath(cfg.Global.ControlSocket, cfg.Global.PIDFile)
+	if path == "" {
+		fmt.Fprintln(stderr, "sluice ctl: show bgp asks the master: set global.control_socket")
+		return 1
+	}
+	r, _, err := supervisor.Control(path, supervisor.Request{Cmd: "show-bgp"}, timeout)
+	if err == nil && !r.OK {
+		err = errors.New(r.Error)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice ctl: %v\n", err)
+		return 1
+	}
+	r.BGP.WriteText(stdout)
 	return 0
 }
