@@ -30,6 +30,7 @@ type Config struct {
 	Frontends []*Frontend // sorted by name
 	Backends  []*Backend  // sorted by name
 	Peers     Peers       // stick-table sync, see peers.go
+	BGP       BGP         // announcements to routers, see bgp.go
 	// Warnings are worth telling the operator but do not refuse the file;
 	// the engine logs them at every start and reload.
 	Warnings []Problem

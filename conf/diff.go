@@ -55,6 +55,7 @@ func Diff(old, cur *Config) []Change {
 		d.add("~", "stats", "admin token (the contents of admin_token_file)", "", "")
 	}
 	d.fields("peers", "", reflect.ValueOf(old.Peers), reflect.ValueOf(cur.Peers), reflect.TypeFor[rawPeers]())
+	d.bgp(old.BGP, cur.BGP)
 	for _, name := range unionNames(old.Frontends, cur.Frontends, func(f *Frontend) string { return f.Name }) {
 		o, n := old.Frontend(name), cur.Frontend(name)
 		sec := "frontend " + name

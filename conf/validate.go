@@ -21,6 +21,7 @@ type rawFile struct {
 	Frontend map[string]rawFrontend `toml:"frontend"`
 	Backend  map[string]rawBackend  `toml:"backend"`
 	Peers    rawPeers               `toml:"peers"`
+	BGP      rawBGP                 `toml:"bgp"`
 }
 
 type rawGlobal struct {
@@ -432,6 +433,8 @@ func (v *validator) build(raw *rawFile) *Config {
 			v.errf("global.vital_frontends", "frontend %q does not exist", name)
 		}
 	}
+	cfg.BGP = v.bgp(raw.BGP)
+	v.bgpVital(raw.BGP, cfg)
 	sort.Slice(cfg.Frontends, func(i, j int) bool { return cfg.Frontends[i].Name < cfg.Frontends[j].Name })
 	return cfg
 }
