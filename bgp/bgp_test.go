@@ -28,7 +28,7 @@ type fakeHealth struct {
 	h  Health
 }
 
-func (f *fakeHealth) get() Health { f.mu.Lock(); defer f.mu.Unlock(); return f.h }
+func (f *fakeHealth) get() Health  { f.mu.Lock(); defer f.mu.Unlock(); return f.h }
 func (f *fakeHealth) set(h Health) { f.mu.Lock(); f.h = h; f.mu.Unlock() }
 
 func config(port int, prefixes ...conf.BGPAnnounce) conf.BGP {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -144,6 +145,8 @@ type Options struct {
 	// admin API change, the node's maintenance. It may be called from
 	// several goroutines at once and must not block for long.
 	OnServeChange func()
+	// BGP, when set, is the master's BGP state for the stats listener.
+	BGP func() *stats.BGP
 }
 
 // Listeners lists every socket cfg needs: each frontend bind address (tcp,
@@ -435,6 +438,21 @@ func (e *Engine) Down() string {
 	return frontend.Unserved(false, e.Config.Global.VitalFrontends, e.fronts, e.Backends)
 }
 
+// NoServer lists the frontends named by a bgp.announce.when_vital that
+// have no server up (in file order of first mention), for the master's BGP
+// speaker; nil without [bgp].
+func (e *Engine) NoServer() []string {
+	var out []string
+	for _, a := range e.Config.BGP.Announce {
+		for _, name := range a.WhenVital {
+			if !slices.Contains(out, name) && frontend.Unserved(false, []string{name}, e.fronts, e.Backends) != "" {
+				out = append(out, name)
+			}
+		}
+	}
+	return out
+}
+
 // afterAdmin is what runs after an admin API change: the serving verdict
 // may have changed (a server put in maintenance), then the caller's own.
 func afterAdmin(opts Options) func() {
@@ -489,6 +507,7 @@ func (e *Engine) startStats(cfg *conf.Config, log *slog.Logger, opts Options) er
 		Node:             e.Node,
 		Unserved:         e.Unserved,
 		TrackFile:        cfg.Global.TrackFile,
+		BGP:              opts.BGP,
 	})
 	e.Stats.Serve(sock.Listener)
 	return nil

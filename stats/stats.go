@@ -60,6 +60,8 @@ type Options struct {
 	// server and before the call is answered: a worker makes the change
 	// reach its master there, so "done" survives a crash right after.
 	AfterAdminChange func()
+	// BGP, when set, is the master's BGP state (nil: no [bgp]).
+	BGP func() *BGP
 }
 
 // Process is the process information shown at the top of the page. Its

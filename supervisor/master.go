@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"sluice/bgp"
 	"sluice/conf"
 	"sluice/engine"
 	"sluice/internal/sdnotify"
@@ -75,6 +76,8 @@ type master struct {
 	// the master last knew it, handed to every worker it starts.
 	track *tracker
 	maint bool
+	// bgp announces [bgp]'s prefixes while the tracker's verdict allows.
+	bgp *bgp.Speaker
 }
 
 // ctlCall is a control request waiting for the master's loop.
@@ -108,6 +111,7 @@ func ControlPath(controlSocket, pidFile string) string {
 func runMaster(m *master, cfg *conf.Config, src []byte, takeover string, sigs chan os.Signal) int {
 	m.cfg, m.src = cfg, src
 	m.track = &tracker{path: cfg.Global.TrackFile, log: m.log}
+	m.initBGP()
 	if takeover != "" {
 		// The old master serves until this one's worker is ready: its
 		// verdict stands until then, and stands if this start fails.
@@ -160,6 +164,9 @@ func runMaster(m *master, cfg *conf.Config, src []byte, takeover string, sigs ch
 	for _, k := range sortedKeys(m.socks) {
 		m.log.Info("listening", "socket", k.String(), "role", m.roles[k])
 	}
+	// Sessions come up while the worker starts; nothing is announced
+	// before it serves.
+	m.applyBGP(cfg)
 	w, err := m.startWorker(m.workerStart(cfg, src, state))
 	if err == nil {
 		err = w.waitReady(workerReadyTimeout)
@@ -447,6 +454,13 @@ func (m *master) handle(call *ctlCall) ctlResult {
 		m.track.refresh()
 		m.log.Info("node state set", "from", stats.NodeAdminName(prev), "to", stats.NodeAdminName(maint))
 		return ctlResult{reply: m.statusReply()}
+	case "show-bgp":
+		reply := m.statusReply()
+		reply.BGP = m.bgp.Status()
+		if reply.BGP == nil {
+			return fail(fmt.Errorf("no [bgp] in %s", m.file))
+		}
+		return ctlResult{reply: reply}
 	case "get-sockets":
 		var res ctlResult
 		for _, k := range sortedKeys(m.socks) {
@@ -554,6 +568,7 @@ func (m *master) reload() error {
 	old := m.cur
 	m.cur, m.cfg, m.src = w, cfg, src
 	m.track.setCur(w) // the old worker's verdict held until now: no flap
+	m.applyBGP(cfg)
 	if cfg.Global.TrackFile != m.track.path {
 		m.log.Warn("global.track_file changed; it takes effect at the next start", "running", m.track.path, "configured", cfg.Global.TrackFile)
 	}
@@ -673,6 +688,11 @@ func (m *master) stop(drain bool, call *ctlCall, sigs chan os.Signal) int {
 	grace := time.Duration(0)
 	if drain {
 		grace = m.cfg.Global.StopGrace
+		if m.bgp.Enabled() {
+			// The prefixes were withdrawn by the refresh above: serve on
+			// while the routers move new flows to the other nodes.
+			grace = max(grace, m.cfg.BGP.DrainBeforeStop)
+		}
 	}
 	m.log.Info("stopping", "drain", drain, "stop_grace", grace, "hard_stop_after", d)
 	sdnotify.Stopping("stopping")
@@ -714,6 +734,7 @@ func (m *master) stop(drain bool, call *ctlCall, sigs chan os.Signal) int {
 		}
 	}
 	m.track.exited() // nothing serves any more: 254, not the stop's 1
+	m.bgp.Close()
 	m.removePIDFile()
 	if call != nil {
 		writeReply(call.conn, Reply{OK: true, PID: os.Getpid()}, nil)
@@ -776,6 +797,7 @@ func (m *master) removePIDFile() {
 
 func (m *master) cleanup() {
 	m.track.stop()
+	m.bgp.Close()
 	m.socks.Close()
 	m.closeControl()
 	m.removePIDFile()
@@ -839,4 +861,41 @@ func checkBinary(exe, file string) error {
 		return fmt.Errorf("%s check -f %s: %v\n%s", exe, file, err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// initBGP makes the speaker that follows the tracker's verdict: every
+// refresh of the verdict refreshes the announcements, then tells the
+// current worker (its stats listener shows them).
+func (m *master) initBGP() {
+	m.bgp = bgp.New(m.log, m.track.health, m.pushBGP)
+	m.track.after = func() {
+		m.bgp.Refresh()
+		m.pushBGP()
+	}
+}
+
+// applyBGP moves the speaker to cfg's [bgp]. A failure (a listen_port in
+// use, a neighbour gobgp refuses) is logged: BGP never stops traffic.
+func (m *master) applyBGP(cfg *conf.Config) {
+	if err := m.bgp.Apply(cfg.BGP); err != nil {
+		m.log.Error("bgp: configuration not fully applied", "err", err)
+	}
+	m.pushBGP()
+}
+
+// pushBGP sends the BGP state to the current worker, for its stats
+// listener. It may run on any goroutine.
+func (m *master) pushBGP() {
+	st := m.bgp.Status()
+	if st == nil {
+		return
+	}
+	m.track.mu.Lock()
+	w := m.track.cur
+	m.track.mu.Unlock()
+	if w == nil {
+		return
+	}
+	b, _ := json.Marshal(workerMsg{Op: "bgp", BGP: st})
+	w.write(b)
 }

@@ -5,6 +5,7 @@ import (
 
 	"sluice/engine"
 	"sluice/internal/sockets"
+	"sluice/stats"
 )
 
 // The control socket speaks JSON lines: one request, one reply, then the
@@ -20,6 +21,7 @@ import (
 //	{"cmd":"set-server-state","backend":"b","server":"s",
 //	 "admin":"drain","up":false,"weight":3}   (each of the last three optional)
 //	{"cmd":"set-node","admin":"maint"}   the node's admin state: maint or ready (global.track_file)
+//	{"cmd":"show-bgp"}                   the BGP speaker's sessions and announcements
 //	{"cmd":"get-sockets"}                the listeners, as SCM_RIGHTS (sluice run -x)
 //
 // Every reply has "ok" and, when ok is false, "error".
@@ -55,6 +57,8 @@ type Reply struct {
 	// maintenance.
 	Unserved  string `json:"unserved,omitempty"`
 	NodeMaint bool   `json:"node_maint,omitempty"`
+	// BGP (show-bgp): the BGP speaker's state; absent without [bgp].
+	BGP *stats.BGP `json:"bgp,omitempty"`
 }
 
 // Between master and worker: a socketpair on the worker's fd 3, JSON lines.
@@ -92,6 +96,7 @@ type workerMsg struct {
 	Set           *Request        `json:"set,omitempty"`             // set-server
 	State         json.RawMessage `json:"state,omitempty"`           // reply to state and set-server; the push
 	Node          *nodeReport     `json:"node,omitempty"`            // ready, set-node, node, and the "node" push
+	BGP           *stats.BGP      `json:"bgp,omitempty"`             // "bgp": the master's BGP state, pushed (ID 0, no answer)
 }
 
 // upgradeState is what a master hands to its own re-executed image (binary

@@ -5,7 +5,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+
+	"sluice/bgp"
 
 	"sluice/frontend"
 )
@@ -19,6 +22,13 @@ type nodeReport struct {
 	// Down is why a vital frontend cannot serve, maintenance aside ("":
 	// every one has a server up).
 	Down string `json:"down,omitempty"`
+	// NoServer lists the frontends of bgp.announce.when_vital without a
+	// server up.
+	NoServer []string `json:"no_server,omitempty"`
+}
+
+func (r nodeReport) equal(o nodeReport) bool {
+	return r.Maint == o.Maint && r.Down == o.Down && slices.Equal(r.NoServer, o.NoServer)
 }
 
 // The values of the track file. keepalived multiplies the value by the
@@ -64,6 +74,9 @@ type tracker struct {
 	// on, so that its stop leaves the new master's verdict in place.
 	quiet      bool
 	handedOver bool
+	// after runs at the end of every refresh, outside the lock: the BGP
+	// speaker follows the same verdict.
+	after func()
 }
 
 // takingOver makes the tracker quiet until a worker of this master serves.
@@ -150,11 +163,34 @@ func (t *tracker) verdictLocked() (reason, content string, known bool) {
 
 const maintReason = frontend.MaintReason
 
+// health is the verdict for the BGP speaker: the node's, and the
+// when_vital frontends without a server.
+func (t *tracker) health() bgp.Health {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	reason, _, known := t.verdictLocked()
+	h := bgp.Health{Known: known, Unserved: reason}
+	if t.cur != nil {
+		if r, ok := t.cur.nodeReport(); ok {
+			h.NoServer = r.NoServer
+		}
+	}
+	return h
+}
+
 // refresh writes the file when the verdict changed. A verdict not known
 // yet leaves the file as it is.
 func (t *tracker) refresh() {
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.refreshLocked()
+	after := t.after
+	t.mu.Unlock()
+	if after != nil {
+		after()
+	}
+}
+
+func (t *tracker) refreshLocked() {
 	reason, content, known := t.verdictLocked()
 	if !known {
 		return

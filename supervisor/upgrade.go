@@ -140,6 +140,7 @@ func resumeMaster(m *master, fdStr string, sigs chan os.Signal) int {
 	// The track file stays as the old image left it until a worker of
 	// this one reports (the reload below): an upgrade is not a fault.
 	m.track = &tracker{path: m.cfg.Global.TrackFile, log: m.log}
+	m.initBGP() // the old image's sessions ended with it: they start again
 	var listeners []sockets.Entry
 	m.roles = map[sockets.Key]string{}
 	for _, e := range st.Sockets {
@@ -207,6 +208,7 @@ func resumeMaster(m *master, fdStr string, sigs chan os.Signal) int {
 	if err != nil {
 		m.log.Error("reload after upgrade failed; the previous worker keeps serving", "err", err)
 		r = Reply{Error: "upgrade: the new binary runs the master, but its reload failed: " + err.Error()}
+		m.applyBGP(m.cfg)
 	}
 	if reply != nil {
 		writeReply(reply, r, nil)

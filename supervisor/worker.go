@@ -72,7 +72,7 @@ func RunWorker(stderr io.Writer) int {
 	var eng *engine.Engine
 	if err == nil {
 		eng, err = startEngine(start, cfg, log, engine.Options{
-			AfterAdminChange: w.pushNow, NodeMaint: start.NodeMaint, OnServeChange: w.reportNode})
+			AfterAdminChange: w.pushNow, NodeMaint: start.NodeMaint, OnServeChange: w.reportNode, BGP: w.bgp.Load})
 	}
 	if err != nil {
 		w.send(workerMsg{Error: err.Error()})
@@ -141,6 +141,8 @@ func RunWorker(stderr io.Writer) int {
 			switch q.m.Op {
 			case "state-ack":
 				w.acked(q.m.Ack)
+			case "bgp":
+				w.bgp.Store(q.m.BGP) // the master's news, unanswered
 			case "state":
 				st, _ := json.Marshal(eng.State())
 				w.send(workerMsg{ID: q.m.ID, OK: true, State: st})
@@ -236,6 +238,9 @@ type workerProc struct {
 	nodeSent bool
 
 	draining atomic.Bool // told to drain: its state is no longer the one to keep
+	// bgp is the master's BGP state, pushed whenever it changes, for the
+	// stats listener.
+	bgp atomic.Pointer[stats.BGP]
 	// pushMu makes reading the state and sending it one step, so that a
 	// periodic push read before an admin change is never sent after it.
 	pushMu  sync.Mutex
@@ -371,7 +376,7 @@ func (w *workerProc) acked(id int) {
 
 // nodeNow is the engine's node report at this moment.
 func (w *workerProc) nodeNow() nodeReport {
-	return nodeReport{Maint: w.eng.Node.Maint(), Down: w.eng.Down()}
+	return nodeReport{Maint: w.eng.Node.Maint(), Down: w.eng.Down(), NoServer: w.eng.NoServer()}
 }
 
 // reportNode sends the master the node report when it changed. The engine
@@ -390,7 +395,7 @@ func (w *workerProc) reportNode() {
 		return
 	}
 	r := w.nodeNow()
-	if w.nodeSent && r == w.lastNode {
+	if w.nodeSent && r.equal(w.lastNode) {
 		return
 	}
 	w.lastNode, w.nodeSent = r, true

@@ -53,6 +53,7 @@ func TestImportsPointDown(t *testing.T) {
 var layers = [][]string{
 	{"cmd/sluice"},
 	{"supervisor"},
+	{"bgp"},
 	{"engine"},
 	{"frontend", "stats", "peers"},
 	{"l7"},
