@@ -48,8 +48,8 @@ const (
 	cliIP    = "203.0.113.10"
 	// stickyNet.20 to .25 are the iphash clients.
 	stickyNet = "203.0.113."
-	beIP     = "192.0.2.21"
-	holdTime = 9 * time.Second // bgp.hold_time of the nodes
+	beIP      = "192.0.2.21"
+	holdTime  = 9 * time.Second // bgp.hold_time of the nodes
 	// drainBeforeStop is bgp.drain_before_stop: how long a stopping node
 	// keeps serving after it withdrew its route.
 	drainBeforeStop = time.Second
