@@ -10,12 +10,14 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
 
 # Lint first: a test run is only green when gofmt and go vet are clean too;
-# then every test, the keepalived failover test on its own (its timings are
-# VRRP's, which a machine busy with other test packages disturbs), then a
-# bounded fuzz run of the PROXY-protocol and HTTP/1 parsers.
+# then every test, the keepalived failover and the BGP/ECMP tests on their
+# own (their timings are VRRP's and BGP's, which a machine busy with other
+# test packages disturbs), then a bounded fuzz run of the PROXY-protocol and
+# HTTP/1 parsers.
 test: lint
-	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /test/ha)
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v -e /test/ha -e /test/bgp)
 	$(GO) test -count=1 -timeout 5m ./test/ha
+	$(GO) test -count=1 -timeout 5m ./test/bgp
 	$(MAKE) fuzz
 
 # Bounded fuzzing for CI: the PROXY-protocol accepting path and the HTTP/1

@@ -50,6 +50,10 @@ type stickySlot struct {
 	id         string
 	used       int64 // unix nanos of the last use
 	prev, next int32 // towards newer, towards older; -1 ends
+	// remote: the last use was a peer's (SetEntry), not this node's; a
+	// peer's refresh sends only entries used here, so that in a mesh each
+	// node pushes its own uses to all and passes on nobody's.
+	remote bool
 }
 
 // stickyShardMin is the smallest shard worth splitting the table for: below
@@ -106,7 +110,7 @@ func (t *StickyTable) Get(a netip.Addr) (string, bool) {
 		sh.drop(i)
 		return "", false
 	}
-	e.used = now
+	e.used, e.remote = now, false
 	sh.toFront(i)
 	return e.id, true
 }
@@ -156,7 +160,7 @@ func (t *StickyTable) setIfNewer(a netip.Addr, id string, used int64, onlyNewer 
 		if onlyNewer && e.used > used && !t.expired(e.used, now) {
 			return
 		}
-		e.id, e.used = id, used
+		e.id, e.used, e.remote = id, used, onlyNewer
 		sh.toFront(i)
 		return
 	}
@@ -175,7 +179,7 @@ func (t *StickyTable) setIfNewer(a netip.Addr, id string, used int64, onlyNewer 
 		sh.slab = append(sh.slab, stickySlot{})
 		i = int32(len(sh.slab) - 1)
 	}
-	sh.slab[i] = stickySlot{addr: a, id: id, used: used, prev: -1, next: -1}
+	sh.slab[i] = stickySlot{addr: a, id: id, used: used, prev: -1, next: -1, remote: onlyNewer}
 	sh.index[a] = i
 	sh.n++
 	sh.link(i)
@@ -226,7 +230,13 @@ func (t *StickyTable) Entries() []StickyEntry {
 // zero time), in no particular order. It walks the whole table: entries
 // received from a peer keep their older last use, so the recency lists are
 // not ordered by it.
-func (t *StickyTable) UsedSince(since time.Time) []StickyEntry {
+func (t *StickyTable) UsedSince(since time.Time) []StickyEntry { return t.usedSince(since, false) }
+
+// UsedHereSince is UsedSince without the entries whose last use came from
+// a peer (SetEntry): what this node itself used.
+func (t *StickyTable) UsedHereSince(since time.Time) []StickyEntry { return t.usedSince(since, true) }
+
+func (t *StickyTable) usedSince(since time.Time, here bool) []StickyEntry {
 	now := t.Now().UnixNano()
 	after := since.UnixNano()
 	if since.IsZero() {
@@ -238,7 +248,7 @@ func (t *StickyTable) UsedSince(since time.Time) []StickyEntry {
 		sh.mu.Lock()
 		for i := sh.newest; i >= 0; i = sh.slab[i].next {
 			e := &sh.slab[i]
-			if e.used <= after || t.expired(e.used, now) {
+			if e.used <= after || t.expired(e.used, now) || here && e.remote {
 				continue
 			}
 			out = append(out, StickyEntry{Client: e.addr, ServerID: e.id, LastUsed: time.Unix(0, e.used)})

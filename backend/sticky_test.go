@@ -295,6 +295,36 @@ func TestStickyNotifyAndUsedSince(t *testing.T) {
 	}
 }
 
+// TestStickyUsedHereSince: entries whose last use is a peer's are left out;
+// a local lookup or Set of one makes it this node's again.
+func TestStickyUsedHereSince(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tb := NewStickyTable(16, time.Minute)
+	tb.Now = func() time.Time { return now }
+	a := netip.MustParseAddr("10.0.0.1")
+	b := netip.MustParseAddr("10.0.0.2")
+	c := netip.MustParseAddr("10.0.0.3")
+	since := now.Add(-time.Second)
+	tb.Set(a, "s1")
+	tb.SetEntry(StickyEntry{Client: b, ServerID: "s2", LastUsed: now})
+	tb.SetEntry(StickyEntry{Client: c, ServerID: "s1", LastUsed: now})
+	if es := tb.UsedHereSince(since); len(es) != 1 || es[0].Client != a {
+		t.Fatalf("UsedHereSince = %+v, want only a", es)
+	}
+	if es := tb.UsedSince(since); len(es) != 3 {
+		t.Fatalf("UsedSince = %+v, want all three", es)
+	}
+	// A newer peer use of a makes it the peer's; a local use of b, c ours.
+	now = now.Add(time.Second)
+	tb.SetEntry(StickyEntry{Client: a, ServerID: "s1", LastUsed: now})
+	tb.Get(b)
+	tb.Set(c, "s2")
+	es := tb.UsedHereSince(since)
+	if len(es) != 2 || es[0].Client == a || es[1].Client == a {
+		t.Fatalf("UsedHereSince = %+v, want b and c", es)
+	}
+}
+
 // TestStickyPickNotifyNoAlloc: a pick that records a new choice with a
 // notifier installed (a non-blocking channel send, as peers does) allocates
 // nothing beyond the table's own growth.

@@ -10,9 +10,10 @@ import (
 )
 
 // Peers is the [peers] section: stick-table synchronisation with the other
-// box of a pair. Entries of every sticky = "source" table are pushed to each
-// address in Peers and received on Bind; both ends prove they hold the
-// secret in SecretFile.
+// box of a pair, or with every other node of a group (a full mesh: each
+// node lists all the others). Entries of every sticky = "source" table are
+// pushed to each address in Peers and received on Bind; both ends prove they
+// hold the secret in SecretFile.
 type Peers struct {
 	Bind       string   // host:port to receive peers' entries on; "" = only push
 	Peers      []string // host:port of each peer's bind; empty = only receive
@@ -64,7 +65,7 @@ func (v *validator) peers(rp rawPeers, binds map[string]string) Peers {
 		case seen[a]:
 			v.errf("peers.peers", "entry %d %q is listed twice", i+1, a)
 		case p.Bind != "" && a == p.Bind:
-			v.errf("peers.peers", "entry %d %q is this node's own peers.bind; list the other node's address", i+1, a)
+			v.errf("peers.peers", "entry %d %q is this node's own peers.bind; list the other nodes' addresses", i+1, a)
 		}
 		seen[a] = true
 	}
@@ -78,7 +79,7 @@ func (v *validator) peers(rp rawPeers, binds map[string]string) Peers {
 		return p
 	}
 	if rp.SecretFile == "" {
-		v.errf("peers", "[peers] needs secret_file: a file holding a shared secret of at least %d bytes, the same on both nodes", MinPeerSecret)
+		v.errf("peers", "[peers] needs secret_file: a file holding a shared secret of at least %d bytes, the same on every node", MinPeerSecret)
 		return p
 	}
 	// Read by the worker, whose working directory need not be the file's.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,5 +118,48 @@ func TestKeepalivedExamples(t *testing.T) {
 	p1, p2 := cfgs["node1"].Peers, cfgs["node2"].Peers
 	if len(p1.Peers) != 1 || p1.Peers[0] != p2.Bind || len(p2.Peers) != 1 || p2.Peers[0] != p1.Bind {
 		t.Errorf("peers do not point at each other: node1 %+v, node2 %+v", p1, p2)
+	}
+}
+
+// TestBGPExamples: the three nodes' files in examples/bgp validate (with
+// the secret file they name replaced by one that exists), announce the
+// same service address, and list each other as a full mesh of peers.
+func TestBGPExamples(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "peers.secret")
+	os.WriteFile(secret, []byte("an example secret of 32 bytes...\n"), 0o600)
+	var cfgs []*conf.Config
+	for _, n := range []string{"node1", "node2", "node3"} {
+		p := filepath.Join("..", "examples", "bgp", n+".toml")
+		src, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = bytes.ReplaceAll(src, []byte(`"peers.secret"`), []byte(strconv.Quote(secret)))
+		cfg, err := conf.Parse(p, src)
+		if err != nil {
+			t.Fatalf("%s:\n%v", p, err)
+		}
+		if !cfg.BGP.Enabled() || len(cfg.BGP.Announce) != 1 || cfg.BGP.Announce[0].Prefix.String() != "198.51.100.10/32" {
+			t.Errorf("%s: want [bgp] announcing 198.51.100.10/32, have %+v", p, cfg.BGP)
+		}
+		if host, _, _ := strings.Cut(cfg.Peers.Bind, ":"); host != cfg.BGP.RouterID.String() {
+			t.Errorf("%s: peers.bind %s is not on the router_id %s", p, cfg.Peers.Bind, cfg.BGP.RouterID)
+		}
+		cfgs = append(cfgs, cfg)
+	}
+	for i, c := range cfgs {
+		want := map[string]bool{}
+		for j, o := range cfgs {
+			if j != i {
+				want[o.Peers.Bind] = true
+			}
+		}
+		got := map[string]bool{}
+		for _, p := range c.Peers.Peers {
+			got[p] = true
+		}
+		if len(got) != 2 || !got[cfgs[(i+1)%3].Peers.Bind] || !got[cfgs[(i+2)%3].Peers.Bind] {
+			t.Errorf("node%d's peers %v, want the two others %v", i+1, c.Peers.Peers, want)
+		}
 	}
 }

@@ -12,3 +12,6 @@ func SetAuthTimeout(t testing.TB, d time.Duration) {
 	authTimeout = d
 	t.Cleanup(func() { authTimeout = old })
 }
+
+// Sweeps is how many refresh sweeps s has made.
+func Sweeps(s *Syncer) uint64 { return s.sweeps.Load() }

@@ -1,8 +1,16 @@
 // Package peers synchronises sticky = "source" tables between the two boxes
-// of a keepalived pair, like HAProxy's peers section: each node pushes the
-// entries its picks record to every configured peer, and applies what its
-// peers push to it, so a client keeps its server when the floating address
-// moves.
+// of a keepalived pair, or the N nodes of a BGP/ECMP group, like HAProxy's
+// peers section: each node pushes the entries its picks record to every
+// configured peer, and applies what its peers push to it, so a client keeps
+// its server when the floating address moves or the router sends it to
+// another node.
+//
+// N nodes form a full mesh: each lists all the others. A node sends only
+// what it used itself (its picks, and on refresh the entries it looked up
+// since the last sweep), never what it received, so every node gets each
+// entry once from the node that used it and nothing goes round. The full
+// dump on (re)connect is the exception: it carries every live entry, so a
+// node that restarts learns the entries of a peer that is down meanwhile.
 //
 // Each node dials each peer and only writes on that connection; it only
 // reads on the connections it accepts. A connection starts with a mutual
@@ -95,6 +103,7 @@ type Syncer struct {
 	// set before Start returns to take effect (tests). Defaults from the
 	// tables' TTLs.
 	refresh time.Duration
+	sweeps  atomic.Uint64 // refresh sweeps done (tests)
 
 	Counters Counters
 }
@@ -294,7 +303,10 @@ func (s *Syncer) collect() {
 			s.sendRates()
 		case now := <-refresh.C:
 			for _, name := range s.names {
-				for _, e := range s.tables[name].UsedSince(lastSweep) {
+				// Only this node's uses: in a mesh every node hears of an
+				// entry from the node that used it, and passing on what a
+				// peer sent would send each entry around again.
+				for _, e := range s.tables[name].UsedHereSince(lastSweep) {
 					pending = append(pending, change{backend: name, e: e})
 					if len(pending) >= maxBatch {
 						send()
@@ -303,6 +315,7 @@ func (s *Syncer) collect() {
 			}
 			lastSweep = now
 			send()
+			s.sweeps.Add(1)
 		}
 	}
 }
