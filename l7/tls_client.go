@@ -37,20 +37,45 @@ var (
 
 func (cc *ClientCert) values() [3]string { return [3]string{cc.Subject, cc.SAN, cc.Fingerprint} }
 
-// isClientCertHeader reports whether name is one of certNames.
+// isClientCertHeader reports whether name is one of certNames, with '_'
+// taken for '-': CGI-style servers (PHP-FPM, WSGI, CGI) read both
+// X_Client_Cert_Subject and X-Client-Cert-Subject as
+// HTTP_X_CLIENT_CERT_SUBJECT, so a client's copy in either spelling could
+// pass for sluice's.
 func isClientCertHeader(name []byte) bool {
 	// All three start with "x-client-cert-": one compare rules out the
 	// usual header at once.
 	const prefix = "x-client-cert-"
-	if len(name) <= len(prefix) || !equalFold(name[:len(prefix)], prefix) {
+	if len(name) <= len(prefix) || !cgiEqualFold(name[:len(prefix)], prefix) {
 		return false
 	}
-	for _, n := range certNames {
-		if equalFold(name, n) {
+	for _, n := range certNamesLower {
+		if cgiEqualFold(name, n) {
 			return true
 		}
 	}
 	return false
+}
+
+// cgiEqualFold reports whether b equals the lower-case s ignoring ASCII
+// case, '_' in b matching '-' in s.
+func cgiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c := b[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // appendClientCert appends the client certificate headers of cc to an
