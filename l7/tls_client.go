@@ -219,7 +219,7 @@ func handshakeReason(err error, timedOut bool) int {
 // WithClientAuth returns a copy of tc (NewTLS) that asks clients for a
 // certificate as ca says: crypto/tls verifies a certificate that is sent
 // against ca.Pool (VerifyClientCertIfGiven); VerifyConnection then refuses
-// a missing one when verify is required, and a revoked one (ca.CRL). One
+// a missing one when verify is required, and a revoked one (ca.CRLs). One
 // hook does both so that each refusal carries its reason for the counters
 // (crypto/tls's own "no certificate" error is text only).
 func WithClientAuth(tc *tls.Config, ca *conf.ClientAuth) *tls.Config {
@@ -227,7 +227,7 @@ func WithClientAuth(tc *tls.Config, ca *conf.ClientAuth) *tls.Config {
 	tc.ClientAuth = tls.VerifyClientCertIfGiven
 	tc.ClientCAs = ca.Pool
 	required := ca.Verify != conf.VerifyOptional
-	crl := newRevoked(ca.CRL)
+	crl := newRevoked(ca.CRLs)
 	tc.VerifyConnection = func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			if required {
@@ -245,36 +245,43 @@ func WithClientAuth(tc *tls.Config, ca *conf.ClientAuth) *tls.Config {
 	return tc
 }
 
-// revoked is a CRL as a set of serials of its issuer, built once per
+// revoked is crl_file's CRLs as sets of serials by issuer, built once per
 // worker.
-type revoked struct {
-	issuer  []byte // raw subject of the CRL's issuer
-	serials map[string]struct{}
-}
+type revoked map[string]map[string]struct{} // raw issuer subject -> serials
 
-func newRevoked(crl *x509.RevocationList) *revoked {
-	if crl == nil || len(crl.RevokedCertificateEntries) == 0 {
-		return nil
-	}
-	r := &revoked{issuer: crl.RawIssuer, serials: make(map[string]struct{}, len(crl.RevokedCertificateEntries))}
-	for _, e := range crl.RevokedCertificateEntries {
-		r.serials[string(e.SerialNumber.Bytes())] = struct{}{}
+func newRevoked(crls []*x509.RevocationList) revoked {
+	var r revoked
+	for _, crl := range crls {
+		if len(crl.RevokedCertificateEntries) == 0 {
+			continue
+		}
+		if r == nil {
+			r = revoked{}
+		}
+		serials := r[string(crl.RawIssuer)]
+		if serials == nil {
+			serials = make(map[string]struct{}, len(crl.RevokedCertificateEntries))
+			r[string(crl.RawIssuer)] = serials
+		}
+		for _, e := range crl.RevokedCertificateEntries {
+			serials[string(e.SerialNumber.Bytes())] = struct{}{}
+		}
 	}
 	return r
 }
 
-// revokes reports whether the CRL lists a certificate of chain (leaf or
+// revokes reports whether a CRL lists a certificate of chain (leaf or
 // intermediate) that its issuer signed. The serials are positive
 // (RFC 5280 §4.1.2.2), so their bytes identify them.
-func (r *revoked) revokes(chain []*x509.Certificate) bool {
+func (r revoked) revokes(chain []*x509.Certificate) bool {
 	if r == nil {
 		return false
 	}
 	for _, c := range chain[:max(len(chain)-1, 0)] { // not the root: ca_file trusts it
-		if string(c.RawIssuer) != string(r.issuer) || c.SerialNumber == nil {
+		if c.SerialNumber == nil {
 			continue
 		}
-		if _, ok := r.serials[string(c.SerialNumber.Bytes())]; ok {
+		if _, ok := r[string(c.RawIssuer)][string(c.SerialNumber.Bytes())]; ok {
 			return true
 		}
 	}

@@ -1,0 +1,85 @@
+package l7_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"sluice/internal/testpki"
+	"sluice/internal/testutil"
+)
+
+// TestClientCertCRLFileOfTwoCAs: ca_file trusts two client CAs and
+// crl_file holds both CRLs, one after the other (as HAProxy's crl-file
+// and OpenSSL read them): a certificate revoked by the second CRL is
+// refused like one revoked by the first. Only the first was read, so the
+// second CA's revocations were ignored without a word.
+func TestClientCertCRLFileOfTwoCAs(t *testing.T) {
+	m := newMTLS(t)
+	dir := t.TempDir()
+	a, b := testpki.NewCA(t, "client CA A"), testpki.NewCA(t, "client CA B")
+	aGood, aRevoked := a.Issue(t, "a-good", testpki.Options{}), a.Issue(t, "a-revoked", testpki.Options{})
+	bGood, bRevoked := b.Issue(t, "b-good", testpki.Options{}), b.Issue(t, "b-revoked", testpki.Options{})
+	caFile := testpki.Write(t, dir, "cas.pem", append(append([]byte{}, a.PEM...), b.PEM...))
+	crls := append(testpki.CRLPEM(a.CRL(t, time.Time{}, aRevoked.Cert)), testpki.CRLPEM(b.CRL(t, time.Time{}, bRevoked.Cert))...)
+	crlFile := testpki.Write(t, dir, "cas.crl", crls)
+	e, front := m.start(t, fmt.Sprintf("verify = \"required\"\nca_file = %q\ncrl_file = %q", caFile, crlFile), "")
+	for _, leaf := range []*testpki.Leaf{aGood, bGood} {
+		if _, err := m.get(t, front, leaf, "/x", ""); err != nil {
+			t.Errorf("%s refused: %v", leaf.Cert.Subject, err)
+		}
+	}
+	for _, leaf := range []*testpki.Leaf{aRevoked, bRevoked} {
+		if body, err := m.get(t, front, leaf, "/x", ""); err == nil {
+			t.Errorf("revoked %s served: %q", leaf.Cert.Subject, body)
+		}
+	}
+	waitFailed(t, e, "revoked", 2)
+}
+
+// TestClientCertHeadersUnderscoreStripped: CGI-style servers (PHP-FPM,
+// WSGI, anything reading HTTP_X_CLIENT_CERT_SUBJECT) see
+// X_Client_Cert_Subject as X-Client-Cert-Subject: a client's copy under
+// that spelling must not reach them either, on HTTP/1.1 and HTTP/2, with
+// or without a certificate.
+func TestClientCertHeadersUnderscoreStripped(t *testing.T) {
+	m := newMTLS(t)
+	// Every header the server got whose name is one of the three in
+	// CGI's spelling (HTTP_X_CLIENT_CERT_...).
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for k, vs := range r.Header {
+			if strings.HasPrefix(strings.ReplaceAll(strings.ToLower(k), "-", "_"), "x_client_cert_") {
+				fmt.Fprintf(w, "%s=%s\n", k, strings.Join(vs, ","))
+			}
+		}
+	})
+	h1 := serveHTTP(t, echo)
+	h2, _ := h2cServer(t, echo, nil)
+	tables := fmt.Sprintf("[[frontend.web.tls]]\ncert = %q\nkey = %q\n[frontend.web.client_auth]\nverify = \"optional\"\nca_file = %q\n", m.serverCert, m.serverKey, m.caFile)
+	tables += "[[frontend.web.route]]\npath_prefix = \"/h2c/\"\nbackend = \"up\"\n"
+	_, front := testutil.Start(t, h2Config("default_backend = \"app\"", tables, map[string]h2Backend{
+		"app": {addrs: []string{h1.Addr}},
+		"up":  {extra: "proto = \"h2c\"", addrs: []string{h2}},
+	}))
+	extra := "X_Client_Cert_Subject: CN=root\r\nx_client_cert_fingerprint: 00\r\nX-Client_Cert-SAN: DNS:root\r\n"
+	for _, leaf := range []*testpki.Leaf{nil, m.good} {
+		for _, path := range []string{"/x", "/h2c/x"} {
+			body, err := m.get(t, front, leaf, path, extra)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(body, "root") || strings.Contains(body, "=00") || strings.Contains(strings.ToLower(body), "x_client") {
+				t.Errorf("HTTP/1.1 %s (certificate %v): server saw\n%s", path, leaf != nil, body)
+			}
+			body, err = m.getH2(t, front, leaf, path, http.Header{"X_client_cert_subject": {"CN=root"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(body, "root") || strings.Contains(strings.ToLower(body), "x_client") {
+				t.Errorf("HTTP/2 %s (certificate %v): server saw\n%s", path, leaf != nil, body)
+			}
+		}
+	}
+}
