@@ -45,3 +45,33 @@ crl_file = "`+stale+`"`))
 		t.Errorf("%d warnings about crl_file, want 1 (the second CRL is stale): %+v", n, cfg.Warnings)
 	}
 }
+
+// TestBackendTLSDNSWithoutServerName: servers found by DNS are IP
+// addresses, so without server_name their certificates are verified
+// against the IP (and no SNI is sent): `check` says so and names the fix,
+// where the first handshake would only log name_mismatch per server.
+func TestBackendTLSDNSWithoutServerName(t *testing.T) {
+	src := `
+[frontend.f]
+bind = ["127.0.0.1:0"]
+default_backend = "app"
+
+[backend.app.dns]
+name = "_https._tcp.api.service.consul."
+
+[backend.app.tls]
+`
+	cfg := mustParse(t, src)
+	var got []string
+	for _, w := range cfg.Warnings {
+		got = append(got, w.Key+": "+w.Msg)
+	}
+	if len(got) != 1 || !strings.HasPrefix(got[0], "backend.app.tls.server_name: ") || !strings.Contains(got[0], `server_name = "api.service.consul"`) {
+		t.Errorf("warnings %q, want one on backend.app.tls.server_name suggesting the DNS name", got)
+	}
+	for _, extra := range []string{`server_name = "api.internal"`, `verify = "none"`} {
+		if cfg := mustParse(t, src+extra+"\n"); len(cfg.Warnings) != 0 {
+			t.Errorf("with %s: warnings %+v", extra, cfg.Warnings)
+		}
+	}
+}
