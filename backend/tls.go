@@ -185,6 +185,16 @@ func ClassifyTLS(err error) int {
 	return TLSOther
 }
 
+// RefusedAfterHandshake reports whether err, from reading a fresh TLS
+// connection to a server, is an alert the server sent: under TLS 1.3 a
+// server checks the client's certificate after the client's side of the
+// handshake is over, so its refusal of sluice's cert (or of none) comes
+// on the first read, not from Handshake.
+func RefusedAfterHandshake(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error"
+}
+
 // TLSFailed counts a failed handshake with s and reports whether to log
 // it now (once a second at most per server) and how many were not logged
 // since.

@@ -822,6 +822,9 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 			case !gotAny && sc.reused && idempotent && (!c.hasBody() || bodyInHead) && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)):
 				return retryStale()
 			default:
+				if !sc.reused {
+					l4.ServerRefusedTLS(be, sc.srv, err, p.Log)
+				}
 				sc.srv.Counters.RespErrors.Add(1)
 				return c.fail(failServerError, be, x), false
 			}

@@ -351,6 +351,7 @@ func (p *Proxy) dialUp(ctx context.Context, cn *backend.Connect, srv *backend.Se
 	f, err := u.fr.ReadFrame()
 	conn.SetReadDeadline(time.Time{})
 	if err != nil {
+		l4.ServerRefusedTLS(be, srv, err, p.Log)
 		return fail(err)
 	}
 	sf, ok := f.(*http2.SettingsFrame)
