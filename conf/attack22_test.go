@@ -75,3 +75,18 @@ name = "_https._tcp.api.service.consul."
 		}
 	}
 }
+
+// TestClientAuthOnTCPFrontend: client_auth on a tcp frontend says that
+// TLS (and so client certificates) needs an http frontend; it said to add
+// a tls entry, which is refused on tcp frontends.
+func TestClientAuthOnTCPFrontend(t *testing.T) {
+	cert, _ := writeKeyPair(t, "www.example.com")
+	checkProblems(t, parseErrors(t, `[frontend.f]
+bind = ["127.0.0.1:0"]
+default_backend = "b"
+[frontend.f.client_auth]
+ca_file = "`+cert+`"
+[[backend.b.server]]
+address = "127.0.0.1:1"
+`), []want{{4, "frontend.f.client_auth", `mode = "tcp", which does not terminate TLS: set mode = "http"`}})
+}

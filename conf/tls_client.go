@@ -36,7 +36,11 @@ func (v *validator) clientAuth(p string, rf *rawFrontend, f *Frontend) {
 	case ca.Verify != VerifyRequired && ca.Verify != VerifyOptional:
 		v.errf(key+".verify", "%q is not allowed for clients; write \"required\" (no certificate, no connection) or \"optional\" (checked when sent); to not ask for certificates, remove [%s]", ca.Verify, key)
 	}
-	if len(f.TLS) == 0 {
+	if f.Mode != ModeHTTP {
+		// TLS is terminated on http frontends only: adding a tls entry
+		// here would only be refused next.
+		v.errf(key, "client certificates are asked for by TLS http frontends; this one is mode = %q, which does not terminate TLS: set mode = \"http\" with a [[%s.tls]] entry, or remove [%s]", f.Mode, p, key)
+	} else if len(f.TLS) == 0 {
 		v.errf(key, "client certificates need TLS on this frontend; add a [[%s.tls]] entry with cert and key, or remove [%s]", p, key)
 	}
 	f.ClientAuth = ca
