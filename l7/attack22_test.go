@@ -1,14 +1,20 @@
 package l7_test
 
 import (
+	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"sluice/internal/ocsptest"
 	"sluice/internal/testpki"
 	"sluice/internal/testutil"
+	"sluice/l7"
 )
 
 // TestClientCertCRLFileOfTwoCAs: ca_file trusts two client CAs and
@@ -81,5 +87,47 @@ func TestClientCertHeadersUnderscoreStripped(t *testing.T) {
 				t.Errorf("HTTP/2 %s (certificate %v): server saw\n%s", path, leaf != nil, body)
 			}
 		}
+	}
+}
+
+// TestOCSPFileStapleDroppedWhenExpired: a staple from the ocsp file is
+// served until its next update, not after: a stale response makes
+// clients that check it (Firefox: SEC_ERROR_OCSP_OLD_RESPONSE, must-staple)
+// refuse the site, and conf.Parse already staples none from an expired
+// file. It was served as long as the worker ran.
+func TestOCSPFileStapleDroppedWhenExpired(t *testing.T) {
+	ocsptest.Openssl(t)
+	pki := ocsptest.New(t)
+	leaf := pki.Issue(t, "www.test", time.Now().Add(90*24*time.Hour), "", false)
+	resp, err := os.ReadFile(pki.Response(t, leaf, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair := loadPair(t, leaf)
+	pair.OCSPStaple = resp
+	sc, err := l7.NewServedCert(pair, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var skew atomic.Int64
+	sc.SetClock(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
+	cfg, err := l7.NewTLS([]*tls.Certificate{pair})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l7.StapleTLS(cfg, []*l7.ServedCert{sc})
+	addr := serveTLS(t, cfg)
+	if got := goStaple(t, addr, pki, "www.test"); !bytes.Equal(got, resp) {
+		t.Fatalf("fresh: client saw %d bytes, want the file's %d", len(got), len(resp))
+	}
+	skew.Store(int64(time.Until(sc.StapleExpiry()) + time.Second))
+	if got := goStaple(t, addr, pki, "www.test"); len(got) != 0 {
+		t.Errorf("a staple past its next update (%v) was served", sc.StapleExpiry())
+	}
+	if sc.Stapled() {
+		t.Error("Stapled() reports the expired staple as served")
+	}
+	if pair.OCSPStaple == nil {
+		t.Error("the certificate conf loaded was changed in place")
 	}
 }
