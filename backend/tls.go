@@ -172,7 +172,8 @@ func ClassifyTLS(err error) int {
 		return TLSExpired
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return TLSOther
-	case errors.As(err, &alert), errors.As(err, &rh), errors.As(err, &ci), errors.Is(err, ErrNoH2):
+	case errors.As(err, &alert), errors.As(err, &rh), errors.As(err, &ci), errors.Is(err, ErrNoH2),
+		ServerAlert(err): // an alert from the server ("remote error: tls: …"), e.g. no common ALPN protocol
 		return TLSHandshake
 	}
 	var ve *tls.CertificateVerificationError
@@ -185,12 +186,13 @@ func ClassifyTLS(err error) int {
 	return TLSOther
 }
 
-// RefusedAfterHandshake reports whether err, from reading a fresh TLS
-// connection to a server, is an alert the server sent: under TLS 1.3 a
-// server checks the client's certificate after the client's side of the
+// ServerAlert reports whether err is an alert the server sent ("remote
+// error: tls: …"): in the handshake (no common ALPN protocol, say) or on
+// the first read of a fresh connection, since under TLS 1.3 a server
+// checks the client's certificate after the client's side of the
 // handshake is over, so its refusal of sluice's cert (or of none) comes
-// on the first read, not from Handshake.
-func RefusedAfterHandshake(err error) bool {
+// there, not from Handshake.
+func ServerAlert(err error) bool {
 	var oe *net.OpError
 	return errors.As(err, &oe) && oe.Op == "remote error"
 }

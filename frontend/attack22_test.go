@@ -70,3 +70,33 @@ alpn = ["h2"]
 		}
 	}
 }
+
+// TestTLSBackendALPNRefusedIsHandshake: an HTTP/1.1-only server refuses
+// the handshake of an h2 backend with a no_application_protocol alert:
+// counted as "handshake" (an alert), not "other" (timeouts, resets).
+func TestTLSBackendALPNRefusedIsHandshake(t *testing.T) {
+	ca := newCA(t, "ca")
+	h1 := httpsServer(t, ca.issue(t, time.Now().Add(time.Hour), "127.0.0.1"), false, nil)
+	eng, front := testutil.Start(t, fmt.Sprintf(`
+[frontend.f]
+mode = "http"
+bind = ["{{FRONT}}"]
+default_backend = "one"
+[backend.one]
+[[backend.one.server]]
+name = "h1"
+address = %q
+[backend.one.tls]
+ca_file = %q
+alpn = ["h2"]
+`, h1.Listener.Addr(), ca.pem))
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + front + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	s := beServer(t, eng, "one", "h1")
+	if got, other := tlsErrs(s, backend.TLSHandshake), tlsErrs(s, backend.TLSOther); got == 0 || other != 0 {
+		t.Errorf("status %d; TLS errors handshake %d, other %d: want the alert under handshake", resp.StatusCode, got, other)
+	}
+}

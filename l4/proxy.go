@@ -124,10 +124,10 @@ func DialServer(ctx context.Context, be *backend.Backend, srv *backend.Server, h
 
 // ServerRefusedTLS counts and logs err, from the first read of a fresh
 // TLS connection to srv, as a failed handshake (reason "handshake") when
-// it is the server's alert (backend.RefusedAfterHandshake): a TLS 1.3
+// it is the server's alert (backend.ServerAlert): a TLS 1.3
 // server refusing sluice's client certificate. It reports whether it was.
 func ServerRefusedTLS(be *backend.Backend, srv *backend.Server, err error, log *slog.Logger) bool {
-	if be.TLS == nil || !backend.RefusedAfterHandshake(err) {
+	if be.TLS == nil || !backend.ServerAlert(err) {
 		return false
 	}
 	tlsFailed(be, srv, backend.TLSHandshake, fmt.Errorf("refused after the handshake (under TLS 1.3, the server's verdict on the client certificate): %w", err), log)
