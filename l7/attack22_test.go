@@ -1,15 +1,20 @@
 package l7_test
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"sluice/internal/ocsptest"
 	"sluice/internal/testpki"
@@ -129,5 +134,68 @@ func TestOCSPFileStapleDroppedWhenExpired(t *testing.T) {
 	}
 	if pair.OCSPStaple == nil {
 		t.Error("the certificate conf loaded was changed in place")
+	}
+}
+
+// TestClientCertTrailersStripped: a client's X-Client-Cert-* (or
+// X-Forwarded-For) sent as a request trailer does not reach the server
+// either (servers that merge trailers into the headers would take it for
+// sluice's), on HTTP/1.1 chunked bodies to HTTP/1 servers and on HTTP/2
+// to h2c servers; other trailers pass.
+func TestClientCertTrailersStripped(t *testing.T) {
+	m := newMTLS(t)
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		var lines []string
+		for k, vs := range r.Trailer {
+			if len(vs) > 0 { // declared in a Trailer header but not sent: nil
+				lines = append(lines, k+"="+strings.Join(vs, ","))
+			}
+		}
+		sort.Strings(lines)
+		fmt.Fprint(w, strings.Join(lines, "\n"))
+	})
+	h1 := serveHTTP(t, echo)
+	h2, _ := h2cServer(t, echo, nil)
+	tables := fmt.Sprintf("[[frontend.web.tls]]\ncert = %q\nkey = %q\n[frontend.web.client_auth]\nverify = \"optional\"\nca_file = %q\n", m.serverCert, m.serverKey, m.caFile)
+	tables += "[[frontend.web.route]]\npath_prefix = \"/h2c/\"\nbackend = \"up\"\n"
+	_, front := testutil.Start(t, h2Config("default_backend = \"app\"", tables, map[string]h2Backend{
+		"app": {addrs: []string{h1.Addr}},
+		"up":  {extra: "proto = \"h2c\"", addrs: []string{h2}},
+	}))
+	const want = "X-Other=kept"
+
+	// HTTP/1.1 chunked with trailers, to the HTTP/1 server.
+	c, err := tls.Dial("tcp", front, m.client(m.good, "http/1.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprint(c, "POST /x HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nTrailer: X-Client-Cert-Subject, X-Other\r\nConnection: close\r\n\r\n"+
+		"1\r\na\r\n0\r\nX-Client-Cert-Subject: CN=root\r\nx_client_cert_fingerprint: 00\r\nX-Forwarded-For: 10.9.9.9\r\nX-Other: kept\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != want {
+		t.Errorf("HTTP/1.1: server saw trailers\n%s\nwant\n%s", b, want)
+	}
+
+	// HTTP/2 with trailers, to the h2c server.
+	tr := &http2.Transport{TLSClientConfig: m.client(m.good, "h2")}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("POST", "https://"+front+"/h2c/x", io.NopCloser(strings.NewReader("a")))
+	req.Trailer = http.Header{"X-Client-Cert-Subject": {"CN=root"}, "X-Other": {"kept"}}
+	resp, err = (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != want {
+		t.Errorf("HTTP/2: server saw trailers\n%s\nwant\n%s", b, want)
 	}
 }

@@ -771,7 +771,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 			var n int64
 			var err error
 			if req.chunked {
-				n, err = copyChunked(&sc.w, c.hr, p.TimeoutClient)
+				n, err = copyChunkedDrop(&sc.w, c.hr, p.TimeoutClient, forwardingTrailer)
 			} else {
 				n, err = copyFixed(&sc.w, c.hr, req.contentLength, p.TimeoutClient)
 			}

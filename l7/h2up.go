@@ -1011,7 +1011,7 @@ func (us *upStream) writeTrailers(fields []hpack.HeaderField) error {
 	return u.write(func() error {
 		u.encB.b = u.encB.b[:0]
 		for _, f := range fields {
-			if !connSpecific(bytesOf(f.Name)) {
+			if n := bytesOf(f.Name); !connSpecific(n) && !isForwarding(n) {
 				u.enc.WriteField(f)
 			}
 		}
