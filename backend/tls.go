@@ -172,7 +172,8 @@ func ClassifyTLS(err error) int {
 		return TLSExpired
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return TLSOther
-	case errors.As(err, &alert), errors.As(err, &rh), errors.As(err, &ci), errors.Is(err, ErrNoH2):
+	case errors.As(err, &alert), errors.As(err, &rh), errors.As(err, &ci), errors.Is(err, ErrNoH2),
+		ServerAlert(err): // an alert from the server ("remote error: tls: …"), e.g. no common ALPN protocol
 		return TLSHandshake
 	}
 	var ve *tls.CertificateVerificationError
@@ -183,6 +184,17 @@ func ClassifyTLS(err error) int {
 		return TLSHandshake // crypto/tls's own protocol errors
 	}
 	return TLSOther
+}
+
+// ServerAlert reports whether err is an alert the server sent ("remote
+// error: tls: …"): in the handshake (no common ALPN protocol, say) or on
+// the first read of a fresh connection, since under TLS 1.3 a server
+// checks the client's certificate after the client's side of the
+// handshake is over, so its refusal of sluice's cert (or of none) comes
+// there, not from Handshake.
+func ServerAlert(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error"
 }
 
 // TLSFailed counts a failed handshake with s and reports whether to log

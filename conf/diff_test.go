@@ -153,8 +153,8 @@ func TestDiffCoversEveryField(t *testing.T) {
 		"Frontend.Routes": true, "Frontend.Rules": true, "Frontend.ErrorPages": true, "Backend.Name": true,
 		"Backend.Servers": true, "Health.ExpectStatus": true,
 		"Frontend.ErrorBodies": true, "TLS.Pair": true, "TLS.OCSPStaple": true, "ACME.Roots": true, // contents of the files, compared by Diff
-		"Backend.used":    true,                         // derived: some frontend or route names it
-		"ClientAuth.Pool": true, "ClientAuth.CRL": true, // contents of the files, compared by Diff
+		"Backend.used":    true,                          // derived: some frontend or route names it
+		"ClientAuth.Pool": true, "ClientAuth.CRLs": true, // contents of the files, compared by Diff
 		"BackendTLS.Roots": true, "BackendTLS.Pair": true, // read from ca_file, cert and key
 	}
 	for _, tc := range []struct {

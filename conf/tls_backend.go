@@ -104,6 +104,15 @@ func (v *validator) backendTLSMode(b *Backend) {
 		return
 	}
 	p := "backend." + b.Name + ".tls"
+	if b.DNS != nil && b.TLS.ServerName == "" && b.TLS.Verify == VerifyRequired {
+		// Discovered servers are IP addresses: the name checked would be
+		// the IP, which certificates rarely carry, and no SNI goes out.
+		name := strings.TrimSuffix(b.DNS.Name, ".")
+		for strings.HasPrefix(name, "_") && strings.Contains(name, ".") { // SRV: _service._proto.name
+			_, name, _ = strings.Cut(name, ".")
+		}
+		v.warnf(p+".server_name", "the servers found by DNS are IP addresses: without server_name their certificates must carry the IP as a SAN and no SNI is sent; write server_name = %q or the name their certificates carry", name)
+	}
 	switch b.Mode {
 	case ModeUDP:
 		v.errf(p, "TLS to servers is for tcp and http backends; a udp backend has none (DTLS is not supported): remove the table")

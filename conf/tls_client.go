@@ -36,7 +36,11 @@ func (v *validator) clientAuth(p string, rf *rawFrontend, f *Frontend) {
 	case ca.Verify != VerifyRequired && ca.Verify != VerifyOptional:
 		v.errf(key+".verify", "%q is not allowed for clients; write \"required\" (no certificate, no connection) or \"optional\" (checked when sent); to not ask for certificates, remove [%s]", ca.Verify, key)
 	}
-	if len(f.TLS) == 0 {
+	if f.Mode != ModeHTTP {
+		// TLS is terminated on http frontends only: adding a tls entry
+		// here would only be refused next.
+		v.errf(key, "client certificates are asked for by TLS http frontends; this one is mode = %q, which does not terminate TLS: set mode = \"http\" with a [[%s.tls]] entry, or remove [%s]", f.Mode, p, key)
+	} else if len(f.TLS) == 0 {
 		v.errf(key, "client certificates need TLS on this frontend; add a [[%s.tls]] entry with cert and key, or remove [%s]", p, key)
 	}
 	f.ClientAuth = ca
@@ -58,15 +62,17 @@ func (v *validator) clientAuth(p string, rf *rawFrontend, f *Frontend) {
 		return
 	}
 	ca.CRLFile = v.besideConfig(ca.CRLFile)
-	crl, err := loadCRL(ca.CRLFile, cas)
+	crls, err := loadCRLs(ca.CRLFile, cas)
 	if err != nil {
 		v.errf(key+".crl_file", "%v", err)
 		return
 	}
-	ca.CRL = crl
-	if !crl.NextUpdate.IsZero() && time.Now().After(crl.NextUpdate) {
-		v.warnf(key+".crl_file", "%s was due for an update at %s (its next_update): certificates revoked since are not in it; fetch a fresh CRL from the CA and reload",
-			ca.CRLFile, crl.NextUpdate.UTC().Format(time.RFC3339))
+	ca.CRLs = crls
+	for _, crl := range crls {
+		if !crl.NextUpdate.IsZero() && time.Now().After(crl.NextUpdate) {
+			v.warnf(key+".crl_file", "%s: the CRL of %s was due for an update at %s (its next_update): certificates revoked since are not in it; fetch a fresh CRL from the CA and reload",
+				ca.CRLFile, crl.Issuer, crl.NextUpdate.UTC().Format(time.RFC3339))
+		}
 	}
 }
 
@@ -99,36 +105,50 @@ func loadCAFile(path string) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
-// loadCRL reads an X.509 CRL (PEM "X509 CRL" or DER) and checks that a CA
-// of cas signed it: a CRL of another CA would revoke nothing of ours.
-func loadCRL(path string, cas []*x509.Certificate) (*x509.RevocationList, error) {
+// loadCRLs reads the X.509 CRLs of a file: PEM "X509 CRL" blocks, as many
+// as there are CAs (OpenSSL and HAProxy read them all), or one DER CRL.
+// Each must be signed by a CA of cas: a CRL of another CA would revoke
+// nothing of ours.
+func loadCRLs(path string, cas []*x509.Certificate) ([]*x509.RevocationList, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the CRL: %w", err)
 	}
-	der := b
+	ders := [][]byte{b}
 	if bytes.Contains(b, []byte("-----BEGIN")) {
-		var blk *pem.Block
+		ders = nil
 		for rest := b; ; {
-			if blk, rest = pem.Decode(rest); blk == nil || blk.Type == "X509 CRL" {
+			var blk *pem.Block
+			if blk, rest = pem.Decode(rest); blk == nil {
+				break
+			}
+			if blk.Type == "X509 CRL" {
+				ders = append(ders, blk.Bytes)
+			}
+		}
+		if len(ders) == 0 {
+			return nil, fmt.Errorf("%s has no PEM block \"X509 CRL\"; write the CRL as PEM (-----BEGIN X509 CRL-----) or DER", path)
+		}
+	}
+	var out []*x509.RevocationList
+	for i, der := range ders {
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			return nil, fmt.Errorf("%s: CRL %d is not an X.509 CRL: %w", path, i+1, err)
+		}
+		signed := false
+		for _, c := range cas {
+			if crl.CheckSignatureFrom(c) == nil {
+				signed = true
 				break
 			}
 		}
-		if blk == nil {
-			return nil, fmt.Errorf("%s has no PEM block \"X509 CRL\"; write the CRL as PEM (-----BEGIN X509 CRL-----) or DER", path)
+		if !signed {
+			return nil, fmt.Errorf("%s: CRL %d (issuer %s) is not signed by a CA of ca_file; use the CRL of the CA that signs the client certificates (for an intermediate CA's CRL, add the intermediate to ca_file)", path, i+1, crl.Issuer)
 		}
-		der = blk.Bytes
+		out = append(out, crl)
 	}
-	crl, err := x509.ParseRevocationList(der)
-	if err != nil {
-		return nil, fmt.Errorf("%s is not an X.509 CRL: %w", path, err)
-	}
-	for _, c := range cas {
-		if crl.CheckSignatureFrom(c) == nil {
-			return crl, nil
-		}
-	}
-	return nil, fmt.Errorf("%s (issuer %s) is not signed by a CA of ca_file; use the CRL of the CA that signs the client certificates", path, crl.Issuer)
+	return out, nil
 }
 
 // sameClientAuthFiles reports whether the CA pool and CRL of a and b (read
@@ -137,8 +157,13 @@ func sameClientAuthFiles(a, b *ClientAuth) bool {
 	if (a.Pool == nil) != (b.Pool == nil) || a.Pool != nil && !a.Pool.Equal(b.Pool) {
 		return false
 	}
-	if a.CRL == nil || b.CRL == nil {
-		return a.CRL == b.CRL
+	if len(a.CRLs) != len(b.CRLs) {
+		return false
 	}
-	return bytes.Equal(a.CRL.Raw, b.CRL.Raw)
+	for i := range a.CRLs {
+		if !bytes.Equal(a.CRLs[i].Raw, b.CRLs[i].Raw) {
+			return false
+		}
+	}
+	return true
 }

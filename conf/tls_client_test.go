@@ -46,11 +46,11 @@ func TestClientAuth(t *testing.T) {
 			cfg := mustParse(t, clientAuthSrc(cert, key, false, `ca_file = "`+caFile+`"
 crl_file = "`+crl+`"`))
 			a := cfg.Frontend("f").ClientAuth
-			if a == nil || a.Verify != conf.VerifyRequired || a.CAFile != caFile || a.Pool == nil || a.CRL == nil {
+			if a == nil || a.Verify != conf.VerifyRequired || a.CAFile != caFile || a.Pool == nil || len(a.CRLs) != 1 {
 				t.Fatalf("client_auth = %+v", a)
 			}
-			if len(a.CRL.RevokedCertificateEntries) != 1 || a.CRL.RevokedCertificateEntries[0].SerialNumber.Cmp(revoked.Cert.SerialNumber) != 0 {
-				t.Errorf("CRL entries = %+v", a.CRL.RevokedCertificateEntries)
+			if len(a.CRLs[0].RevokedCertificateEntries) != 1 || a.CRLs[0].RevokedCertificateEntries[0].SerialNumber.Cmp(revoked.Cert.SerialNumber) != 0 {
+				t.Errorf("CRL entries = %+v", a.CRLs[0].RevokedCertificateEntries)
 			}
 			if len(cfg.Warnings) != 0 {
 				t.Errorf("warnings: %v", cfg.Warnings)
@@ -58,7 +58,7 @@ crl_file = "`+crl+`"`))
 		}
 		cfg := mustParse(t, clientAuthSrc(cert, key, false, `verify = "optional"
 ca_file = "`+caFile+`"`))
-		if a := cfg.Frontend("f").ClientAuth; a.Verify != conf.VerifyOptional || a.CRL != nil {
+		if a := cfg.Frontend("f").ClientAuth; a.Verify != conf.VerifyOptional || a.CRLs != nil {
 			t.Errorf("client_auth = %+v", a)
 		}
 		if cfg := mustParse(t, "[frontend.f]\nmode = \"http\"\nbind = [\"127.0.0.1:0\"]\ndefault_backend = \"b\"\n[[backend.b.server]]\naddress = \"127.0.0.1:1\"\n"); cfg.Frontend("f").ClientAuth != nil {

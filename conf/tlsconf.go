@@ -48,8 +48,8 @@ type ClientAuth struct {
 	Verify  TLSVerify // required or optional
 	CAFile  string
 	Pool    *x509.CertPool
-	CRLFile string // optional
-	CRL     *x509.RevocationList
+	CRLFile string                 // optional
+	CRLs    []*x509.RevocationList // every CRL of crl_file, in order
 }
 
 // ACME is the [acme] section: certificates obtained and renewed

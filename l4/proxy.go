@@ -115,17 +115,33 @@ func DialServer(ctx context.Context, be *backend.Backend, srv *backend.Server, h
 	if err != nil {
 		var te *backend.TLSError
 		if errors.As(err, &te) && ctx.Err() == nil {
-			if ok, held := srv.TLSFailed(te.Reason); ok {
-				if log == nil {
-					log = slog.Default()
-				}
-				log.Warn("TLS handshake with a server failed", "backend", be.Name, "server", srv.Name, "addr", srv.Addr,
-					"reason", backend.TLSReasonNames[te.Reason], "err", te.Err, "not_logged", held)
-			}
+			tlsFailed(be, srv, te.Reason, te.Err, log)
 		}
 		return nil, err
 	}
 	return tc, nil
+}
+
+// ServerRefusedTLS counts and logs err, from the first read of a fresh
+// TLS connection to srv, as a failed handshake (reason "handshake") when
+// it is the server's alert (backend.ServerAlert): a TLS 1.3
+// server refusing sluice's client certificate. It reports whether it was.
+func ServerRefusedTLS(be *backend.Backend, srv *backend.Server, err error, log *slog.Logger) bool {
+	if be.TLS == nil || !backend.ServerAlert(err) {
+		return false
+	}
+	tlsFailed(be, srv, backend.TLSHandshake, fmt.Errorf("refused after the handshake (under TLS 1.3, the server's verdict on the client certificate): %w", err), log)
+	return true
+}
+
+func tlsFailed(be *backend.Backend, srv *backend.Server, reason int, err error, log *slog.Logger) {
+	if ok, held := srv.TLSFailed(reason); ok {
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("TLS handshake with a server failed", "backend", be.Name, "server", srv.Name, "addr", srv.Addr,
+			"reason", backend.TLSReasonNames[reason], "err", err, "not_logged", held)
+	}
 }
 
 // WriteProxyHeader writes hdr on a fresh server connection in one write, as

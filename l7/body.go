@@ -109,6 +109,12 @@ func copyUntilEOF(dst io.Writer, src *headReader, idle time.Duration) (int64, er
 // instead of confusing the next hop. Writes are batched and flushed before
 // each read that may block.
 func copyChunked(dst io.Writer, src *headReader, idle time.Duration) (int64, error) {
+	return copyChunkedDrop(dst, src, idle, nil)
+}
+
+// copyChunkedDrop is copyChunked leaving out the trailer lines for which
+// drop (nil: none) says so.
+func copyChunkedDrop(dst io.Writer, src *headReader, idle time.Duration, drop func(line []byte) bool) (int64, error) {
 	w := chunkWriterPool.Get().(*bufio.Writer)
 	w.Reset(dst)
 	defer func() { w.Reset(nil); chunkWriterPool.Put(w) }()
@@ -150,6 +156,9 @@ func copyChunked(dst io.Writer, src *headReader, idle time.Duration) (int64, err
 				}
 				if !validTrailer(t) {
 					return done, errBadChunk
+				}
+				if len(t) > 0 && drop != nil && drop(t) {
+					continue
 				}
 				w.Write(t)
 				w.WriteString("\r\n")
@@ -244,3 +253,12 @@ func validTrailer(t []byte) bool {
 }
 
 func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+// forwardingTrailer reports whether a request's trailer line is one of the
+// headers sluice writes (isForwarding): a client's X-Client-Cert-Subject
+// in the trailers would reach servers that merge trailers into the
+// headers (old Tomcat, some CGI gateways) as if sluice had sent it.
+func forwardingTrailer(line []byte) bool {
+	i := bytes.IndexByte(line, ':')
+	return i > 0 && isForwarding(line[:i])
+}

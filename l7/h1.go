@@ -776,7 +776,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 			var n int64
 			var err error
 			if req.chunked {
-				n, err = copyChunked(&sc.w, c.hr, p.TimeoutClient)
+				n, err = copyChunkedDrop(&sc.w, c.hr, p.TimeoutClient, forwardingTrailer)
 			} else {
 				n, err = copyFixed(&sc.w, c.hr, req.contentLength, p.TimeoutClient)
 			}
@@ -827,6 +827,9 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 			case !gotAny && sc.reused && idempotent && (!c.hasBody() || bodyInHead) && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)):
 				return retryStale()
 			default:
+				if !sc.reused {
+					l4.ServerRefusedTLS(be, sc.srv, err, p.Log)
+				}
 				sc.srv.Counters.RespErrors.Add(1)
 				return c.fail(failServerError, be, x), false
 			}

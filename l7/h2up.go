@@ -351,6 +351,7 @@ func (p *Proxy) dialUp(ctx context.Context, cn *backend.Connect, srv *backend.Se
 	f, err := u.fr.ReadFrame()
 	conn.SetReadDeadline(time.Time{})
 	if err != nil {
+		l4.ServerRefusedTLS(be, srv, err, p.Log)
 		return fail(err)
 	}
 	sf, ok := f.(*http2.SettingsFrame)
@@ -1010,7 +1011,7 @@ func (us *upStream) writeTrailers(fields []hpack.HeaderField) error {
 	return u.write(func() error {
 		u.encB.b = u.encB.b[:0]
 		for _, f := range fields {
-			if !connSpecific(bytesOf(f.Name)) {
+			if n := bytesOf(f.Name); !connSpecific(n) && !isForwarding(n) {
 				u.enc.WriteField(f)
 			}
 		}

@@ -37,20 +37,45 @@ var (
 
 func (cc *ClientCert) values() [3]string { return [3]string{cc.Subject, cc.SAN, cc.Fingerprint} }
 
-// isClientCertHeader reports whether name is one of certNames.
+// isClientCertHeader reports whether name is one of certNames, with '_'
+// taken for '-': CGI-style servers (PHP-FPM, WSGI, CGI) read both
+// X_Client_Cert_Subject and X-Client-Cert-Subject as
+// HTTP_X_CLIENT_CERT_SUBJECT, so a client's copy in either spelling could
+// pass for sluice's.
 func isClientCertHeader(name []byte) bool {
 	// All three start with "x-client-cert-": one compare rules out the
 	// usual header at once.
 	const prefix = "x-client-cert-"
-	if len(name) <= len(prefix) || !equalFold(name[:len(prefix)], prefix) {
+	if len(name) <= len(prefix) || !cgiEqualFold(name[:len(prefix)], prefix) {
 		return false
 	}
-	for _, n := range certNames {
-		if equalFold(name, n) {
+	for _, n := range certNamesLower {
+		if cgiEqualFold(name, n) {
 			return true
 		}
 	}
 	return false
+}
+
+// cgiEqualFold reports whether b equals the lower-case s ignoring ASCII
+// case, '_' in b matching '-' in s.
+func cgiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c := b[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // appendClientCert appends the client certificate headers of cc to an
@@ -194,7 +219,7 @@ func handshakeReason(err error, timedOut bool) int {
 // WithClientAuth returns a copy of tc (NewTLS) that asks clients for a
 // certificate as ca says: crypto/tls verifies a certificate that is sent
 // against ca.Pool (VerifyClientCertIfGiven); VerifyConnection then refuses
-// a missing one when verify is required, and a revoked one (ca.CRL). One
+// a missing one when verify is required, and a revoked one (ca.CRLs). One
 // hook does both so that each refusal carries its reason for the counters
 // (crypto/tls's own "no certificate" error is text only).
 func WithClientAuth(tc *tls.Config, ca *conf.ClientAuth) *tls.Config {
@@ -202,7 +227,7 @@ func WithClientAuth(tc *tls.Config, ca *conf.ClientAuth) *tls.Config {
 	tc.ClientAuth = tls.VerifyClientCertIfGiven
 	tc.ClientCAs = ca.Pool
 	required := ca.Verify != conf.VerifyOptional
-	crl := newRevoked(ca.CRL)
+	crl := newRevoked(ca.CRLs)
 	tc.VerifyConnection = func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			if required {
@@ -220,36 +245,43 @@ func WithClientAuth(tc *tls.Config, ca *conf.ClientAuth) *tls.Config {
 	return tc
 }
 
-// revoked is a CRL as a set of serials of its issuer, built once per
+// revoked is crl_file's CRLs as sets of serials by issuer, built once per
 // worker.
-type revoked struct {
-	issuer  []byte // raw subject of the CRL's issuer
-	serials map[string]struct{}
-}
+type revoked map[string]map[string]struct{} // raw issuer subject -> serials
 
-func newRevoked(crl *x509.RevocationList) *revoked {
-	if crl == nil || len(crl.RevokedCertificateEntries) == 0 {
-		return nil
-	}
-	r := &revoked{issuer: crl.RawIssuer, serials: make(map[string]struct{}, len(crl.RevokedCertificateEntries))}
-	for _, e := range crl.RevokedCertificateEntries {
-		r.serials[string(e.SerialNumber.Bytes())] = struct{}{}
+func newRevoked(crls []*x509.RevocationList) revoked {
+	var r revoked
+	for _, crl := range crls {
+		if len(crl.RevokedCertificateEntries) == 0 {
+			continue
+		}
+		if r == nil {
+			r = revoked{}
+		}
+		serials := r[string(crl.RawIssuer)]
+		if serials == nil {
+			serials = make(map[string]struct{}, len(crl.RevokedCertificateEntries))
+			r[string(crl.RawIssuer)] = serials
+		}
+		for _, e := range crl.RevokedCertificateEntries {
+			serials[string(e.SerialNumber.Bytes())] = struct{}{}
+		}
 	}
 	return r
 }
 
-// revokes reports whether the CRL lists a certificate of chain (leaf or
+// revokes reports whether a CRL lists a certificate of chain (leaf or
 // intermediate) that its issuer signed. The serials are positive
 // (RFC 5280 §4.1.2.2), so their bytes identify them.
-func (r *revoked) revokes(chain []*x509.Certificate) bool {
+func (r revoked) revokes(chain []*x509.Certificate) bool {
 	if r == nil {
 		return false
 	}
 	for _, c := range chain[:max(len(chain)-1, 0)] { // not the root: ca_file trusts it
-		if string(c.RawIssuer) != string(r.issuer) || c.SerialNumber == nil {
+		if c.SerialNumber == nil {
 			continue
 		}
-		if _, ok := r.serials[string(c.SerialNumber.Bytes())]; ok {
+		if _, ok := r[string(c.RawIssuer)][string(c.SerialNumber.Bytes())]; ok {
 			return true
 		}
 	}

@@ -43,6 +43,10 @@ type ServedCert struct {
 	fetched chan struct{}
 	// fetchNow makes Run fetch at once even over a fresh staple (tests).
 	fetchNow bool
+	// bare is orig without a staple: served once the staple expired.
+	bare *tls.Certificate
+	// now is the handshakes' clock (tests); nil: time.Now.
+	now func() time.Time
 }
 
 const (
@@ -66,6 +70,9 @@ func NewServedCert(pair *tls.Certificate, fetch bool) (*ServedCert, error) {
 	}
 	c := &ServedCert{Name: conf.CertName(pair.Leaf), Leaf: pair.Leaf, orig: pair, Fetch: fetch, fetched: make(chan struct{}, 1)}
 	c.cur.Store(pair)
+	bare := *pair
+	bare.OCSPStaple = nil
+	c.bare = &bare
 	if fetch || len(pair.OCSPStaple) > 0 {
 		issuer, err := conf.Issuer(pair)
 		if err != nil {
@@ -98,11 +105,29 @@ func unixNano(t time.Time) int64 {
 // nobody reads): tests wait on it.
 func (c *ServedCert) Fetched() <-chan struct{} { return c.fetched }
 
-// Current is the certificate handshakes get now.
-func (c *ServedCert) Current() *tls.Certificate { return c.cur.Load() }
+// Current is the certificate handshakes get now: without its staple once
+// the staple's next update has passed (a stale response makes clients
+// that check it refuse the certificate; HAProxy stops stapling it too),
+// whether it came from the file or a fetch not yet renewed.
+func (c *ServedCert) Current() *tls.Certificate {
+	cur := c.cur.Load()
+	if len(cur.OCSPStaple) == 0 {
+		return cur
+	}
+	if exp := c.expiry.Load(); exp != 0 {
+		now := time.Now
+		if c.now != nil {
+			now = c.now
+		}
+		if now().UnixNano() >= exp {
+			return c.bare
+		}
+	}
+	return cur
+}
 
 // Stapled reports whether an OCSP response is stapled now.
-func (c *ServedCert) Stapled() bool { return len(c.cur.Load().OCSPStaple) > 0 }
+func (c *ServedCert) Stapled() bool { return len(c.Current().OCSPStaple) > 0 }
 
 // StapleExpiry is the next update of the staple served; zero when none is
 // stapled or the response gave none.
@@ -114,12 +139,12 @@ func (c *ServedCert) StapleExpiry() time.Time {
 }
 
 // StapleTLS makes cfg (from NewTLS over the same certificates) serve what
-// each ServedCert holds now. Nothing changes when no certificate fetches:
-// their staples are fixed at Parse.
+// each ServedCert holds now. Nothing changes when no certificate fetches
+// or has a staple from a file.
 func StapleTLS(cfg *tls.Config, certs []*ServedCert) {
 	byOrig := map[*tls.Certificate]*ServedCert{}
 	for _, c := range certs {
-		if c.Fetch {
+		if c.Fetch || c.expiry.Load() != 0 {
 			byOrig[c.orig] = c
 		}
 	}
