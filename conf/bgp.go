@@ -149,6 +149,12 @@ func (v *validator) bgp(r rawBGP) BGP {
 		n.Password = rn.Password
 		if n.Password != "" {
 			v.secretMode(k+".password", v.file) // the key is in this file
+			if b.ListenPort != -1 {
+				// gobgp's listener is Multipath TCP (Go's default), on which
+				// Linux refuses TCP_MD5SIG: an incoming session without the
+				// key would be accepted. Dialled sessions carry it.
+				v.errf(k+".password", "TCP MD5 protects only the sessions this node dials, not those it accepts on listen_port %d; set listen_port = -1 (the router waits: passive on in BIRD)", b.ListenPort)
+			}
 		}
 		b.Neighbors = append(b.Neighbors, n)
 	}
@@ -171,6 +177,8 @@ func (v *validator) bgp(r rawBGP) BGP {
 			}
 		case p != p.Masked():
 			v.errf(k+".prefix", "%q has host bits set; write %q", ra.Prefix, p.Masked().String())
+		case p.Bits() == 0:
+			v.errf(k+".prefix", "%s is a default route: every router would send this node all traffic without a better route; announce the service address, like \"198.51.100.10/32\"", p)
 		case prefixes[p]:
 			v.errf(k+".prefix", "%s is announced twice; one [[bgp.announce]] per prefix", p)
 		default:
@@ -202,9 +210,13 @@ func (v *validator) bgp(r rawBGP) BGP {
 	return b
 }
 
-// bgpVital checks that every when_vital names a frontend.
+// bgpVital checks that every when_vital names a frontend, and warns of an
+// announcement that no server's health gates.
 func (v *validator) bgpVital(r rawBGP, cfg *Config) {
 	for i, ra := range r.Announce {
+		if len(ra.WhenVital) == 0 && len(cfg.Global.VitalFrontends) == 0 {
+			v.warnf(fmt.Sprintf("bgp.announce.%d", i), "announced whatever the servers' health (only maintenance and a stop withdraw it): set when_vital = [\"FRONTEND\"] or global.vital_frontends")
+		}
 		for _, name := range ra.WhenVital {
 			if cfg.Frontend(name) == nil {
 				v.errf(fmt.Sprintf("bgp.announce.%d.when_vital", i), "frontend %q does not exist; name a [frontend.NAME] of this file", name)
