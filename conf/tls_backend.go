@@ -75,6 +75,9 @@ func (v *validator) backendTLS(p string, rt *rawBackendTLS) *BackendTLS {
 			v.errf(p+".cert", "%v", err)
 		} else {
 			t.Pair = pair
+			if pair.Leaf != nil {
+				v.certExpiry(p+".cert", t.Cert, pair.Leaf)
+			}
 		}
 	case rt.Cert != "":
 		v.errf(p+".key", "cert is set but key is not; a client certificate needs both cert and key, or neither")

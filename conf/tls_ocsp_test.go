@@ -129,6 +129,14 @@ func TestCertExpiryWarning(t *testing.T) {
 	}
 	problemAt(t, cfg.Warnings, "frontend.web.tls.0.cert", "(soon.test) expired at")
 
+	// A client certificate sluice presents to its servers too.
+	be := strings.Replace(filesBase, "%s", fmt.Sprintf("[backend.app.tls]\ncert = %q\nkey = %q\n", soon.Chain, soon.Key), 1)
+	cfg, err = conf.Parse("t.toml", []byte(be))
+	if err != nil {
+		t.Fatal(err)
+	}
+	problemAt(t, cfg.Warnings, "backend.app.tls.cert", "(soon.test) expired at")
+
 	later := pki.Issue(t, "later.test", time.Now().Add(60*24*time.Hour), "", false)
 	cfg, err = conf.Parse("t.toml", []byte(ocspConf(later, "")))
 	if err != nil {
