@@ -39,6 +39,10 @@ type Connect struct {
 	// Pinned is a server the request asks for by cookie (sticky =
 	// "cookie"); it is used on the first attempt when it has a free slot.
 	Pinned *Server
+	// Held is a server already acquired for this request by a Connect
+	// that ended with ErrMoved: the first attempt uses it, without a pick
+	// or the queue.
+	Held *Server
 	// Skip is a server to avoid on the first attempt (a udp flow moved off
 	// a server that went down).
 	Skip *Server
@@ -88,6 +92,13 @@ type ConnectError struct{ Err error }
 
 func (e *ConnectError) Error() string { return "connect: " + e.Err.Error() }
 func (e *ConnectError) Unwrap() error { return e.Err }
+
+// ErrMoved is the callback's answer when the request must go to srv in
+// the other HTTP version (its TLS handshake chose it, or chose it before):
+// nothing was sent, nothing is counted; Connect returns it with the server
+// kept acquired in Held (its budget slot given back), for the caller to
+// Connect again on the other path.
+var ErrMoved = errors.New("the server speaks the other HTTP version: the request moves to it")
 
 // ConnectFailed wraps err as a failed connect.
 func ConnectFailed(err error) error { return &ConnectError{Err: err} }
@@ -144,7 +155,9 @@ func (b *Backend) Connect(ctx context.Context, c *Connect, dial func(ctx context
 	for {
 		var srv *Server
 		var err error
-		if c.Pinned != nil && lastErr == nil && c.Pinned.Available() && c.Pinned.TryAcquire() {
+		if c.Held != nil {
+			srv, c.Held = c.Held, nil
+		} else if c.Pinned != nil && lastErr == nil && c.Pinned.Available() && c.Pinned.TryAcquire() {
 			srv = c.Pinned
 		} else {
 			srv, err = b.connectPick(ctx, c, &cl, skip)
@@ -168,6 +181,14 @@ func (b *Backend) Connect(ctx context.Context, c *Connect, dial func(ctx context
 			// about the server.
 			c.Abandon()
 			return ctx.Err()
+		}
+		if err == ErrMoved {
+			if c.Slot {
+				c.Budget.Release()
+				c.Slot = false
+			}
+			c.Held = srv
+			return err
 		}
 		if !b.Failed(c, err) {
 			return err

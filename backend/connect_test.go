@@ -128,3 +128,50 @@ func TestConnectLocalFailureMarksNoServer(t *testing.T) {
 		}
 	}
 }
+
+// A dial that answers ErrMoved (the server speaks the other HTTP version,
+// alpn = ["h2", "http/1.1"]) counts nothing against the server, gives its
+// budget slot back and keeps the server acquired in Held; the next
+// Connect uses it first, though it is at its maxconn (held by this very
+// request), without a pick.
+func TestConnectMovedKeepsServer(t *testing.T) {
+	b := newTestBackend(t, 2)
+	b.Retries = 3
+	budget := NewServerConns(1)
+	srv := b.Servers()[1]
+	srv.MaxConn = 1
+	moved := func(_ context.Context, s *Server) error { return ErrMoved }
+	cn := Connect{Client: Client{Addr: netip.MustParseAddr("192.0.2.1")}, Pinned: srv, Budget: budget}
+	take := func(_ context.Context, s *Server) error {
+		if err := cn.TakeSlot(); err != nil {
+			return err
+		}
+		return moved(nil, s)
+	}
+	if err := b.Connect(context.Background(), &cn, take); err != ErrMoved {
+		t.Fatalf("Connect = %v, want ErrMoved", err)
+	}
+	if cn.Held != srv || srv.TryAcquire() {
+		t.Fatalf("held %v; the server must stay acquired for the request", cn.Held)
+	}
+	if budget.Open() != 0 {
+		t.Errorf("%d budget slots still taken after the move", budget.Open())
+	}
+	for _, s := range b.Servers() {
+		if s.Counters.ConnErrors.Load() != 0 || s.Counters.Retries.Load() != 0 {
+			t.Errorf("server %s: counted a failure for a move", s.Name)
+		}
+	}
+	var got *Server
+	if err := b.Connect(context.Background(), &cn, func(_ context.Context, s *Server) error { got = s; return nil }); err != nil || got != srv {
+		t.Fatalf("Connect after the move: %v on %v, want the held server", err, got)
+	}
+	if cn.Held != nil {
+		t.Error("Held not cleared once used")
+	}
+	srv.Release()
+	if !srv.TryAcquire() {
+		t.Error("server still acquired after its release: the move acquired it twice")
+	}
+	srv.Release()
+}

@@ -43,6 +43,9 @@ type Server struct {
 	passive   passive         // passive observation (observe.go)
 	slowStart slowStart       // the ramp after coming back up (observe.go)
 	tlsLog    lograte.Limiter // failed handshakes logged once a second (tls.go)
+	// httpVersion is what the last TLS handshake chose (HTTP1, HTTP2) when
+	// alpn offers both: l7 routes the server's requests by it (tls.go).
+	httpVersion atomic.Int32
 
 	Counters Counters
 }

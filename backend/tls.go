@@ -37,7 +37,8 @@ var TLSReasonNames = [NumTLSReasons]string{"unknown_authority", "name_mismatch",
 type ClientTLS struct {
 	base       *tls.Config
 	serverName string // "" = each server's host
-	h2         bool   // alpn lists h2 first: HTTP/2 over TLS
+	h2only     bool   // alpn = ["h2"]: a server that does not choose h2 fails
+	mixed      bool   // alpn lists h2 and http/1.1: each server's choice decides
 	cache      tls.ClientSessionCache
 	// configs holds base completed for one server (its ServerName and
 	// its share of the session cache), built once per address: a dial
@@ -77,18 +78,20 @@ func NewClientTLS(c *conf.BackendTLS) *ClientTLS {
 	if c.Pair != nil {
 		t.base.Certificates = []tls.Certificate{*c.Pair}
 	}
-	// The first protocol decides which client speaks (conf.Backend.HTTP2),
-	// so only that one is offered: a server must not pick the other.
+	// The list goes out as written, in order (the server picks, by its
+	// own preference in practice); with both versions in it, l7 speaks
+	// to each server the one its handshake chose (Server.HTTPVersion).
 	if len(c.ALPN) > 0 {
-		t.h2 = c.ALPN[0] == conf.ALPNH2
-		t.base.NextProtos = []string{c.ALPN[0]}
+		t.base.NextProtos = c.ALPN
+		t.h2only = len(c.ALPN) == 1 && c.ALPN[0] == conf.ALPNH2
+		t.mixed = len(c.ALPN) == 2
 	}
 	return t
 }
 
-// H2 reports whether the servers are spoken to in HTTP/2 (alpn lists h2
-// first).
-func (t *ClientTLS) H2() bool { return t.h2 }
+// Mixed reports whether alpn offers both h2 and http/1.1, so that each
+// server is spoken to in the version its handshake chose.
+func (t *ClientTLS) Mixed() bool { return t != nil && t.mixed }
 
 // Config is the client configuration for the server at addr (host:port):
 // SNI and the verified name are server_name, else the host (Go sends no
@@ -120,8 +123,8 @@ func (t *ClientTLS) CheckConfig(addr string) *tls.Config {
 	return c
 }
 
-// ErrNoH2 is a server of an h2 backend that did not choose h2 by ALPN.
-var ErrNoH2 = errors.New("the server did not choose h2 by ALPN (alpn lists \"h2\" first: HTTP/2 is required)")
+// ErrNoH2 is a server of an alpn = ["h2"] backend that did not choose h2.
+var ErrNoH2 = errors.New("the server did not choose h2 by ALPN (alpn = [\"h2\"]: HTTP/2 is required; add \"http/1.1\" to the list to speak HTTP/1.1 to such servers)")
 
 // Handshake runs the TLS handshake on conn, a fresh connection to addr
 // (after any PROXY header), by deadline.
@@ -131,7 +134,7 @@ func (t *ClientTLS) Handshake(ctx context.Context, conn net.Conn, addr string, d
 		conn.SetDeadline(deadline)
 	}
 	err := tc.HandshakeContext(ctx)
-	if err == nil && t.h2 && tc.ConnectionState().NegotiatedProtocol != conf.ALPNH2 {
+	if err == nil && t.h2only && tc.ConnectionState().NegotiatedProtocol != conf.ALPNH2 {
 		err = ErrNoH2
 	}
 	if err != nil {
@@ -203,4 +206,22 @@ func ServerAlert(err error) bool {
 func (s *Server) TLSFailed(reason int) (log bool, held int64) {
 	s.Counters.TLSErrors[reason].Add(1)
 	return s.tlsLog.Allow(time.Now())
+}
+
+// HTTP versions a server's last TLS handshake chose (Server.HTTPVersion).
+const (
+	HTTPUnknown = iota // no handshake yet (or alpn does not offer both)
+	HTTP1              // http/1.1, or no ALPN answer
+	HTTP2              // h2
+)
+
+// HTTPVersion is the HTTP version s's last TLS handshake chose, on a
+// backend whose alpn offers both (HTTPUnknown before the first).
+func (s *Server) HTTPVersion() int { return int(s.httpVersion.Load()) }
+
+// SetHTTPVersion records the version a handshake with s chose.
+func (s *Server) SetHTTPVersion(v int) {
+	if s.httpVersion.Load() != int32(v) {
+		s.httpVersion.Store(int32(v))
+	}
 }

@@ -27,10 +27,11 @@ const (
 	ALPNHTTP11 = "http/1.1"
 )
 
-// HTTP2 reports whether the backend's servers are spoken to in HTTP/2:
+// HTTP2 reports whether the backend's requests start on the HTTP/2 path:
 // proto = "h2c", or TLS whose alpn lists "h2" first (sluice's own HTTP/2
-// client over the TLS connection; a server that does not choose h2 is a
-// failed connect).
+// client over the TLS connection). With "http/1.1" in the list too, a
+// server whose handshake chose it is spoken to in HTTP/1.1 (l7/alpn.go);
+// alone, a server that does not choose h2 is a failed connect.
 func (b *Backend) HTTP2() bool {
 	return b.Proto == ProtoH2C || b.TLS != nil && len(b.TLS.ALPN) > 0 && b.TLS.ALPN[0] == ALPNH2
 }

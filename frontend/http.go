@@ -54,7 +54,7 @@ func newHTTPProxy(fc *conf.Frontend, pol *policy.Frontend, cfgBackends []*conf.B
 		if b := backends[bc.Name]; b != nil {
 			proto := bc.Proto
 			if bc.HTTP2() {
-				proto = conf.ProtoH2C // HTTP/2 to the servers; over TLS when the backend has it (alpn "h2")
+				proto = conf.ProtoH2C // HTTP/2 first; over TLS when alpn lists "h2" first (with "http/1.1": per server, l7/alpn.go)
 			}
 			p.Backends[b] = l7.BackendOptions{
 				PoolMaxIdle:     bc.PoolMaxIdle,

@@ -98,7 +98,9 @@ func Dial(ctx context.Context, addr string, timeout time.Duration, hdr *ProxyHea
 // in clear, as HAProxy sends it), the whole within be.TimeoutConnect. A
 // failed handshake is a failed connect for the caller (retried elsewhere,
 // observed) and, unless ctx ended it, is counted on srv by reason and
-// logged with its reason at most once a second per server.
+// logged with its reason at most once a second per server. When alpn
+// offers both HTTP versions, the one chosen is recorded on srv
+// (Server.HTTPVersion).
 func DialServer(ctx context.Context, be *backend.Backend, srv *backend.Server, hdr *ProxyHeader, log *slog.Logger) (net.Conn, error) {
 	if be.TLS == nil {
 		return Dial(ctx, srv.Addr, be.TimeoutConnect, hdr)
@@ -118,6 +120,13 @@ func DialServer(ctx context.Context, be *backend.Backend, srv *backend.Server, h
 			tlsFailed(be, srv, te.Reason, te.Err, log)
 		}
 		return nil, err
+	}
+	if be.TLS.Mixed() {
+		v := backend.HTTP1
+		if tc.ConnectionState().NegotiatedProtocol == conf.ALPNH2 {
+			v = backend.HTTP2
+		}
+		srv.SetHTTPVersion(v)
 	}
 	return tc, nil
 }

@@ -476,9 +476,9 @@ func (c *clientConn) serveOne(first bool) bool {
 	}
 	x.backend = be.Name
 	if p.Backends[be].Proto == "h2c" {
-		return c.forwardUp(be, &x) // h1up.go
+		return c.forwardUp(be, &x, moved{}) // h1up.go
 	}
-	return c.forward(be, &x)
+	return c.forward(be, &x, moved{})
 }
 
 // maxDiscard is the largest request body read and dropped after an error
@@ -507,13 +507,16 @@ func (c *clientConn) discardBody() bool {
 // no body.
 func (c *clientConn) hasBody() bool { return c.req.chunked || c.req.contentLength > 0 }
 
-// forward sends the request to a server of be and relays the response.
-func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
+// forward sends the request to a server of be and relays the response;
+// mv is a request moved here from the HTTP/2 path (alpn.go).
+func (c *clientConn) forward(be *backend.Backend, x *exchange, mv moved) bool {
 	p := c.p
 	cn := backend.Connect{
-		Client: backend.Client{Addr: c.info.Client.Addr()},
-		Budget: p.ServerConns,
-		Watch:  c.conn,
+		Client:  backend.Client{Addr: c.info.Client.Addr()},
+		Budget:  p.ServerConns,
+		Watch:   c.conn,
+		Held:    mv.srv,
+		Retries: mv.retries,
 	}
 	var cookie []byte
 	if be.Sticky == "cookie" {
@@ -523,7 +526,10 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 	}
 	fresh := false // after a stale reused connection: dial, do not reuse
 	var sc *serverConn
-	dial := func(ctx context.Context, _ *backend.Server) error {
+	dial := func(ctx context.Context, srv *backend.Server) error {
+		if moveOn(be, srv, false, mv) {
+			return backend.ErrMoved
+		}
 		var err error
 		sc, err = c.serverConn(ctx, &cn, be, fresh)
 		return err
@@ -533,6 +539,12 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange) bool {
 		x.retries = cn.Retries
 		if cn.Server != nil {
 			x.server = cn.Server.Name
+		}
+		if err == backend.ErrMoved {
+			if mv, ok := mv.next(&cn); ok {
+				return c.forwardUp(be, x, mv)
+			}
+			return c.fail(failConnect, be, x)
 		}
 		switch {
 		case err == nil:
@@ -637,6 +649,10 @@ func (p *Proxy) dialServer(ctx context.Context, cn *backend.Connect, srv *backen
 	conn, err := l4.DialServer(ctx, be, srv, hdr, p.Log)
 	if err != nil {
 		return nil, backend.ConnectFailed(err)
+	}
+	if wrongVersion(be, conn, false) {
+		conn.Close() // the slot goes back in Connect
+		return nil, backend.ErrMoved
 	}
 	// No SetNoDelay: Go's net sets TCP_NODELAY on every TCP connection it
 	// makes (one setsockopt per connection less).

@@ -65,11 +65,15 @@ type h1Up struct {
 	keep           bool // the connection may serve another request
 }
 
-// forwardUp forwards the current request, routed to be (proto = "h2c"),
-// and reports whether the connection may serve another request.
-func (c *clientConn) forwardUp(be *backend.Backend, x *exchange) bool {
+// forwardUp forwards the current request, routed to be (proto = "h2c",
+// or alpn listing "h2" first), and reports whether the connection may
+// serve another request; mv is a request moved here from the HTTP/1 path.
+func (c *clientConn) forwardUp(be *backend.Backend, x *exchange, mv moved) bool {
 	req := c.req
 	if equalFold(req.method, "CONNECT") {
+		if mv.srv != nil {
+			mv.srv.Release() // moved here: the server chose h2
+		}
 		return c.fail(failBadRequest, be, x) // no tunnel through an HTTP/2 server
 	}
 	u := &c.up
@@ -83,7 +87,9 @@ func (c *clientConn) forwardUp(be *backend.Backend, x *exchange) bool {
 	u.resend = !u.body || !req.chunked && req.contentLength <= int64(c.hr.buffered())
 	u.rdl.timeout = c.p.TimeoutClient
 	c.w = deadlineWriter{conn: c.conn, dl: &c.dl, timeout: c.p.TimeoutClient}
-	forwardUp(u, be, x, u.body, c.conn)
+	if mv, ok := forwardUp(u, be, x, u.body, c.conn, mv); ok {
+		return c.forward(be, x, mv) // the server chose HTTP/1.1 (alpn.go)
+	}
 	return u.keep
 }
 

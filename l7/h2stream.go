@@ -536,10 +536,10 @@ func (s *h2Stream) serve() {
 		return
 	}
 	if p.Backends[be].Proto == "h2c" {
-		s.forwardUp(be, &x) // h2up.go
+		s.forwardUp(be, &x, moved{}) // h2up.go
 		return
 	}
-	s.forward(be, &x)
+	s.forward(be, &x, moved{})
 }
 
 // abort resets the stream towards the client.
@@ -616,10 +616,12 @@ func (s *h2Stream) failStatus(f failure, status int, be *backend.Backend, x *exc
 func (s *h2Stream) log(x *exchange) { s.c.p.logRequest(x, &s.c.info) }
 
 // forward sends the request to a server of be over HTTP/1.1 and relays
-// the response: clientConn.forward's connect, retry and observation rules.
-func (s *h2Stream) forward(be *backend.Backend, x *exchange) {
+// the response: clientConn.forward's connect, retry and observation rules;
+// mv is a request moved here from the HTTP/2 path (alpn.go).
+func (s *h2Stream) forward(be *backend.Backend, x *exchange, mv moved) {
 	p := s.c.p
-	cn := backend.Connect{Client: backend.Client{Addr: s.c.info.Client.Addr()}, Budget: p.ServerConns}
+	cn := backend.Connect{Client: backend.Client{Addr: s.c.info.Client.Addr()}, Budget: p.ServerConns,
+		Held: mv.srv, Retries: mv.retries}
 	var cookie []byte
 	if be.Sticky == "cookie" {
 		v := h1View(&s.req)
@@ -628,7 +630,10 @@ func (s *h2Stream) forward(be *backend.Backend, x *exchange) {
 	}
 	fresh := false
 	var sc *serverConn
-	dial := func(ctx context.Context, _ *backend.Server) error {
+	dial := func(ctx context.Context, srv *backend.Server) error {
+		if moveOn(be, srv, false, mv) {
+			return backend.ErrMoved
+		}
 		var err error
 		sc, err = s.serverConn(ctx, &cn, be, fresh)
 		return err
@@ -638,6 +643,14 @@ func (s *h2Stream) forward(be *backend.Backend, x *exchange) {
 		x.retries = cn.Retries
 		if cn.Server != nil {
 			x.server = cn.Server.Name
+		}
+		if err == backend.ErrMoved {
+			if mv, ok := mv.next(&cn); ok {
+				s.forwardUp(be, x, mv)
+			} else {
+				s.fail(failConnect, be, x)
+			}
+			return
 		}
 		if s.notConnected(err, be, x) {
 			return

@@ -307,6 +307,10 @@ func (p *Proxy) dialUp(ctx context.Context, cn *backend.Connect, srv *backend.Se
 	if err != nil {
 		return nil, backend.ConnectFailed(err)
 	}
+	if wrongVersion(be, conn, true) {
+		conn.Close() // the slot goes back in Connect
+		return nil, backend.ErrMoved
+	}
 	cn.Slot = false // released by u.close
 	opts := p.Backends[be]
 	u := &h2Up{p: p, pool: pool, srv: srv, conn: conn, budget: p.ServerConns, idle: opts.PoolIdleTimeout,
@@ -1149,9 +1153,12 @@ func (us *upStream) fail(err error) {
 }
 
 // forwardUp sends the stream to an h2c server of be over sluice's own
-// HTTP/2 client and relays the response.
-func (s *h2Stream) forwardUp(be *backend.Backend, x *exchange) {
-	forwardUp(s, be, x, !s.endStream, nil)
+// HTTP/2 client and relays the response; mv is a request moved here from
+// the HTTP/1 path.
+func (s *h2Stream) forwardUp(be *backend.Backend, x *exchange, mv moved) {
+	if mv, ok := forwardUp(s, be, x, !s.endStream, nil, mv); ok {
+		s.forward(be, x, mv) // the server chose HTTP/1.1 (alpn.go)
+	}
 }
 
 // forwardUp sends the request of cl (body: it has one) to an h2c server
@@ -1160,9 +1167,14 @@ func (s *h2Stream) forwardUp(be *backend.Backend, x *exchange) {
 // connection, watched while the request waits in the queue. A stream the
 // server refused (GOAWAY above it, REFUSED_STREAM) was never processed: it
 // goes again, on another connection.
-func forwardUp(cl upClient, be *backend.Backend, x *exchange, body bool, watch net.Conn) {
+//
+// A server of an alpn = ["h2", "http/1.1"] backend that speaks HTTP/1.1
+// (alpn.go) ends it before anything was sent: the request, mv, goes to
+// the HTTP/1 path, and ok is true.
+func forwardUp(cl upClient, be *backend.Backend, x *exchange, body bool, watch net.Conn, from moved) (mv moved, ok bool) {
 	p := cl.proxy()
-	cn := backend.Connect{Client: backend.Client{Addr: cl.upInfo().Client.Addr()}, Budget: p.ServerConns, Watch: watch}
+	cn := backend.Connect{Client: backend.Client{Addr: cl.upInfo().Client.Addr()}, Budget: p.ServerConns, Watch: watch,
+		Held: from.srv, Retries: from.retries}
 	var cookie []byte
 	if be.Sticky == "cookie" {
 		v := h1View(cl.upReq())
@@ -1175,7 +1187,10 @@ func forwardUp(cl upClient, be *backend.Backend, x *exchange, body bool, watch n
 	}
 	var us *upStream
 	dials := 0
-	dial := func(ctx context.Context, _ *backend.Server) error {
+	dial := func(ctx context.Context, srv *backend.Server) error {
+		if moveOn(be, srv, true, from) {
+			return backend.ErrMoved
+		}
 		var err error
 		us, err = openUp(ctx, cl, &cn, be, ub, &dials)
 		return err
@@ -1185,6 +1200,13 @@ func forwardUp(cl upClient, be *backend.Backend, x *exchange, body bool, watch n
 		x.retries = cn.Retries
 		if cn.Server != nil {
 			x.server = cn.Server.Name
+		}
+		if err == backend.ErrMoved {
+			if mv, ok := from.next(&cn); ok {
+				return mv, true
+			}
+			cl.fail(failConnect, be, x)
+			return
 		}
 		if errors.Is(err, errUpNoStreams) {
 			cl.upRefused(be, x)

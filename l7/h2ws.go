@@ -69,6 +69,13 @@ func (s *h2Stream) websocket(be *backend.Backend, x *exchange) {
 	if cn.Server != nil {
 		x.server = cn.Server.Name
 	}
+	if err == backend.ErrMoved {
+		// The server chose h2 (alpn lists both): its servers would need
+		// extended CONNECT themselves, as for an h2 backend.
+		cn.Held.Release()
+		s.fail(failBadRequest, be, x)
+		return
+	}
 	if s.notConnected(err, be, x) {
 		return
 	}
