@@ -38,6 +38,12 @@ type clientConn struct {
 	msgs      *msgPair
 	out       []byte  // outgoing head being built
 	outp      *[]byte // the pool's box of out, while it is lent
+	// outHead is the length of the request head at the start of out,
+	// before the body bytes sent with it: kept for a resend (exchange).
+	outHead int
+	// bodyTaken: the request's body was read with its head into out, so
+	// none is left to discard from the connection.
+	bodyTaken bool
 	// raw waits for a keep-alive client's next request in the poller
 	// (headReader.waitRaw), when the connection allows it.
 	raw      syscall.RawConn
@@ -409,6 +415,7 @@ func (c *clientConn) serveOne(first bool) bool {
 	var x exchange
 	x.start = time.Now()
 	c.stickyName, c.stickySrv = "", nil
+	c.bodyTaken = false
 	if first {
 		x.start = c.info.Accepted
 	}
@@ -489,6 +496,8 @@ const maxDiscard = 1 << 20
 // the next request; bodies too large to be worth it close the connection.
 func (c *clientConn) discardBody() bool {
 	switch {
+	case c.bodyTaken:
+		// Read with the head into c.out for a resend that could not go.
 	case c.req.chunked:
 		_, err := copyChunked(io.Discard, c.hr, c.p.TimeoutClient)
 		return err == nil
@@ -525,6 +534,12 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange, mv moved) bool {
 		cn.Pinned = pinned(be, cookie)
 	}
 	fresh := false // after a stale reused connection: dial, do not reuse
+	// light: nothing after exchange's write reads the request's slices
+	// into the read buffer (no sticky cookie to compare with the server
+	// a resend lands on, no move to the HTTP/2 path that would rebuild the
+	// request), so exchange may give the buffer back while the server
+	// thinks.
+	light := cookie == nil && !be.TLS.Mixed()
 	var sc *serverConn
 	dial := func(ctx context.Context, srv *backend.Server) error {
 		if moveOn(be, srv, false, mv) {
@@ -569,7 +584,7 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange, mv moved) bool {
 			c.stickyName, c.stickySrv = be.StickyCookie, srv
 		}
 		x.connected = time.Now()
-		keep, retry := c.exchange(sc, be, x)
+		keep, retry := c.exchange(sc, be, x, fresh, light)
 		srv.Release()
 		observe(srv, x, retry)
 		if retry {
@@ -699,8 +714,11 @@ func proxyHeader(version conf.ProxyVersion, info *ConnInfo) *l4.ProxyHeader {
 // exchange writes the request on sc and relays the response. keep says
 // whether the client connection may serve another request; retry that the
 // request never reached the server (a stale pooled connection) and may be
-// sent again.
-func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) (keep, retry bool) {
+// sent again. resend says this is that second go: the request, head and
+// any body sent with it, is still in c.out as the first go built it (the
+// read buffer under c.req may be gone). light lets it give the client's
+// read buffer back while the server thinks (see forward).
+func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange, resend, light bool) (keep, retry bool) {
 	p := c.p
 	req := c.req
 	// Read all we need from the head now: once the body streams, the
@@ -712,32 +730,43 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange) 
 	// §9.2.2) is sent again then. A POST is protected by the check before
 	// reuse (quiet), which finds a connection the server closed while idle.
 	idempotent := isIdempotent(req.method)
-	c.out = c.buildRequestHead(c.out[:0])
-	headLen := len(c.out)
-	// A small body already read with the head goes out in the same write.
-	bodyInHead := false
-	if req.contentLength > 0 && !req.chunked && int64(c.hr.buffered()) >= req.contentLength {
-		n := int(req.contentLength)
-		c.out = append(c.out, c.hr.buf[c.hr.r:c.hr.r+n]...)
-		c.hr.r += n
-		bodyInHead = true
+	if !resend {
+		c.out = c.buildRequestHead(c.out[:0])
+		c.outHead = len(c.out)
+		// A small body already read with the head goes out in the same write.
+		if req.contentLength > 0 && !req.chunked && int64(c.hr.buffered()) >= req.contentLength {
+			n := int(req.contentLength)
+			c.out = append(c.out, c.hr.buf[c.hr.r:c.hr.r+n]...)
+			c.hr.r += n
+			c.bodyTaken = true
+		}
+	}
+	headLen := c.outHead
+	bodyInHead := len(c.out) > headLen
+	if bodyInHead {
 		// Counted once the request is not to be sent again.
 		defer func() {
 			if !retry {
+				n := len(c.out) - headLen
 				p.Counters.BytesIn.Add(uint64(n))
 				sc.srv.Counters.BytesIn.Add(uint64(n))
 			}
 		}()
 	}
+	if light && (!c.hasBody() || bodyInHead) && c.hr.buffered() == 0 {
+		// The whole request is in c.out and nothing follows it: the
+		// client's read buffer (8 KiB) goes back to the pool while the
+		// server thinks, as HAProxy holds buffers only while bytes wait
+		// in them. From here on req's byte slices point into a buffer
+		// that may be another connection's: only its scalar fields are
+		// read (the access log copied method and path).
+		c.hr.release()
+	}
 	// retryStale gives the request another go after a reused connection
 	// turned out closed by the server before any byte of a response: the
-	// request, body included, is still at hand (HAProxy does the same). A
-	// body sent with the head is still in the read buffer, just behind
-	// its read position: nothing has read into the buffer since.
+	// request, body included, is still in c.out, which holds nothing else
+	// until a response comes (HAProxy does the same).
 	retryStale := func() (keep, retry bool) {
-		if bodyInHead {
-			c.hr.r -= int(req.contentLength)
-		}
 		return true, true
 	}
 	now := time.Now()

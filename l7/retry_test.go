@@ -171,3 +171,67 @@ func TestDeliveredRequestResentOnceAtMost(t *testing.T) {
 		t.Fatalf("the server received GET /boom %d times with 3 pooled connections and retries = 3, want 2 (once, then once on a fresh connection)", booms)
 	}
 }
+
+// A request whose body came with its head is resent from the bytes built
+// for the first go (the read buffer may be back in its pool by then). When
+// the resend cannot connect, the 502 keeps the connection, and the body,
+// already read, must not be read again from the connection: the next
+// pipelined request is answered as a request, not eaten as that body.
+func TestResendBodyNotDiscardedTwice(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		// One connection only: the resend's dial is refused.
+		c, err := ln.Accept()
+		ln.Close()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, req.Body)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		http.ReadRequest(br) // the second request: closed unanswered
+	}()
+	_, front := testutil.Start(t, fmt.Sprintf(`
+[defaults]
+timeout_client = "5s"
+timeout_server = "5s"
+[frontend.web]
+mode = "http"
+bind = ["{{FRONT}}"]
+default_backend = "b"
+[backend.b]
+retries = 1
+[[backend.b.server]]
+name = "s"
+address = %q
+`, ln.Addr().String()))
+	c := testutil.Dial(t, front)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	io.WriteString(c, "PUT /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
+	for _, path := range []string{"/2", "/3"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("no answer to %s: %v", path, err)
+		}
+		io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("answer to %s: %d, want 502", path, resp.StatusCode)
+		}
+	}
+}
