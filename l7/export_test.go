@@ -19,3 +19,13 @@ func SetBodyHook(h func()) { testBodyHook = h }
 func SetIdleHandOff(d time.Duration) time.Duration {
 	return time.Duration(idleHandOff.Swap(int64(d)))
 }
+
+// SetFinalGoAwayHook makes h run in an HTTP/2 drain between deciding the
+// final GOAWAY's last stream and writing it (nil: none).
+func SetFinalGoAwayHook(h func()) {
+	if h == nil {
+		testFinalHook.Store(nil)
+		return
+	}
+	testFinalHook.Store(&h)
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"sluice/backend"
@@ -18,6 +19,10 @@ import (
 // testStreamHook, set by tests only (export_test.go), runs before every
 // HTTP/2 request is served: a test makes it panic.
 var testStreamHook func(r *http.Request)
+
+// testFinalHook, set by tests only, runs in a drain between deciding the
+// final GOAWAY's last stream and writing it.
+var testFinalHook atomic.Pointer[func()]
 
 // MaxH2Streams is the number of concurrent streams an HTTP/2 client
 // connection may open (SETTINGS_MAX_CONCURRENT_STREAMS), and so the number

@@ -107,7 +107,12 @@ type h2Conn struct {
 	calm         int
 	meanless     int
 	draining     bool // first GOAWAY sent
-	final        bool // final GOAWAY sent: streams above goawayID are ignored
+	final        bool // final GOAWAY decided: streams above goawayID are ignored
+	// goawaySent: the final GOAWAY is written. Only then may the last
+	// stream's end close the connection: closing between final and the
+	// write lost the GOAWAY, and the client never learnt which of its
+	// streams were refused.
+	goawaySent bool
 	// resetSent holds the last streams sluice reset: frames the client
 	// sent before it saw the RST_STREAM are ignored, not answered with
 	// another reset each (RFC 9113 §5.1, "closed").
@@ -115,6 +120,7 @@ type h2Conn struct {
 	resetNext  int
 	goawayID   uint32 // last stream id of the final GOAWAY
 	closed     bool
+	wclosed    bool          // write side half-closed (closeGracefully); under wmu
 	own        []*serverConn // idle server connections of this client (send_proxy)
 	wg         sync.WaitGroup
 	drainTimer *time.Timer
@@ -242,6 +248,11 @@ func (c *h2Conn) writeFlush(fn func() error, reader, lazy bool) error {
 	if c.werr != nil {
 		return c.werr
 	}
+	if c.wclosed {
+		// Half-closed after the final GOAWAY: nothing more is owed (a
+		// PING or WINDOW_UPDATE reply); the reader waits for the EOF.
+		return nil
+	}
 	var err error
 	if fn != nil {
 		err = fn()
@@ -344,9 +355,17 @@ func (c *h2Conn) finalGoAway() {
 		return
 	}
 	c.final, c.goawayID = true, c.lastID
+	id := c.goawayID
+	c.mu.Unlock()
+	if h := testFinalHook.Load(); h != nil {
+		(*h)()
+	}
+	c.write(func() error { return c.wfr.WriteGoAway(id, http2.ErrCodeNo, nil) }, false)
+	// A stream ending from here on closes the connection itself.
+	c.mu.Lock()
+	c.goawaySent = true
 	idle := c.working == 0
 	c.mu.Unlock()
-	c.write(func() error { return c.wfr.WriteGoAway(c.goawayID, http2.ErrCodeNo, nil) }, false)
 	if idle {
 		c.closeGracefully()
 	}
@@ -355,13 +374,31 @@ func (c *h2Conn) finalGoAway() {
 // closeGracefully closes a connection whose streams are all done after
 // the final GOAWAY: our side first, so the client reads everything sent.
 func (c *h2Conn) closeGracefully() {
-	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
-		c.write(nil, false)
-		cw.CloseWrite()
-		c.conn.SetReadDeadline(time.Now().Add(time.Second))
-		return // the reader sees EOF (or the deadline) and ends
+	cw, ok := c.conn.(interface{ CloseWrite() error })
+	if !ok {
+		c.conn.Close()
+		return
 	}
-	c.conn.Close()
+	// Flush and half-close under the write lock: write(nil) leaves the
+	// flush to a writer waiting for the lock, which would then write after
+	// the FIN and lose what was buffered.
+	c.wmu.Lock()
+	if c.werr == nil && !c.wclosed {
+		if c.bw.Buffered() > 0 {
+			c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			c.werr = c.bw.Flush()
+		}
+		c.dirty.Store(false)
+		if c.werr != nil {
+			c.conn.Close()
+		} else {
+			c.wclosed = true
+			cw.CloseWrite()
+		}
+	}
+	c.wmu.Unlock()
+	c.conn.SetReadDeadline(time.Now().Add(time.Second))
+	// The reader sees EOF (or the deadline) and ends.
 }
 
 // shutdown ends every stream: the connection is gone.
@@ -781,30 +818,49 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 		c.rst(id, http2.ErrCodeRefusedStream, true)
 		return c.meaningless() // refused streams cost little, but not nothing
 	}
+	// Counted as working from the moment its id is read: a final GOAWAY
+	// (the drain timer's) naming it must not find the connection idle
+	// and close it before the stream is answered.
+	c.working++
 	c.mu.Unlock()
 	if c.hbad {
 		c.rst(id, http2.ErrCodeProtocol, true)
+		c.unreserve()
 		return nil
 	}
 	s := newH2Stream(c, id, c.hfields, f.StreamEnded(), c.hlarge)
 	if s == nil {
 		c.rst(id, http2.ErrCodeProtocol, true)
+		c.unreserve()
 		return nil
 	}
 	s.ctx, s.cancel = context.WithCancel(c.ctx)
 	c.mu.Lock()
 	if c.closed {
+		c.working--
 		c.mu.Unlock()
 		s.cancel()
 		return io.EOF
 	}
 	c.streams[id] = s
-	c.working++
 	c.meanless = max(c.meanless-1, 0)
 	c.wg.Add(1)
 	c.mu.Unlock()
 	go s.serve()
 	return nil
+}
+
+// unreserve gives back the place headers took for a stream that did not
+// start, closing the connection when it was the last one after the final
+// GOAWAY.
+func (c *h2Conn) unreserve() {
+	c.mu.Lock()
+	c.working--
+	closeNow := c.working == 0 && c.goawaySent
+	c.mu.Unlock()
+	if closeNow {
+		c.closeGracefully()
+	}
 }
 
 func hasPseudo(fs []hpack.HeaderField) bool {
@@ -920,7 +976,7 @@ func (c *h2Conn) streamDone(s *h2Stream) {
 	}
 	c.working--
 	idle := c.working == 0
-	closeNow := idle && c.final
+	closeNow := idle && c.goawaySent
 	if idle && !closeNow && c.p.TimeoutClient > 0 && !c.closed {
 		// The reader's idle deadline counts from now.
 		c.conn.SetReadDeadline(time.Now().Add(c.p.TimeoutClient))
