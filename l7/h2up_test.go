@@ -192,11 +192,38 @@ func rawUpServer(t *testing.T, settings []http2.Setting, serve func(c *rawUpConn
 // A server that sends GOAWAY while requests are in flight: the streams
 // above its last-stream-id go again on another connection, and every
 // request is processed exactly once.
+//
+// The first connection is made to carry 29 streams at once (one request
+// answered first, so that the rest find it pooled), and its server waits
+// for all their heads before it answers two and sends GOAWAY: 27 streams
+// are refused whatever the scheduling. Later connections serve every
+// stream, so that no request meets more refusals than sluice's bound
+// (upMaxRefused, upMaxDials): a server refusing on every connection
+// makes the outcome a matter of which goroutine runs first.
 func TestH2UpGoAwayMidTraffic(t *testing.T) {
+	const n = 30
 	var mu sync.Mutex
 	seen := map[string]int{}
+	var conns, refused atomic.Int64
+	seqOf := func(f *http2.MetaHeadersFrame) string {
+		for _, h := range f.RegularFields() {
+			if h.Name == "x-seq" {
+				return h.Value
+			}
+		}
+		return ""
+	}
+	process := func(c *rawUpConn, f *http2.MetaHeadersFrame) {
+		seq := seqOf(f)
+		mu.Lock()
+		seen[seq]++
+		mu.Unlock()
+		c.respond(f.StreamID, "200", "seq="+seq, true)
+	}
 	addr := rawUpServer(t, nil, func(c *rawUpConn) {
-		processed := 0
+		first := conns.Add(1) == 1
+		var held []*http2.MetaHeadersFrame // first connection, after request 0
+		answered := false
 		for {
 			f, err := c.fr.ReadFrame()
 			if err != nil {
@@ -207,47 +234,59 @@ func TestH2UpGoAwayMidTraffic(t *testing.T) {
 				if !f.IsAck() {
 					c.write(func(fr *http2.Framer) error { return fr.WriteSettingsAck() })
 				}
+			case *http2.PingFrame:
+				if f.IsAck() && answered {
+					// sluice has read the GOAWAY and the answers before
+					// it: the connection ends, as a server's does.
+					return
+				}
 			case *http2.MetaHeadersFrame:
-				if processed == 3 {
-					continue // after the GOAWAY: never processed
-				}
-				processed++
-				seq := ""
-				for _, h := range f.RegularFields() {
-					if h.Name == "x-seq" {
-						seq = h.Value
+				switch {
+				case !first || seqOf(f) == "0":
+					process(c, f)
+				case answered:
+					refused.Add(1) // after the GOAWAY: never processed
+				default:
+					held = append(held, f)
+					if len(held) < n-1 {
+						continue
 					}
-				}
-				mu.Lock()
-				seen[seq]++
-				mu.Unlock()
-				if processed == 3 {
-					// Streams after this one are refused; this one is
-					// answered, then the connection ends.
-					id := f.StreamID
+					// Every stream is in flight: two are answered, the
+					// GOAWAY names the second, the rest are refused.
+					answered = true
+					id := held[1].StreamID
 					c.write(func(fr *http2.Framer) error { return fr.WriteGoAway(id, http2.ErrCodeNo, nil) })
-				}
-				c.respond(f.StreamID, "200", "seq="+seq, true)
-				if processed == 3 {
-					// Read on a little, as a server does, then close.
-					c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+					process(c, held[0])
+					process(c, held[1])
+					refused.Add(int64(len(held) - 2))
+					c.write(func(fr *http2.Framer) error { return fr.WritePing(false, [8]byte{'g', 'o', 'n', 'e'}) })
 				}
 			}
 		}
 	})
-	front := a19Front(t, "", "proto = \"h2c\"\nretries = 0", addr)
+	// The first connection stays pooled for the second round.
+	front := a19Front(t, "", "proto = \"h2c\"\nretries = 0\npool_idle_timeout = \"5m\"", addr)
 	c := a19Dial(t, front, true)
-	const n = 30
-	for i := range n {
-		if err := c.get(uint32(2*i+1), "/", "x-seq", strconv.Itoa(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i := range n {
+	check := func(i int) {
 		st, body, rst, ok := c.result(uint32(2*i + 1))
 		if !ok || st != "200" || rst != 0 || body != "seq="+strconv.Itoa(i) {
 			t.Fatalf("request %d: %q %q reset %v", i, st, body, rst)
 		}
+	}
+	if err := c.get(1, "/", "x-seq", "0"); err != nil {
+		t.Fatal(err)
+	}
+	check(0)
+	for i := 1; i < n; i++ {
+		if err := c.get(uint32(2*i+1), "/", "x-seq", strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i < n; i++ {
+		check(i)
+	}
+	if r := refused.Load(); r != n-3 {
+		t.Fatalf("%d streams refused by the GOAWAY, want %d", r, n-3)
 	}
 	mu.Lock()
 	defer mu.Unlock()
