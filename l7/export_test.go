@@ -29,3 +29,7 @@ func SetFinalGoAwayHook(h func()) {
 	}
 	testFinalHook.Store(&h)
 }
+
+// H2MaxMeanless is how many control frames (PING, SETTINGS, ...) an
+// HTTP/2 client may send, net of requests served, before ENHANCE_YOUR_CALM.
+const H2MaxMeanless = h2MaxMeanless

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"sluice/internal/testutil"
+	"sluice/l7"
 )
 
 // rawH2 is an HTTP/2 client made of a bare Framer: it sends what a test
@@ -203,7 +204,10 @@ func TestH2ContinuationFlood(t *testing.T) {
 
 // PING and SETTINGS floods: each costs a reply, so past a bound (net of
 // requests served) the connection ends with ENHANCE_YOUR_CALM; until
-// then every PING is answered.
+// then every PING is answered. The flood goes in one write of just
+// enough frames to cross the bound: a client still flooding after the
+// GOAWAY (its reader behind on the replies) outlasts sluice's linger, and
+// the close with unread input resets the connection, the GOAWAY with it.
 func TestH2ControlFloods(t *testing.T) {
 	addr, _ := startHTTP(t, reporter("s1"), false)
 	for _, kind := range []string{"ping", "settings"} {
@@ -211,14 +215,18 @@ func TestH2ControlFloods(t *testing.T) {
 			_, front := testutil.Start(t, h2Config("default_backend = \"app\"\nh2c = true", "",
 				map[string]h2Backend{"app": {addrs: []string{addr}}}))
 			c := dialRaw(t, front)
-			var err error
-			for i := 0; i < 20000 && err == nil && c.lastGoAway() == nil; i++ {
-				err = c.send(func(fr *http2.Framer) error {
-					if kind == "ping" {
-						return fr.WritePing(false, [8]byte{byte(i)})
-					}
-					return fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65535})
-				})
+			const sent = l7.H2MaxMeanless + 1 // with the preface's SETTINGS: one past the bound
+			var flood bytes.Buffer
+			fr := http2.NewFramer(&flood, nil)
+			for i := range sent {
+				if kind == "ping" {
+					fr.WritePing(false, [8]byte{byte(i), byte(i >> 8)})
+				} else {
+					fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65535})
+				}
+			}
+			if err := c.send(func(*http2.Framer) error { _, err := c.conn.Write(flood.Bytes()); return err }); err != nil {
+				t.Fatal(err)
 			}
 			<-c.done
 			g := c.lastGoAway()
@@ -228,8 +236,9 @@ func TestH2ControlFloods(t *testing.T) {
 			if kind == "ping" {
 				c.mu.Lock()
 				defer c.mu.Unlock()
-				if c.pongs < 9000 {
-					t.Fatalf("%d PINGs answered before the bound", c.pongs)
+				// The preface's SETTINGS counted too.
+				if c.pongs < l7.H2MaxMeanless-1 || c.pongs >= sent {
+					t.Fatalf("%d of %d PINGs answered, want all up to the bound (%d)", c.pongs, sent, l7.H2MaxMeanless)
 				}
 			}
 		})
