@@ -71,18 +71,23 @@ func pacedRead(r io.Reader) (int64, error) {
 	}
 }
 
-// pacedBody yields steadySize bytes, one chunk per pace.
-type pacedBody struct{ left int }
+// pacedBody yields steadySize bytes, one chunk per pace, however small
+// the reads (an HTTP/2 transport reads a frame's worth, 16 KiB, at a time).
+type pacedBody struct{ left, inChunk int }
 
 func (b *pacedBody) Read(p []byte) (int, error) {
 	if b.left == 0 {
 		return 0, io.EOF
 	}
-	time.Sleep(steadyPace) // the slow writer under test
-	n := min(len(p), steadyChunk, b.left)
+	if b.inChunk == 0 {
+		time.Sleep(steadyPace) // the slow writer under test
+		b.inChunk = steadyChunk
+	}
+	n := min(len(p), b.inChunk, b.left)
 	for i := range p[:n] {
 		p[i] = 'u'
 	}
+	b.inChunk -= n
 	b.left -= n
 	return n, nil
 }
@@ -207,10 +212,14 @@ func TestSteadyTransfersOutliveTimeouts(t *testing.T) {
 // window opens as it reads) and one sending its body slowly to an h2c
 // server, with timeouts far shorter than the transfers.
 func TestSteadyHTTP2TransfersOutliveTimeouts(t *testing.T) {
+	// The client's own limit only ends a hung test: a transfer paced to
+	// 2.5 s can take three times that under -race on a loaded machine.
+	client := h2cClient()
+	client.Timeout = 2 * time.Minute
 	t.Run("download to a slow reader", func(t *testing.T) {
 		be := serveLarge(t, steadySize)
 		_, front := testutil.Start(t, strings.Replace(steadyConfig(be.addr), "mode = \"http\"", "mode = \"http\"\nh2c = true", 1))
-		resp, err := h2cClient().Get("http://" + front + "/big")
+		resp, err := client.Get("http://" + front + "/big")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -233,7 +242,7 @@ func TestSteadyHTTP2TransfersOutliveTimeouts(t *testing.T) {
 		_, front := testutil.Start(t, strings.Replace(cfg, "[backend.app]", "[backend.app]\nproto = \"h2c\"", 1))
 		req, _ := http.NewRequest("POST", "http://"+front+"/up", &pacedBody{left: steadySize})
 		req.ContentLength = steadySize
-		resp, err := h2cClient().Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
