@@ -82,7 +82,7 @@ func (v *validator) acme(r *rawACME) *ACME {
 	}
 	if r.CAFile != "" {
 		a.CAFile = v.besideConfig(r.CAFile)
-		pool, err := loadRoots(a.CAFile)
+		pool, err := loadRoots(a.CAFile, "the ACME server's certificate")
 		if err != nil {
 			v.errf("acme.ca_file", "%v", err)
 		}

@@ -2,9 +2,6 @@ package conf
 
 import (
 	"crypto/x509"
-	"encoding/pem"
-	"fmt"
-	"os"
 	"strings"
 )
 
@@ -55,7 +52,7 @@ func (v *validator) backendTLS(p string, rt *rawBackendTLS) *BackendTLS {
 	}
 	if rt.CAFile != "" {
 		t.CAFile = v.besideConfig(rt.CAFile)
-		if pool, err := loadRoots(t.CAFile); err != nil {
+		if pool, err := loadRoots(t.CAFile, "the servers' certificates"); err != nil {
 			v.errf(p+".ca_file", "%v", err)
 		} else {
 			t.Roots = pool
@@ -131,33 +128,17 @@ func (v *validator) backendTLSMode(b *Backend) {
 	}
 }
 
-// loadRoots reads a PEM file of CA certificates; a file with none in it
-// is refused (a typo'd path to a key, say, would otherwise trust nothing).
-func loadRoots(path string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(path)
+// loadRoots reads a PEM file of CA certificates into a pool (loadCAFile);
+// signs says whose certificates they sign, for the message of a file with
+// none.
+func loadRoots(path, signs string) (*x509.CertPool, error) {
+	cas, err := loadCAFile(path, signs)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read the CA file: %w", err)
+		return nil, err
 	}
 	pool := x509.NewCertPool()
-	n := 0
-	for rest := b; ; {
-		var blk *pem.Block
-		blk, rest = pem.Decode(rest)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: certificate %d: %w", path, n+1, err)
-		}
+	for _, c := range cas {
 		pool.AddCert(c)
-		n++
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("%s holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\"); name the file of the CA that signed the servers' certificates", path)
 	}
 	return pool, nil
 }

@@ -49,7 +49,7 @@ func (v *validator) clientAuth(p string, rf *rawFrontend, f *Frontend) {
 		return
 	}
 	ca.CAFile = v.besideConfig(ca.CAFile)
-	cas, err := loadCAFile(ca.CAFile)
+	cas, err := loadCAFile(ca.CAFile, "the client certificates")
 	if err != nil {
 		v.errf(key+".ca_file", "%v", err)
 		return
@@ -76,9 +76,11 @@ func (v *validator) clientAuth(p string, rf *rawFrontend, f *Frontend) {
 	}
 }
 
-// loadCAFile reads the CA certificates of a PEM file; a file without one
-// is refused, since it would refuse every client.
-func loadCAFile(path string) ([]*x509.Certificate, error) {
+// loadCAFile reads the CA certificates of a PEM file (blocks of other
+// types, a key beside them, skipped); a file without one is refused: it
+// would trust nothing, a typo'd path to a key, say. signs says whose
+// certificates the CA signs, for that message.
+func loadCAFile(path, signs string) ([]*x509.Certificate, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the CA file: %w", err)
@@ -100,7 +102,7 @@ func loadCAFile(path string) ([]*x509.Certificate, error) {
 		out = append(out, c)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----); name the file of the CA that signs the client certificates", path)
+		return nil, fmt.Errorf("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----); name the file of the CA that signs %s", path, signs)
 	}
 	return out, nil
 }
