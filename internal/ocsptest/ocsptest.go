@@ -7,11 +7,8 @@ package ocsptest
 import (
 	"bufio"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"math/big"
 	"os"
@@ -22,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"sluice/internal/testpki"
 )
 
 // PKI is a CA in a directory: ca.pem, ca.key, the OCSP signer
@@ -56,7 +55,7 @@ func Openssl(t testing.TB) {
 func New(t testing.TB) *PKI {
 	t.Helper()
 	p := &PKI{Dir: t.TempDir(), serial: 100}
-	key := newKey(t)
+	key := testpki.NewKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "sluice test CA"},
@@ -66,11 +65,11 @@ func New(t testing.TB) *PKI {
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,
 	}
-	p.CA, p.caKey = p.sign(t, tmpl, key, nil, nil), key
-	p.write(t, "ca.pem", pemCert(p.CA.Raw))
-	p.write(t, "ca.key", pemKey(t, key))
-	okey := newKey(t)
-	signer := p.sign(t, &x509.Certificate{
+	p.CA, p.caKey = testpki.Sign(t, tmpl, key, nil, nil), key
+	p.write(t, "ca.pem", testpki.PEMCert(p.CA.Raw))
+	p.write(t, "ca.key", testpki.PEMKey(t, key))
+	okey := testpki.NewKey(t)
+	signer := testpki.Sign(t, &x509.Certificate{
 		SerialNumber: big.NewInt(2),
 		Subject:      pkix.Name{CommonName: "sluice test OCSP signer"},
 		NotBefore:    time.Now().Add(-time.Hour),
@@ -78,8 +77,8 @@ func New(t testing.TB) *PKI {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning},
 	}, okey, p.CA, key)
-	p.write(t, "ocsp.pem", pemCert(signer.Raw))
-	p.write(t, "ocsp.key", pemKey(t, okey))
+	p.write(t, "ocsp.pem", testpki.PEMCert(signer.Raw))
+	p.write(t, "ocsp.key", testpki.PEMKey(t, okey))
 	p.write(t, "index.txt", nil)
 	return p
 }
@@ -123,7 +122,7 @@ func (p *PKI) Issue(t testing.TB, name string, notAfter time.Time, ocspURL strin
 		delete(p.planned, name)
 		p.mu.Unlock()
 	}
-	key := newKey(t)
+	key := testpki.NewKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial),
 		Subject:      pkix.Name{CommonName: name},
@@ -136,12 +135,12 @@ func (p *PKI) Issue(t testing.TB, name string, notAfter time.Time, ocspURL strin
 	if ocspURL != "" {
 		tmpl.OCSPServer = []string{ocspURL}
 	}
-	cert := p.sign(t, tmpl, key, p.CA, p.caKey)
+	cert := testpki.Sign(t, tmpl, key, p.CA, p.caKey)
 	l := &Leaf{Name: name, Cert: cert,
 		Chain: filepath.Join(p.Dir, fmt.Sprintf("%d.pem", serial)),
 		Key:   filepath.Join(p.Dir, fmt.Sprintf("%d.key", serial))}
-	p.write(t, filepath.Base(l.Chain), append(pemCert(cert.Raw), pemCert(p.CA.Raw)...))
-	p.write(t, filepath.Base(l.Key), pemKey(t, key))
+	p.write(t, filepath.Base(l.Chain), append(testpki.PEMCert(cert.Raw), testpki.PEMCert(p.CA.Raw)...))
+	p.write(t, filepath.Base(l.Key), testpki.PEMKey(t, key))
 	return l
 }
 
@@ -216,42 +215,4 @@ func (p *PKI) write(t testing.TB, name string, b []byte) {
 	if err := os.WriteFile(p.path(name), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func (p *PKI) sign(t testing.TB, tmpl *x509.Certificate, key *ecdsa.PrivateKey, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) *x509.Certificate {
-	t.Helper()
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func pemCert(der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-}
-
-func pemKey(t testing.TB, k *ecdsa.PrivateKey) []byte {
-	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }

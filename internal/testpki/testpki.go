@@ -30,7 +30,8 @@ type CA struct {
 
 var serial atomic.Int64
 
-func newKey(t testing.TB) *ecdsa.PrivateKey {
+// NewKey makes a P-256 key.
+func NewKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -39,16 +40,14 @@ func newKey(t testing.TB) *ecdsa.PrivateKey {
 	return k
 }
 
-// NewCA makes a self-signed CA named cn.
-func NewCA(t testing.TB, cn string) *CA {
+// Sign makes the certificate of tmpl for key, signed by parent's
+// parentKey; a nil parent makes it self-signed.
+func Sign(t testing.TB, tmpl *x509.Certificate, key *ecdsa.PrivateKey, parent *x509.Certificate, parentKey crypto.Signer) *x509.Certificate {
 	t.Helper()
-	k := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial.Add(1)), Subject: pkix.Name{CommonName: cn, Organization: []string{"sluice tests"}},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	if parent == nil {
+		parent, parentKey = tmpl, key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +55,35 @@ func NewCA(t testing.TB, cn string) *CA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &CA{Cert: c, Key: k, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return c
+}
+
+// PEMCert is the PEM of a DER certificate.
+func PEMCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// PEMKey is the PKCS #8 PEM of k.
+func PEMKey(t testing.TB, k *ecdsa.PrivateKey) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
+// NewCA makes a self-signed CA named cn.
+func NewCA(t testing.TB, cn string) *CA {
+	t.Helper()
+	k := NewKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial.Add(1)), Subject: pkix.Name{CommonName: cn, Organization: []string{"sluice tests"}},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	c := Sign(t, tmpl, k, nil, nil)
+	return &CA{Cert: c, Key: k, PEM: PEMCert(c.Raw)}
 }
 
 // Leaf is an issued certificate with its key.
@@ -81,7 +108,7 @@ type Options struct {
 // Issue makes a certificate for cn signed by the CA.
 func (ca *CA) Issue(t testing.TB, cn string, o Options) *Leaf {
 	t.Helper()
-	k := newKey(t)
+	k := NewKey(t)
 	subj := o.Subject
 	if subj.CommonName == "" {
 		subj.CommonName = cn
@@ -110,22 +137,9 @@ func (ca *CA) Issue(t testing.TB, cn string, o Options) *Leaf {
 	if na.Before(tmpl.NotBefore) {
 		tmpl.NotBefore = na.Add(-time.Hour)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &k.PublicKey, ca.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &Leaf{Cert: c,
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})}
-	l.Pair = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k, Leaf: c}
+	c := Sign(t, tmpl, k, ca.Cert, ca.Key)
+	l := &Leaf{Cert: c, CertPEM: PEMCert(c.Raw), KeyPEM: PEMKey(t, k)}
+	l.Pair = tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: k, Leaf: c}
 	return l
 }
 
