@@ -23,8 +23,6 @@ package bgp
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -39,6 +37,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"sluice/internal/netlab"
 )
 
 const (
@@ -122,21 +122,9 @@ func helperClient(args []string) {
 }
 
 type lab struct {
-	t      *testing.T
-	prefix string
-	dir    string
+	*netlab.Lab
 	sluice string
-	ns     map[string]string
 	birdS  string // birdc's control socket
-	mu     sync.Mutex
-	procs  []*proc
-}
-
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
 }
 
 func requirements(t *testing.T) {
@@ -155,76 +143,54 @@ func requirements(t *testing.T) {
 
 func newLab(t *testing.T) *lab {
 	requirements(t)
-	var rb [3]byte
-	rand.Read(rb[:])
-	l := &lab{t: t, prefix: "slb" + hex.EncodeToString(rb[:]), dir: t.TempDir(), ns: map[string]string{}}
-	t.Cleanup(l.teardown)
-	probe := l.prefix + "-probe"
-	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
-		t.Skipf("cannot create network namespaces here (%v: %s)", err, strings.TrimSpace(string(out)))
+	l := &lab{Lab: netlab.New(t, "slb", "br", "cli", "rtr", "n1", "n2", "n3", "be")}
+	l.OnFail = func() {
+		b, _ := os.ReadFile(filepath.Join(l.Dir, "bird-own.log"))
+		l.T.Logf("---- BIRD's log ----\n%s", netlab.Tail(string(b), 40))
 	}
-	exec.Command("ip", "netns", "del", probe).Run()
-
-	l.sluice = filepath.Join(l.dir, "sluice")
-	if out, err := exec.Command("go", "build", "-o", l.sluice, "sluice/cmd/sluice").CombinedOutput(); err != nil {
-		t.Fatalf("build sluice: %v\n%s", err, out)
-	}
-	for _, n := range []string{"br", "cli", "rtr", "n1", "n2", "n3", "be"} {
-		l.ns[n] = l.prefix + "-" + n
-		l.ip("netns", "add", l.ns[n])
-		l.ip("-n", l.ns[n], "link", "set", "lo", "up")
-	}
+	l.sluice = l.BuildSluice()
 	// Client ↔ router: a veth of their own.
-	l.ip("-n", l.ns["cli"], "link", "add", "eth0", "type", "veth", "peer", "name", "cli0", "netns", l.ns["rtr"])
+	l.IP("-n", l.NS["cli"], "link", "add", "eth0", "type", "veth", "peer", "name", "cli0", "netns", l.NS["rtr"])
 	for _, a := range append([]string{cliIP}, stickyClients()...) {
-		l.ip("-n", l.ns["cli"], "addr", "add", a+"/24", "dev", "eth0")
+		l.IP("-n", l.NS["cli"], "addr", "add", a+"/24", "dev", "eth0")
 	}
-	l.ip("-n", l.ns["cli"], "link", "set", "eth0", "up")
-	l.ip("-n", l.ns["cli"], "route", "add", "default", "via", rtrCli)
-	l.ip("-n", l.ns["rtr"], "addr", "add", rtrCli+"/24", "dev", "cli0")
-	l.ip("-n", l.ns["rtr"], "link", "set", "cli0", "up")
+	l.IP("-n", l.NS["cli"], "link", "set", "eth0", "up")
+	l.IP("-n", l.NS["cli"], "route", "add", "default", "via", rtrCli)
+	l.IP("-n", l.NS["rtr"], "addr", "add", rtrCli+"/24", "dev", "cli0")
+	l.IP("-n", l.NS["rtr"], "link", "set", "cli0", "up")
 	// The router, the nodes and the servers on one bridge.
-	l.ip("-n", l.ns["br"], "link", "add", "br0", "type", "bridge")
-	l.ip("-n", l.ns["br"], "link", "set", "br0", "up")
+	l.IP("-n", l.NS["br"], "link", "add", "br0", "type", "bridge")
+	l.IP("-n", l.NS["br"], "link", "set", "br0", "up")
 	addrs := map[string]string{"rtr": rtrNodes, "n1": nodeIP["n1"], "n2": nodeIP["n2"], "n3": nodeIP["n3"], "be": beIP}
 	for _, n := range []string{"rtr", "n1", "n2", "n3", "be"} {
 		port := "p-" + n
-		l.ip("-n", l.ns["br"], "link", "add", port, "type", "veth", "peer", "name", "eth1", "netns", l.ns[n])
-		l.ip("-n", l.ns["br"], "link", "set", port, "master", "br0")
-		l.ip("-n", l.ns["br"], "link", "set", port, "up")
-		l.ip("-n", l.ns[n], "addr", "add", addrs[n]+"/24", "dev", "eth1")
-		l.ip("-n", l.ns[n], "link", "set", "eth1", "up")
+		l.IP("-n", l.NS["br"], "link", "add", port, "type", "veth", "peer", "name", "eth1", "netns", l.NS[n])
+		l.IP("-n", l.NS["br"], "link", "set", port, "master", "br0")
+		l.IP("-n", l.NS["br"], "link", "set", port, "up")
+		l.IP("-n", l.NS[n], "addr", "add", addrs[n]+"/24", "dev", "eth1")
+		l.IP("-n", l.NS[n], "link", "set", "eth1", "up")
 	}
 	for _, n := range []string{"n1", "n2", "n3"} {
 		// The service address is the node's own (an anycast address on
 		// lo): the router sends it packets for it; replies go back through
 		// the router.
-		l.ip("-n", l.ns[n], "addr", "add", service+"/32", "dev", "lo")
-		l.ip("-n", l.ns[n], "route", "add", "default", "via", rtrNodes)
+		l.IP("-n", l.NS[n], "addr", "add", service+"/32", "dev", "lo")
+		l.IP("-n", l.NS[n], "route", "add", "default", "via", rtrNodes)
 	}
 	l.sysctl("rtr", "net.ipv4.ip_forward=1")
 	// ECMP hashes the ports too: one client's connections spread.
 	l.sysctl("rtr", "net.ipv4.fib_multipath_hash_policy=1")
 	for i, s := range []string{"s1", "s2", "s3"} {
-		l.start(s, "be", os.Args[0], []string{"SLUICE_BGP_HELPER=server"}, s, fmt.Sprintf("%s:%d", beIP, 8081+i))
+		l.Start(s, "be", os.Args[0], []string{"SLUICE_BGP_HELPER=server"}, s, fmt.Sprintf("%s:%d", beIP, 8081+i))
 	}
 	l.startBird()
 	return l
 }
 
-func (l *lab) ip(args ...string) string {
-	l.t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		l.t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 func (l *lab) sysctl(ns, kv string) {
-	l.t.Helper()
-	if out, err := exec.Command("ip", "netns", "exec", l.ns[ns], "sysctl", "-qw", kv).CombinedOutput(); err != nil {
-		l.t.Fatalf("sysctl -w %s in %s: %v\n%s", kv, ns, err, out)
+	l.T.Helper()
+	if out, err := exec.Command("ip", "netns", "exec", l.NS[ns], "sysctl", "-qw", kv).CombinedOutput(); err != nil {
+		l.T.Fatalf("sysctl -w %s in %s: %v\n%s", kv, ns, err, out)
 	}
 }
 
@@ -233,17 +199,17 @@ func (l *lab) sysctl(ns, kv string) {
 func (l *lab) startBird() {
 	src, err := os.ReadFile(filepath.Join("..", "..", "examples", "bgp", "bird.conf"))
 	if err != nil {
-		l.t.Fatal(err)
+		l.T.Fatal(err)
 	}
-	logf := filepath.Join(l.dir, "bird-own.log")
+	logf := filepath.Join(l.Dir, "bird-own.log")
 	conf := strings.Replace(string(src), "log syslog all;", fmt.Sprintf("log %q all;", logf), 1)
 	if conf == string(src) {
-		l.t.Fatal("examples/bgp/bird.conf: no `log syslog all;` line to replace")
+		l.T.Fatal("examples/bgp/bird.conf: no `log syslog all;` line to replace")
 	}
-	p := l.write("bird.conf", conf)
-	l.birdS = filepath.Join(l.dir, "bird.ctl")
-	l.start("bird", "rtr", "bird", nil, "-f", "-c", p, "-s", l.birdS, "-P", filepath.Join(l.dir, "bird.pid"))
-	l.waitFor("BIRD to answer on its socket", 10*time.Second, func() bool {
+	p := l.Write("bird.conf", conf)
+	l.birdS = filepath.Join(l.Dir, "bird.ctl")
+	l.Start("bird", "rtr", "bird", nil, "-f", "-c", p, "-s", l.birdS, "-P", filepath.Join(l.Dir, "bird.pid"))
+	l.WaitFor("BIRD to answer on its socket", 10*time.Second, func() bool {
 		_, err := l.birdc("show status")
 		return err == nil
 	})
@@ -272,7 +238,7 @@ func (l *lab) nextHops() map[string]bool {
 // kernelHops is the number of next hops of the router's kernel route to
 // the service, what the forwarding actually uses.
 func (l *lab) kernelHops() int {
-	out, _ := exec.Command("ip", "-n", l.ns["rtr"], "route", "show", service).Output()
+	out, _ := exec.Command("ip", "-n", l.NS["rtr"], "route", "show", service).Output()
 	s := string(out)
 	if strings.Contains(s, "nexthop") {
 		return strings.Count(s, "nexthop")
@@ -283,121 +249,20 @@ func (l *lab) kernelHops() int {
 	return 0
 }
 
-func (l *lab) write(name, content string) string {
-	p := filepath.Join(l.dir, name)
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		l.t.Fatal(err)
-	}
-	return p
-}
-
-// start runs bin in namespace ns, logging to a file in the lab directory.
-func (l *lab) start(name, ns, bin string, env []string, args ...string) *proc {
-	l.t.Helper()
-	p := &proc{name: name, log: filepath.Join(l.dir, name+".log"), done: make(chan struct{})}
-	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", l.ns[ns], bin}, args...)...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	if err := p.cmd.Start(); err != nil {
-		l.t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.cmd.Wait(); f.Close(); close(p.done) }()
-	l.mu.Lock()
-	l.procs = append(l.procs, p)
-	l.mu.Unlock()
-	return p
-}
-
-func (p *proc) kill() {
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-	}
-}
-
-// exited reports whether p has ended, waiting at most d.
-func (p *proc) exited(d time.Duration) bool {
-	select {
-	case <-p.done:
-		return true
-	case <-time.After(d):
-		return false
-	}
-}
-
-// teardown kills every process of the lab's namespaces, then deletes the
-// namespaces, which takes their links along.
-func (l *lab) teardown() {
-	l.mu.Lock()
-	procs := l.procs
-	l.mu.Unlock()
-	if l.t.Failed() {
-		for _, p := range procs {
-			b, _ := os.ReadFile(p.log)
-			l.t.Logf("---- %s log ----\n%s", p.name, tail(string(b), 40))
-		}
-		b, _ := os.ReadFile(filepath.Join(l.dir, "bird-own.log"))
-		l.t.Logf("---- BIRD's log ----\n%s", tail(string(b), 40))
-	}
-	for _, p := range procs {
-		p.kill()
-	}
-	for _, ns := range l.ns {
-		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
-			for _, f := range strings.Fields(string(out)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		}
-	}
-	for _, ns := range l.ns {
-		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-			l.t.Logf("ip netns del %s: %v %s", ns, err, out)
-		}
-	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func (l *lab) waitFor(what string, d time.Duration, cond func() bool) time.Duration {
-	l.t.Helper()
-	start := time.Now()
-	deadline := start.Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			l.t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // node is one balancer.
 type node struct {
 	name   string
-	own    *proc // its own server, answering its name
-	sluice *proc
+	own    *netlab.Proc // its own server, answering its name
+	sluice *netlab.Proc
 	conf   string
 }
 
 // startNode starts n's own server and its sluice.
 func (l *lab) startNode(name string) *node {
 	n := &node{name: name}
-	n.own = l.start(name+"-server", name, os.Args[0], []string{"SLUICE_BGP_HELPER=server"}, name, "127.0.0.1:8080")
-	n.conf = l.write(name+".toml", nodeConf(name, nodeIP[name], filepath.Join(l.dir, name+".sock")))
-	n.sluice = l.start(name+"-sluice", name, l.sluice, nil, "run", "-f", n.conf)
+	n.own = l.Start(name+"-server", name, os.Args[0], []string{"SLUICE_BGP_HELPER=server"}, name, "127.0.0.1:8080")
+	n.conf = l.Write(name+".toml", nodeConf(name, nodeIP[name], filepath.Join(l.Dir, name+".sock")))
+	n.sluice = l.Start(name+"-sluice", name, l.sluice, nil, "run", "-f", n.conf)
 	return n
 }
 
@@ -486,29 +351,26 @@ type result struct {
 // client runs the helper client in the client namespace; its results
 // arrive as it goes.
 type client struct {
-	p   *proc
+	p   *netlab.Proc
 	mu  sync.Mutex
 	res []result
 }
 
 func (l *lab) runClient(port int, from string, count int, interval time.Duration) *client {
-	l.t.Helper()
+	l.T.Helper()
 	c := &client{}
-	cmd := exec.Command("ip", "netns", "exec", l.ns["cli"], os.Args[0],
+	cmd := exec.Command("ip", "netns", "exec", l.NS["cli"], os.Args[0],
 		fmt.Sprintf("http://%s:%d/", service, port), from, strconv.Itoa(count), interval.String())
 	cmd.Env = append(os.Environ(), "SLUICE_BGP_HELPER=client")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		l.t.Fatal(err)
+		l.T.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		l.t.Fatal(err)
+		l.T.Fatal(err)
 	}
-	p := &proc{name: "client", cmd: cmd, log: os.DevNull, done: make(chan struct{})}
+	p := l.Adopt("client", cmd)
 	c.p = p
-	l.mu.Lock()
-	l.procs = append(l.procs, p)
-	l.mu.Unlock()
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
@@ -528,7 +390,7 @@ func (l *lab) runClient(port int, from string, count int, interval time.Duration
 			c.mu.Unlock()
 		}
 		cmd.Wait()
-		close(p.done)
+		close(p.Done)
 	}()
 	return c
 }
@@ -542,10 +404,10 @@ func (c *client) results() []result {
 // batch sends count requests from from, one every interval, and returns
 // their results once all are in (bounded: each request has a 2 s timeout).
 func (l *lab) batch(port int, from string, count int, interval time.Duration) []result {
-	l.t.Helper()
+	l.T.Helper()
 	c := l.runClient(port, from, count, interval)
-	if !c.p.exited(time.Duration(count)*(interval+3*time.Second) + 5*time.Second) {
-		l.t.Fatalf("client of %d requests did not finish", count)
+	if !c.p.Exited(time.Duration(count)*(interval+3*time.Second) + 5*time.Second) {
+		l.T.Fatalf("client of %d requests did not finish", count)
 	}
 	return c.results()
 }
@@ -569,7 +431,7 @@ func TestBGPECMP(t *testing.T) {
 	for _, n := range []string{"n1", "n2", "n3"} {
 		nodes[n] = l.startNode(n)
 	}
-	up := l.waitFor("BIRD to have the service through the three nodes", 30*time.Second, func() bool {
+	up := l.WaitFor("BIRD to have the service through the three nodes", 30*time.Second, func() bool {
 		return len(l.nextHops()) == 3 && l.kernelHops() == 3
 	})
 	t.Logf("route through all three nodes %v after the nodes started", up.Round(time.Millisecond))
@@ -622,19 +484,19 @@ func TestBGPECMP(t *testing.T) {
 	t.Run("a node whose backend dies withdraws its route", func(t *testing.T) {
 		// A client across the kill: 300 requests, one every 10 ms.
 		c := l.runClient(80, cliIP, 300, 10*time.Millisecond)
-		l.waitFor("the client to get going through n2", 10*time.Second, func() bool { return byNode(c.results())["n2"] >= 5 })
+		l.WaitFor("the client to get going through n2", 10*time.Second, func() bool { return byNode(c.results())["n2"] >= 5 })
 		killed := time.Now()
-		nodes["n2"].own.kill()
-		bird := l.waitFor("BIRD to drop n2", holdTime, func() bool {
+		nodes["n2"].own.Kill()
+		bird := l.WaitFor("BIRD to drop n2", holdTime, func() bool {
 			h := l.nextHops()
 			return len(h) == 2 && !h["n2"]
 		})
-		kernel := l.waitFor("the router's kernel route to have 2 next hops", holdTime, func() bool { return l.kernelHops() == 2 })
+		kernel := l.WaitFor("the router's kernel route to have 2 next hops", holdTime, func() bool { return l.kernelHops() == 2 })
 		t.Logf("n2's backend killed: BIRD has 2 next hops after %v, the kernel route %v",
 			bird.Round(time.Millisecond), (bird + kernel).Round(time.Millisecond))
 		out, _ := l.birdc("show route " + service + "/32")
 		t.Logf("birdc show route:\n%s", out)
-		if !c.p.exited(30 * time.Second) {
+		if !c.p.Exited(30 * time.Second) {
 			t.Fatal("the client did not finish")
 		}
 		// Requests routed to n2 fail (503: no server) until the router
@@ -662,22 +524,22 @@ func TestBGPECMP(t *testing.T) {
 			t.Errorf("after the withdrawal: %v, want n1 and n3 only, none failed", m)
 		}
 		// Its server back, n2 announces again.
-		nodes["n2"].own = l.start("n2-server-2", "n2", os.Args[0], []string{"SLUICE_BGP_HELPER=server"}, "n2", "127.0.0.1:8080")
-		back := l.waitFor("n2's route to come back", holdTime, func() bool { return len(l.nextHops()) == 3 && l.kernelHops() == 3 })
+		nodes["n2"].own = l.Start("n2-server-2", "n2", os.Args[0], []string{"SLUICE_BGP_HELPER=server"}, "n2", "127.0.0.1:8080")
+		back := l.WaitFor("n2's route to come back", holdTime, func() bool { return len(l.nextHops()) == 3 && l.kernelHops() == 3 })
 		t.Logf("n2's server restarted: route through n2 again after %v", back.Round(time.Millisecond))
 	})
 
 	t.Run("an orderly stop of a node loses no request", func(t *testing.T) {
 		// A bounded client: 400 requests, one every 10 ms, across the stop.
 		c := l.runClient(80, cliIP, 400, 10*time.Millisecond)
-		l.waitFor("the client to get going through n3", 10*time.Second, func() bool { return byNode(c.results())["n3"] >= 5 })
+		l.WaitFor("the client to get going through n3", 10*time.Second, func() bool { return byNode(c.results())["n3"] >= 5 })
 		stopped := time.Now()
-		nodes["n3"].sluice.cmd.Process.Signal(syscall.SIGTERM)
-		w := l.waitFor("BIRD to drop n3", holdTime, func() bool { h := l.nextHops(); return !h["n3"] && len(h) == 2 })
-		if !c.p.exited(60 * time.Second) {
+		nodes["n3"].sluice.Cmd.Process.Signal(syscall.SIGTERM)
+		w := l.WaitFor("BIRD to drop n3", holdTime, func() bool { h := l.nextHops(); return !h["n3"] && len(h) == 2 })
+		if !c.p.Exited(60 * time.Second) {
 			t.Fatal("the client did not finish")
 		}
-		if !nodes["n3"].sluice.exited(30 * time.Second) {
+		if !nodes["n3"].sluice.Exited(30 * time.Second) {
 			t.Error("n3's sluice did not exit after SIGTERM")
 		}
 		exited := time.Since(stopped)

@@ -25,8 +25,6 @@ package ha
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -40,6 +38,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"sluice/internal/netlab"
 )
 
 const (
@@ -117,20 +117,8 @@ func helperClient(url, local string) {
 
 // lab is the namespaces of one test run.
 type lab struct {
-	t      *testing.T
-	prefix string
-	dir    string
+	*netlab.Lab
 	sluice string // the built binary
-	ns     map[string]string
-	mu     sync.Mutex
-	procs  []*proc
-}
-
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
 }
 
 func requirements(t *testing.T) {
@@ -149,148 +137,44 @@ func requirements(t *testing.T) {
 
 func newLab(t *testing.T) *lab {
 	requirements(t)
-	var rb [3]byte
-	rand.Read(rb[:])
-	l := &lab{t: t, prefix: "slc" + hex.EncodeToString(rb[:]), dir: t.TempDir(), ns: map[string]string{}}
-	// Cleanup runs even when the test fails or a t.Fatal stops it half-built.
-	t.Cleanup(l.teardown)
-	probe := l.prefix + "-probe"
-	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
-		t.Skipf("cannot create network namespaces here (%v: %s)", err, strings.TrimSpace(string(out)))
-	}
-	exec.Command("ip", "netns", "del", probe).Run()
-
-	l.sluice = filepath.Join(l.dir, "sluice")
-	build := exec.Command("go", "build", "-o", l.sluice, "sluice/cmd/sluice")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build sluice: %v\n%s", err, out)
-	}
-	for _, n := range []string{"br", "cli", "lb1", "lb2", "be"} {
-		l.ns[n] = l.prefix + "-" + n
-		l.ip("netns", "add", l.ns[n])
-		l.ip("-n", l.ns[n], "link", "set", "lo", "up")
-	}
-	l.ip("-n", l.ns["br"], "link", "add", "br0", "type", "bridge")
-	l.ip("-n", l.ns["br"], "link", "set", "br0", "up")
+	l := &lab{Lab: netlab.New(t, "slc", "br", "cli", "lb1", "lb2", "be")}
+	l.LogLines = 60
+	l.sluice = l.BuildSluice()
+	l.IP("-n", l.NS["br"], "link", "add", "br0", "type", "bridge")
+	l.IP("-n", l.NS["br"], "link", "set", "br0", "up")
 	addrs := map[string][]string{"cli": {cliIP, otherCli}, "lb1": {lb1IP}, "lb2": {lb2IP}, "be": {beIP}}
 	for _, n := range []string{"cli", "lb1", "lb2", "be"} {
 		port := "p-" + n
-		l.ip("-n", l.ns["br"], "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", l.ns[n])
-		l.ip("-n", l.ns["br"], "link", "set", port, "master", "br0")
-		l.ip("-n", l.ns["br"], "link", "set", port, "up")
+		l.IP("-n", l.NS["br"], "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", l.NS[n])
+		l.IP("-n", l.NS["br"], "link", "set", port, "master", "br0")
+		l.IP("-n", l.NS["br"], "link", "set", port, "up")
 		for _, a := range addrs[n] {
-			l.ip("-n", l.ns[n], "addr", "add", a+"/24", "dev", "eth0")
+			l.IP("-n", l.NS[n], "addr", "add", a+"/24", "dev", "eth0")
 		}
-		l.ip("-n", l.ns[n], "link", "set", "eth0", "up")
+		l.IP("-n", l.NS[n], "link", "set", "eth0", "up")
 	}
-	l.start("s1", "be", os.Args[0], []string{"SLUICE_HA_HELPER=server"}, "s1", beIP+":8081")
-	l.start("s2", "be", os.Args[0], []string{"SLUICE_HA_HELPER=server"}, "s2", beIP+":8082")
+	l.Start("s1", "be", os.Args[0], []string{"SLUICE_HA_HELPER=server"}, "s1", beIP+":8081")
+	l.Start("s2", "be", os.Args[0], []string{"SLUICE_HA_HELPER=server"}, "s2", beIP+":8082")
 	return l
-}
-
-func (l *lab) ip(args ...string) string {
-	l.t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		l.t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// start runs name in namespace ns, logging to a file in the lab directory.
-func (l *lab) start(name, ns, bin string, env []string, args ...string) *proc {
-	l.t.Helper()
-	p := &proc{name: name, log: filepath.Join(l.dir, name+".log"), done: make(chan struct{})}
-	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", l.ns[ns], bin}, args...)...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	if err := p.cmd.Start(); err != nil {
-		l.t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.cmd.Wait(); f.Close(); close(p.done) }()
-	l.mu.Lock()
-	l.procs = append(l.procs, p)
-	l.mu.Unlock()
-	return p
-}
-
-func (p *proc) kill() {
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-	}
-}
-
-// teardown kills every process started in the lab's namespaces (the ones
-// started here and their children, such as keepalived's VRRP process and
-// scripts), then deletes the namespaces, which takes their links along.
-func (l *lab) teardown() {
-	l.mu.Lock()
-	procs := l.procs
-	l.mu.Unlock()
-	if l.t.Failed() {
-		for _, p := range procs {
-			b, _ := os.ReadFile(p.log)
-			l.t.Logf("---- %s log ----\n%s", p.name, tail(string(b), 60))
-		}
-	}
-	for _, p := range procs {
-		p.kill()
-	}
-	for _, ns := range l.ns {
-		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
-			for _, f := range strings.Fields(string(out)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		}
-	}
-	for _, ns := range l.ns {
-		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-			l.t.Logf("ip netns del %s: %v %s", ns, err, out)
-		}
-	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // node is one balancer: its sluice and keepalived.
 type node struct {
 	name, ip, peer string
 	prio           int
-	sluice, kad    *proc
+	sluice, kad    *netlab.Proc
 	vrrpPID        string
 	track, ctl     string // its global.track_file and control socket
 	conf           string // its sluice configuration
 }
 
-func (l *lab) write(name, content string) string {
-	p := filepath.Join(l.dir, name)
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		l.t.Fatal(err)
-	}
-	return p
-}
-
 // startNode writes n's configurations and starts its sluice and keepalived.
 func (l *lab) startNode(n *node, run int) {
 	tag := fmt.Sprintf("%s-%d", n.name, run)
-	secret := l.write("secret", "the same on both nodes, 32 bytes\n")
-	n.track = filepath.Join(l.dir, tag+".track")
-	n.ctl = filepath.Join(l.dir, tag+".sock")
-	conf := l.write(tag+".toml", fmt.Sprintf(`[global]
+	secret := l.Write("secret", "the same on both nodes, 32 bytes\n")
+	n.track = filepath.Join(l.Dir, tag+".track")
+	n.ctl = filepath.Join(l.Dir, tag+".sock")
+	conf := l.Write(tag+".toml", fmt.Sprintf(`[global]
 vital_frontends = ["www"]
 track_file = %q
 control_socket = %q
@@ -328,10 +212,10 @@ peers = ["%s:7070"]
 secret_file = %q
 flush_interval = "50ms"
 `, n.track, n.ctl, stopGrace.String(), vip, beIP, beIP, n.ip, n.peer, secret))
-	notify := l.write(tag+"-notify.sh", fmt.Sprintf("#!/bin/sh\necho \"$(date +%%s.%%N) $*\" >> %s\n", filepath.Join(l.dir, tag+"-notify.log")))
+	notify := l.Write(tag+"-notify.sh", fmt.Sprintf("#!/bin/sh\necho \"$(date +%%s.%%N) $*\" >> %s\n", filepath.Join(l.Dir, tag+"-notify.log")))
 	os.Chmod(notify, 0o755)
-	n.vrrpPID = filepath.Join(l.dir, tag+"-vrrp.pid")
-	kconf := l.write(tag+"-keepalived.conf", fmt.Sprintf(`global_defs {
+	n.vrrpPID = filepath.Join(l.Dir, tag+"-vrrp.pid")
+	kconf := l.Write(tag+"-keepalived.conf", fmt.Sprintf(`global_defs {
     router_id %s
     script_user root
     vrrp_version 3
@@ -375,44 +259,33 @@ vrrp_instance VI_SLUICE {
 }
 `, n.name, l.sluice, conf, n.track, n.prio, n.ip, n.peer, vip, notify))
 	n.conf = conf
-	n.sluice = l.start(tag+"-sluice", n.name, l.sluice, nil, "run", "-f", conf)
-	n.kad = l.start(tag+"-keepalived", n.name, "keepalived", nil, "-n", "-l", "-D", "-G", "-P", "-f", kconf,
-		"-p", filepath.Join(l.dir, tag+"-keepalived.pid"), "-r", n.vrrpPID, "-c", filepath.Join(l.dir, tag+"-checkers.pid"))
+	n.sluice = l.Start(tag+"-sluice", n.name, l.sluice, nil, "run", "-f", conf)
+	n.kad = l.Start(tag+"-keepalived", n.name, "keepalived", nil, "-n", "-l", "-D", "-G", "-P", "-f", kconf,
+		"-p", filepath.Join(l.Dir, tag+"-keepalived.pid"), "-r", n.vrrpPID, "-c", filepath.Join(l.Dir, tag+"-checkers.pid"))
 }
 
 // holdsVIP reports whether the namespace ns has the VIP.
 func (l *lab) holdsVIP(ns string) bool {
-	out, _ := exec.Command("ip", "-n", l.ns[ns], "-4", "-o", "addr", "show", "dev", "eth0").Output()
+	out, _ := exec.Command("ip", "-n", l.NS[ns], "-4", "-o", "addr", "show", "dev", "eth0").Output()
 	return strings.Contains(string(out), " "+vip+"/")
-}
-
-func (l *lab) waitFor(what string, d time.Duration, cond func() bool) {
-	l.t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			l.t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // mac returns the MAC address of eth0 in namespace ns.
 func (l *lab) mac(ns string) string {
-	l.t.Helper()
-	f := strings.Fields(l.ip("-n", l.ns[ns], "-o", "link", "show", "dev", "eth0"))
+	l.T.Helper()
+	f := strings.Fields(l.IP("-n", l.NS[ns], "-o", "link", "show", "dev", "eth0"))
 	for i := range f[:len(f)-1] {
 		if f[i] == "link/ether" {
 			return f[i+1]
 		}
 	}
-	l.t.Fatalf("no MAC for %s in %v", ns, f)
+	l.T.Fatalf("no MAC for %s in %v", ns, f)
 	return ""
 }
 
 // neighbour returns the MAC the client namespace has for ip, or "".
 func (l *lab) neighbour(ip string) string {
-	out, _ := exec.Command("ip", "-n", l.ns["cli"], "neigh", "show", ip).Output()
+	out, _ := exec.Command("ip", "-n", l.NS["cli"], "neigh", "show", ip).Output()
 	f := strings.Fields(string(out))
 	for i := range f {
 		if f[i] == "lladdr" && i+1 < len(f) {
@@ -432,32 +305,29 @@ type result struct {
 // client runs the continuous client in the client namespace and collects
 // its results.
 type client struct {
-	p   *proc
+	p   *netlab.Proc
 	mu  sync.Mutex
 	res []result
 }
 
 // stop ends the client, so that it does not go on picking servers (and
 // moving round robin) in the next run's balancers.
-func (c *client) stop() { c.p.kill() }
+func (c *client) stop() { c.p.Kill() }
 
 func (l *lab) runClient(from string) *client {
-	l.t.Helper()
+	l.T.Helper()
 	c := &client{}
-	cmd := exec.Command("ip", "netns", "exec", l.ns["cli"], os.Args[0], "http://"+vip+"/", from)
+	cmd := exec.Command("ip", "netns", "exec", l.NS["cli"], os.Args[0], "http://"+vip+"/", from)
 	cmd.Env = append(os.Environ(), "SLUICE_HA_HELPER=client")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		l.t.Fatal(err)
+		l.T.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		l.t.Fatal(err)
+		l.T.Fatal(err)
 	}
-	p := &proc{name: "client", cmd: cmd, log: os.DevNull, done: make(chan struct{})}
+	p := l.Adopt("client", cmd)
 	c.p = p
-	l.mu.Lock()
-	l.procs = append(l.procs, p)
-	l.mu.Unlock()
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
@@ -471,7 +341,7 @@ func (l *lab) runClient(from string) *client {
 			c.mu.Unlock()
 		}
 		cmd.Wait()
-		close(p.done)
+		close(p.Done)
 	}()
 	return c
 }
@@ -490,7 +360,7 @@ func (c *client) since(t time.Time) []result {
 
 // once sends one request from the address from and returns the server.
 func (l *lab) once(from string) (string, error) {
-	cmd := exec.Command("ip", "netns", "exec", l.ns["cli"], os.Args[0], "http://"+vip+"/", from)
+	cmd := exec.Command("ip", "netns", "exec", l.NS["cli"], os.Args[0], "http://"+vip+"/", from)
 	cmd.Env = append(os.Environ(), "SLUICE_HA_HELPER=client", "SLUICE_HA_ONCE=1")
 	out, err := cmd.Output()
 	f := strings.SplitN(strings.TrimSpace(string(out)), " ", 3)
@@ -521,22 +391,22 @@ func TestKeepalivedFailover(t *testing.T) {
 		// takes over after its skew; one request of the 300 ms client
 		// fails), so 1 s leaves three times the margin.
 		{"the active node's sluice is killed", outcome{within: time.Second}, func(t *testing.T, lb1 *node) {
-			lb1.sluice.kill()
+			lb1.sluice.Kill()
 		}},
 		{"the active node's sluice is stopped", outcome{noneFailed: true}, func(t *testing.T, lb1 *node) {
-			lb1.sluice.cmd.Process.Signal(syscall.SIGTERM)
+			lb1.sluice.Cmd.Process.Signal(syscall.SIGTERM)
 		}},
 		{"the active node is put into maintenance", outcome{noneFailed: true}, func(t *testing.T, lb1 *node) {
-			out, err := exec.Command("ip", "netns", "exec", l.ns["lb1"], l.sluice, "ctl", "-f", lb1.conf, "set", "node", "maint").CombinedOutput()
+			out, err := exec.Command("ip", "netns", "exec", l.NS["lb1"], l.sluice, "ctl", "-f", lb1.conf, "set", "node", "maint").CombinedOutput()
 			if err != nil {
 				t.Fatalf("sluice ctl set node maint: %v\n%s", err, out)
 			}
 		}},
 		{"the active node's only backend dies", outcome{within: resume}, func(t *testing.T, lb1 *node) {
 			// From lb1 only: lb2 still reaches the servers.
-			l.ip("-n", l.ns["lb1"], "route", "add", "blackhole", beIP+"/32")
+			l.IP("-n", l.NS["lb1"], "route", "add", "blackhole", beIP+"/32")
 			t.Cleanup(func() {
-				if out, err := exec.Command("ip", "-n", l.ns["lb1"], "route", "del", beIP+"/32").CombinedOutput(); err != nil {
+				if out, err := exec.Command("ip", "-n", l.NS["lb1"], "route", "del", beIP+"/32").CombinedOutput(); err != nil {
 					t.Errorf("remove the blackhole route: %v %s", err, out)
 				}
 			})
@@ -549,13 +419,13 @@ func TestKeepalivedFailover(t *testing.T) {
 					syscall.Kill(pid, syscall.SIGKILL)
 				}
 			}
-			lb1.kad.kill()
+			lb1.kad.Kill()
 		}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			parent := l.t
-			l.t = t
-			defer func() { l.t = parent }()
+			parent := l.T
+			l.T = t
+			defer func() { l.T = parent }()
 			r := failover(t, l, i, func(lb1 *node) { tc.fail(t, lb1) })
 			switch {
 			case tc.want.noneFailed && r.failed > 0:
@@ -576,7 +446,7 @@ type measured struct {
 func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) measured {
 	// Fresh processes; a VIP left behind by a killed keepalived is removed.
 	for _, ns := range []string{"lb1", "lb2"} {
-		exec.Command("ip", "-n", l.ns[ns], "addr", "del", vip+"/24", "dev", "eth0").Run()
+		exec.Command("ip", "-n", l.NS[ns], "addr", "del", vip+"/24", "dev", "eth0").Run()
 	}
 	lb1 := &node{name: "lb1", ip: lb1IP, peer: lb2IP, prio: 110}
 	lb2 := &node{name: "lb2", ip: lb2IP, peer: lb1IP, prio: 100}
@@ -586,10 +456,10 @@ func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) measured {
 	// worker still draining after its master was killed (it holds the
 	// listeners the next run binds), keepalived and its VRRP process.
 	stop := func(n *node) {
-		n.sluice.kill()
-		n.kad.kill()
-		l.waitFor(n.name+"'s processes to go", 10*time.Second, func() bool {
-			out, _ := exec.Command("ip", "netns", "pids", l.ns[n.name]).Output()
+		n.sluice.Kill()
+		n.kad.Kill()
+		l.WaitFor(n.name+"'s processes to go", 10*time.Second, func() bool {
+			out, _ := exec.Command("ip", "netns", "pids", l.NS[n.name]).Output()
 			pids := strings.Fields(string(out))
 			for _, f := range pids {
 				if pid, err := strconv.Atoi(f); err == nil {
@@ -602,11 +472,11 @@ func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) measured {
 	defer stop(lb1)
 	defer stop(lb2)
 
-	l.waitFor("lb1 to hold the VIP", 15*time.Second, func() bool { return l.holdsVIP("lb1") && !l.holdsVIP("lb2") })
+	l.WaitFor("lb1 to hold the VIP", 15*time.Second, func() bool { return l.holdsVIP("lb1") && !l.holdsVIP("lb2") })
 	// Another client first, so that round robin gives our client s2 on lb1,
 	// while lb2 left to itself would start it on s1.
 	var first string
-	l.waitFor("the first request through lb1", 10*time.Second, func() bool {
+	l.WaitFor("the first request through lb1", 10*time.Second, func() bool {
 		s, err := l.once(otherCli)
 		first = s
 		return err == nil
@@ -617,7 +487,7 @@ func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) measured {
 	c := l.runClient(cliIP)
 	defer c.stop()
 	warm := time.Now()
-	l.waitFor("steady traffic through lb1", 10*time.Second, func() bool {
+	l.WaitFor("steady traffic through lb1", 10*time.Second, func() bool {
 		rs := c.since(warm)
 		return len(rs) >= 10 && rs[len(rs)-1].ok
 	})
@@ -629,10 +499,10 @@ func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) measured {
 
 	killed := time.Now()
 	fail(lb1)
-	l.waitFor("lb2 to take the VIP", 2*resume, func() bool { return l.holdsVIP("lb2") })
+	l.WaitFor("lb2 to take the VIP", 2*resume, func() bool { return l.holdsVIP("lb2") })
 	vipMoved := time.Since(killed)
 	var resumed time.Time
-	l.waitFor("traffic to resume", 2*resume, func() bool {
+	l.WaitFor("traffic to resume", 2*resume, func() bool {
 		for _, r := range c.since(killed) {
 			if r.ok {
 				resumed = r.at
@@ -644,7 +514,7 @@ func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) measured {
 	// The client's traffic really goes to lb2 now: its neighbour entry for
 	// the VIP has lb2's MAC (after lb2's gratuitous ARP).
 	lb2MAC := l.mac("lb2")
-	l.waitFor("the client to send to lb2's MAC", resume, func() bool { return l.neighbour(vip) == lb2MAC })
+	l.WaitFor("the client to send to lb2's MAC", resume, func() bool { return l.neighbour(vip) == lb2MAC })
 	time.Sleep(time.Second) // traffic must stay up, not flap
 	after := c.since(killed)
 	var failed int
