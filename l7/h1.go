@@ -78,8 +78,9 @@ type clientConn struct {
 	// for a backend with send_proxy: its PROXY header names this client,
 	// so it never goes to the shared pool.
 	own *serverConn
-	// up is the request in progress to an h2c server (h1up.go).
-	up h1Up
+	// up is the request in progress to an h2c server (h1up.go), nil
+	// until the connection's first such request.
+	up *h1Up
 	// h2c: the frontend also takes HTTP/2 with prior knowledge, so a
 	// first request line of no HTTP/1 version is a broken preface.
 	h2c bool

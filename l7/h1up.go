@@ -76,7 +76,10 @@ func (c *clientConn) forwardUp(be *backend.Backend, x *exchange, mv moved) bool 
 		}
 		return c.fail(failBadRequest, be, x) // no tunnel through an HTTP/2 server
 	}
-	u := &c.up
+	if c.up == nil {
+		c.up = new(h1Up) // only clients of h2c servers pay for it; kept with c in its pool
+	}
+	u := c.up
 	lname, val := u.lname, u.val
 	*u = h1Up{c: c, lname: lname, val: val, body: c.hasBody(), chunked: req.chunked, left: req.contentLength,
 		expect: req.expectCont && !req.http10, isHead: equalFold(req.method, "HEAD"), http10: req.http10,

@@ -14,6 +14,7 @@ import (
 
 	"sluice/backend"
 	"sluice/conf"
+	"sluice/internal/memtrim"
 	"sluice/l7"
 )
 
@@ -49,7 +50,7 @@ type collector struct {
 	mu     sync.Mutex
 	labels map[any]*labelSet // label pairs by *backend.Server
 
-	build, procCur, procMax, procReloads, procWorkers *prometheus.Desc
+	build, procCur, procMax, procReloads, procWorkers, procTrims *prometheus.Desc
 
 	feCur, feMax, feLim, feTot, feRate, feIn, feOut, feDenied, feReqErr, feConnErr, feReq, feResp *prometheus.Desc
 
@@ -88,6 +89,7 @@ func newCollector(s *Server) *collector {
 		procMax:     d("process_max_connections", "global.maxconn: the process-wide connection cap.", nil),
 		procReloads: d("process_reloads", "Reloads the master has done before this worker.", nil),
 		procWorkers: d("process_workers", "Workers running.", nil),
+		procTrims:   d("process_memory_trims_total", "Times the worker gave the memory a burst left behind back to the OS once traffic calmed.", nil),
 
 		feCur:     d("frontend_current_sessions", "Connections open now.", fe),
 		feMax:     d("frontend_max_sessions", "Most connections open at once.", fe),
@@ -242,6 +244,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.procMax, float64(s.opt.MaxConn))
 	gauge(c.procReloads, float64(p.Reloads.Load()))
 	gauge(c.procWorkers, float64(p.Workers.Load()))
+	cnt(c.procTrims, nil, memtrim.Trims())
 
 	for _, f := range s.opt.Frontends {
 		r := s.frontendRow(f)

@@ -7,6 +7,7 @@ import (
 	"sluice/backend"
 	"sluice/conf"
 	"sluice/frontend"
+	"sluice/internal/memtrim"
 )
 
 // Row is one line of the stats: a frontend, a backend (its totals) or a
@@ -143,6 +144,9 @@ type ProcessInfo struct {
 	// /healthz answers and global.track_file follows.
 	Unserved  string `json:"unserved,omitempty"`
 	TrackFile string `json:"track_file,omitempty"` // global.track_file
+	// MemTrims is how many times the worker gave the memory a burst left
+	// behind back to the OS once traffic calmed (internal/memtrim).
+	MemTrims uint64 `json:"memory_trims"`
 }
 
 func (s *Server) snapshot() Snapshot {
@@ -153,6 +157,7 @@ func (s *Server) snapshot() Snapshot {
 		Workers: p.Workers.Load(), Reloads: p.Reloads.Load(),
 		Current: s.current(), MaxConn: s.opt.MaxConn, Admin: s.token != nil,
 		Node: NodeAdminName(s.node.Maint()), Unserved: s.unhealthy(), TrackFile: s.opt.TrackFile,
+		MemTrims: memtrim.Trims(),
 	}}
 	if s.opt.FDs != nil {
 		fds := *s.opt.FDs

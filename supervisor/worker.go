@@ -18,6 +18,7 @@ import (
 
 	"sluice/conf"
 	"sluice/engine"
+	"sluice/internal/memtrim"
 	"sluice/internal/sockets"
 	"sluice/stats"
 )
@@ -96,6 +97,7 @@ func RunWorker(stderr io.Writer) int {
 		}
 	}()
 	go w.pushState(pushDone)
+	go memtrim.Run(pushDone)
 
 	type req struct {
 		m   workerMsg
