@@ -68,6 +68,14 @@ func (v *validator) clientAuth(p string, rf *rawFrontend, f *Frontend) {
 		return
 	}
 	ca.CRLs = crls
+	// With a crl_file, a client whose issuer has no CRL in it is refused
+	// (l7: CRL_CHECK_ALL, as HAProxy): say so for a CA of ca_file.
+	for _, c := range cas {
+		if !hasCRL(crls, c) {
+			v.warnf(key+".crl_file", "%s has no CRL of %s (in ca_file): clients whose certificates it signs will be refused (reason crl_unavailable); add its CRL to the file, or take the CA out of ca_file",
+				ca.CRLFile, c.Subject)
+		}
+	}
 	for _, crl := range crls {
 		if !crl.NextUpdate.IsZero() && time.Now().After(crl.NextUpdate) {
 			v.warnf(key+".crl_file", "%s: the CRL of %s was due for an update at %s (its next_update): certificates revoked since are not in it; fetch a fresh CRL from the CA and reload",
@@ -168,4 +176,14 @@ func sameClientAuthFiles(a, b *ClientAuth) bool {
 		}
 	}
 	return true
+}
+
+// hasCRL reports whether crls hold a CRL issued by ca.
+func hasCRL(crls []*x509.RevocationList, ca *x509.Certificate) bool {
+	for _, crl := range crls {
+		if bytes.Equal(crl.RawIssuer, ca.RawSubject) {
+			return true
+		}
+	}
+	return false
 }

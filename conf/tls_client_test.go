@@ -74,6 +74,16 @@ crl_file = "`+stale+`"`))
 		}
 	})
 
+	t.Run("CA without a CRL warns", func(t *testing.T) {
+		both := testpki.Write(t, dir, "both.pem", append(append([]byte{}, ca.PEM...), other.PEM...))
+		cfg := mustParse(t, clientAuthSrc(cert, key, false, `ca_file = "`+both+`"
+crl_file = "`+crlPEM+`"`))
+		if len(cfg.Warnings) != 1 || cfg.Warnings[0].Key != "frontend.f.client_auth.crl_file" ||
+			!strings.Contains(cfg.Warnings[0].Msg, "CN=other") || !strings.Contains(cfg.Warnings[0].Msg, "will be refused") {
+			t.Errorf("warnings = %v, want one naming CN=other", cfg.Warnings)
+		}
+	})
+
 	for _, tc := range []struct {
 		desc  string
 		noTLS bool

@@ -199,3 +199,29 @@ func TestClientCertTrailersStripped(t *testing.T) {
 		t.Errorf("HTTP/2: server saw trailers\n%s\nwant\n%s", b, want)
 	}
 }
+
+// TestClientCertCRLUnavailableRefused: with a crl_file, a client whose
+// issuer has no CRL in it, or only one past its next update, is refused
+// (reason crl_unavailable), as HAProxy's crl-file (OpenSSL CRL_CHECK_ALL)
+// refuses it: nobody vouches that its certificate was not revoked. Before,
+// such clients were let through without a word.
+func TestClientCertCRLUnavailableRefused(t *testing.T) {
+	m := newMTLS(t)
+	dir := t.TempDir()
+	a, b, c := testpki.NewCA(t, "client CA A"), testpki.NewCA(t, "client CA B"), testpki.NewCA(t, "client CA C")
+	aGood, bGood, cGood := a.Issue(t, "a-good", testpki.Options{}), b.Issue(t, "b-good", testpki.Options{}), c.Issue(t, "c-good", testpki.Options{})
+	caFile := testpki.Write(t, dir, "cas.pem", append(append(append([]byte{}, a.PEM...), b.PEM...), c.PEM...))
+	// A's CRL is in force, B's is past its next update, C has none.
+	crls := append(testpki.CRLPEM(a.CRL(t, time.Time{})), testpki.CRLPEM(b.CRL(t, time.Now().Add(-time.Minute)))...)
+	crlFile := testpki.Write(t, dir, "cas.crl", crls)
+	e, front := m.start(t, fmt.Sprintf("verify = \"required\"\nca_file = %q\ncrl_file = %q", caFile, crlFile), "")
+	if _, err := m.get(t, front, aGood, "/x", ""); err != nil {
+		t.Errorf("client of a CA whose CRL is in force refused: %v", err)
+	}
+	for _, leaf := range []*testpki.Leaf{bGood, cGood} {
+		if body, err := m.get(t, front, leaf, "/x", ""); err == nil {
+			t.Errorf("%s served with no CRL in force for its issuer: %q", leaf.Cert.Subject, body)
+		}
+	}
+	waitFailed(t, e, "crl_unavailable", 2)
+}

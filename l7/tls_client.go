@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"sluice/conf"
 )
@@ -155,6 +156,7 @@ const (
 	hsBadCert          // a certificate that is not valid for a client (usage, signature, name constraints…)
 	hsUnknownCA        // not signed by a CA of ca_file
 	hsRevoked          // listed in crl_file
+	hsNoCRL            // crl_file holds no CRL in force (none, or past its next update) for an issuer of the chain
 	hsExpired          // outside its validity period
 	hsProtocol         // TLS itself failed: no common version or cipher, a bad record, an alert from the client
 	hsTimeout          // not over within the handshake timeout
@@ -163,7 +165,7 @@ const (
 )
 
 // HandshakeReasons name the failure reasons, in counter order.
-var HandshakeReasons = [numHandshakeReasons]string{"no_cert", "bad_cert", "unknown_ca", "revoked", "expired", "protocol", "timeout", "other"}
+var HandshakeReasons = [numHandshakeReasons]string{"no_cert", "bad_cert", "unknown_ca", "revoked", "crl_unavailable", "expired", "protocol", "timeout", "other"}
 
 // HandshakeCounters are a TLS frontend's handshakes.
 type HandshakeCounters struct {
@@ -175,8 +177,11 @@ type HandshakeCounters struct {
 type certError struct{ reason int }
 
 func (e *certError) Error() string {
-	if e.reason == hsNoCert {
+	switch e.reason {
+	case hsNoCert:
 		return "tls: client_auth requires a client certificate, none was sent"
+	case hsNoCRL:
+		return "tls: crl_file holds no CRL in force (none, or past its next update) for an issuer of the client's certificate chain"
 	}
 	return "tls: client certificate " + HandshakeReasons[e.reason]
 }
@@ -184,6 +189,7 @@ func (e *certError) Error() string {
 var (
 	errNoCert  = &certError{hsNoCert}
 	errRevoked = &certError{hsRevoked}
+	errNoCRL   = &certError{hsNoCRL}
 )
 
 // handshakeReason classifies the error of a failed handshake; timedOut
@@ -219,8 +225,9 @@ func handshakeReason(err error, timedOut bool) int {
 // WithClientAuth returns a copy of tc (NewTLS) that asks clients for a
 // certificate as ca says: crypto/tls verifies a certificate that is sent
 // against ca.Pool (VerifyClientCertIfGiven); VerifyConnection then refuses
-// a missing one when verify is required, and a revoked one (ca.CRLs). One
-// hook does both so that each refusal carries its reason for the counters
+// a missing one when verify is required, and, with a crl_file, one that a
+// CRL revokes or whose issuer has no CRL in force (ca.CRLs). One hook does
+// all so that each refusal carries its reason for the counters
 // (crypto/tls's own "no certificate" error is text only).
 func WithClientAuth(tc *tls.Config, ca *conf.ClientAuth) *tls.Config {
 	tc = tc.Clone()
@@ -235,55 +242,75 @@ func WithClientAuth(tc *tls.Config, ca *conf.ClientAuth) *tls.Config {
 			}
 			return nil
 		}
-		for _, chain := range cs.VerifiedChains {
-			if crl.revokes(chain) {
-				return errRevoked
-			}
-		}
-		return nil
+		return crl.check(cs.VerifiedChains, time.Now())
 	}
 	return tc
 }
 
-// revoked is crl_file's CRLs as sets of serials by issuer, built once per
-// worker.
-type revoked map[string]map[string]struct{} // raw issuer subject -> serials
+// revoked is crl_file's CRLs by issuer, built once per worker; nil
+// without a crl_file.
+type revoked map[string]*issuerCRL // raw issuer subject -> its CRL
+
+type issuerCRL struct {
+	serials    map[string]struct{}
+	nextUpdate time.Time // zero: none given
+}
 
 func newRevoked(crls []*x509.RevocationList) revoked {
 	var r revoked
 	for _, crl := range crls {
-		if len(crl.RevokedCertificateEntries) == 0 {
-			continue
-		}
 		if r == nil {
 			r = revoked{}
 		}
-		serials := r[string(crl.RawIssuer)]
-		if serials == nil {
-			serials = make(map[string]struct{}, len(crl.RevokedCertificateEntries))
-			r[string(crl.RawIssuer)] = serials
+		ic := r[string(crl.RawIssuer)]
+		if ic == nil {
+			ic = &issuerCRL{serials: make(map[string]struct{}, len(crl.RevokedCertificateEntries)), nextUpdate: crl.NextUpdate}
+			r[string(crl.RawIssuer)] = ic
+		}
+		if crl.NextUpdate.After(ic.nextUpdate) {
+			ic.nextUpdate = crl.NextUpdate // two CRLs of one issuer: the fresher one's date
 		}
 		for _, e := range crl.RevokedCertificateEntries {
-			serials[string(e.SerialNumber.Bytes())] = struct{}{}
+			ic.serials[string(e.SerialNumber.Bytes())] = struct{}{}
 		}
 	}
 	return r
 }
 
-// revokes reports whether a CRL lists a certificate of chain (leaf or
-// intermediate) that its issuer signed. The serials are positive
-// (RFC 5280 §4.1.2.2), so their bytes identify them.
-func (r revoked) revokes(chain []*x509.Certificate) bool {
+// check refuses a client whose chain a CRL revokes (leaf or intermediate),
+// or has a certificate whose issuer has no CRL in the file, or only one
+// past its next update: OpenSSL's CRL_CHECK_ALL, as HAProxy's crl-file
+// sets it (a certificate nobody can vouch for is not let through). The
+// root is not checked: ca_file trusts it. The serials are positive
+// (RFC 5280 §4.1.2.2), so their bytes identify them. With several
+// verified chains, one revoked certificate refuses the client, else one
+// chain with every CRL in force lets it in.
+func (r revoked) check(chains [][]*x509.Certificate, now time.Time) error {
 	if r == nil {
-		return false
+		return nil
 	}
-	for _, c := range chain[:max(len(chain)-1, 0)] { // not the root: ca_file trusts it
-		if c.SerialNumber == nil {
-			continue
+	var unvouched error
+	for _, chain := range chains {
+		chainErr := error(nil)
+		for _, c := range chain[:max(len(chain)-1, 0)] {
+			ic := r[string(c.RawIssuer)]
+			switch {
+			case ic == nil:
+				chainErr = errNoCRL
+				continue
+			case c.SerialNumber != nil:
+				if _, ok := ic.serials[string(c.SerialNumber.Bytes())]; ok {
+					return errRevoked
+				}
+			}
+			if !ic.nextUpdate.IsZero() && now.After(ic.nextUpdate) {
+				chainErr = errNoCRL
+			}
 		}
-		if _, ok := r[string(c.RawIssuer)][string(c.SerialNumber.Bytes())]; ok {
-			return true
+		if chainErr == nil {
+			return nil
 		}
+		unvouched = chainErr
 	}
-	return false
+	return unvouched
 }
