@@ -108,7 +108,7 @@ func dial(e *env, network, addr string, sendProxy conf.ProxyVersion, tc *tls.Con
 		t := tls.Client(c.Conn, tc)
 		if err := t.Handshake(); err != nil { // bounded by the check's deadline, cut by Stop
 			c.abort()
-			return nil, err
+			return nil, &handshakeError{err}
 		}
 		c.Conn = t
 	}
@@ -260,9 +260,24 @@ func probeUDP(e *env, spec *Spec) Result {
 
 func fail(err error) Result { return Result{Desc: describe(err)} }
 
+// handshakeError is a check's failed TLS handshake with the server: its
+// description starts "tls handshake: ", which the stats page reads as
+// HAProxy's layer 6 codes (L6RSP, L6TOUT).
+type handshakeError struct{ err error }
+
+func (e *handshakeError) Error() string { return "tls handshake: " + e.err.Error() }
+func (e *handshakeError) Unwrap() error { return e.err }
+
+// TLSPrefix starts the description of a check whose TLS handshake failed.
+const TLSPrefix = "tls handshake: "
+
 // describe turns a check error into the few words a log line or the stats
 // page needs.
 func describe(err error) string {
+	var he *handshakeError
+	if errors.As(err, &he) {
+		return TLSPrefix + describe(he.err)
+	}
 	switch {
 	case isTimeout(err):
 		return "timeout"

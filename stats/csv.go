@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"sluice/health"
 )
 
 // csvColumns are HAProxy 2.6's `show stat` columns in its order, including
@@ -159,7 +161,8 @@ func csvRecord(r *Row, pid string, iid, sid int, algo string) []string {
 // wording: scripts compare the code ("L4OK", "L7STS"), so the detail
 // sluice has (c.Desc) goes to last_chk only. Checks with an answer (http,
 // dns, udp, agent) are layer 7; a failure with no answer is L4TOUT or
-// L4CON, one with an answer that does not pass L7STS (a status) or L7RSP.
+// L4CON, one with an answer that does not pass L7STS (a status) or L7RSP;
+// a TLS handshake with the server that failed is L6RSP, or L6TOUT.
 func checkStatus(c *CheckResult) (string, string) {
 	d := c.Desc
 	switch {
@@ -169,6 +172,10 @@ func checkStatus(c *CheckResult) (string, string) {
 		return "L7OK", "Layer7 check passed"
 	case c.Code != 0:
 		return "L7STS", "Layer7 wrong status"
+	case strings.HasPrefix(d, health.TLSPrefix+"timeout"):
+		return "L6TOUT", "Layer6 timeout"
+	case strings.HasPrefix(d, health.TLSPrefix):
+		return "L6RSP", "Layer6 invalid response"
 	case strings.HasPrefix(d, "no UDP reply"):
 		return "L7TOUT", "Layer7 timeout"
 	case strings.Contains(d, "timeout"):
