@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"sluice/conf"
@@ -42,9 +43,16 @@ type ClientTLS struct {
 	cache      tls.ClientSessionCache
 	// configs holds base completed for one server (its ServerName and
 	// its share of the session cache), built once per address: a dial
-	// clones nothing.
-	configs sync.Map // host:port -> *tls.Config
+	// clones nothing. Addresses come and go with DNS discovery: past
+	// maxConfigs entries the map starts over (configs are rebuilt on the
+	// next dial; sessions stay in the cache, an LRU of its own).
+	configs  sync.Map // host:port -> *tls.Config
+	nConfigs atomic.Int64
 }
+
+// maxConfigs bounds ClientTLS.configs: far more servers than a backend
+// has at once, so that only churn starts it over.
+const maxConfigs = 4096
 
 // serverCache is a server's view of its backend's session cache. Go keys
 // sessions by ServerName, which servers of one backend share (server_name,
@@ -111,7 +119,11 @@ func (t *ClientTLS) Config(addr string) *tls.Config {
 	c := t.base.Clone()
 	c.ServerName = host
 	c.ClientSessionCache = serverCache{t.cache, addr + "|"}
-	v, _ := t.configs.LoadOrStore(addr, c)
+	v, loaded := t.configs.LoadOrStore(addr, c)
+	if !loaded && t.nConfigs.Add(1) > maxConfigs {
+		t.nConfigs.Store(0)
+		t.configs.Clear()
+	}
 	return v.(*tls.Config)
 }
 
