@@ -114,6 +114,12 @@ func Listen(k Key, o Options) (*Socket, error) {
 		}
 		return serr
 	}}
+	// Plain TCP, as HAProxy binds unless told "mptcp@": Go (1.24 on)
+	// makes listeners Multipath TCP by default, whose accepted
+	// connections from MPTCP clients neither splice nor take every
+	// socket option sluice sets (TCP MD5, say), and whose SYNs take the
+	// MPTCP path in the kernel for nothing.
+	lc.SetMultipathTCP(false)
 	s := &Socket{Key: k}
 	var err error
 	switch k.Network {

@@ -162,3 +162,26 @@ func TestInheritedListenerNoKeepAlive(t *testing.T) {
 		}
 	}
 }
+
+// TestListenIsPlainTCP: frontends listen on plain TCP sockets (Go makes
+// listeners Multipath TCP by default from 1.24 on), as HAProxy does.
+func TestListenIsPlainTCP(t *testing.T) {
+	s, err := Listen(Key{Network: "tcp", Addr: "127.0.0.1:0"}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rc, err := s.Listener.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var proto int
+	var gerr error
+	rc.Control(func(fd uintptr) { proto, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL) })
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	if proto != unix.IPPROTO_TCP {
+		t.Errorf("listener protocol %d, want IPPROTO_TCP (%d); IPPROTO_MPTCP is %d", proto, unix.IPPROTO_TCP, unix.IPPROTO_MPTCP)
+	}
+}
