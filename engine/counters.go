@@ -65,6 +65,8 @@ func (e *Engine) counters() []stats.Counter {
 				&c.NoServerConn503, fl)
 			add("frontend_http_too_many_headers_total", "Requests refused with 431 for more header lines than max_header_count.", &c.TooManyHeaders, fl)
 			add("frontend_http2_refused_streams_total", "HTTP/2 streams refused (REFUSED_STREAM) past 100 concurrent streams on a connection.", &c.H2Refused, fl)
+			add("frontend_http_slot_waits_total", "HTTP/1 client connections that had a request ready but waited, with no goroutine and no buffer, for one of the process's slots for connections being worked on (past it, clients take turns).",
+				&c.SlotWaits, fl)
 			add("frontend_http2_calm_total", "HTTP/2 connections ended with ENHANCE_YOUR_CALM (rapid reset, CONTINUATION or control-frame flood).", &c.H2Calm, fl)
 		}
 		if f.Mode == conf.ModeTCP {

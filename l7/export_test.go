@@ -33,3 +33,27 @@ func SetFinalGoAwayHook(h func()) {
 // H2MaxMeanless is how many control frames (PING, SETTINGS, ...) an
 // HTTP/2 client may send, net of requests served, before ENHANCE_YOUR_CALM.
 const H2MaxMeanless = h2MaxMeanless
+
+// SetBusyLimit sets the bound on HTTP/1 client connections worked on at
+// once (n <= 0: the default); it returns the previous bound.
+func SetBusyLimit(n int) int {
+	if n <= 0 {
+		n = int(busyLimitDefault())
+	}
+	busy.extra.Store(0)
+	return int(busy.limit.Swap(int32(n)))
+}
+
+// BusyState is the bound's slots held and connections queued.
+func BusyState() (active, queued int) {
+	return int(busy.active.Load()), int(busy.queued.Load())
+}
+
+// SetBusyStall sets how long the ready queue may stall before slots are
+// lent past the bound (0: never); it returns the previous value.
+func SetBusyStall(d time.Duration) time.Duration {
+	return time.Duration(busyStall.Swap(int64(d)))
+}
+
+// BusyExtra is how many slots are lent past the bound now.
+func BusyExtra() int { return int(busy.extra.Load()) }

@@ -53,6 +53,13 @@ type clientConn struct {
 	// under parking.mu.
 	parkIdx   int32
 	parkTimer *time.Timer
+	// slot: this connection's goroutine holds a slot of busy (busy.go);
+	// queued and qNext: it waits in busy's ready queue (under busy.mu).
+	// ready: the park set found it readable, so its next read does not
+	// wait (a drain serves its request rather than close it as idle).
+	// first: it parked before its first request (serveConn).
+	slot, queued, ready, first bool
+	qNext                      *clientConn
 	// idleUntil is when timeout_client ends the current keep-alive wait
 	// (zero: never), for the goroutine that waits it out (resume).
 	idleUntil time.Time
@@ -151,12 +158,52 @@ func (p *Proxy) serveConn(conn net.Conn, info ConnInfo, h2c bool) (handedOn bool
 			c.finish()
 		}
 	}()
+	if c.raw != nil {
+		if slotTake() {
+			c.slot = true
+		} else if c.parkFirst() {
+			handed = true // c is the park set's now: not touched again here
+			return true
+		}
+	}
 	handed = c.serve(true, false)
 	return handed
 }
 
+// parkFirst parks a new connection past the bound before its first
+// request (wrk's 8,000 connects at once are part of the peak): it waits
+// in the park set, then the ready queue, holding no goroutine and no
+// buffer. Its first request keeps its rules when it resumes (resume):
+// timeout_http_request from the accept (else timeout_client), and 408 when
+// it passes. False: it could not park, and is served here with no slot.
+func (c *clientConn) parkFirst() bool {
+	now := time.Now()
+	c.idleUntil = time.Time{}
+	switch {
+	case c.p.TimeoutHTTPRequest > 0:
+		start := c.info.Accepted
+		if start.IsZero() {
+			start = now
+		}
+		c.idleUntil = start.Add(c.p.TimeoutHTTPRequest)
+	case c.p.TimeoutClient > 0:
+		c.idleUntil = now.Add(c.p.TimeoutClient)
+	}
+	c.returnOut()
+	c.hr.release()
+	c.first = true
+	if c.park() {
+		return true
+	}
+	c.first = false
+	c.takeOut()
+	return false
+}
+
 // finish closes the connection and puts c back in its pool.
 func (c *clientConn) finish() {
+	c.slotDrop()
+	c.ready, c.first = false, false
 	if c.own != nil {
 		c.own.close()
 		c.own = nil
@@ -192,12 +239,24 @@ func init() { idleHandOff.Store(int64(10 * time.Millisecond)) }
 func (c *clientConn) serve(first, resumed bool) bool {
 	for {
 		if !first && !resumed && c.raw != nil && c.hr.buffered() == 0 {
+			if c.yieldDue() && c.yield() {
+				return true
+			}
 			switch c.waitBrief() {
 			case waitEnd:
 				return false
 			case waitQuiet:
+				held := c.slot
+				c.slot = false // before park: c may resume at once elsewhere
 				if c.park() {
+					if held {
+						slotGive()
+					}
 					return true
+				}
+				if held {
+					// The goroutine that waits on is idle, not worked on.
+					slotGive()
 				}
 				if c.resumeFn == nil {
 					c.resumeFn = c.resume // bound once: kept with c in its pool
@@ -211,6 +270,27 @@ func (c *clientConn) serve(first, resumed bool) bool {
 		}
 		first, resumed = false, false
 	}
+}
+
+// yield parks a slot holder at once after its response while other
+// connections wait for a slot, and gives its slot to the first of them
+// (no waitBrief: its next request queues behind theirs). False: it could
+// not park, and goes on as if under the bound.
+func (c *clientConn) yield() bool {
+	c.idleUntil = time.Time{}
+	if c.p.TimeoutClient > 0 {
+		c.idleUntil = time.Now().Add(c.p.TimeoutClient)
+	}
+	c.returnOut()
+	c.hr.release() // nothing buffered (serve's check)
+	c.slot = false
+	if c.park() {
+		slotGive()
+		return true
+	}
+	c.slot = true
+	c.takeOut()
+	return false
 }
 
 // Outcomes of waitBrief.
@@ -255,17 +335,35 @@ func (c *clientConn) waitBrief() int {
 // out the rest of timeout_client on its small stack, then serves the
 // request that came (the stack grows once per quiet spell).
 func (c *clientConn) resume() {
-	if c.guard(false) {
-		c.guard(true)
+	if c.first {
+		// Parked before its first request (parkFirst): served as
+		// serveConn would have.
+		c.first = false
+		c.takeOut()
+		if c.p.TimeoutHTTPRequest == 0 {
+			c.conn.SetReadDeadline(c.idleUntil) // serveOne sets none
+		}
+		c.guard(guardFirst)
+		return
+	}
+	if c.guard(guardWait) {
+		c.guard(guardServe)
 	}
 }
 
-// guard runs the waitNext of resume (serve false) or the serving of the
-// request it waited for (serve true), and ends the connection when it is
+// What guard runs.
+const (
+	guardWait  = iota // waitNext
+	guardServe        // the requests after it
+	guardFirst        // the first request of a connection that parked before it
+)
+
+// guard runs the waitNext of resume (guardWait) or the serving of the
+// requests after it (guardServe, guardFirst), and ends the connection when it is
 // over. A panic here is outside the frontend's recover: it costs this
 // connection only, counted and logged as the frontend does. It reports
 // whether the connection goes on here.
-func (c *clientConn) guard(serve bool) (goOn bool) {
+func (c *clientConn) guard(what int) (goOn bool) {
 	p, done := c.p, c.info.Done
 	defer func() {
 		if v := recover(); v != nil {
@@ -278,8 +376,8 @@ func (c *clientConn) guard(serve bool) (goOn bool) {
 			done()
 		}
 	}()
-	if serve {
-		goOn = c.serve(false, true) // true: handed on again
+	if what != guardWait {
+		goOn = c.serve(what == guardFirst, what == guardServe) // true: handed on again
 		if !goOn {
 			c.finish()
 			done()
@@ -339,6 +437,15 @@ func (c *clientConn) waitNext() bool {
 	}
 	c.conn.SetReadDeadline(dl) // none: clears waitBrief's, if any
 	c.returnOut()
+	if c.ready {
+		// The park set found bytes (or the hang-up): no wait, so nothing
+		// for Drain to wake; a request is served, with "Connection:
+		// close" at a drain, however long it queued for a slot.
+		c.ready = false
+		err := c.hr.waitRaw(c.raw)
+		c.takeOut()
+		return err == nil
+	}
 	// Drain wakes the wait to close; a request already there (read before
 	// the wait) is served first, with "Connection: close".
 	c.idleMu.Lock()
@@ -930,6 +1037,9 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange, 
 		_, err := c.conn.Write(c.out)
 		c.p.count(sc.srv, resp.status, int64(len(c.out)))
 		if err == nil {
+			// A tunnel may last for hours: it is no request being
+			// worked on, and holds no slot of busy.
+			c.slotDrop()
 			c.tunnel(sc, x)
 		}
 		sc.close()

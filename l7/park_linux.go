@@ -57,7 +57,7 @@ func (c *clientConn) park() bool {
 	if c.resumeFn == nil {
 		c.resumeFn = c.resume // bound once: kept with c in its pool
 	}
-	if c.parkTimer == nil && c.p.TimeoutClient > 0 {
+	if c.parkTimer == nil && !c.idleUntil.IsZero() {
 		c.parkTimer = time.AfterFunc(time.Hour, c.parkExpired)
 		c.parkTimer.Stop()
 	}
@@ -110,16 +110,31 @@ func takeLocked(i int32) *clientConn {
 	return c
 }
 
-// unpark gives a taken client its goroutine back: the descriptor leaves
-// the set first, so a later park can add it again. resume's waitNext
-// reads before it waits, and ends the wait at once past timeout_client
-// or at a drain, as for a client that waited on a goroutine.
+// unpark gives a taken client its goroutine back, with no slot of busy
+// (a timeout or a drain: it ends soon): the descriptor leaves the set
+// first, so a later park can add it again. resume's waitNext reads before
+// it waits, and ends the wait at once past timeout_client or at a drain,
+// as for a client that waited on a goroutine.
 func (c *clientConn) unpark() {
 	c.raw.Control(func(fd uintptr) { parking.pl.Del(int(fd)) })
 	if c.parkTimer != nil {
 		c.parkTimer.Stop()
 	}
+	c.ready = false
 	go c.resumeFn()
+}
+
+// unparkReady serves a client found readable: with a slot of busy when
+// one is free, else it waits in the ready queue, its timer running
+// (timeout_client goes on counting there).
+func (c *clientConn) unparkReady() {
+	c.raw.Control(func(fd uintptr) { parking.pl.Del(int(fd)) })
+	c.ready = true
+	if slotTake() {
+		c.startSlotted()
+		return
+	}
+	readyPush(c)
 }
 
 // parkLoop waits on the epoll set for as long as the process runs.
@@ -143,7 +158,7 @@ func parkLoop(pl *poller.Poller) {
 		}
 		parking.mu.Unlock()
 		for i, c := range taken {
-			c.unpark()
+			c.unparkReady()
 			taken[i] = nil
 		}
 		taken = taken[:0]
@@ -153,11 +168,19 @@ func parkLoop(pl *poller.Poller) {
 // parkExpired is c's timer: a client still parked past timeout_client is
 // resumed, to be closed by waitNext's passed deadline. A fire left over from
 // an earlier wait of c finds it not parked, or parked with a later end.
+// One in the ready queue past its end leaves the queue the same way.
 func (c *clientConn) parkExpired() {
+	now := time.Now()
 	parking.mu.Lock()
 	i := c.parkIdx - 1
-	if i < 0 || parking.slots[i].until.After(time.Now()) {
+	if i < 0 || parking.slots[i].until.After(now) {
 		parking.mu.Unlock()
+		// The client may be queued since parkLoop took it: its
+		// idleUntil is the slot's until, unchanged until it resumes.
+		if readyTake(c, func() bool { return !c.idleUntil.IsZero() && !c.idleUntil.After(now) }) {
+			c.ready = false
+			go c.resumeFn()
+		}
 		return
 	}
 	takeLocked(i)
@@ -167,7 +190,8 @@ func (c *clientConn) parkExpired() {
 
 // unparkAll resumes p's parked clients (Drain, after setting p.draining):
 // their waitNext then closes them as it closes the idle ones that wait on
-// a goroutine.
+// a goroutine. Queued ones are readable: they keep their turn and their
+// requests are answered with "Connection: close".
 func (p *Proxy) unparkAll() {
 	var taken []*clientConn
 	parking.mu.Lock()

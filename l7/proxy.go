@@ -54,6 +54,10 @@ type Counters struct {
 	// or control-frame floods).
 	H2Refused atomic.Uint64
 	H2Calm    atomic.Uint64
+	// SlotWaits counts the HTTP/1 client connections that had a request
+	// (or their first bytes) ready and waited in the ready queue for a
+	// slot of the process's bound on connections worked on (busy.go).
+	SlotWaits atomic.Uint64
 	BytesIn   atomic.Uint64
 	BytesOut  atomic.Uint64
 	// Handshakes counts the TLS handshakes of a TLS frontend (tls_client.go).

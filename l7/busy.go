@@ -1,0 +1,214 @@
+package l7
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// busy bounds the HTTP/1 client connections worked on at once in the
+// process: those a goroutine serves, or waits on briefly between requests
+// (waitBrief). Past the bound a connection that finished a response parks
+// at once, and one the park set finds readable waits in a FIFO ready queue
+// holding no goroutine and no buffer (its request stays in the kernel)
+// until a slot frees; the goroutine that frees it starts the next one.
+// HAProxy holds buffers only while bytes wait in them and works on what
+// its threads can: 8,000 busy wrk clients each held a grown stack, buffers
+// and a server connection here, 2.3-2.75x HAProxy's peak memory.
+//
+// Only connections that can park (a raw descriptor, park_linux.go) take
+// slots; the others (TLS, h2c, no epoll set) are served as before.
+var busy struct {
+	limit  atomic.Int32 // the bound (SetBusyLimit; busyLimitDefault)
+	extra  atomic.Int32 // slots lent past limit while the queue stalled (busyWatch)
+	active atomic.Int32 // slots held
+	queued atomic.Int32 // connections in the ready queue
+	freed  atomic.Uint64
+
+	mu         sync.Mutex
+	head, tail *clientConn // the ready queue (clientConn.qNext)
+	watch      *time.Timer
+	watching   bool
+	lastFreed  uint64
+}
+
+// busyLimitDefault is the bound: 128 connections per core, 256 at the
+// least. On the 2-core bench machine, 256 in flight kept both cores busy
+// with wrk -c8000 (req/s as without a bound) while the peak memory fell
+// (docs/performance.md); fewer starved nothing either but gained little.
+func busyLimitDefault() int32 { return int32(max(256, 128*runtime.GOMAXPROCS(0))) }
+
+// busyStall is how long the ready queue may go without a slot freed
+// before more are lent (busyWatch): slots held by requests a slow server
+// sits on (long polls) must not stop every other client. Nanoseconds,
+// atomic for tests (0: never lend).
+var busyStall atomic.Int64
+
+func init() {
+	busy.limit.Store(busyLimitDefault())
+	busyStall.Store(int64(50 * time.Millisecond))
+}
+
+// busyLend caps the slots lent, in multiples of the limit.
+const busyLend = 64
+
+// slotTake takes a slot if one is free.
+func slotTake() bool {
+	for {
+		n := busy.active.Load()
+		if n >= busy.limit.Load()+busy.extra.Load() {
+			return false
+		}
+		if busy.active.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// slotGive frees the slot of a goroutine that stops working on its
+// connection: the first ready connection, if any, gets it.
+func slotGive() {
+	busy.freed.Add(1)
+	if busy.queued.Load() > 0 && busy.active.Load() <= busy.limit.Load()+busy.extra.Load() {
+		if next := readyPop(); next != nil {
+			next.startSlotted()
+			return
+		}
+	}
+	busy.active.Add(-1)
+	// A connection queued after the check above would wait for a slot
+	// nobody frees: look again (atomics order this decrement before that
+	// look, and readyPush's queueing before its own slotTake).
+	if busy.queued.Load() > 0 {
+		readyKick()
+	}
+}
+
+// readyKick starts ready connections while slots are free.
+func readyKick() {
+	for busy.queued.Load() > 0 && slotTake() {
+		next := readyPop()
+		if next == nil {
+			busy.active.Add(-1)
+			continue
+		}
+		next.startSlotted()
+	}
+}
+
+// startSlotted gives a ready connection its goroutine, with a slot.
+func (c *clientConn) startSlotted() {
+	c.slot = true
+	if c.parkTimer != nil {
+		c.parkTimer.Stop()
+	}
+	go c.resumeFn()
+}
+
+// readyPush queues a readable parked connection that found no slot.
+func readyPush(c *clientConn) {
+	c.p.Counters.SlotWaits.Add(1)
+	busy.mu.Lock()
+	c.queued, c.qNext = true, nil
+	if busy.tail == nil {
+		busy.head = c
+	} else {
+		busy.tail.qNext = c
+	}
+	busy.tail = c
+	busy.queued.Add(1)
+	if d := time.Duration(busyStall.Load()); !busy.watching && d > 0 {
+		busy.watching = true
+		busy.lastFreed = busy.freed.Load()
+		if busy.watch == nil {
+			busy.watch = time.AfterFunc(d, busyWatch)
+		} else {
+			busy.watch.Reset(d)
+		}
+	}
+	busy.mu.Unlock()
+	readyKick()
+}
+
+// readyPop takes the first ready connection (nil: none).
+func readyPop() *clientConn {
+	busy.mu.Lock()
+	c := busy.head
+	if c != nil {
+		readyUnlinkLocked(c, nil)
+	}
+	busy.mu.Unlock()
+	return c
+}
+
+// readyUnlinkLocked takes c, whose predecessor is prev, out of the queue.
+func readyUnlinkLocked(c, prev *clientConn) {
+	if prev == nil {
+		busy.head = c.qNext
+	} else {
+		prev.qNext = c.qNext
+	}
+	if busy.tail == c {
+		busy.tail = prev
+	}
+	c.qNext, c.queued = nil, false
+	busy.queued.Add(-1)
+}
+
+// readyTake takes c out of the queue if it is there and pred says so;
+// the queue is walked, which only its timeouts do.
+func readyTake(c *clientConn, pred func() bool) bool {
+	busy.mu.Lock()
+	defer busy.mu.Unlock()
+	if !c.queued || !pred() {
+		return false
+	}
+	var prev *clientConn
+	for q := busy.head; q != nil && q != c; q = q.qNext {
+		prev = q
+	}
+	readyUnlinkLocked(c, prev)
+	return true
+}
+
+// busyWatch runs every busyStall while connections are queued: when no
+// slot was freed since its last run, every holder is stuck (slow servers,
+// long polls), and another limit's worth of slots is lent. The loan ends
+// once the queue is empty.
+func busyWatch() {
+	busy.mu.Lock()
+	if busy.head == nil {
+		busy.watching = false
+		busy.extra.Store(0)
+		busy.mu.Unlock()
+		return
+	}
+	if f := busy.freed.Load(); f == busy.lastFreed {
+		if l := busy.limit.Load(); busy.extra.Load() < busyLend*l {
+			busy.extra.Add(l)
+		}
+	} else {
+		busy.lastFreed = f
+	}
+	if d := time.Duration(busyStall.Load()); d > 0 {
+		busy.watch.Reset(d)
+	} else {
+		busy.watching = false
+	}
+	busy.mu.Unlock()
+	readyKick()
+}
+
+// slotDrop gives c's slot up, if it holds one (the connection ends, parks
+// or becomes a tunnel).
+func (c *clientConn) slotDrop() {
+	if c.slot {
+		c.slot = false
+		slotGive()
+	}
+}
+
+// yieldDue reports whether a slot holder should park after its response:
+// ready connections wait for a slot.
+func (c *clientConn) yieldDue() bool { return c.slot && busy.queued.Load() > 0 }

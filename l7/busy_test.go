@@ -1,0 +1,331 @@
+package l7_test
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"sluice/internal/testutil"
+	"sluice/l7"
+)
+
+// holdingBackend answers every request with its path as the body, but
+// holds the ones whose path starts with /hold until release is closed,
+// telling held of each as it arrives.
+func holdingBackend(t *testing.T, held chan<- string, release <-chan struct{}) *testutil.Backend {
+	return testutil.Serve(t, "be", func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			p := req.URL.Path
+			if strings.HasPrefix(p, "/hold") {
+				held <- p
+				<-release
+			}
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(p), p); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// readAnswer reads one response from br: its status, whether it said
+// "Connection: close", and its body.
+func readAnswer(br *bufio.Reader) (status int, closing bool, body string, err error) {
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return 0, false, "", err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, resp.Close, string(b), err
+}
+
+// TestBusyBoundServesInOrder: with the bound on connections worked on at
+// 4, many concurrent keep-alive clients (some pipelining two requests,
+// some splitting a head over two writes) each get every answer right and
+// in order, while the process runs a bounded number of goroutines: past
+// the bound a client waits in the kernel, not on a goroutine of its own.
+func TestBusyBoundServesInOrder(t *testing.T) {
+	const limit, clients, rounds = 4, 120, 8
+	defer l7.SetBusyLimit(l7.SetBusyLimit(limit))
+	be := testutil.Serve(t, "be", answerPath)
+	front := "default_backend = \"app\"\ntimeout_client = \"60s\""
+	eng, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
+	// The most goroutines the process may run once the clients are
+	// connected: the test's own (one per client), and sluice's, a few per
+	// slot (the serving goroutine, a server connection's at the test
+	// server), with slack for the ones lent while the queue stalled (a
+	// loaded machine). Without the bound, sluice ran one per client.
+	most := runtime.NumGoroutine() + clients + 60
+	errs := make(chan error, clients)
+	var wg, dialed sync.WaitGroup
+	start := make(chan struct{})
+	for i := range clients {
+		wg.Add(1)
+		dialed.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+			dialed.Done()
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(60 * time.Second))
+			br := bufio.NewReader(c)
+			<-start
+			for r := range rounds {
+				a := fmt.Sprintf("/%d/%d/a", i, r)
+				b := fmt.Sprintf("/%d/%d/b", i, r)
+				ra := "GET " + a + " HTTP/1.1\r\nHost: h\r\n\r\n"
+				rb := "GET " + b + " HTTP/1.1\r\nHost: h\r\n\r\n"
+				var writes []string
+				switch (i + r) % 3 {
+				case 0:
+					writes = []string{ra + rb} // pipelined
+				case 1:
+					writes = []string{ra[:9], ra[9:] + rb} // split head
+				default:
+					writes = []string{ra, rb}
+				}
+				for _, w := range writes {
+					if _, err := c.Write([]byte(w)); err != nil {
+						errs <- fmt.Errorf("client %d: %v", i, err)
+						return
+					}
+				}
+				for _, want := range []string{a, b} {
+					status, _, body, err := readAnswer(br)
+					if err != nil || status != 200 || body != want {
+						errs <- fmt.Errorf("client %d round %d: got %d %q (%v), want 200 %q", i, r, status, body, err, want)
+						return
+					}
+				}
+			}
+		}()
+	}
+	dialed.Wait()
+	// The accepts' goroutines park their connections (nothing sent yet)
+	// and end.
+	cur := &eng.Front.Frontends[0].Counters.Current
+	testutil.WaitFor(t, "new connections to park", 20*time.Second, func() bool {
+		return cur.Load() == clients && runtime.NumGoroutine() <= most
+	})
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	close(start)
+	maxG, maxActive, maxQueued := 0, 0, 0
+	for sampling := true; sampling; {
+		select {
+		case <-done:
+			sampling = false
+		case <-time.After(2 * time.Millisecond):
+		}
+		maxG = max(maxG, runtime.NumGoroutine())
+		a, q := l7.BusyState()
+		if a > limit+l7.BusyExtra() {
+			t.Errorf("%d slots held, bound %d (+%d lent)", a, limit, l7.BusyExtra())
+		}
+		maxActive, maxQueued = max(maxActive, a), max(maxQueued, q)
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	waits := eng.Front.Frontends[0].HTTP().Counters.SlotWaits.Load()
+	t.Logf("goroutines: %d at most with %d clients (bound %d); slots held at most %d, queued at most %d; %d waits for a slot",
+		maxG, clients, most, maxActive, maxQueued, waits)
+	if maxG > most {
+		t.Errorf("%d goroutines with %d clients: want at most %d", maxG, clients, most)
+	}
+	if waits == 0 {
+		t.Error("no client waited for a slot: the bound was never reached")
+	}
+}
+
+// TestBusyQueuedTimeouts: with the one slot held by a request its server
+// sits on (and no slots lent), a keep-alive client whose next request
+// waits in the ready queue is closed at timeout_client, and a new one
+// whose first request waits there gets 408 at timeout_http_request, as
+// if they had waited on goroutines; the held request is answered after.
+func TestBusyQueuedTimeouts(t *testing.T) {
+	defer l7.SetBusyLimit(l7.SetBusyLimit(1))
+	defer l7.SetBusyStall(l7.SetBusyStall(0))
+	defer l7.SetIdleHandOff(l7.SetIdleHandOff(0))
+	held, release := make(chan string, 4), make(chan struct{})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	be := holdingBackend(t, held, release)
+	front := "default_backend = \"app\"\ntimeout_client = \"300ms\"\ntimeout_http_request = \"300ms\""
+	eng, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
+	counters := &eng.Front.Frontends[0].HTTP().Counters
+
+	// b is served once, then parks (quiet).
+	b := testutil.Dial(t, addr)
+	bb := bufio.NewReader(b)
+	if _, err := b.Write([]byte("GET /b1 HTTP/1.1\r\nHost: h\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if status, _, body, err := readAnswer(bb); err != nil || status != 200 || body != "/b1" {
+		t.Fatalf("b: %d %q %v", status, body, err)
+	}
+	// a takes the slot and keeps it: its server holds the request.
+	a := testutil.Dial(t, addr)
+	if _, err := a.Write([]byte("GET /hold HTTP/1.1\r\nHost: h\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held request did not reach the server")
+	}
+	// b's next request and c's first wait for the slot.
+	if _, err := b.Write([]byte("GET /b2 HTTP/1.1\r\nHost: h\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	c := testutil.Dial(t, addr)
+	if _, err := c.Write([]byte("GET /c HTTP/1.1\r\nHost: h\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "b and c to queue", 10*time.Second, func() bool { return counters.SlotWaits.Load() >= 2 })
+
+	// b: closed with nothing sent (timeout_client between requests).
+	// (A reset, as its request was left unread in the kernel.)
+	if n, err := bb.Read(make([]byte, 512)); n != 0 || err != io.EOF && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("queued keep-alive client: read %d bytes, %v; want the close (timeout_client)", n, err)
+	}
+	// c: 408 (timeout_http_request since its accept).
+	if status, _, _, err := readAnswer(bufio.NewReader(c)); err != nil || status != 408 {
+		t.Errorf("queued new client: %d, %v; want 408", status, err)
+	}
+	close(release)
+	if status, _, body, err := readAnswer(bufio.NewReader(a)); err != nil || status != 200 || body != "/hold" {
+		t.Errorf("held request: %d %q %v", status, body, err)
+	}
+	testutil.WaitFor(t, "the queue to empty", 10*time.Second, func() bool { _, q := l7.BusyState(); return q == 0 })
+}
+
+// TestBusyDrainQueued: a drain while clients wait for a slot loses no
+// request: the queued ones are answered, with "Connection: close", once
+// the slot frees; an idle one is closed with nothing sent, as without
+// the bound.
+func TestBusyDrainQueued(t *testing.T) {
+	defer l7.SetBusyLimit(l7.SetBusyLimit(1))
+	defer l7.SetBusyStall(l7.SetBusyStall(0))
+	defer l7.SetIdleHandOff(l7.SetIdleHandOff(0))
+	held, release := make(chan string, 4), make(chan struct{})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	be := holdingBackend(t, held, release)
+	front := "default_backend = \"app\"\ntimeout_client = \"30s\""
+	eng, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
+	p := eng.Front.Frontends[0].HTTP()
+
+	const queued = 5
+	served := func(c net.Conn, br *bufio.Reader, path string) {
+		t.Helper()
+		if _, err := c.Write([]byte("GET " + path + " HTTP/1.1\r\nHost: h\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if status, _, body, err := readAnswer(br); err != nil || status != 200 || body != path {
+			t.Fatalf("%s: %d %q %v", path, status, body, err)
+		}
+	}
+	var conns []net.Conn
+	var readers []*bufio.Reader
+	for i := range queued + 1 { // the last one stays idle
+		c := testutil.Dial(t, addr)
+		br := bufio.NewReader(c)
+		served(c, br, fmt.Sprintf("/first/%d", i))
+		conns, readers = append(conns, c), append(readers, br)
+	}
+	a := testutil.Dial(t, addr)
+	if _, err := a.Write([]byte("GET /hold HTTP/1.1\r\nHost: h\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held request did not reach the server")
+	}
+	for i := range queued {
+		if _, err := conns[i].Write([]byte(fmt.Sprintf("GET /next/%d HTTP/1.1\r\nHost: h\r\n\r\n", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.WaitFor(t, "the clients to queue", 10*time.Second, func() bool { _, q := l7.BusyState(); return q == queued })
+	p.Drain()
+	close(release)
+	if status, closing, body, err := readAnswer(bufio.NewReader(a)); err != nil || status != 200 || body != "/hold" || !closing {
+		t.Errorf("held request: %d %q close=%v %v; want 200 with Connection: close", status, body, closing, err)
+	}
+	for i := range queued {
+		want := fmt.Sprintf("/next/%d", i)
+		status, closing, body, err := readAnswer(readers[i])
+		if err != nil || status != 200 || body != want || !closing {
+			t.Errorf("queued client %d: %d %q close=%v %v; want 200 %q with Connection: close", i, status, body, closing, err, want)
+		}
+		if n, err := readers[i].Read(make([]byte, 64)); n != 0 || err != io.EOF {
+			t.Errorf("queued client %d after its answer: %d bytes, %v; want the close", i, n, err)
+		}
+	}
+	if n, err := readers[queued].Read(make([]byte, 64)); n != 0 || err != io.EOF {
+		t.Errorf("idle client at the drain: %d bytes, %v; want the close", n, err)
+	}
+}
+
+// TestBusySlowServerLends: requests a slow server sits on hold every slot,
+// and a client whose request waits for one is still served: once the
+// queue goes busyStall without a slot freed, slots are lent past the
+// bound.
+func TestBusySlowServerLends(t *testing.T) {
+	defer l7.SetBusyLimit(l7.SetBusyLimit(2))
+	held, release := make(chan string, 4), make(chan struct{})
+	defer close(release)
+	be := holdingBackend(t, held, release)
+	front := "default_backend = \"app\"\ntimeout_client = \"30s\""
+	_, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
+	for i := range 2 {
+		c := testutil.Dial(t, addr)
+		if _, err := fmt.Fprintf(c, "GET /hold/%d HTTP/1.1\r\nHost: h\r\n\r\n", i); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-held:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a held request did not reach the server")
+		}
+	}
+	c := testutil.Dial(t, addr)
+	if _, err := c.Write([]byte("GET /quick HTTP/1.1\r\nHost: h\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if status, _, body, err := readAnswer(bufio.NewReader(c)); err != nil || status != 200 || body != "/quick" {
+		t.Errorf("behind two held requests: %d %q %v", status, body, err)
+	}
+}
