@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -260,6 +261,10 @@ func (s *Server) acceptLoop(f *Frontend, ln net.Listener) {
 	defer s.wg.Done()
 	defer s.acceptW.Done()
 	var backoff time.Duration
+	accept := f.fdAccepter(ln, s.done)
+	if accept == nil {
+		accept = ln.Accept
+	}
 	for {
 		// Accept first, then wait for a slot: at the cap the loop holds the
 		// one connection it accepted and takes no more, so later clients
@@ -267,7 +272,7 @@ func (s *Server) acceptLoop(f *Frontend, ln net.Listener) {
 		// Waiting for the slot before Accept would let the idle loops of
 		// some listeners hold every slot while another listener's clients
 		// are never served (more binds than maxconn).
-		conn, err := ln.Accept()
+		conn, err := accept()
 		accepted := time.Now()
 		if err == nil && !s.acquire(f) {
 			conn.Close() // stopping
@@ -341,7 +346,14 @@ func (s *Server) handle(f *Frontend, conn net.Conn, accepted time.Time, opened b
 	if !opened {
 		f.opened()
 	}
-	m := connMeta{conn: conn, accepted: accepted, client: addrPort(conn.RemoteAddr()), local: addrPort(conn.LocalAddr())}
+	m := connMeta{conn: conn, accepted: accepted}
+	if ac, ok := conn.(interface {
+		AddrPorts() (peer, local netip.AddrPort)
+	}); ok {
+		m.client, m.local = ac.AddrPorts() // no net.Addr to allocate
+	} else {
+		m.client, m.local = addrPort(conn.RemoteAddr()), addrPort(conn.LocalAddr())
+	}
 	if f.cfg.AcceptProxy {
 		// Read here, in the connection's own goroutine: a slow header
 		// holds this connection only, never the accept loop.
