@@ -86,7 +86,7 @@ address = %q
 	if h == nil {
 		t.Fatal("/api/stats: frontend f has no tls counters")
 	}
-	if h.Handshakes != 1 || h.Failed != 1 || h.Failures["no_cert"] != 1 || len(h.Failures) != 8 {
+	if h.Handshakes != 1 || h.Failed != 1 || h.Failures["no_cert"] != 1 || len(h.Failures) != 9 {
 		t.Errorf("/api/stats tls = %+v", *h)
 	}
 	if snap.Frontends[1].TLS != nil {
