@@ -71,6 +71,7 @@ type h2Conn struct {
 	wfr   *http2.Framer
 	enc   *hpack.Encoder
 	encB  h2Buf
+	lname []byte // a lower-cased header name being encoded (h2Stream.field)
 	werr  error
 	wdl   lazyDeadline
 	wwait atomic.Int32
@@ -849,7 +850,6 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 		c.unreserve()
 		return nil
 	}
-	s.ctx, s.cancel = context.WithCancel(c.ctx)
 	c.mu.Lock()
 	if c.closed {
 		c.working--
