@@ -55,6 +55,9 @@ type h2Stream struct {
 	edits    uint64           // the policy's header edits (policy.Verdict.Edits; 0: none)
 	val      []byte           // scratch for an edited header's value
 	x        exchange         // serve's record of the request (a part of the stream: no allocation of its own)
+	// The first fields of the request and of the response: a common head
+	// grows no slice of its own.
+	reqSpace, respSpace [4]field
 
 	// Guarded by c.mu.
 	in           []byte // request body received, not yet read
@@ -106,6 +109,7 @@ func newH2Stream(c *h2Conn, id uint32, fields []hpack.HeaderField, end, large bo
 		start: time.Now(), recvWin: h2StreamWindow, sendWin: c.peerInitWin, remoteClosed: end,
 		rd: newWaker(), wr: newWaker()}
 	s.ctx = s
+	s.req.fields, s.resp.fields = s.reqSpace[:0], s.respSpace[:0]
 	s.req.reset()
 	var method, scheme, path, authority, protocol string
 	var cl []byte
