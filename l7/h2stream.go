@@ -537,7 +537,8 @@ func (c *h2Conn) sendWindow(connInc int64, id uint32, inc int64, reader bool) {
 	}, reader)
 }
 
-// serve serves the stream's request, in its own goroutine.
+// serve serves the stream's request, in a goroutine of its own while it
+// runs (h2Conn.worker).
 func (s *h2Stream) serve() {
 	c := s.c
 	p := c.p
