@@ -43,6 +43,12 @@ const (
 	// without moving a request (SETTINGS, PING, empty DATA, PRIORITY,
 	// WINDOW_UPDATE on idle streams), net of requests served.
 	h2MaxMeanless = 10000
+	// h2MaxParked bounds the stream goroutines a connection keeps parked
+	// for its next streams (h2Conn.park).
+	h2MaxParked = 32
+	// h2ParkIdle is how long a connection without a stream in flight
+	// keeps its parked stream goroutines.
+	h2ParkIdle = time.Second
 )
 
 // h2Conn is one HTTP/2 client connection.
@@ -65,6 +71,7 @@ type h2Conn struct {
 	wfr   *http2.Framer
 	enc   *hpack.Encoder
 	encB  h2Buf
+	lname []byte // a lower-cased header name being encoded (h2Stream.field)
 	werr  error
 	wdl   lazyDeadline
 	wwait atomic.Int32
@@ -124,6 +131,14 @@ type h2Conn struct {
 	own        []*serverConn // idle server connections of this client (send_proxy)
 	wg         sync.WaitGroup
 	drainTimer *time.Timer
+	// Stream goroutines are reused: one that served a stream parks for
+	// the next (parked of them wait on work) instead of exiting, so a
+	// stream costs no goroutine start nor the growth of a fresh stack.
+	// Parked ones leave when the connection ends or has been without a
+	// stream for h2ParkIdle (parkTimer).
+	work      chan *h2Stream
+	parked    int
+	parkTimer *time.Timer
 }
 
 // h2Buf is a bytes buffer for the HPACK encoder.
@@ -168,7 +183,7 @@ func (r *h2Reader) Read(b []byte) (int, error) {
 func (p *Proxy) serveH2(conn net.Conn, info ConnInfo) {
 	c := &h2Conn{p: p, conn: conn, info: info, addr: info.Client.Addr().String(),
 		streams: map[uint32]*h2Stream{}, sendWin: 65535, recvWin: 65535,
-		peerInitWin: 65535, peerMaxFrame: 16384, calm: h2CalmBudget}
+		peerInitWin: 65535, peerMaxFrame: 16384, calm: h2CalmBudget, work: make(chan *h2Stream)}
 	if c.info.priv == nil && p.sendsProxy() {
 		c.info.priv = &privConns{}
 	}
@@ -192,6 +207,7 @@ func (p *Proxy) serveH2(conn net.Conn, info ConnInfo) {
 		c.ctxCancel()
 		p.h2conns.Delete(c)
 		c.shutdown()
+		c.unpark(false)
 		c.wg.Wait()
 		for _, sc := range c.own {
 			sc.close()
@@ -834,7 +850,6 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 		c.unreserve()
 		return nil
 	}
-	s.ctx, s.cancel = context.WithCancel(c.ctx)
 	c.mu.Lock()
 	if c.closed {
 		c.working--
@@ -845,9 +860,64 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 	c.streams[id] = s
 	c.meanless = max(c.meanless-1, 0)
 	c.wg.Add(1)
+	parked := c.parked > 0
+	if parked {
+		c.parked--
+	}
 	c.mu.Unlock()
-	go s.serve()
+	if parked {
+		c.work <- s
+	} else {
+		go c.worker(s)
+	}
 	return nil
+}
+
+// worker serves streams: s, then those handed to it while it is parked.
+func (c *h2Conn) worker(s *h2Stream) {
+	for s != nil {
+		s.serve()
+		s = c.park()
+	}
+}
+
+// park waits for the next stream to serve; nil: the goroutine ends.
+func (c *h2Conn) park() *h2Stream {
+	c.mu.Lock()
+	if c.closed || c.parked >= h2MaxParked {
+		c.mu.Unlock()
+		return nil
+	}
+	c.parked++
+	if c.working == 0 {
+		if c.parkTimer == nil {
+			c.parkTimer = time.AfterFunc(h2ParkIdle, func() { c.unpark(true) })
+		} else {
+			c.parkTimer.Reset(h2ParkIdle)
+		}
+	}
+	c.mu.Unlock()
+	return <-c.work
+}
+
+// unpark ends the parked stream goroutines (idle: only if the connection
+// still has no stream in flight).
+func (c *h2Conn) unpark(idle bool) {
+	c.mu.Lock()
+	if idle && c.working > 0 {
+		c.mu.Unlock()
+		return
+	}
+	n := c.parked
+	c.parked = 0
+	if c.parkTimer != nil {
+		c.parkTimer.Stop()
+	}
+	c.mu.Unlock()
+	// Each counted goroutine takes exactly one value from work.
+	for range n {
+		c.work <- nil
+	}
 }
 
 // unreserve gives back the place headers took for a stream that did not

@@ -40,9 +40,8 @@ type h2Stream struct {
 	idle          time.Duration // a tunnel's wait limit (timeout_tunnel); 0: timeout_client
 	contentLength int64
 	start         time.Time
-	ctx           context.Context
-	cancel        context.CancelFunc
-	lname         []byte // a lower-cased header name being encoded
+	ctx           context.Context // the stream itself (see Done)
+	lname         []byte          // a lower-cased header name being encoded
 	num           [20]byte
 	// The request body reader (Read, in the body copy's goroutine) and
 	// the response writer (writeData) wait for different things at the
@@ -55,6 +54,10 @@ type h2Stream struct {
 	ready    bool             // counted in c.ready (see there)
 	edits    uint64           // the policy's header edits (policy.Verdict.Edits; 0: none)
 	val      []byte           // scratch for an edited header's value
+	x        exchange         // serve's record of the request (a part of the stream: no allocation of its own)
+	// The first fields of the request and of the response: a common head
+	// grows no slice of its own.
+	reqSpace, respSpace [4]field
 
 	// Guarded by c.mu.
 	in           []byte // request body received, not yet read
@@ -73,6 +76,10 @@ type h2Stream struct {
 	served   bool
 	trailers []hpack.HeaderField
 	server   net.Conn // the server connection in use: closed on reset
+	// The stream's context (Done): made only when something waits on it.
+	canceled   bool
+	doneCh     chan struct{}
+	stopParent func() bool
 }
 
 var (
@@ -101,6 +108,8 @@ func newH2Stream(c *h2Conn, id uint32, fields []hpack.HeaderField, end, large bo
 	s := &h2Stream{c: c, id: id, fields: fields, endStream: end, large: large, contentLength: -1,
 		start: time.Now(), recvWin: h2StreamWindow, sendWin: c.peerInitWin, remoteClosed: end,
 		rd: newWaker(), wr: newWaker()}
+	s.ctx = s
+	s.req.fields, s.resp.fields = s.reqSpace[:0], s.respSpace[:0]
 	s.req.reset()
 	var method, scheme, path, authority, protocol string
 	var cl []byte
@@ -237,9 +246,7 @@ func (s *h2Stream) resetLocked(err error) {
 		s.reset = err
 	}
 	s.done = true
-	if s.cancel != nil {
-		s.cancel()
-	}
+	s.cancelLocked()
 	if s.server != nil {
 		s.server.Close()
 	}
@@ -247,6 +254,60 @@ func (s *h2Stream) resetLocked(err error) {
 }
 
 func (s *h2Stream) resetErr() bool { return s.reset != nil }
+
+// The stream is its own context, ended by its end or reset or by the
+// connection's: what it costs (a channel, a watch of the connection's
+// context) is paid only by a stream something waits on (a queue, a dial),
+// not by one served from the pool, which context.WithCancel charged
+// every stream.
+func (s *h2Stream) Deadline() (time.Time, bool) { return s.c.ctx.Deadline() }
+func (s *h2Stream) Value(key any) any           { return s.c.ctx.Value(key) }
+
+func (s *h2Stream) Done() <-chan struct{} {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.doneCh == nil {
+		s.doneCh = make(chan struct{})
+		if s.canceled {
+			close(s.doneCh)
+		} else {
+			s.stopParent = context.AfterFunc(c.ctx, s.cancel)
+		}
+	}
+	return s.doneCh
+}
+
+func (s *h2Stream) Err() error {
+	c := s.c
+	c.mu.Lock()
+	canceled := s.canceled
+	c.mu.Unlock()
+	if canceled {
+		return context.Canceled
+	}
+	return c.ctx.Err()
+}
+
+// cancel ends the stream's context.
+func (s *h2Stream) cancel() {
+	s.c.mu.Lock()
+	s.cancelLocked()
+	s.c.mu.Unlock()
+}
+
+func (s *h2Stream) cancelLocked() {
+	if s.canceled {
+		return
+	}
+	s.canceled = true
+	if s.doneCh != nil {
+		close(s.doneCh)
+	}
+	if s.stopParent != nil {
+		s.stopParent()
+	}
+}
 
 // endLocked records END_STREAM from the client.
 func (s *h2Stream) endLocked() error {
@@ -346,7 +407,11 @@ func (s *h2Stream) sendHeadLazy(build func(e *hpack.Encoder), end, lazy bool) er
 }
 
 // field encodes one header field, the name lower-cased.
-func (s *h2Stream) field(e *hpack.Encoder, name, value []byte) { lowerField(e, &s.lname, name, value) }
+// It runs under the connection's write lock (sendHead's build), so the
+// scratch name is the connection's: none to grow per stream.
+func (s *h2Stream) field(e *hpack.Encoder, name, value []byte) {
+	lowerField(e, &s.c.lname, name, value)
+}
 
 // lowerField encodes one header field, the name lower-cased in lname.
 func lowerField(e *hpack.Encoder, lname *[]byte, name, value []byte) {
@@ -472,7 +537,8 @@ func (c *h2Conn) sendWindow(connInc int64, id uint32, inc int64, reader bool) {
 	}, reader)
 }
 
-// serve serves the stream's request, in its own goroutine.
+// serve serves the stream's request, in a goroutine of its own while it
+// runs (h2Conn.worker).
 func (s *h2Stream) serve() {
 	c := s.c
 	p := c.p
@@ -491,7 +557,7 @@ func (s *h2Stream) serve() {
 		}
 		s.abort(http2.ErrCodeInternal)
 	}()
-	var x exchange
+	x := &s.x
 	x.start, x.headDone = s.start, s.start
 	x.proto = "HTTP/2.0"
 	if p.Access != nil {
@@ -503,43 +569,43 @@ func (s *h2Stream) serve() {
 		testStreamHook(&http.Request{Method: string(s.req.method), URL: u})
 	}
 	if s.large {
-		s.fail(failHeadTooLarge, nil, &x)
+		s.fail(failHeadTooLarge, nil, x)
 		return
 	}
 	if s.connect {
 		// CONNECT over HTTP/2 (and RFC 8441's extended CONNECT) is not
 		// proxied.
-		s.fail(failBadRequest, nil, &x)
+		s.fail(failBadRequest, nil, x)
 		return
 	}
 	if s.protocol != "" && !wsProtocol(s.protocol) {
-		s.fail(failBadRequest, nil, &x) // a protocol sluice cannot carry
+		s.fail(failBadRequest, nil, x) // a protocol sluice cannot carry
 		return
 	}
 	v := h1View(&s.req)
 	if p.Policy != nil {
 		vd := p.decide(&v, &c.info)
 		if vd.Outcome != policy.Pass {
-			s.answerPolicy(vd, &v, &x)
+			s.answerPolicy(vd, &v, x)
 			return
 		}
 		s.edits = vd.Edits
 	}
 	be := p.route(&v)
 	if be == nil {
-		s.fail(failNoRoute, nil, &x)
+		s.fail(failNoRoute, nil, x)
 		return
 	}
 	x.backend = be.Name
 	if s.protocol != "" {
-		s.websocket(be, &x) // h2ws.go
+		s.websocket(be, x) // h2ws.go
 		return
 	}
 	if p.Backends[be].Proto == "h2c" {
-		s.forwardUp(be, &x, moved{}) // h2up.go
+		s.forwardUp(be, x, moved{}) // h2up.go
 		return
 	}
-	s.forward(be, &x, moved{})
+	s.forward(be, x, moved{})
 }
 
 // abort resets the stream towards the client.
@@ -600,7 +666,7 @@ func (s *h2Stream) failStatus(f failure, status int, be *backend.Backend, x *exc
 		for _, h := range errorHeaders {
 			s.field(e, bytesOf(h[0]), bytesOf(h[1]))
 		}
-		s.field(e, []byte("content-length"), strconv.AppendInt(s.num[:0:0], int64(len(body)), 10))
+		s.field(e, []byte("content-length"), strconv.AppendInt(s.num[:0], int64(len(body)), 10))
 	}, false)
 	if err == nil {
 		err = s.writeData(body, true)
@@ -1088,7 +1154,7 @@ func (s *h2Stream) sendRespHead(resp *message, cookie, id string, end, lazy bool
 	return s.sendHeadLazy(func(e *hpack.Encoder) {
 		s.status(e, resp.status)
 		if resp.status >= 200 && resp.contentLength >= 0 && !resp.chunked {
-			s.field(e, []byte("content-length"), strconv.AppendInt(s.num[:0:0], resp.contentLength, 10))
+			s.field(e, []byte("content-length"), strconv.AppendInt(s.num[:0], resp.contentLength, 10))
 		}
 		edits := s.edits
 		if resp.status < 200 {
