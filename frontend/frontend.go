@@ -16,6 +16,7 @@ import (
 
 	"sluice/backend"
 	"sluice/conf"
+	"sluice/internal/gopool"
 	"sluice/internal/recovery"
 	"sluice/internal/sockets"
 	"sluice/l4"
@@ -296,11 +297,13 @@ func (s *Server) acceptLoop(f *Frontend, ln net.Listener) {
 		s.track(conn, true)
 		s.wg.Add(1)
 		s.connW.Add(1)
-		go func() {
+		// A kept goroutine, its stack grown by the last connection it
+		// served: no start and no stack growth per connection.
+		gopool.Go(func() {
 			if !s.handle(f, conn, accepted, false, 0) {
 				s.closed(f, conn)
 			}
-		}()
+		})
 	}
 }
 

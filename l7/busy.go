@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"sluice/internal/gopool"
 )
 
 // busy bounds the HTTP/1 client connections worked on at once in the
@@ -103,7 +105,7 @@ func (c *clientConn) startSlotted() {
 	if c.parkTimer != nil {
 		c.parkTimer.Stop()
 	}
-	go c.resumeFn()
+	gopool.Go(c.resumeFn)
 }
 
 // readyPush queues a readable parked connection that found no slot.

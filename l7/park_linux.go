@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"sluice/internal/gopool"
 	"sluice/internal/poller"
 )
 
@@ -121,7 +122,7 @@ func (c *clientConn) unpark() {
 		c.parkTimer.Stop()
 	}
 	c.ready = false
-	go c.resumeFn()
+	gopool.Go(c.resumeFn) // a kept goroutine: it serves the request that came
 }
 
 // unparkReady serves a client found readable: with a slot of busy when
@@ -179,7 +180,7 @@ func (c *clientConn) parkExpired() {
 		// idleUntil is the slot's until, unchanged until it resumes.
 		if readyTake(c, func() bool { return !c.idleUntil.IsZero() && !c.idleUntil.After(now) }) {
 			c.ready = false
-			go c.resumeFn()
+			gopool.Go(c.resumeFn)
 		}
 		return
 	}
