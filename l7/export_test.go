@@ -57,3 +57,10 @@ func SetBusyStall(d time.Duration) time.Duration {
 
 // BusyExtra is how many slots are lent past the bound now.
 func BusyExtra() int { return int(busy.extra.Load()) }
+
+// SetBusyServerWait sets how long a slot holder waits for its server's
+// answer before it gives its slot up (0: never); it returns the previous
+// value.
+func SetBusyServerWait(d time.Duration) time.Duration {
+	return time.Duration(busyServerWait.Swap(int64(d)))
+}
