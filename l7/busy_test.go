@@ -438,3 +438,104 @@ func TestBusySlowServerFreesSlots(t *testing.T) {
 		return q == 0 && a <= limit
 	})
 }
+
+// TestBusyLoanEndsAsSlotsReturn: a loan that ends while a borrower still
+// holds its slot keeps the slots held: a client that queues after it is
+// started by the next slot given up, not left waiting until the slots
+// held fall below the bound (the connections cycling through the rest
+// each queued behind one another so, with long polls holding slots).
+func TestBusyLoanEndsAsSlotsReturn(t *testing.T) {
+	defer l7.SetBusyLimit(l7.SetBusyLimit(2))
+	defer l7.SetBusyStall(l7.SetBusyStall(0)) // lent by hand (BusyLend)
+	defer l7.SetBusyServerWait(l7.SetBusyServerWait(0))
+	defer l7.SetIdleHandOff(l7.SetIdleHandOff(0))
+	// The server holds each /hold/NAME until its own release.
+	var mu sync.Mutex
+	releases := map[string]chan struct{}{}
+	gate := func(p string) chan struct{} {
+		mu.Lock()
+		defer mu.Unlock()
+		if releases[p] == nil {
+			releases[p] = make(chan struct{})
+		}
+		return releases[p]
+	}
+	held := make(chan string, 4)
+	be := testutil.Serve(t, "be", func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			p := req.URL.Path
+			if strings.HasPrefix(p, "/hold") {
+				held <- p
+				<-gate(p)
+			}
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(p), p); err != nil {
+				return
+			}
+		}
+	})
+	defer func() {
+		for _, p := range []string{"/hold/a", "/hold/b", "/hold/c"} {
+			select {
+			case <-gate(p):
+			default:
+				close(gate(p))
+			}
+		}
+	}()
+	front := "default_backend = \"app\"\ntimeout_client = \"30s\""
+	_, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
+	send := func(c net.Conn, path string) {
+		t.Helper()
+		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answer := func(br *bufio.Reader, want string) {
+		t.Helper()
+		if status, _, body, err := readAnswer(br); err != nil || status != 200 || body != want {
+			t.Fatalf("%s: %d %q %v", want, status, body, err)
+		}
+	}
+	reached := func(want string) {
+		t.Helper()
+		select {
+		case p := <-held:
+			if p != want {
+				t.Fatalf("the server got %s, want %s", p, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not reach the server", want)
+		}
+	}
+	k := testutil.Dial(t, addr) // served once, then parked
+	kb := bufio.NewReader(k)
+	send(k, "/k1")
+	answer(kb, "/k1")
+	conns := map[string]net.Conn{}
+	for _, name := range []string{"a", "b"} { // the bound's two slots
+		conns[name] = testutil.Dial(t, addr)
+		send(conns[name], "/hold/"+name)
+		reached("/hold/" + name)
+	}
+	conns["c"] = testutil.Dial(t, addr) // queues, then borrows
+	send(conns["c"], "/hold/c")
+	testutil.WaitFor(t, "c to queue", 10*time.Second, func() bool { _, q := l7.BusyState(); return q == 1 })
+	l7.BusyLend()
+	reached("/hold/c")
+	l7.BusyWatch() // the queue is empty: the loan ends, c still holding its slot
+	send(k, "/k2")
+	testutil.WaitFor(t, "k to queue", 10*time.Second, func() bool { _, q := l7.BusyState(); return q == 1 })
+	// a's answer frees a slot: k must get it, though b and c stay held.
+	close(gate("/hold/a"))
+	answer(bufio.NewReader(conns["a"]), "/hold/a")
+	answer(kb, "/k2")
+	close(gate("/hold/b"))
+	close(gate("/hold/c"))
+	answer(bufio.NewReader(conns["b"]), "/hold/b")
+	answer(bufio.NewReader(conns["c"]), "/hold/c")
+}

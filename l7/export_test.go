@@ -64,3 +64,14 @@ func BusyExtra() int { return int(busy.extra.Load()) }
 func SetBusyServerWait(d time.Duration) time.Duration {
 	return time.Duration(busyServerWait.Swap(int64(d)))
 }
+
+// BusyLend lends a bound's worth of slots past it, as the stalled queue's
+// watch does, and starts queued connections on them.
+func BusyLend() {
+	busy.extra.Add(busy.limit.Load())
+	readyKick()
+}
+
+// BusyWatch runs the ready queue's watch once (with SetBusyStall(0) it
+// does not run on its own): with the queue empty, the loan ends.
+func BusyWatch() { busyWatch() }
