@@ -17,6 +17,10 @@ import (
 // its threads can: 8,000 busy wrk clients each held a grown stack, buffers
 // and a server connection here, 2.3-2.75x HAProxy's peak memory.
 //
+// A slot is for work: a holder whose server has not answered within
+// busyServerWait while slots are in demand gives it up and waits on
+// unslotted (serverWaitShort), so long polls do not throttle the rest.
+//
 // Only connections that can park (a raw descriptor, park_linux.go) take
 // slots; the others (TLS, h2c, no epoll set) are served as before.
 var busy struct {
@@ -40,8 +44,9 @@ var busy struct {
 func busyLimitDefault() int32 { return int32(max(256, 128*runtime.GOMAXPROCS(0))) }
 
 // busyStall is how long the ready queue may go without a slot freed
-// before more are lent (busyWatch): slots held by requests a slow server
-// sits on (long polls) must not stop every other client. Nanoseconds,
+// before more are lent (busyWatch): slots held by slow clients, or by
+// requests whose body streams to a slow server (no give-up there), must
+// not stop every other client. Nanoseconds,
 // atomic for tests (0: never lend).
 var busyStall atomic.Int64
 
