@@ -19,6 +19,10 @@ import (
 // its threads can: 8,000 busy wrk clients each held a grown stack, buffers
 // and a server connection here, 2.3-2.75x HAProxy's peak memory.
 //
+// A slot is for work: a holder whose server has not answered within
+// busyServerWait while slots are in demand gives it up and waits on
+// unslotted (serverWaitShort), so long polls do not throttle the rest.
+//
 // Only connections that can park (a raw descriptor, park_linux.go) take
 // slots; the others (TLS, h2c, no epoll set) are served as before.
 var busy struct {
@@ -42,14 +46,21 @@ var busy struct {
 func busyLimitDefault() int32 { return int32(max(256, 128*runtime.GOMAXPROCS(0))) }
 
 // busyStall is how long the ready queue may go without a slot freed
-// before more are lent (busyWatch): slots held by requests a slow server
-// sits on (long polls) must not stop every other client. Nanoseconds,
+// before more are lent (busyWatch): slots held by slow clients, or by
+// requests whose body streams to a slow server (no give-up there), must
+// not stop every other client. Nanoseconds,
 // atomic for tests (0: never lend).
 var busyStall atomic.Int64
+
+// busyServerWait is how long a slot holder waits for its server's answer
+// before it gives its slot up (serverWaitShort). Nanoseconds, atomic for
+// tests (0: never).
+var busyServerWait atomic.Int64
 
 func init() {
 	busy.limit.Store(busyLimitDefault())
 	busyStall.Store(int64(50 * time.Millisecond))
+	busyServerWait.Store(int64(20 * time.Millisecond))
 }
 
 // busyLend caps the slots lent, in multiples of the limit.
@@ -78,7 +89,9 @@ func slotGive() {
 			return
 		}
 	}
-	busy.active.Add(-1)
+	if a := busy.active.Add(-1); busy.extra.Load() > 0 {
+		loanShrink(a)
+	}
 	// A connection queued after the check above would wait for a slot
 	// nobody frees: look again (atomics order this decrement before that
 	// look, and readyPush's queueing before its own slotTake).
@@ -177,12 +190,12 @@ func readyTake(c *clientConn, pred func() bool) bool {
 // busyWatch runs every busyStall while connections are queued: when no
 // slot was freed since its last run, every holder is stuck (slow servers,
 // long polls), and another limit's worth of slots is lent. The loan ends
-// once the queue is empty.
+// as the lent slots come back once the queue is empty (loanShrink).
 func busyWatch() {
 	busy.mu.Lock()
 	if busy.head == nil {
 		busy.watching = false
-		busy.extra.Store(0)
+		loanShrink(busy.active.Load())
 		busy.mu.Unlock()
 		return
 	}
@@ -200,6 +213,52 @@ func busyWatch() {
 	}
 	busy.mu.Unlock()
 	readyKick()
+}
+
+// loanShrink ends the loan as far as the slots held (active) allow, once
+// nothing waits for them: a loan ended outright while its borrowers still
+// held their slots (active past the limit) had every slot freed after it
+// vanish until active fell below the limit, the connections cycling
+// through the rest meanwhile each queued behind one another.
+func loanShrink(active int32) {
+	for {
+		e := busy.extra.Load()
+		want := max(0, min(e, active-busy.limit.Load()))
+		if want == e || busy.extra.CompareAndSwap(e, want) {
+			return
+		}
+	}
+}
+
+// serverWaitShort is how long c, about to wait for its server's answer,
+// waits at first before it gives its slot up (0: it waits holding its
+// slot, as when it holds none). A slot is for a connection sluice works
+// on: a request its server sits on (a long poll) must not keep one from
+// the others. Only while slots are in demand (some queued, or more than
+// half held); then its holders each pay a short read deadline and its
+// reset, keep-alive clients under the bound none. So at most half the
+// slots wait long on their servers.
+func (c *clientConn) serverWaitShort() time.Duration {
+	if !c.slot {
+		return 0
+	}
+	d := busyServerWait.Load()
+	if d <= 0 || busy.queued.Load() == 0 && busy.active.Load() <= busy.limit.Load()/2 {
+		return 0
+	}
+	return time.Duration(d)
+}
+
+// slotBack is the turn between requests of a connection that holds no
+// slot (it gave its slot up while its server thought, or could not park):
+// it takes a free one when nobody is queued, else it parks, its next
+// request to queue as anyone's. False: c parked (the park set's now).
+func (c *clientConn) slotBack() bool {
+	if busy.queued.Load() == 0 && slotTake() {
+		c.slot = true
+		return true
+	}
+	return !c.parkNow()
 }
 
 // slotDrop gives c's slot up, if it holds one (the connection ends, parks

@@ -137,9 +137,12 @@ func TestBusyBoundServesInOrder(t *testing.T) {
 		case <-time.After(2 * time.Millisecond):
 		}
 		maxG = max(maxG, runtime.NumGoroutine())
+		// The loan may grow or shrink meanwhile: the larger of the two
+		// reads around active's bounds it.
+		e := l7.BusyExtra()
 		a, q := l7.BusyState()
-		if a > limit+l7.BusyExtra() {
-			t.Errorf("%d slots held, bound %d (+%d lent)", a, limit, l7.BusyExtra())
+		if e = max(e, l7.BusyExtra()); a > limit+e {
+			t.Errorf("%d slots held, bound %d (+%d lent)", a, limit, e)
 		}
 		maxActive, maxQueued = max(maxActive, a), max(maxQueued, q)
 	}
@@ -159,7 +162,7 @@ func TestBusyBoundServesInOrder(t *testing.T) {
 }
 
 // TestBusyQueuedTimeouts: with the one slot held by a request its server
-// sits on (and no slots lent), a keep-alive client whose next request
+// sits on (no give-up, no slots lent), a keep-alive client whose next request
 // waits in the ready queue is closed at timeout_client, and a new one
 // whose first request waits there gets 408 at timeout_http_request, as
 // if they had waited on goroutines; the held request is answered after.
@@ -167,6 +170,8 @@ func TestBusyQueuedTimeouts(t *testing.T) {
 	defer l7.SetBusyLimit(l7.SetBusyLimit(1))
 	defer l7.SetBusyStall(l7.SetBusyStall(0))
 	defer l7.SetIdleHandOff(l7.SetIdleHandOff(0))
+	// The held request keeps its slot (no give-up while its server thinks).
+	defer l7.SetBusyServerWait(l7.SetBusyServerWait(0))
 	held, release := make(chan string, 4), make(chan struct{})
 	defer func() {
 		select {
@@ -233,6 +238,8 @@ func TestBusyDrainQueued(t *testing.T) {
 	defer l7.SetBusyLimit(l7.SetBusyLimit(1))
 	defer l7.SetBusyStall(l7.SetBusyStall(0))
 	defer l7.SetIdleHandOff(l7.SetIdleHandOff(0))
+	// The held request keeps its slot (no give-up while its server thinks).
+	defer l7.SetBusyServerWait(l7.SetBusyServerWait(0))
 	held, release := make(chan string, 4), make(chan struct{})
 	defer func() {
 		select {
@@ -299,12 +306,16 @@ func TestBusyDrainQueued(t *testing.T) {
 	}
 }
 
-// TestBusySlowServerLends: requests a slow server sits on hold every slot,
+// TestBusySlowServerLends: requests a slow server sits on hold every slot
+// (their give-up off, as when slow clients hold them),
 // and a client whose request waits for one is still served: once the
 // queue goes busyStall without a slot freed, slots are lent past the
 // bound.
 func TestBusySlowServerLends(t *testing.T) {
 	defer l7.SetBusyLimit(l7.SetBusyLimit(2))
+	// The held requests keep their slots (no give-up while their server
+	// thinks): a loan is what serves the third client then.
+	defer l7.SetBusyServerWait(l7.SetBusyServerWait(0))
 	held, release := make(chan string, 4), make(chan struct{})
 	defer close(release)
 	be := holdingBackend(t, held, release)
@@ -328,4 +339,203 @@ func TestBusySlowServerLends(t *testing.T) {
 	if status, _, body, err := readAnswer(bufio.NewReader(c)); err != nil || status != 200 || body != "/quick" {
 		t.Errorf("behind two held requests: %d %q %v", status, body, err)
 	}
+}
+
+// TestBusySlowServerFreesSlots: with the bound at 4, no slots lent, and
+// twice as many requests held by their server as there are slots (long
+// polls), other clients' requests, new and keep-alive, are all answered
+// while the held ones wait: a slot holder whose server does not answer
+// soon gives its slot up and waits on unslotted. The held ones are
+// answered once released, and their connections serve on.
+func TestBusySlowServerFreesSlots(t *testing.T) {
+	const limit, slow, quick, rounds = 4, 8, 6, 5
+	defer l7.SetBusyLimit(l7.SetBusyLimit(limit))
+	defer l7.SetBusyStall(l7.SetBusyStall(0))
+	defer l7.SetBusyServerWait(l7.SetBusyServerWait(5 * time.Millisecond))
+	held, release := make(chan string, slow), make(chan struct{})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	be := holdingBackend(t, held, release)
+	front := "default_backend = \"app\"\ntimeout_client = \"60s\""
+	_, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
+
+	var slowConns []net.Conn
+	for i := range slow {
+		c := testutil.Dial(t, addr)
+		if _, err := fmt.Fprintf(c, "GET /hold/%d HTTP/1.1\r\nHost: h\r\n\r\n", i); err != nil {
+			t.Fatal(err)
+		}
+		slowConns = append(slowConns, c)
+	}
+	for range slow {
+		select {
+		case <-held:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the held requests did not all reach the server: their slots were never given up")
+		}
+	}
+	// Every held request is at the server; none is answered until the
+	// quick clients are done. A quick request that needed a held one's
+	// slot would wait for ever: the clients give up after 20 s.
+	errs := make(chan error, quick)
+	var wg sync.WaitGroup
+	for i := range quick {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			br := bufio.NewReader(c)
+			for r := range rounds {
+				want := fmt.Sprintf("/quick/%d/%d", i, r)
+				if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", want); err != nil {
+					errs <- err
+					return
+				}
+				if status, _, body, err := readAnswer(br); err != nil || status != 200 || body != want {
+					errs <- fmt.Errorf("quick client %d round %d: %d %q (%v), want 200 %q", i, r, status, body, err, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	close(release)
+	for i, c := range slowConns {
+		br := bufio.NewReader(c)
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		want := fmt.Sprintf("/hold/%d", i)
+		if status, _, body, err := readAnswer(br); err != nil || status != 200 || body != want {
+			t.Errorf("held request %d: %d %q %v", i, status, body, err)
+			continue
+		}
+		// The connection goes on: its next request queues for a slot
+		// as any other's.
+		next := fmt.Sprintf("/after/%d", i)
+		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", next); err != nil {
+			t.Fatal(err)
+		}
+		if status, _, body, err := readAnswer(br); err != nil || status != 200 || body != next {
+			t.Errorf("after held request %d: %d %q %v", i, status, body, err)
+		}
+	}
+	testutil.WaitFor(t, "the slots to come back", 10*time.Second, func() bool {
+		a, q := l7.BusyState()
+		return q == 0 && a <= limit
+	})
+}
+
+// TestBusyLoanEndsAsSlotsReturn: a loan that ends while a borrower still
+// holds its slot keeps the slots held: a client that queues after it is
+// started by the next slot given up, not left waiting until the slots
+// held fall below the bound (the connections cycling through the rest
+// each queued behind one another so, with long polls holding slots).
+func TestBusyLoanEndsAsSlotsReturn(t *testing.T) {
+	defer l7.SetBusyLimit(l7.SetBusyLimit(2))
+	defer l7.SetBusyStall(l7.SetBusyStall(0)) // lent by hand (BusyLend)
+	defer l7.SetBusyServerWait(l7.SetBusyServerWait(0))
+	defer l7.SetIdleHandOff(l7.SetIdleHandOff(0))
+	// The server holds each /hold/NAME until its own release.
+	var mu sync.Mutex
+	releases := map[string]chan struct{}{}
+	gate := func(p string) chan struct{} {
+		mu.Lock()
+		defer mu.Unlock()
+		if releases[p] == nil {
+			releases[p] = make(chan struct{})
+		}
+		return releases[p]
+	}
+	held := make(chan string, 4)
+	be := testutil.Serve(t, "be", func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			p := req.URL.Path
+			if strings.HasPrefix(p, "/hold") {
+				held <- p
+				<-gate(p)
+			}
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(p), p); err != nil {
+				return
+			}
+		}
+	})
+	defer func() {
+		for _, p := range []string{"/hold/a", "/hold/b", "/hold/c"} {
+			select {
+			case <-gate(p):
+			default:
+				close(gate(p))
+			}
+		}
+	}()
+	front := "default_backend = \"app\"\ntimeout_client = \"30s\""
+	_, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
+	send := func(c net.Conn, path string) {
+		t.Helper()
+		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answer := func(br *bufio.Reader, want string) {
+		t.Helper()
+		if status, _, body, err := readAnswer(br); err != nil || status != 200 || body != want {
+			t.Fatalf("%s: %d %q %v", want, status, body, err)
+		}
+	}
+	reached := func(want string) {
+		t.Helper()
+		select {
+		case p := <-held:
+			if p != want {
+				t.Fatalf("the server got %s, want %s", p, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not reach the server", want)
+		}
+	}
+	k := testutil.Dial(t, addr) // served once, then parked
+	kb := bufio.NewReader(k)
+	send(k, "/k1")
+	answer(kb, "/k1")
+	conns := map[string]net.Conn{}
+	for _, name := range []string{"a", "b"} { // the bound's two slots
+		conns[name] = testutil.Dial(t, addr)
+		send(conns[name], "/hold/"+name)
+		reached("/hold/" + name)
+	}
+	conns["c"] = testutil.Dial(t, addr) // queues, then borrows
+	send(conns["c"], "/hold/c")
+	testutil.WaitFor(t, "c to queue", 10*time.Second, func() bool { _, q := l7.BusyState(); return q == 1 })
+	l7.BusyLend()
+	reached("/hold/c")
+	l7.BusyWatch() // the queue is empty: the loan ends, c still holding its slot
+	send(k, "/k2")
+	testutil.WaitFor(t, "k to queue", 10*time.Second, func() bool { _, q := l7.BusyState(); return q == 1 })
+	// a's answer frees a slot: k must get it, though b and c stay held.
+	close(gate("/hold/a"))
+	answer(bufio.NewReader(conns["a"]), "/hold/a")
+	answer(kb, "/k2")
+	close(gate("/hold/b"))
+	close(gate("/hold/c"))
+	answer(bufio.NewReader(conns["b"]), "/hold/b")
+	answer(bufio.NewReader(conns["c"]), "/hold/c")
 }

@@ -57,3 +57,21 @@ func SetBusyStall(d time.Duration) time.Duration {
 
 // BusyExtra is how many slots are lent past the bound now.
 func BusyExtra() int { return int(busy.extra.Load()) }
+
+// SetBusyServerWait sets how long a slot holder waits for its server's
+// answer before it gives its slot up (0: never); it returns the previous
+// value.
+func SetBusyServerWait(d time.Duration) time.Duration {
+	return time.Duration(busyServerWait.Swap(int64(d)))
+}
+
+// BusyLend lends a bound's worth of slots past it, as the stalled queue's
+// watch does, and starts queued connections on them.
+func BusyLend() {
+	busy.extra.Add(busy.limit.Load())
+	readyKick()
+}
+
+// BusyWatch runs the ready queue's watch once (with SetBusyStall(0) it
+// does not run on its own): with the queue empty, the loan ends.
+func BusyWatch() { busyWatch() }

@@ -239,7 +239,7 @@ func init() { idleHandOff.Store(int64(10 * time.Millisecond)) }
 func (c *clientConn) serve(first, resumed bool) bool {
 	for {
 		if !first && !resumed && c.raw != nil && c.hr.buffered() == 0 {
-			if c.yieldDue() && c.yield() {
+			if c.yieldDue() && c.yield() || !c.slot && !c.slotBack() {
 				return true
 			}
 			switch c.waitBrief() {
@@ -277,18 +277,27 @@ func (c *clientConn) serve(first, resumed bool) bool {
 // (no waitBrief: its next request queues behind theirs). False: it could
 // not park, and goes on as if under the bound.
 func (c *clientConn) yield() bool {
+	c.slot = false // before park: c may resume at once elsewhere
+	if c.parkNow() {
+		slotGive()
+		return true
+	}
+	c.slot = true
+	return false
+}
+
+// parkNow parks c, which holds no slot, at once after its response, for
+// timeout_client. False: it could not park, and goes on here.
+func (c *clientConn) parkNow() bool {
 	c.idleUntil = time.Time{}
 	if c.p.TimeoutClient > 0 {
 		c.idleUntil = time.Now().Add(c.p.TimeoutClient)
 	}
 	c.returnOut()
 	c.hr.release() // nothing buffered (serve's check)
-	c.slot = false
 	if c.park() {
-		slotGive()
 		return true
 	}
-	c.slot = true
 	c.takeOut()
 	return false
 }
@@ -880,12 +889,27 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange, 
 	now := time.Now()
 	sc.dl.write(sc.conn, now, be.TimeoutServer)
 	var err error
+	// short: the answer is waited for that long first, then the slot goes
+	// (serverWaitShort); not while a request body streams, whose goroutine
+	// moves the read deadline.
+	var short time.Duration
 	if c.hasBody() && !bodyInHead {
 		_, err = sc.conn.Write(c.out)
 	} else {
-		sc.dl.read(sc.conn, now, be.TimeoutServer)
+		if short = c.serverWaitShort(); short > 0 {
+			sc.conn.SetReadDeadline(now.Add(short))
+			sc.dl.r = time.Time{} // the real one is set again after the wait
+		} else {
+			sc.dl.read(sc.conn, now, be.TimeoutServer)
+		}
 		var n int
-		if n, err = sc.writeThenRead(c.out); err == nil && n < len(c.out) {
+		n, err = sc.writeThenRead(c.out)
+		if err != nil && short > 0 && isTimeout(err) {
+			// The short wait passed before the write began (this
+			// goroutine waited for a core): nothing went, no fault.
+			err = nil
+		}
+		if err == nil && n < len(c.out) {
 			_, err = sc.conn.Write(c.out[n:])
 		}
 	}
@@ -960,10 +984,26 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange, 
 	resp := c.resp
 	gotAny := false
 	for {
-		if bodyDone == nil {
+		if bodyDone == nil && short == 0 {
 			sc.dl.read(sc.conn, time.Now(), be.TimeoutServer)
 		}
 		head, err := sc.hr.readHead()
+		if short > 0 {
+			// timeout_server from the write again, whatever came.
+			short = 0
+			if be.TimeoutServer > 0 {
+				sc.dl.read(sc.conn, now, be.TimeoutServer)
+			} else {
+				sc.conn.SetReadDeadline(time.Time{})
+			}
+			if err != nil && isTimeout(err) {
+				// No answer yet: the wait goes on without the slot, and
+				// the short one is no error of the server's (readHead
+				// resumes with any part of a head it read).
+				c.slotDrop()
+				head, err = sc.hr.readHead()
+			}
+		}
 		if err != nil {
 			sc.close()
 			berr := bodyErr()
