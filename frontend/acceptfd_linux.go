@@ -5,10 +5,12 @@ import (
 	"net/netip"
 	"os"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"sluice/internal/fdconn"
+	"sluice/internal/rawio"
 )
 
 // fdAccepter accepts with accept4 on the listener's descriptor and makes
@@ -53,13 +55,13 @@ func (f *Frontend) fdAccepter(ln net.Listener, done <-chan struct{}) func() (net
 	fixed := local.Addr().IsValid() && !local.Addr().IsUnspecified()
 	var (
 		nfd  int
-		sa   syscall.Sockaddr
+		rsa  syscall.RawSockaddrAny
 		aerr error
 	)
-	// syscall's, not x/sys/unix's: that one asks the listener its
-	// SO_PROTOCOL after every accept of an IPv4 connection.
+	// A raw accept4: x/sys/unix's asks the listener its SO_PROTOCOL after
+	// every accept of an IPv4 connection, and both allocate the address.
 	accept := func(lfd uintptr) bool {
-		nfd, sa, aerr = syscall.Accept4(int(lfd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		nfd, aerr = rawio.Accept4(int(lfd), &rsa, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 		return aerr != syscall.EAGAIN
 	}
 	return func() (net.Conn, error) {
@@ -85,9 +87,24 @@ func (f *Frontend) fdAccepter(ln net.Listener, done <-chan struct{}) func() (net
 					l = sockaddrAddrPort(lsa)
 				}
 			}
-			return fdconn.New(nfd, sockaddrAddrPort(sa), l), nil
+			return fdconn.New(nfd, rawAddrPort(&rsa), l), nil
 		}
 	}
+}
+
+// rawAddrPort is the address accept4 wrote.
+func rawAddrPort(rsa *syscall.RawSockaddrAny) netip.AddrPort {
+	switch rsa.Addr.Family {
+	case syscall.AF_INET:
+		a := (*syscall.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&a.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(p[0])<<8|uint16(p[1]))
+	case syscall.AF_INET6:
+		a := (*syscall.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&a.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(p[0])<<8|uint16(p[1]))
+	}
+	return netip.AddrPort{}
 }
 
 func sockaddrAddrPort(sa syscall.Sockaddr) netip.AddrPort {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"sync"
 	"syscall"
+
+	"sluice/internal/rawio"
 )
 
 // headReader buffers one connection's input. It reads a message head
@@ -200,7 +202,7 @@ func (h *headReader) readFd(fd uintptr) bool {
 	h.acquire()
 	var err error
 	for {
-		h.rawN, err = syscall.Read(int(fd), h.buf)
+		h.rawN, err = rawio.Read(int(fd), h.buf)
 		if err != syscall.EINTR {
 			break
 		}

@@ -20,6 +20,7 @@ import (
 
 	"sluice/backend"
 	"sluice/conf"
+	"sluice/internal/rawio"
 	"sluice/policy"
 )
 
@@ -395,7 +396,7 @@ func (sc *serverConn) writeThenRead(b []byte) (int, error) {
 func (sc *serverConn) sendFd(fd uintptr) bool {
 	if len(sc.sendBuf) > 0 {
 		for len(sc.sendBuf) > 0 {
-			n, err := unix.Write(int(fd), sc.sendBuf)
+			n, err := rawio.Write(int(fd), sc.sendBuf)
 			if n > 0 {
 				sc.sendBuf = sc.sendBuf[n:]
 			}
@@ -412,7 +413,7 @@ func (sc *serverConn) sendFd(fd uintptr) bool {
 	if sc.hr.buf == nil {
 		sc.hr.acquire()
 	}
-	n, err := unix.Read(int(fd), sc.hr.buf[sc.hr.w:])
+	n, err := rawio.Read(int(fd), sc.hr.buf[sc.hr.w:])
 	switch {
 	case err == unix.EAGAIN:
 		sc.hr.release()

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/internal/rawio"
 )
 
 // Conn is an accepted TCP connection. Safe for concurrent use: calls that
@@ -95,7 +97,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 		return 0, err
 	}
 	if bare {
-		n, err := ignoringEINTR(func() (int, error) { return unix.Read(c.fd, b) })
+		n, err := ignoringEINTR(func() (int, error) { return rawio.Read(c.fd, b) })
 		if err != unix.EAGAIN {
 			c.mu.Unlock()
 			switch {
@@ -123,7 +125,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 	done := 0
 	if bare {
 		for done < len(b) {
-			n, err := ignoringEINTR(func() (int, error) { return unix.Write(c.fd, b[done:]) })
+			n, err := ignoringEINTR(func() (int, error) { return rawio.Write(c.fd, b[done:]) })
 			if err == unix.EAGAIN {
 				break
 			}
@@ -168,7 +170,7 @@ func (c *Conn) Close() error {
 	case f != nil:
 		return f.Close()
 	}
-	return unix.Close(fd)
+	return rawio.Close(fd)
 }
 
 // CloseWrite half-closes the connection (shutdown SHUT_WR).
