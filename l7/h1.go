@@ -48,6 +48,11 @@ type clientConn struct {
 	// (headReader.waitRaw), when the connection allows it.
 	raw      syscall.RawConn
 	resumeFn func()
+	// waitFn is headWait, bound once; headFirst: the head it is told of
+	// is the connection's first; handedOn: serveOne parked the connection
+	// (serve then reports it handed on).
+	waitFn              func() bool
+	headFirst, handedOn bool
 	// parkIdx is 1 + the slot of a client parked with no goroutine (0:
 	// not parked), and parkTimer its timeout_client (park_linux.go); both
 	// under parking.mu.
@@ -200,6 +205,36 @@ func (c *clientConn) parkFirst() bool {
 	return false
 }
 
+// headWait is told that a head read by a slot holder must wait for the
+// client. Past half the bound's slots held, a new connection that sent
+// nothing yet parks (true: readHead stops with errHeadWait, serveOne
+// parks it); otherwise the slot goes to the next ready connection and the
+// read waits here with none. Under half, nothing changes: a client that
+// connects then writes costs no park.
+func (c *clientConn) headWait() bool {
+	if !c.slot || busy.active.Load() <= busy.limit.Load()/2 {
+		return false
+	}
+	if c.headFirst && c.hr.buffered() == 0 {
+		return true
+	}
+	c.slotDrop()
+	return false
+}
+
+// parkFirstHeld is parkFirst for a slot holder whose first request has
+// not come: the slot goes to the next ready connection once parked.
+// False (could not park): the slot is kept.
+func (c *clientConn) parkFirstHeld() bool {
+	c.slot = false // before park: c may resume at once elsewhere
+	if c.parkFirst() {
+		slotGive()
+		return true
+	}
+	c.slot = true
+	return false
+}
+
 // finish closes the connection and puts c back in its pool.
 func (c *clientConn) finish() {
 	c.slotDrop()
@@ -266,7 +301,9 @@ func (c *clientConn) serve(first, resumed bool) bool {
 			}
 		}
 		if !c.serveOne(first) {
-			return false
+			handed := c.handedOn
+			c.handedOn = false
+			return handed
 		}
 		first, resumed = false, false
 	}
@@ -539,7 +576,24 @@ func (c *clientConn) serveOne(first bool) bool {
 	if p.TimeoutHTTPRequest > 0 {
 		c.conn.SetReadDeadline(x.start.Add(p.TimeoutHTTPRequest))
 	}
+	if c.slot {
+		// A slot is for work, not for waiting on a client's bytes
+		// (headWait): idle or slowloris connections holding every slot
+		// would leave the others one at a time.
+		if c.waitFn == nil {
+			c.waitFn = c.headWait
+		}
+		c.hr.onWait, c.headFirst = c.waitFn, first
+	}
 	head, err := c.hr.readHead()
+	c.hr.onWait = nil
+	if err == errHeadWait {
+		if c.parkFirstHeld() {
+			c.handedOn = true
+			return false
+		}
+		head, err = c.hr.readHead() // waits here, as with no slot
+	}
 	if err != nil {
 		switch {
 		case err == errHeadTooLarge:

@@ -34,6 +34,12 @@ type headReader struct {
 	// (waitRaw): a connection waiting for its peer's next bytes (a server's
 	// answer, a client's first request) holds no buffer.
 	raw syscall.RawConn
+	// onWait, while set (a client's head read by a holder of a slot of
+	// busy), is told when the read must wait for the peer; true ends
+	// the read with errHeadWait instead (nothing read yet: the caller
+	// parks the connection). moreRead, bound once, is fill's raw read.
+	onWait   func() bool
+	moreRead func(fd uintptr) bool
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
@@ -66,6 +72,7 @@ func (h *headReader) release() {
 var (
 	errHeadTooLarge = errors.New("message head too large")
 	errBadMessage   = errors.New("malformed message")
+	errHeadWait     = errors.New("head read would wait") // onWait's stop
 )
 
 // buffered reports how many unread bytes are buffered.
@@ -99,6 +106,25 @@ func (h *headReader) fill() error {
 			h.buf = nb
 		}
 	}
+	if h.raw != nil && h.onWait != nil {
+		// The rest of a head: read the descriptor so that a wait is seen
+		// (onWait) before the poller's.
+		if h.moreRead == nil {
+			h.moreRead = h.readMore
+		}
+		h.rawN, h.rawErr = 0, nil
+		if err := h.raw.Read(h.moreRead); err != nil {
+			return err
+		}
+		switch {
+		case h.rawErr != nil:
+			return os.NewSyscallError("read", h.rawErr)
+		case h.rawN <= 0:
+			return io.EOF
+		}
+		h.w += h.rawN
+		return nil
+	}
 	n, err := h.conn.Read(h.buf[h.w:])
 	h.w += n
 	if n > 0 {
@@ -108,6 +134,27 @@ func (h *headReader) fill() error {
 		err = io.ErrNoProgress
 	}
 	return err
+}
+
+// readMore is fill's raw read after the buffered part of a head: false
+// when it must wait, told to onWait (which cannot stop it: bytes are
+// buffered).
+func (h *headReader) readMore(fd uintptr) bool {
+	var err error
+	for {
+		h.rawN, err = syscall.Read(int(fd), h.buf[h.w:])
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err == syscall.EAGAIN {
+		if h.onWait != nil {
+			h.onWait()
+		}
+		return false
+	}
+	h.rawErr = err
+	return true
 }
 
 // readHead returns the next head, without its final empty line, as a slice
@@ -186,6 +233,9 @@ func (h *headReader) waitRaw(rc syscall.RawConn) error {
 	if err := rc.Read(h.rawRead); err != nil {
 		return err // no buffer held: the wait goes on elsewhere, or the connection ends
 	}
+	if h.rawErr == errHeadWait {
+		return errHeadWait
+	}
 	if h.rawErr != nil {
 		return os.NewSyscallError("read", h.rawErr)
 	}
@@ -209,6 +259,10 @@ func (h *headReader) readFd(fd uintptr) bool {
 	}
 	if err == syscall.EAGAIN {
 		h.release()
+		if h.onWait != nil && h.onWait() {
+			h.rawErr = errHeadWait
+			return true
+		}
 		return false
 	}
 	h.rawErr = err
