@@ -17,7 +17,8 @@ import (
 // an fdconn.Conn of each connection, for an http frontend with nothing to
 // do before HTTP (no TLS, no accept_proxy): the connection enters Go's
 // netpoller only if it must wait (see fdconn). nil when ln cannot.
-func (f *Frontend) fdAccepter(ln net.Listener, done <-chan struct{}) func() (net.Conn, error) {
+func (f *Frontend) fdAccepter(ln net.Listener, s *Server) func() (net.Conn, error) {
+	done := s.done
 	tl, ok := ln.(*net.TCPListener)
 	if f.http == nil || f.http.TLS != nil || f.http.H2C || f.cfg.AcceptProxy || !ok || testConnHook != nil {
 		return nil
@@ -45,10 +46,17 @@ func (f *Frontend) fdAccepter(ln net.Listener, done <-chan struct{}) func() (net
 		lf.Close()
 		return nil
 	}
-	go func() {
-		<-done
+	// StopAccepting closes it (a loop started after it, closed here).
+	s.mu.Lock()
+	select {
+	case <-done:
+		s.mu.Unlock()
 		lf.Close()
-	}()
+		return nil
+	default:
+	}
+	s.fdListeners = append(s.fdListeners, lf)
+	s.mu.Unlock()
 	// A listener bound to one address is every connection's local
 	// address: no getsockname a connection.
 	local := addrPort(tl.Addr())

@@ -5,4 +5,4 @@ package frontend
 import "net"
 
 // fdAccepter: accept4 on bare descriptors is Linux's (acceptfd_linux.go).
-func (f *Frontend) fdAccepter(net.Listener, <-chan struct{}) func() (net.Conn, error) { return nil }
+func (f *Frontend) fdAccepter(net.Listener, *Server) func() (net.Conn, error) { return nil }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -108,12 +109,15 @@ type Server struct {
 	// no conns map): what a hard stop cuts besides the tracked ones.
 	loopOpen atomic.Int64
 
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
-	held    map[*held]struct{} // connections a tarpit holds (policy.go)
-	wg      sync.WaitGroup     // accept loops and connections
-	connW   sync.WaitGroup     // connections only
-	acceptW sync.WaitGroup     // accept loops only
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	// fdListeners are the duplicate listeners accept4 loops wait on
+	// (acceptfd_linux.go), closed by StopAccepting with the sockets.
+	fdListeners []io.Closer
+	held        map[*held]struct{} // connections a tarpit holds (policy.go)
+	wg          sync.WaitGroup     // accept loops and connections
+	connW       sync.WaitGroup     // connections only
+	acceptW     sync.WaitGroup     // accept loops only
 
 	// ocspStop and ocspW: the OCSP fetchers (tls_ocsp.go).
 	ocspStop context.CancelFunc
@@ -262,7 +266,7 @@ func (s *Server) acceptLoop(f *Frontend, ln net.Listener) {
 	defer s.wg.Done()
 	defer s.acceptW.Done()
 	var backoff time.Duration
-	accept := f.fdAccepter(ln, s.done)
+	accept := f.fdAccepter(ln, s)
 	if accept == nil {
 		accept = ln.Accept
 	}
@@ -527,6 +531,14 @@ func (s *Server) StopAccepting() {
 			sock.Close()
 		}
 	}
+	// At once, with the sockets: a draining worker accepts nothing more
+	// on the duplicates its accept4 loops wait on.
+	s.mu.Lock()
+	for _, l := range s.fdListeners {
+		l.Close()
+	}
+	s.fdListeners = nil
+	s.mu.Unlock()
 }
 
 // Shutdown stops accepting, waits for open connections to finish, and when

@@ -45,9 +45,15 @@ type deadlineWriter struct {
 	conn    net.Conn
 	dl      *deadlines
 	timeout time.Duration
+	// client, when set, is the HTTP/1 client conn is: a write it holds a
+	// slot for may give the slot up (clientConn.writeSlotted).
+	client *clientConn
 }
 
 func (w *deadlineWriter) Write(b []byte) (int, error) {
+	if w.client != nil {
+		return w.client.writeSlotted(b, w.dl, w.timeout)
+	}
 	w.dl.write(w.conn, time.Now(), w.timeout)
 	return w.conn.Write(b)
 }

@@ -249,6 +249,39 @@ func (c *clientConn) serverWaitShort() time.Duration {
 	return time.Duration(d)
 }
 
+// writeSlotted writes b to the client under timeout_client (dl, timeout).
+// A slot holder while slots are in demand (serverWaitShort) waits for the
+// client to take the bytes for busyServerWait at first: a client that
+// reads slowly (a large download to a phone) gives its slot up and is
+// written on without one, as a request its server sits on. Slow readers
+// held every slot before, and the others waited for them.
+func (c *clientConn) writeSlotted(b []byte, dl *deadlines, timeout time.Duration) (int, error) {
+	d := c.serverWaitShort()
+	if d == 0 {
+		dl.write(c.conn, time.Now(), timeout)
+		return c.conn.Write(b)
+	}
+	c.conn.SetWriteDeadline(time.Now().Add(d))
+	n, err := c.conn.Write(b)
+	slow := err != nil && isTimeout(err)
+	if slow {
+		c.slotDrop() // the client takes its time: write on without the slot
+	}
+	// timeout_client's deadline again, for the rest and for whatever
+	// writes next (a 1xx head, an error page): none may meet the short one.
+	dl.w = time.Time{}
+	if timeout > 0 {
+		dl.write(c.conn, time.Now(), timeout)
+	} else {
+		c.conn.SetWriteDeadline(time.Time{})
+	}
+	if !slow {
+		return n, err
+	}
+	m, err := c.conn.Write(b[n:])
+	return n + m, err
+}
+
 // slotBack is the turn between requests of a connection that holds no
 // slot (it gave its slot up while its server thought, or could not park):
 // it takes a free one when nobody is queued, else it parks, its next

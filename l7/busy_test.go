@@ -2,6 +2,7 @@ package l7_test
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -538,4 +539,101 @@ func TestBusyLoanEndsAsSlotsReturn(t *testing.T) {
 	close(gate("/hold/c"))
 	answer(bufio.NewReader(conns["b"]), "/hold/b")
 	answer(bufio.NewReader(conns["c"]), "/hold/c")
+}
+
+// TestBusySlowReadersHoldNoSlot: clients downloading a large body slowly
+// (phones on a poor link; here they do not read at all until the end)
+// must not take the bound from the others. With the bound at 4 and no
+// lending, 6 stalled downloads held every slot: the quick clients waited
+// for them. A write the client has not taken within busyServerWait while
+// slots are in demand now gives its slot up and goes on without it.
+func TestBusySlowReadersHoldNoSlot(t *testing.T) {
+	const limit, slow, quick, rounds = 4, 6, 6, 5
+	const big = 32 << 20 // far more than the socket buffers hold
+	defer l7.SetBusyLimit(l7.SetBusyLimit(limit))
+	defer l7.SetBusyStall(l7.SetBusyStall(0))
+	defer l7.SetBusyServerWait(l7.SetBusyServerWait(5 * time.Millisecond))
+	sent := make(chan struct{}, slow)
+	be := testutil.Serve(t, "be", func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			p := req.URL.Path
+			if p == "/big" {
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", big)
+				chunk := bytes.Repeat([]byte("x"), 64<<10)
+				for n := 0; n < big; n += len(chunk) {
+					if _, err := c.Write(chunk); err != nil {
+						return
+					}
+				}
+				sent <- struct{}{}
+				continue
+			}
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(p), p); err != nil {
+				return
+			}
+		}
+	})
+	front := "default_backend = \"app\"\ntimeout_client = \"60s\""
+	_, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
+
+	var slowConns []net.Conn
+	for range slow {
+		c := testutil.Dial(t, addr)
+		if _, err := fmt.Fprintf(c, "GET /big HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		slowConns = append(slowConns, c)
+	}
+	// Every slot would be held by a stalled download now; the quick
+	// clients give up after 20 s.
+	errs := make(chan error, quick)
+	var wg sync.WaitGroup
+	for i := range quick {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			br := bufio.NewReader(c)
+			for r := range rounds {
+				want := fmt.Sprintf("/quick/%d/%d", i, r)
+				if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", want); err != nil {
+					errs <- err
+					return
+				}
+				if status, _, body, err := readAnswer(br); err != nil || status != 200 || body != want {
+					errs <- fmt.Errorf("quick client %d round %d: %d %q (%v), want 200 %q", i, r, status, body, err, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// The downloads were never cut: each arrives whole.
+	for i, c := range slowConns {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		br := bufio.NewReaderSize(c, 64<<10)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("download %d: %v", i, err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		if err != nil || n != big {
+			t.Errorf("download %d: %d bytes, %v; want %d", i, n, err, big)
+		}
+	}
 }

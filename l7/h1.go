@@ -1151,7 +1151,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange, 
 	c.out = c.buildResponseHead(c.out[:0], clientClose)
 	now = x.respHead // the request body may have taken long
 	c.dl.write(c.conn, now, c.p.TimeoutClient)
-	c.w = deadlineWriter{conn: c.conn, dl: &c.dl, timeout: p.TimeoutClient}
+	c.w = deadlineWriter{conn: c.conn, dl: &c.dl, timeout: p.TimeoutClient, client: c}
 	// Body bytes already buffered with the head go out in the same write.
 	var sent int64
 	if !noBody && !resp.chunked && resp.contentLength > 0 && int64(sc.hr.buffered()) >= resp.contentLength {
@@ -1167,13 +1167,13 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange, 
 		// before the client sees the answer, so the client's next request,
 		// even on another connection, finds it in the pool.
 		c.keepServerConn(sc, be)
-		_, err := c.conn.Write(c.out)
+		_, err := c.writeSlotted(c.out, &c.dl, p.TimeoutClient)
 		c.p.count(srv, resp.status, int64(len(c.out)))
 		x.bytesOut = int64(len(c.out))
 		c.log(x)
 		return err == nil && !clientClose, false
 	}
-	if _, err := c.conn.Write(c.out); err != nil {
+	if _, err := c.writeSlotted(c.out, &c.dl, p.TimeoutClient); err != nil {
 		sc.close()
 		bodyErr()
 		return false, false
