@@ -383,38 +383,7 @@ func TestBusySlowServerFreesSlots(t *testing.T) {
 	// Every held request is at the server; none is answered until the
 	// quick clients are done. A quick request that needed a held one's
 	// slot would wait for ever: the clients give up after 20 s.
-	errs := make(chan error, quick)
-	var wg sync.WaitGroup
-	for i := range quick {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(20 * time.Second))
-			br := bufio.NewReader(c)
-			for r := range rounds {
-				want := fmt.Sprintf("/quick/%d/%d", i, r)
-				if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", want); err != nil {
-					errs <- err
-					return
-				}
-				if status, _, body, err := readAnswer(br); err != nil || status != 200 || body != want {
-					errs <- fmt.Errorf("quick client %d round %d: %d %q (%v), want 200 %q", i, r, status, body, err, want)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	quickClients(t, addr, quick, rounds)
 	close(release)
 	for i, c := range slowConns {
 		br := bufio.NewReader(c)
@@ -591,9 +560,31 @@ func TestBusySlowReadersHoldNoSlot(t *testing.T) {
 	}
 	// Every slot would be held by a stalled download now; the quick
 	// clients give up after 20 s.
-	errs := make(chan error, quick)
+	quickClients(t, addr, quick, rounds)
+	// The downloads were never cut: each arrives whole.
+	for i, c := range slowConns {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		br := bufio.NewReaderSize(c, 64<<10)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("download %d: %v", i, err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		if err != nil || n != big {
+			t.Errorf("download %d: %d bytes, %v; want %d", i, n, err, big)
+		}
+	}
+}
+
+// quickClients runs n keep-alive clients of addr at once, each asking for
+// rounds paths of its own in turn and checking every answer is its own;
+// each gives up after 20 s (a client that needed a slot held elsewhere
+// would wait for ever).
+func quickClients(t *testing.T, addr string, n, rounds int) {
+	t.Helper()
+	errs := make(chan error, n)
 	var wg sync.WaitGroup
-	for i := range quick {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -622,18 +613,5 @@ func TestBusySlowReadersHoldNoSlot(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
-	}
-	// The downloads were never cut: each arrives whole.
-	for i, c := range slowConns {
-		c.SetDeadline(time.Now().Add(30 * time.Second))
-		br := bufio.NewReaderSize(c, 64<<10)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("download %d: %v", i, err)
-		}
-		n, err := io.Copy(io.Discard, resp.Body)
-		if err != nil || n != big {
-			t.Errorf("download %d: %d bytes, %v; want %d", i, n, err, big)
-		}
 	}
 }

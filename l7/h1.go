@@ -225,9 +225,13 @@ func (c *clientConn) headWait() bool {
 // parkFirstHeld is parkFirst for a slot holder whose first request has
 // not come: the slot goes to the next ready connection once parked.
 // False (could not park): the slot is kept.
-func (c *clientConn) parkFirstHeld() bool {
+func (c *clientConn) parkFirstHeld() bool { return c.parkGiving(c.parkFirst) }
+
+// parkGiving parks c, a slot holder, with park and gives its slot to the
+// next ready connection; false (could not park): the slot is kept.
+func (c *clientConn) parkGiving(park func() bool) bool {
 	c.slot = false // before park: c may resume at once elsewhere
-	if c.parkFirst() {
+	if park() {
 		slotGive()
 		return true
 	}
@@ -313,15 +317,7 @@ func (c *clientConn) serve(first, resumed bool) bool {
 // connections wait for a slot, and gives its slot to the first of them
 // (no waitBrief: its next request queues behind theirs). False: it could
 // not park, and goes on as if under the bound.
-func (c *clientConn) yield() bool {
-	c.slot = false // before park: c may resume at once elsewhere
-	if c.parkNow() {
-		slotGive()
-		return true
-	}
-	c.slot = true
-	return false
-}
+func (c *clientConn) yield() bool { return c.parkGiving(c.parkNow) }
 
 // parkNow parks c, which holds no slot, at once after its response, for
 // timeout_client. False: it could not park, and goes on here.

@@ -206,23 +206,18 @@ func (c *Conn) SetDeadline(t time.Time) error {
 }
 
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.rdl = t
-	f := c.f
-	closed := c.fd < 0
-	c.mu.Unlock()
-	switch {
-	case closed:
-		return net.ErrClosed
-	case f != nil:
-		return f.SetReadDeadline(t)
-	}
-	return nil
+	return c.setDeadline(&c.rdl, t, (*os.File).SetReadDeadline)
 }
 
 func (c *Conn) SetWriteDeadline(t time.Time) error {
+	return c.setDeadline(&c.wdl, t, (*os.File).SetWriteDeadline)
+}
+
+// setDeadline keeps t in dl for the bare descriptor's calls (and for
+// promote), and sets it on the poller's file once there is one.
+func (c *Conn) setDeadline(dl *time.Time, t time.Time, set func(*os.File, time.Time) error) error {
 	c.mu.Lock()
-	c.wdl = t
+	*dl = t
 	f := c.f
 	closed := c.fd < 0
 	c.mu.Unlock()
@@ -230,7 +225,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	case closed:
 		return net.ErrClosed
 	case f != nil:
-		return f.SetWriteDeadline(t)
+		return set(f, t)
 	}
 	return nil
 }
