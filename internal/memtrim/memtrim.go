@@ -31,6 +31,16 @@ const minGrowth = 8 << 20
 // heap's worth in well under a second, and collects on its own.
 const quietShare = 64
 
+// maxQuiet bounds the quiet spell a trim waits for, in intervals. A trim
+// that comes within maxQuiet intervals of the previous one means the
+// memory it gave back was wanted again (bursts every few seconds): the next
+// trim then waits for a quiet spell twice as long, so a repeating burst
+// stops being trimmed once its gaps are shorter than the spell, and no
+// more than about log2(maxQuiet)+1 trims fall in any maxQuiet intervals.
+// A trim longer than maxQuiet after the previous one resets the spell to
+// one interval.
+const maxQuiet = 64
+
 // trims counts the trims of the process (Trims).
 var trims atomic.Uint64
 
@@ -42,6 +52,10 @@ type Trimmer struct {
 	samples    []metrics.Sample
 	lastAllocs uint64
 	base       uint64 // heap held after the last trim, or the least seen since
+	ticks      uint64 // intervals seen
+	lastTrim   uint64 // ticks at the last trim; 0: none yet
+	quietRun   uint64 // quiet intervals in a row up to now
+	quietNeed  uint64 // quiet intervals in a row a trim waits for
 }
 
 // New starts a Trimmer from the process's state now.
@@ -51,7 +65,7 @@ func New() *Trimmer {
 		{Name: "/memory/classes/heap/objects:bytes"},
 		{Name: "/memory/classes/heap/unused:bytes"},
 		{Name: "/memory/classes/heap/free:bytes"},
-	}}
+	}, quietNeed: 1}
 	t.lastAllocs, t.base = t.read()
 	return t
 }
@@ -77,9 +91,21 @@ func (t *Trimmer) Tick() bool {
 	delta := allocs - t.lastAllocs
 	t.lastAllocs = allocs
 	t.base = min(t.base, held)
-	if held < t.base+max(minGrowth, t.base/4) || delta > held/quietShare {
+	t.ticks++
+	if delta > held/quietShare {
+		t.quietRun = 0
 		return false
 	}
+	t.quietRun++
+	if held < t.base+max(minGrowth, t.base/4) || t.quietRun < t.quietNeed {
+		return false
+	}
+	if t.lastTrim != 0 && t.ticks-t.lastTrim <= maxQuiet {
+		t.quietNeed = min(2*t.quietNeed, maxQuiet)
+	} else {
+		t.quietNeed = 1
+	}
+	t.lastTrim = t.ticks
 	// Two collections: the first only moves what the sync.Pools hold to
 	// their victim caches, the second frees it; FreeOSMemory's own
 	// collection is the second, and it returns the free pages.

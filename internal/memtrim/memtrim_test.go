@@ -71,3 +71,43 @@ func TestBusyIntervalDoesNotTrim(t *testing.T) {
 		}
 	}
 }
+
+// A burst every other second (a batch job, a cron'd client fleet) regrows
+// the heap each time: without a back-off every quiet second after one
+// trimmed, two collections and a re-fault of the burst's pages each time.
+func TestBurstsEveryOtherSecondBackOff(t *testing.T) {
+	runtime.GC()
+	tr := New()
+	n := 0
+	const cycles = 20
+	for range cycles {
+		drop := burst(24 << 20)
+		drop()
+		if tr.Tick() { // the burst's own interval: busy
+			n++
+		}
+		if tr.Tick() { // a quiet second after it
+			n++
+		}
+	}
+	if n > 4 {
+		t.Errorf("%d trims in %d bursts two seconds apart, want at most 4: trims must back off when the memory is wanted again", n, cycles)
+	}
+	if n == 0 {
+		t.Error("no trim at all after the first burst")
+	}
+	// The bursts stop: a long enough quiet spell still trims.
+	drop := burst(24 << 20)
+	drop()
+	tr.Tick()
+	trimmed := false
+	for range 64 + 1 {
+		if tr.Tick() {
+			trimmed = true
+			break
+		}
+	}
+	if !trimmed {
+		t.Errorf("no trim in %d quiet seconds after the bursts stopped", 64+1)
+	}
+}
