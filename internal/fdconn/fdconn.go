@@ -34,8 +34,15 @@ type Conn struct {
 	f        *os.File // once the connection waited: it owns fd
 	rc       syscall.RawConn
 	rdl, wdl time.Time // deadlines, for the bare descriptor's calls
-	peer     netip.AddrPort
-	local    netip.AddrPort
+	// The polled calls' state and functions, bound once in promote: a
+	// closure per call would be an allocation per read and write. One
+	// reader and one writer at a time, as a connection's users are.
+	rb, wb     []byte
+	rn, wn     int
+	rerr, werr error
+	rfn, wfn   func(fd uintptr) bool
+	peer       netip.AddrPort
+	local      netip.AddrPort
 }
 
 // New makes a Conn of fd, a connected non-blocking TCP socket it then
@@ -66,6 +73,7 @@ func (c *Conn) promote() error {
 		f.SetWriteDeadline(c.wdl)
 	}
 	c.f, c.rc = f, rc
+	c.rfn, c.wfn = c.readFd, c.writeFd
 	return nil
 }
 
@@ -114,7 +122,73 @@ func (c *Conn) Read(b []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return c.f.Read(b)
+	return c.readPolled(b)
+}
+
+// readPolled reads through the poller once the connection waited: the
+// poller waits, the read itself is raw (rawio), as on the bare descriptor.
+func (c *Conn) readPolled(b []byte) (int, error) {
+	c.rb, c.rn, c.rerr = b, 0, nil
+	err := c.rc.Read(c.rfn)
+	n, serr := c.rn, c.rerr
+	c.rb = nil
+	switch {
+	case err != nil:
+		return 0, c.pollErr("read", err)
+	case serr != nil:
+		return 0, os.NewSyscallError("read", serr)
+	case n == 0 && len(b) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (c *Conn) readFd(fd uintptr) bool {
+	c.rn, c.rerr = ignoringEINTR(func() (int, error) { return rawio.Read(int(fd), c.rb) })
+	return c.rerr != unix.EAGAIN
+}
+
+// writePolled is readPolled's write: all of b, or an error.
+func (c *Conn) writePolled(b []byte) (int, error) {
+	c.wb, c.wn, c.werr = b, 0, nil
+	err := c.rc.Write(c.wfn)
+	done, serr := c.wn, c.werr
+	c.wb = nil
+	switch {
+	case err != nil:
+		return done, c.pollErr("write", err)
+	case serr != nil:
+		return done, os.NewSyscallError("write", serr)
+	}
+	return done, nil
+}
+
+func (c *Conn) writeFd(fd uintptr) bool {
+	for c.wn < len(c.wb) {
+		n, e := ignoringEINTR(func() (int, error) { return rawio.Write(int(fd), c.wb[c.wn:]) })
+		if e == unix.EAGAIN {
+			return false // the poller waits for room
+		}
+		if e != nil {
+			c.werr = e
+			return true
+		}
+		c.wn += n
+	}
+	return true
+}
+
+// pollErr is the error of a wait in the poller, as a net.Conn gives it: a
+// passed deadline (os.ErrDeadlineExceeded, a net.Error that times out), or
+// net.ErrClosed once Close ran.
+func (c *Conn) pollErr(op string, err error) error {
+	c.mu.Lock()
+	closed := c.fd < 0
+	c.mu.Unlock()
+	if closed {
+		return &net.OpError{Op: op, Net: "tcp", Err: net.ErrClosed}
+	}
+	return &net.OpError{Op: op, Net: "tcp", Err: err}
 }
 
 func (c *Conn) Write(b []byte) (int, error) {
@@ -145,7 +219,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 			return done, err
 		}
 	}
-	n, err := c.f.Write(b[done:])
+	n, err := c.writePolled(b[done:])
 	return done + n, err
 }
 
