@@ -151,6 +151,7 @@ func runMaster(m *master, cfg *conf.Config, src []byte, takeover string, sigs ch
 		}
 	}
 	m.socks, m.roles = socks, rolesOf(specs)
+	m.parkListeners()
 	if p := ControlPath(cfg.Global.ControlSocket, cfg.Global.PIDFile); p != "" {
 		if err := m.listenControl(p, takeover); err != nil {
 			m.log.Error("control socket", "err", err)
@@ -553,6 +554,7 @@ func (m *master) reload() error {
 	}
 	prev, prevRoles := m.socks, m.roles
 	m.socks, m.roles = socks, rolesOf(specs)
+	m.parkListeners()
 	w, err := m.startWorker(m.workerStart(cfg, src, state))
 	if err == nil {
 		if err = w.waitReady(workerReadyTimeout); err != nil {
@@ -898,4 +900,12 @@ func (m *master) pushBGP() {
 	}
 	b, _ := json.Marshal(workerMsg{Op: "bgp", BGP: st})
 	w.write(b)
+}
+
+// parkListeners takes the master's tcp listeners out of its netpoller: it
+// only hands them to workers, and each connection they accept woke it.
+func (m *master) parkListeners() {
+	if err := sockets.ParkListeners(m.socks); err != nil {
+		m.log.Warn("a listener stays in the master's poller (each new connection wakes the master too)", "err", err)
+	}
 }

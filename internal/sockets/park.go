@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -106,3 +107,63 @@ var errParkedIO = errors.New("a parked listener is not read or written")
 
 func (parkedRaw) Read(func(uintptr) bool) error  { return errParkedIO }
 func (parkedRaw) Write(func(uintptr) bool) error { return errParkedIO }
+
+// ParkListeners parks the tcp listeners and udp sockets of s that are not parked yet, for
+// a process that holds sockets for others and never accepts on them (the
+// master): left in its netpoller, every connection a worker accepts woke
+// the master too (measured: an epoll_pwait every 2.5 new connections, 13%
+// of a core on new-connection-per-request traffic). It returns the first
+// error; the sockets it could not park stay as they were, and work.
+func ParkListeners(s Set) error {
+	var first error
+	for k, sock := range s {
+		var err error
+		switch {
+		case k.Network == "udp":
+			if _, ok := sock.Packet.(*net.UDPConn); ok {
+				err = sock.parkPacket()
+			}
+		case k.Network == "tcp":
+			if _, ok := sock.Listener.(*net.TCPListener); ok {
+				err = sock.Park()
+			}
+		}
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// parkPacket takes a udp socket out of the netpoller, for ParkListeners:
+// each datagram a worker read woke the holder too. The parked socket is
+// only handed over (File) and closed; its reads and writes fail.
+func (s *Socket) parkPacket() error {
+	uc, ok := s.Packet.(*net.UDPConn)
+	if !ok {
+		return fmt.Errorf("socket %s: %T cannot be parked", s.Key, s.Packet)
+	}
+	fd, err := s.dup(uc)
+	if err != nil {
+		return err
+	}
+	p := &parkedPacket{parked: parked{fd: fd, addr: uc.LocalAddr()}}
+	uc.Close()
+	s.Packet = p
+	return nil
+}
+
+// errParked is the I/O of a parked udp socket: its holder only hands it on.
+var errParked = errors.New("parked socket: held to be handed over, not read or written")
+
+// parkedPacket is a udp socket held as a bare descriptor.
+type parkedPacket struct{ parked }
+
+var _ net.PacketConn = (*parkedPacket)(nil)
+
+func (p *parkedPacket) ReadFrom([]byte) (int, net.Addr, error) { return 0, nil, errParked }
+func (p *parkedPacket) WriteTo([]byte, net.Addr) (int, error)  { return 0, errParked }
+func (p *parkedPacket) LocalAddr() net.Addr                    { return p.addr }
+func (p *parkedPacket) SetDeadline(time.Time) error            { return nil }
+func (p *parkedPacket) SetReadDeadline(time.Time) error        { return nil }
+func (p *parkedPacket) SetWriteDeadline(time.Time) error       { return nil }

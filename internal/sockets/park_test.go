@@ -74,3 +74,90 @@ func TestParkKeepsTheSocket(t *testing.T) {
 		t.Fatal("accept on a closed parked listener succeeded")
 	}
 }
+
+// TestParkListenersHandsOver: a master parks its tcp listeners (out of its
+// netpoller), and what it hands a worker still accepts connections.
+func TestParkListenersHandsOver(t *testing.T) {
+	s, err := Bind([]Spec{{Key: Key{"tcp", "127.0.0.1:0"}, Role: RoleFrontend}}, Set{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := ParkListeners(s); err != nil {
+		t.Fatal(err)
+	}
+	var sock *Socket
+	for _, v := range s {
+		sock = v
+	}
+	if _, still := sock.Listener.(*net.TCPListener); still {
+		t.Fatal("the listener is still in the poller")
+	}
+	if err := ParkListeners(s); err != nil { // parked already: nothing to do
+		t.Fatal(err)
+	}
+	f, err := sock.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+}
+
+// TestParkListenersUDP: a master's udp sockets leave its poller too, and
+// what it hands a worker still reads datagrams.
+func TestParkListenersUDP(t *testing.T) {
+	s, err := Bind([]Spec{{Key: Key{"udp", "127.0.0.1:0"}, Role: RoleFrontend}}, Set{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := ParkListeners(s); err != nil {
+		t.Fatal(err)
+	}
+	var sock *Socket
+	for _, v := range s {
+		sock = v
+	}
+	if _, still := sock.Packet.(*net.UDPConn); still {
+		t.Fatal("the udp socket is still in the poller")
+	}
+	f, err := sock.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.FilePacketConn(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	c, err := net.Dial("udp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 16)
+	n, _, err := pc.ReadFrom(b)
+	if err != nil || string(b[:n]) != "ping" {
+		t.Fatalf("read %q, %v", b[:n], err)
+	}
+}
