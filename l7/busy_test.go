@@ -20,10 +20,13 @@ import (
 )
 
 // holdingBackend answers every request with its path as the body, but
-// holds the ones whose path starts with /hold until release is closed,
-// telling held of each as it arrives.
-func holdingBackend(t *testing.T, held chan<- string, release <-chan struct{}) *testutil.Backend {
-	return testutil.Serve(t, "be", func(c net.Conn) {
+// holds the ones whose path starts with /hold until release is called
+// (once or more), telling held (room for n) of each as it arrives.
+func holdingBackend(t *testing.T, n int) (be *testutil.Backend, held <-chan string, release func()) {
+	heldC, let := make(chan string, n), make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(let) }) }
+	be = testutil.Serve(t, "be", func(c net.Conn) {
 		br := bufio.NewReader(c)
 		for {
 			req, err := http.ReadRequest(br)
@@ -33,14 +36,15 @@ func holdingBackend(t *testing.T, held chan<- string, release <-chan struct{}) *
 			io.Copy(io.Discard, req.Body)
 			p := req.URL.Path
 			if strings.HasPrefix(p, "/hold") {
-				held <- p
-				<-release
+				heldC <- p
+				<-let
 			}
 			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(p), p); err != nil {
 				return
 			}
 		}
 	})
+	return be, heldC, release
 }
 
 // readAnswer reads one response from br: its status, whether it said
@@ -173,15 +177,8 @@ func TestBusyQueuedTimeouts(t *testing.T) {
 	defer l7.SetIdleHandOff(l7.SetIdleHandOff(0))
 	// The held request keeps its slot (no give-up while its server thinks).
 	defer l7.SetBusyServerWait(l7.SetBusyServerWait(0))
-	held, release := make(chan string, 4), make(chan struct{})
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
-	be := holdingBackend(t, held, release)
+	be, held, release := holdingBackend(t, 4)
+	defer release()
 	front := "default_backend = \"app\"\ntimeout_client = \"300ms\"\ntimeout_http_request = \"300ms\""
 	eng, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
 	counters := &eng.Front.Frontends[0].HTTP().Counters
@@ -224,7 +221,7 @@ func TestBusyQueuedTimeouts(t *testing.T) {
 	if status, _, _, err := readAnswer(bufio.NewReader(c)); err != nil || status != 408 {
 		t.Errorf("queued new client: %d, %v; want 408", status, err)
 	}
-	close(release)
+	release()
 	if status, _, body, err := readAnswer(bufio.NewReader(a)); err != nil || status != 200 || body != "/hold" {
 		t.Errorf("held request: %d %q %v", status, body, err)
 	}
@@ -241,15 +238,8 @@ func TestBusyDrainQueued(t *testing.T) {
 	defer l7.SetIdleHandOff(l7.SetIdleHandOff(0))
 	// The held request keeps its slot (no give-up while its server thinks).
 	defer l7.SetBusyServerWait(l7.SetBusyServerWait(0))
-	held, release := make(chan string, 4), make(chan struct{})
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
-	be := holdingBackend(t, held, release)
+	be, held, release := holdingBackend(t, 4)
+	defer release()
 	front := "default_backend = \"app\"\ntimeout_client = \"30s\""
 	eng, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
 	p := eng.Front.Frontends[0].HTTP()
@@ -288,7 +278,7 @@ func TestBusyDrainQueued(t *testing.T) {
 	}
 	testutil.WaitFor(t, "the clients to queue", 10*time.Second, func() bool { _, q := l7.BusyState(); return q == queued })
 	p.Drain()
-	close(release)
+	release()
 	if status, closing, body, err := readAnswer(bufio.NewReader(a)); err != nil || status != 200 || body != "/hold" || !closing {
 		t.Errorf("held request: %d %q close=%v %v; want 200 with Connection: close", status, body, closing, err)
 	}
@@ -317,9 +307,8 @@ func TestBusySlowServerLends(t *testing.T) {
 	// The held requests keep their slots (no give-up while their server
 	// thinks): a loan is what serves the third client then.
 	defer l7.SetBusyServerWait(l7.SetBusyServerWait(0))
-	held, release := make(chan string, 4), make(chan struct{})
-	defer close(release)
-	be := holdingBackend(t, held, release)
+	be, held, release := holdingBackend(t, 4)
+	defer release()
 	front := "default_backend = \"app\"\ntimeout_client = \"30s\""
 	_, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
 	for i := range 2 {
@@ -353,15 +342,8 @@ func TestBusySlowServerFreesSlots(t *testing.T) {
 	defer l7.SetBusyLimit(l7.SetBusyLimit(limit))
 	defer l7.SetBusyStall(l7.SetBusyStall(0))
 	defer l7.SetBusyServerWait(l7.SetBusyServerWait(5 * time.Millisecond))
-	held, release := make(chan string, slow), make(chan struct{})
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
-	be := holdingBackend(t, held, release)
+	be, held, release := holdingBackend(t, slow)
+	defer release()
 	front := "default_backend = \"app\"\ntimeout_client = \"60s\""
 	_, addr := testutil.Start(t, httpConfig(front, "", map[string][]string{"app": {be.Addr}}))
 
@@ -384,7 +366,7 @@ func TestBusySlowServerFreesSlots(t *testing.T) {
 	// quick clients are done. A quick request that needed a held one's
 	// slot would wait for ever: the clients give up after 20 s.
 	quickClients(t, addr, quick, rounds)
-	close(release)
+	release()
 	for i, c := range slowConns {
 		br := bufio.NewReader(c)
 		c.SetDeadline(time.Now().Add(20 * time.Second))

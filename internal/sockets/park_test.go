@@ -78,18 +78,7 @@ func TestParkKeepsTheSocket(t *testing.T) {
 // TestParkListenersHandsOver: a master parks its tcp listeners (out of its
 // netpoller), and what it hands a worker still accepts connections.
 func TestParkListenersHandsOver(t *testing.T) {
-	s, err := Bind([]Spec{{Key: Key{"tcp", "127.0.0.1:0"}, Role: RoleFrontend}}, Set{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := ParkListeners(s); err != nil {
-		t.Fatal(err)
-	}
-	var sock *Socket
-	for _, v := range s {
-		sock = v
-	}
+	s, sock := parkedOne(t, "tcp")
 	if _, still := sock.Listener.(*net.TCPListener); still {
 		t.Fatal("the listener is still in the poller")
 	}
@@ -121,18 +110,7 @@ func TestParkListenersHandsOver(t *testing.T) {
 // TestParkListenersUDP: a master's udp sockets leave its poller too, and
 // what it hands a worker still reads datagrams.
 func TestParkListenersUDP(t *testing.T) {
-	s, err := Bind([]Spec{{Key: Key{"udp", "127.0.0.1:0"}, Role: RoleFrontend}}, Set{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := ParkListeners(s); err != nil {
-		t.Fatal(err)
-	}
-	var sock *Socket
-	for _, v := range s {
-		sock = v
-	}
+	_, sock := parkedOne(t, "udp")
 	if _, still := sock.Packet.(*net.UDPConn); still {
 		t.Fatal("the udp socket is still in the poller")
 	}
@@ -160,4 +138,23 @@ func TestParkListenersUDP(t *testing.T) {
 	if err != nil || string(b[:n]) != "ping" {
 		t.Fatalf("read %q, %v", b[:n], err)
 	}
+}
+
+// parkedOne binds one frontend socket of network on 127.0.0.1, closed at
+// the test's end, and parks it as a master does.
+func parkedOne(t *testing.T, network string) (Set, *Socket) {
+	t.Helper()
+	s, err := Bind([]Spec{{Key: Key{network, "127.0.0.1:0"}, Role: RoleFrontend}}, Set{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := ParkListeners(s); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range s {
+		return s, v
+	}
+	t.Fatal("no socket bound")
+	return nil, nil
 }
