@@ -67,10 +67,13 @@ type Stats struct {
 
 // Frontend is a named set of listeners.
 type Frontend struct {
-	Name               string
-	Mode               Mode
-	Bind               []string // expanded host:port addresses
-	AcceptProxy        bool
+	Name        string
+	Mode        Mode
+	Bind        []string // expanded host:port addresses
+	AcceptProxy bool
+	// DeferAccept: connections are accepted only once they carry bytes
+	// (TCP_DEFER_ACCEPT); default on for http frontends.
+	DeferAccept        bool
 	ProxyTrusted       []netip.Prefix
 	Freebind           bool
 	MaxConn            int

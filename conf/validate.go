@@ -59,6 +59,7 @@ type rawFrontend struct {
 	Mode               rawMode    `toml:"mode"`
 	Bind               []string   `toml:"bind"`
 	AcceptProxy        bool       `toml:"accept_proxy"`
+	DeferAccept        *bool      `toml:"defer_accept"`
 	ProxyTrusted       []string   `toml:"proxy_trusted"`
 	Freebind           bool       `toml:"freebind"`
 	MaxConn            *int       `toml:"maxconn"`
@@ -355,6 +356,17 @@ func (v *validator) build(raw *rawFile) *Config {
 			f.Mode = ModeTCP
 		}
 		v.refused(p+".mode", rf.Mode.err)
+		// Clients speak first in HTTP (and TLS, and PROXY): the kernel
+		// keeps a connection until its first bytes, as HAProxy's
+		// defer-accept and nginx's deferred. A tcp frontend may carry a
+		// protocol where the server speaks first (SMTP, SSH): off there.
+		f.DeferAccept = f.Mode == ModeHTTP
+		if rf.DeferAccept != nil {
+			f.DeferAccept = *rf.DeferAccept
+			if f.Mode == ModeUDP {
+				v.errf(p+".defer_accept", "defer_accept is for tcp and http frontends (a udp socket accepts nothing); remove it")
+			}
+		}
 		if f.AcceptProxy && f.Mode == ModeUDP {
 			v.errf(p+".accept_proxy", "PROXY headers are accepted on tcp and http frontends only, not udp; remove it")
 		}

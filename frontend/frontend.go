@@ -201,6 +201,9 @@ func (s *Server) Serve() {
 			continue
 		}
 		for _, sock := range f.socks {
+			if err := sock.SetDeferAccept(f.cfg.DeferAccept); err != nil {
+				s.log.Warn("defer_accept not applied: connections are accepted before their first bytes", "frontend", f.Name, "bind", sock.Key.Addr, "err", err)
+			}
 			if f.loopable() && s.serveLoop(f, sock) {
 				continue
 			}

@@ -93,6 +93,34 @@ func (s *Socket) dup(sc syscall.Conn) (int, error) {
 	return nfd, nil
 }
 
+// SetDeferAccept sets TCP_DEFER_ACCEPT on a tcp listener: with it on, the
+// kernel hands over a connection only once its first bytes arrived (or,
+// for a silent client, after a SYN-ACK retransmit, about a second), so the
+// first read finds the request and the connection never waits in the
+// poller: a third of the connections of a new-connection-per-request load
+// did, at the cost of an os.File, fcntl, two epoll_ctl and a watched
+// close. Set (or cleared) at every start: the socket outlives reloads.
+func (s *Socket) SetDeferAccept(on bool) error {
+	sc, ok := s.Listener.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	secs := 0
+	if on {
+		secs = 1
+	}
+	if cerr := rc.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, secs)
+	}); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
 // Listen binds k with SO_REUSEADDR (and IP_FREEBIND when asked).
 func Listen(k Key, o Options) (*Socket, error) {
 	// KeepAlive -1: no TCP keep-alive probes on accepted connections (HAProxy's
