@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// tlsFiles is the certificate every h2tls balancer serves: the same ECDSA
+// tlsFiles is the certificate every h2tls and tls balancer serves: the same ECDSA
 // P-256 key for all, so the handshakes cost them the same.
 type tlsFiles struct {
 	Cert, Key string // PEM certificate and key (sluice, nginx)
@@ -22,7 +22,7 @@ type tlsFiles struct {
 }
 
 // writeCert makes a self-signed certificate for 127.0.0.1 in dir (mode
-// h2tls: the balancers serve it; mode tlsbe: the servers do).
+// h2tls and tls: the balancers serve it; mode tlsbe: the servers do).
 func writeCert(dir string) (tlsFiles, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

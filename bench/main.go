@@ -50,7 +50,7 @@ func main() {
 	flag.IntVar(&o.h2streams, "h2streams", 10, "h2load streams in flight per connection (-m), modes h2, h2tls and h2be")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.StringVar(&o.sluiceBin, "sluice", "", "sluice binary to use instead of building ./cmd/sluice")
-	flag.StringVar(&o.modes, "modes", "tcp,http,h2,h2tls,tlsbe", "comma-separated balancer modes to measure: tcp, http, policy (http keep-alive with three rules and a rate limit), h2 (h2c driven by h2load), h2tls (HTTP/2 over TLS, h2load), h2be (h2c from h2load to h2c servers), tlsbe (http keep-alive and conn-per-req to HTTP/1.1 servers over TLS, verified), udp")
+	flag.StringVar(&o.modes, "modes", "tcp,http,h2,h2tls,tlsbe", "comma-separated balancer modes to measure: tcp, http, policy (http keep-alive with three rules and a rate limit), h2 (h2c driven by h2load), h2tls (HTTP/2 over TLS, h2load), h2be (h2c from h2load to h2c servers), tls (HTTPS frontend: HTTP/1.1 over TLS from wrk, keep-alive and conn-per-req, to the http servers), tlsbe (http keep-alive and conn-per-req to HTTP/1.1 servers over TLS, verified), udp")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, logs)")
 	flag.IntVar(&o.idle, "idle", 4000, "open this many connections through each tcp and http balancer after the rounds and report the memory they cost (0: skip)")
 	flag.IntVar(&o.busy, "busy", 8000, "drive each http balancer (sluice, HAProxy) with this many keep-alive wrk connections for -duration after the rounds and report its peak memory (0: skip; at most 9000, the balancers' maxconn)")
@@ -130,8 +130,8 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 	}
 	var modes []string
 	for _, m := range strings.Split(o.modes, ",") {
-		if m = strings.TrimSpace(m); m != "tcp" && m != "http" && m != "policy" && !isH2(m) && m != "udp" && m != "tlsbe" {
-			return "", fmt.Errorf("-modes: %q is not tcp, http, policy, h2, h2tls, h2be, tlsbe or udp", m)
+		if m = strings.TrimSpace(m); m != "tcp" && m != "http" && m != "policy" && !isH2(m) && m != "udp" && m != "tls" && m != "tlsbe" {
+			return "", fmt.Errorf("-modes: %q is not tcp, http, policy, h2, h2tls, h2be, tls, tlsbe or udp", m)
 		}
 		modes = append(modes, m)
 	}
@@ -156,7 +156,7 @@ func bench(ctx context.Context, o options, reg *registry, dir string) (string, e
 		logf("h2c backends on %s", strings.Join(h2cBackends, ", "))
 	}
 	var cert tlsFiles
-	if slices.Contains(modes, "h2tls") || slices.Contains(modes, "tlsbe") {
+	if slices.Contains(modes, "h2tls") || slices.Contains(modes, "tls") || slices.Contains(modes, "tlsbe") {
 		if cert, err = writeCert(dir); err != nil {
 			return "", err
 		}
@@ -363,6 +363,9 @@ func header(o options, notes []string) string {
 	}
 	if strings.Contains(o.modes, "h2be") {
 		b.WriteString("- h2be: h2c from h2load as h2, to HTTP/2 cleartext servers (x/net/http2's server, prior knowledge): sluice `proto = \"h2c\"`, HAProxy `server ... proto h2`; nginx has no HTTP/2 to servers but grpc_pass, so no row\n")
+	}
+	if slices.Contains(strings.Split(strings.ReplaceAll(o.modes, " ", ""), ","), "tls") {
+		b.WriteString("- tls: `wrk` over https:// (HTTP/1.1 over TLS 1.3, no ALPN, the ECDSA P-256 certificate of h2tls) to the balancer, plain HTTP/1.1 to the http servers: sluice `[[frontend.bench.tls]]`, HAProxy `bind ... ssl crt`, nginx `listen ... ssl` with `ssl_protocols TLSv1.2 TLSv1.3`; otherwise each one's default TLS settings, session tickets on; wrk reuses its SSL object per connection across reconnects and offers the last ticket, so conn-per-req is a resumed TLS 1.3 handshake (PSK with an X25519 exchange, no certificate or signature) per request\n")
 	}
 	if strings.Contains(o.modes, "tlsbe") {
 		b.WriteString("- tlsbe: wrk over plain HTTP/1.1 to the balancer, HTTP/1.1 over TLS (Go's crypto/tls servers, ECDSA P-256 certificate) to the servers, verified: sluice `[backend.app.tls] ca_file`, HAProxy `server ... ssl verify required ca-file`; both reuse TLS sessions; no nginx row\n")

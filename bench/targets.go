@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -15,7 +16,7 @@ import (
 // Settings are what every balancer is configured with, so that each config
 // generator renders the same numbers.
 type Settings struct {
-	Mode           string // "tcp", "http", "h2", "h2tls", "h2be", "tlsbe" or "udp"
+	Mode           string // "tcp", "http", "policy", "h2", "h2tls", "h2be", "tls", "tlsbe" or "udp"
 	MaxConn        int
 	Threads        int // HAProxy nbthread; sluice uses GOMAXPROCS, which defaults to the CPU count too
 	TimeoutConnect time.Duration
@@ -29,7 +30,7 @@ type Settings struct {
 type Env struct {
 	Dir      string
 	Backends []string
-	TLS      tlsFiles // the certificate of mode h2tls; of the servers' and their CA, mode tlsbe
+	TLS      tlsFiles // the certificate of modes h2tls and tls; of the servers' and their CA, mode tlsbe
 	Settings
 	reg *registry
 }
@@ -109,7 +110,7 @@ func startSluice(ctx context.Context, env Env, bin string) (*Running, error) {
 		mode, h2c = "http", "h2c = true\n"
 	case "h2be":
 		mode, h2c, proto = "http", "h2c = true\n", "proto = \"h2c\"\n"
-	case "h2tls":
+	case "h2tls", "tls":
 		mode, tls = "http", fmt.Sprintf("[[frontend.bench.tls]]\ncert = %q\nkey = %q\n\n", env.TLS.Cert, env.TLS.Key)
 	case "tlsbe":
 		mode = "http"
@@ -151,6 +152,9 @@ func startHAProxy(ctx context.Context, env Env) (*Running, error) {
 		mode, proto, srvProto = "http", " proto h2", " proto h2"
 	case "h2tls":
 		mode, proto = "http", fmt.Sprintf(" ssl crt %s alpn h2,http/1.1", env.TLS.Pem)
+	case "tls":
+		// No alpn: wrk offers none, and HTTP/1.1 is what the bind speaks.
+		mode, proto = "http", fmt.Sprintf(" ssl crt %s", env.TLS.Pem)
 	case "tlsbe":
 		mode, srvProto = "http", fmt.Sprintf(" ssl verify required ca-file %s", env.TLS.Cert)
 	}
@@ -220,7 +224,15 @@ func probe(mode, addr string) error {
 		}
 		return nil
 	}
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+	var c net.Conn
+	var err error
+	if mode == "tls" {
+		// The bench's self-signed certificate: the probe checks that
+		// requests go through, not who answers.
+		c, err = tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	} else {
+		c, err = net.DialTimeout("tcp", addr, time.Second)
+	}
 	if err != nil {
 		return err
 	}
@@ -263,7 +275,7 @@ func tail(path string) string {
 // startNginx runs nginx in the foreground with its own prefix: `stream`
 // proxy_pass for tcp, `proxy_pass` to an upstream with keepalive for http
 // (the configuration nginx's docs give for keep-alive to servers), and an
-// http2 listener for h2 (with ssl for h2tls).
+// http2 listener for h2 (with ssl for h2tls), an ssl one for tls.
 func startNginx(ctx context.Context, env Env) (*Running, error) {
 	addr, err := freeAddr()
 	if err != nil {
@@ -293,9 +305,15 @@ func startNginx(ctx context.Context, env Env) (*Running, error) {
 		switch env.Mode {
 		case "h2":
 			listen += " http2"
-		case "h2tls":
-			listen += " ssl http2"
-			tls = fmt.Sprintf("        ssl_certificate %s;\n        ssl_certificate_key %s;\n", env.TLS.Cert, env.TLS.Key)
+		case "h2tls", "tls":
+			listen += " ssl"
+			if env.Mode == "h2tls" {
+				listen += " http2"
+			}
+			// nginx 1.22's default ssl_protocols stop at TLSv1.2 (1.23.4
+			// added TLSv1.3): without this line it alone would do TLS 1.2,
+			// whose resumption skips the key exchange.
+			tls = fmt.Sprintf("        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_certificate %s;\n        ssl_certificate_key %s;\n", env.TLS.Cert, env.TLS.Key)
 		}
 		fmt.Fprintf(&b, "http {\n    access_log off;\n    keepalive_requests 1000000;\n    keepalive_timeout %s;\n    client_header_timeout %s;\n", sec(env.TimeoutClient), sec(env.TimeoutHTTPReq))
 		fmt.Fprintf(&b, "    upstream app {\n%s        keepalive 64;\n    }\n", up.String())

@@ -78,14 +78,18 @@ func drive(ctx context.Context, reg *registry, o wrkOpts, sc Scenario, mode, add
 	if sc.H2 {
 		return runH2load(ctx, reg, o, h2URL(mode, addr))
 	}
-	return runWrk(ctx, reg, o, sc, addr)
+	scheme := "http://"
+	if mode == "tls" {
+		scheme = "https://"
+	}
+	return runWrk(ctx, reg, o, sc, scheme+addr+"/")
 }
 
-func runWrk(ctx context.Context, reg *registry, o wrkOpts, sc Scenario, addr string) (wrkResult, string, error) {
+func runWrk(ctx context.Context, reg *registry, o wrkOpts, sc Scenario, url string) (wrkResult, string, error) {
 	args := []string{"-t", strconv.Itoa(o.Threads), "-c", strconv.Itoa(o.Conns),
 		"-d", fmt.Sprintf("%ds", max(1, int(o.Duration.Round(time.Second)/time.Second))), "--latency"}
 	args = append(args, sc.WrkArgs...)
-	args = append(args, "http://"+addr+"/")
+	args = append(args, url)
 	out, err := runTool(ctx, reg, "wrk", args)
 	if err != nil {
 		return wrkResult{}, out, err
