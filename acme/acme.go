@@ -141,8 +141,29 @@ func (m *Manager) HTTP01() bool { return m.http01 }
 // after a reload serves them at once) and orders, in the background, those
 // missing or due. It never waits for the ACME server.
 func (m *Manager) Start() error {
+	// ManageAsync loads a stored certificate in a goroutine of its own,
+	// after it has returned: a new worker's first handshakes would fail
+	// (and its log say nothing is stored) until that goroutine ran. Load
+	// them here; ManageAsync then leaves those alone and orders the rest.
+	loaded := false
+	for _, n := range m.names {
+		// Other errors than none stored: ManageAsync tries again and logs.
+		if _, err := m.magic.CacheManagedCertificate(m.ctx, n); err == nil {
+			loaded = true
+		}
+	}
 	if err := m.magic.ManageAsync(m.ctx, m.names); err != nil {
 		return fmt.Errorf("acme: %w", err)
+	}
+	if loaded {
+		// ManageAsync checks a certificate it loads itself for renewal
+		// (and ARI) at once, but not one already cached: do that check
+		// now rather than at the maintenance's first tick, 10 minutes on.
+		go func() {
+			if err := m.cache.RenewManagedCertificates(m.ctx); err != nil && m.ctx.Err() == nil {
+				m.log.Warn("acme: renewal check at start failed; retried by the maintenance", "err", err)
+			}
+		}()
 	}
 	for _, n := range m.names {
 		if m.expiry(n).IsZero() {

@@ -7,13 +7,20 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/certmagic"
 
 	"sluice/acme"
 	"sluice/conf"
@@ -138,5 +145,90 @@ func TestHTTP01(t *testing.T) {
 	}
 	if _, ok := manager(t, conf.ChallengeTLSALPN).HTTPChallenge("GET", "www.example.com", "/.well-known/acme-challenge/abc"); ok {
 		t.Error("tls-alpn-01 manager answered http-01")
+	}
+}
+
+// A worker started on the storage of an earlier one (a reload) holds the
+// stored certificates when Start returns, and serves them from its first
+// handshake: certmagic's ManageAsync alone loaded them in a goroutine
+// after returning, and a handshake in between failed.
+func TestStartLoadsStoredCertificates(t *testing.T) {
+	const dir = "https://127.0.0.1:1/dir" // never dialed: nothing is due
+	storage := t.TempDir()
+	var names []string
+	for i := range 32 {
+		names = append(names, fmt.Sprintf("n%d.example.com", i))
+	}
+	issuerKey := (&certmagic.ACMEIssuer{CA: dir}).IssuerKey()
+	serials := map[string]*big.Int{}
+	for i, name := range names {
+		c := fileCert(t, name)
+		// Months left: not due for renewal, so Start orders nothing.
+		c.Leaf.NotAfter = time.Now().Add(60 * 24 * time.Hour)
+		c.Leaf.SerialNumber = big.NewInt(int64(100 + i))
+		der, err := x509.CreateCertificate(rand.Reader, c.Leaf, c.Leaf, c.PrivateKey.(*ecdsa.PrivateKey).Public(), c.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, _ := x509.MarshalECPrivateKey(c.PrivateKey.(*ecdsa.PrivateKey))
+		serials[name] = c.Leaf.SerialNumber
+		for key, b := range map[string][]byte{
+			certmagic.StorageKeys.SiteCert(issuerKey, name):       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+			certmagic.StorageKeys.SitePrivateKey(issuerKey, name): pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}),
+			certmagic.StorageKeys.SiteMeta(issuerKey, name):       fmt.Appendf(nil, `{"sans":[%q]}`, name),
+		} {
+			path := filepath.Join(storage, filepath.FromSlash(key))
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	src := fmt.Sprintf(`
+[acme]
+directory = %q
+storage = %q
+challenge = "tls-alpn-01"
+[frontend.web]
+mode = "http"
+bind = ["127.0.0.1:8443"]
+default_backend = "b"
+[[frontend.web.tls]]
+acme = ["%s"]
+[[backend.b.server]]
+address = "127.0.0.1:1"
+`, dir, storage, strings.Join(names, `", "`))
+	cfg, err := conf.Parse("t.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := acme.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), acme.Options{})
+	if err != nil || m == nil {
+		t.Fatalf("New: %v %v", m, err)
+	}
+	t.Cleanup(m.Stop)
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Read at once, before any handshake: what Start left in memory.
+	var missing []string
+	for _, name := range names {
+		if m.ExpirySeconds(name) <= 0 {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("after Start: no certificate in memory for %v, though stored", missing)
+	}
+	c := m.TLSConfig(nil, names)
+	for _, name := range names {
+		if leaf, _ := handshake(t, c, name, "h2"); leaf == nil || leaf.SerialNumber.Cmp(serials[name]) != 0 {
+			t.Errorf("SNI %s: served %v, want the stored certificate %v", name, leaf, serials[name])
+		}
+	}
+	if ok, failed := m.OrdersOK.Load(), m.OrdersFailed.Load(); ok != 0 || failed != 0 {
+		t.Errorf("orders ok %d failed %d, want none", ok, failed)
 	}
 }

@@ -92,6 +92,16 @@ func TestACMEPebble(t *testing.T) {
 		}
 		get(t, p, name)
 		stop(c)
+
+		// 4. A worker that starts with a stored certificate already due
+		// renews it at its start, not at the maintenance's first check
+		// (left at its default here: 10 minutes).
+		d := startEngine(t, src, acme.Options{RenewalWindowRatio: 1, DisableARI: true})
+		waitServed(t, p, name, renewed)
+		if ok := d.ACME.OrdersOK.Load(); ok < 1 {
+			t.Errorf("renewal at the start: orders ok %d", ok)
+		}
+		stop(d)
 	})
 
 	// Two workers at once on one storage and the same listeners (a reload
