@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"os"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -95,24 +94,9 @@ func (f *Frontend) fdAccepter(ln net.Listener, s *Server) func() (net.Conn, erro
 					l = sockaddrAddrPort(lsa)
 				}
 			}
-			return fdconn.New(nfd, rawAddrPort(&rsa), l), nil
+			return fdconn.New(nfd, rawio.AddrPort(&rsa), l), nil
 		}
 	}
-}
-
-// rawAddrPort is the address accept4 wrote.
-func rawAddrPort(rsa *syscall.RawSockaddrAny) netip.AddrPort {
-	switch rsa.Addr.Family {
-	case syscall.AF_INET:
-		a := (*syscall.RawSockaddrInet4)(unsafe.Pointer(rsa))
-		p := (*[2]byte)(unsafe.Pointer(&a.Port))
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(p[0])<<8|uint16(p[1]))
-	case syscall.AF_INET6:
-		a := (*syscall.RawSockaddrInet6)(unsafe.Pointer(rsa))
-		p := (*[2]byte)(unsafe.Pointer(&a.Port))
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(p[0])<<8|uint16(p[1]))
-	}
-	return netip.AddrPort{}
 }
 
 func sockaddrAddrPort(sa syscall.Sockaddr) netip.AddrPort {

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/backend"
+	"sluice/internal/rawio"
 )
 
 // The loops also accept a plain tcp frontend's connections and connect
@@ -423,24 +424,12 @@ func (p *pair) finish(err error) {
 // rawAccept is accept4 (non-blocking, close on exec) with the peer's
 // address read from the kernel's sockaddr, without allocating.
 func rawAccept(lfd int) (int, netip.AddrPort, error) {
-	var rsa unix.RawSockaddrAny
-	n := uint32(unix.SizeofSockaddrAny)
-	r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
-	if e != 0 {
-		return -1, netip.AddrPort{}, e
+	var rsa syscall.RawSockaddrAny
+	fd, err := rawio.Accept4(lfd, &rsa, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+	if err != nil {
+		return -1, netip.AddrPort{}, err
 	}
-	var ap netip.AddrPort
-	switch rsa.Addr.Family {
-	case unix.AF_INET:
-		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
-		pp := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(pp[0])<<8|uint16(pp[1]))
-	case unix.AF_INET6:
-		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
-		pp := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		ap = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(pp[0])<<8|uint16(pp[1]))
-	}
-	return int(r), ap, nil
+	return fd, rawio.AddrPort(&rsa), nil
 }
 
 // rawConnect opens a non-blocking socket and connects it to ap: nil (done

@@ -12,6 +12,9 @@
 package rawio
 
 import (
+	"net"
+	"net/netip"
+	"strconv"
 	"syscall"
 	"unsafe"
 )
@@ -61,4 +64,35 @@ func Accept4(fd int, sa *syscall.RawSockaddrAny, flags int) (int, error) {
 		return -1, e
 	}
 	return int(nfd), nil
+}
+
+// AddrPort is the address accept4 wrote into sa, without the allocations
+// of a syscall.Sockaddr. An IPv6 link-local peer keeps its zone (the
+// interface's name, as net's addresses carry it): the same fe80:: address
+// on two links is two clients.
+func AddrPort(sa *syscall.RawSockaddrAny) netip.AddrPort {
+	switch sa.Addr.Family {
+	case syscall.AF_INET:
+		a := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
+		p := (*[2]byte)(unsafe.Pointer(&a.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(p[0])<<8|uint16(p[1]))
+	case syscall.AF_INET6:
+		a := (*syscall.RawSockaddrInet6)(unsafe.Pointer(sa))
+		p := (*[2]byte)(unsafe.Pointer(&a.Port))
+		ip := netip.AddrFrom16(a.Addr).Unmap()
+		if a.Scope_id != 0 && ip.Is6() {
+			ip = ip.WithZone(zoneName(int(a.Scope_id)))
+		}
+		return netip.AddrPortFrom(ip, uint16(p[0])<<8|uint16(p[1]))
+	}
+	return netip.AddrPort{}
+}
+
+// zoneName is the name of interface index, or the index itself when the
+// interface is gone (as net does).
+func zoneName(index int) string {
+	if ifi, err := net.InterfaceByIndex(index); err == nil {
+		return ifi.Name
+	}
+	return strconv.Itoa(index)
 }
