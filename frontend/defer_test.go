@@ -3,10 +3,12 @@
 package frontend_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 
 	"sluice/conf"
 	"sluice/engine"
+	"sluice/internal/sockets"
 	"sluice/internal/testutil"
 )
 
@@ -107,5 +110,101 @@ address = %q
 	b := start(src("defer_accept = false"), *a)
 	if got := deferAccept(t, b, addrs[0]); got != 0 {
 		t.Errorf("after the reload with defer_accept = false: TCP_DEFER_ACCEPT %d, want 0", got)
+	}
+}
+
+// handOver is what a new worker gets at a reload: duplicates of the
+// listening sockets, so that the old one can stop accepting (closing its
+// own copies) while the new one serves.
+func handOver(t *testing.T, e *engine.Engine) sockets.Set {
+	t.Helper()
+	out := sockets.Set{}
+	for k, s := range e.Sockets {
+		f, err := s.File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out[k], err = sockets.FromFile(k, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// An http frontend whose address becomes a tcp frontend at a reload (a
+// server that speaks first behind it): the new worker clears
+// TCP_DEFER_ACCEPT on the socket it inherits, so the server's greeting
+// reaches a client that waits for it; a client that sent nothing while
+// the http worker still ran (held by the kernel) is handed to the tcp
+// one and gets the greeting too, not an HTTP 408.
+func TestDeferAcceptModeChangeAtReload(t *testing.T) {
+	web := testutil.Serve(t, "web", testutil.Namer("web"))
+	banner := testutil.Serve(t, "banner", testutil.Namer("banner"))
+	addr := testutil.FreeAddr(t)
+	parse := func(mode, be string) *conf.Config {
+		t.Helper()
+		cfg, err := conf.Parse(t.Name()+".toml", fmt.Appendf(nil, "[frontend.f]\nmode = %q\nbind = [%q]\ndefault_backend = \"b\"\ntimeout_http_request = \"30s\"\n[[backend.b.server]]\naddress = %q\n", mode, addr, be))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	shutdown := func(e *engine.Engine) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		e.Shutdown(ctx)
+	}
+	a, err := engine.Start(parse("http", web.Addr), nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(a)
+	if got := deferAccept(t, a, addr); got != 1 {
+		t.Fatalf("http frontend: TCP_DEFER_ACCEPT %d, want 1", got)
+	}
+	waiting := testutil.Dial(t, addr) // sends nothing: the kernel holds it
+	b, err := engine.Start(parse("tcp", banner.Addr), handOver(t, a), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(b)
+	a.Front.StopAccepting()
+	if got := deferAccept(t, b, addr); got != 0 {
+		t.Fatalf("after the reload to mode tcp: TCP_DEFER_ACCEPT %d, want 0", got)
+	}
+	if got := whoAnswers(t, addr); got != "banner" {
+		t.Errorf("new client after the reload: %q, want the banner", got)
+	}
+	waiting.SetDeadline(time.Now().Add(10 * time.Second))
+	if got := testutil.ReadLine(t, bufio.NewReader(waiting)); got != "banner" {
+		t.Errorf("client waiting through the reload: %q, want the banner", got)
+	}
+	waiting.Close()
+}
+
+// A client that connects to an http frontend and sends nothing is still
+// answered 408 once timeout_http_request has run from its hand-over, and
+// counted once; so is one that sends a byte and stalls (slowloris).
+func TestDeferredSilentClientGets408(t *testing.T) {
+	be := testutil.Serve(t, "be", testutil.Namer("be"))
+	eng, front := testutil.Start(t, fmt.Sprintf("[frontend.f]\nmode = \"http\"\nbind = [\"{{FRONT}}\"]\ndefault_backend = \"b\"\ntimeout_http_request = \"200ms\"\n[[backend.b.server]]\naddress = %q\n", be.Addr))
+	f := eng.Front.Frontends[0]
+	for i, first := range []string{"", "G"} {
+		c := testutil.Dial(t, front)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if first != "" {
+			if _, err := c.Write([]byte(first)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := testutil.ReadLine(t, bufio.NewReader(c)); !strings.HasPrefix(got, "HTTP/1.1 408") {
+			t.Errorf("client sending %q: %q, want a 408", first, got)
+		}
+		c.Close()
+		testutil.WaitFor(t, "the connection to end", 5*time.Second, func() bool { return f.Counters.Current.Load() == 0 })
+		if n := f.Counters.Sessions.Load(); n != uint64(i+1) {
+			t.Errorf("sessions %d after %d clients, want %d", n, i+1, i+1)
+		}
 	}
 }
