@@ -163,13 +163,17 @@ func TestDeferAcceptModeChangeAtReload(t *testing.T) {
 	if got := deferAccept(t, a, addr); got != 1 {
 		t.Fatalf("http frontend: TCP_DEFER_ACCEPT %d, want 1", got)
 	}
+	// The old worker stops accepting first: the client below is then held
+	// by the kernel until the new one takes it, however long the start
+	// takes (the old one could not take it and answer 408).
+	have := handOver(t, a)
+	a.Front.StopAccepting()
 	waiting := testutil.Dial(t, addr) // sends nothing: the kernel holds it
-	b, err := engine.Start(parse("tcp", banner.Addr), handOver(t, a), log)
+	b, err := engine.Start(parse("tcp", banner.Addr), have, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer shutdown(b)
-	a.Front.StopAccepting()
 	if got := deferAccept(t, b, addr); got != 0 {
 		t.Fatalf("after the reload to mode tcp: TCP_DEFER_ACCEPT %d, want 0", got)
 	}

@@ -279,7 +279,9 @@ func TestTLSPicksCertificateBySNI(t *testing.T) {
 func TestTLSHandshakeHasADeadline(t *testing.T) {
 	pki := newPKI(t)
 	addr, _ := startHTTP(t, reporter("s"), false)
-	_, front := testutil.Start(t, h2Config("default_backend = \"app\"\ntimeout_http_request = \"300ms\"", pki.tlsFront(t),
+	// defer_accept off: the kernel would hold the silent client a second
+	// before sluice sees it (frontend/defer_test.go covers that case).
+	_, front := testutil.Start(t, h2Config("default_backend = \"app\"\ntimeout_http_request = \"300ms\"\ndefer_accept = false", pki.tlsFront(t),
 		map[string]h2Backend{"app": {addrs: []string{addr}}}))
 	c := testutil.Dial(t, front)
 	start := time.Now()
