@@ -395,7 +395,13 @@ func (l *loop) connected(p *pair) {
 	if err != nil {
 		LoopErrors.Add(1)
 		l.end(p, err)
+		return
 	}
+	// The client spoke while the server was being connected, as a client
+	// of a client-first protocol does right after its connect: its bytes
+	// go now rather than after another turn of the loop (HAProxy reads
+	// them at accept). Nothing there: EAGAIN, and the loop waits as usual.
+	l.read(p, c, s)
 }
 
 // handOff gives p's client to the goroutine path, which waits in the
