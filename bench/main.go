@@ -50,7 +50,7 @@ func main() {
 	flag.IntVar(&o.h2streams, "h2streams", 10, "h2load streams in flight per connection (-m), modes h2, h2tls and h2be")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.StringVar(&o.sluiceBin, "sluice", "", "sluice binary to use instead of building ./cmd/sluice")
-	flag.StringVar(&o.modes, "modes", "tcp,http,h2,h2tls,tlsbe", "comma-separated balancer modes to measure: tcp, http, policy (http keep-alive with three rules and a rate limit), h2 (h2c driven by h2load), h2tls (HTTP/2 over TLS, h2load), h2be (h2c from h2load to h2c servers), tls (HTTPS frontend: HTTP/1.1 over TLS from wrk, keep-alive and conn-per-req, to the http servers), tlsbe (http keep-alive and conn-per-req to HTTP/1.1 servers over TLS, verified), udp")
+	flag.StringVar(&o.modes, "modes", "tcp,http,tls,h2,h2tls,tlsbe", "comma-separated balancer modes to measure: tcp, http, policy (http keep-alive with three rules and a rate limit), h2 (h2c driven by h2load), h2tls (HTTP/2 over TLS, h2load), h2be (h2c from h2load to h2c servers), tls (HTTPS frontend: HTTP/1.1 over TLS from wrk, keep-alive and conn-per-req, to the http servers), tlsbe (http keep-alive and conn-per-req to HTTP/1.1 servers over TLS, verified), udp")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, logs)")
 	flag.IntVar(&o.idle, "idle", 4000, "open this many connections through each tcp and http balancer after the rounds and report the memory they cost (0: skip)")
 	flag.IntVar(&o.busy, "busy", 8000, "drive each http balancer (sluice, HAProxy) with this many keep-alive wrk connections for -duration after the rounds and report its peak memory (0: skip; at most 9000, the balancers' maxconn)")
