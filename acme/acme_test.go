@@ -59,6 +59,13 @@ default_backend = "b"
 [[backend.b.server]]
 address = "127.0.0.1:1"
 `
+	return newManager(t, src)
+}
+
+// newManager is the manager of the configuration src, stopped when the
+// test ends.
+func newManager(t *testing.T, src string) *acme.Manager {
+	t.Helper()
 	cfg, err := conf.Parse("t.toml", []byte(src))
 	if err != nil {
 		t.Fatal(err)
@@ -200,15 +207,7 @@ acme = ["%s"]
 [[backend.b.server]]
 address = "127.0.0.1:1"
 `, dir, storage, strings.Join(names, `", "`))
-	cfg, err := conf.Parse("t.toml", []byte(src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := acme.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), acme.Options{})
-	if err != nil || m == nil {
-		t.Fatalf("New: %v %v", m, err)
-	}
-	t.Cleanup(m.Stop)
+	m := newManager(t, src)
 	if err := m.Start(); err != nil {
 		t.Fatal(err)
 	}
