@@ -19,6 +19,7 @@ import (
 type Pool struct {
 	work    chan func()
 	idle    atomic.Int32
+	started atomic.Int64 // goroutines started (tests: reuse shows as few)
 	maxIdle int32
 	idleFor time.Duration
 }
@@ -42,6 +43,7 @@ func (p *Pool) Go(fn func()) {
 	select {
 	case p.work <- fn: // a goroutine waits in run's select
 	default:
+		p.started.Add(1)
 		go p.run(fn)
 	}
 }

@@ -25,8 +25,12 @@ func TestReusesGoroutines(t *testing.T) {
 			runtime.Gosched()
 		}
 	}
-	if n := runtime.NumGoroutine() - base; n > 1 {
-		t.Errorf("%d goroutines for 200 functions run one after another, want 1", n)
+	// One goroutine serves them all, but for the moments when the last
+	// one counted itself idle and has not reached its receive yet (a
+	// loaded machine, -race): a Go then starts another. 200 without
+	// reuse.
+	if n := p.started.Load(); n > 20 {
+		t.Errorf("%d goroutines started for 200 functions run one after another, want a few", n)
 	}
 
 	// 20 at once: 20 goroutines, of which at most 4 stay waiting.
