@@ -4,17 +4,13 @@ package frontend_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
-	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"sluice/conf"
 	"sluice/engine"
 	"sluice/internal/sockets"
 	"sluice/internal/testutil"
@@ -80,24 +76,7 @@ address = %q
 address = %q
 `, addrs[0], httpDefault, addrs[1], addrs[2], addrs[3], be.Addr, be.Addr)
 	}
-	start := func(s string, have engine.Engine) *engine.Engine {
-		t.Helper()
-		cfg, err := conf.Parse(t.Name()+".toml", []byte(s))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e, err := engine.Start(cfg, have.Sockets, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			e.Shutdown(ctx)
-		})
-		return e
-	}
-	a := start(src(""), engine.Engine{})
+	a := testutil.StartOn(t, src(""), nil)
 	for i, want := range []int{1, 0, 0, 1} {
 		if got := deferAccept(t, a, addrs[i]); got != want {
 			t.Errorf("%s: TCP_DEFER_ACCEPT %d, want %d", addrs[i], got, want)
@@ -107,7 +86,7 @@ address = %q
 	if got := whoAnswers(t, addrs[2]); got != "be" {
 		t.Errorf("tcp frontend: server said %q, want be", got)
 	}
-	b := start(src("defer_accept = false"), *a)
+	b := testutil.StartOn(t, src("defer_accept = false"), a.Sockets)
 	if got := deferAccept(t, b, addrs[0]); got != 0 {
 		t.Errorf("after the reload with defer_accept = false: TCP_DEFER_ACCEPT %d, want 0", got)
 	}
@@ -141,25 +120,10 @@ func TestDeferAcceptModeChangeAtReload(t *testing.T) {
 	web := testutil.Serve(t, "web", testutil.Namer("web"))
 	banner := testutil.Serve(t, "banner", testutil.Namer("banner"))
 	addr := testutil.FreeAddr(t)
-	parse := func(mode, be string) *conf.Config {
-		t.Helper()
-		cfg, err := conf.Parse(t.Name()+".toml", fmt.Appendf(nil, "[frontend.f]\nmode = %q\nbind = [%q]\ndefault_backend = \"b\"\ntimeout_http_request = \"30s\"\n[[backend.b.server]]\naddress = %q\n", mode, addr, be))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cfg
+	src := func(mode, be string) string {
+		return fmt.Sprintf("[frontend.f]\nmode = %q\nbind = [%q]\ndefault_backend = \"b\"\ntimeout_http_request = \"30s\"\n[[backend.b.server]]\naddress = %q\n", mode, addr, be)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	shutdown := func(e *engine.Engine) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		e.Shutdown(ctx)
-	}
-	a, err := engine.Start(parse("http", web.Addr), nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer shutdown(a)
+	a := testutil.StartOn(t, src("http", web.Addr), nil)
 	if got := deferAccept(t, a, addr); got != 1 {
 		t.Fatalf("http frontend: TCP_DEFER_ACCEPT %d, want 1", got)
 	}
@@ -169,11 +133,7 @@ func TestDeferAcceptModeChangeAtReload(t *testing.T) {
 	have := handOver(t, a)
 	a.Front.StopAccepting()
 	waiting := testutil.Dial(t, addr) // sends nothing: the kernel holds it
-	b, err := engine.Start(parse("tcp", banner.Addr), have, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer shutdown(b)
+	b := testutil.StartOn(t, src("tcp", banner.Addr), have)
 	if got := deferAccept(t, b, addr); got != 0 {
 		t.Fatalf("after the reload to mode tcp: TCP_DEFER_ACCEPT %d, want 0", got)
 	}

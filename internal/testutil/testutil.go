@@ -18,6 +18,7 @@ import (
 
 	"sluice/conf"
 	"sluice/engine"
+	"sluice/internal/sockets"
 )
 
 // Backend is a TCP server run by a test.
@@ -123,13 +124,24 @@ func Start(t testing.TB, src string) (*engine.Engine, string) {
 // drain allowed when the test ends.
 func StartAt(t testing.TB, src, front string, drain time.Duration) (*engine.Engine, string) {
 	t.Helper()
-	src = strings.ReplaceAll(src, "{{FRONT}}", front)
+	return startOn(t, strings.ReplaceAll(src, "{{FRONT}}", front), nil, drain), front
+}
+
+// StartOn runs src on the sockets of have where it binds their addresses
+// (nil: its own), as a worker after a reload does, until the test ends.
+func StartOn(t testing.TB, src string, have sockets.Set) *engine.Engine {
+	t.Helper()
+	return startOn(t, src, have, 5*time.Second)
+}
+
+func startOn(t testing.TB, src string, have sockets.Set, drain time.Duration) *engine.Engine {
+	t.Helper()
 	cfg, err := conf.Parse(t.Name()+".toml", []byte(src))
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, src)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	eng, err := engine.Start(cfg, nil, log)
+	eng, err := engine.Start(cfg, have, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +150,7 @@ func StartAt(t testing.TB, src, front string, drain time.Duration) (*engine.Engi
 		defer cancel()
 		eng.Shutdown(ctx)
 	})
-	return eng, front
+	return eng
 }
 
 // Dial connects to addr, failing the test on error. The connection is
