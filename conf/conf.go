@@ -52,7 +52,11 @@ type Global struct {
 	// track file says fault, before the listeners close: the address
 	// moves to the other node first, then connections drain.
 	StopGrace time.Duration
-	Logging   // process logs: log_format, log_target, log_syslog_* (logging.go)
+	// GCHeapFloor is how many bytes the worker's heap may grow past what
+	// the last garbage collection left live before the next one (Go's
+	// doubling when that is more); 0 leaves Go's pacing alone.
+	GCHeapFloor int
+	Logging     // process logs: log_format, log_target, log_syslog_* (logging.go)
 }
 
 // Stats is the stats listener.

@@ -33,6 +33,7 @@ type rawGlobal struct {
 	VitalFrontends []string `toml:"vital_frontends"`
 	TrackFile      string   `toml:"track_file"`
 	StopGrace      string   `toml:"stop_grace"`
+	GCHeapFloor    *int     `toml:"gc_heap_floor"`
 	rawLog                  // log_* keys (logging.go)
 }
 
@@ -239,6 +240,8 @@ const (
 	DefaultMaxConn            = 50000
 	DefaultHardStopAfter      = 30 * time.Second
 	MaxStopGrace              = time.Minute // global.stop_grace
+	DefaultGCHeapFloor        = 32 << 20    // global.gc_heap_floor
+	MaxGCHeapFloor            = 4 << 30
 	DefaultTimeoutConnect     = 5 * time.Second
 	DefaultTimeoutClient      = 50 * time.Second
 	DefaultTimeoutServer      = 50 * time.Second
@@ -288,12 +291,14 @@ func (v *validator) build(raw *rawFile) *Config {
 		TrackFile:      v.trackFile(g.TrackFile),
 		StopGrace:      v.dur("global.stop_grace", g.StopGrace, 0),
 		Logging:        v.logging(g.rawLog),
+		GCHeapFloor:    intOr(g.GCHeapFloor, DefaultGCHeapFloor),
 	}
 	v.trackFileClash(&cfg.Global)
 	if cfg.Global.StopGrace > MaxStopGrace {
 		v.errf("global.stop_grace", "%s is longer than %s: the grace only has to outlast a VRRP or BGP move (about a second); the drain after it is hard_stop_after", cfg.Global.StopGrace, MaxStopGrace)
 	}
 	v.count("global.maxconn", cfg.Global.MaxConn, 1, MaxCount, "connections at once; each holds two file descriptors")
+	v.count("global.gc_heap_floor", cfg.Global.GCHeapFloor, 0, MaxGCHeapFloor, "bytes the heap may grow past its live data before Go collects garbage; 0 for Go's own pacing")
 
 	d := raw.Defaults
 	defConnect := v.dur("defaults.timeout_connect", d.TimeoutConnect, DefaultTimeoutConnect)

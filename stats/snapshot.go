@@ -7,6 +7,7 @@ import (
 	"sluice/backend"
 	"sluice/conf"
 	"sluice/frontend"
+	"sluice/internal/gcfloor"
 	"sluice/internal/memtrim"
 )
 
@@ -147,6 +148,11 @@ type ProcessInfo struct {
 	// MemTrims is how many times the worker gave the memory a burst left
 	// behind back to the OS once traffic calmed (internal/memtrim).
 	MemTrims uint64 `json:"memory_trims"`
+	// GCCycles counts the worker's garbage collections; GCPercent is the
+	// GOGC in force, which global.gc_heap_floor raises over a small heap
+	// (internal/gcfloor).
+	GCCycles  uint64 `json:"gc_cycles"`
+	GCPercent int64  `json:"gc_percent"`
 }
 
 func (s *Server) snapshot() Snapshot {
@@ -157,7 +163,7 @@ func (s *Server) snapshot() Snapshot {
 		Workers: p.Workers.Load(), Reloads: p.Reloads.Load(),
 		Current: s.current(), MaxConn: s.opt.MaxConn, Admin: s.token != nil,
 		Node: NodeAdminName(s.node.Maint()), Unserved: s.unhealthy(), TrackFile: s.opt.TrackFile,
-		MemTrims: memtrim.Trims(),
+		MemTrims: memtrim.Trims(), GCCycles: gcfloor.Cycles(), GCPercent: gcfloor.Percent(),
 	}}
 	if s.opt.FDs != nil {
 		fds := *s.opt.FDs

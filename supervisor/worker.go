@@ -18,6 +18,7 @@ import (
 
 	"sluice/conf"
 	"sluice/engine"
+	"sluice/internal/gcfloor"
 	"sluice/internal/memtrim"
 	"sluice/internal/sockets"
 	"sluice/stats"
@@ -71,6 +72,9 @@ func RunWorker(stderr io.Writer) int {
 	w := &workerProc{conn: conn, log: log, sigs: sigs, engSet: make(chan struct{}), acks: map[int]chan struct{}{}}
 
 	var eng *engine.Engine
+	if err == nil && !gcfloor.Set(int64(cfg.Global.GCHeapFloor)) {
+		log.Info("GOGC is set in the environment: global.gc_heap_floor is not applied", "GOGC", os.Getenv("GOGC"))
+	}
 	if err == nil {
 		eng, err = startEngine(start, cfg, log, engine.Options{
 			AfterAdminChange: w.pushNow, NodeMaint: start.NodeMaint, OnServeChange: w.reportNode, BGP: w.bgp.Load})
