@@ -126,3 +126,31 @@ func TestPercentShowsEnvironment(t *testing.T) {
 		t.Errorf("Percent() = %d with GOGC=50, want 50", p)
 	}
 }
+
+// TestSetConcurrent: Set from many goroutines while they allocate (the
+// collector's finalizer adjusting at the same time) ends on the last
+// value set; -race checks the rest.
+func TestSetConcurrent(t *testing.T) {
+	if !Set(0) {
+		t.Skip("GOGC is set in the environment")
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var sink []byte
+			for i := range 200 {
+				Set(int64((g*200+i)%64) << 20)
+				sink = make([]byte, 64<<10)
+				sink[0] = byte(i)
+			}
+			_ = sink
+		}()
+	}
+	wg.Wait()
+	Set(0)
+	if p := Percent(); p != 100 {
+		t.Errorf("Percent() = %d after the last Set(0), want 100", p)
+	}
+}
