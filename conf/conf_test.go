@@ -747,7 +747,7 @@ func TestDesignExample(t *testing.T) {
 	if !reflect.DeepEqual(cfg.Global, conf.Global{MaxConn: 50000, MaxConnSet: true, HardStopAfter: 30 * time.Second,
 		ControlSocket: "/run/sluice/sluice.sock", PIDFile: "/run/sluice/sluice.pid", VitalFrontends: []string{"www"},
 		GCHeapFloor: conf.DefaultGCHeapFloor,
-		Logging: conf.Logging{LogFormat: conf.LogText, LogTarget: conf.LogStderr, LogSyslogFacility: "daemon", LogSyslogTag: "sluice"}}) {
+		Logging:     conf.Logging{LogFormat: conf.LogText, LogTarget: conf.LogStderr, LogSyslogFacility: "daemon", LogSyslogTag: "sluice"}}) {
 		t.Errorf("global = %+v", cfg.Global)
 	}
 	if cfg.Stats.Bind != "127.0.0.1:8404" {

@@ -29,10 +29,13 @@ const minHeap = 4 << 20
 
 var (
 	floor   atomic.Int64
-	percent atomic.Int64 // the GOGC in force; 100 until Set
+	percent atomic.Int64 // the GOGC this package last set; 100 until Set
 	once    sync.Once
 	mu      sync.Mutex // sample, the collector's finalizer and Set
-	sample  = []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	// The live heap and the roots the last collection scanned: Go's goal
+	// is live + (live + stacks + globals) × GOGC/100, so goroutine stacks
+	// (one per TLS or HTTP/2 connection) count in the percentage too.
+	sample = []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}
 )
 
 func init() { percent.Store(100) }
@@ -61,8 +64,16 @@ func Cycles() uint64 {
 	return s[0].Value.Uint64()
 }
 
-// Percent is the GOGC in force.
-func Percent() int64 { return percent.Load() }
+// Percent is the GOGC in force, as the runtime has it: a GOGC environment
+// variable's when that is set (-1 for off), else this package's.
+func Percent() int64 {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return percent.Load()
+	}
+	return int64(s[0].Value.Uint64()) // the runtime's int32, -1 (off) included
+}
 
 // sentinel has a pointer so that it is not tiny-allocated: a finalizer on
 // a tiny object waits for its whole 16-byte block.
@@ -81,11 +92,13 @@ func adjust() {
 	mu.Lock()
 	defer mu.Unlock()
 	metrics.Read(sample)
-	var live int64
-	if sample[0].Value.Kind() == metrics.KindUint64 {
-		live = int64(sample[0].Value.Uint64())
+	v := func(i int) int64 {
+		if sample[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return int64(sample[i].Value.Uint64())
 	}
-	p, cur := percentFor(floor.Load(), live), percent.Load()
+	p, cur := percentFor(floor.Load(), v(0), v(1)+v(2)), percent.Load()
 	// A live heap that moves by a few KiB leaves the setting alone.
 	if d := p - cur; d > cur/8 || -d > cur/8 || (p == 100) != (cur == 100) {
 		debug.SetGCPercent(int(p))
@@ -94,12 +107,15 @@ func adjust() {
 }
 
 // percentFor is the GOGC that puts the next collection at live+floor
-// bytes, or at 2×live when that is more. Go's goal is
-// max(live×(1+p/100), minHeap×p/100), hence the second bound.
-func percentFor(floor, live int64) int64 {
+// bytes, or where GOGC=100 puts it when that is more. Go's goal is
+// max(live + (live+roots)×p/100, minHeap×p/100), roots being the stacks
+// and globals the last collection scanned, hence the two bounds: a
+// percentage from the live heap alone multiplies the stacks too (8,000
+// goroutines' 64 MiB at GOGC 850 is 540 MiB past the floor).
+func percentFor(floor, live, roots int64) int64 {
 	if floor <= 0 {
 		return 100
 	}
-	live = max(live, 1)
-	return max(100, min(floor*100/live, (live+floor)*100/minHeap))
+	live, roots = max(live, 0), max(roots, 0)
+	return max(100, min(floor*100/max(live+roots, 1), (live+floor)*100/minHeap))
 }
