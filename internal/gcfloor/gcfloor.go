@@ -56,23 +56,29 @@ func Set(bytes int64) bool {
 
 // Cycles is how many garbage collections the process has run.
 func Cycles() uint64 {
-	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	n, _ := readOne("/gc/cycles/total:gc-cycles")
+	return n
+}
+
+// readOne reads one uint64 runtime metric; false when the runtime has
+// no such metric.
+func readOne(name string) (uint64, bool) {
+	s := []metrics.Sample{{Name: name}}
 	metrics.Read(s)
 	if s[0].Value.Kind() != metrics.KindUint64 {
-		return 0
+		return 0, false
 	}
-	return s[0].Value.Uint64()
+	return s[0].Value.Uint64(), true
 }
 
 // Percent is the GOGC in force, as the runtime has it: a GOGC environment
 // variable's when that is set (-1 for off), else this package's.
 func Percent() int64 {
-	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
+	n, ok := readOne("/gc/gogc:percent")
+	if !ok {
 		return percent.Load()
 	}
-	return int64(s[0].Value.Uint64()) // the runtime's int32, -1 (off) included
+	return int64(n) // the runtime's int32, -1 (off) included
 }
 
 // sentinel has a pointer so that it is not tiny-allocated: a finalizer on
