@@ -631,7 +631,8 @@ func TestA19bContentLengthExcessH1(t *testing.T) {
 // through a pool of 2 idle server connections, with every framing of
 // a19Mixed and two more server habits: a close right after a keep-alive
 // response ("shut"), a half-close after it ("half"). Every answer must be
-// the request's own.
+// the request's own. A POST that lands on a connection the server is
+// closing may get a 502 (a CI run hit that window once); a GET is retried.
 //
 // Not here: bytes a server writes after a complete response in a later
 // write. They are caught when they arrive before the connection's next
@@ -662,7 +663,7 @@ func TestA19bH1NoResponseMixUp(t *testing.T) {
 	})
 	front := a19Front(t, "", "pool_max_idle = 2", srv.addr)
 	kinds := []string{"cl", "chunked", "close", "1xx", "extra", "shut", "half", "head", "204", "echo"}
-	var bad atomic.Int64
+	var bad, postRefused atomic.Int64
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Add(1)
@@ -696,6 +697,15 @@ func TestA19bH1NoResponseMixUp(t *testing.T) {
 				}
 				b, err := io.ReadAll(resp.Body)
 				resp.Body.Close()
+				if method == "POST" && resp.StatusCode == http.StatusBadGateway {
+					// A pooled connection the server was closing
+					// ("shut", "half") when the POST went on it: sent
+					// once, never again (not idempotent), so a 502 —
+					// a refusal, not another request's answer. HAProxy
+					// and nginx answer the same in this window.
+					postRefused.Add(1)
+					continue
+				}
 				if err == nil && string(b) != want {
 					bad.Add(1)
 					t.Errorf("%s %s: got %q, want %q", method, path, b, want)
@@ -704,6 +714,9 @@ func TestA19bH1NoResponseMixUp(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	if n := postRefused.Load(); n > 0 {
+		t.Logf("%d POST(s) answered 502 after an unannounced server close", n)
+	}
 }
 
 // Bytes a server writes on a kept-alive connection after its response, in
