@@ -778,8 +778,13 @@ func (l *loop) end(p *pair, err error) {
 // rawRead and rawWrite skip the scheduler's bookkeeping of a system call
 // that may block: on these non-blocking sockets none does (EAGAIN instead),
 // and the loop's goroutine keeps its P either way.
+//
+// They are recvfrom and sendto, not read and write: on a socket those go
+// straight to the socket layer, where read and write pass through the VFS
+// (as HAProxy's recv and send do); sendto with MSG_NOSIGNAL also spares a
+// SIGPIPE when the peer is gone.
 func rawRead(fd int, b []byte) (int, error) {
-	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0, 0, 0)
 	if e != 0 {
 		return -1, e
 	}
@@ -787,7 +792,7 @@ func rawRead(fd int, b []byte) (int, error) {
 }
 
 func rawWrite(fd int, b []byte) (int, error) {
-	r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
 	if e != 0 {
 		return -1, e
 	}
