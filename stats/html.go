@@ -24,6 +24,13 @@ var (
 		"dur":   fmtDur,
 		"bytes": fmtBytes,
 		"num":   fmtNum,
+		// gogc: GOGC=off reads back as -1.
+		"gogc": func(p int64) string {
+			if p < 0 {
+				return "off"
+			}
+			return strconv.FormatInt(p, 10)
+		},
 		// showCode: the check's code is worth showing unless its text
 		// already says it ("HTTP 500").
 		"showCode": func(c *CheckResult) bool {

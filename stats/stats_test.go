@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -429,4 +430,15 @@ func TestPageIsSelfContained(t *testing.T) {
 	}
 	e.get(t, "/;bogus", 404)
 	e.get(t, "/elsewhere", 404)
+}
+
+// GOGC=off reads back from the runtime as -1: the page says "off".
+func TestPageShowsGOGCOff(t *testing.T) {
+	e := start(t, trafficConfig(t))
+	old := debug.SetGCPercent(-1)
+	defer debug.SetGCPercent(old)
+	if body := e.get(t, "/", 200); !strings.Contains(body, "GOGC off") {
+		i := strings.Index(body, `id="gc"`)
+		t.Fatalf("page: %q", body[i:min(len(body), i+200)])
+	}
 }
