@@ -8,12 +8,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"sluice/backend"
 	"sluice/internal/poller"
+	"sluice/internal/rawio"
 	"sluice/internal/recovery"
 )
 
@@ -775,29 +775,12 @@ func (l *loop) end(p *pair, err error) {
 	}
 }
 
-// rawRead and rawWrite skip the scheduler's bookkeeping of a system call
-// that may block: on these non-blocking sockets none does (EAGAIN instead),
-// and the loop's goroutine keeps its P either way.
-//
-// They are recvfrom and sendto, not read and write: on a socket those go
-// straight to the socket layer, where read and write pass through the VFS
-// (as HAProxy's recv and send do); sendto with MSG_NOSIGNAL also spares a
-// SIGPIPE when the peer is gone.
-func rawRead(fd int, b []byte) (int, error) {
-	r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0, 0, 0)
-	if e != 0 {
-		return -1, e
-	}
-	return int(r), nil
-}
+// rawRead and rawWrite are rawio's: raw system calls (the loop's goroutine
+// keeps its P; on these non-blocking sockets none blocks), recvfrom and
+// sendto rather than read and write.
+func rawRead(fd int, b []byte) (int, error) { return rawio.Read(fd, b) }
 
-func rawWrite(fd int, b []byte) (int, error) {
-	r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
-	if e != 0 {
-		return -1, e
-	}
-	return int(r), nil
-}
+func rawWrite(fd int, b []byte) (int, error) { return rawio.Write(fd, b) }
 
 // rawShutdown and rawClose are shutdown(SHUT_WR) and close without the
 // scheduler's bookkeeping either: neither waits on a socket without
