@@ -744,10 +744,14 @@ func (f *flow) run() {
 		if testReplyHook != nil {
 			testReplyHook(b)
 		}
+		// Stamped before the send: once the client has the reply its next
+		// datagram may come (and stamp another flow) at once, and a later
+		// stamp here would make this flow look the more recent one to
+		// max_flows' eviction (a CI run under load saw it).
+		f.last.Store(time.Now().UnixNano())
 		_, _, werr := f.ln.conn.WriteMsgUDPAddrPort(b, f.oob, f.key.client)
 		udpBufs.Put(f.buf)
 		f.buf = nil
-		f.last.Store(time.Now().UnixNano())
 		if werr != nil {
 			if errors.Is(werr, net.ErrClosed) {
 				return
