@@ -19,7 +19,7 @@ import (
 func (f *Frontend) fdAccepter(ln net.Listener, s *Server) func() (net.Conn, error) {
 	done := s.done
 	tl, ok := ln.(*net.TCPListener)
-	if f.http == nil || f.http.TLS != nil || f.http.H2C || f.cfg.AcceptProxy || !ok || testConnHook != nil {
+	if f.http == nil || f.http.TLS != nil || f.cfg.AcceptProxy || !ok || testConnHook != nil {
 		return nil
 	}
 	lrc, err := tl.SyscallConn()

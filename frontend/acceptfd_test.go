@@ -5,6 +5,7 @@ package frontend_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"sluice/internal/testutil"
 )
@@ -92,5 +95,68 @@ address = %q
 	}
 	if n := eng.Front.Tracked(); n != 0 {
 		t.Fatalf("%d connections still tracked", n)
+	}
+}
+
+// An h2c frontend accepts on the bare descriptor too: HTTP/2 with prior
+// knowledge (requests with and without a body, on one connection kept
+// open, tracked as an fdconn) and HTTP/1.1 on the same port are answered.
+func TestH2CAcceptsBareDescriptors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.Path, b)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	eng, front := testutil.Start(t, fmt.Sprintf(`[frontend.f]
+mode = "http"
+h2c = true
+bind = ["{{FRONT}}"]
+default_backend = "b"
+[[backend.b.server]]
+address = %q
+`, ln.Addr().String()))
+
+	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	cl := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	for i := range 20 {
+		var body io.Reader
+		method, want := "GET", fmt.Sprintf("GET /%d ", i)
+		if i%2 == 1 {
+			method, body, want = "POST", strings.NewReader(strings.Repeat("b", 100*i)), fmt.Sprintf("POST /%d %s", i, strings.Repeat("b", 100*i))
+		}
+		req, _ := http.NewRequest(method, fmt.Sprintf("http://%s/%d", front, i), body)
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || string(b) != want {
+			t.Fatalf("%s /%d: HTTP/%d %q, want HTTP/2 %q", method, i, resp.ProtoMajor, b, want)
+		}
+	}
+	// The HTTP/2 connection stays open between requests: tracked as an
+	// fdconn.
+	if got := eng.Front.TrackedTypes(); len(got) != 1 || got[0] != "*fdconn.Conn" {
+		t.Fatalf("tracked %v, want one *fdconn.Conn", got)
+	}
+	c := dialFrom(t, "127.0.0.5", front)
+	c.Write([]byte("GET /h1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "GET /h1 " {
+		t.Fatalf("HTTP/1.1 on the h2c frontend: %q", b)
 	}
 }
