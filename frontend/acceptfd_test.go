@@ -160,3 +160,48 @@ address = %q
 		t.Fatalf("HTTP/1.1 on the h2c frontend: %q", b)
 	}
 }
+
+// A TLS frontend accepts on the bare descriptor as well: the handshake and
+// every record go through the fdconn, for HTTP/1.1 and HTTP/2 clients.
+func TestTLSAcceptsBareDescriptors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s", r.URL.Path, b)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	ca := newCA(t, "bare CA")
+	cert, key := writePair(t, ca.issue(t, time.Now().Add(time.Hour), "127.0.0.1"))
+	eng, front := testutil.Start(t, fmt.Sprintf(`[frontend.f]
+mode = "http"
+bind = ["{{FRONT}}"]
+default_backend = "b"
+[[frontend.f.tls]]
+cert = %q
+key = %q
+[[backend.b.server]]
+address = %q
+`, cert, key, ln.Addr().String()))
+	for proto, cl := range alpnClients(ca) {
+		for i := range 5 {
+			body := strings.Repeat("x", 3000*i)
+			resp, err := cl.Post(fmt.Sprintf("https://%s/%d", front, i), "text/plain", strings.NewReader(body))
+			if err != nil {
+				t.Fatalf("%s: %v", proto, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.Proto != proto || string(b) != fmt.Sprintf("/%d %s", i, body) {
+				t.Fatalf("%s /%d: %s, %d bytes", proto, i, resp.Proto, len(b))
+			}
+		}
+	}
+	// Both clients keep their connection open: two fdconns.
+	if got := eng.Front.TrackedTypes(); len(got) != 2 || got[0] != "*fdconn.Conn" || got[1] != "*fdconn.Conn" {
+		t.Fatalf("tracked %v, want two *fdconn.Conn", got)
+	}
+}
