@@ -26,13 +26,7 @@ import (
 // answered, the access log names the client and its connection id, and a
 // hard stop cuts a client still waiting.
 func TestHTTPAcceptsBareDescriptors(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	addr := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	logFile := t.TempDir() + "/access.log"
 	eng, front := testutil.Start(t, fmt.Sprintf(`[global]
 hard_stop_after = "5s"
@@ -44,7 +38,7 @@ access_log_file = %q
 default_backend = "b"
 [[backend.b.server]]
 address = %q
-`, logFile, ln.Addr().String()))
+`, logFile, addr))
 
 	get := func(c net.Conn, split bool) {
 		t.Helper()
@@ -98,20 +92,27 @@ address = %q
 	}
 }
 
-// An h2c frontend accepts on the bare descriptor too: HTTP/2 with prior
-// knowledge (requests with and without a body, on one connection kept
-// open, tracked as an fdconn) and HTTP/1.1 on the same port are answered.
-func TestH2CAcceptsBareDescriptors(t *testing.T) {
+// serveHTTP serves h on a loopback port until the test ends.
+func serveHTTP(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.Path, b)
-	})}
+	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// An h2c frontend accepts on the bare descriptor too: HTTP/2 with prior
+// knowledge (requests with and without a body, on one connection kept
+// open, tracked as an fdconn) and HTTP/1.1 on the same port are answered.
+func TestH2CAcceptsBareDescriptors(t *testing.T) {
+	addr := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.Path, b)
+	})
 	eng, front := testutil.Start(t, fmt.Sprintf(`[frontend.f]
 mode = "http"
 h2c = true
@@ -119,7 +120,7 @@ bind = ["{{FRONT}}"]
 default_backend = "b"
 [[backend.b.server]]
 address = %q
-`, ln.Addr().String()))
+`, addr))
 
 	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, network, addr)
@@ -164,16 +165,10 @@ address = %q
 // A TLS frontend accepts on the bare descriptor as well: the handshake and
 // every record go through the fdconn, for HTTP/1.1 and HTTP/2 clients.
 func TestTLSAcceptsBareDescriptors(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s", r.URL.Path, b)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	})
 	ca := newCA(t, "bare CA")
 	cert, key := writePair(t, ca.issue(t, time.Now().Add(time.Hour), "127.0.0.1"))
 	eng, front := testutil.Start(t, fmt.Sprintf(`[frontend.f]
@@ -185,7 +180,7 @@ cert = %q
 key = %q
 [[backend.b.server]]
 address = %q
-`, cert, key, ln.Addr().String()))
+`, cert, key, addr))
 	for proto, cl := range alpnClients(ca) {
 		for i := range 5 {
 			body := strings.Repeat("x", 3000*i)
