@@ -13,15 +13,15 @@ import (
 )
 
 // fdAccepter accepts with accept4 on the listener's descriptor and makes
-// an fdconn.Conn of each connection, for an http frontend without
-// accept_proxy (plain, h2c, or TLS, whose handshake and records go through
-// it too): the connection enters Go's netpoller only if it must wait, and
-// then reads and writes with raw system calls (see fdconn). nil when ln
-// cannot.
+// an fdconn.Conn of each connection, for every http frontend (plain, h2c,
+// TLS, whose handshake and records go through it too, and accept_proxy,
+// whose header it reads): the connection enters Go's netpoller only if it
+// must wait, and then reads and writes with raw system calls (see fdconn).
+// nil when ln cannot.
 func (f *Frontend) fdAccepter(ln net.Listener, s *Server) func() (net.Conn, error) {
 	done := s.done
 	tl, ok := ln.(*net.TCPListener)
-	if f.http == nil || f.cfg.AcceptProxy || !ok || testConnHook != nil {
+	if f.http == nil || !ok || testConnHook != nil {
 		return nil
 	}
 	lrc, err := tl.SyscallConn()

@@ -200,3 +200,34 @@ address = %q
 		t.Fatalf("tracked %v, want two *fdconn.Conn", got)
 	}
 }
+
+// accept_proxy frontends accept on the bare descriptor too: the PROXY
+// header is read from the fdconn and its source is the client's.
+func TestProxyHeaderOnBareDescriptor(t *testing.T) {
+	addr := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get("X-Forwarded-For"))
+	})
+	eng, front := testutil.Start(t, fmt.Sprintf(`[frontend.f]
+mode = "http"
+bind = ["{{FRONT}}"]
+accept_proxy = true
+default_backend = "b"
+[[backend.b.server]]
+address = %q
+`, addr))
+	c := dialFrom(t, "127.0.0.6", front)
+	c.Write([]byte("PROXY TCP4 192.0.2.7 127.0.0.1 1234 80\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "192.0.2.7" {
+		t.Fatalf("X-Forwarded-For %q, want the PROXY header's source", b)
+	}
+	// Kept alive: still tracked, as an fdconn.
+	if got := eng.Front.TrackedTypes(); len(got) != 1 || got[0] != "*fdconn.Conn" {
+		t.Fatalf("tracked %v, want one *fdconn.Conn", got)
+	}
+}
