@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -109,8 +111,46 @@ func ClosedAddr(t testing.TB) string {
 	return a
 }
 
-// FreeAddr returns a loopback address free at the time of the call.
-func FreeAddr(t testing.TB) string { return ClosedAddr(t) }
+// FreeAddr returns a loopback address free at the time of the call, for a
+// listener the test starts later. Its port is below the kernel's ephemeral
+// range: a port the kernel hands out (a listener on port 0, the source of
+// every outgoing connection, in this and the other test processes) could
+// be taken again before the test binds it (a CI run saw EADDRINUSE), one
+// below the range only by another test's FreeAddr, which picks at random
+// and checks that it can listen there.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	low := ephemeralLow()
+	for range 100 {
+		port := 10000 + rand.IntN(low-10000)
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		a := ln.Addr().String()
+		ln.Close()
+		return a
+	}
+	return ClosedAddr(t)
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768
+// when it cannot be read, or when it leaves too few ports below it).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 32768
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil || low < 12000 {
+		return 32768
+	}
+	return low
+}
 
 // Start parses src (a TOML config; "{{FRONT}}" is replaced by a free
 // loopback address) and runs it in-process until the test ends. It returns
