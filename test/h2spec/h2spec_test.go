@@ -25,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"sluice/internal/testutil"
 )
 
 // body is what the server answers: more than one byte, so h2spec's flow
@@ -44,7 +46,7 @@ func TestH2spec(t *testing.T) {
 	}
 	server := startServer(t)
 	cert, key := selfSigned(t, dir)
-	tlsFront, h2cFront := freeAddr(t), freeAddr(t)
+	tlsFront, h2cFront := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	conf := fmt.Sprintf(`
 [defaults]
 timeout_connect = "2s"
@@ -216,17 +218,6 @@ func startServer(t *testing.T) string {
 	}), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
-}
-
-// freeAddr is a 127.0.0.1 port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	return ln.Addr().String()
 }
 
