@@ -484,7 +484,7 @@ func (l *loop) event(p *pair, fd int, ev uint32) {
 func (l *loop) read(p *pair, src, dst *side) {
 	// Into the loop's buffer: flush either writes it all at once (the
 	// common case) or copies the rest into a buffer of the side's own.
-	n, err := rawRead(src.fd, l.buf)
+	n, err := rawio.Read(src.fd, l.buf) // recvfrom, as a raw system call: the loop keeps its P
 	switch {
 	case n > 0:
 		b := l.buf[:n]
@@ -527,7 +527,7 @@ func (l *loop) read(p *pair, src, dst *side) {
 // ended.
 func (l *loop) flush(p *pair, src, dst *side) bool {
 	for len(src.pending) > 0 {
-		n, err := rawWrite(dst.fd, src.pending)
+		n, err := rawio.Write(dst.fd, src.pending)
 		if n > 0 {
 			src.pending = src.pending[n:]
 			p.last.Store(l.now)
@@ -774,13 +774,6 @@ func (l *loop) end(p *pair, err error) {
 		p.done(err)
 	}
 }
-
-// rawRead and rawWrite are rawio's: raw system calls (the loop's goroutine
-// keeps its P; on these non-blocking sockets none blocks), recvfrom and
-// sendto rather than read and write.
-func rawRead(fd int, b []byte) (int, error) { return rawio.Read(fd, b) }
-
-func rawWrite(fd int, b []byte) (int, error) { return rawio.Write(fd, b) }
 
 // rawShutdown and rawClose are shutdown(SHUT_WR) and close without the
 // scheduler's bookkeeping either: neither waits on a socket without
