@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"sluice/engine"
 	"sluice/internal/testutil"
 )
 
@@ -50,13 +51,8 @@ address = %q
 			req = req[10:]
 		}
 		c.Write([]byte(req))
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 || string(b) != "ok" {
+		resp, b := readAnswer(t, c)
+		if resp.StatusCode != 200 || b != "ok" {
 			t.Fatalf("status %d body %q", resp.StatusCode, b)
 		}
 	}
@@ -105,6 +101,39 @@ func serveHTTP(t *testing.T, h http.HandlerFunc) string {
 	return ln.Addr().String()
 }
 
+// startFront runs an http frontend f (its own keys, or tables of it, in
+// extra) to a backend of the one server at addr.
+func startFront(t *testing.T, extra, addr string) (*engine.Engine, string) {
+	t.Helper()
+	return testutil.Start(t, "[frontend.f]\nmode = \"http\"\nbind = [\"{{FRONT}}\"]\ndefault_backend = \"b\"\n"+
+		extra+fmt.Sprintf("[[backend.b.server]]\naddress = %q\n", addr))
+}
+
+// readAnswer reads the response to what was written on c, and its body.
+func readAnswer(t *testing.T, c net.Conn) (*http.Response, string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// wantFdconns checks that the server tracks n connections, all fdconns.
+func wantFdconns(t *testing.T, eng *engine.Engine, n int) {
+	t.Helper()
+	got := eng.Front.TrackedTypes()
+	ok := len(got) == n
+	for _, g := range got {
+		ok = ok && g == "*fdconn.Conn"
+	}
+	if !ok {
+		t.Fatalf("tracked %v, want %d *fdconn.Conn", got, n)
+	}
+}
+
 // An h2c frontend accepts on the bare descriptor too: HTTP/2 with prior
 // knowledge (requests with and without a body, on one connection kept
 // open, tracked as an fdconn) and HTTP/1.1 on the same port are answered.
@@ -113,14 +142,7 @@ func TestH2CAcceptsBareDescriptors(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.Path, b)
 	})
-	eng, front := testutil.Start(t, fmt.Sprintf(`[frontend.f]
-mode = "http"
-h2c = true
-bind = ["{{FRONT}}"]
-default_backend = "b"
-[[backend.b.server]]
-address = %q
-`, addr))
+	eng, front := startFront(t, "h2c = true\n", addr)
 
 	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, network, addr)
@@ -146,18 +168,10 @@ address = %q
 	}
 	// The HTTP/2 connection stays open between requests: tracked as an
 	// fdconn.
-	if got := eng.Front.TrackedTypes(); len(got) != 1 || got[0] != "*fdconn.Conn" {
-		t.Fatalf("tracked %v, want one *fdconn.Conn", got)
-	}
+	wantFdconns(t, eng, 1)
 	c := dialFrom(t, "127.0.0.5", front)
 	c.Write([]byte("GET /h1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"))
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	if string(b) != "GET /h1 " {
+	if _, b := readAnswer(t, c); b != "GET /h1 " {
 		t.Fatalf("HTTP/1.1 on the h2c frontend: %q", b)
 	}
 }
@@ -171,16 +185,7 @@ func TestTLSAcceptsBareDescriptors(t *testing.T) {
 	})
 	ca := newCA(t, "bare CA")
 	cert, key := writePair(t, ca.issue(t, time.Now().Add(time.Hour), "127.0.0.1"))
-	eng, front := testutil.Start(t, fmt.Sprintf(`[frontend.f]
-mode = "http"
-bind = ["{{FRONT}}"]
-default_backend = "b"
-[[frontend.f.tls]]
-cert = %q
-key = %q
-[[backend.b.server]]
-address = %q
-`, cert, key, addr))
+	eng, front := startFront(t, fmt.Sprintf("[[frontend.f.tls]]\ncert = %q\nkey = %q\n", cert, key), addr)
 	for proto, cl := range alpnClients(ca) {
 		for i := range 5 {
 			body := strings.Repeat("x", 3000*i)
@@ -196,9 +201,7 @@ address = %q
 		}
 	}
 	// Both clients keep their connection open: two fdconns.
-	if got := eng.Front.TrackedTypes(); len(got) != 2 || got[0] != "*fdconn.Conn" || got[1] != "*fdconn.Conn" {
-		t.Fatalf("tracked %v, want two *fdconn.Conn", got)
-	}
+	wantFdconns(t, eng, 2)
 }
 
 // accept_proxy frontends accept on the bare descriptor too: the PROXY
@@ -207,27 +210,12 @@ func TestProxyHeaderOnBareDescriptor(t *testing.T) {
 	addr := serveHTTP(t, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.Header.Get("X-Forwarded-For"))
 	})
-	eng, front := testutil.Start(t, fmt.Sprintf(`[frontend.f]
-mode = "http"
-bind = ["{{FRONT}}"]
-accept_proxy = true
-default_backend = "b"
-[[backend.b.server]]
-address = %q
-`, addr))
+	eng, front := startFront(t, "accept_proxy = true\n", addr)
 	c := dialFrom(t, "127.0.0.6", front)
 	c.Write([]byte("PROXY TCP4 192.0.2.7 127.0.0.1 1234 80\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"))
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	if string(b) != "192.0.2.7" {
+	if _, b := readAnswer(t, c); b != "192.0.2.7" {
 		t.Fatalf("X-Forwarded-For %q, want the PROXY header's source", b)
 	}
 	// Kept alive: still tracked, as an fdconn.
-	if got := eng.Front.TrackedTypes(); len(got) != 1 || got[0] != "*fdconn.Conn" {
-		t.Fatalf("tracked %v, want one *fdconn.Conn", got)
-	}
+	wantFdconns(t, eng, 1)
 }
