@@ -49,3 +49,6 @@ func setHook(t testing.TB, p *atomic.Pointer[func([]byte)], h func([]byte)) {
 	p.Store(&h)
 	t.Cleanup(func() { p.Store(nil) })
 }
+
+// Shutdowns is how many write halves the epoll relay shut down so far.
+func Shutdowns() uint64 { return shutdowns.Load() }

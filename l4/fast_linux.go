@@ -132,6 +132,7 @@ type side struct {
 	eof      bool   // read side ended
 	shut     bool   // the other side's write half was shut down after eof
 	hup      bool   // epoll reported HUP: never leave it registered with nothing to wait for
+	due      bool   // has a read event later in the batch being served
 	watched  bool   // registered with the loop's epoll
 	events   uint32 // what it is registered for
 	pending  []byte // read from this side, not yet written to the other
@@ -373,6 +374,11 @@ func (l *loop) serve() (stopped bool) {
 		l.killq = l.killq[:0]
 		l.mu.Unlock()
 		for i := 0; i < n; i++ {
+			if p := owners[i]; p != nil && !p.connecting && events[i].Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				p.side(int(events[i].Fd)).due = true
+			}
+		}
+		for i := 0; i < n; i++ {
 			fd := int(events[i].Fd)
 			if l.p.IsWake(events[i].Fd) {
 				l.p.Drain()
@@ -439,6 +445,14 @@ func (l *loop) waitFailed(err error) {
 	time.Sleep(min(time.Millisecond<<min(l.waitErrs, 10), time.Second))
 }
 
+// side is p's side whose descriptor is fd.
+func (p *pair) side(fd int) *side {
+	if p.sides[1].fd == fd {
+		return &p.sides[1]
+	}
+	return &p.sides[0]
+}
+
 // event handles readiness of fd, one side of p.
 func (l *loop) event(p *pair, fd int, ev uint32) {
 	i := 0
@@ -446,6 +460,7 @@ func (l *loop) event(p *pair, fd int, ev uint32) {
 		i = 1
 	}
 	src, dst := &p.sides[i], &p.sides[1-i]
+	src.due = false
 	if ev&unix.EPOLLOUT != 0 && len(dst.pending) > 0 {
 		// fd is writable and the other side read data that waits for it.
 		if !l.flush(p, dst, src) {
@@ -480,8 +495,9 @@ func (l *loop) event(p *pair, fd int, ev uint32) {
 	}
 }
 
-// read reads once from src and writes it to dst.
-func (l *loop) read(p *pair, src, dst *side) {
+// read reads once from src and writes it to dst; it reports whether it
+// read bytes.
+func (l *loop) read(p *pair, src, dst *side) bool {
 	// Into the loop's buffer: flush either writes it all at once (the
 	// common case) or copies the rest into a buffer of the side's own.
 	n, err := rawio.Read(src.fd, l.buf) // recvfrom, as a raw system call: the loop keeps its P
@@ -506,13 +522,30 @@ func (l *loop) read(p *pair, src, dst *side) {
 		}
 		src.pending = b
 		l.flush(p, src, dst)
+		return true
 	case n == 0 && err == nil:
 		src.eof = true
+		if dst.due && !dst.eof && len(dst.pending) == 0 {
+			// The other side has an event later in this batch: most often
+			// its own end (a client closing as its server did). Read it
+			// now (its data first, a few reads while each is written on
+			// whole), and when it ended too the pair closes at once, with
+			// no epoll change and no shutdown first.
+			dst.due = false
+			for range 4 {
+				if !l.read(p, dst, src) || p.ended || dst.eof || len(dst.pending) > 0 {
+					break
+				}
+			}
+			if p.ended {
+				return false
+			}
+		}
 		if dst.eof && len(dst.pending) == 0 {
 			// The other way ended and was written on: this is the end of
 			// the pair, no epoll change first.
 			l.halfClose(p, src, dst)
-			return
+			return false
 		}
 		if l.watch(p, src, l.outFor(p, src)) { // nothing more to read
 			l.halfClose(p, src, dst)
@@ -521,6 +554,7 @@ func (l *loop) read(p *pair, src, dst *side) {
 	default:
 		l.end(p, err)
 	}
+	return false
 }
 
 // flush writes src's pending bytes to dst. It reports false when the pair
@@ -775,10 +809,14 @@ func (l *loop) end(p *pair, err error) {
 	}
 }
 
+// shutdowns counts rawShutdown's calls, for the tests.
+var shutdowns atomic.Uint64
+
 // rawShutdown and rawClose are shutdown(SHUT_WR) and close without the
 // scheduler's bookkeeping either: neither waits on a socket without
 // SO_LINGER.
 func rawShutdown(fd int) error {
+	shutdowns.Add(1)
 	if _, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0); e != 0 {
 		return e
 	}

@@ -200,3 +200,42 @@ func TestFastRelayHalfClose(t *testing.T) {
 		}
 	}
 }
+
+// When both ends of a pair end by the same wait of the loop (a client
+// closing as its server does, the usual end of a short connection), the
+// relay closes both at once: every byte is relayed, each side gets its
+// FIN from the close, and no write half is shut down first (one epoll
+// change and one shutdown fewer per connection).
+func TestFastRelayBothEndsInOneBatch(t *testing.T) {
+	client, server, done := fastPair(t, RelayOptions{}, nil)
+	// Hold the loop inside its read of the client's request until both
+	// ends have sent their last bytes and their FIN: the loop's next wait
+	// then reports both ends together.
+	inHook, release := make(chan struct{}), make(chan struct{})
+	var once atomic.Bool
+	SetLoopHook(t, func(b []byte) {
+		if once.CompareAndSwap(false, true) {
+			close(inHook)
+			<-release
+		}
+	})
+	client.Write([]byte("request"))
+	<-inHook
+	before := Shutdowns()
+	server.Write([]byte("response"))
+	server.(*net.TCPConn).CloseWrite()
+	client.(*net.TCPConn).CloseWrite()
+	close(release)
+	if q, _ := io.ReadAll(server); string(q) != "request" {
+		t.Fatalf("server got %q, want the request", q)
+	}
+	if a, _ := io.ReadAll(client); string(a) != "response" {
+		t.Fatalf("client got %q, want the response", a)
+	}
+	if err := wait(t, done); err != nil {
+		t.Fatalf("relay: %v", err)
+	}
+	if n := Shutdowns() - before; n != 0 {
+		t.Fatalf("%d write halves shut down before the close, want 0", n)
+	}
+}
