@@ -381,17 +381,17 @@ func (l *loop) connected(p *pair) {
 	c, s := &p.sides[0], &p.sides[1]
 	l.mu.Lock()
 	l.byFD[c.fd], l.byFD[s.fd] = p, p
-	err := l.p.Add(c.fd, unix.EPOLLIN)
+	err := l.p.Add(c.fd, epollIn)
 	if err == nil {
 		if s.watched {
-			err = l.p.Mod(s.fd, unix.EPOLLIN)
+			err = l.p.Mod(s.fd, epollIn)
 		} else {
-			err = l.p.Add(s.fd, unix.EPOLLIN)
+			err = l.p.Add(s.fd, epollIn)
 		}
 	}
 	l.mu.Unlock()
-	c.watched, c.events = true, unix.EPOLLIN
-	s.watched, s.events = true, unix.EPOLLIN
+	c.watched, c.events = true, epollIn
+	s.watched, s.events = true, epollIn
 	if err != nil {
 		LoopErrors.Add(1)
 		l.end(p, err)

@@ -52,3 +52,7 @@ func setHook(t testing.TB, p *atomic.Pointer[func([]byte)], h func([]byte)) {
 
 // Shutdowns is how many write halves the epoll relay shut down so far.
 func Shutdowns() uint64 { return shutdowns.Load() }
+
+// EndsWithData is how many ends the epoll relay read at once after their
+// last bytes (the peer's FIN already in).
+func EndsWithData() uint64 { return endsWithData.Load() }

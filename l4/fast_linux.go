@@ -133,6 +133,7 @@ type side struct {
 	shut     bool   // the other side's write half was shut down after eof
 	hup      bool   // epoll reported HUP: never leave it registered with nothing to wait for
 	due      bool   // has a read event later in the batch being served
+	rdhup    bool   // its last event said the peer's FIN is in
 	watched  bool   // registered with the loop's epoll
 	events   uint32 // what it is registered for
 	pending  []byte // read from this side, not yet written to the other
@@ -273,7 +274,7 @@ func (l *loop) stop() {
 func (l *loop) add(p *pair) error {
 	// Set before the pair is published to the loop under l.mu.
 	for i := range p.sides {
-		p.sides[i].watched, p.sides[i].events = true, unix.EPOLLIN
+		p.sides[i].watched, p.sides[i].events = true, epollIn
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -283,7 +284,7 @@ func (l *loop) add(p *pair) error {
 	// Both are registered before the loop can look the pair up, so it never
 	// changes the interest of a side that is not registered yet.
 	for i := range p.sides {
-		err := l.p.Add(p.sides[i].fd, unix.EPOLLIN)
+		err := l.p.Add(p.sides[i].fd, epollIn)
 		if h := testAddHook.Load(); h != nil && err == nil && i == 1 {
 			if err = (*h)(); err != nil {
 				l.p.Del(p.sides[1].fd)
@@ -461,6 +462,7 @@ func (l *loop) event(p *pair, fd int, ev uint32) {
 	}
 	src, dst := &p.sides[i], &p.sides[1-i]
 	src.due = false
+	src.rdhup = ev&unix.EPOLLRDHUP != 0
 	if ev&unix.EPOLLOUT != 0 && len(dst.pending) > 0 {
 		// fd is writable and the other side read data that waits for it.
 		if !l.flush(p, dst, src) {
@@ -521,35 +523,29 @@ func (l *loop) read(p *pair, src, dst *side) bool {
 			src.flushCounters()
 		}
 		src.pending = b
-		l.flush(p, src, dst)
+		// The peer's FIN is in and this read took all before it: its end
+		// is the next read. Read it now, and the bytes and the end go on
+		// together (one segment, data and FIN: MSG_MORE, then the shutdown
+		// or close) instead of a segment each.
+		fin := false
+		if src.rdhup && n < len(l.buf) {
+			m, err := rawio.Read(src.fd, l.buf[n:])
+			switch {
+			case m > 0:
+				src.unflush += uint64(m)
+				src.pending = l.buf[:n+m]
+			case m == 0 && err == nil:
+				fin = true
+				endsWithData.Add(1)
+			}
+		}
+		if !l.flushMore(p, src, dst, fin) || !fin {
+			return true
+		}
+		l.atEOF(p, src, dst)
 		return true
 	case n == 0 && err == nil:
-		src.eof = true
-		if dst.due && !dst.eof && len(dst.pending) == 0 {
-			// The other side has an event later in this batch: most often
-			// its own end (a client closing as its server did). Read it
-			// now (its data first, a few reads while each is written on
-			// whole), and when it ended too the pair closes at once, with
-			// no epoll change and no shutdown first.
-			dst.due = false
-			for range 4 {
-				if !l.read(p, dst, src) || p.ended || dst.eof || len(dst.pending) > 0 {
-					break
-				}
-			}
-			if p.ended {
-				return false
-			}
-		}
-		if dst.eof && len(dst.pending) == 0 {
-			// The other way ended and was written on: this is the end of
-			// the pair, no epoll change first.
-			l.halfClose(p, src, dst)
-			return false
-		}
-		if l.watch(p, src, l.outFor(p, src)) { // nothing more to read
-			l.halfClose(p, src, dst)
-		}
+		l.atEOF(p, src, dst)
 	case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
 	default:
 		l.end(p, err)
@@ -557,11 +553,45 @@ func (l *loop) read(p *pair, src, dst *side) bool {
 	return false
 }
 
+// atEOF handles src's end of data, read just now.
+func (l *loop) atEOF(p *pair, src, dst *side) {
+	src.eof = true
+	if dst.due && !dst.eof && len(dst.pending) == 0 {
+		// The other side has an event later in this batch: most often
+		// its own end (a client closing as its server did). Read it
+		// now (its data first, a few reads while each is written on
+		// whole), and when it ended too the pair closes at once, with
+		// no epoll change and no shutdown first.
+		dst.due = false
+		for range 4 {
+			if !l.read(p, dst, src) || p.ended || dst.eof || len(dst.pending) > 0 {
+				break
+			}
+		}
+		if p.ended {
+			return
+		}
+	}
+	if dst.eof && len(dst.pending) == 0 {
+		// The other way ended and was written on: this is the end of
+		// the pair, no epoll change first.
+		l.halfClose(p, src, dst)
+		return
+	}
+	if l.watch(p, src, l.outFor(p, src)) { // nothing more to read
+		l.halfClose(p, src, dst)
+	}
+}
+
 // flush writes src's pending bytes to dst. It reports false when the pair
 // ended.
-func (l *loop) flush(p *pair, src, dst *side) bool {
+func (l *loop) flush(p *pair, src, dst *side) bool { return l.flushMore(p, src, dst, false) }
+
+// flushMore is flush; more says src's end follows at once (MSG_MORE: the
+// kernel holds the last bytes for the FIN the shutdown or close sends).
+func (l *loop) flushMore(p *pair, src, dst *side, more bool) bool {
 	for len(src.pending) > 0 {
-		n, err := rawio.Write(dst.fd, src.pending)
+		n, err := rawio.WriteMore(dst.fd, src.pending, more)
 		if n > 0 {
 			src.pending = src.pending[n:]
 			p.last.Store(l.now)
@@ -586,7 +616,7 @@ func (l *loop) flush(p *pair, src, dst *side) bool {
 		bufPool.Put(src.buf)
 		src.buf = nil
 	}
-	if !src.eof && !l.watch(p, src, unix.EPOLLIN|l.outFor(p, src)) {
+	if !src.eof && !l.watch(p, src, epollIn|l.outFor(p, src)) {
 		return false
 	}
 	if !l.watch(p, dst, l.want(dst)) {
@@ -603,8 +633,12 @@ func (l *loop) want(s *side) uint32 {
 	if s.eof || len(s.pending) > 0 {
 		return 0
 	}
-	return unix.EPOLLIN
+	return epollIn
 }
+
+// epollIn is the loop's read interest: EPOLLRDHUP tells a read that the
+// peer's FIN is in, so that its end can go on with its last bytes.
+const epollIn = unix.EPOLLIN | unix.EPOLLRDHUP
 
 // outFor is EPOLLOUT when the other side has data waiting to be written to
 // s.
@@ -809,8 +843,9 @@ func (l *loop) end(p *pair, err error) {
 	}
 }
 
-// shutdowns counts rawShutdown's calls, for the tests.
-var shutdowns atomic.Uint64
+// shutdowns counts rawShutdown's calls, and endsWithData the ends read
+// right after their last bytes (epollIn), for the tests.
+var shutdowns, endsWithData atomic.Uint64
 
 // rawShutdown and rawClose are shutdown(SHUT_WR) and close without the
 // scheduler's bookkeeping either: neither waits on a socket without

@@ -239,3 +239,42 @@ func TestFastRelayBothEndsInOneBatch(t *testing.T) {
 		t.Fatalf("%d write halves shut down before the close, want 0", n)
 	}
 }
+
+// A server answering and closing at once (a short connection's usual end)
+// has its end read with its last bytes, so that both go to the client
+// together (one segment: MSG_MORE, then the shutdown). The client still
+// gets every byte and the end, and may still send to the server after it,
+// which gets that too (a half-close, not a close).
+func TestFastRelayEndGoesWithLastBytes(t *testing.T) {
+	client, server, done := fastPair(t, RelayOptions{}, nil)
+	// Hold the loop in its read of the request until the server's answer
+	// and FIN are in: its next read sees both.
+	inHook, release := make(chan struct{}), make(chan struct{})
+	var once atomic.Bool
+	SetLoopHook(t, func(b []byte) {
+		if once.CompareAndSwap(false, true) {
+			close(inHook)
+			<-release
+		}
+	})
+	client.Write([]byte("request"))
+	<-inHook
+	before := EndsWithData()
+	server.Write([]byte("response"))
+	server.(*net.TCPConn).CloseWrite()
+	close(release)
+	if a, _ := io.ReadAll(client); string(a) != "response" {
+		t.Fatalf("client got %q, want the response and its end", a)
+	}
+	if n := EndsWithData() - before; n != 1 {
+		t.Fatalf("%d ends read with their last bytes, want 1", n)
+	}
+	client.Write([]byte("after"))
+	client.(*net.TCPConn).CloseWrite()
+	if q, _ := io.ReadAll(server); string(q) != "requestafter" {
+		t.Fatalf("server got %q, want everything the client sent", q)
+	}
+	if err := wait(t, done); err != nil {
+		t.Fatalf("relay: %v", err)
+	}
+}

@@ -50,6 +50,24 @@ func Write(fd int, b []byte) (int, error) {
 	return int(n), nil
 }
 
+// WriteMore is Write; more adds MSG_MORE: the kernel may hold a last
+// partial segment for what follows (more bytes, or the FIN of a shutdown
+// or close made right after).
+func WriteMore(fd int, b []byte, more bool) (int, error) {
+	if !more {
+		return Write(fd, b)
+	}
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(p), uintptr(len(b)), syscall.MSG_NOSIGNAL|syscall.MSG_MORE, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
 // Close closes fd, a socket with no SO_LINGER: its close does not wait.
 func Close(fd int) error {
 	_, _, e := syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)
