@@ -201,16 +201,11 @@ func TestFastRelayHalfClose(t *testing.T) {
 	}
 }
 
-// When both ends of a pair end by the same wait of the loop (a client
-// closing as its server does, the usual end of a short connection), the
-// relay closes both at once: every byte is relayed, each side gets its
-// FIN from the close, and no write half is shut down first (one epoll
-// change and one shutdown fewer per connection).
-func TestFastRelayBothEndsInOneBatch(t *testing.T) {
-	client, server, done := fastPair(t, RelayOptions{}, nil)
-	// Hold the loop inside its read of the client's request until both
-	// ends have sent their last bytes and their FIN: the loop's next wait
-	// then reports both ends together.
+// holdLoop sends "request" from client and holds the loop inside its read
+// of it until release is closed: what both ends send meanwhile is in
+// their sockets by the loop's next wait.
+func holdLoop(t *testing.T, client net.Conn) (release chan struct{}) {
+	t.Helper()
 	inHook, release := make(chan struct{}), make(chan struct{})
 	var once atomic.Bool
 	SetLoopHook(t, func(b []byte) {
@@ -221,6 +216,19 @@ func TestFastRelayBothEndsInOneBatch(t *testing.T) {
 	})
 	client.Write([]byte("request"))
 	<-inHook
+	return release
+}
+
+// When both ends of a pair end by the same wait of the loop (a client
+// closing as its server does, the usual end of a short connection), the
+// relay closes both at once: every byte is relayed, each side gets its
+// FIN from the close, and no write half is shut down first (one epoll
+// change and one shutdown fewer per connection).
+func TestFastRelayBothEndsInOneBatch(t *testing.T) {
+	client, server, done := fastPair(t, RelayOptions{}, nil)
+	// Both ends send their last bytes and their FIN while the loop is
+	// held: its next wait reports both ends together.
+	release := holdLoop(t, client)
 	before := Shutdowns()
 	server.Write([]byte("response"))
 	server.(*net.TCPConn).CloseWrite()
@@ -247,18 +255,9 @@ func TestFastRelayBothEndsInOneBatch(t *testing.T) {
 // which gets that too (a half-close, not a close).
 func TestFastRelayEndGoesWithLastBytes(t *testing.T) {
 	client, server, done := fastPair(t, RelayOptions{}, nil)
-	// Hold the loop in its read of the request until the server's answer
-	// and FIN are in: its next read sees both.
-	inHook, release := make(chan struct{}), make(chan struct{})
-	var once atomic.Bool
-	SetLoopHook(t, func(b []byte) {
-		if once.CompareAndSwap(false, true) {
-			close(inHook)
-			<-release
-		}
-	})
-	client.Write([]byte("request"))
-	<-inHook
+	// The server's answer and FIN come in while the loop is held: its
+	// next read sees both.
+	release := holdLoop(t, client)
 	before := EndsWithData()
 	server.Write([]byte("response"))
 	server.(*net.TCPConn).CloseWrite()
