@@ -29,18 +29,37 @@ var textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
 func (v *validator) typeCheckTable(path string, m map[string]any, t reflect.Type) {
 	fields := tomlFields(t)
 	for _, k := range sortedKeys(m) {
-		ft, ok := fields[k]
-		if !ok {
-			continue
-		}
 		key := k
 		if path != "" {
 			key = path + "." + k
+		}
+		ft, ok := fields[k]
+		if !ok {
+			// The decoder would take "Mode" for mode (it matches keys
+			// regardless of case): refused, as HAProxy refuses "Mode",
+			// so that one spelling of each key reaches the tools that
+			// read the file.
+			if want := foldedField(fields, k); want != "" {
+				v.errf(key, "keys are written in lower case: %s, not %s (docs/reference.md)", want, k)
+				delete(m, k)
+			}
+			continue
 		}
 		if !v.typeCheckValue(key, m[k], ft) {
 			delete(m, k)
 		}
 	}
+}
+
+// foldedField is the field of fields that k names when case is ignored,
+// or "".
+func foldedField(fields map[string]reflect.Type, k string) string {
+	for name := range fields {
+		if strings.EqualFold(name, k) {
+			return name
+		}
+	}
+	return ""
 }
 
 // typeCheckValue reports whether val may decode into t; when it may not,

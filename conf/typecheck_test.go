@@ -88,3 +88,52 @@ address = "127.0.0.1:2"
 		t.Fatalf("warnings = %v", cfg.Warnings)
 	}
 }
+
+// TestKeysAreLowerCase: the TOML decoder matches keys regardless of case,
+// so "Mode" worked as mode; each key has one spelling (HAProxy refuses
+// "Mode" too), and a key or section written otherwise is refused at its
+// line, naming the spelling to use. Names the operator chooses (a
+// frontend's, a backend's) keep their case.
+func TestKeysAreLowerCase(t *testing.T) {
+	src := `[frontend.Web]
+Mode = "http"
+bind = ["127.0.0.1:8080"]
+default_backend = "App"
+
+[backend.App]
+[[backend.App.Server]]
+address = "127.0.0.1:8081"
+[[backend.App.server]]
+address = "127.0.0.1:8082"
+[Stats]
+bind = "127.0.0.1:8404"
+`
+	_, err := conf.Parse("t.toml", []byte(src))
+	errs, ok := err.(conf.Errors)
+	if !ok {
+		t.Fatalf("err = %v", err)
+	}
+	want := map[string]int{ // key: line
+		"frontend.Web.Mode":  2,
+		"backend.App.Server": 7,
+		"Stats":              11,
+	}
+	for _, p := range errs {
+		line, ok := want[p.Key]
+		if !ok {
+			continue
+		}
+		if p.Line != line || !strings.Contains(p.Msg, "lower case") {
+			t.Errorf("%s: line %d %q, want line %d and the lower-case spelling", p.Key, p.Line, p.Msg, line)
+		}
+		delete(want, p.Key)
+	}
+	for k := range want {
+		t.Errorf("%s accepted, want it refused:\n%v", k, err)
+	}
+	// The same file in lower case, names kept, is valid.
+	fixed := strings.NewReplacer("Mode", "mode", "Server", "server", "[Stats]", "[stats]").Replace(src)
+	if _, err := conf.Parse("t.toml", []byte(fixed)); err != nil {
+		t.Fatalf("lower-case keys with capitalised names: %v", err)
+	}
+}
