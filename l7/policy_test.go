@@ -419,15 +419,20 @@ func rawServer(t *testing.T, serve func(c net.Conn)) string {
 		t.Fatal(err)
 	}
 	var conns sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); conns.Wait() })
 	var mu sync.Mutex
 	var open []net.Conn
+	closed := false
 	t.Cleanup(func() {
+		// closed, under mu, orders every conns.Add before the Wait: a
+		// connection accepted as the listener closes is closed unserved.
 		mu.Lock()
-		defer mu.Unlock()
+		closed = true
 		for _, c := range open {
 			c.Close()
 		}
+		mu.Unlock()
+		ln.Close()
+		conns.Wait()
 	})
 	go func() {
 		for {
@@ -436,9 +441,14 @@ func rawServer(t *testing.T, serve func(c net.Conn)) string {
 				return
 			}
 			mu.Lock()
+			if closed {
+				mu.Unlock()
+				c.Close()
+				return
+			}
 			open = append(open, c)
-			mu.Unlock()
 			conns.Add(1)
+			mu.Unlock()
 			go func() {
 				defer conns.Done()
 				defer c.Close()
