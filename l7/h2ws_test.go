@@ -381,7 +381,10 @@ func wsRawServer(t *testing.T, fn func(c net.Conn, r *bufio.Reader)) string {
 	}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	// The accept loop counts in wg too, so that no Add races the Wait.
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
