@@ -14,7 +14,14 @@ import (
 // be left unflushed behind another stream, a slow one included. The slow
 // stream's server answers only once the client has every other response:
 // a fast response held back for it would hang the test (client timeout).
+// Both kinds of server: HTTP/1.1 (the lean path) and proto = "h2c"
+// (h2up.go's exchangeUp).
 func TestH2BatchedFlushLeavesNoStreamBehind(t *testing.T) {
+	t.Run("http1 servers", func(t *testing.T) { testBatchedFlush(t, false) })
+	t.Run("h2c servers", func(t *testing.T) { testBatchedFlush(t, true) })
+}
+
+func testBatchedFlush(t *testing.T, h2cServers bool) {
 	release := make(chan struct{})
 	addr, _ := startHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -26,9 +33,13 @@ func TestH2BatchedFlushLeavesNoStreamBehind(t *testing.T) {
 		default:
 			io.WriteString(w, "fast "+r.URL.Path)
 		}
-	}), false)
+	}), h2cServers)
+	extra := ""
+	if h2cServers {
+		extra = "proto = \"h2c\""
+	}
 	_, front := testutil.Start(t, h2Config("default_backend = \"app\"\nh2c = true", "",
-		map[string]h2Backend{"app": {addrs: []string{addr}}}))
+		map[string]h2Backend{"app": {extra: extra, addrs: []string{addr}}}))
 	c := h2cClient() // one connection: every stream below shares it
 
 	slow := make(chan error, 1)
