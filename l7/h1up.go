@@ -451,11 +451,6 @@ func (u *h1Up) clientBroke(error) {
 	u.keep = false
 }
 
-// An HTTP/1 client's writes are its own: nothing to batch.
-func (u *h1Up) setReady()     {}
-func (u *h1Up) unready()      {}
-func (u *h1Up) batched() bool { return false }
-
 // upDone: the response went out whole; the connection goes on if the
 // request body was read to its end and nothing asked for the close.
 func (u *h1Up) upDone() {

@@ -175,14 +175,7 @@ type upClient interface {
 	upRefused(be *backend.Backend, x *exchange)
 	clientBroke(err error) // writing the response to the client failed
 	upDone()               // the response went out whole
-	// setReady says the whole response is in hand: only writes are left,
-	// which an HTTP/2 client batches with other streams' (see
-	// h2Conn.ready); unready ends that, after the last write; batched
-	// says whether setReady is in force.
-	setReady()
-	unready()
-	batched() bool
-	stopBody() // the request body is no longer wanted
+	stopBody()             // the request body is no longer wanted
 	fail(f failure, be *backend.Backend, x *exchange)
 	log(x *exchange)
 }
@@ -1359,7 +1352,6 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 	status, head := us.status, us.head
 	endNow := us.ended && len(us.in) == 0 && us.trailers == nil
 	lazy := !endNow && len(us.in) > 0
-	whole := us.ended && us.trailers == nil
 	u.mu.Unlock()
 	x.status = status
 	cookie := ""
@@ -1367,13 +1359,7 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 		cookie = be.StickyCookie
 	}
 	p.count(srv, status, 0) // bytes are counted as they pass
-	if whole {
-		// The response is in hand: its writes go with those of the
-		// streams whose responses came in the same read (one flush).
-		cl.setReady()
-		defer cl.unready() // on every way out; a second call does nothing
-	}
-	err := cl.upHead(status, head, cookie, srv, endNow, lazy || endNow && cl.batched())
+	err := cl.upHead(status, head, cookie, srv, endNow, lazy)
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
 	buf := (*bp)[:16384]
@@ -1424,7 +1410,6 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 			return false
 		}
 	}
-	cl.unready() // the last ready stream flushes, before any wait below
 	us.release()
 	if err != nil {
 		cl.clientBroke(writeError{err})
