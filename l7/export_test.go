@@ -9,6 +9,9 @@ import (
 // none); a test panics in it to see the stream reset and the rest go on.
 func SetStreamHook(h func(r *http.Request)) { testStreamHook = h }
 
+// SetStreamDoneHook makes h run as each HTTP/2 stream's goroutine ends.
+func SetStreamDoneHook(h func(target string)) { testStreamDoneHook = h }
+
 // SetBodyHook makes h run as an HTTP/1 request body starts to move to the
 // server (nil: none); a test panics in it.
 func SetBodyHook(h func()) { testBodyHook = h }

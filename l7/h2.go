@@ -20,6 +20,10 @@ import (
 // HTTP/2 request is served: a test makes it panic.
 var testStreamHook func(r *http.Request)
 
+// testStreamDoneHook, set by tests only, runs as a stream's goroutine
+// ends (its response sent), with the request's target.
+var testStreamDoneHook func(target string)
+
 // testFinalHook, set by tests only, runs in a drain between deciding the
 // final GOAWAY's last stream and writing it.
 var testFinalHook atomic.Pointer[func()]

@@ -828,7 +828,12 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 		c.mu.Unlock()
 		return nil // after the final GOAWAY: ignored (RFC 9113 §6.8)
 	}
-	if c.working >= MaxH2Streams {
+	// working counts streams until their goroutines end; a client counts
+	// them until both sides ended (RFC 9113 §5.1.2) and may open the next
+	// one as soon as it reads a response's end, before that goroutine has
+	// logged and returned. Only streams open in the protocol's sense are
+	// refused past the limit; twice the limit bounds the goroutines.
+	if c.working >= MaxH2Streams && (c.working >= 2*MaxH2Streams || c.openLocked() >= MaxH2Streams) {
 		c.mu.Unlock()
 		c.p.Counters.H2Refused.Add(1)
 		c.rst(id, http2.ErrCodeRefusedStream, true)
@@ -1015,6 +1020,19 @@ func (c *h2Conn) data(f *http2.DataFrame) error {
 	return nil
 }
 
+// openLocked counts the streams open in the protocol's sense: not reset,
+// and not ended both ways (a finished stream whose goroutine still winds
+// down is closed for the client). Only at the stream limit. c.mu held.
+func (c *h2Conn) openLocked() int {
+	n := 0
+	for _, s := range c.streams {
+		if s.reset == nil && !(s.done && s.remoteClosed) {
+			n++
+		}
+	}
+	return n
+}
+
 // closedLocked forgets a discarding stream whose goroutine has ended once
 // the client has ended or reset it. c.mu held.
 func (c *h2Conn) closedLocked(s *h2Stream) {
@@ -1026,6 +1044,9 @@ func (c *h2Conn) closedLocked(s *h2Stream) {
 
 // streamDone is called when a stream's goroutine ends.
 func (c *h2Conn) streamDone(s *h2Stream) {
+	if testStreamDoneHook != nil {
+		testStreamDoneHook(string(s.req.target))
+	}
 	c.mu.Lock()
 	s.exited = true
 	if c.streams[s.id] == s {

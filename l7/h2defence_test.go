@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"strings"
 	"sync"
@@ -280,6 +281,78 @@ address = %q
 	}
 	if got := p.Counters.H2Refused.Load(); got != 1 {
 		t.Fatalf("H2Refused = %d", got)
+	}
+}
+
+// A stream whose response and request both ended is closed for the client
+// (RFC 9113 §5.1.2) even while its goroutine still winds down: a client
+// that read its end may open the limit's worth of new streams at once, and
+// only the one past them is refused (h2load -m100 met REFUSED_STREAM on
+// 1-6% of streams when the goroutines were counted).
+func TestH2FinishedStreamsLeaveTheLimit(t *testing.T) {
+	hold := make(chan struct{})
+	var release sync.Once
+	l7.SetStreamDoneHook(func(target string) {
+		if target == "/winds-down" {
+			<-hold
+		}
+	})
+	t.Cleanup(func() {
+		release.Do(func() { close(hold) })
+		l7.SetStreamDoneHook(nil)
+	})
+	eng, front := testutil.Start(t, fmt.Sprintf(`
+[frontend.web]
+mode = "http"
+bind = ["{{FRONT}}"]
+h2c = true
+max_header_bytes = 4096
+default_backend = "app"
+[backend.app]
+[[backend.app.server]]
+name = "a"
+address = %q
+`, holdingServer(t)))
+	// Let the held goroutine go before the engine stops (cleanups run last
+	// registered first): the stop waits for it.
+	t.Cleanup(func() { release.Do(func() { close(hold) }) })
+	p := eng.Front.Frontends[0].HTTP()
+	c := dialRaw(t, front)
+	// Stream 1 is answered by sluice itself (431) and its goroutine is
+	// then held as it ends.
+	if err := c.headers(1, "x", "/winds-down", true, "x-big", strings.Repeat("a", 6000)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "stream 1 answered whole", 5*time.Second, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.ended[1]
+	})
+	c.mu.Lock()
+	status := c.status[1]
+	c.mu.Unlock()
+	if status != "431" {
+		t.Fatalf("stream 1: status %q, want 431", status)
+	}
+	for i := range l7MaxStreams + 1 {
+		if err := c.headers(uint32(2*i+3), "x", "/", true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := uint32(2*l7MaxStreams + 3)
+	testutil.WaitFor(t, "the stream past the limit refused", 5*time.Second, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.resets[last] == http2.ErrCodeRefusedStream
+	})
+	c.mu.Lock()
+	resets := maps.Clone(c.resets)
+	c.mu.Unlock()
+	if len(resets) != 1 {
+		t.Fatalf("streams reset: %v; want only %d, the one past the %d open", resets, last, l7MaxStreams)
+	}
+	if got := p.Counters.H2Refused.Load(); got != 1 {
+		t.Fatalf("H2Refused = %d, want 1", got)
 	}
 }
 
