@@ -260,27 +260,33 @@ default_backend = "app"
 name = "a"
 address = %q
 `, holdingServer(t)))
-	p := eng.Front.Frontends[0].HTTP()
-	c := dialRaw(t, front)
+	openPastTheLimit(t, dialRaw(t, front), 1, eng.Front.Frontends[0].HTTP())
+}
+
+// openPastTheLimit opens the limit's worth of streams from id first on
+// (to a server that never answers), then one more, and checks that only
+// that one is refused and counted.
+func openPastTheLimit(t *testing.T, c *rawH2, first uint32, p *l7.Proxy) {
+	t.Helper()
 	for i := range l7MaxStreams + 1 {
-		if err := c.headers(uint32(2*i+1), "x", "/", true); err != nil {
+		if err := c.headers(first+uint32(2*i), "x", "/", true); err != nil {
 			t.Fatal(err)
 		}
 	}
-	last := uint32(2*l7MaxStreams + 1)
+	last := first + uint32(2*l7MaxStreams)
 	testutil.WaitFor(t, "the stream past the limit refused", 5*time.Second, func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return c.resets[last] == http2.ErrCodeRefusedStream
 	})
 	c.mu.Lock()
-	n := len(c.resets)
+	resets := maps.Clone(c.resets)
 	c.mu.Unlock()
-	if n != 1 {
-		t.Fatalf("%d streams reset, want only the one past the limit", n)
+	if len(resets) != 1 {
+		t.Fatalf("streams reset: %v; want only %d, the one past the %d open", resets, last, l7MaxStreams)
 	}
 	if got := p.Counters.H2Refused.Load(); got != 1 {
-		t.Fatalf("H2Refused = %d", got)
+		t.Fatalf("H2Refused = %d, want 1", got)
 	}
 }
 
@@ -334,26 +340,7 @@ address = %q
 	if status != "431" {
 		t.Fatalf("stream 1: status %q, want 431", status)
 	}
-	for i := range l7MaxStreams + 1 {
-		if err := c.headers(uint32(2*i+3), "x", "/", true); err != nil {
-			t.Fatal(err)
-		}
-	}
-	last := uint32(2*l7MaxStreams + 3)
-	testutil.WaitFor(t, "the stream past the limit refused", 5*time.Second, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.resets[last] == http2.ErrCodeRefusedStream
-	})
-	c.mu.Lock()
-	resets := maps.Clone(c.resets)
-	c.mu.Unlock()
-	if len(resets) != 1 {
-		t.Fatalf("streams reset: %v; want only %d, the one past the %d open", resets, last, l7MaxStreams)
-	}
-	if got := p.Counters.H2Refused.Load(); got != 1 {
-		t.Fatalf("H2Refused = %d, want 1", got)
-	}
+	openPastTheLimit(t, c, 3, p)
 }
 
 // A header list over max_header_bytes is answered 431 on its stream; the
