@@ -80,6 +80,10 @@ type Connect struct {
 	// Slot reports that the callback took a slot of Budget (TakeSlot)
 	// for the connection it made: it belongs to that connection now.
 	Slot bool
+	// Probe: TryPick counts no NoServer; its caller, when it finds no
+	// server at hand, hands the request to a path that calls Connect,
+	// which counts it (the HTTP/2 fast path).
+	Probe bool
 	// failed is the last failed connect of TryPick's caller: a NoServer
 	// after it is not counted, the connect error stands.
 	failed error
@@ -225,7 +229,7 @@ func (b *Backend) TryPick(c *Connect) (*Server, error) {
 	}
 	if srv == nil {
 		if !b.pool.Load().usable() {
-			if c.failed == nil {
+			if c.failed == nil && !c.Probe {
 				b.Counters.NoServer.Add(1)
 			}
 			return nil, ErrNoServer

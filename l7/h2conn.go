@@ -131,6 +131,20 @@ type h2Conn struct {
 	own        []*serverConn // idle server connections of this client (send_proxy)
 	wg         sync.WaitGroup
 	drainTimer *time.Timer
+	// The fast path's writer (h2fast_linux.go): frames the loop made, and
+	// the streams they end, written and finished by one goroutine of the
+	// connection's, started at its first fast stream.
+	omu      sync.Mutex
+	obuf     []byte
+	ospare   []byte
+	odone    []*h2Stream
+	odspare  []*h2Stream
+	ofast    int  // fast streams not yet finished (under omu)
+	oclosed  bool // the connection is gone: the writer ends once ofast is 0
+	owake    chan struct{}
+	otouched bool // the loop has frames of this connection's in its batch (the loop's own)
+	owbuf    []byte
+	owrite   func() error
 	// Stream goroutines are reused: one that served a stream parks for
 	// the next (parked of them wait on work) instead of exiting, so a
 	// stream costs no goroutine start nor the growth of a fresh stack.
@@ -429,6 +443,7 @@ func (c *h2Conn) shutdown() {
 		s.resetLocked(errStreamGone)
 	}
 	c.mu.Unlock()
+	c.fastClosed()
 }
 
 // emit collects one decoded header field, checking it as RFC 9113 §8.2
@@ -865,6 +880,17 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 	c.streams[id] = s
 	c.meanless = max(c.meanless-1, 0)
 	c.wg.Add(1)
+	c.mu.Unlock()
+	if c.fastStart(s) {
+		return nil
+	}
+	c.dispatch(s)
+	return nil
+}
+
+// dispatch has a stream goroutine serve s: a parked one, or a new one.
+func (c *h2Conn) dispatch(s *h2Stream) {
+	c.mu.Lock()
 	parked := c.parked > 0
 	if parked {
 		c.parked--
@@ -875,7 +901,6 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 	} else {
 		go c.worker(s)
 	}
-	return nil
 }
 
 // worker serves streams: s, then those handed to it while it is parked.

@@ -52,6 +52,13 @@ type h2Stream struct {
 	keepSC   *serverConn      // the server connection to keep after the response
 	keepBE   *backend.Backend // its backend
 	ready    bool             // counted in c.ready (see there)
+	// The fast path's (h2fast.go): how the stream goes on when handed to
+	// a goroutine, and the Connect of its pick.
+	hand    int
+	handBE  *backend.Backend
+	handSrv *backend.Server
+	handSC  *serverConn
+	fcn     backend.Connect
 	edits    uint64           // the policy's header edits (policy.Verdict.Edits; 0: none)
 	val      []byte           // scratch for an edited header's value
 	x        exchange         // serve's record of the request (a part of the stream: no allocation of its own)
@@ -76,6 +83,7 @@ type h2Stream struct {
 	served   bool
 	trailers []hpack.HeaderField
 	server   net.Conn // the server connection in use: closed on reset
+	fast     *fastConn // the fast path's server connection while it waits for the response
 	// The stream's context (Done): made only when something waits on it.
 	canceled   bool
 	doneCh     chan struct{}
@@ -249,6 +257,9 @@ func (s *h2Stream) resetLocked(err error) {
 	s.cancelLocked()
 	if s.server != nil {
 		s.server.Close()
+	}
+	if s.fast != nil {
+		s.fast.kill(s) // the fast path's loop ends the exchange
 	}
 	s.wakeLocked()
 }
@@ -557,6 +568,10 @@ func (s *h2Stream) serve() {
 		}
 		s.abort(http2.ErrCodeInternal)
 	}()
+	if s.hand != handNone {
+		s.serveHanded()
+		return
+	}
 	x := &s.x
 	x.start, x.headDone = s.start, s.start
 	x.proto = "HTTP/2.0"
@@ -685,6 +700,13 @@ func (s *h2Stream) log(x *exchange) { s.c.p.logRequest(x, &s.c.info) }
 // the response: clientConn.forward's connect, retry and observation rules;
 // mv is a request moved here from the HTTP/2 path (alpn.go).
 func (s *h2Stream) forward(be *backend.Backend, x *exchange, mv moved) {
+	s.forwardFrom(be, x, mv, nil)
+}
+
+// forwardFrom is forward; sent, when not nil, is a server connection the
+// request was already sent on (the fast path's), whose response comes
+// first, with the retry rules of any other.
+func (s *h2Stream) forwardFrom(be *backend.Backend, x *exchange, mv moved, sent *serverConn) {
 	p := s.c.p
 	cn := backend.Connect{Client: backend.Client{Addr: s.c.info.Client.Addr()}, Budget: p.ServerConns,
 		Held: mv.srv, Retries: mv.retries}
@@ -705,25 +727,42 @@ func (s *h2Stream) forward(be *backend.Backend, x *exchange, mv moved) {
 		return err
 	}
 	for {
-		err := be.Connect(s.ctx, &cn, dial)
-		x.retries = cn.Retries
-		if cn.Server != nil {
-			x.server = cn.Server.Name
-		}
-		if err == backend.ErrMoved {
-			if mv, ok := mv.next(&cn); ok {
-				s.forwardUp(be, x, mv)
-			} else {
-				s.fail(failConnect, be, x)
+		var srv *backend.Server
+		var retry bool
+		if sent != nil {
+			// Sent by the fast path: its response is read here.
+			srv, cn.Server, cn.Retries = sent.srv, sent.srv, x.retries
+			if !s.setServer(sent.conn) {
+				sent.close()
+				x.terminated = "client"
+				s.log(x)
+				srv.Release()
+				return
 			}
-			return
+			retry = s.receive(sent, be, x, false, false)
+			s.setServer(nil)
+			sent = nil
+		} else {
+			err := be.Connect(s.ctx, &cn, dial)
+			x.retries = cn.Retries
+			if cn.Server != nil {
+				x.server = cn.Server.Name
+			}
+			if err == backend.ErrMoved {
+				if mv, ok := mv.next(&cn); ok {
+					s.forwardUp(be, x, mv)
+				} else {
+					s.fail(failConnect, be, x)
+				}
+				return
+			}
+			if s.notConnected(err, be, x) {
+				return
+			}
+			srv = cn.Server
+			x.connected = time.Now()
+			retry = s.exchange(sc, be, x, setCookie(be, cookie, srv))
 		}
-		if s.notConnected(err, be, x) {
-			return
-		}
-		srv := cn.Server
-		x.connected = time.Now()
-		retry := s.exchange(sc, be, x, setCookie(be, cookie, srv))
 		srv.Release()
 		observe(srv, x, retry)
 		if !retry {
@@ -890,10 +929,6 @@ func (s *h2Stream) buildRequestHead(b []byte) []byte {
 // whether the request never reached the server (a stale pooled
 // connection) and may be sent again.
 func (s *h2Stream) exchange(sc *serverConn, be *backend.Backend, x *exchange, sticky bool) (retry bool) {
-	c := s.c
-	p := c.p
-	idempotent := isIdempotent(s.req.method)
-	isHead := equalFold(s.req.method, "HEAD")
 	hasBody := !s.endStream
 	// Set first: a reset of the stream closes the connection, and so ends
 	// the wait for the answer below.
@@ -929,7 +964,18 @@ func (s *h2Stream) exchange(sc *serverConn, be *backend.Backend, x *exchange, st
 		return false
 	}
 	sc.srv.Counters.BytesIn.Add(uint64(len(out)))
+	return s.receive(sc, be, x, sticky, hasBody)
+}
 
+// receive relays the response to the request sent on sc (and sends its
+// body, hasBody): the second half of exchange, where a request the fast
+// path sent (h2fast.go) resumes when its response needs a goroutine.
+func (s *h2Stream) receive(sc *serverConn, be *backend.Backend, x *exchange, sticky, hasBody bool) (retry bool) {
+	c := s.c
+	p := c.p
+	idempotent := isIdempotent(s.req.method)
+	isHead := equalFold(s.req.method, "HEAD")
+	var err error
 	s.bodyDone, s.keepSC, s.keepBE = nil, nil, nil
 	if hasBody {
 		sc.conn.SetReadDeadline(time.Time{})
@@ -1152,26 +1198,32 @@ func connSpecific(name []byte) bool {
 // HEADERS.
 func (s *h2Stream) sendRespHead(resp *message, cookie, id string, end, lazy bool) error {
 	return s.sendHeadLazy(func(e *hpack.Encoder) {
-		s.status(e, resp.status)
-		if resp.status >= 200 && resp.contentLength >= 0 && !resp.chunked {
-			s.field(e, []byte("content-length"), strconv.AppendInt(s.num[:0], resp.contentLength, 10))
-		}
-		edits := s.edits
-		if resp.status < 200 {
-			edits = 0 // interim: the edits go on the final response
-		}
-		for _, f := range resp.fields {
-			if framing(f.name) || resp.hopByHop(f.name) || connSpecific(f.name) || s.c.p.dropsField(edits, true, f.name) {
-				continue
-			}
-			s.field(e, f.name, f.value)
-		}
-		s.encodeEdits(e, edits, true)
-		if cookie != "" && resp.status >= 200 {
-			var buf [128]byte
-			s.field(e, []byte("set-cookie"), appendStickyCookie(buf[:0], cookie, id))
-		}
+		s.encodeRespHead(e, &s.c.lname, resp, cookie, id)
 	}, end, lazy)
+}
+
+// encodeRespHead encodes a response head's fields with e; lname is the
+// scratch for lower-cased names of whoever holds e.
+func (s *h2Stream) encodeRespHead(e *hpack.Encoder, lname *[]byte, resp *message, cookie, id string) {
+	s.status(e, resp.status)
+	if resp.status >= 200 && resp.contentLength >= 0 && !resp.chunked {
+		lowerField(e, lname, []byte("content-length"), strconv.AppendInt(s.num[:0], resp.contentLength, 10))
+	}
+	edits := s.edits
+	if resp.status < 200 {
+		edits = 0 // interim: the edits go on the final response
+	}
+	for _, f := range resp.fields {
+		if framing(f.name) || resp.hopByHop(f.name) || connSpecific(f.name) || s.c.p.dropsField(edits, true, f.name) {
+			continue
+		}
+		lowerField(e, lname, f.name, f.value)
+	}
+	s.encodeEdits(e, edits, true)
+	if cookie != "" && resp.status >= 200 {
+		var buf [128]byte
+		lowerField(e, lname, []byte("set-cookie"), appendStickyCookie(buf[:0], cookie, id))
+	}
 }
 
 // copyResponse relays the response body from the server as DATA frames,

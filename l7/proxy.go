@@ -294,6 +294,9 @@ func hostMatches(pattern string, host []byte) bool {
 type connPool struct {
 	mu   sync.Mutex
 	idle []*serverConn
+	// fast are the idle connections of the HTTP/2 fast path, watched by
+	// its loop (h2fast_linux.go); no other path takes them.
+	fast []*serverConn
 	opts BackendOptions
 }
 
@@ -319,6 +322,8 @@ type serverConn struct {
 	sendBuf  []byte
 	sendErr  syscall.Errno
 	sendRead int
+	// fc is the fast path's hold on the connection (nil: none).
+	fc *fastConn
 }
 
 // newServerConn wraps a fresh connection to srv.
@@ -529,6 +534,12 @@ func (p *Proxy) sweepIdle() {
 			}
 			old = append(old[:0], cp.idle[:n]...)
 			cp.idle = append(cp.idle[:0], cp.idle[n:]...)
+			n = 0
+			for n < len(cp.fast) && now.Sub(cp.fast[n].idleSince) >= cp.opts.PoolIdleTimeout {
+				n++
+			}
+			old = append(old, cp.fast[:n]...)
+			cp.fast = append(cp.fast[:0], cp.fast[n:]...)
 			cp.mu.Unlock()
 			for _, sc := range old {
 				sc.close()
@@ -548,13 +559,20 @@ func (p *Proxy) CloseIdle() {
 		for _, sc := range cp.idle {
 			sc.close()
 		}
-		cp.idle = nil
+		for _, sc := range cp.fast {
+			sc.close()
+		}
+		cp.idle, cp.fast = nil, nil
 		cp.mu.Unlock()
 		return true
 	})
 }
 
 func (sc *serverConn) close() {
+	if sc.fc != nil {
+		sc.fc.forget()
+		sc.fc = nil
+	}
 	sc.conn.Close()
 	sc.budget.Release()
 	sc.budget = nil

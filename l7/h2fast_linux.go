@@ -1,0 +1,704 @@
+//go:build linux
+
+package l7
+
+import (
+	"encoding/binary"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"golang.org/x/sys/unix"
+
+	"sluice/backend"
+	"sluice/internal/poller"
+	"sluice/internal/rawio"
+)
+
+// The HTTP/2 fast path (see h2fast.go). Its server connections live in
+// the connection pools' fast lists and are registered, for their whole
+// life there, with one epoll loop of the process's (edge-triggered), which
+// both reads their responses and notices one written to or closed while
+// idle (HAProxy's way: no peek before each reuse).
+//
+// Who owns a fast connection is its state: the pool (fcIdle: the loop only
+// marks it stale on input), the stream's reader while it sends (fcTaken),
+// the loop (fcWait: it may claim it, fcBusy: it has). A stream goroutine
+// given one (handRecv) gets it out of the loop's set first.
+
+const (
+	fcIdle = iota
+	fcTaken
+	fcWait
+	fcBusy
+)
+
+// fastConn is the fast path's hold on one server connection.
+type fastConn struct {
+	loop  *fastLoop
+	sc    *serverConn
+	pool  *connPool
+	p     *Proxy
+	fd    int
+	tag   int32
+	state atomic.Int32
+	stale atomic.Bool // input or a close while idle: not to be reused
+	// Set by the stream's reader before state becomes fcWait.
+	s        *h2Stream
+	be       *backend.Backend
+	deadline int64 // unix nanoseconds of timeout_server's end; 0: none
+}
+
+// fastLoop is one epoll loop of the fast path.
+type fastLoop struct {
+	pl    *poller.Poller
+	mu    sync.Mutex
+	conns map[int32]*fastConn
+	next  int32
+	kills []fastKill
+	// The loop goroutine's own.
+	enc     *hpack.Encoder
+	encB    h2Buf
+	lname   []byte
+	now     int64
+	touched []*h2Conn
+}
+
+type fastKill struct {
+	fc *fastConn
+	s  *h2Stream
+}
+
+var fastLoops struct {
+	once  sync.Once
+	loops []*fastLoop
+	next  atomic.Uint32
+}
+
+// fastLoopCount is how many loops serve the fast path's connections.
+const fastLoopCount = 1
+
+// fastTick is how often the loop looks for responses past their timeout.
+const fastTick = 100 * time.Millisecond
+
+func fastStartLoops() {
+	for range fastLoopCount {
+		pl, err := poller.New()
+		if err != nil {
+			return // no fast path: every stream takes a goroutine
+		}
+		l := &fastLoop{pl: pl, conns: map[int32]*fastConn{}}
+		l.enc = hpack.NewEncoder(&l.encB)
+		// No dynamic table (as h2Conn's encoder): stateless blocks, and
+		// the size update is written once, here, not to a client.
+		l.enc.SetMaxDynamicTableSizeLimit(0)
+		l.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		l.encB.b = l.encB.b[:0]
+		fastLoops.loops = append(fastLoops.loops, l)
+		go l.run()
+	}
+}
+
+func pickFastLoop() *fastLoop {
+	fastLoops.once.Do(fastStartLoops)
+	ls := fastLoops.loops
+	if len(ls) == 0 {
+		return nil
+	}
+	return ls[int(fastLoops.next.Add(1))%len(ls)]
+}
+
+// fastOK says whether a stream may take the fast path: a request without a
+// body that needs nothing the fast path does not do.
+func (c *h2Conn) fastOK(s *h2Stream) bool {
+	if !s.endStream || s.large || s.connect || s.protocol != "" || c.p.Policy != nil || testStreamHook != nil {
+		return false
+	}
+	m := s.req.method
+	return string(m) == "GET" || string(m) == "HEAD"
+}
+
+// fastStart serves s on the fast path if it can, from the reader: true
+// when the stream is the fast path's (or handed on by it already); false
+// when the caller dispatches it to a stream goroutine (which may find
+// s.hand set: the fast path began the request).
+func (c *h2Conn) fastStart(s *h2Stream) bool {
+	if !c.fastOK(s) {
+		return false
+	}
+	p := c.p
+	v := h1View(&s.req)
+	be := p.route(&v)
+	if be == nil {
+		return false
+	}
+	opts := p.Backends[be]
+	if opts.Proto == "h2c" || opts.SendProxy != 0 || be.Sticky == "cookie" || be.TLS != nil {
+		return false
+	}
+	l := pickFastLoop()
+	if l == nil {
+		return false
+	}
+	// serve's start, done here: a stream handed on skips it.
+	x := &s.x
+	x.start, x.headDone = s.start, s.start
+	x.proto = "HTTP/2.0"
+	if p.Access != nil {
+		x.method, x.path = string(s.req.method), string(s.req.target)
+	}
+	p.Counters.Requests.Add(1)
+	x.backend = be.Name
+	cn := &s.fcn
+	*cn = backend.Connect{Client: backend.Client{Addr: c.info.Client.Addr()}, Budget: p.ServerConns, Probe: true}
+	srv, err := be.TryPick(cn)
+	if err != nil {
+		s.handTo(handHeld, be, nil, nil) // Connect picks (and counts, and queues)
+		return false
+	}
+	x.server = srv.Name
+	sc := p.takeFast(srv, be, l)
+	if sc == nil {
+		s.handTo(handHeld, be, srv, nil)
+		return false
+	}
+	cn.Connected()
+	now := time.Now()
+	x.connected = now
+	fc := sc.fc
+	fc.s, fc.be, fc.deadline = s, be, 0
+	if t := be.TimeoutServer; t > 0 {
+		fc.deadline = now.Add(t).UnixNano()
+	}
+	if c.owake == nil {
+		c.owake = make(chan struct{}, 1)
+		c.owrite = c.writeOut
+		go c.fastWriter()
+	}
+	c.omu.Lock()
+	c.ofast++
+	c.omu.Unlock()
+	c.mu.Lock()
+	s.fast = fc
+	c.mu.Unlock()
+	op := outPool.Get().(*[]byte)
+	out := s.buildRequestHead((*op)[:0])
+	size := len(out)
+	fc.state.Store(fcWait)
+	n, err := rawio.Write(fc.fd, out)
+	for err == unix.EINTR {
+		n, err = rawio.Write(fc.fd, out)
+	}
+	*op = out[:0]
+	outPool.Put(op)
+	if n == size {
+		srv.Counters.BytesIn.Add(uint64(size))
+		return true
+	}
+	// Not sent whole (the server closed the idle connection, or its
+	// buffer is full): the connection is not to be used again. If the
+	// loop has not claimed it (it saw the close), the stream goes on in a
+	// goroutine, on another connection.
+	if !fc.state.CompareAndSwap(fcWait, fcTaken) {
+		return true // the loop's now: it hands the stream on
+	}
+	c.mu.Lock()
+	s.fast = nil
+	c.mu.Unlock()
+	c.omu.Lock()
+	c.ofast--
+	c.omu.Unlock()
+	fc.s, fc.be = nil, nil
+	sc.close()
+	s.handTo(handHeld, be, srv, nil)
+	return false
+}
+
+// takeFast returns an idle fast connection to srv, or an idle pooled one
+// made a fast one; nil when there is none (the caller dials on a
+// goroutine).
+func (p *Proxy) takeFast(srv *backend.Server, be *backend.Backend, l *fastLoop) *serverConn {
+	cp := p.pool(srv, be)
+	now := time.Now()
+	for {
+		cp.mu.Lock()
+		n := len(cp.fast)
+		if n == 0 {
+			cp.mu.Unlock()
+			break
+		}
+		sc := cp.fast[n-1]
+		cp.fast[n-1] = nil
+		cp.fast = cp.fast[:n-1]
+		cp.mu.Unlock()
+		if now.Sub(sc.idleSince) < cp.opts.PoolIdleTimeout && !sc.fc.stale.Load() && sc.hr.buffered() == 0 {
+			sc.fc.state.Store(fcTaken)
+			sc.reused = true
+			return sc
+		}
+		sc.close()
+	}
+	sc := p.getIdle(srv, be) // checked quiet (a peek) before it is watched
+	if sc == nil {
+		return nil
+	}
+	if sc.raw == nil || sc.send == nil || !l.add(sc) {
+		p.putIdle(sc, be)
+		return nil
+	}
+	sc.fc.pool, sc.fc.p = cp, p
+	sc.fc.state.Store(fcTaken)
+	return sc
+}
+
+// add registers sc with the loop; false when it cannot be.
+func (l *fastLoop) add(sc *serverConn) bool {
+	fd := -1
+	if err := sc.raw.Control(func(d uintptr) { fd = int(d) }); err != nil || fd < 0 {
+		return false
+	}
+	fc := &fastConn{loop: l, sc: sc, fd: fd}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for {
+		l.next++
+		if l.next <= 0 {
+			l.next = 1
+		}
+		if l.conns[l.next] == nil {
+			break
+		}
+	}
+	fc.tag = l.next
+	if err := l.pl.AddTag(fd, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLET, fc.tag, 1); err != nil {
+		return false
+	}
+	l.conns[fc.tag] = fc
+	sc.fc = fc
+	return true
+}
+
+// forget takes fc out of the loop's set; the descriptor's close takes it
+// out of the epoll set.
+func (fc *fastConn) forget() {
+	l := fc.loop
+	l.mu.Lock()
+	if l.conns[fc.tag] == fc {
+		delete(l.conns, fc.tag)
+	}
+	l.mu.Unlock()
+}
+
+// kill has the loop end s's exchange (the client reset s, or left). c.mu
+// held: the loop never takes it while holding its own lock.
+func (fc *fastConn) kill(s *h2Stream) {
+	l := fc.loop
+	l.mu.Lock()
+	l.kills = append(l.kills, fastKill{fc, s})
+	l.mu.Unlock()
+	l.pl.Wake()
+}
+
+func (l *fastLoop) run() {
+	for !l.serve() {
+	}
+}
+
+// serve is the loop; false after a recovered panic (a bug: logged, and
+// the loop goes on).
+func (l *fastLoop) serve() (stopped bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			slog.Error("HTTP/2 fast path loop panicked; it goes on", "panic", v, "stack", string(debug.Stack()))
+		}
+	}()
+	events := make([]unix.EpollEvent, 256)
+	owners := make([]*fastConn, len(events))
+	var kills []fastKill
+	var due []*fastConn
+	lastScan := time.Now().UnixNano()
+	busy := false
+	for {
+		n := 0
+		var err error
+		if busy {
+			n, err = l.pl.PollNow(events)
+		}
+		if n <= 0 && err == nil {
+			n, err = l.pl.Wait(events, int(fastTick/time.Millisecond))
+		}
+		if err != nil {
+			n = 0
+			time.Sleep(fastTick) // epoll_wait failing: do not spin
+		}
+		busy = n > 0
+		l.now = time.Now().UnixNano()
+		l.mu.Lock()
+		for i := range n {
+			owners[i] = nil
+			if events[i].Pad != 0 {
+				owners[i] = l.conns[events[i].Fd]
+			}
+		}
+		kills = append(kills[:0], l.kills...)
+		clear(l.kills)
+		l.kills = l.kills[:0]
+		if l.now-lastScan >= int64(fastTick) {
+			lastScan = l.now
+			due = due[:0]
+			for _, fc := range l.conns {
+				if fc.state.Load() == fcWait && fc.deadline != 0 && l.now > fc.deadline {
+					due = append(due, fc)
+				}
+			}
+		}
+		l.mu.Unlock()
+		for i := range n {
+			if events[i].Pad == 0 {
+				l.pl.Drain()
+				continue
+			}
+			if fc := owners[i]; fc != nil {
+				owners[i] = nil
+				l.event(fc)
+			}
+		}
+		for i, k := range kills {
+			kills[i] = fastKill{}
+			l.kill(k)
+		}
+		for i, fc := range due {
+			due[i] = nil
+			if fc.state.CompareAndSwap(fcWait, fcBusy) {
+				l.hand(fc, handTimeout)
+			}
+		}
+		due = due[:0]
+		for i, c := range l.touched {
+			l.touched[i] = nil
+			c.otouched = false
+			select {
+			case c.owake <- struct{}{}:
+			default:
+			}
+		}
+		l.touched = l.touched[:0]
+	}
+}
+
+// event serves an epoll event of fc.
+func (l *fastLoop) event(fc *fastConn) {
+	switch fc.state.Load() {
+	case fcIdle:
+		// Input on an idle connection (a late byte, a close): the next
+		// request must not go on it. A peek tells it from the end of
+		// the response the loop has read already.
+		var b [1]byte
+		n, _, err := unix.Recvfrom(fc.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err != unix.EAGAIN || n > 0 {
+			fc.stale.Store(true)
+		}
+	case fcWait:
+		if fc.state.CompareAndSwap(fcWait, fcBusy) {
+			l.receive(fc)
+		}
+	}
+}
+
+// receive reads what the server sent for fc's stream and, with the whole
+// response in, frames it for the client.
+func (l *fastLoop) receive(fc *fastConn) {
+	hr := fc.sc.hr
+	if hr.buf == nil {
+		hr.acquire()
+	}
+	for hr.w < len(hr.buf) {
+		want := len(hr.buf) - hr.w
+		n, err := rawio.Read(fc.fd, hr.buf[hr.w:])
+		if err == unix.EINTR {
+			continue
+		}
+		if n > 0 {
+			hr.w += n
+			if n < want {
+				break // drained: the next bytes bring another event
+			}
+			continue
+		}
+		if err == unix.EAGAIN {
+			break
+		}
+		// The end, or an error: a goroutine reads it again and answers
+		// (or sends the request again on another connection).
+		l.hand(fc, handRecv)
+		return
+	}
+	if hr.w == 0 {
+		hr.release()
+		fc.state.Store(fcWait)
+		return
+	}
+	l.tryDeliver(fc)
+}
+
+// tryDeliver frames a response whole in fc's buffer for the client, or
+// waits for more of it, or hands the stream on.
+func (l *fastLoop) tryDeliver(fc *fastConn) {
+	sc, s := fc.sc, fc.s
+	hr := sc.hr
+	data := hr.buf[hr.r:hr.w]
+	i, end := headEnd(data, 0)
+	if i < 0 {
+		if hr.w == len(hr.buf) {
+			l.hand(fc, handRecv) // a large head: the goroutine's reader grows
+		} else {
+			fc.state.Store(fcWait)
+		}
+		return
+	}
+	resp := &s.resp
+	resp.fields = s.respSpace[:0]
+	if err := resp.parseResponse(data[:i+1]); err != nil || resp.status < 200 || resp.status == 101 {
+		l.hand(fc, handRecv)
+		return
+	}
+	isHead := string(s.req.method) == "HEAD"
+	noBody := isHead || resp.status == 204 || resp.status == 304 || !resp.chunked && resp.contentLength == 0
+	if !noBody && (resp.chunked || resp.contentLength < 0) {
+		l.hand(fc, handRecv)
+		return
+	}
+	bodyLen := 0
+	if !noBody {
+		bodyLen = int(resp.contentLength)
+		if resp.contentLength > int64(len(hr.buf)) || end+bodyLen > len(hr.buf) {
+			l.hand(fc, handRecv)
+			return
+		}
+	}
+	switch {
+	case end+bodyLen > len(data):
+		// The rest of the body is to come: the goroutine relays the head
+		// and what is here now, as any server's stream goes.
+		l.hand(fc, handRecv)
+		return
+	case end+bodyLen < len(data):
+		l.hand(fc, handRecv) // more than the response: the goroutine path closes it
+		return
+	}
+	c := s.c
+	// The head's block, from the loop's encoder.
+	l.encB.b = l.encB.b[:0]
+	s.encodeRespHead(l.enc, &l.lname, resp, "", "")
+	block := l.encB.b
+	c.mu.Lock()
+	gone := s.reset != nil
+	if !gone {
+		maxFrame := int(c.peerMaxFrame)
+		if len(block) > maxFrame || bodyLen > maxFrame || int64(bodyLen) > s.sendWin || int64(bodyLen) > c.sendWin {
+			c.mu.Unlock()
+			l.hand(fc, handRecv) // the goroutine path splits or waits
+			return
+		}
+		s.sendWin -= int64(bodyLen)
+		c.sendWin -= int64(bodyLen)
+		s.done = true
+		s.served = true
+	}
+	s.fast = nil
+	c.mu.Unlock()
+	x := &s.x
+	srv := sc.srv
+	x.respHead = time.Unix(0, l.now)
+	if gone {
+		x.terminated = "client"
+	} else {
+		x.status = resp.status
+		x.bytesOut = int64(bodyLen)
+		p := c.p
+		if bodyLen > 0 {
+			p.Counters.BytesOut.Add(uint64(bodyLen))
+			srv.Counters.BytesOut.Add(uint64(bodyLen))
+		}
+		p.count(srv, resp.status, int64(bodyLen))
+	}
+	keep := !resp.connClose
+	c.omu.Lock()
+	if !gone {
+		flags := http2.FlagHeadersEndHeaders
+		if noBody {
+			flags |= http2.FlagHeadersEndStream
+		}
+		c.obuf = appendFrameHeader(c.obuf, len(block), http2.FrameHeaders, flags, s.id)
+		c.obuf = append(c.obuf, block...)
+		if !noBody {
+			c.obuf = appendFrameHeader(c.obuf, bodyLen, http2.FrameData, http2.FlagDataEndStream, s.id)
+			c.obuf = append(c.obuf, data[end:end+bodyLen]...)
+		}
+	}
+	c.odone = append(c.odone, s)
+	c.omu.Unlock()
+	if !c.otouched {
+		c.otouched = true
+		l.touched = append(l.touched, c)
+	}
+	fc.s, fc.be = nil, nil
+	resp.fields = s.respSpace[:0]
+	hr.release()
+	l.putFast(sc, keep)
+	srv.Release()
+	if !gone {
+		observe(srv, x, false)
+	}
+}
+
+// appendFrameHeader appends an HTTP/2 frame header (RFC 9113 §4.1).
+func appendFrameHeader(b []byte, n int, t http2.FrameType, flags http2.Flags, id uint32) []byte {
+	b = append(b, byte(n>>16), byte(n>>8), byte(n), byte(t), byte(flags))
+	return binary.BigEndian.AppendUint32(b, id&(1<<31-1))
+}
+
+// putFast gives a fast connection whose response is read whole back to its
+// pool's fast list, or closes it.
+func (l *fastLoop) putFast(sc *serverConn, keep bool) {
+	fc := sc.fc
+	cp := fc.pool
+	if !keep || cp.opts.PoolMaxIdle <= 0 || fc.p.draining.Load() {
+		sc.close()
+		return
+	}
+	sc.idleSince = time.Unix(0, l.now)
+	fc.stale.Store(false)
+	fc.state.Store(fcIdle)
+	cp.mu.Lock()
+	if len(cp.fast) >= cp.opts.PoolMaxIdle {
+		cp.mu.Unlock()
+		sc.close()
+		return
+	}
+	cp.fast = append(cp.fast, sc)
+	cp.mu.Unlock()
+}
+
+// kill ends the exchange of a stream the client reset or left, if the
+// loop still waits for its response: the connection, its response
+// unread, is closed.
+func (l *fastLoop) kill(k fastKill) {
+	fc := k.fc
+	if !fc.state.CompareAndSwap(fcWait, fcBusy) {
+		return // answered, handed on, or another stream's by now
+	}
+	if fc.s != k.s {
+		fc.state.Store(fcWait)
+		return
+	}
+	s, sc := fc.s, fc.sc
+	srv := sc.srv
+	fc.s, fc.be = nil, nil
+	sc.close()
+	srv.Release()
+	s.x.terminated = "client"
+	c := s.c
+	c.mu.Lock()
+	s.fast = nil
+	c.mu.Unlock()
+	c.omu.Lock()
+	c.odone = append(c.odone, s)
+	c.omu.Unlock()
+	if !c.otouched {
+		c.otouched = true
+		l.touched = append(l.touched, c)
+	}
+}
+
+// hand gives fc's stream, and the connection, to a stream goroutine
+// (fc is the loop's: fcBusy).
+func (l *fastLoop) hand(fc *fastConn, kind int) {
+	s, sc, be := fc.s, fc.sc, fc.be
+	fc.s, fc.be = nil, nil
+	// Out of the loop's set: the goroutine reads it through Go's poller.
+	l.pl.Del(fc.fd)
+	fc.forget()
+	sc.fc = nil
+	sc.hr.r, sc.hr.scanned = 0, 0
+	if sc.hr.w == 0 {
+		sc.hr.release()
+	}
+	s.resp.fields = s.respSpace[:0]
+	c := s.c
+	c.mu.Lock()
+	s.fast = nil
+	c.mu.Unlock()
+	c.omu.Lock()
+	c.ofast--
+	wake := c.oclosed && c.ofast == 0
+	c.omu.Unlock()
+	if wake {
+		select {
+		case c.owake <- struct{}{}:
+		default:
+		}
+	}
+	s.handTo(kind, be, sc.srv, sc)
+	c.dispatch(s)
+}
+
+// fastWriter writes what the loop framed for this connection and finishes
+// the streams it ends, until the connection is gone and no fast stream is
+// left.
+func (c *h2Conn) fastWriter() {
+	for range c.owake {
+		for {
+			c.omu.Lock()
+			buf, done := c.obuf, c.odone
+			c.obuf, c.odone = c.ospare[:0], c.odspare[:0]
+			c.omu.Unlock()
+			if len(buf) > 0 {
+				c.owbuf = buf
+				c.writeFlush(c.owrite, false, false)
+				c.owbuf = nil
+			}
+			for i, s := range done {
+				done[i] = nil
+				s.log(&s.x)
+				s.cancel()
+				c.streamDone(s)
+			}
+			c.omu.Lock()
+			c.ospare, c.odspare = buf[:0], done[:0]
+			c.ofast -= len(done)
+			more := len(c.obuf) > 0 || len(c.odone) > 0
+			exit := !more && c.oclosed && c.ofast == 0
+			c.omu.Unlock()
+			if exit {
+				return
+			}
+			if !more {
+				break
+			}
+		}
+	}
+}
+
+// writeOut is the writer's write: the frames in owbuf. Under wmu.
+func (c *h2Conn) writeOut() error {
+	_, err := c.bw.Write(c.owbuf)
+	return err
+}
+
+// fastClosed tells the writer the connection is gone (shutdown).
+func (c *h2Conn) fastClosed() {
+	c.omu.Lock()
+	c.oclosed = true
+	c.omu.Unlock()
+	if c.owake != nil {
+		select {
+		case c.owake <- struct{}{}:
+		default:
+		}
+	}
+}
