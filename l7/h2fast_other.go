@@ -8,6 +8,6 @@ package l7
 type fastConn struct{}
 
 func (c *h2Conn) fastStart(s *h2Stream) bool { return false }
-func (fc *fastConn) forget()                  {}
-func (fc *fastConn) kill(s *h2Stream)         {}
-func (c *h2Conn) fastClosed()                 {}
+func (fc *fastConn) forget()                 {}
+func (fc *fastConn) kill(s *h2Stream)        {}
+func (c *h2Conn) fastClosed()                {}

@@ -59,9 +59,9 @@ type h2Stream struct {
 	handSrv *backend.Server
 	handSC  *serverConn
 	fcn     backend.Connect
-	edits    uint64           // the policy's header edits (policy.Verdict.Edits; 0: none)
-	val      []byte           // scratch for an edited header's value
-	x        exchange         // serve's record of the request (a part of the stream: no allocation of its own)
+	edits   uint64   // the policy's header edits (policy.Verdict.Edits; 0: none)
+	val     []byte   // scratch for an edited header's value
+	x       exchange // serve's record of the request (a part of the stream: no allocation of its own)
 	// The first fields of the request and of the response: a common head
 	// grows no slice of its own.
 	reqSpace, respSpace [4]field
@@ -82,7 +82,7 @@ type h2Stream struct {
 	exited   bool // its goroutine has ended (a discarding stream stays in c.streams)
 	served   bool
 	trailers []hpack.HeaderField
-	server   net.Conn // the server connection in use: closed on reset
+	server   net.Conn  // the server connection in use: closed on reset
 	fast     *fastConn // the fast path's server connection while it waits for the response
 	// The stream's context (Done): made only when something waits on it.
 	canceled   bool
