@@ -7,6 +7,7 @@ import (
 
 	"sluice/conf"
 	"sluice/l4"
+	"sluice/l7"
 	"sluice/stats"
 )
 
@@ -44,6 +45,7 @@ func (e *Engine) counters() []stats.Counter {
 	gauge("process_server_conns_limit", "The most server connections the process opens at once (global.maxconn); 0: no limit.",
 		func() float64 { return float64(sc.Max()) })
 	add("l4_loop_panics_total", "Shared relay loops (an epoll relay loop, a UDP listener's reader) that recovered from a panic and went on: a bug, logged with where; the connection or datagram it cost is in frontend_panics_total.", &l4.LoopPanics)
+	add("l7_http2_fast_loop_panics_total", "Recoveries of the HTTP/2 fast path's epoll loop from a panic: a bug, logged with where; the loop goes on.", &l7.FastLoopPanics)
 	add("l4_loop_errors_total", "Failures of the epoll relay's loops, handled without a panic: a start that failed (tcp is then relayed with goroutines), a connection epoll would not register (relayed with goroutines), a later epoll_ctl (its connection closed) or epoll_wait failure.", &l4.LoopErrors)
 	e.acmeCounters(add, gauge)
 	for _, f := range e.Front.Frontends {
@@ -67,6 +69,7 @@ func (e *Engine) counters() []stats.Counter {
 			add("frontend_http2_refused_streams_total", "HTTP/2 streams refused (REFUSED_STREAM) past 100 concurrent streams on a connection.", &c.H2Refused, fl)
 			add("frontend_http_slot_waits_total", "HTTP/1 client connections that had a request ready but waited, with no goroutine and no buffer, for one of the process's slots for connections being worked on (past it, clients take turns).",
 				&c.SlotWaits, fl)
+			add("frontend_http2_fast_streams_total", "HTTP/2 streams answered with no goroutine of their own (a request without a body to an HTTP/1.1 server with an idle pooled connection, a response whole in one read); the others took a stream goroutine.", &c.H2Fast, fl)
 			add("frontend_http2_calm_total", "HTTP/2 connections ended with ENHANCE_YOUR_CALM (rapid reset, CONTINUATION or control-frame flood).", &c.H2Calm, fl)
 		}
 		if f.Mode == conf.ModeTCP {

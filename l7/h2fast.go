@@ -1,8 +1,13 @@
 package l7
 
 import (
+	"sync/atomic"
+
 	"sluice/backend"
 )
+
+// FastLoopPanics counts the fast path loop's recoveries from a panic.
+var FastLoopPanics atomic.Uint64
 
 // The HTTP/2 fast path (h2fast_linux.go) serves the common stream, a
 // request without a body to an HTTP/1.1 server with an idle pooled

@@ -204,7 +204,13 @@ func (c *h2Conn) fastStart(s *h2Stream) bool {
 	// loop has not claimed it (it saw the close), the stream goes on in a
 	// goroutine, on another connection.
 	if !fc.state.CompareAndSwap(fcWait, fcTaken) {
-		return true // the loop's now: it hands the stream on
+		return true // the loop's now: it answers or hands the stream on
+	}
+	if fc.s != s {
+		// Answered already (a server that did not wait for the whole
+		// request), and the connection is another stream's now.
+		fc.state.Store(fcWait)
+		return true
 	}
 	c.mu.Lock()
 	s.fast = nil
@@ -313,6 +319,7 @@ func (l *fastLoop) run() {
 func (l *fastLoop) serve() (stopped bool) {
 	defer func() {
 		if v := recover(); v != nil {
+			FastLoopPanics.Add(1)
 			slog.Error("HTTP/2 fast path loop panicked; it goes on", "panic", v, "stack", string(debug.Stack()))
 		}
 	}()
@@ -401,6 +408,7 @@ func (l *fastLoop) event(fc *fastConn) {
 		n, _, err := unix.Recvfrom(fc.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		if err != unix.EAGAIN || n > 0 {
 			fc.stale.Store(true)
+			l.dropIdle(fc)
 		}
 	case fcWait:
 		if fc.state.CompareAndSwap(fcWait, fcBusy) {
@@ -520,6 +528,7 @@ func (l *fastLoop) tryDeliver(fc *fastConn) {
 		x.status = resp.status
 		x.bytesOut = int64(bodyLen)
 		p := c.p
+		p.Counters.H2Fast.Add(1)
 		if bodyLen > 0 {
 			p.Counters.BytesOut.Add(uint64(bodyLen))
 			srv.Counters.BytesOut.Add(uint64(bodyLen))
@@ -581,6 +590,23 @@ func (l *fastLoop) putFast(sc *serverConn, keep bool) {
 		return
 	}
 	cp.fast = append(cp.fast, sc)
+	cp.mu.Unlock()
+}
+
+// dropIdle closes a stale idle connection still in its pool (taken
+// meanwhile, its taker sees it stale).
+func (l *fastLoop) dropIdle(fc *fastConn) {
+	cp := fc.pool
+	cp.mu.Lock()
+	for i, sc := range cp.fast {
+		if sc.fc == fc {
+			cp.fast = append(cp.fast[:i], cp.fast[i+1:]...)
+			cp.fast[len(cp.fast):cap(cp.fast)][0] = nil
+			cp.mu.Unlock()
+			sc.close()
+			return
+		}
+	}
 	cp.mu.Unlock()
 }
 

@@ -55,6 +55,9 @@ type Counters struct {
 	// or control-frame floods).
 	H2Refused atomic.Uint64
 	H2Calm    atomic.Uint64
+	// H2Fast counts the HTTP/2 streams the fast path answered with no
+	// stream goroutine (h2fast_linux.go).
+	H2Fast atomic.Uint64
 	// SlotWaits counts the HTTP/1 client connections that had a request
 	// (or their first bytes) ready and waited in the ready queue for a
 	// slot of the process's bound on connections worked on (busy.go).
