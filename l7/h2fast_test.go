@@ -150,10 +150,11 @@ func TestH2FastIdleConnectionThatSpeaksIsNotReused(t *testing.T) {
 	// A server that closes its idle connection: sluice closes its end,
 	// and the next request still gets its answer.
 	mu.Lock()
-	last := conns[len(conns)-1]
+	n := len(conns)
+	last := conns[n-1]
 	mu.Unlock()
 	last.(*net.TCPConn).CloseWrite()
-	waitEnd(len(conns))
+	waitEnd(n)
 	get(9)
 	get(11)
 }
