@@ -91,6 +91,10 @@ func fastStartLoops() {
 		if err != nil {
 			return // no fast path: every stream takes a goroutine
 		}
+		if err := pl.InGo(); err != nil {
+			pl.Close()
+			return
+		}
 		l := &fastLoop{pl: pl, conns: map[int32]*fastConn{}}
 		l.enc = hpack.NewEncoder(&l.encB)
 		// No dynamic table (as h2Conn's encoder): stateless blocks, and
@@ -336,7 +340,7 @@ func (l *fastLoop) serve() (stopped bool) {
 			n, err = l.pl.PollNow(events)
 		}
 		if n <= 0 && err == nil {
-			n, err = l.pl.Wait(events, int(fastTick/time.Millisecond))
+			n, err = l.pl.WaitGo(events, fastTick)
 		}
 		if err != nil {
 			n = 0

@@ -9,6 +9,9 @@ package poller
 import (
 	"errors"
 	"fmt"
+	"os"
+	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -17,6 +20,13 @@ import (
 // Poller is one epoll instance with an eventfd registered for wake-ups.
 type Poller struct {
 	ep, wake int
+	// f and rc, after InGo, hold ep in Go's own poller (WaitGo).
+	f  *os.File
+	rc syscall.RawConn
+	// waitN and waitFn are WaitGo's read, bound once.
+	waitEv []unix.EpollEvent
+	waitN  int
+	waitFn func(fd uintptr) bool
 }
 
 // New creates an epoll instance and its wake-up eventfd. It fails, with
@@ -87,6 +97,50 @@ func (p *Poller) PollNow(events []unix.EpollEvent) (int, error) {
 	return int(r), nil
 }
 
+// InGo puts the epoll descriptor in Go's own poller, for WaitGo: a loop
+// waiting there parks its goroutine, where a blocking epoll_wait holds a
+// thread in a system call, whose P the runtime's monitor hands off and
+// then watches every 20 µs. After InGo, Close closes it through Go.
+func (p *Poller) InGo() error {
+	if err := unix.SetNonblock(p.ep, true); err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(p.ep), "epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	p.f, p.rc = f, rc
+	p.waitFn = p.pollFd
+	return nil
+}
+
+func (p *Poller) pollFd(fd uintptr) bool {
+	ev := p.waitEv
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&ev[0])), uintptr(len(ev)), 0, 0, 0)
+	if e != 0 || r == 0 {
+		return false // nothing yet (EINTR included): wait for the next edge
+	}
+	p.waitN = int(r)
+	return true
+}
+
+// WaitGo is Wait for a Poller put in Go's poller (InGo): the goroutine
+// parks until an event or timeout (0 events).
+func (p *Poller) WaitGo(events []unix.EpollEvent, timeout time.Duration) (int, error) {
+	p.waitEv, p.waitN = events, 0
+	p.f.SetReadDeadline(time.Now().Add(timeout))
+	err := p.rc.Read(p.waitFn)
+	p.waitEv = nil
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("epoll_pwait: %w", err)
+	}
+	return p.waitN, nil
+}
+
 // Wake interrupts a Wait in progress, or the next one. Safe from any
 // goroutine.
 func (p *Poller) Wake() {
@@ -107,5 +161,8 @@ func (p *Poller) Drain() {
 // Close closes both descriptors. Only the loop that waits calls it, once
 // it no longer waits.
 func (p *Poller) Close() error {
+	if p.f != nil {
+		return errors.Join(p.f.Close(), unix.Close(p.wake))
+	}
 	return errors.Join(unix.Close(p.ep), unix.Close(p.wake))
 }
