@@ -114,8 +114,7 @@ func stringOf(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b
 // stream; nil for a malformed one (a stream error PROTOCOL_ERROR).
 func newH2Stream(c *h2Conn, id uint32, fields []hpack.HeaderField, end, large bool) *h2Stream {
 	s := &h2Stream{c: c, id: id, fields: fields, endStream: end, large: large, contentLength: -1,
-		start: time.Now(), recvWin: h2StreamWindow, sendWin: c.peerInitWin, remoteClosed: end,
-		rd: newWaker(), wr: newWaker()}
+		start: time.Now(), recvWin: h2StreamWindow, sendWin: c.peerInitWin, remoteClosed: end}
 	s.ctx = s
 	s.req.fields, s.resp.fields = s.reqSpace[:0], s.respSpace[:0]
 	s.req.reset()
@@ -220,7 +219,19 @@ type waker struct {
 
 func newWaker() waker { return waker{ch: make(chan struct{}, 1)} }
 
+// arm makes the channel of a waker made lazily (an h2Stream's: most
+// streams never wait), under the lock its wake-ups are given under, before
+// the first wait.
+func (w *waker) arm() {
+	if w.ch == nil {
+		w.ch = make(chan struct{}, 1)
+	}
+}
+
 func (w *waker) wake() {
+	if w.ch == nil {
+		return // nobody has waited: whoever does looks first
+	}
 	select {
 	case w.ch <- struct{}{}:
 	default:
@@ -362,6 +373,7 @@ func (s *h2Stream) Read(b []byte) (int, error) {
 			c.mu.Unlock()
 			return 0, io.EOF
 		}
+		s.rd.arm()
 		c.mu.Unlock()
 		if !s.rd.wait(s.waitLimit()) {
 			return 0, errClientStalled
@@ -464,6 +476,7 @@ func (s *h2Stream) writeData(b []byte, end bool) error {
 		n := int64(len(b))
 		n = min(n, s.sendWin, c.sendWin, int64(c.peerMaxFrame))
 		if n <= 0 {
+			s.wr.arm()
 			c.mu.Unlock()
 			s.unready() // it waits: no longer one to leave the flush to
 			c.flushDirty()
