@@ -588,7 +588,7 @@ func (l *fastLoop) putFast(sc *serverConn, keep bool) {
 	fc.stale.Store(false)
 	fc.state.Store(fcIdle)
 	cp.mu.Lock()
-	if len(cp.fast) >= cp.opts.PoolMaxIdle {
+	if len(cp.idle)+len(cp.fast) >= cp.opts.PoolMaxIdle { // one bound for both lists
 		cp.mu.Unlock()
 		sc.close()
 		return

@@ -495,7 +495,7 @@ func (p *Proxy) putIdle(sc *serverConn, be *backend.Backend) {
 	sc.idleSince = time.Now()
 	sc.hr.release() // an idle connection holds no buffer
 	cp.mu.Lock()
-	if len(cp.idle) >= cp.opts.PoolMaxIdle {
+	if len(cp.idle)+len(cp.fast) >= cp.opts.PoolMaxIdle { // one bound for both lists
 		cp.mu.Unlock()
 		sc.close()
 		return
