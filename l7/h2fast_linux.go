@@ -5,6 +5,7 @@ package l7
 import (
 	"encoding/binary"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -79,14 +80,16 @@ var fastLoops struct {
 	next  atomic.Uint32
 }
 
-// fastLoopCount is how many loops serve the fast path's connections.
-const fastLoopCount = 1
+// fastLoopCount is how many loops serve the fast path's connections: one
+// per two scheduler slots (one on the 2-core machines measured), so that
+// a many-core machine does not funnel every response through one.
+func fastLoopCount() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
 // fastTick is how often the loop looks for responses past their timeout.
 const fastTick = 100 * time.Millisecond
 
 func fastStartLoops() {
-	for range fastLoopCount {
+	for range fastLoopCount() {
 		pl, err := poller.New()
 		if err != nil {
 			return // no fast path: every stream takes a goroutine
