@@ -52,6 +52,11 @@ type fastConn struct {
 	s        *h2Stream
 	be       *backend.Backend
 	deadline int64 // unix nanoseconds of timeout_server's end; 0: none
+	// partial is when the loop first found the response's head whole and
+	// its body not (0: not yet); a tick later the stream is handed on, so
+	// a server that sends the rest slowly has its head relayed at once
+	// after that, as on the goroutine path.
+	partial int64
 }
 
 // fastLoop is one epoll loop of the fast path.
@@ -65,6 +70,7 @@ type fastLoop struct {
 	enc     *hpack.Encoder
 	encB    h2Buf
 	lname   []byte
+	fields  []field
 	now     int64
 	touched []*h2Conn
 }
@@ -177,7 +183,7 @@ func (c *h2Conn) fastStart(s *h2Stream) bool {
 	now := time.Now()
 	x.connected = now
 	fc := sc.fc
-	fc.s, fc.be, fc.deadline = s, be, 0
+	fc.s, fc.be, fc.deadline, fc.partial = s, be, 0, 0
 	if t := be.TimeoutServer; t > 0 {
 		fc.deadline = now.Add(t).UnixNano()
 	}
@@ -365,7 +371,8 @@ func (l *fastLoop) serve() (stopped bool) {
 			lastScan = l.now
 			due = due[:0]
 			for _, fc := range l.conns {
-				if fc.state.Load() == fcWait && fc.deadline != 0 && l.now > fc.deadline {
+				if fc.state.Load() == fcWait && (fc.deadline != 0 && l.now > fc.deadline ||
+					fc.partial != 0 && l.now-fc.partial >= int64(fastTick)) {
 					due = append(due, fc)
 				}
 			}
@@ -388,7 +395,11 @@ func (l *fastLoop) serve() (stopped bool) {
 		for i, fc := range due {
 			due[i] = nil
 			if fc.state.CompareAndSwap(fcWait, fcBusy) {
-				l.hand(fc, handTimeout)
+				if fc.deadline != 0 && l.now > fc.deadline {
+					l.hand(fc, handTimeout)
+				} else {
+					l.hand(fc, handRecv) // a body slow to come
+				}
 			}
 		}
 		due = due[:0]
@@ -476,8 +487,12 @@ func (l *fastLoop) tryDeliver(fc *fastConn) {
 		return
 	}
 	resp := &s.resp
-	resp.fields = s.respSpace[:0]
-	if err := resp.parseResponse(data[:i+1]); err != nil || resp.status < 200 || resp.status == 101 {
+	// The loop's scratch for the fields (a head of more than the
+	// stream's four grows it once, not once per response).
+	resp.fields = l.fields[:0]
+	err := resp.parseResponse(data[:i+1])
+	l.fields = resp.fields[:0]
+	if err != nil || resp.status < 200 || resp.status == 101 {
 		l.hand(fc, handRecv)
 		return
 	}
@@ -497,9 +512,15 @@ func (l *fastLoop) tryDeliver(fc *fastConn) {
 	}
 	switch {
 	case end+bodyLen > len(data):
-		// The rest of the body is to come: the goroutine relays the head
-		// and what is here now, as any server's stream goes.
-		l.hand(fc, handRecv)
+		// The rest of the body is to come, most often in the next
+		// segment (a head and body written apart): wait for it, a tick
+		// at most (then the scan hands it on, and the goroutine relays
+		// what is here and the rest as it comes).
+		if fc.partial == 0 {
+			fc.partial = l.now
+		}
+		resp.fields = s.respSpace[:0]
+		fc.state.Store(fcWait)
 		return
 	case end+bodyLen < len(data):
 		l.hand(fc, handRecv) // more than the response: the goroutine path closes it
