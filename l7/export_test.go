@@ -12,6 +12,17 @@ func SetStreamHook(h func(r *http.Request)) { testStreamHook = h }
 // SetStreamDoneHook makes h run as each HTTP/2 stream's goroutine ends.
 func SetStreamDoneHook(h func(target string)) { testStreamDoneHook = h }
 
+// SetFastSentHook makes h run on the HTTP/2 fast path between a request's
+// send and its wait for the answer (nil: none), with a reader of whether
+// the loop saw an event of the connection meanwhile.
+func SetFastSentHook(h func(pending func() bool)) {
+	if h == nil {
+		testFastSentHook.Store(nil)
+		return
+	}
+	testFastSentHook.Store(&h)
+}
+
 // SetBodyHook makes h run as an HTTP/1 request body starts to move to the
 // server (nil: none); a test panics in it.
 func SetBodyHook(h func()) { testBodyHook = h }

@@ -48,6 +48,9 @@ type fastConn struct {
 	tag   int32
 	state atomic.Int32
 	stale atomic.Bool // input or a close while idle: not to be reused
+	// pending: an event came while the reader held the connection
+	// (fcTaken); the reader, once it waits, has the loop look (poke).
+	pending atomic.Bool
 	// Set by the stream's reader before state becomes fcWait.
 	s        *h2Stream
 	be       *backend.Backend
@@ -66,6 +69,7 @@ type fastLoop struct {
 	conns map[int32]*fastConn
 	next  int32
 	kills []fastKill
+	pokes []*fastConn
 	// The loop goroutine's own.
 	enc     *hpack.Encoder
 	encB    h2Buf
@@ -201,7 +205,9 @@ func (c *h2Conn) fastStart(s *h2Stream) bool {
 	op := outPool.Get().(*[]byte)
 	out := s.buildRequestHead((*op)[:0])
 	size := len(out)
-	fc.state.Store(fcWait)
+	// Sent while the connection is the reader's (fcTaken): a send that
+	// fails leaves it to nobody else. An event the loop sees meanwhile
+	// (the answer already) is left pending, looked at once it waits.
 	n, err := rawio.Write(fc.fd, out)
 	for err == unix.EINTR {
 		n, err = rawio.Write(fc.fd, out)
@@ -210,21 +216,18 @@ func (c *h2Conn) fastStart(s *h2Stream) bool {
 	outPool.Put(op)
 	if n == size {
 		srv.Counters.BytesIn.Add(uint64(size))
+		if h := testFastSentHook.Load(); h != nil {
+			(*h)(fc.pending.Load)
+		}
+		fc.state.Store(fcWait)
+		if fc.pending.Load() {
+			l.poke(fc)
+		}
 		return true
 	}
 	// Not sent whole (the server closed the idle connection, or its
-	// buffer is full): the connection is not to be used again. If the
-	// loop has not claimed it (it saw the close), the stream goes on in a
-	// goroutine, on another connection.
-	if !fc.state.CompareAndSwap(fcWait, fcTaken) {
-		return true // the loop's now: it answers or hands the stream on
-	}
-	if fc.s != s {
-		// Answered already (a server that did not wait for the whole
-		// request), and the connection is another stream's now.
-		fc.state.Store(fcWait)
-		return true
-	}
+	// buffer is full): the connection is not to be used again, and the
+	// stream goes on in a goroutine, on another connection.
 	c.mu.Lock()
 	s.fast = nil
 	c.mu.Unlock()
@@ -235,6 +238,19 @@ func (c *h2Conn) fastStart(s *h2Stream) bool {
 	sc.close()
 	s.handTo(handHeld, be, srv, nil)
 	return false
+}
+
+// testFastSentHook, set by tests only, runs between a fast request's send
+// and its wait, with a reader of whether the loop saw an event meanwhile.
+var testFastSentHook atomic.Pointer[func(pending func() bool)]
+
+// poke has the loop look at fc: an event it saw while the request was
+// being sent.
+func (l *fastLoop) poke(fc *fastConn) {
+	l.mu.Lock()
+	l.pokes = append(l.pokes, fc)
+	l.mu.Unlock()
+	l.pl.Wake()
 }
 
 // takeFast returns an idle fast connection to srv, or an idle pooled one
@@ -256,6 +272,7 @@ func (p *Proxy) takeFast(srv *backend.Server, be *backend.Backend, l *fastLoop) 
 		cp.mu.Unlock()
 		if now.Sub(sc.idleSince) < cp.opts.PoolIdleTimeout && !sc.fc.stale.Load() && sc.hr.buffered() == 0 {
 			sc.fc.state.Store(fcTaken)
+			sc.fc.pending.Store(false)
 			sc.reused = true
 			return sc
 		}
@@ -270,7 +287,6 @@ func (p *Proxy) takeFast(srv *backend.Server, be *backend.Backend, l *fastLoop) 
 		return nil
 	}
 	sc.fc.pool, sc.fc.p = cp, p
-	sc.fc.state.Store(fcTaken)
 	return sc
 }
 
@@ -281,6 +297,7 @@ func (l *fastLoop) add(sc *serverConn) bool {
 		return false
 	}
 	fc := &fastConn{loop: l, sc: sc, fd: fd}
+	fc.state.Store(fcTaken) // the taker's until its request is sent
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for {
@@ -339,6 +356,7 @@ func (l *fastLoop) serve() (stopped bool) {
 	events := make([]unix.EpollEvent, 256)
 	owners := make([]*fastConn, len(events))
 	var kills []fastKill
+	var pokes []*fastConn
 	var due []*fastConn
 	lastScan := time.Now().UnixNano()
 	busy := false
@@ -367,6 +385,9 @@ func (l *fastLoop) serve() (stopped bool) {
 		kills = append(kills[:0], l.kills...)
 		clear(l.kills)
 		l.kills = l.kills[:0]
+		pokes = append(pokes[:0], l.pokes...)
+		clear(l.pokes)
+		l.pokes = l.pokes[:0]
 		if l.now-lastScan >= int64(fastTick) {
 			lastScan = l.now
 			due = due[:0]
@@ -386,6 +407,12 @@ func (l *fastLoop) serve() (stopped bool) {
 			if fc := owners[i]; fc != nil {
 				owners[i] = nil
 				l.event(fc)
+			}
+		}
+		for i, fc := range pokes {
+			pokes[i] = nil
+			if fc.state.CompareAndSwap(fcWait, fcBusy) {
+				l.receive(fc)
 			}
 		}
 		for i, k := range kills {
@@ -427,6 +454,13 @@ func (l *fastLoop) event(fc *fastConn) {
 		if err != unix.EAGAIN || n > 0 {
 			fc.stale.Store(true)
 			l.dropIdle(fc)
+		}
+	case fcTaken:
+		// The reader is sending: it pokes the loop once it waits, if it
+		// sees this; if it waited already, the loop looks now.
+		fc.pending.Store(true)
+		if fc.state.CompareAndSwap(fcWait, fcBusy) {
+			l.receive(fc)
 		}
 	case fcWait:
 		if fc.state.CompareAndSwap(fcWait, fcBusy) {

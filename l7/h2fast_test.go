@@ -4,14 +4,17 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
 
 	"sluice/internal/testutil"
+	"sluice/l7"
 )
 
 // The HTTP/2 fast path (h2fast_linux.go): what it serves itself, what it
@@ -258,5 +261,44 @@ func TestH2FastTimeoutAndReset(t *testing.T) {
 	c.get(11, "/after")
 	if status, body, rst, ok := c.result(11); !ok || status != "200" || body != "/after" || rst != 0 {
 		t.Fatalf("after the reset: status %q body %q rst %v ended %v", status, body, rst, ok)
+	}
+}
+
+// A server may answer before the reader has marked its request sent (the
+// loop sees the answer while the connection is still the reader's): the
+// answer is read then, not left for an event that will not come again.
+func TestH2FastAnswerBeforeTheWait(t *testing.T) {
+	srv := a19Serve(t, func(w *bufio.Writer, head string, _ []byte, _ net.Conn) bool {
+		path := strings.Fields(requestLine(head))[1]
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(path), path)
+		return true
+	})
+	front, fast := fastFront(t, `timeout_server = "20s"`, "", srv.addr)
+	c := a19Dial(t, front, true)
+	c.get(1, "/warm")
+	c.result(1)
+	var held atomic.Int32
+	l7.SetFastSentHook(func(pending func() bool) {
+		// Hold the reader until the loop has seen the answer.
+		deadline := time.Now().Add(5 * time.Second)
+		for !pending() && time.Now().Before(deadline) {
+			runtime.Gosched()
+		}
+		if pending() {
+			held.Add(1)
+		}
+	})
+	t.Cleanup(func() { l7.SetFastSentHook(nil) })
+	for i := range 5 {
+		id := uint32(3 + 2*i)
+		path := fmt.Sprintf("/early/%d", id)
+		c.get(id, path)
+		if status, body, rst, ok := c.result(id); !ok || status != "200" || body != path || rst != 0 {
+			t.Fatalf("stream %d: status %q body %q rst %v ended %v (the early answer was not read)", id, status, body, rst, ok)
+		}
+	}
+	l7.SetFastSentHook(nil)
+	if held.Load() == 0 || fast() == 0 {
+		t.Fatalf("the loop saw no answer before the wait (%d) or the fast path answered none (%d)", held.Load(), fast())
 	}
 }
