@@ -23,6 +23,9 @@ const (
 	handHeld    // a server is acquired (handSrv), no idle connection: Connect with it held
 	handRecv    // the request is sent on handSC: read its response
 	handTimeout // the request is sent on handSC; the server did not answer within timeout_server
+	handPolicy  // the policy did not pass it (handVD): its answer
+	handNoRoute // no backend for it: 404
+	handRouted  // routed to handBE, which the fast path does not serve (h2c, send_proxy, sticky cookie, TLS)
 )
 
 // serveHanded serves a stream the fast path handed over. The request is
@@ -30,6 +33,17 @@ const (
 func (s *h2Stream) serveHanded() {
 	be, x := s.handBE, &s.x
 	switch s.hand {
+	case handPolicy:
+		v := h1View(&s.req)
+		s.answerPolicy(s.handVD, &v, x)
+	case handNoRoute:
+		s.fail(failNoRoute, nil, x)
+	case handRouted:
+		if s.c.p.Backends[be].Proto == "h2c" {
+			s.forwardUp(be, x, moved{})
+		} else {
+			s.forward(be, x, moved{})
+		}
 	case handHeld:
 		s.forwardFrom(be, x, moved{srv: s.handSrv}, nil)
 	case handRecv:

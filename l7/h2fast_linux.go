@@ -18,6 +18,7 @@ import (
 	"sluice/backend"
 	"sluice/internal/poller"
 	"sluice/internal/rawio"
+	"sluice/policy"
 )
 
 // The HTTP/2 fast path (see h2fast.go). Its server connections live in
@@ -132,7 +133,7 @@ func pickFastLoop() *fastLoop {
 // fastOK says whether a stream may take the fast path: a request without a
 // body that needs nothing the fast path does not do.
 func (c *h2Conn) fastOK(s *h2Stream) bool {
-	if !s.endStream || s.large || s.connect || s.protocol != "" || c.p.Policy != nil || testStreamHook != nil {
+	if !s.endStream || s.large || s.connect || s.protocol != "" || testStreamHook != nil {
 		return false
 	}
 	m := s.req.method
@@ -148,15 +149,6 @@ func (c *h2Conn) fastStart(s *h2Stream) bool {
 		return false
 	}
 	p := c.p
-	v := h1View(&s.req)
-	be := p.route(&v)
-	if be == nil {
-		return false
-	}
-	opts := p.Backends[be]
-	if opts.Proto == "h2c" || opts.SendProxy != 0 || be.Sticky == "cookie" || be.TLS != nil {
-		return false
-	}
 	l := pickFastLoop()
 	if l == nil {
 		return false
@@ -169,7 +161,26 @@ func (c *h2Conn) fastStart(s *h2Stream) bool {
 		x.method, x.path = string(s.req.method), string(s.req.target)
 	}
 	p.Counters.Requests.Add(1)
+	v := h1View(&s.req)
+	if p.Policy != nil {
+		vd := p.decide(&v, &c.info)
+		if vd.Outcome != policy.Pass {
+			s.hand, s.handVD = handPolicy, vd // answered (or held) by a goroutine
+			return false
+		}
+		s.edits = vd.Edits
+	}
+	be := p.route(&v)
+	if be == nil {
+		s.hand = handNoRoute
+		return false
+	}
 	x.backend = be.Name
+	opts := p.Backends[be]
+	if opts.Proto == "h2c" || opts.SendProxy != 0 || be.Sticky == "cookie" || be.TLS != nil {
+		s.handTo(handRouted, be, nil, nil)
+		return false
+	}
 	cn := &s.fcn
 	*cn = backend.Connect{Client: backend.Client{Addr: c.info.Client.Addr()}, Budget: p.ServerConns, Probe: true}
 	srv, err := be.TryPick(cn)

@@ -58,6 +58,7 @@ type h2Stream struct {
 	handBE  *backend.Backend
 	handSrv *backend.Server
 	handSC  *serverConn
+	handVD  policy.Verdict
 	fcn     backend.Connect
 	edits   uint64   // the policy's header edits (policy.Verdict.Edits; 0: none)
 	val     []byte   // scratch for an edited header's value
