@@ -302,3 +302,84 @@ func TestH2FastAnswerBeforeTheWait(t *testing.T) {
 		t.Fatalf("the loop saw no answer before the wait (%d) or the fast path answered none (%d)", held.Load(), fast())
 	}
 }
+
+// With policy rules the fast path still serves what the policy passes,
+// the rules' header edits made both ways; a request the policy denies is
+// answered by a stream goroutine, once.
+func TestH2FastWithPolicy(t *testing.T) {
+	srv := a19Serve(t, func(w *bufio.Writer, head string, _ []byte, _ net.Conn) bool {
+		path := strings.Fields(requestLine(head))[1]
+		tag := ""
+		if strings.Contains(strings.ToLower(head), "\nx-edge: web") {
+			tag = "edge" // the request edit reached the server
+		}
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Secret: s\r\n\r\n%s", len(path+tag), path+tag)
+		return true
+	})
+	eng, front := testutil.Start(t, fmt.Sprintf(`
+[defaults]
+timeout_server = "10s"
+[frontend.web]
+mode = "http"
+bind = ["{{FRONT}}"]
+h2c = true
+default_backend = "app"
+[[frontend.web.rule]]
+path_prefix = "/deny"
+action = "deny"
+[[frontend.web.rule]]
+action = "add_header"
+name = "X-Edge"
+value = "{frontend}"
+[[frontend.web.rule]]
+action = "del_header"
+name = "X-Secret"
+response = true
+[[frontend.web.rule]]
+action = "add_header"
+name = "X-Served"
+value = "sluice"
+response = true
+[backend.app]
+[[backend.app.server]]
+name = "a"
+address = %q
+`, srv.addr))
+	p := eng.Front.Frontends[0].HTTP()
+	c := a19Dial(t, front, true)
+	for i := range 10 {
+		id := uint32(2*i + 1)
+		path := fmt.Sprintf("/ok/%d", id)
+		if i%3 == 2 {
+			path = fmt.Sprintf("/deny/%d", id)
+		}
+		c.get(id, path)
+		status, body, rst, ok := c.result(id)
+		if strings.HasPrefix(path, "/deny") {
+			if !ok || status != "403" || rst != 0 {
+				t.Fatalf("%s: status %q rst %v ended %v, want 403", path, status, rst, ok)
+			}
+			continue
+		}
+		if !ok || status != "200" || body != path+"edge" || rst != 0 {
+			t.Fatalf("%s: status %q body %q rst %v ended %v", path, status, body, rst, ok)
+		}
+		c.mu.Lock()
+		fields := c.streams[id].heads[0].RegularFields()
+		c.mu.Unlock()
+		served, secret := false, false
+		for _, f := range fields {
+			served = served || f.Name == "x-served" && f.Value == "sluice"
+			secret = secret || f.Name == "x-secret"
+		}
+		if !served || secret {
+			t.Fatalf("%s: response edits not made: %v", path, fields)
+		}
+	}
+	if n := p.Counters.H2Fast.Load(); n < 3 {
+		t.Fatalf("fast path answered %d streams, want the passed ones after the first", n)
+	}
+	if n := p.Counters.Requests.Load(); n != 10 {
+		t.Fatalf("%d requests counted, want 10", n)
+	}
+}
