@@ -21,10 +21,14 @@ test: lint
 	$(MAKE) fuzz
 
 # Bounded fuzzing for CI: the PROXY-protocol accepting path and the HTTP/1
-# request and response parsers, FUZZTIME each (45s in all by default).
+# request and response parsers, FUZZTIME each (about 15 s each here).
 # Minimizing each new input for the default 60s would spend the whole budget
-# on it (0 execs/s in the log): 2s keeps the run exploring.
-FUZZTIME ?= 15s
+# on it (0 execs/s in the log): 2s keeps the run exploring. A count, not a
+# duration: Go 1.26's fuzzing coordinator can fail a duration-bounded run
+# with a bare "context deadline exceeded" at its end on a loaded machine, no
+# failing input written (golang/go#75804, fixed in Go 1.27); seen once in a
+# clean-clone CI run here.
+FUZZTIME ?= 80000x
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAcceptProxy$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./frontend
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./l7

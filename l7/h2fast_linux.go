@@ -218,10 +218,15 @@ func (c *h2Conn) fastStart(s *h2Stream) bool {
 	size := len(out)
 	// Sent while the connection is the reader's (fcTaken): a send that
 	// fails leaves it to nobody else. An event the loop sees meanwhile
-	// (the answer already) is left pending, looked at once it waits.
-	n, err := rawio.Write(fc.fd, out)
-	for err == unix.EINTR {
+	// (the answer already) is left pending, looked at once it waits; one
+	// it saw before the send cannot be the answer (a server's late bytes,
+	// or its close): the request does not go on that connection.
+	n, err := -1, error(nil)
+	if !fc.pending.Load() {
 		n, err = rawio.Write(fc.fd, out)
+		for err == unix.EINTR {
+			n, err = rawio.Write(fc.fd, out)
+		}
 	}
 	*op = out[:0]
 	outPool.Put(op)
@@ -237,8 +242,9 @@ func (c *h2Conn) fastStart(s *h2Stream) bool {
 		return true
 	}
 	// Not sent whole (the server closed the idle connection, or its
-	// buffer is full): the connection is not to be used again, and the
-	// stream goes on in a goroutine, on another connection.
+	// buffer is full), or not sent (input came first): the connection
+	// is not to be used again, and the stream goes on in a goroutine, on
+	// another connection.
 	c.mu.Lock()
 	s.fast = nil
 	c.mu.Unlock()
