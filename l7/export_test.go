@@ -23,6 +23,16 @@ func SetFastSentHook(h func(pending func() bool)) {
 	testFastSentHook.Store(&h)
 }
 
+// SetFastLoopHook makes h run in the HTTP/2 fast path's loop before it
+// frames a response (nil: none); a test panics in it.
+func SetFastLoopHook(h func(target string)) {
+	if h == nil {
+		testFastLoopHook.Store(nil)
+		return
+	}
+	testFastLoopHook.Store(&h)
+}
+
 // SetBodyHook makes h run as an HTTP/1 request body starts to move to the
 // server (nil: none); a test panics in it.
 func SetBodyHook(h func()) { testBodyHook = h }

@@ -3,6 +3,8 @@ package l7
 import (
 	"sync/atomic"
 
+	"golang.org/x/net/http2"
+
 	"sluice/backend"
 )
 
@@ -26,6 +28,7 @@ const (
 	handPolicy  // the policy did not pass it (handVD): its answer
 	handNoRoute // no backend for it: 404
 	handRouted  // routed to handBE, which the fast path does not serve (h2c, send_proxy, sticky cookie, TLS)
+	handAbort   // the loop panicked serving it: reset
 )
 
 // serveHanded serves a stream the fast path handed over. The request is
@@ -33,6 +36,8 @@ const (
 func (s *h2Stream) serveHanded() {
 	be, x := s.handBE, &s.x
 	switch s.hand {
+	case handAbort:
+		s.abort(http2.ErrCodeInternal) // as serve's recovery: the panic is logged
 	case handPolicy:
 		v := h1View(&s.req)
 		s.answerPolicy(s.handVD, &v, x)

@@ -78,6 +78,7 @@ type fastLoop struct {
 	fields  []field
 	now     int64
 	touched []*h2Conn
+	cur     *fastConn // the connection being served: the one a panic ends
 }
 
 type fastKill struct {
@@ -261,6 +262,10 @@ func (c *h2Conn) fastStart(s *h2Stream) bool {
 // and its wait, with a reader of whether the loop saw an event meanwhile.
 var testFastSentHook atomic.Pointer[func(pending func() bool)]
 
+// testFastLoopHook, set by tests only, runs in the loop before it frames
+// a response, with the request's target: a test panics in it.
+var testFastLoopHook atomic.Pointer[func(target string)]
+
 // poke has the loop look at fc: an event it saw while the request was
 // being sent.
 func (l *fastLoop) poke(fc *fastConn) {
@@ -364,12 +369,7 @@ func (l *fastLoop) run() {
 // serve is the loop; false after a recovered panic (a bug: logged, and
 // the loop goes on).
 func (l *fastLoop) serve() (stopped bool) {
-	defer func() {
-		if v := recover(); v != nil {
-			FastLoopPanics.Add(1)
-			slog.Error("HTTP/2 fast path loop panicked; it goes on", "panic", v, "stack", string(debug.Stack()))
-		}
-	}()
+	defer l.recoverPanic()
 	events := make([]unix.EpollEvent, 256)
 	owners := make([]*fastConn, len(events))
 	var kills []fastKill
@@ -423,21 +423,25 @@ func (l *fastLoop) serve() (stopped bool) {
 			}
 			if fc := owners[i]; fc != nil {
 				owners[i] = nil
+				l.cur = fc
 				l.event(fc)
 			}
 		}
 		for i, fc := range pokes {
 			pokes[i] = nil
 			if fc.state.CompareAndSwap(fcWait, fcBusy) {
+				l.cur = fc
 				l.receive(fc)
 			}
 		}
 		for i, k := range kills {
 			kills[i] = fastKill{}
+			l.cur = k.fc
 			l.kill(k)
 		}
 		for i, fc := range due {
 			due[i] = nil
+			l.cur = fc
 			if fc.state.CompareAndSwap(fcWait, fcBusy) {
 				if fc.deadline != 0 && l.now > fc.deadline {
 					l.hand(fc, handTimeout)
@@ -447,6 +451,7 @@ func (l *fastLoop) serve() (stopped bool) {
 			}
 		}
 		due = due[:0]
+		l.cur = nil
 		for i, c := range l.touched {
 			l.touched[i] = nil
 			c.otouched = false
@@ -457,6 +462,52 @@ func (l *fastLoop) serve() (stopped bool) {
 		}
 		l.touched = l.touched[:0]
 	}
+}
+
+// recoverPanic, deferred by serve, logs and counts a panic of the loop
+// (a bug), and leaves nothing waiting on it: the writers of the batch are
+// woken, and the stream being served (l.cur, if not answered yet) is reset
+// by a stream goroutine, its server connection closed.
+func (l *fastLoop) recoverPanic() {
+	v := recover()
+	if v == nil {
+		return
+	}
+	FastLoopPanics.Add(1)
+	slog.Error("HTTP/2 fast path loop panicked; it goes on", "panic", v, "stack", string(debug.Stack()))
+	fc := l.cur
+	l.cur = nil
+	if fc != nil && fc.s != nil {
+		s, sc := fc.s, fc.sc
+		fc.s, fc.be = nil, nil
+		if sc.fc == fc {
+			sc.close()
+		} else {
+			sc.conn.Close()
+		}
+		sc.srv.Release()
+		c := s.c
+		if p := c.p; p.Panics != nil {
+			p.Panics.Add(1)
+		}
+		c.mu.Lock()
+		s.fast = nil
+		c.mu.Unlock()
+		c.omu.Lock()
+		c.ofast--
+		c.omu.Unlock()
+		s.hand = handAbort
+		c.dispatch(s)
+	}
+	for i, c := range l.touched {
+		l.touched[i] = nil
+		c.otouched = false
+		select {
+		case c.owake <- struct{}{}:
+		default:
+		}
+	}
+	l.touched = l.touched[:0]
 }
 
 // event serves an epoll event of fc.
@@ -577,6 +628,9 @@ func (l *fastLoop) tryDeliver(fc *fastConn) {
 		l.hand(fc, handRecv) // more than the response: the goroutine path closes it
 		return
 	}
+	if h := testFastLoopHook.Load(); h != nil {
+		(*h)(string(s.req.target))
+	}
 	c := s.c
 	// The head's block, from the loop's encoder.
 	l.encB.b = l.encB.b[:0]
@@ -598,6 +652,7 @@ func (l *fastLoop) tryDeliver(fc *fastConn) {
 	}
 	s.fast = nil
 	c.mu.Unlock()
+	fc.s, fc.be = nil, nil // the stream is answered from here on (see recoverPanic)
 	x := &s.x
 	srv := sc.srv
 	x.respHead = time.Unix(0, l.now)
@@ -634,7 +689,6 @@ func (l *fastLoop) tryDeliver(fc *fastConn) {
 		c.otouched = true
 		l.touched = append(l.touched, c)
 	}
-	fc.s, fc.be = nil, nil
 	resp.fields = s.respSpace[:0]
 	hr.release()
 	l.putFast(sc, keep)

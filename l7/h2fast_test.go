@@ -383,3 +383,42 @@ address = %q
 		t.Fatalf("%d requests counted, want 10", n)
 	}
 }
+
+// A panic in the fast path's loop (a bug) resets the one stream it was
+// serving; the loop, the connection and its other streams go on.
+func TestH2FastLoopPanicResetsOnlyThatStream(t *testing.T) {
+	srv := a19Serve(t, func(w *bufio.Writer, head string, _ []byte, _ net.Conn) bool {
+		path := strings.Fields(requestLine(head))[1]
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(path), path)
+		return true
+	})
+	front, fast := fastFront(t, `timeout_server = "10s"`, "", srv.addr)
+	c := a19Dial(t, front, true)
+	c.get(1, "/warm")
+	c.result(1)
+	before := l7.FastLoopPanics.Load()
+	l7.SetFastLoopHook(func(target string) {
+		if target == "/boom" {
+			panic("test: boom in the fast path's loop")
+		}
+	})
+	t.Cleanup(func() { l7.SetFastLoopHook(nil) })
+	c.get(3, "/boom")
+	if _, _, rst, _ := c.result(3); rst != http2.ErrCodeInternal {
+		t.Fatalf("the stream the loop panicked on: rst %v, want INTERNAL_ERROR", rst)
+	}
+	for i := range 5 {
+		id := uint32(5 + 2*i)
+		path := fmt.Sprintf("/after/%d", id)
+		c.get(id, path)
+		if status, body, rst, ok := c.result(id); !ok || status != "200" || body != path || rst != 0 {
+			t.Fatalf("stream %d after the panic: status %q body %q rst %v ended %v", id, status, body, rst, ok)
+		}
+	}
+	if n := l7.FastLoopPanics.Load() - before; n != 1 {
+		t.Fatalf("%d loop panics counted, want 1", n)
+	}
+	if fast() < 3 {
+		t.Fatalf("the fast path answered %d streams, want the ones after the panic (its connection closed, one dials anew)", fast())
+	}
+}
