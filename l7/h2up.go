@@ -94,6 +94,15 @@ type h2Up struct {
 	dirty atomic.Bool
 	wdl   lazyDeadline
 
+	// WINDOW_UPDATEs not yet written (sendWindow): whoever holds wmu
+	// writes them before it lets go, so that giving window back never
+	// waits on a writer the server holds up (an upload to a server that
+	// stopped reading), and the response it is for goes on meanwhile.
+	pmu      sync.Mutex
+	pendConn int64
+	pendWins []upWin
+	pending  atomic.Bool
+
 	mu           sync.Mutex
 	streams      map[uint32]*upStream
 	nextID       uint32
@@ -390,8 +399,53 @@ func (u *h2Up) write(fn func() error, reader, lazy bool) error {
 	u.wwait.Add(1)
 	u.wmu.Lock()
 	u.wwait.Add(-1)
-	defer u.wmu.Unlock()
+	defer u.unlockW()
 	return u.writeLocked(fn, reader, lazy)
+}
+
+// upWin is a stream's WINDOW_UPDATE waiting to be written.
+type upWin struct {
+	id  uint32
+	inc int64
+}
+
+// unlockW lets go of the write lock, then writes the WINDOW_UPDATEs left
+// for its holder.
+func (u *h2Up) unlockW() {
+	u.wmu.Unlock()
+	if u.pending.Load() {
+		u.flushWindows()
+	}
+}
+
+// flushWindows writes the pending WINDOW_UPDATEs when the write lock is
+// free; when it is not, its holder does (unlockW). Those added while it
+// writes are written too.
+func (u *h2Up) flushWindows() {
+	for u.pending.Load() {
+		if !u.wmu.TryLock() {
+			return // the holder's unlockW writes them
+		}
+		u.pmu.Lock()
+		conn, wins := u.pendConn, u.pendWins
+		u.pendConn, u.pendWins = 0, nil
+		u.pending.Store(false)
+		u.pmu.Unlock()
+		u.writeLocked(func() error {
+			if conn > 0 {
+				if err := u.wfr.WriteWindowUpdate(0, uint32(conn)); err != nil {
+					return err
+				}
+			}
+			for _, w := range wins {
+				if err := u.wfr.WriteWindowUpdate(w.id, uint32(w.inc)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, false, false)
+		u.wmu.Unlock()
+	}
 }
 
 func (u *h2Up) writeLocked(fn func() error, reader, lazy bool) error {
@@ -432,7 +486,7 @@ func (u *h2Up) open(cl upClient, ub *upBody) (*upStream, error) {
 	u.wwait.Add(1)
 	u.wmu.Lock()
 	u.wwait.Add(-1)
-	defer u.wmu.Unlock()
+	defer u.unlockW()
 	u.mu.Lock()
 	if u.goaway || u.closed || u.werr != nil || u.nextID > 1<<31-1 {
 		u.mu.Unlock()
@@ -856,21 +910,20 @@ func (u *h2Up) giveBackLocked(n int64) int64 {
 	return inc
 }
 
+// sendWindow gives window back to the server, without waiting for the
+// write lock (see pending).
 func (u *h2Up) sendWindow(connInc int64, id uint32, inc int64) {
 	if connInc == 0 && inc == 0 {
 		return
 	}
-	u.write(func() error {
-		if connInc > 0 {
-			if err := u.wfr.WriteWindowUpdate(0, uint32(connInc)); err != nil {
-				return err
-			}
-		}
-		if inc > 0 {
-			return u.wfr.WriteWindowUpdate(id, uint32(inc))
-		}
-		return nil
-	}, false, false)
+	u.pmu.Lock()
+	u.pendConn += connInc
+	if inc > 0 {
+		u.pendWins = append(u.pendWins, upWin{id, inc})
+	}
+	u.pending.Store(true)
+	u.pmu.Unlock()
+	u.flushWindows()
 }
 
 // release ends the stream on our side (RST_STREAM CANCEL if it is still
