@@ -33,6 +33,9 @@ func SetFastLoopHook(h func(target string)) {
 	testFastLoopHook.Store(&h)
 }
 
+// FastWriters is how many HTTP/2 fast-path writer goroutines run.
+func FastWriters() int { return int(fastWriters.Load()) }
+
 // SetBodyHook makes h run as an HTTP/1 request body starts to move to the
 // server (nil: none); a test panics in it.
 func SetBodyHook(h func()) { testBodyHook = h }

@@ -133,7 +133,7 @@ type h2Conn struct {
 	drainTimer *time.Timer
 	// The fast path's writer (h2fast_linux.go): frames the loop made, and
 	// the streams they end, written and finished by one goroutine of the
-	// connection's, started at its first fast stream.
+	// connection's, started by a fast stream when none runs.
 	omu      sync.Mutex
 	obuf     []byte
 	ospare   []byte
@@ -141,6 +141,7 @@ type h2Conn struct {
 	odspare  []*h2Stream
 	ofast    int  // fast streams not yet finished (under omu)
 	oclosed  bool // the connection is gone: the writer ends once ofast is 0
+	owriter  bool // the writer runs (under omu): it ends after h2ParkIdle without a fast stream
 	owake    chan struct{}
 	otouched bool // the loop has frames of this connection's in its batch (the loop's own)
 	owbuf    []byte

@@ -206,11 +206,15 @@ func (c *h2Conn) fastStart(s *h2Stream) bool {
 	if c.owake == nil {
 		c.owake = make(chan struct{}, 1)
 		c.owrite = c.writeOut
-		go c.fastWriter()
 	}
 	c.omu.Lock()
 	c.ofast++
+	start := !c.owriter
+	c.owriter = true
 	c.omu.Unlock()
+	if start {
+		go c.fastWriter()
+	}
 	c.mu.Lock()
 	s.fast = fc
 	c.mu.Unlock()
@@ -810,7 +814,27 @@ func (l *fastLoop) hand(fc *fastConn, kind int) {
 // the streams it ends, until the connection is gone and no fast stream is
 // left.
 func (c *h2Conn) fastWriter() {
-	for range c.owake {
+	fastWriters.Add(1)
+	defer fastWriters.Add(-1)
+	idle := time.NewTimer(h2ParkIdle)
+	defer idle.Stop()
+	for {
+		select {
+		case <-c.owake:
+		case <-idle.C:
+			// A second without a fast stream: the goroutine (and the
+			// stack its writes grew) goes; the next fast stream starts
+			// another, as parked stream goroutines go (h2ParkIdle).
+			c.omu.Lock()
+			if c.ofast == 0 && len(c.obuf) == 0 && len(c.odone) == 0 {
+				c.owriter = false
+				c.omu.Unlock()
+				return
+			}
+			c.omu.Unlock()
+			idle.Reset(h2ParkIdle)
+			continue
+		}
 		for {
 			c.omu.Lock()
 			buf, done := c.obuf, c.odone
@@ -832,6 +856,9 @@ func (c *h2Conn) fastWriter() {
 			c.ofast -= len(done)
 			more := len(c.obuf) > 0 || len(c.odone) > 0
 			exit := !more && c.oclosed && c.ofast == 0
+			if exit {
+				c.owriter = false
+			}
 			c.omu.Unlock()
 			if exit {
 				return
@@ -840,8 +867,12 @@ func (c *h2Conn) fastWriter() {
 				break
 			}
 		}
+		idle.Reset(h2ParkIdle)
 	}
 }
+
+// fastWriters counts the fast path's writer goroutines running.
+var fastWriters atomic.Int32
 
 // writeOut is the writer's write: the frames in owbuf. Under wmu.
 func (c *h2Conn) writeOut() error {

@@ -422,3 +422,37 @@ func TestH2FastLoopPanicResetsOnlyThatStream(t *testing.T) {
 		t.Fatalf("the fast path answered %d streams, want the ones after the panic (its connection closed, one dials anew)", fast())
 	}
 }
+
+// A connection's writer goroutine goes after a second without a fast
+// stream (an idle HTTP/2 connection keeps no goroutine but its reader's)
+// and the next fast stream starts another.
+func TestH2FastWriterGoesWhenIdle(t *testing.T) {
+	srv := a19Serve(t, func(w *bufio.Writer, head string, _ []byte, _ net.Conn) bool {
+		path := strings.Fields(requestLine(head))[1]
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(path), path)
+		return true
+	})
+	front, fast := fastFront(t, `timeout_server = "10s"`, "", srv.addr)
+	c := a19Dial(t, front, true)
+	get := func(id uint32) {
+		t.Helper()
+		path := fmt.Sprintf("/w%d", id)
+		c.get(id, path)
+		if status, body, rst, ok := c.result(id); !ok || status != "200" || body != path || rst != 0 {
+			t.Fatalf("stream %d: status %q body %q rst %v ended %v", id, status, body, rst, ok)
+		}
+	}
+	get(1)
+	get(3)
+	get(5)
+	if fast() < 2 || l7.FastWriters() == 0 {
+		t.Fatalf("fast streams %d, writers %d: the fast path did not serve", fast(), l7.FastWriters())
+	}
+	testutil.WaitFor(t, "the idle connection's writer to go", 10*time.Second, func() bool { return l7.FastWriters() == 0 })
+	n := fast()
+	get(7)
+	get(9)
+	if fast() < n+2 {
+		t.Fatalf("after the writer went: fast streams %d, want %d", fast(), n+2)
+	}
+}
