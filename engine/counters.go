@@ -70,6 +70,7 @@ func (e *Engine) counters() []stats.Counter {
 			add("frontend_http_slot_waits_total", "HTTP/1 client connections that had a request ready but waited, with no goroutine and no buffer, for one of the process's slots for connections being worked on (past it, clients take turns).",
 				&c.SlotWaits, fl)
 			add("frontend_http2_fast_streams_total", "HTTP/2 streams answered with no goroutine of their own (a request without a body to an HTTP/1.1 server with an idle pooled connection, a response whole in one read); the others took a stream goroutine.", &c.H2Fast, fl)
+			add("frontend_http2_streams_after_goaway_total", "HTTP/2 streams a client opened past a drain's final GOAWAY (reload, stop): not processed, nothing sent to a server; the client may send them again on a new connection (RFC 9113 §6.8).", &c.H2AfterGoAway, fl)
 			add("frontend_http2_calm_total", "HTTP/2 connections ended with ENHANCE_YOUR_CALM (rapid reset, CONTINUATION or control-frame flood).", &c.H2Calm, fl)
 		}
 		if f.Mode == conf.ModeTCP {

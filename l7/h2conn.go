@@ -842,6 +842,7 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 	c.lastID = id
 	if c.final && id > c.goawayID {
 		c.mu.Unlock()
+		c.p.Counters.H2AfterGoAway.Add(1)
 		return nil // after the final GOAWAY: ignored (RFC 9113 §6.8)
 	}
 	// working counts streams until their goroutines end; a client counts

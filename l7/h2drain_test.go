@@ -105,4 +105,8 @@ func TestH2DrainFinalGoAwayBeforeClose(t *testing.T) {
 	if c.status[7] != "" {
 		t.Fatalf("stream 7, opened after the PING round trip, answered %q", c.status[7])
 	}
+	p := eng.Front.Frontends[0].HTTP()
+	testutil.WaitFor(t, "stream 7 counted as past the final GOAWAY", 5*time.Second, func() bool {
+		return p.Counters.H2AfterGoAway.Load() == 1
+	})
 }

@@ -58,6 +58,10 @@ type Counters struct {
 	// H2Fast counts the HTTP/2 streams the fast path answered with no
 	// stream goroutine (h2fast_linux.go).
 	H2Fast atomic.Uint64
+	// H2AfterGoAway counts the HTTP/2 streams a client opened past a
+	// drain's final GOAWAY: not processed, so the client may send them
+	// again on another connection (RFC 9113 §6.8).
+	H2AfterGoAway atomic.Uint64
 	// SlotWaits counts the HTTP/1 client connections that had a request
 	// (or their first bytes) ready and waited in the ready queue for a
 	// slot of the process's bound on connections worked on (busy.go).
