@@ -25,6 +25,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"sluice/engine"
 	"sluice/internal/testutil"
 )
 
@@ -369,7 +370,13 @@ func (s *a19Server) lastHead() string {
 }
 
 func a19Front(t *testing.T, frontExtra, beExtra string, addr string) string {
-	_, front := testutil.Start(t, fmt.Sprintf(`
+	_, front := a19Start(t, frontExtra, beExtra, addr)
+	return front
+}
+
+// a19Start is a19Front, with the engine.
+func a19Start(t *testing.T, frontExtra, beExtra string, addr string) (*engine.Engine, string) {
+	return testutil.Start(t, fmt.Sprintf(`
 [frontend.web]
 mode = "http"
 bind = ["{{FRONT}}"]
@@ -382,7 +389,6 @@ default_backend = "app"
 name = "a"
 address = %q
 `, frontExtra, beExtra, addr))
-	return front
 }
 
 func requestLine(head string) string {

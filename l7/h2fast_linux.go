@@ -190,13 +190,13 @@ func (c *h2Conn) fastStart(s *h2Stream) bool {
 		return false
 	}
 	x.server = srv.Name
-	sc := p.takeFast(srv, be, l)
+	now := time.Now()
+	sc := p.takeFast(srv, be, l, now)
 	if sc == nil {
 		s.handTo(handHeld, be, srv, nil)
 		return false
 	}
 	cn.Connected()
-	now := time.Now()
 	x.connected = now
 	fc := sc.fc
 	fc.s, fc.be, fc.deadline, fc.partial = s, be, 0, 0
@@ -250,12 +250,7 @@ func (c *h2Conn) fastStart(s *h2Stream) bool {
 	// buffer is full), or not sent (input came first): the connection
 	// is not to be used again, and the stream goes on in a goroutine, on
 	// another connection.
-	c.mu.Lock()
-	s.fast = nil
-	c.mu.Unlock()
-	c.omu.Lock()
-	c.ofast--
-	c.omu.Unlock()
+	c.leaveFast(s)
 	fc.s, fc.be = nil, nil
 	sc.close()
 	s.handTo(handHeld, be, srv, nil)
@@ -282,9 +277,8 @@ func (l *fastLoop) poke(fc *fastConn) {
 // takeFast returns an idle fast connection to srv, or an idle pooled one
 // made a fast one; nil when there is none (the caller dials on a
 // goroutine).
-func (p *Proxy) takeFast(srv *backend.Server, be *backend.Backend, l *fastLoop) *serverConn {
+func (p *Proxy) takeFast(srv *backend.Server, be *backend.Backend, l *fastLoop, now time.Time) *serverConn {
 	cp := p.pool(srv, be)
-	now := time.Now()
 	for {
 		cp.mu.Lock()
 		n := len(cp.fast)
@@ -456,15 +450,7 @@ func (l *fastLoop) serve() (stopped bool) {
 		}
 		due = due[:0]
 		l.cur = nil
-		for i, c := range l.touched {
-			l.touched[i] = nil
-			c.otouched = false
-			select {
-			case c.owake <- struct{}{}:
-			default:
-			}
-		}
-		l.touched = l.touched[:0]
+		l.wakeTouched()
 	}
 }
 
@@ -494,24 +480,54 @@ func (l *fastLoop) recoverPanic() {
 		if p := c.p; p.Panics != nil {
 			p.Panics.Add(1)
 		}
-		c.mu.Lock()
-		s.fast = nil
-		c.mu.Unlock()
-		c.omu.Lock()
-		c.ofast--
-		c.omu.Unlock()
+		c.leaveFast(s)
 		s.hand = handAbort
 		c.dispatch(s)
 	}
+	l.wakeTouched()
+}
+
+// touch marks c as having frames or finished streams in the loop's batch:
+// its writer is woken once, at the batch's end (wakeTouched).
+func (l *fastLoop) touch(c *h2Conn) {
+	if !c.otouched {
+		c.otouched = true
+		l.touched = append(l.touched, c)
+	}
+}
+
+// wakeTouched wakes the writers of the connections the batch touched.
+func (l *fastLoop) wakeTouched() {
 	for i, c := range l.touched {
 		l.touched[i] = nil
 		c.otouched = false
-		select {
-		case c.owake <- struct{}{}:
-		default:
-		}
+		c.wakeWriter()
 	}
 	l.touched = l.touched[:0]
+}
+
+// leaveFast takes s off the fast path (a stream goroutine serves it
+// from now on, or nothing does): the writer owes it nothing, and ends
+// once nothing is owed on a connection that is gone.
+func (c *h2Conn) leaveFast(s *h2Stream) {
+	c.mu.Lock()
+	s.fast = nil
+	c.mu.Unlock()
+	c.omu.Lock()
+	c.ofast--
+	wake := c.oclosed && c.ofast == 0
+	c.omu.Unlock()
+	if wake {
+		c.wakeWriter()
+	}
+}
+
+// wakeWriter wakes the connection's writer, if it is not woken already.
+func (c *h2Conn) wakeWriter() {
+	select {
+	case c.owake <- struct{}{}:
+	default:
+	}
 }
 
 // event serves an epoll event of fc.
@@ -689,10 +705,7 @@ func (l *fastLoop) tryDeliver(fc *fastConn) {
 	}
 	c.odone = append(c.odone, s)
 	c.omu.Unlock()
-	if !c.otouched {
-		c.otouched = true
-		l.touched = append(l.touched, c)
-	}
+	l.touch(c)
 	resp.fields = s.respSpace[:0]
 	hr.release()
 	l.putFast(sc, keep)
@@ -720,14 +733,7 @@ func (l *fastLoop) putFast(sc *serverConn, keep bool) {
 	sc.idleSince = time.Unix(0, l.now)
 	fc.stale.Store(false)
 	fc.state.Store(fcIdle)
-	cp.mu.Lock()
-	if len(cp.idle)+len(cp.fast) >= cp.opts.PoolMaxIdle { // one bound for both lists
-		cp.mu.Unlock()
-		sc.close()
-		return
-	}
-	cp.fast = append(cp.fast, sc)
-	cp.mu.Unlock()
+	cp.push(sc, &cp.fast)
 }
 
 // dropIdle closes a stale idle connection still in its pool (taken
@@ -772,10 +778,7 @@ func (l *fastLoop) kill(k fastKill) {
 	c.omu.Lock()
 	c.odone = append(c.odone, s)
 	c.omu.Unlock()
-	if !c.otouched {
-		c.otouched = true
-		l.touched = append(l.touched, c)
-	}
+	l.touch(c)
 }
 
 // hand gives fc's stream, and the connection, to a stream goroutine
@@ -793,19 +796,7 @@ func (l *fastLoop) hand(fc *fastConn, kind int) {
 	}
 	s.resp.fields = s.respSpace[:0]
 	c := s.c
-	c.mu.Lock()
-	s.fast = nil
-	c.mu.Unlock()
-	c.omu.Lock()
-	c.ofast--
-	wake := c.oclosed && c.ofast == 0
-	c.omu.Unlock()
-	if wake {
-		select {
-		case c.owake <- struct{}{}:
-		default:
-		}
-	}
+	c.leaveFast(s)
 	s.handTo(kind, be, sc.srv, sc)
 	c.dispatch(s)
 }
@@ -886,9 +877,6 @@ func (c *h2Conn) fastClosed() {
 	c.oclosed = true
 	c.omu.Unlock()
 	if c.owake != nil {
-		select {
-		case c.owake <- struct{}{}:
-		default:
-		}
+		c.wakeWriter()
 	}
 }

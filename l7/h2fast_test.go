@@ -20,25 +20,31 @@ import (
 // The HTTP/2 fast path (h2fast_linux.go): what it serves itself, what it
 // hands to a stream goroutine, and the server connections it keeps.
 
-// fastFront starts an h2c frontend in front of addr and returns its
-// address and a reader of its fast-path counter.
-func fastFront(t *testing.T, defaults, be, addr string) (string, func() uint64) {
-	eng, front := testutil.Start(t, fmt.Sprintf(`
-[defaults]
-%s
-[frontend.web]
-mode = "http"
-bind = ["{{FRONT}}"]
-h2c = true
-default_backend = "app"
-[backend.app]
-%s
-[[backend.app.server]]
-name = "a"
-address = %q
-`, defaults, be, addr))
-	p := eng.Front.Frontends[0].HTTP()
-	return front, p.Counters.H2Fast.Load
+// fastFront starts an h2c frontend in front of addr (beExtra: keys of
+// its backend) and returns its address and a reader of its fast-path
+// counter.
+func fastFront(t *testing.T, beExtra, addr string) (string, func() uint64) {
+	eng, front := a19Start(t, "", beExtra, addr)
+	return front, eng.Front.Frontends[0].HTTP().Counters.H2Fast.Load
+}
+
+// fastEcho answers every request with its own path as the body.
+func fastEcho(w *bufio.Writer, head string, _ []byte, _ net.Conn) bool {
+	path := strings.Fields(requestLine(head))[1]
+	fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(path), path)
+	return true
+}
+
+// fastGet asks for path on stream id and wants its own answer: 200 with
+// the path as the body.
+func fastGet(t *testing.T, c *a19Client, id uint32, path string) {
+	t.Helper()
+	if err := c.get(id, path); err != nil {
+		t.Fatal(err)
+	}
+	if status, body, rst, ok := c.result(id); !ok || status != "200" || body != path || rst != 0 {
+		t.Fatalf("stream %d: status %q body %q rst %v ended %v", id, status, body, rst, ok)
+	}
 }
 
 // Once a server connection is pooled, bodiless requests are answered by
@@ -49,7 +55,7 @@ func TestH2FastServesFromThePool(t *testing.T) {
 		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Path: %s\r\n\r\n%s", len(path), path, path)
 		return true
 	})
-	front, fast := fastFront(t, `timeout_server = "10s"`, "", srv.addr)
+	front, fast := fastFront(t, `timeout_server = "10s"`, srv.addr)
 	c := a19Dial(t, front, true)
 	for i := range 20 {
 		id := uint32(2*i + 1)
@@ -111,18 +117,9 @@ func TestH2FastIdleConnectionThatSpeaksIsNotReused(t *testing.T) {
 			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Conn: %d\r\n\r\n%s", len(path), n, path)
 		}
 	})
-	front, fast := fastFront(t, `timeout_server = "10s"`, "", addr)
+	front, fast := fastFront(t, `timeout_server = "10s"`, addr)
 	c := a19Dial(t, front, true)
-	get := func(id uint32) {
-		t.Helper()
-		path := fmt.Sprintf("/s%d", id)
-		if err := c.get(id, path); err != nil {
-			t.Fatal(err)
-		}
-		if status, body, rst, ok := c.result(id); !ok || status != "200" || body != path || rst != 0 {
-			t.Fatalf("stream %d: status %q body %q rst %v ended %v", id, status, body, rst, ok)
-		}
-	}
+	get := func(id uint32) { t.Helper(); fastGet(t, c, id, fmt.Sprintf("/s%d", id)) }
 	waitEnd := func(want int) {
 		t.Helper()
 		select {
@@ -186,7 +183,7 @@ func TestH2FastHandsOnWhatItDoesNotFrame(t *testing.T) {
 		}
 		return true
 	})
-	front, fast := fastFront(t, `timeout_server = "10s"`, "", srv.addr)
+	front, fast := fastFront(t, `timeout_server = "10s"`, srv.addr)
 	c := a19Dial(t, front, true)
 	id := uint32(1)
 	for round := range 3 {
@@ -233,7 +230,7 @@ func TestH2FastTimeoutAndReset(t *testing.T) {
 			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(path), path)
 		}
 	})
-	front, fast := fastFront(t, `timeout_server = "300ms"`, "", addr)
+	front, fast := fastFront(t, `timeout_server = "300ms"`, addr)
 	c := a19Dial(t, front, true)
 	c.get(1, "/warm")
 	c.result(1)
@@ -258,22 +255,15 @@ func TestH2FastTimeoutAndReset(t *testing.T) {
 		return closed > before
 	})
 	// The connection goes on.
-	c.get(11, "/after")
-	if status, body, rst, ok := c.result(11); !ok || status != "200" || body != "/after" || rst != 0 {
-		t.Fatalf("after the reset: status %q body %q rst %v ended %v", status, body, rst, ok)
-	}
+	fastGet(t, c, 11, "/after")
 }
 
 // A server may answer before the reader has marked its request sent (the
 // loop sees the answer while the connection is still the reader's): the
 // answer is read then, not left for an event that will not come again.
 func TestH2FastAnswerBeforeTheWait(t *testing.T) {
-	srv := a19Serve(t, func(w *bufio.Writer, head string, _ []byte, _ net.Conn) bool {
-		path := strings.Fields(requestLine(head))[1]
-		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(path), path)
-		return true
-	})
-	front, fast := fastFront(t, `timeout_server = "20s"`, "", srv.addr)
+	srv := a19Serve(t, fastEcho)
+	front, fast := fastFront(t, `timeout_server = "20s"`, srv.addr)
 	c := a19Dial(t, front, true)
 	c.get(1, "/warm")
 	c.result(1)
@@ -291,11 +281,7 @@ func TestH2FastAnswerBeforeTheWait(t *testing.T) {
 	t.Cleanup(func() { l7.SetFastSentHook(nil) })
 	for i := range 5 {
 		id := uint32(3 + 2*i)
-		path := fmt.Sprintf("/early/%d", id)
-		c.get(id, path)
-		if status, body, rst, ok := c.result(id); !ok || status != "200" || body != path || rst != 0 {
-			t.Fatalf("stream %d: status %q body %q rst %v ended %v (the early answer was not read)", id, status, body, rst, ok)
-		}
+		fastGet(t, c, id, fmt.Sprintf("/early/%d", id)) // fails if the early answer was not read
 	}
 	l7.SetFastSentHook(nil)
 	if held.Load() == 0 || fast() == 0 {
@@ -316,14 +302,7 @@ func TestH2FastWithPolicy(t *testing.T) {
 		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Secret: s\r\n\r\n%s", len(path+tag), path+tag)
 		return true
 	})
-	eng, front := testutil.Start(t, fmt.Sprintf(`
-[defaults]
-timeout_server = "10s"
-[frontend.web]
-mode = "http"
-bind = ["{{FRONT}}"]
-h2c = true
-default_backend = "app"
+	eng, front := a19Start(t, `
 [[frontend.web.rule]]
 path_prefix = "/deny"
 action = "deny"
@@ -340,11 +319,7 @@ action = "add_header"
 name = "X-Served"
 value = "sluice"
 response = true
-[backend.app]
-[[backend.app.server]]
-name = "a"
-address = %q
-`, srv.addr))
+`, `timeout_server = "10s"`, srv.addr)
 	p := eng.Front.Frontends[0].HTTP()
 	c := a19Dial(t, front, true)
 	for i := range 10 {
@@ -387,12 +362,8 @@ address = %q
 // A panic in the fast path's loop (a bug) resets the one stream it was
 // serving; the loop, the connection and its other streams go on.
 func TestH2FastLoopPanicResetsOnlyThatStream(t *testing.T) {
-	srv := a19Serve(t, func(w *bufio.Writer, head string, _ []byte, _ net.Conn) bool {
-		path := strings.Fields(requestLine(head))[1]
-		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(path), path)
-		return true
-	})
-	front, fast := fastFront(t, `timeout_server = "10s"`, "", srv.addr)
+	srv := a19Serve(t, fastEcho)
+	front, fast := fastFront(t, `timeout_server = "10s"`, srv.addr)
 	c := a19Dial(t, front, true)
 	c.get(1, "/warm")
 	c.result(1)
@@ -409,11 +380,7 @@ func TestH2FastLoopPanicResetsOnlyThatStream(t *testing.T) {
 	}
 	for i := range 5 {
 		id := uint32(5 + 2*i)
-		path := fmt.Sprintf("/after/%d", id)
-		c.get(id, path)
-		if status, body, rst, ok := c.result(id); !ok || status != "200" || body != path || rst != 0 {
-			t.Fatalf("stream %d after the panic: status %q body %q rst %v ended %v", id, status, body, rst, ok)
-		}
+		fastGet(t, c, id, fmt.Sprintf("/after/%d", id))
 	}
 	if n := l7.FastLoopPanics.Load() - before; n != 1 {
 		t.Fatalf("%d loop panics counted, want 1", n)
@@ -427,21 +394,10 @@ func TestH2FastLoopPanicResetsOnlyThatStream(t *testing.T) {
 // stream (an idle HTTP/2 connection keeps no goroutine but its reader's)
 // and the next fast stream starts another.
 func TestH2FastWriterGoesWhenIdle(t *testing.T) {
-	srv := a19Serve(t, func(w *bufio.Writer, head string, _ []byte, _ net.Conn) bool {
-		path := strings.Fields(requestLine(head))[1]
-		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(path), path)
-		return true
-	})
-	front, fast := fastFront(t, `timeout_server = "10s"`, "", srv.addr)
+	srv := a19Serve(t, fastEcho)
+	front, fast := fastFront(t, `timeout_server = "10s"`, srv.addr)
 	c := a19Dial(t, front, true)
-	get := func(id uint32) {
-		t.Helper()
-		path := fmt.Sprintf("/w%d", id)
-		c.get(id, path)
-		if status, body, rst, ok := c.result(id); !ok || status != "200" || body != path || rst != 0 {
-			t.Fatalf("stream %d: status %q body %q rst %v ended %v", id, status, body, rst, ok)
-		}
-	}
+	get := func(id uint32) { t.Helper(); fastGet(t, c, id, fmt.Sprintf("/w%d", id)) }
 	get(1)
 	get(3)
 	get(5)

@@ -498,15 +498,21 @@ func (p *Proxy) putIdle(sc *serverConn, be *backend.Backend) {
 	}
 	sc.idleSince = time.Now()
 	sc.hr.release() // an idle connection holds no buffer
+	cp.push(sc, &cp.idle)
+	p.sweep.Do(func() { go p.sweepIdle() })
+}
+
+// push keeps sc on list, one of cp's (idle or fast), or closes it when
+// the two hold pool_max_idle already: one bound for both.
+func (cp *connPool) push(sc *serverConn, list *[]*serverConn) {
 	cp.mu.Lock()
-	if len(cp.idle)+len(cp.fast) >= cp.opts.PoolMaxIdle { // one bound for both lists
+	if len(cp.idle)+len(cp.fast) >= cp.opts.PoolMaxIdle {
 		cp.mu.Unlock()
 		sc.close()
 		return
 	}
-	cp.idle = append(cp.idle, sc)
+	*list = append(*list, sc)
 	cp.mu.Unlock()
-	p.sweep.Do(func() { go p.sweepIdle() })
 }
 
 // sweepIdle closes, once a second, the pooled connections idle longer than
