@@ -59,7 +59,7 @@ func (e *Engine) counters() []stats.Counter {
 				code int
 				v    *atomic.Uint64
 			}{{400, &c.BadRequest}, {404, &c.NoRoute404}, {408, &c.Timeout408}, {431, &c.TooLarge431},
-				{502, &c.BadGateway502}, {503, &c.NoServer503}, {504, &c.GatewayTime504}} {
+				{502, &c.BadGateway502}, {503, &c.Unavailable503}, {504, &c.GatewayTime504}} {
 				add("frontend_http_refused_total", "Requests sluice answered itself with an error status, by status.",
 					r.v, fl, [2]string{"code", strconv.Itoa(r.code)})
 			}

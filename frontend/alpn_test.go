@@ -180,8 +180,8 @@ func TestTLSBackendALPNH2Only(t *testing.T) {
 	h1 := alpnServer(t, ca.issue(t, time.Now().Add(time.Hour), "127.0.0.1"), "h1srv", "http/1.1")
 	eng, front := alpnFront(t, ca, `["h2"]`, "h1srv", h1.Listener.Addr().String())
 	for _, c := range alpnClients(ca) {
-		if status, _, answer := call(t, c, "https://"+front+"/", ""); status != 502 {
-			t.Fatalf("status %d: %q; want 502 (a failed connect)", status, answer)
+		if status, _, answer := call(t, c, "https://"+front+"/", ""); status != 503 {
+			t.Fatalf("status %d: %q; want 503 (a failed connect)", status, answer)
 		}
 	}
 	s := beServer(t, eng, "be", "h1srv")

@@ -44,8 +44,8 @@ func TestErrorBeforeCloseSaysSo(t *testing.T) {
 		}, get, 502, true},
 		{"server timeout", func(c net.Conn) { readHead(c); io.Copy(io.Discard, c) }, get, 504, true},
 		{"connect refused, body too large to drain", nil,
-			"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2000000\r\n\r\n", 502, true},
-		{"connect refused, no body: the connection goes on", nil, get, 502, false},
+			"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2000000\r\n\r\n", 503, true},
+		{"connect refused, no body: the connection goes on", nil, get, 503, false},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			addr := testutil.ClosedAddr(t)

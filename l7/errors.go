@@ -60,11 +60,13 @@ var failures = [...]struct {
 	term   string
 	after  afterFailure
 }{
-	failNoRoute:        {404, "no-route", keepConn},
-	failNoServer:       {503, "no-server", keepConn},
-	failQueueTimeout:   {503, "queue-timeout", keepConn},
-	failServerConns:    {503, "server-conns", keepConn},
-	failConnect:        {502, "connect", keepConn},
+	failNoRoute:      {404, "no-route", keepConn},
+	failNoServer:     {503, "no-server", keepConn},
+	failQueueTimeout: {503, "queue-timeout", keepConn},
+	failServerConns:  {503, "server-conns", keepConn},
+	// HAProxy and Envoy answer a server they could not reach with 503
+	// (HAProxy's "SC" termination), nginx with 502; sluice as HAProxy.
+	failConnect:        {503, "connect", keepConn},
 	failBadResponse:    {502, "bad-response", closeConn},
 	failServerError:    {502, "server-error", closeConn},
 	failServerTimeout:  {504, "server-timeout", closeConn},
@@ -85,14 +87,14 @@ func (p *Proxy) countFailure(f failure, be *backend.Backend) {
 	switch f {
 	case failNoRoute:
 		c.NoRoute404.Add(1)
-	case failNoServer, failQueueTimeout:
-		// The backend's own NoServer and QueueTimeouts are counted where
-		// they happen: backend.Connect.
-		c.NoServer503.Add(1)
+	case failNoServer, failQueueTimeout, failConnect:
+		// The backend's own NoServer and QueueTimeouts, and the servers'
+		// connect errors, are counted where they happen: backend.Connect.
+		c.Unavailable503.Add(1)
 	case failServerConns:
 		c.NoServerConn503.Add(1)
-		c.NoServer503.Add(1)
-	case failConnect, failBadResponse, failServerError:
+		c.Unavailable503.Add(1)
+	case failBadResponse, failServerError:
 		c.BadGateway502.Add(1)
 	case failServerTimeout:
 		c.GatewayTime504.Add(1)

@@ -132,7 +132,7 @@ backend = "down"
 	again := healthyAlongside(t, addr)
 	for _, tc := range []struct{ path, status string }{
 		{"/down", "503"},
-		{"/dead", "502"},
+		{"/dead", "503"},
 		{"/slow", "504"},
 	} {
 		t.Run(tc.path, func(t *testing.T) {

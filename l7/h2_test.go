@@ -504,7 +504,7 @@ backend = "retry"
 	}{
 		{"connect failure retried on another server", "/retry", "", nil, 200},
 		{"again", "/retry", "", nil, 200},
-		{"connect failure everywhere", "/dead", "", nil, 502},
+		{"connect failure everywhere", "/dead", "", nil, 503},
 		{"server response timeout", "/slow", "", nil, 504},
 		{"h2c server response timeout", "/h2cslow", "", nil, 504},
 		{"no route, no default", "/nowhere", "", nil, 404},

@@ -154,11 +154,11 @@ backend = "app"
 		{desc: "404 no route", host: "nowhere.test", path: "/", status: 404, term: "no-route",
 			counter: func(c *l7.Counters) *atomic.Uint64 { return &c.NoRoute404 }},
 		{desc: "503 no server", host: "app.test", path: "/down", status: 503, term: "no-server",
-			counter: func(c *l7.Counters) *atomic.Uint64 { return &c.NoServer503 }},
-		{desc: "502 refused connect", host: "app.test", path: "/dead", status: 502, term: "connect",
-			counter: func(c *l7.Counters) *atomic.Uint64 { return &c.BadGateway502 }},
-		{desc: "502 refused connect after retries", host: "app.test", path: "/retry", status: 502, term: "connect", retries: 2,
-			counter: func(c *l7.Counters) *atomic.Uint64 { return &c.BadGateway502 }},
+			counter: func(c *l7.Counters) *atomic.Uint64 { return &c.Unavailable503 }},
+		{desc: "503 refused connect", host: "app.test", path: "/dead", status: 503, term: "connect",
+			counter: func(c *l7.Counters) *atomic.Uint64 { return &c.Unavailable503 }},
+		{desc: "503 refused connect after retries", host: "app.test", path: "/retry", status: 503, term: "connect", retries: 2,
+			counter: func(c *l7.Counters) *atomic.Uint64 { return &c.Unavailable503 }},
 		{desc: "504 server timeout", host: "app.test", path: "/slow", status: 504, term: "server-timeout",
 			counter: func(c *l7.Counters) *atomic.Uint64 { return &c.GatewayTime504 }},
 		{desc: "server closes mid-response", host: "app.test", path: "/cut", status: 200, term: "body", truncated: true},
@@ -554,7 +554,7 @@ func (s counterSnap) diff(before counterSnap) string {
 }
 
 // An HTTP/1 client of an h2c backend whose request body was left unread by
-// a failed connect gets the 502 with "Connection: close": the connection
+// a failed connect gets the 503 with "Connection: close": the connection
 // closes after it.
 func TestH2CBackendFailureSaysClose(t *testing.T) {
 	_, front := testutil.Start(t, h2Config("default_backend = \"dead\"", "",
@@ -566,7 +566,7 @@ func TestH2CBackendFailureSaysClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 502 || !resp.Close {
-		t.Fatalf("status %d, Connection %q: want 502 with Connection: close", resp.StatusCode, resp.Header.Get("Connection"))
+	if resp.StatusCode != 503 || !resp.Close {
+		t.Fatalf("status %d, Connection %q: want 503 with Connection: close", resp.StatusCode, resp.Header.Get("Connection"))
 	}
 }

@@ -43,10 +43,10 @@ type Counters struct {
 	TooManyHeaders atomic.Uint64 // of TooLarge431: more header lines than max_header_count
 	NoRoute404     atomic.Uint64
 	BadGateway502  atomic.Uint64
-	NoServer503    atomic.Uint64
+	Unavailable503 atomic.Uint64
 	// NoServerConn503 counts the requests answered 503 because the
 	// process's server-connection budget (ServerConns) was spent; they are
-	// in NoServer503 too.
+	// in Unavailable503 too.
 	NoServerConn503 atomic.Uint64
 	GatewayTime504  atomic.Uint64
 	// H2Refused counts HTTP/2 streams refused (REFUSED_STREAM) past the

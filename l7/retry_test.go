@@ -174,7 +174,7 @@ func TestDeliveredRequestResentOnceAtMost(t *testing.T) {
 
 // A request whose body came with its head is resent from the bytes built
 // for the first go (the read buffer may be back in its pool by then). When
-// the resend cannot connect, the 502 keeps the connection, and the body,
+// the resend cannot connect, the 503 keeps the connection, and the body,
 // already read, must not be read again from the connection: the next
 // pipelined request is answered as a request, not eaten as that body.
 func TestResendBodyNotDiscardedTwice(t *testing.T) {
@@ -230,8 +230,8 @@ address = %q
 			t.Fatalf("no answer to %s: %v", path, err)
 		}
 		io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusBadGateway {
-			t.Errorf("answer to %s: %d, want 502", path, resp.StatusCode)
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("answer to %s: %d, want 503", path, resp.StatusCode)
 		}
 	}
 }
