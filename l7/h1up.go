@@ -453,6 +453,8 @@ func (u *h1Up) clientBroke(error) {
 
 // upDone: the response went out whole; the connection goes on if the
 // request body was read to its end and nothing asked for the close.
+func (u *h1Up) upWhole() {} // one response at a time: nothing to batch
+
 func (u *h1Up) upDone() {
 	done := u.stop()
 	u.stopBody() // counts a malformed body

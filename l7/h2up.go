@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,6 +175,10 @@ type upClient interface {
 	// canResend says whether a stream the server refused may go again.
 	canResend() bool
 	upInterim(code int)
+	// upWhole says the whole response is in hand before its head goes:
+	// an HTTP/2 client's stream then writes it with the other streams
+	// ready at the time, in one flush (h2Stream.setReady).
+	upWhole()
 	upHead(status int, head []hpack.HeaderField, cookie string, srv *backend.Server, end, lazy bool) error
 	writeData(b []byte, end bool) error
 	upEnd(trailers []hpack.HeaderField) error
@@ -482,7 +487,28 @@ func (u *h2Up) writeLocked(fn func() error, reader, lazy bool) error {
 // says what of the body goes with it. The stream was reserved (active).
 func (u *h2Up) open(cl upClient, ub *upBody) (*upStream, error) {
 	us := &upStream{u: u, recvWin: upStreamWindow, clen: -1, rd: newWaker(), wr: newWaker()}
-	end := ub == nil
+	batch, err := u.openLocked(us, cl, ub == nil)
+	if err != nil {
+		return nil, err
+	}
+	if batch {
+		// The client connections' readers start their streams in
+		// batches, whose goroutines run one after the other and never
+		// meet at the write lock: each head waits in the buffer while its
+		// goroutine yields once, and the first of the batch back flushes
+		// them all in one write.
+		runtime.Gosched()
+		if u.dirty.Load() {
+			u.write(nil, false, false)
+		}
+	}
+	return us, nil
+}
+
+// openLocked is open's part under the write lock: it numbers us, writes
+// its head and reports whether the flush was left to a batch (a request
+// without a body while other streams are open).
+func (u *h2Up) openLocked(us *upStream, cl upClient, end bool) (batch bool, err error) {
 	u.wwait.Add(1)
 	u.wmu.Lock()
 	u.wwait.Add(-1)
@@ -491,8 +517,9 @@ func (u *h2Up) open(cl upClient, ub *upBody) (*upStream, error) {
 	if u.goaway || u.closed || u.werr != nil || u.nextID > 1<<31-1 {
 		u.mu.Unlock()
 		u.unreserve()
-		return nil, errUpRefused
+		return false, errUpRefused
 	}
+	batch = end && u.active > 1
 	us.id = u.nextID
 	u.nextID += 2
 	if u.nextID > 1<<31-1 {
@@ -503,16 +530,16 @@ func (u *h2Up) open(cl upClient, ub *upBody) (*upStream, error) {
 	u.streams[us.id] = us
 	maxFrame := int(u.peerMaxFrame)
 	u.mu.Unlock()
-	err := u.writeLocked(func() error {
+	err = u.writeLocked(func() error {
 		u.encB.b = u.encB.b[:0]
 		cl.encodeUpHead(u.enc)
 		return u.writeBlock(us.id, u.encB.b, end, maxFrame)
-	}, false, !end)
+	}, false, !end || batch)
 	if err != nil {
 		us.release()
-		return nil, err
+		return false, err
 	}
-	return us, nil
+	return batch, nil
 }
 
 // writeBlock writes a header block on stream id as HEADERS then
@@ -1209,7 +1236,9 @@ func (us *upStream) fail(err error) {
 // HTTP/2 client and relays the response; mv is a request moved here from
 // the HTTP/1 path.
 func (s *h2Stream) forwardUp(be *backend.Backend, x *exchange, mv moved) {
-	if mv, ok := forwardUp(s, be, x, !s.endStream, nil, mv); ok {
+	mv, ok := forwardUp(s, be, x, !s.endStream, nil, mv)
+	s.unready() // upWhole's: the last of the ready streams flushes
+	if ok {
 		s.forward(be, x, mv) // the server chose HTTP/1.1 (alpn.go)
 	}
 }
@@ -1301,6 +1330,10 @@ func upClientCode(c http2.ErrCode) http2.ErrCode {
 // going up meanwhile (its own goroutine, only for a request with a body).
 // It returns whether the server refused the stream and the request may go
 // again.
+// upTake is how much of a response body exchangeUp takes from the server's
+// stream at a time.
+const upTake = 16384
+
 func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *exchange, sticky bool) (retry bool) {
 	p := cl.proxy()
 	u := us.u
@@ -1405,7 +1438,11 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 	status, head := us.status, us.head
 	endNow := us.ended && len(us.in) == 0 && us.trailers == nil
 	lazy := !endNow && len(us.in) > 0
+	whole := us.ended && us.trailers == nil && len(us.in) <= upTake
 	u.mu.Unlock()
+	if whole {
+		cl.upWhole()
+	}
 	x.status = status
 	cookie := ""
 	if sticky {
@@ -1415,7 +1452,7 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 	err := cl.upHead(status, head, cookie, srv, endNow, lazy)
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
-	buf := (*bp)[:16384]
+	buf := (*bp)[:upTake]
 	for err == nil && !endNow {
 		n, last, trailers, uerr := us.take(buf)
 		if n > 0 {
@@ -1491,6 +1528,7 @@ func (s *h2Stream) canResend() bool            { return true }
 func (s *h2Stream) stopBody()                  { s.endBody() }
 func (s *h2Stream) upAbort(code http2.ErrCode) { s.abort(code); s.endBody() }
 func (s *h2Stream) upDone()                    { s.endBody(); s.served = true }
+func (s *h2Stream) upWhole()                   { s.setReady() }
 func (s *h2Stream) upRefused(be *backend.Backend, x *exchange) {
 	s.c.p.countFailure(failNoServer, be)
 	x.terminated = failures[failNoServer].term
@@ -1520,7 +1558,7 @@ func (s *h2Stream) upHead(status int, head []hpack.HeaderField, cookie string, s
 			var buf [128]byte
 			s.field(e, []byte("set-cookie"), appendStickyCookie(buf[:0], cookie, srv.ID))
 		}
-	}, end, lazy)
+	}, end, lazy || end && s.batched())
 }
 
 func (s *h2Stream) upEnd(trailers []hpack.HeaderField) error {

@@ -425,3 +425,41 @@ func TestH2UpServerReset(t *testing.T) {
 		t.Fatalf("%d server connections, want 1", k)
 	}
 }
+
+// A request head opened while other streams are open on the server
+// connection waits in the write buffer for its batch (h2Up.open yields
+// once): the yield's flush must send it even when no other stream writes
+// after it. Two held streams keep the connection's reader blocked and
+// nothing else moves, so an unflushed head would never reach the server.
+func TestH2UpBatchedHeadIsSent(t *testing.T) {
+	release := make(chan struct{})
+	var held atomic.Int32
+	addr, conns := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			held.Add(1)
+			<-release
+		}
+		io.WriteString(w, "ok "+r.URL.Path)
+	}), nil)
+	defer close(release)
+	front := a19Front(t, "", "proto = \"h2c\"", addr)
+	c := a19Dial(t, front, true)
+	for i, id := range []uint32{1, 3} {
+		if err := c.get(id, "/hold"); err != nil {
+			t.Fatal(err)
+		}
+		// One after the other: two at once may each dial a connection.
+		testutil.WaitFor(t, "the held stream at the server", 5*time.Second, func() bool { return held.Load() == int32(i+1) })
+	}
+	for id := uint32(5); id <= 9; id += 2 {
+		if err := c.get(id, "/"); err != nil {
+			t.Fatal(err)
+		}
+		if st, body, rst, ok := c.result(id); !ok || st != "200" || body != "ok /" || rst != 0 {
+			t.Fatalf("stream %d: %q %q rst %v ended %v: the head stayed in sluice's buffer", id, st, body, rst, ok)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d server connections, want 1 (the streams shared one)", n)
+	}
+}
