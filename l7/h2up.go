@@ -1438,7 +1438,13 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 	status, head := us.status, us.head
 	endNow := us.ended && len(us.in) == 0 && us.trailers == nil
 	lazy := !endNow && len(us.in) > 0
-	whole := us.ended && us.trailers == nil && len(us.in) <= upTake
+	// Only without a request body: a ready stream must not wait on the
+	// server connection (its last frames wait for the last ready stream's
+	// flush), and the release of a stream whose upload is still going
+	// writes an RST_STREAM, which takes the write lock an upload to a
+	// server that stopped reading may hold (its WINDOW_UPDATEs never wait:
+	// sendWindow).
+	whole := ub == nil && us.ended && us.trailers == nil && len(us.in) <= upTake
 	u.mu.Unlock()
 	if whole {
 		cl.upWhole()
