@@ -1236,9 +1236,8 @@ func (us *upStream) fail(err error) {
 // HTTP/2 client and relays the response; mv is a request moved here from
 // the HTTP/1 path.
 func (s *h2Stream) forwardUp(be *backend.Backend, x *exchange, mv moved) {
-	mv, ok := forwardUp(s, be, x, !s.endStream, nil, mv)
-	s.unready() // upWhole's: the last of the ready streams flushes
-	if ok {
+	defer s.unready() // upWhole's (a recovered panic's too): the last ready stream flushes
+	if mv, ok := forwardUp(s, be, x, !s.endStream, nil, mv); ok {
 		s.forward(be, x, mv) // the server chose HTTP/1.1 (alpn.go)
 	}
 }
@@ -1438,27 +1437,43 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 	status, head := us.status, us.head
 	endNow := us.ended && len(us.in) == 0 && us.trailers == nil
 	lazy := !endNow && len(us.in) > 0
-	// Only without a request body: a ready stream must not wait on the
-	// server connection (its last frames wait for the last ready stream's
-	// flush), and the release of a stream whose upload is still going
-	// writes an RST_STREAM, which takes the write lock an upload to a
-	// server that stopped reading may hold (its WINDOW_UPDATEs never wait:
-	// sendWindow).
+	// A ready stream must not wait on the server connection (its last
+	// frames wait for the last ready stream's flush): only a bodiless
+	// request's (the release of a stream whose upload still goes writes
+	// an RST_STREAM, under the write lock an upload to a server that
+	// stopped reading may hold), and its body is taken and its window
+	// given back before it counts ready (below).
 	whole := ub == nil && us.ended && us.trailers == nil && len(us.in) <= upTake
 	u.mu.Unlock()
-	if whole {
-		cl.upWhole()
-	}
 	x.status = status
 	cookie := ""
 	if sticky {
 		cookie = be.StickyCookie
 	}
 	p.count(srv, status, 0) // bytes are counted as they pass
-	err := cl.upHead(status, head, cookie, srv, endNow, lazy)
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
 	buf := (*bp)[:upTake]
+	var err error
+	if whole {
+		// Taken whole and released (the WINDOW_UPDATE written, which a
+		// server that stopped reading may hold up) before the stream
+		// counts ready: then it writes to its client only.
+		n, _, _, _ := us.take(buf)
+		us.release()
+		cl.upWhole()
+		err = cl.upHead(status, head, cookie, srv, n == 0, n > 0)
+		if err == nil && n > 0 {
+			if err = cl.writeData(buf[:n], true); err == nil {
+				x.bytesOut += int64(n)
+				p.Counters.BytesOut.Add(uint64(n))
+				srv.Counters.BytesOut.Add(uint64(n))
+			}
+		}
+		endNow = true
+	} else {
+		err = cl.upHead(status, head, cookie, srv, endNow, lazy)
+	}
 	for err == nil && !endNow {
 		n, last, trailers, uerr := us.take(buf)
 		if n > 0 {
