@@ -860,3 +860,25 @@ func TestMaxConnSet(t *testing.T) {
 		t.Errorf("set: %+v", g)
 	}
 }
+
+// A server address is refused at its line when its host is no IP address
+// and no DNS name, or its port is not 1..65535: a typo there would
+// otherwise be found only as connect errors (503s).
+func TestServerAddressChecked(t *testing.T) {
+	for _, tc := range []struct{ addr, want string }{
+		{"not a host:80", "neither an IP address nor a DNS name"},
+		{"app_1.internal-:80", "neither an IP address nor a DNS name"},
+		{"a..b:80", "neither an IP address nor a DNS name"},
+		{"127.0.0.1:0", "bad port"},
+		{"127.0.0.1:65536", "bad port"},
+		{"127.0.0.1", "is not host:port"},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			src := "[frontend.f]\nbind = [\"127.0.0.1:0\"]\ndefault_backend = \"b\"\n[[backend.b.server]]\naddress = \"" + tc.addr + "\"\n"
+			checkProblems(t, parseErrors(t, src), []want{{5, "backend.b.server.0.address", tc.want}})
+		})
+	}
+	for _, ok := range []string{"10.0.0.11:8080", "[2001:db8::11]:8080", "[fe80::1%eth0]:80", "app1.internal:8080", "app_1.example.com.:443", "localhost:1"} {
+		mustParse(t, "[frontend.f]\nbind = [\"127.0.0.1:0\"]\ndefault_backend = \"b\"\n[[backend.b.server]]\naddress = \""+ok+"\"\n")
+	}
+}

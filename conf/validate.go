@@ -589,10 +589,12 @@ func (v *validator) backend(name string, rb rawBackend, defConnect, defServer, d
 		v.count(key+".maxconn", s.MaxConn, 0, MaxCount, "connections to this server at once; 0: no cap")
 		if s.Address == "" {
 			v.errf(key+".address", "a server needs an address like \"10.0.0.11:8080\"")
-		} else if _, port, err := net.SplitHostPort(s.Address); err != nil || port == "" {
-			v.errf(key+".address", "%q is not host:port", s.Address)
-		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-			v.errf(key+".address", "%q has a bad port", s.Address)
+		} else if host, port, err := net.SplitHostPort(s.Address); err != nil || port == "" {
+			v.errf(key+".address", "%q is not host:port; write one like \"10.0.0.11:8080\", \"[2001:db8::11]:8080\" or \"app1.internal:8080\"", s.Address)
+		} else if !validPort(port) {
+			v.errf(key+".address", "%q has a bad port: write one from 1 to 65535", s.Address)
+		} else if !hostOK(host) {
+			v.errf(key+".address", "%q: host %q is neither an IP address nor a DNS name (letters, digits, '-' and '.'); check it for a typo", s.Address, host)
 		}
 		b.Servers = append(b.Servers, s)
 	}
@@ -739,4 +741,29 @@ func IsLoopback(addr string) bool {
 	}
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.IsLoopback()
+}
+
+// hostOK reports whether host is an IP address or a syntactically valid
+// DNS name (RFC 1123 labels: letters, digits and '-', not at either end;
+// '_' allowed, as resolvers take it), so that a typo in a server's address
+// is refused at check time rather than found as connect errors.
+func hostOK(host string) bool {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	host = strings.TrimSuffix(host, ".")
+	if host == "" || len(host) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
