@@ -75,6 +75,11 @@ type BackendCounters struct {
 	QueueTimeouts atomic.Uint64 // connections refused after queue_timeout
 	Current       atomic.Int64  // connections open to its servers now
 	MaxActive     atomic.Int64  // the most Current has been
+	// Resp counts, by status class as Counters.Resp, the answers sluice
+	// gave itself for requests routed here (503 no server or connect
+	// failed, 502 broken response, 504 server timeout): a backend's
+	// responses are its servers' plus these, as HAProxy counts them.
+	Resp [6]atomic.Uint64
 }
 
 // New builds a backend from its configuration.

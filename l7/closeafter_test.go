@@ -29,6 +29,7 @@ func TestErrorBeforeCloseSaysSo(t *testing.T) {
 		}
 	}
 	get := "GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+	post := "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
 	for _, tc := range []struct {
 		desc   string
 		server func(c net.Conn) // nil: nothing listens
@@ -36,13 +37,18 @@ func TestErrorBeforeCloseSaysSo(t *testing.T) {
 		status int
 		closes bool
 	}{
-		{"server closes without answering", func(c net.Conn) { readHead(c) }, get, 502, true},
-		{"malformed response head", func(c net.Conn) { readHead(c); io.WriteString(c, "HTTP/1.1 abc\r\n\r\n") }, get, 502, true},
+		// A request without a body leaves nothing behind its failed
+		// exchange: the connection goes on, as HAProxy keeps it.
+		{"server closes without answering", func(c net.Conn) { readHead(c) }, get, 502, false},
+		{"malformed response head", func(c net.Conn) { readHead(c); io.WriteString(c, "HTTP/1.1 abc\r\n\r\n") }, get, 502, false},
 		{"unrequested 101", func(c net.Conn) {
 			readHead(c)
 			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
-		}, get, 502, true},
-		{"server timeout", func(c net.Conn) { readHead(c); io.Copy(io.Discard, c) }, get, 504, true},
+		}, get, 502, false},
+		{"server timeout", func(c net.Conn) { readHead(c); io.Copy(io.Discard, c) }, get, 504, false},
+		// One with a body: where the body stands is not known, it closes.
+		{"server closes without answering a POST", func(c net.Conn) { readHead(c) }, post, 502, true},
+		{"server timeout on a POST", func(c net.Conn) { readHead(c); io.Copy(io.Discard, c) }, post, 504, true},
 		{"connect refused, body too large to drain", nil,
 			"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2000000\r\n\r\n", 503, true},
 		{"connect refused, no body: the connection goes on", nil, get, 503, false},

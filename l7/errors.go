@@ -44,8 +44,9 @@ const (
 	// keepConn: the request never reached a server; its body is read and
 	// dropped and the connection serves the next request.
 	keepConn afterFailure = iota
-	// closeConn: the exchange failed midway; the answer says
-	// "Connection: close" and the connection closes.
+	// closeConn: the exchange failed midway (no response byte has
+	// reached the client yet); a request with a body gets "Connection:
+	// close" and the connection closes, one without goes on.
 	closeConn
 	// refuseConn: the request stream can no longer be trusted; the
 	// connection closes, after letting the client read the answer.
@@ -84,6 +85,14 @@ var failures = [...]struct {
 // refusals are counted by package policy as it decides them.
 func (p *Proxy) countFailure(f failure, be *backend.Backend) {
 	c := &p.Counters
+	if be != nil {
+		switch f {
+		case failNoServer, failQueueTimeout, failServerConns, failConnect, failBadResponse, failServerError, failServerTimeout:
+			// The backend answered this through sluice: its 5xx count
+			// has it, as HAProxy's BACKEND row has its own 503s.
+			be.Counters.Resp[failures[f].status/100].Add(1)
+		}
+	}
 	switch f {
 	case failNoRoute:
 		c.NoRoute404.Add(1)
@@ -195,8 +204,15 @@ func (c *clientConn) failStatus(f failure, status int, be *backend.Backend, x *e
 		c.refuse(status, x)
 		return false
 	case closeConn:
-		c.reply(status, x, true)
-		return false
+		if c.hasBody() {
+			// Where the body stands is not known: the connection ends.
+			c.reply(status, x, true)
+			return false
+		}
+		// A request without a body left nothing behind it: the client
+		// may send the next one, as HAProxy keeps the connection after
+		// its own 502 and 504.
+		return c.reply(status, x, false)
 	}
 	// The request was not sent: its body is still to be read.
 	if !c.req.chunked && c.req.contentLength > maxDiscard {

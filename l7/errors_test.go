@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -136,9 +137,16 @@ backend = "down"
 		{"/slow", "504"},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
+			be := eng.Backends[tc.path[1:]]
+			before := be.Counters.Resp[5].Load()
 			out := rawExchange(t, addr, "GET "+tc.path+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
 			if want := "HTTP/1.1 " + tc.status; !strings.HasPrefix(out, want) {
 				t.Fatalf("got %q, want %s", statusOf(out), want)
+			}
+			// The backend's 5xx count has the answer sluice gave for it
+			// (HAProxy's BACKEND row has its own 503s and 504s).
+			if n := be.Counters.Resp[5].Load() - before; n != 1 {
+				t.Errorf("backend %s: %d more 5xx answers counted, want 1", be.Name, n)
 			}
 			again()
 		})
@@ -172,3 +180,36 @@ func TestCustomErrorPage(t *testing.T) {
 }
 
 func writeString(path, s string) error { return os.WriteFile(path, []byte(s), 0o644) }
+
+// A server that breaks off its body after the head is counted in its
+// response errors (HAProxy's eresp), over HTTP/1.1 and HTTP/2 alike, and
+// the access log's termination says body.
+func TestServerBodyBreakCounted(t *testing.T) {
+	cut := testutil.Serve(t, "cut", func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if l == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+	})
+	eng, front := testutil.Start(t, httpConfig("default_backend = \"app\"\nh2c = true", "retries = 0", map[string][]string{"app": {cut.Addr}}))
+	srv := eng.Backends["app"].Servers()[0]
+	for _, c := range []*http.Client{{Transport: &http.Transport{DisableKeepAlives: true}}, h2cClient()} {
+		before := srv.Counters.RespErrors.Load()
+		resp, err := c.Get("http://" + front + "/")
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		if err == nil {
+			t.Fatal("read the whole of a body the server cut")
+		}
+		testutil.WaitFor(t, "the response error counted", 5*time.Second, func() bool { return srv.Counters.RespErrors.Load() == before+1 })
+	}
+}

@@ -756,10 +756,10 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange, mv moved) bool {
 		observe(srv, x, retry)
 		if retry {
 			if cn.Retries >= be.Retries {
-				// No resend left: the request is answered here. The
-				// connection closes, since a body put back for the
-				// resend (retryStale) sits in the read buffer and must
-				// never be read as the next request.
+				// No resend left: the request is answered here. With a
+				// body the connection closes (fail: a body kept for the
+				// resend must never be read as the next request);
+				// without one it goes on.
 				srv.Counters.RespErrors.Add(1)
 				return c.fail(failServerError, be, x)
 			}
@@ -1195,6 +1195,9 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange, 
 		sc.close()
 		bodyErr()
 		x.terminated = "body"
+		if !errors.As(err, new(writeError)) {
+			srv.Counters.RespErrors.Add(1) // the server broke off its body (HAProxy: eresp)
+		}
 		c.log(x)
 		return false, false
 	}

@@ -1109,6 +1109,9 @@ func (s *h2Stream) receive(sc *serverConn, be *backend.Backend, x *exchange, sti
 		if err != nil {
 			s.clientBroke(err)
 			x.terminated = "body"
+			if !errors.As(err, new(writeError)) {
+				srv.Counters.RespErrors.Add(1) // the server broke off its body
+			}
 		}
 		s.log(x)
 		return false
@@ -1121,6 +1124,9 @@ func (s *h2Stream) receive(sc *serverConn, be *backend.Backend, x *exchange, sti
 		s.clientBroke(err)
 		bodyErr()
 		x.terminated = "body"
+		if !errors.As(err, new(writeError)) {
+			srv.Counters.RespErrors.Add(1) // the server broke off its body
+		}
 		s.log(x)
 		return false
 	}

@@ -360,7 +360,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.beRetry, retr, n)
 		if isHTTP {
 			for _, i := range classOrder {
-				counter(c.beResp, resp[i], n, codeClasses[i])
+				counter(c.beResp, resp[i]+bc.Resp[i].Load(), n, codeClasses[i])
 			}
 		}
 		gauge(c.beQCur, float64(bc.Queue.Load()), n)

@@ -249,6 +249,9 @@ func (s *Server) backendRow(b *backend.Backend, now time.Time) Row {
 			r.Resp[i] += sr.Resp[i]
 		}
 	}
+	for i := range r.Resp {
+		r.Resp[i] += bc.Resp[i].Load()
+	}
 	if r.HTTP {
 		r.ReqTot = r.STot
 	}
