@@ -196,9 +196,14 @@ func (t *tracker) refreshLocked() {
 		return
 	}
 	if reason != t.reason || !t.logged {
-		if reason != "" {
+		switch {
+		case reason == "no worker running" && !t.logged:
+			// The master's first verdict, before its first worker is
+			// up: the expected start, not a fault.
+			t.log.Info("this node serves once its worker is up", "track_file", t.path)
+		case reason != "":
 			t.log.Warn("this node cannot serve", "reason", reason, "track_file", t.path)
-		} else {
+		default:
 			t.log.Info("this node can serve", "track_file", t.path)
 		}
 		t.reason, t.logged = reason, true
