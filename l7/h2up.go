@@ -1325,14 +1325,14 @@ func upClientCode(c http2.ErrCode) http2.ErrCode {
 	return http2.ErrCodeInternal
 }
 
-// exchangeUp relays the response of us to the client, the request body
-// going up meanwhile (its own goroutine, only for a request with a body).
-// It returns whether the server refused the stream and the request may go
-// again.
 // upTake is how much of a response body exchangeUp takes from the server's
 // stream at a time.
 const upTake = 16384
 
+// exchangeUp relays the response of us to the client, the request body
+// going up meanwhile (its own goroutine, only for a request with a body).
+// It returns whether the server refused the stream and the request may go
+// again.
 func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *exchange, sticky bool) (retry bool) {
 	p := cl.proxy()
 	u := us.u
