@@ -59,7 +59,12 @@ type Counters struct {
 	ConnErrors atomic.Uint64 // failed connects
 	Retries    atomic.Uint64 // connects retried elsewhere after failing here
 	RespErrors atomic.Uint64 // responses that failed after the request was sent (server closed, timed out, broken body)
-	Downs      atomic.Uint64 // up -> down transitions
+	// HTTP exchanges with this server that the client ended (left, reset
+	// its stream, stopped reading) or the server broke off in its body:
+	// HAProxy's cli_abrt and srv_abrt.
+	ClientAborts atomic.Uint64
+	ServerAborts atomic.Uint64
+	Downs        atomic.Uint64 // up -> down transitions
 	// HTTP responses by status class: [1] 1xx … [5] 5xx, [0] other.
 	Resp [6]atomic.Uint64
 	// TLSErrors counts failed TLS handshakes by reason (TLSReasonNames).

@@ -48,6 +48,16 @@ func (c *clientConn) log(x *exchange) { c.p.logRequest(x, &c.info) }
 // logRequest writes the access log line of one request, if enabled: the
 // one record (exchange) both paths fill, the same fields in the same order.
 func (p *Proxy) logRequest(x *exchange, info *ConnInfo) {
+	if srv := x.srv; srv != nil {
+		// Counted here, at the one end every request has, whether or not
+		// the access log is on.
+		switch {
+		case x.srvAbort:
+			srv.Counters.ServerAborts.Add(1)
+		case x.terminated == "client":
+			srv.Counters.ClientAborts.Add(1)
+		}
+	}
 	al := p.Access
 	if al == nil {
 		return

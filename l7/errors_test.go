@@ -211,5 +211,54 @@ func TestServerBodyBreakCounted(t *testing.T) {
 			t.Fatal("read the whole of a body the server cut")
 		}
 		testutil.WaitFor(t, "the response error counted", 5*time.Second, func() bool { return srv.Counters.RespErrors.Load() == before+1 })
+		if n := srv.Counters.ServerAborts.Load(); n != before+1 {
+			t.Errorf("server aborts = %d, want %d (srv_abrt)", n, before+1)
+		}
+	}
+	if n := srv.Counters.ClientAborts.Load(); n != 0 {
+		t.Errorf("client aborts = %d: the server broke off, not the client", n)
+	}
+}
+
+// A client that leaves while its response streams is counted in the
+// server's client aborts (HAProxy's cli_abrt), over HTTP/1.1 and HTTP/2,
+// and its exchange's termination is client.
+func TestClientAbortCounted(t *testing.T) {
+	big := testutil.Serve(t, "big", func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if l == "\r\n" {
+				break
+			}
+		}
+		const size = 64 << 20
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+fmt.Sprint(size)+"\r\n\r\n")
+		chunk := make([]byte, 64<<10)
+		for sent := 0; sent < size; sent += len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	eng, front := testutil.Start(t, httpConfig("default_backend = \"app\"\nh2c = true", "retries = 0", map[string][]string{"app": {big.Addr}}))
+	srv := eng.Backends["app"].Servers()[0]
+	for i, c := range []*http.Client{{Transport: &http.Transport{DisableKeepAlives: true}}, h2cClient()} {
+		resp, err := c.Get("http://" + front + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadFull(resp.Body, make([]byte, 1000))
+		resp.Body.Close() // leaves with most of the body still to come
+		if tr, ok := c.Transport.(*http.Transport); ok {
+			tr.CloseIdleConnections()
+		}
+		testutil.WaitFor(t, "the client abort counted", 10*time.Second, func() bool { return srv.Counters.ClientAborts.Load() == uint64(i+1) })
+	}
+	if n := srv.Counters.ServerAborts.Load(); n != 0 {
+		t.Errorf("server aborts = %d: the client left, not the server", n)
 	}
 }

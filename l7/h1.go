@@ -453,6 +453,8 @@ type exchange struct {
 	bytesOut   int64
 	backend    string
 	server     string
+	srv        *backend.Server // the server chosen, for its abort counters
+	srvAbort   bool            // the server broke off its response body
 	retries    int
 	terminated string
 	proto      string // "HTTP/1.1", "HTTP/2.0": for the access log only
@@ -720,7 +722,7 @@ func (c *clientConn) forward(be *backend.Backend, x *exchange, mv moved) bool {
 		err := be.Connect(p.stopCtx(), &cn, dial)
 		x.retries = cn.Retries
 		if cn.Server != nil {
-			x.server = cn.Server.Name
+			x.server, x.srv = cn.Server.Name, cn.Server
 		}
 		if err == backend.ErrMoved {
 			if mv, ok := mv.next(&cn); ok {
@@ -1197,6 +1199,9 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange, 
 		x.terminated = "body"
 		if !errors.As(err, new(writeError)) {
 			srv.Counters.RespErrors.Add(1) // the server broke off its body (HAProxy: eresp)
+			x.srvAbort = true
+		} else {
+			x.terminated = "client" // it stopped taking the response
 		}
 		c.log(x)
 		return false, false

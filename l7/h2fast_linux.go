@@ -189,7 +189,7 @@ func (c *h2Conn) fastStart(s *h2Stream) bool {
 		s.handTo(handHeld, be, nil, nil) // Connect picks (and counts, and queues)
 		return false
 	}
-	x.server = srv.Name
+	x.server, x.srv = srv.Name, srv
 	now := time.Now()
 	sc := p.takeFast(srv, be, l, now)
 	if sc == nil {

@@ -760,7 +760,7 @@ func (s *h2Stream) forwardFrom(be *backend.Backend, x *exchange, mv moved, sent 
 			err := be.Connect(s.ctx, &cn, dial)
 			x.retries = cn.Retries
 			if cn.Server != nil {
-				x.server = cn.Server.Name
+				x.server, x.srv = cn.Server.Name, cn.Server
 			}
 			if err == backend.ErrMoved {
 				if mv, ok := mv.next(&cn); ok {
@@ -1108,9 +1108,10 @@ func (s *h2Stream) receive(sc *serverConn, be *backend.Backend, x *exchange, sti
 		x.bytesOut = n
 		if err != nil {
 			s.clientBroke(err)
-			x.terminated = "body"
+			x.terminated = "client" // it reset the stream or stopped reading
 			if !errors.As(err, new(writeError)) {
 				srv.Counters.RespErrors.Add(1) // the server broke off its body
+				x.terminated, x.srvAbort = "body", true
 			}
 		}
 		s.log(x)
@@ -1123,9 +1124,10 @@ func (s *h2Stream) receive(sc *serverConn, be *backend.Backend, x *exchange, sti
 		sc.close()
 		s.clientBroke(err)
 		bodyErr()
-		x.terminated = "body"
+		x.terminated = "client" // it reset the stream or stopped reading
 		if !errors.As(err, new(writeError)) {
 			srv.Counters.RespErrors.Add(1) // the server broke off its body
+			x.terminated, x.srvAbort = "body", true
 		}
 		s.log(x)
 		return false

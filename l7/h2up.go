@@ -1280,7 +1280,7 @@ func forwardUp(cl upClient, be *backend.Backend, x *exchange, body bool, watch n
 		err := be.Connect(cl.upCtx(), &cn, dial)
 		x.retries = cn.Retries
 		if cn.Server != nil {
-			x.server = cn.Server.Name
+			x.server, x.srv = cn.Server.Name, cn.Server
 		}
 		if err == backend.ErrMoved {
 			if mv, ok := from.next(&cn); ok {
@@ -1508,6 +1508,7 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 			bodyErr()
 			srv.Counters.RespErrors.Add(1)
 			x.terminated = "body"
+			x.srvAbort = true
 			cl.log(x)
 			return false
 		}
@@ -1525,10 +1526,7 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 	if err != nil {
 		cl.clientBroke(writeError{err})
 		bodyErr()
-		x.terminated = "body"
-		if ctx.Err() != nil {
-			x.terminated = "client"
-		}
+		x.terminated = "client" // writing to it failed: it left, reset or stopped reading
 		cl.log(x)
 		return false
 	}

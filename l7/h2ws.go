@@ -67,7 +67,7 @@ func (s *h2Stream) websocket(be *backend.Backend, x *exchange) {
 	err := be.Connect(s.ctx, &cn, dial)
 	x.retries = cn.Retries
 	if cn.Server != nil {
-		x.server = cn.Server.Name
+		x.server, x.srv = cn.Server.Name, cn.Server
 	}
 	if err == backend.ErrMoved {
 		// The server chose h2 (alpn lists both): its servers would need

@@ -143,6 +143,10 @@ func csvRecord(r *Row, pid string, iid, sid int, algo string) []string {
 		u("hrsp_5xx", r.Resp[5])
 		u("hrsp_other", r.Resp[0])
 		u("req_tot", r.ReqTot)
+		if !fe {
+			u("cli_abrt", r.CliAbrt)
+			u("srv_abrt", r.SrvAbrt)
+		}
 	}
 	if c := r.Check; c != nil {
 		status, desc := checkStatus(c)

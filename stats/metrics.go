@@ -57,6 +57,7 @@ type collector struct {
 	polDenied, polRedirected, polTarpitted, polLimited, polConnDenied, polConnLimited, rateClients, rateEvicted *prometheus.Desc
 
 	beUp, beCur, beTot, beRate, beIn, beOut, beConnErr, beRespErr, beRetry, beResp *prometheus.Desc
+	beCliAbrt, beSrvAbrt, svCliAbrt, svSrvAbrt                                     *prometheus.Desc
 	beQCur, beQMax, beQueued, beQTimeout, beNoServer, beWeight, beActive, beBackup *prometheus.Desc
 
 	svUp, svAdmin, svWeight, svConfWeight, svCur, svMax, svLim, svTot, svIn, svOut        *prometheus.Desc
@@ -125,6 +126,8 @@ func newCollector(s *Server) *collector {
 		beOut:      d("backend_bytes_out_total", "Bytes received from the backend's servers.", be),
 		beConnErr:  d("backend_connection_errors_total", "Failed connects to the backend's servers.", be),
 		beRespErr:  d("backend_response_errors_total", "Responses that failed after the request was sent.", be),
+		beCliAbrt:  d("backend_client_aborts_total", "HTTP exchanges the client ended before its response was through (left, reset its stream, stopped reading): HAProxy's cli_abrt.", be),
+		beSrvAbrt:  d("backend_server_aborts_total", "HTTP responses the server broke off in their body: HAProxy's srv_abrt.", be),
 		beRetry:    d("backend_retry_warnings_total", "Connects retried after failing.", be),
 		beResp:     d("backend_http_responses_total", "HTTP responses by status class.", be, "code"),
 		beQCur:     d("backend_current_queue", "Connections waiting for a free server slot now.", be),
@@ -148,6 +151,8 @@ func newCollector(s *Server) *collector {
 		svOut:        d("server_bytes_out_total", "Bytes received from the server.", sv),
 		svConnErr:    d("server_connection_errors_total", "Failed connects.", sv),
 		svRespErr:    d("server_response_errors_total", "Responses that failed after the request was sent.", sv),
+		svCliAbrt:    d("server_client_aborts_total", "HTTP exchanges the client ended before its response was through (left, reset its stream, stopped reading): HAProxy's cli_abrt.", sv),
+		svSrvAbrt:    d("server_server_aborts_total", "HTTP responses the server broke off in their body: HAProxy's srv_abrt.", sv),
 		svRetry:      d("server_retry_warnings_total", "Connects retried elsewhere after failing here.", sv),
 		svResp:       d("server_http_responses_total", "HTTP responses by status class.", sv, "code"),
 		svChkDur:     d("server_check_duration_seconds", "Duration of the last health check.", sv),
@@ -291,7 +296,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		n := b.Name
 		bc := &b.Counters
 		var cur int64
-		var tot, in, out, cerr, rerr, retr uint64
+		var tot, in, out, cerr, rerr, retr, cabrt, sabrt uint64
 		var resp [6]uint64
 		var weight, act, bck int64
 		for _, sv := range b.Servers() {
@@ -339,6 +344,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 					resp[i] += v
 					cnt(c.svResp, ls.code[i], v)
 				}
+				ca, sa := sc.ClientAborts.Load(), sc.ServerAborts.Load()
+				cabrt += ca
+				sabrt += sa
+				cnt(c.svCliAbrt, l, ca)
+				cnt(c.svSrvAbrt, l, sa)
 			}
 			if cr, ok := sv.LastCheck(); ok {
 				g(c.svChkDur, l, cr.Duration.Seconds())
@@ -362,6 +372,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			for _, i := range classOrder {
 				counter(c.beResp, resp[i]+bc.Resp[i].Load(), n, codeClasses[i])
 			}
+			counter(c.beCliAbrt, cabrt, n)
+			counter(c.beSrvAbrt, sabrt, n)
 		}
 		gauge(c.beQCur, float64(bc.Queue.Load()), n)
 		gauge(c.beQMax, float64(bc.MaxQueue.Load()), n)

@@ -51,7 +51,11 @@ type Row struct {
 	EReq     uint64 `json:"ereq"` // malformed, slow or too large requests (http)
 	ECon     uint64 `json:"econ"`
 	EResp    uint64 `json:"eresp"`
-	Retries  uint64 `json:"wretr"`
+	// HTTP exchanges the client ended, or the server broke off in its
+	// body (servers and backends).
+	CliAbrt uint64 `json:"cli_abrt"`
+	SrvAbrt uint64 `json:"srv_abrt"`
+	Retries uint64 `json:"wretr"`
 
 	// Servers of a backend with TLS: failed handshakes, in total and by
 	// reason (unknown_authority, name_mismatch, expired, handshake, other).
@@ -243,6 +247,8 @@ func (s *Server) backendRow(b *backend.Backend, now time.Time) Row {
 		r.BytesOut += sr.BytesOut
 		r.ECon += sr.ECon
 		r.EResp += sr.EResp
+		r.CliAbrt += sr.CliAbrt
+		r.SrvAbrt += sr.SrvAbrt
 		r.Retries += sr.Retries
 		r.ChkFail += sr.ChkFail
 		for i := range r.Resp {
@@ -280,6 +286,7 @@ func (s *Server) serverRow(b *backend.Backend, sv *backend.Server, now time.Time
 		SCur: sv.Active(), SMax: c.MaxActive.Load(), SLim: sv.MaxConn, STot: c.Sessions.Load(),
 		BytesIn: c.BytesIn.Load(), BytesOut: c.BytesOut.Load(),
 		ECon: c.ConnErrors.Load(), EResp: c.RespErrors.Load(), Retries: c.Retries.Load(),
+		CliAbrt: c.ClientAborts.Load(), SrvAbrt: c.ServerAborts.Load(),
 		ChkFail: sv.ChecksFailed(), ChkDown: c.Downs.Load(),
 	}
 	if sv.Backup {
