@@ -15,11 +15,12 @@ import (
 )
 
 // A transfer that takes 2.5 s and moves bytes all along, with timeouts of
-// 1 s: the timeouts are about inactivity, so it must arrive whole. Not
+// 2 s: the timeouts are about inactivity, so it must arrive whole. Not
 // shorter: a writer blocked on a full socket is woken only once half of
 // its send buffer (up to 4 MiB on loopback) has drained, a quarter of the
 // transfer at this pace, and a -race run on a busy 2-core CI machine has
-// stalled a transfer's goroutines for over 600 ms.
+// stalled a transfer's goroutines for over 600 ms (with 1 s, a run of three
+// packages at once once cut a download at 7.6 of its 8 MiB).
 const (
 	steadySize  = 8 << 20
 	steadyChunk = 32 << 10
@@ -29,8 +30,8 @@ const (
 func steadyConfig(addr string) string {
 	return fmt.Sprintf(`
 [defaults]
-timeout_client = "1s"
-timeout_server = "1s"
+timeout_client = "2s"
+timeout_server = "2s"
 [frontend.web]
 mode = "http"
 bind = ["{{FRONT}}"]
