@@ -2,9 +2,12 @@ package l7
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"time"
+
+	"sluice/backend"
 )
 
 // AccessLog writes one line per request, as text (logfmt) or JSON.
@@ -40,6 +43,25 @@ func since(a, b time.Time) time.Duration {
 		return -1
 	}
 	return b.Sub(a)
+}
+
+// serverBroke records a response srv broke off after its head: counted in
+// its response errors (HAProxy's eresp) now, in its server aborts
+// (srv_abrt) at the log.
+func (x *exchange) serverBroke(srv *backend.Server) {
+	x.terminated, x.srvAbort = "body", true
+	srv.Counters.RespErrors.Add(1)
+}
+
+// bodyFailed records a response body from srv that failed after its head:
+// the client stopped taking it (its write failed: a client abort at the
+// log), or the server broke it off.
+func (x *exchange) bodyFailed(err error, srv *backend.Server) {
+	if errors.As(err, new(writeError)) {
+		x.terminated = "client"
+		return
+	}
+	x.serverBroke(srv)
 }
 
 // log writes the access log line of the current HTTP/1 request.

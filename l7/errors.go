@@ -85,13 +85,10 @@ var failures = [...]struct {
 // refusals are counted by package policy as it decides them.
 func (p *Proxy) countFailure(f failure, be *backend.Backend) {
 	c := &p.Counters
-	if be != nil {
-		switch f {
-		case failNoServer, failQueueTimeout, failServerConns, failConnect, failBadResponse, failServerError, failServerTimeout:
-			// The backend answered this through sluice: its 5xx count
-			// has it, as HAProxy's BACKEND row has its own 503s.
-			be.Counters.Resp[failures[f].status/100].Add(1)
-		}
+	if st := failures[f].status; be != nil && st >= 500 {
+		// The backend's failures (the table's 5xx): its own count has
+		// them, as HAProxy's BACKEND row has its own 503s.
+		be.Counters.Resp[st/100].Add(1)
 	}
 	switch f {
 	case failNoRoute:

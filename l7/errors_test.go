@@ -182,19 +182,12 @@ func TestCustomErrorPage(t *testing.T) {
 func writeString(path, s string) error { return os.WriteFile(path, []byte(s), 0o644) }
 
 // A server that breaks off its body after the head is counted in its
-// response errors (HAProxy's eresp), over HTTP/1.1 and HTTP/2 alike, and
-// the access log's termination says body.
+// response errors (HAProxy's eresp) and server aborts, over HTTP/1.1 and
+// HTTP/2 alike.
 func TestServerBodyBreakCounted(t *testing.T) {
 	cut := testutil.Serve(t, "cut", func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			l, err := br.ReadString('\n')
-			if err != nil {
-				return
-			}
-			if l == "\r\n" {
-				break
-			}
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
 		}
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
 	})
@@ -221,19 +214,11 @@ func TestServerBodyBreakCounted(t *testing.T) {
 }
 
 // A client that leaves while its response streams is counted in the
-// server's client aborts (HAProxy's cli_abrt), over HTTP/1.1 and HTTP/2,
-// and its exchange's termination is client.
+// server's client aborts (HAProxy's cli_abrt), over HTTP/1.1 and HTTP/2.
 func TestClientAbortCounted(t *testing.T) {
 	big := testutil.Serve(t, "big", func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			l, err := br.ReadString('\n')
-			if err != nil {
-				return
-			}
-			if l == "\r\n" {
-				break
-			}
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
 		}
 		const size = 64 << 20
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+fmt.Sprint(size)+"\r\n\r\n")

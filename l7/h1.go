@@ -1196,13 +1196,7 @@ func (c *clientConn) exchange(sc *serverConn, be *backend.Backend, x *exchange, 
 	if err != nil {
 		sc.close()
 		bodyErr()
-		x.terminated = "body"
-		if !errors.As(err, new(writeError)) {
-			srv.Counters.RespErrors.Add(1) // the server broke off its body (HAProxy: eresp)
-			x.srvAbort = true
-		} else {
-			x.terminated = "client" // it stopped taking the response
-		}
+		x.bodyFailed(err, srv)
 		c.log(x)
 		return false, false
 	}

@@ -1108,11 +1108,7 @@ func (s *h2Stream) receive(sc *serverConn, be *backend.Backend, x *exchange, sti
 		x.bytesOut = n
 		if err != nil {
 			s.clientBroke(err)
-			x.terminated = "client" // it reset the stream or stopped reading
-			if !errors.As(err, new(writeError)) {
-				srv.Counters.RespErrors.Add(1) // the server broke off its body
-				x.terminated, x.srvAbort = "body", true
-			}
+			x.bodyFailed(err, srv)
 		}
 		s.log(x)
 		return false
@@ -1124,11 +1120,7 @@ func (s *h2Stream) receive(sc *serverConn, be *backend.Backend, x *exchange, sti
 		sc.close()
 		s.clientBroke(err)
 		bodyErr()
-		x.terminated = "client" // it reset the stream or stopped reading
-		if !errors.As(err, new(writeError)) {
-			srv.Counters.RespErrors.Add(1) // the server broke off its body
-			x.terminated, x.srvAbort = "body", true
-		}
+		x.bodyFailed(err, srv)
 		s.log(x)
 		return false
 	}

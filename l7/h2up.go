@@ -1454,28 +1454,26 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
 	buf := (*bp)[:upTake]
-	var err error
+	taken := 0 // body bytes in buf before the loop
 	if whole {
 		// Taken whole and released (the WINDOW_UPDATE written, which a
 		// server that stopped reading may hold up) before the stream
 		// counts ready: then it writes to its client only.
-		n, _, _, _ := us.take(buf)
+		taken, _, _, _ = us.take(buf)
 		us.release()
 		cl.upWhole()
-		err = cl.upHead(status, head, cookie, srv, n == 0, n > 0)
-		if err == nil && n > 0 {
-			if err = cl.writeData(buf[:n], true); err == nil {
-				x.bytesOut += int64(n)
-				p.Counters.BytesOut.Add(uint64(n))
-				srv.Counters.BytesOut.Add(uint64(n))
-			}
-		}
-		endNow = true
-	} else {
-		err = cl.upHead(status, head, cookie, srv, endNow, lazy)
 	}
+	err := cl.upHead(status, head, cookie, srv, endNow, lazy)
 	for err == nil && !endNow {
-		n, last, trailers, uerr := us.take(buf)
+		var n int
+		var last bool
+		var trailers []hpack.HeaderField
+		var uerr error
+		if taken > 0 {
+			n, last, taken = taken, true, 0 // the whole body, taken above
+		} else {
+			n, last, trailers, uerr = us.take(buf)
+		}
 		if n > 0 {
 			if err = cl.writeData(buf[:n], last); err != nil {
 				break
@@ -1506,9 +1504,7 @@ func exchangeUp(cl upClient, us *upStream, ub *upBody, be *backend.Backend, x *e
 			}
 			cl.upAbort(code)
 			bodyErr()
-			srv.Counters.RespErrors.Add(1)
-			x.terminated = "body"
-			x.srvAbort = true
+			x.serverBroke(srv)
 			cl.log(x)
 			return false
 		}

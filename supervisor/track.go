@@ -143,7 +143,7 @@ func (t *tracker) verdictLocked() (reason, content string, known bool) {
 		if t.stopping {
 			return "stopping", cannotServe, true
 		}
-		return "no worker running", cannotServe, true
+		return noWorker, cannotServe, true
 	}
 	r, ok := t.cur.nodeReport()
 	switch {
@@ -162,6 +162,9 @@ func (t *tracker) verdictLocked() (reason, content string, known bool) {
 }
 
 const maintReason = frontend.MaintReason
+
+// noWorker is the verdict while no worker runs.
+const noWorker = "no worker running"
 
 // health is the verdict for the BGP speaker: the node's, and the
 // when_vital frontends without a server.
@@ -197,7 +200,7 @@ func (t *tracker) refreshLocked() {
 	}
 	if reason != t.reason || !t.logged {
 		switch {
-		case reason == "no worker running" && !t.logged:
+		case reason == noWorker && !t.logged:
 			// The master's first verdict, before its first worker is
 			// up: the expected start, not a fault.
 			t.log.Info("this node serves once its worker is up", "track_file", t.path)
