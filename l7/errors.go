@@ -227,6 +227,12 @@ func (c *clientConn) failStatus(f failure, status int, be *backend.Backend, x *e
 func (c *clientConn) reply(status int, x *exchange, closing bool) bool {
 	close := closing || c.req.connClose || c.p.draining.Load() || c.req.http10
 	c.out = c.p.errorResponse(c.out[:0], status, close)
+	if equalFold(c.req.method, "HEAD") {
+		// No body to a HEAD (RFC 9110 §9.3.2), or the next response on a
+		// kept connection would start with it; Content-Length still says
+		// what a GET would get.
+		c.out = c.out[:len(c.out)-len(c.p.errorPage(status))]
+	}
 	c.dl.forget()
 	c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_, err := c.conn.Write(c.out)

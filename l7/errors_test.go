@@ -247,3 +247,28 @@ func TestClientAbortCounted(t *testing.T) {
 		t.Errorf("server aborts = %d: the client left, not the server", n)
 	}
 }
+
+// sluice's own error answer to a HEAD carries no body (RFC 9110 §9.3.2):
+// on the kept connection, the next request's answer comes next, not the
+// error page's bytes.
+func TestHeadErrorHasNoBody(t *testing.T) {
+	ok := serveHTTP(t, named("ok"))
+	front := "default_backend = \"ok\"\n[[frontend.web.route]]\npath_prefix = \"/dead\"\nbackend = \"dead\"\n"
+	_, addr := testutil.Start(t, httpConfig(front, "retries = 0", map[string][]string{"ok": {ok.Addr}, "dead": {testutil.ClosedAddr(t)}}))
+	c := testutil.Dial(t, addr)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "HEAD /dead HTTP/1.1\r\nHost: h\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+	br := bufio.NewReader(c)
+	head, err := http.ReadResponse(br, &http.Request{Method: "HEAD"})
+	if err != nil || head.StatusCode != 503 {
+		t.Fatalf("HEAD: %v %v, want 503", head, err)
+	}
+	next, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the answer after the HEAD's: %v (the error page's body left on the connection?)", err)
+	}
+	body, _ := io.ReadAll(next.Body)
+	if next.StatusCode != 200 || !strings.Contains(string(body), "ok") {
+		t.Fatalf("answer to GET /next: %d %q", next.StatusCode, body)
+	}
+}
